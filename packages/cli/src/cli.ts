@@ -1,0 +1,43 @@
+import yargs from 'yargs';
+import { commands } from './commands/index.ts';
+import { reportError, CliUsageError } from './report.ts';
+
+declare const TSBUILD_VERSION: string | undefined;
+const version = typeof TSBUILD_VERSION === 'string' ? TSBUILD_VERSION : '0.0.0-dev';
+
+/** Parses argv, runs one command, and maps any failure to a message and an exit code. */
+export async function run(argv: string[]): Promise<number> {
+  const debug = argv.includes('--debug');
+  let exitCode = 0;
+  try {
+    let parser = yargs(argv)
+      .scriptName('tsbuild')
+      .usage('$0 <command> [options]\n\nBuild OCI images from Dockerfiles without a daemon.')
+      .version(version)
+      .option('debug', { type: 'boolean', describe: 'Print stack traces for errors', global: true })
+      .strict()
+      .demandCommand(1, 'Name a command; see tsbuild --help.')
+      .recommendCommands()
+      .wrap(Math.min(110, process.stdout.columns || 100))
+      .fail((msg, err) => {
+        if (err) throw err;
+        throw new CliUsageError(msg ?? 'invalid arguments');
+      });
+    for (const c of commands) {
+      parser = parser.command({
+        command: c.command,
+        describe: c.describe,
+        builder: c.builder,
+        handler: async (args: Record<string, unknown>) => {
+          exitCode = (await c.handler(args)) ?? 0;
+        },
+      } as never);
+    }
+    await parser.parseAsync();
+    return exitCode;
+  } catch (e) {
+    return reportError(e, debug);
+  }
+}
+
+
