@@ -13,3 +13,11 @@ export type {
   HistoryEntry,
   ImageConfig,
 } from './types.ts';
+export { canonicalJson, canonicalString } from './json.ts';
+export { isIndexMediaType, isManifestMediaType, isConfigMediaType, isLayerMediaType, layerCompression, layerMediaType } from './media.ts';
+export { descriptorFor, buildManifest, buildIndex, buildConfig, serialize, chainIds } from './build.ts';
+export type { BuildConfigOptions } from './build.ts';
+export { parseManifest, parseIndex, parseConfig, sniffMediaType } from './parse.ts';
+export type { ParseOptions } from './parse.ts';
+export { validateImage, hashStream } from './image.ts';
+export type { Blob, Layer, Image, ValidateOptions } from './image.ts';
