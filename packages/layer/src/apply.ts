@@ -1,0 +1,282 @@
+/**
+ * Unpacking a layer into a directory. The archive is hostile until proven otherwise: every name is
+ * resolved inside the target with a secure join, and whiteouts may only remove what sits in their
+ * own directory.
+ */
+import {
+  closeSync,
+  constants as fsc,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  chmodSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import type { Stats } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { resolve as resolvePath } from 'node:path';
+import { CancelledError, TsbuildError, UnsafeArchiveError } from '@tsbuild/errors';
+import type { Digest } from '@tsbuild/oci';
+import { readTar } from './tar.ts';
+import type { TarHeader } from './tar.ts';
+import { cleanArchivePath, secureJoin } from './securejoin.ts';
+import { writeXattrs } from './xattr.ts';
+import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './diff.ts';
+
+export interface ApplyOptions {
+  signal?: AbortSignal;
+}
+
+export interface ApplyStats {
+  /** sha256 of the uncompressed tar: compare it with the image config's diff_id. */
+  diffId: Digest;
+  /** Uncompressed tar size in bytes. */
+  size: number;
+  /** Entries read, including whiteouts. */
+  entries: number;
+  whiteouts: number;
+}
+
+interface Deferred {
+  parts: string[];
+  host: string;
+  ino: number;
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+function isOverlayXattr(name: string): boolean {
+  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.');
+}
+
+/** Gzip is undone here so callers can hand over a pulled blob directly. */
+async function uncompressed(tar: Readable | AsyncIterable<Buffer>): Promise<AsyncIterable<Buffer>> {
+  const it = (tar as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  const first = await it.next();
+  const rest: AsyncIterable<Buffer> = {
+    async *[Symbol.asyncIterator]() {
+      if (!first.done) yield first.value;
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return;
+        yield r.value;
+      }
+    },
+  };
+  const head = first.done ? Buffer.alloc(0) : first.value;
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
+    const gunzip = createGunzip();
+    pipeline(Readable.from(rest), gunzip).catch((e: unknown) => gunzip.destroy(e as Error));
+    return gunzip;
+  }
+  if (head.length >= 4 && head.readUInt32BE(0) === 0x28b52ffd) {
+    throw new TsbuildError('COMPRESSED_LAYER', 'layer is zstd-compressed; apply expects an uncompressed or gzip tar', {
+      hint: 'decompress the layer stream before applying it',
+    });
+  }
+  return rest;
+}
+
+/**
+ * Applies a layer tar (uncompressed or gzip) onto `dir`: whiteouts and opaque markers remove lower
+ * content, everything else is created with its owner, mode, mtime and xattrs.
+ */
+export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, opts: ApplyOptions = {}): Promise<ApplyStats> {
+  const root = resolvePath(dir);
+  const signal = opts.signal;
+  mkdirSync(root, { recursive: true });
+  const hash = createHash('sha256');
+  let size = 0;
+  let entries = 0;
+  let whiteouts = 0;
+  const created = new Set<string>();
+  const dirTimes: Array<Deferred & { mtime: number }> = [];
+  const xattrs: Array<Deferred & { attrs: Map<string, Uint8Array> }> = [];
+
+  try {
+    const source = await uncompressed(tar);
+    const reader = readTar(source, {
+      ...(signal ? { signal } : {}),
+      onBytes: (c) => {
+        hash.update(c);
+        size += c.length;
+      },
+    });
+    for await (const { header, body } of reader) {
+      signal?.throwIfAborted();
+      entries++;
+      const parts = cleanArchivePath(header.path);
+      try {
+        const r = await applyEntry(root, parts, header, body, created);
+        if (r === 'whiteout') whiteouts++;
+        else if (r) {
+          if (header.type === 'dir') dirTimes.push({ parts, host: r.host, ino: r.ino, mtime: header.mtime });
+          if (header.xattrs && header.type !== 'hardlink') {
+            const attrs = new Map<string, Uint8Array>();
+            for (const [k, v] of header.xattrs) {
+              if (isOverlayXattr(k)) continue;
+              if (!/^[a-z]+\.[^\0\n]+$/.test(k)) {
+                throw new UnsafeArchiveError(`entry ${JSON.stringify(header.path)} has an invalid xattr name ${JSON.stringify(k)}`, { entry: header.path });
+              }
+              attrs.set(k, v);
+            }
+            if (attrs.size > 0) xattrs.push({ parts, host: r.host, ino: r.ino, attrs });
+          }
+        }
+      } catch (e) {
+        if (e instanceof TsbuildError) throw e;
+        const err = e as NodeJS.ErrnoException;
+        throw new TsbuildError('APPLY', `cannot apply layer entry ${JSON.stringify(header.path)}: ${err.message}`, { cause: e });
+      }
+    }
+    // A later entry may have replaced a directory on the way to an earlier path with a symlink;
+    // only paths that still resolve to the same inode, without crossing a symlink, are touched.
+    const stillThere = (d: Deferred): boolean => secureJoin(root, d.parts) === d.host && lstatOrUndefined(d.host)?.ino === d.ino;
+    await writeXattrs(
+      xattrs.filter(stillThere).map((x) => [x.host, x.attrs] as [string, Map<string, Uint8Array>]),
+      signal ? { signal } : {},
+    );
+    for (const d of dirTimes) if (stillThere(d)) lutimesSync(d.host, d.mtime, d.mtime);
+  } catch (e) {
+    if (signal?.aborted && !(e instanceof CancelledError)) throw new CancelledError(`applying a layer to ${dir} was cancelled`, { cause: e });
+    throw e;
+  }
+  return { diffId: `sha256:${hash.digest('hex')}`, size, entries, whiteouts };
+}
+
+async function drain(body: AsyncIterable<Buffer>): Promise<void> {
+  for await (const _ of body);
+}
+
+function removeAll(host: string): void {
+  rmSync(host, { recursive: true, force: true });
+}
+
+async function applyEntry(
+  root: string,
+  parts: string[],
+  h: TarHeader,
+  body: AsyncIterable<Buffer>,
+  created: Set<string>,
+): Promise<'whiteout' | { host: string; ino: number } | undefined> {
+  if (parts.length === 0) {
+    if (h.type !== 'dir') throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
+    lchownSync(root, h.uid, h.gid);
+    chmodSync(root, h.mode);
+    return { host: root, ino: lstatSync(root).ino };
+  }
+  const base = parts[parts.length - 1]!;
+  const parentParts = parts.slice(0, -1);
+  const parent = secureJoin(root, parentParts, { followLast: true });
+
+  if (base.startsWith(WHITEOUT_PREFIX)) {
+    await drain(body);
+    const parentSt = lstatOrUndefined(parent);
+    if (base === OPAQUE_MARKER) {
+      if (parentSt?.isDirectory()) {
+        for (const name of readdirSync(parent)) {
+          const child = `${parent}/${name}`;
+          if (!created.has(child)) removeAll(child);
+        }
+      }
+      return 'whiteout';
+    }
+    const victim = base.slice(WHITEOUT_PREFIX.length);
+    if (victim === '' || victim === '.' || victim === '..') {
+      throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} does not name a file in its directory`, { entry: h.path });
+    }
+    if (parentSt?.isDirectory()) removeAll(`${parent}/${victim}`);
+    return 'whiteout';
+  }
+
+  mkdirSync(parent, { recursive: true, mode: 0o755 });
+  const host = `${parent}/${base}`;
+  const existing = lstatOrUndefined(host);
+  if (existing && !(h.type === 'dir' && existing.isDirectory())) {
+    if (existing.isDirectory()) removeAll(host);
+    else unlinkSync(host);
+  }
+  created.add(host);
+
+  switch (h.type) {
+    case 'dir': {
+      if (!existing?.isDirectory()) mkdirSync(host, { mode: 0o700 });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+    case 'file': {
+      const fd = openSync(host, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      try {
+        let written = 0;
+        for await (const chunk of body) {
+          let off = 0;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off, written + off);
+          written += chunk.length;
+        }
+        // chown clears setuid/setgid, so the mode goes on after it.
+        fchownSync(fd, h.uid, h.gid);
+        fchmodSync(fd, h.mode);
+        futimesSync(fd, h.mtime, h.mtime);
+      } finally {
+        closeSync(fd);
+      }
+      return { host, ino: lstatSync(host).ino };
+    }
+    case 'hardlink': {
+      const targetParts = cleanArchivePath(h.linkpath ?? '');
+      const target = secureJoin(root, targetParts);
+      const st = lstatOrUndefined(target);
+      if (targetParts.length === 0 || !st || st.isDirectory()) {
+        throw new UnsafeArchiveError(`hardlink ${JSON.stringify(h.path)} points to ${JSON.stringify(h.linkpath)}, which is not a file in the layer's root`, {
+          entry: h.path,
+        });
+      }
+      linkSync(target, host);
+      return undefined;
+    }
+    case 'symlink': {
+      symlinkSync(h.linkpath ?? '', host);
+      lchownSync(host, h.uid, h.gid);
+      break;
+    }
+    case 'char':
+    case 'block': {
+      execFileSync('mknod', ['-m', (h.mode & 0o7777).toString(8), host, h.type === 'char' ? 'c' : 'b', String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+    case 'fifo': {
+      execFileSync('mkfifo', ['-m', (h.mode & 0o7777).toString(8), host], { stdio: ['ignore', 'ignore', 'pipe'] });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+  }
+  if (h.type !== 'dir') lutimesSync(host, h.mtime, h.mtime);
+  return { host, ino: lstatSync(host).ino };
+}

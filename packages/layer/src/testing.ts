@@ -1,0 +1,79 @@
+/** Helpers shared by this package's tests: building archives in code and comparing trees. */
+import { lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Readable } from 'node:stream';
+import { encodeHeader, endOfArchive, padding } from './tar.ts';
+import type { TarHeader } from './tar.ts';
+import { readXattrTree } from './xattr.ts';
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(`${tmpdir()}/tsbuild-layer-${prefix}-`);
+}
+
+export interface Spec extends Partial<TarHeader> {
+  path: string;
+  body?: string | Buffer;
+}
+
+/** A tar built entry by entry, with defaults for whatever a case does not care about. */
+export function buildTar(specs: Spec[]): Buffer {
+  const out: Buffer[] = [];
+  for (const s of specs) {
+    const body = s.body === undefined ? Buffer.alloc(0) : Buffer.from(s.body);
+    const { body: _b, ...rest } = s;
+    out.push(encodeHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_000_000, ...rest, size: body.length }));
+    out.push(body, Buffer.alloc(padding(body.length)));
+  }
+  out.push(endOfArchive());
+  return Buffer.concat(out);
+}
+
+export function streamOf(b: Buffer): Readable {
+  // Small chunks so headers and bodies straddle chunk boundaries.
+  const parts: Buffer[] = [];
+  for (let i = 0; i < b.length; i += 700) parts.push(b.subarray(i, i + 700));
+  return Readable.from(parts);
+}
+
+export interface NodeInfo {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  content?: string;
+  target?: string;
+  rdev?: number;
+  xattrs?: Record<string, string>;
+  /** Index of the first path sharing this inode, for hardlink groups. */
+  linkGroup?: string;
+}
+
+/** Everything diff/apply must preserve, keyed by relative path (the root itself excluded). */
+export async function snapshotTree(root: string): Promise<Record<string, NodeInfo>> {
+  const xattrs = await readXattrTree(root);
+  const out: Record<string, NodeInfo> = {};
+  const inodes = new Map<number, string>();
+  const walk = (host: string, rel: string): void => {
+    for (const name of readdirSync(host).sort()) {
+      const h = `${host}/${name}`;
+      const r = rel + name;
+      const st = lstatSync(h);
+      const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'char' : st.isBlockDevice() ? 'block' : 'other';
+      const info: NodeInfo = { type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
+      if (type === 'file') info.content = readFileSync(h).toString('base64');
+      if (type === 'symlink') info.target = readlinkSync(h);
+      if (type === 'char' || type === 'block') info.rdev = st.rdev;
+      const xa = xattrs.get(h);
+      if (xa) info.xattrs = Object.fromEntries([...xa].map(([k, v]) => [k, v.toString('hex')]));
+      if (type !== 'dir' && st.nlink > 1) {
+        info.linkGroup = inodes.get(st.ino) ?? r;
+        inodes.set(st.ino, info.linkGroup);
+      }
+      out[r] = info;
+      if (type === 'dir') walk(h, r + '/');
+    }
+  };
+  walk(root, '');
+  return out;
+}
