@@ -1,0 +1,52 @@
+/**
+ * Parser directives (`# syntax=…`, `# escape=…`, `# check=…`). They are only honoured in the
+ * leading block of comment lines: the first line that is not a directive of a known name
+ * (a blank line, another comment, an instruction) ends the block for good, as in BuildKit.
+ */
+
+export const DIRECTIVE_NAMES = ['syntax', 'escape', 'check'] as const;
+export type DirectiveName = (typeof DIRECTIVE_NAMES)[number];
+
+export interface DirectiveLine {
+  name: DirectiveName;
+  value: string;
+}
+
+/** `#`, optional spaces, a name, `=`, the value with surrounding whitespace trimmed. */
+const DIRECTIVE_RE = /^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$/s;
+
+function isDirectiveName(name: string): name is DirectiveName {
+  return (DIRECTIVE_NAMES as readonly string[]).includes(name);
+}
+
+export class DirectiveError extends Error {}
+
+export class DirectiveScanner {
+  private done = false;
+  private readonly seen = new Set<string>();
+  readonly values: Record<string, string> = {};
+
+  /**
+   * Looks at one physical line (newline and leading whitespace already removed).
+   * Returns the directive it holds, or undefined; throws DirectiveError on a repeated directive.
+   */
+  scan(line: string): DirectiveLine | undefined {
+    if (this.done) return undefined;
+    const m = DIRECTIVE_RE.exec(line);
+    const rawName = m?.[1];
+    const value = m?.[2];
+    if (rawName === undefined || value === undefined) {
+      this.done = true;
+      return undefined;
+    }
+    const name = rawName.toLowerCase();
+    if (!isDirectiveName(name)) {
+      this.done = true;
+      return undefined;
+    }
+    if (this.seen.has(name)) throw new DirectiveError(`only one ${name} parser directive can be used`);
+    this.seen.add(name);
+    this.values[name] = value;
+    return { name, value };
+  }
+}
