@@ -1,0 +1,4 @@
+export { openSnapshotter, unmount } from './snapshotter.ts';
+export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions } from './snapshotter.ts';
+export { parseMountinfo } from './mountinfo.ts';
+export type { MountEntry } from './mountinfo.ts';

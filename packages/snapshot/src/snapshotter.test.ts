@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { TsbuildError } from '@tsbuild/errors';
+import { sha256 } from '@tsbuild/oci';
+import type { Digest } from '@tsbuild/oci';
+import { openSnapshotter } from './index.ts';
+import { readMounts } from './mountinfo.ts';
+
+const key = (s: string): Digest => sha256(s);
+
+async function mountsBelow(dir: string): Promise<string[]> {
+  return (await readMounts()).map((m) => m.mountPoint).filter((p) => p.startsWith(`${dir}/`));
+}
+
+/** Unpacks a chain of `n` layers, layer i adding file f<i>; returns the chain IDs, base first. */
+async function stack(s: Awaited<ReturnType<typeof openSnapshotter>>, tag: string, n: number): Promise<Digest[]> {
+  const ids: Digest[] = [];
+  let parent: Digest | undefined;
+  for (let i = 0; i < n; i++) {
+    const id = key(`${tag}-${i}`);
+    await s.unpack(id, parent, async (dir) => {
+      await writeFile(join(dir, `f${i}`), `layer ${i}\n`);
+    });
+    ids.push(id);
+    parent = id;
+  }
+  return ids;
+}
+
+describe('snapshotter', () => {
+  let base: string;
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), 'tsbuild-snap-'));
+  });
+  after(async () => {
+    const left = await mountsBelow(base);
+    await rm(base, { recursive: true, force: true });
+    assert.deepEqual(left, [], 'tests left mounts behind');
+  });
+
+  it('unpacks layers and mounts them merged, newest on top', async () => {
+    const s = await openSnapshotter({ root: join(base, 'merge') });
+    const a = key('a');
+    const b = key('b');
+    assert.equal(await s.has(a), false);
+    await s.unpack(a, undefined, async (dir) => {
+      await writeFile(join(dir, 'shared'), 'from a');
+      await writeFile(join(dir, 'only-a'), 'a');
+    });
+    await s.unpack(b, a, async (dir) => {
+      await writeFile(join(dir, 'shared'), 'from b');
+    });
+    assert.equal(await s.has(a), true);
+    assert.equal((await s.get(b))?.parent, a);
+    const act = await s.prepare(b);
+    assert.equal(await readFile(join(act.rootfs, 'shared'), 'utf8'), 'from b');
+    assert.equal(await readFile(join(act.rootfs, 'only-a'), 'utf8'), 'a');
+    await writeFile(join(act.rootfs, 'new'), 'n');
+    await unlink(join(act.rootfs, 'only-a'));
+    assert.deepEqual((await readdir(act.upper)).sort(), ['new', 'only-a']);
+    const c = key('c');
+    const dir = await act.commit(c);
+    assert.equal(await readFile(join(dir, 'new'), 'utf8'), 'n');
+    assert.equal((await s.get(c))?.parent, b);
+    await assert.rejects(act.release(), /already committed/);
+
+    const act2 = await s.prepare(c);
+    assert.deepEqual((await readdir(act2.rootfs)).sort(), ['new', 'shared']);
+    await act2.release();
+    assert.deepEqual(await readdir(join(s.root, 'a')), []);
+    assert.deepEqual(await mountsBelow(s.root), []);
+  });
+
+  it('prepares an empty rootfs for scratch and discards a released one', async () => {
+    const s = await openSnapshotter({ root: join(base, 'scratch') });
+    const act = await s.prepare(undefined);
+    assert.deepEqual(await readdir(act.rootfs), []);
+    await mkdir(join(act.rootfs, 'etc'));
+    const id = key('scratch-child');
+    await act.commit(id);
+    const info = await s.get(id);
+    assert.equal(info?.parent, undefined);
+    assert.deepEqual(await readdir(info?.dir ?? '/nonexistent'), ['etc']);
+    assert.deepEqual(await readdir(join(s.root, 'e')), []);
+  });
+
+  it('refuses a parent that does not exist', async () => {
+    const s = await openSnapshotter({ root: join(base, 'missing') });
+    await assert.rejects(s.prepare(key('nope')), (e: unknown) => e instanceof TsbuildError && e.code === 'SNAPSHOT_NOT_FOUND');
+    await assert.rejects(
+      s.unpack(key('x'), key('nope'), async () => {}),
+      (e: unknown) => e instanceof TsbuildError && e.code === 'SNAPSHOT_NOT_FOUND',
+    );
+  });
+
+  it('leaves nothing behind when fill fails', async () => {
+    const s = await openSnapshotter({ root: join(base, 'failfill') });
+    await assert.rejects(
+      s.unpack(key('bad'), undefined, async (dir) => {
+        await writeFile(join(dir, 'partial'), 'x');
+        throw new Error('tar broke');
+      }),
+      /tar broke/,
+    );
+    assert.equal(await s.has(key('bad')), false);
+    assert.deepEqual(await readdir(join(s.root, 'l')), []);
+    assert.deepEqual(await readdir(join(s.root, 't')), []);
+  });
+
+  it('keeps one layer when the same key is unpacked concurrently', async () => {
+    const root = join(base, 'concurrent');
+    const s1 = await openSnapshotter({ root });
+    const s2 = await openSnapshotter({ root });
+    const id = key('same');
+    let fills = 0;
+    const fill = async (dir: string) => {
+      fills++;
+      await new Promise((r) => setTimeout(r, 20));
+      await writeFile(join(dir, 'f'), 'x');
+    };
+    await Promise.all([s1.unpack(id, undefined, fill), s1.unpack(id, undefined, fill), s2.unpack(id, undefined, fill)]);
+    // Within one snapshotter the second call joins the first; across two, both fill and one wins.
+    assert.equal(fills, 2);
+    assert.equal((await s1.list()).length, 1);
+    assert.equal((await readdir(join(root, 'l'))).length, 1);
+    assert.deepEqual(await readdir(join(root, 't')), []);
+  });
+
+  it('mounts a 130-layer chain with every file visible', async () => {
+    const s = await openSnapshotter({ root: join(base, 'deep') });
+    const ids = await stack(s, 'deep', 130);
+    const act = await s.prepare(ids[ids.length - 1]);
+    const names = await readdir(act.rootfs);
+    assert.equal(names.length, 130);
+    assert.equal(await readFile(join(act.rootfs, 'f0'), 'utf8'), 'layer 0\n');
+    assert.equal(await readFile(join(act.rootfs, 'f129'), 'utf8'), 'layer 129\n');
+    await act.release();
+  });
+
+  it('flattens the oldest layers when a chain exceeds the mount limits', async () => {
+    const s = await openSnapshotter({ root: join(base, 'flat'), maxLowerLayers: 16 });
+    const ids = await stack(s, 'flat', 130);
+    // A deletion inside the flattened part must stay deleted in the merged view.
+    const act0 = await s.prepare(ids[ids.length - 1]);
+    await unlink(join(act0.rootfs, 'f3'));
+    const top = key('flat-top');
+    await act0.commit(top);
+    const act = await s.prepare(top);
+    const names = new Set(await readdir(act.rootfs));
+    assert.equal(names.size, 129);
+    for (let i = 0; i < 130; i++) assert.equal(names.has(`f${i}`), i !== 3, `f${i}`);
+    assert.equal(await readFile(join(act.rootfs, 'f77'), 'utf8'), 'layer 77\n');
+    await act.release();
+    assert.ok((await readdir(join(s.root, 'f'))).length > 0, 'expected a flattened dir');
+
+    // The option-length limit alone forces flattening too.
+    const s2 = await openSnapshotter({ root: join(base, 'flat-bytes'), maxOptionBytes: 400 });
+    const ids2 = await stack(s2, 'bytes', 130);
+    const act2 = await s2.prepare(ids2[ids2.length - 1]);
+    assert.equal((await readdir(act2.rootfs)).length, 130);
+    await act2.release();
+  });
+
+  it('removes layers with their descendants and prunes all but what is kept', async () => {
+    const s = await openSnapshotter({ root: join(base, 'gc') });
+    const [x0, x1, x2] = await stack(s, 'x', 3);
+    const [y0] = await stack(s, 'y', 1);
+    assert.ok(x0 && x1 && x2 && y0);
+    const act = await s.prepare(x2);
+    await assert.rejects(s.remove(x1), (e: unknown) => e instanceof TsbuildError && e.code === 'SNAPSHOT_IN_USE');
+    await act.release();
+    assert.deepEqual((await s.remove(x1)).sort(), [x1, x2].sort());
+    assert.equal(await s.has(x1), false);
+    assert.equal(await s.has(x0), true);
+
+    const [z0, z1] = await stack(s, 'z', 2);
+    assert.ok(z0 && z1);
+    const removed = await s.prune(new Set([z1]));
+    assert.deepEqual(removed.sort(), [x0, y0].sort());
+    assert.deepEqual((await s.list()).map((i) => i.chainId).sort(), [z0, z1].sort());
+    assert.equal((await readdir(join(s.root, 'l'))).length, 2);
+  });
+
+  it('unmounts and removes what a killed process left behind', async () => {
+    const root = join(base, 'crash');
+    const s = await openSnapshotter({ root });
+    const [l0] = await stack(s, 'crash', 1);
+    assert.ok(l0);
+    const script = `
+      import { openSnapshotter } from ${JSON.stringify(fileURLToPath(new URL('./index.ts', import.meta.url)))};
+      const s = await openSnapshotter({ root: ${JSON.stringify(root)} });
+      const act = await s.prepare(${JSON.stringify(l0)});
+      process.stdout.write(act.rootfs + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const rootfs = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        if (out.includes('\n')) resolve(out.trim());
+      });
+      child.once('exit', (code) => reject(new Error(`child exited early with ${code}`)));
+    });
+    assert.deepEqual(await mountsBelow(root), [rootfs]);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    assert.ok(existsSync(join(rootfs, 'f0')), 'the dead process mount is still there');
+
+    await openSnapshotter({ root });
+    assert.deepEqual(await mountsBelow(root), []);
+    assert.deepEqual(await readdir(join(root, 'a')), []);
+    assert.equal(await s.has(l0), true);
+  });
+});
