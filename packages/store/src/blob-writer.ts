@@ -1,0 +1,137 @@
+import { createHash } from 'node:crypto';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { TsbuildError } from '@tsbuild/errors';
+import type { Digest } from '@tsbuild/oci';
+import { errnoCode, fsyncDir } from './fsutil.ts';
+
+export interface Expected {
+  digest?: Digest;
+  size?: number;
+}
+
+export interface BlobWriter {
+  /** Write the blob here; it is hashed as it goes to a temp file. */
+  readonly stream: Writable;
+  /**
+   * Ends the stream if still open, makes the data durable, checks it against `expected` and moves
+   * it into place (dropping it when the blob is already stored). Afterwards no temp file is left.
+   */
+  commit(expected?: Expected): Promise<{ digest: Digest; size: number }>;
+  /** Discards what was written. */
+  abort(): Promise<void>;
+}
+
+export function checkExpected(got: { digest: Digest; size: number }, expected: Expected | undefined): void {
+  if (!expected) return;
+  const badDigest = expected.digest !== undefined && expected.digest !== got.digest;
+  const badSize = expected.size !== undefined && expected.size !== got.size;
+  if (badDigest || badSize) {
+    const want = `${expected.digest ?? 'any digest'}${expected.size !== undefined ? ` (${expected.size} bytes)` : ''}`;
+    throw new TsbuildError('DIGEST_MISMATCH', `blob verification failed: expected ${want}, received ${got.digest} (${got.size} bytes)`);
+  }
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+    off += bytesWritten;
+  }
+}
+
+export class FileBlobWriter implements BlobWriter {
+  readonly stream: Writable;
+  private readonly hash = createHash('sha256');
+  private size = 0;
+  private fh: FileHandle | undefined;
+  private settled = false;
+
+  constructor(
+    private readonly tmp: string,
+    private readonly finalPath: (d: Digest) => string,
+  ) {
+    this.stream = new Writable({
+      highWaterMark: 1 << 20,
+      construct: (cb) => {
+        open(this.tmp, 'wx', 0o644).then(
+          (fh) => {
+            this.fh = fh;
+            cb();
+          },
+          (e: Error) => cb(e),
+        );
+      },
+      writev: (chunks, cb) => {
+        const bufs = chunks.map((c) => (typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : (c.chunk as Buffer)));
+        for (const b of bufs) {
+          this.hash.update(b);
+          this.size += b.length;
+        }
+        writeAll(this.fh!, bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs)).then(() => cb(), (e: Error) => cb(e));
+      },
+      final: (cb) => {
+        this.fh!.sync().then(() => cb(), (e: Error) => cb(e));
+      },
+      destroy: (err, cb) => {
+        const fh = this.fh;
+        this.fh = undefined;
+        if (!fh) return cb(err);
+        fh.close().then(() => cb(err), () => cb(err));
+      },
+    });
+  }
+
+  async commit(expected?: Expected): Promise<{ digest: Digest; size: number }> {
+    if (this.settled) throw new TsbuildError('BLOB_WRITER_CLOSED', 'blob writer already committed or aborted');
+    this.settled = true;
+    try {
+      if (!this.stream.writableEnded) this.stream.end();
+      await finished(this.stream);
+      const fh = this.fh;
+      this.fh = undefined;
+      await fh?.close();
+      const got = { digest: `sha256:${this.hash.digest('hex')}` as Digest, size: this.size };
+      checkExpected(got, expected);
+      const dest = this.finalPath(got.digest);
+      if (await exists(dest)) {
+        await rm(this.tmp, { force: true });
+      } else {
+        await rename(this.tmp, dest);
+        await fsyncDir(dest.slice(0, dest.lastIndexOf('/')));
+      }
+      return got;
+    } catch (e) {
+      await this.cleanup();
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    this.settled = true;
+    await this.cleanup();
+  }
+
+  private async cleanup(): Promise<void> {
+    if (!this.stream.destroyed) {
+      this.stream.destroy();
+      await finished(this.stream).catch(() => undefined);
+    }
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => undefined);
+    await rm(this.tmp, { force: true });
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw e;
+  }
+}

@@ -1,0 +1,10 @@
+export { openStore, resolveRoot, hostPlatform, Store } from './store.ts';
+export type { OpenStoreOptions, RootOptions, ImageEntry, CompressionAlgo, CompressFn } from './store.ts';
+export type { BlobWriter, Expected } from './blob-writer.ts';
+export type { MetaStore, SetOptions } from './meta.ts';
+export type { GcOptions, GcResult } from './gc.ts';
+export { StoreImage, StoreLayer } from './image.ts';
+export { withLock } from './lock.ts';
+export type { LockOptions } from './lock.ts';
+export { parseRef, normalizeName } from './refs.ts';
+export type { ParsedRef } from './refs.ts';
