@@ -51,17 +51,20 @@ export interface ApplyStats {
   whiteouts: number;
 }
 
+/** Metadata applied after all entries are written, once the tree has stopped changing. */
 interface Deferred {
   parts: string[];
   host: string;
-  ino: number;
+  /** Index of the entry that wrote `host`. */
+  index: number;
 }
 
 function lstatOrUndefined(p: string): Stats | undefined {
   try {
     return lstatSync(p);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw e;
   }
 }
@@ -110,7 +113,8 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
   let size = 0;
   let entries = 0;
   let whiteouts = 0;
-  const created = new Set<string>();
+  // Host path → index of the entry that last wrote it (also tells opaque markers what is new).
+  const created = new Map<string, number>();
   const dirTimes: Array<Deferred & { mtime: number }> = [];
   const xattrs: Array<Deferred & { attrs: Map<string, Uint8Array> }> = [];
 
@@ -128,10 +132,10 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
       entries++;
       const parts = cleanArchivePath(header.path);
       try {
-        const r = await applyEntry(root, parts, header, body, created);
+        const r = await applyEntry(root, parts, header, body, created, entries);
         if (r === 'whiteout') whiteouts++;
         else if (r) {
-          if (header.type === 'dir') dirTimes.push({ parts, host: r.host, ino: r.ino, mtime: header.mtime });
+          if (header.type === 'dir') dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
           if (header.xattrs && header.type !== 'hardlink') {
             const attrs = new Map<string, Uint8Array>();
             for (const [k, v] of header.xattrs) {
@@ -141,7 +145,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
               }
               attrs.set(k, v);
             }
-            if (attrs.size > 0) xattrs.push({ parts, host: r.host, ino: r.ino, attrs });
+            if (attrs.size > 0) xattrs.push({ parts, host: r, index: entries, attrs });
           }
         }
       } catch (e) {
@@ -150,9 +154,10 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
         throw new TsbuildError('APPLY', `cannot apply layer entry ${JSON.stringify(header.path)}: ${err.message}`, { cause: e });
       }
     }
-    // A later entry may have replaced a directory on the way to an earlier path with a symlink;
-    // only paths that still resolve to the same inode, without crossing a symlink, are touched.
-    const stillThere = (d: Deferred): boolean => secureJoin(root, d.parts) === d.host && lstatOrUndefined(d.host)?.ino === d.ino;
+    // A later entry may have replaced the path, or a directory on the way to it with a symlink;
+    // only paths still holding what their entry wrote, reached without crossing a symlink, are touched.
+    const stillThere = (d: Deferred): boolean =>
+      created.get(d.host) === d.index && secureJoin(root, d.parts) === d.host && lstatOrUndefined(d.host) !== undefined;
     await writeXattrs(
       xattrs.filter(stillThere).map((x) => [x.host, x.attrs] as [string, Map<string, Uint8Array>]),
       signal ? { signal } : {},
@@ -178,13 +183,15 @@ async function applyEntry(
   parts: string[],
   h: TarHeader,
   body: AsyncIterable<Buffer>,
-  created: Set<string>,
-): Promise<'whiteout' | { host: string; ino: number } | undefined> {
+  created: Map<string, number>,
+  index: number,
+): Promise<'whiteout' | string | undefined> {
   if (parts.length === 0) {
     if (h.type !== 'dir') throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
     lchownSync(root, h.uid, h.gid);
     chmodSync(root, h.mode);
-    return { host: root, ino: lstatSync(root).ino };
+    created.set(root, index);
+    return root;
   }
   const base = parts[parts.length - 1]!;
   const parentParts = parts.slice(0, -1);
@@ -217,7 +224,7 @@ async function applyEntry(
     if (existing.isDirectory()) removeAll(host);
     else unlinkSync(host);
   }
-  created.add(host);
+  created.set(host, index);
 
   switch (h.type) {
     case 'dir': {
@@ -242,7 +249,7 @@ async function applyEntry(
       } finally {
         closeSync(fd);
       }
-      return { host, ino: lstatSync(host).ino };
+      return host;
     }
     case 'hardlink': {
       const targetParts = cleanArchivePath(h.linkpath ?? '');
@@ -278,5 +285,5 @@ async function applyEntry(
     }
   }
   if (h.type !== 'dir') lutimesSync(host, h.mtime, h.mtime);
-  return { host, ino: lstatSync(host).ino };
+  return host;
 }
