@@ -1,0 +1,192 @@
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { rootCertificates } from 'node:tls';
+import type { Readable } from 'node:stream';
+import { RegistryError } from '@tsbuild/errors';
+
+/** A request body that can be produced again, so a failed attempt can be resent. */
+export type BodyFactory = () => Uint8Array | Readable | Promise<Uint8Array | Readable>;
+
+export interface HttpRequest {
+  method: string;
+  url: URL;
+  headers?: Record<string, string>;
+  body?: BodyFactory;
+  signal?: AbortSignal | undefined;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly url: URL;
+  header(name: string): string | undefined;
+  /** Every value of a header that may repeat (WWW-Authenticate). */
+  headerAll(name: string): string[];
+  readonly body: Readable;
+  /** Reads the body as bytes, refusing more than `limit` bytes (a hostile server can send forever). */
+  bytes(limit: number): Promise<Buffer>;
+  /** Drops the rest of the body so the connection can be reused. */
+  discard(): void;
+}
+
+export interface TransportOptions {
+  /** Extra PEM certificates trusted besides the system CAs. */
+  ca?: string | undefined;
+  /** Idle time after which a connection is given up as stalled. */
+  timeoutMs?: number | undefined;
+  userAgent?: string | undefined;
+}
+
+const CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+/** A failure of the connection itself, as opposed to an HTTP answer. */
+export function connectionError(err: unknown, what: string, url: URL): RegistryError {
+  const code = (err as { code?: unknown } | null)?.code;
+  const msg = err instanceof Error ? err.message : String(err);
+  if (code === 'ECONNREFUSED') {
+    return new RegistryError(`${what}: cannot connect to ${url.host}: connection refused (is the registry running?)`, { cause: err, temporary: false });
+  }
+  if (code === 'ENOTFOUND') {
+    return new RegistryError(`${what}: cannot resolve host ${url.hostname}`, { cause: err, temporary: false });
+  }
+  if (typeof code === 'string' && /^(?:CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_TLS)/.test(code)) {
+    return new RegistryError(`${what}: TLS verification of ${url.host} failed: ${msg}`, {
+      cause: err,
+      hint: 'pass the registry CA with --ca-file, or mark the registry insecure to use plain HTTP',
+    });
+  }
+  const temporary = (typeof code === 'string' && CONNECTION_ERRORS.has(code)) || /socket hang up|stalled|aborted|premature/i.test(msg);
+  return new RegistryError(`${what}: connection to ${url.host} failed: ${msg}`, { cause: err, temporary });
+}
+
+export class Transport {
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  private readonly httpsAgent: https.Agent;
+  private readonly timeoutMs: number;
+  private readonly userAgent: string;
+
+  constructor(opts: TransportOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.userAgent = opts.userAgent ?? 'tsbuild';
+    this.httpsAgent = new https.Agent({
+      keepAlive: true,
+      maxSockets: 8,
+      ...(opts.ca === undefined ? {} : { ca: [...rootCertificates, opts.ca] }),
+    });
+  }
+
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+
+  async send(req: HttpRequest): Promise<HttpResponse> {
+    const body = req.body === undefined ? undefined : await req.body();
+    const isHttps = req.url.protocol === 'https:';
+    const mod = isHttps ? https : http;
+    const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
+    if (body instanceof Uint8Array) headers['content-length'] = String(body.byteLength);
+    else if (body === undefined && (req.method === 'PUT' || req.method === 'POST' || req.method === 'PATCH')) headers['content-length'] = '0';
+
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: unknown): void => {
+        if (settled) return;
+        settled = true;
+        if (body !== undefined && !(body instanceof Uint8Array)) body.destroy();
+        reject(e);
+      };
+      const cr = mod.request(
+        req.url,
+        {
+          method: req.method,
+          headers,
+          agent: isHttps ? this.httpsAgent : this.httpAgent,
+          ...(req.signal === undefined ? {} : { signal: req.signal }),
+        },
+        (res) => {
+          if (settled) {
+            res.resume();
+            return;
+          }
+          settled = true;
+          resolve(wrapResponse(res, req.url));
+        },
+      );
+      cr.setTimeout(this.timeoutMs, () => cr.destroy(new Error(`connection stalled for ${this.timeoutMs} ms`)));
+      cr.on('error', fail);
+      if (body === undefined) cr.end();
+      else if (body instanceof Uint8Array) cr.end(body);
+      else {
+        body.on('error', (e) => cr.destroy(e));
+        body.pipe(cr);
+      }
+    });
+  }
+}
+
+function wrapResponse(res: http.IncomingMessage, url: URL): HttpResponse {
+  return {
+    status: res.statusCode ?? 0,
+    url,
+    body: res,
+    header(name) {
+      const v = res.headers[name.toLowerCase()];
+      return Array.isArray(v) ? v[0] : v;
+    },
+    headerAll(name) {
+      const v = res.headers[name.toLowerCase()];
+      return v === undefined ? [] : Array.isArray(v) ? v : [v];
+    },
+    async bytes(limit) {
+      const declared = Number(res.headers['content-length'] ?? NaN);
+      if (declared > limit) {
+        res.destroy();
+        throw new RegistryError(`response from ${url.host}${url.pathname} is ${declared} bytes, more than the ${limit} allowed`);
+      }
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        n += chunk.length;
+        if (n > limit) {
+          res.destroy();
+          throw new RegistryError(`response from ${url.host}${url.pathname} is larger than the ${limit} bytes allowed`);
+        }
+        chunks.push(chunk);
+      }
+      return Buffer.concat(chunks);
+    },
+    discard() {
+      res.resume();
+    },
+  };
+}
+
+interface OciErrorBody {
+  errors?: Array<{ code?: unknown; message?: unknown; detail?: unknown }>;
+}
+
+/** Turns a failed HTTP answer into a RegistryError, with the registry's own error code when it sent one. */
+export async function responseError(res: HttpResponse, what: string, reference?: string): Promise<RegistryError> {
+  let ociCode: string | undefined;
+  let detail = '';
+  try {
+    const text = (await res.bytes(64 * 1024)).toString('utf8');
+    const parsed = JSON.parse(text) as OciErrorBody;
+    const first = parsed.errors?.[0];
+    if (first !== undefined) {
+      ociCode = typeof first.code === 'string' ? first.code : undefined;
+      const m = typeof first.message === 'string' ? first.message : '';
+      detail = `${ociCode ?? 'error'}${m ? `: ${m}` : ''}`;
+    }
+  } catch {
+    // A body that is not the OCI error JSON carries nothing worth showing.
+  }
+  const status = res.status;
+  const temporary = status >= 500 || status === 429 || status === 408;
+  let message = `${what}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
+  if (detail) message += ` (${detail.slice(0, 300)})`;
+  const options: ConstructorParameters<typeof RegistryError>[1] = { status, temporary };
+  if (ociCode !== undefined) options.ociCode = ociCode;
+  if (reference !== undefined) options.reference = reference;
+  return new RegistryError(message, options);
+}

@@ -1,0 +1,17 @@
+export { parseReference, registryApiHost, withDigest, withTag, DOCKER_HUB } from './reference.ts';
+export type { Reference } from './reference.ts';
+export { RegistryClient, pullScope, pushScope } from './client.ts';
+export type { ClientOptions, RegistryRequest } from './client.ts';
+export { parseChallenges } from './challenge.ts';
+export type { Challenge } from './challenge.ts';
+export { dockerConfigCredentials, dockerConfigPath, storeCredentials, removeCredentials } from './credentials.ts';
+export type { Credentials, CredentialSource, DockerConfigOptions } from './credentials.ts';
+export { login, logout } from './login.ts';
+export type { LoginOptions } from './login.ts';
+export { getManifest, resolveImage, getConfig, fetchBlobBytes, pullBlob, pullImage, parsePlatform, formatPlatform } from './pull.ts';
+export type { BlobSink, BlobWriter, PullOptions, ManifestOptions, FetchedManifest, ResolvedImage } from './pull.ts';
+export { pushImage, pushBlob, pushManifest } from './push.ts';
+export type { ImageSource, PushOptions, BlobPushStatus } from './push.ts';
+export { convertManifest, toDockerManifest, toOciManifest, manifestMediaType, formatOfManifest } from './convert.ts';
+export type { ImageFormat } from './convert.ts';
+export { DigestVerifier } from './verify.ts';
