@@ -12,8 +12,26 @@ export interface DirectiveLine {
   value: string;
 }
 
-/** `#`, optional spaces, a name, `=`, the value with surrounding whitespace trimmed. */
-const DIRECTIVE_RE = /^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$/s;
+/** `#`, optional spaces, a name, `=`; the value is trimmed by hand (a lazy regex backtracks badly). */
+const DIRECTIVE_RE = /^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=/;
+
+function isRegexSpace(c: string | undefined): boolean {
+  return c === ' ' || c === '\t' || c === '\n' || c === '\f' || c === '\r';
+}
+
+/**
+ * The value as BuildKit's `\s*(.+?)\s*$` captures it: surrounding whitespace dropped, but a
+ * value of only whitespace keeps its last character (the lazy group needs one).
+ */
+function directiveValue(after: string): string | undefined {
+  if (after.length === 0) return undefined;
+  let start = 0;
+  while (start < after.length && isRegexSpace(after[start])) start++;
+  if (start === after.length) return after.slice(-1);
+  let end = after.length;
+  while (end > start && isRegexSpace(after[end - 1])) end--;
+  return after.slice(start, end);
+}
 
 function isDirectiveName(name: string): name is DirectiveName {
   return (DIRECTIVE_NAMES as readonly string[]).includes(name);
@@ -34,7 +52,7 @@ export class DirectiveScanner {
     if (this.done) return undefined;
     const m = DIRECTIVE_RE.exec(line);
     const rawName = m?.[1];
-    const value = m?.[2];
+    const value = m ? directiveValue(line.slice(m[0].length)) : undefined;
     if (rawName === undefined || value === undefined) {
       this.done = true;
       return undefined;

@@ -250,8 +250,9 @@ function hasOverflowingNumber(value: unknown): boolean {
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === 'number' && !Number.isFinite(v)) return true;
-    if (Array.isArray(v)) stack.push(...(v as unknown[]));
-    else if (v !== null && typeof v === 'object') stack.push(...Object.values(v as Record<string, unknown>));
+    // no spread: a huge array would overflow the argument limit
+    if (Array.isArray(v)) for (const item of v as unknown[]) stack.push(item);
+    else if (v !== null && typeof v === 'object') for (const item of Object.values(v)) stack.push(item);
   }
   return false;
 }
@@ -608,7 +609,8 @@ export function parse(text: string): ParseResult {
         directive = true;
         if (found.name === 'escape') {
           if (found.value !== '\\' && found.value !== '`') {
-            fail(`invalid escape token '${found.value}' does not match \` or \\`, lineNo, lineNo,
+            const shown = found.value.length > 20 ? `${found.value.slice(0, 20)}…` : found.value;
+            fail(`invalid escape token '${shown}' does not match \` or \\`, lineNo, lineNo,
               'use # escape=\\ or # escape=`');
           }
           escape = found.value;
@@ -629,10 +631,11 @@ export function parse(text: string): ParseResult {
     if (isComment(raw)) {
       // BuildKit drops only the first character, even when the '#' is indented
       const comment = trimSpace(raw.slice(1));
-      comments = comment === '' ? [] : [...comments, comment];
+      if (comment === '') comments = [];
+      else comments.push(comment);
     }
     const first = processLine(raw, lineNo, true);
-    if (first.directive) comments = comments.slice(0, -1);
+    if (first.directive) comments.pop();
 
     const startLine = lineNo;
     const startColumn = leadingSpaceWidth(raw) + 1;
