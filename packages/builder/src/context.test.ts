@@ -7,7 +7,7 @@ import { BuildContext, SourceNotFoundError, compileGlob, hasWildcard, resolveInR
 import { createIgnoreMatcher, loadIgnore, parseIgnoreFile } from './ignore.ts';
 
 /** Builds a tree: `name/` = dir, `name -> target` = symlink, otherwise a file with its own name as content. */
-export function makeTree(root: string, spec: readonly string[]): void {
+function makeTree(root: string, spec: readonly string[]): void {
   for (const item of spec) {
     const link = item.split(' -> ');
     if (link.length === 2) {
@@ -24,7 +24,7 @@ export function makeTree(root: string, spec: readonly string[]): void {
   }
 }
 
-export function tempDir(t: { after(fn: () => void): void }, prefix = 'tsbuild-ctx-'): string {
+function tempDir(t: { after(fn: () => void): void }, prefix = 'tsbuild-ctx-'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
