@@ -18,6 +18,8 @@ export interface FaultRule {
   action: FaultAction;
   /** How many matching requests get the fault (default 1). */
   times?: number;
+  /** Matching requests let through untouched before the fault starts (default 0). */
+  after?: number;
 }
 
 export interface ProxyCounters {
@@ -72,7 +74,7 @@ function count(c: ProxyCounters, method: string, url: URL): void {
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const [upHost, upPort] = upstream.split(':');
   let counters = zero();
-  const rules: Array<FaultRule & { left: number }> = [];
+  const rules: Array<FaultRule & { left: number; skip: number }> = [];
   const sockets = new Set<Socket>();
 
   const take = (method: string, path: string): FaultAction | undefined => {
@@ -80,6 +82,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       if (r.left <= 0) continue;
       if (r.method !== undefined && r.method !== method) continue;
       if (r.path !== undefined && !r.path.test(path)) continue;
+      if (r.skip > 0) {
+        r.skip--;
+        continue;
+      }
       r.left--;
       counters.faults++;
       return r.action;
@@ -173,7 +179,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       return counters;
     },
     inject: (...rs) => {
-      for (const r of rs) rules.push({ ...r, left: r.times ?? 1 });
+      for (const r of rs) rules.push({ ...r, left: r.times ?? 1, skip: r.after ?? 0 });
     },
     pending: () => rules.filter((r) => r.left > 0),
     resetCounters: () => {

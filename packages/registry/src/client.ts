@@ -47,7 +47,7 @@ interface CachedToken {
 interface HostState {
   /** undefined: not asked yet; null: the registry wants no authentication. */
   challenge: Challenge | null | undefined;
-  tokens: Map<string, CachedToken>;
+  tokens: Map<string, Promise<CachedToken>>;
   credentials: Credentials | null | undefined;
 }
 
@@ -260,10 +260,20 @@ export class RegistryClient {
     const s = this.state(registry);
     const key = scopeKey(scopes);
     const cached = s.tokens.get(key);
-    if (cached !== undefined && cached.expiresAt > this.now()) return cached.token;
-    const got = await this.fetchToken(registry, ch, scopes, signal);
-    s.tokens.set(key, got);
-    return got.token;
+    if (cached !== undefined) {
+      const t = await cached.catch(() => undefined);
+      if (t !== undefined && t.expiresAt > this.now()) return t.token;
+      if (s.tokens.get(key) !== cached) return this.token(registry, ch, scopes, signal);
+    }
+    // Concurrent requests for one scope share a single token fetch.
+    const pending = this.fetchToken(registry, ch, scopes, signal);
+    s.tokens.set(key, pending);
+    try {
+      return (await pending).token;
+    } catch (e) {
+      if (s.tokens.get(key) === pending) s.tokens.delete(key);
+      throw e;
+    }
   }
 
   private async fetchToken(registry: string, ch: Challenge, scopes: string[], signal: AbortSignal | undefined): Promise<CachedToken> {
