@@ -1,0 +1,473 @@
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { PassThrough, Readable, Transform } from 'node:stream';
+import type { Writable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import { Worker } from 'node:worker_threads';
+import zlib from 'node:zlib';
+import { CompressStream, DecompressStream } from 'zstd-napi';
+import { CancelledError, InternalError, TsbuildError, UsageError } from '@tsbuild/errors';
+import type { Compression, Digest } from '@tsbuild/oci';
+
+export type CompressionAlgorithm = 'gzip' | 'zstd';
+
+export interface CompressOptions {
+  algorithm: CompressionAlgorithm;
+  /** gzip 1–9 (default 6), zstd 1–19 (default 3). */
+  level?: number;
+  /** Worker threads; defaults to every core. Never changes the output bytes. */
+  threads?: number;
+  signal?: AbortSignal;
+}
+
+export interface CompressResult {
+  /** sha256 of the compressed bytes written to `out`. */
+  digest: Digest;
+  /** Number of compressed bytes written to `out`. */
+  size: number;
+}
+
+/*
+ * Default levels, measured on this kind of machine with node zlib on a 200 MB tar of /usr
+ * (1 MiB blocks, one core): level 1 ≈ 66 MB/s at ratio 0.611, level 6 ≈ 51 MB/s at 0.593,
+ * level 9 ≈ 31 MB/s at 0.592. Level 1 saves only a quarter of the time for 3% more bytes that
+ * every pull then downloads, and 6 is what gzip, pigz and Go's compress/gzip (so docker and
+ * containerd) use by default, so 6 it is. zstd 3 is the zstd CLI's default and already far
+ * faster than any gzip level.
+ */
+const DEFAULT_GZIP_LEVEL = 6;
+const DEFAULT_ZSTD_LEVEL = 3;
+
+/*
+ * The block size is fixed (never derived from the thread count) so that the same input gives
+ * the same bytes on every machine. 1 MiB keeps memory at a few MB per thread while making the
+ * per-block cost (flush marker, worker round trip) negligible.
+ */
+const BLOCK_SIZE = 1 << 20;
+/*
+ * Blocks are deflated independently, without priming each with the previous block's last 32 KiB
+ * as pigz does: measured on a tar of /usr that gains 0.1% and costs 10% more time.
+ */
+
+/**
+ * Compress `src` into `out` (which is ended) and return the digest and size of what was written.
+ * gzip output is one gzip member made of independently deflated 1 MiB blocks, so every core
+ * works on it and the bytes do not depend on the thread count. zstd uses the library's own
+ * worker threads.
+ */
+export async function compress(src: Readable, out: Writable, opts: CompressOptions): Promise<CompressResult> {
+  const { algorithm, signal } = opts;
+  if (algorithm !== 'gzip' && algorithm !== 'zstd') {
+    throw new UsageError(`unknown compression ${JSON.stringify(algorithm)}`, { hint: 'use gzip or zstd' });
+  }
+  const threads = opts.threads ?? availableParallelism();
+  if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+    throw new UsageError(`compression threads must be an integer from 1 to 256, got ${threads}`);
+  }
+  const [minLevel, maxLevel] = algorithm === 'gzip' ? [1, 9] : [1, 19];
+  const level = opts.level ?? (algorithm === 'gzip' ? DEFAULT_GZIP_LEVEL : DEFAULT_ZSTD_LEVEL);
+  if (!Number.isInteger(level) || level < minLevel || level > maxLevel) {
+    throw new UsageError(`${algorithm} level must be an integer from ${minLevel} to ${maxLevel}, got ${level}`);
+  }
+  if (signal?.aborted) throw cancelled(signal);
+
+  try {
+    return algorithm === 'gzip'
+      ? await gzipParallel(src, out, level, threads, signal)
+      : await zstdStream(src, out, level, threads, signal);
+  } catch (err) {
+    if (!out.destroyed) out.destroy();
+    if (!src.destroyed) src.destroy();
+    if (signal?.aborted) throw cancelled(signal);
+    if (err instanceof TsbuildError) throw err;
+    throw new TsbuildError('COMPRESS', `${algorithm} compression failed: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+/** Which compression a blob starts with, from its first bytes (at least 4 to tell zstd). */
+export function sniffCompression(head: Uint8Array): Compression {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return 'zstd';
+  return 'none';
+}
+
+/**
+ * The uncompressed bytes of a gzip, zstd or plain stream, told apart by their magic numbers,
+ * so a pulled layer can be applied whatever its media type claims.
+ */
+export function decompress(src: Readable): Readable {
+  // Whatever fails on the way (a truncated or corrupt blob, a broken source) reaches the reader
+  // as a TsbuildError naming what went wrong.
+  const out = new PassThrough({
+    destroy(err, callback) {
+      callback(err === null || err instanceof TsbuildError
+        ? err
+        : new TsbuildError('DECOMPRESS', `cannot decompress layer: ${errorMessage(err)}`, { cause: err }));
+    },
+  });
+  void (async () => {
+    const { head, stream } = await peek(src, 4);
+    const kind = sniffCompression(head);
+    const stages: Transform[] = [];
+    if (kind === 'gzip') stages.push(zlib.createGunzip());
+    else if (kind === 'zstd') stages.push(new DecompressStream());
+    await pipeline([stream, ...stages, out]);
+  })().catch((err: unknown) => {
+    out.destroy(err instanceof Error ? err : new Error(String(err)));
+    if (!src.destroyed) src.destroy();
+  });
+  return out;
+}
+
+/**
+ * Reads the first `n` bytes (fewer if the stream is shorter) and returns them with a stream
+ * that still starts at byte 0.
+ */
+async function peek(src: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
+  const parts: Buffer[] = [];
+  let have = 0;
+  while (have < n && !src.readableEnded) {
+    const chunk: unknown = src.read();
+    if (chunk === null) {
+      if (src.errored) throw src.errored;
+      await nextReadable(src);
+      continue;
+    }
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk as Uint8Array);
+    parts.push(buf);
+    have += buf.length;
+  }
+  const head = Buffer.concat(parts);
+  // unshift is refused once 'end' has been emitted; a stream that short is replayed instead.
+  if (src.readableEnded) return { head, stream: Readable.from(head.length > 0 ? [head] : []) };
+  if (head.length > 0) src.unshift(head);
+  return { head, stream: src };
+}
+
+/** Resolves at the next 'readable' or 'end', rejects on 'error'. */
+function nextReadable(src: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      src.off('readable', onReady);
+      src.off('end', onReady);
+      src.off('error', done);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onReady = (): void => done();
+    src.on('readable', onReady);
+    src.on('end', onReady);
+    src.on('error', done);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// zstd
+
+async function zstdStream(
+  src: Readable,
+  out: Writable,
+  level: number,
+  threads: number,
+  signal: AbortSignal | undefined,
+): Promise<CompressResult> {
+  const hash = createHash('sha256');
+  let size = 0;
+  // nbWorkers ≥ 1 always: zstd's multi-threaded format is the same for any worker count but
+  // differs from its single-threaded one, and digests must not depend on the machine.
+  const encoder = new CompressStream({ compressionLevel: level, nbWorkers: threads, checksumFlag: true });
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      size += chunk.length;
+      done(null, chunk);
+    },
+  });
+  await pipeline(src, encoder, tap, out, signal ? { signal } : {});
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+// ---------------------------------------------------------------------------------------------
+// gzip
+
+interface BlockResult {
+  deflated: Buffer;
+  crc: number;
+  length: number;
+  /** The input buffer, handed back so it can be reused. */
+  input: ArrayBuffer;
+}
+
+/*
+ * Runs in each worker (and is mirrored by deflateBlock for blocks the main thread handles
+ * itself; a test checks both give the same bytes). Plain JavaScript in a string so that it
+ * works unchanged from TypeScript sources and from the bundled CLI.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const zlib = require('node:zlib');
+parentPort.on('message', (m) => {
+  try {
+    const data = Buffer.from(m.input, 0, m.length);
+    const options = { level: m.level, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH };
+    const out = zlib.deflateRawSync(data, options);
+    const crc = zlib.crc32(data);
+    const own = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength;
+    const deflated = own ? out.buffer : out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+    parentPort.postMessage({ id: m.id, deflated, crc, input: m.input }, [deflated, m.input]);
+  } catch (err) {
+    parentPort.postMessage({ id: m.id, error: String((err && err.stack) || err) });
+  }
+});
+`;
+
+function deflateBlock(data: Buffer, last: boolean, level: number): Buffer {
+  return zlib.deflateRawSync(data, {
+    level,
+    finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
+  });
+}
+
+interface Job {
+  id: number;
+  input: ArrayBuffer;
+  length: number;
+  last: boolean;
+  resolve: (r: BlockResult) => void;
+  reject: (err: Error) => void;
+}
+
+interface WorkerReply {
+  id: number;
+  deflated?: ArrayBuffer;
+  crc?: number;
+  input?: ArrayBuffer;
+  error?: string;
+}
+
+/** A fixed set of deflate workers fed from a queue; lives for one compress call. */
+class DeflatePool {
+  readonly #level: number;
+  readonly #idle: Worker[] = [];
+  readonly #busy = new Map<Worker, Job>();
+  readonly #queue: Job[] = [];
+  readonly #workers: Worker[] = [];
+  #failure: Error | undefined;
+  #nextId = 0;
+
+  constructor(threads: number, level: number) {
+    this.#level = level;
+    for (let i = 0; i < threads; i++) {
+      // execArgv [] keeps the parent's loaders (tsx) out of a worker that does not need them.
+      const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+      worker.unref();
+      worker.on('message', (reply: WorkerReply) => this.#onReply(worker, reply));
+      worker.on('error', (err) => this.#fail(err));
+      worker.on('exit', (code) => {
+        if (this.#busy.has(worker) || this.#queue.length > 0) this.#fail(new InternalError(`deflate worker exited with code ${code}`));
+      });
+      this.#workers.push(worker);
+      this.#idle.push(worker);
+    }
+  }
+
+  run(input: ArrayBuffer, length: number, last: boolean): Promise<BlockResult> {
+    return new Promise<BlockResult>((resolve, reject) => {
+      if (this.#failure) return reject(this.#failure);
+      this.#queue.push({ id: this.#nextId++, input, length, last, resolve, reject });
+      this.#dispatch();
+    });
+  }
+
+  fail(err: Error): void {
+    this.#fail(err);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.terminate()));
+  }
+
+  #dispatch(): void {
+    while (this.#idle.length > 0 && this.#queue.length > 0) {
+      const worker = this.#idle.pop()!;
+      const job = this.#queue.shift()!;
+      this.#busy.set(worker, job);
+      worker.postMessage(
+        { id: job.id, input: job.input, length: job.length, last: job.last, level: this.#level },
+        [job.input],
+      );
+    }
+  }
+
+  #onReply(worker: Worker, reply: WorkerReply): void {
+    const job = this.#busy.get(worker);
+    this.#busy.delete(worker);
+    if (!job || job.id !== reply.id) return this.#fail(new InternalError('deflate worker answered out of turn'));
+    if (reply.error !== undefined || !reply.deflated || reply.crc === undefined || !reply.input) {
+      const err = new InternalError(`deflate worker failed: ${reply.error ?? 'incomplete reply'}`);
+      job.reject(err);
+      return this.#fail(err);
+    }
+    job.resolve({ deflated: Buffer.from(reply.deflated), crc: reply.crc, length: job.length, input: reply.input });
+    this.#idle.push(worker);
+    this.#dispatch();
+  }
+
+  #fail(err: Error): void {
+    if (this.#failure) return;
+    this.#failure = err;
+    for (const job of this.#busy.values()) job.reject(err);
+    for (const job of this.#queue.splice(0)) job.reject(err);
+    this.#busy.clear();
+  }
+}
+
+function gzipHeader(level: number): Buffer {
+  // mtime 0 and no file name keep the bytes reproducible; XFL as RFC 1952 defines it; OS 3 = Unix.
+  const xfl = level === 9 ? 2 : level === 1 ? 4 : 0;
+  return Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0x03]);
+}
+
+async function gzipParallel(
+  src: Readable,
+  out: Writable,
+  level: number,
+  threads: number,
+  signal: AbortSignal | undefined,
+): Promise<CompressResult> {
+  const hash = createHash('sha256');
+  let size = 0;
+  let crc = 0;
+  let total = 0;
+  const emit = async (buf: Buffer): Promise<void> => {
+    hash.update(buf);
+    size += buf.length;
+    if (!out.write(buf)) await once(out, 'drain', signal ? { signal } : {});
+  };
+
+  // Two blocks per thread in flight keep every worker busy while the main thread reads, hashes
+  // and writes; this bounds memory at roughly 3 MiB per thread.
+  const maxInFlight = threads * 2;
+  const pending: Promise<BlockResult>[] = [];
+  const spare: ArrayBuffer[] = [];
+  let pool: DeflatePool | undefined;
+  const onAbort = (): void => {
+    // Destroying the source also wakes a loop that is waiting for input.
+    const err = cancelled(signal!);
+    pool?.fail(err);
+    src.destroy(err);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+
+  const settle = async (): Promise<void> => {
+    const r = await pending.shift()!;
+    crc = crc32Combine(crc, r.crc, r.length);
+    total += r.length;
+    spare.push(r.input);
+    await emit(r.deflated);
+  };
+
+  const submit = async (block: ArrayBuffer, length: number, last: boolean): Promise<void> => {
+    if (last && pending.length === 0 && pool === undefined) {
+      // A layer that fits in one block is deflated right here: starting workers would cost more.
+      const view = Buffer.from(block, 0, length);
+      const deflated = deflateBlock(view, true, level);
+      pending.push(Promise.resolve({ deflated, crc: zlib.crc32(view), length, input: block }));
+    } else {
+      pool ??= new DeflatePool(threads, level);
+      const job = pool.run(block, length, last);
+      job.catch(() => {}); // observed by settle(); this keeps an early failure from being unhandled
+      pending.push(job);
+    }
+    while (pending.length >= maxInFlight || (last && pending.length > 0)) await settle();
+  };
+
+  try {
+    await emit(gzipHeader(level));
+    let block = new ArrayBuffer(BLOCK_SIZE);
+    let fill = 0;
+    for await (const chunk of src as AsyncIterable<Buffer | string>) {
+      if (signal?.aborted) throw cancelled(signal);
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      let off = 0;
+      while (off < buf.length) {
+        if (fill === BLOCK_SIZE) {
+          // Only now is it known that this full block is not the last one.
+          await submit(block, fill, false);
+          block = spare.pop() ?? new ArrayBuffer(BLOCK_SIZE);
+          fill = 0;
+        }
+        const n = buf.copy(new Uint8Array(block), fill, off, Math.min(buf.length, off + BLOCK_SIZE - fill));
+        fill += n;
+        off += n;
+      }
+    }
+    await submit(block, fill, true);
+
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(crc >>> 0, 0);
+    trailer.writeUInt32LE(total % 2 ** 32, 4);
+    await emit(trailer);
+    out.end();
+    await finished(out);
+    return { digest: `sha256:${hash.digest('hex')}`, size };
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    await pool?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRC-32 combination: the CRC of A‖B from crc(A), crc(B) and len(B), so blocks can be
+// checksummed in parallel. Arithmetic on polynomials over GF(2) modulo the (reflected) CRC-32
+// polynomial, as described in zlib's crc32.c.
+
+const CRC_POLY = 0xedb88320;
+
+/** a·b mod P, with bit 31 as the x⁰ coefficient (the reflected representation). */
+function multModP(a: number, b: number): number {
+  let m = 0x80000000;
+  let p = 0;
+  for (;;) {
+    if ((a & m) !== 0) {
+      p ^= b;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    b = (b & 1) !== 0 ? (b >>> 1) ^ CRC_POLY : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** X2N[k] = x^(2^k) mod P. */
+const X2N: number[] = (() => {
+  const t = [0x40000000];
+  for (let k = 1; k < 32; k++) t.push(multModP(t[k - 1]!, t[k - 1]!));
+  return t;
+})();
+
+/** x^(n·2^k) mod P. */
+function x2nModP(n: number, k: number): number {
+  let p = 0x80000000;
+  while (n > 0) {
+    if (n % 2 === 1) p = multModP(X2N[k & 31]!, p);
+    n = Math.floor(n / 2);
+    k++;
+  }
+  return p;
+}
+
+export function crc32Combine(crcA: number, crcB: number, lengthB: number): number {
+  return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ (crcB >>> 0)) >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function cancelled(signal: AbortSignal): CancelledError {
+  return new CancelledError('compression cancelled', { cause: signal.reason });
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
