@@ -145,6 +145,7 @@ test('heredocs: plain, <<- with tab stripping, quoted, several on one line', () 
   assert.equal(last?.range.start.line, 12);
   assert.equal(parse("RUN cat <<'X'\n$y\nX\n").ast.children[0]?.heredocs[0]?.expand, false);
   assert.equal(parse('RUN 3<<X cat\nhi\nX\n').ast.children[0]?.heredocs[0]?.content, 'hi\n');
+  assert.equal(parse('RUN <<-X\r\n\ta\r\tb\r\n\tX\r\n').ast.children[0]?.heredocs[0]?.content, 'a\r\tb\r\n');
 });
 
 test('heredocs only for RUN, COPY and ADD shell form (and ONBUILD of those)', () => {

@@ -698,7 +698,8 @@ export function parse(text: string): ParseResult {
           fail(`unterminated heredoc ${doc.name}`, startLine, endLine,
             `end the heredoc with a line containing only ${doc.name}`);
         }
-        doc.content = doc.chomp ? content.replace(/^\t+/gm, '') : content;
+        // line starts are only after \n (a JS multiline ^ would also match after \r)
+        doc.content = doc.chomp ? content.replace(/(^|\n)\t+/g, '$1') : content;
         child.heredocs.push(doc);
       }
     }
