@@ -6,3 +6,5 @@ export { readTar, encodeHeader, endOfArchive, padding, compareUtf8 } from './tar
 export type { TarHeader, TarEntryType, TarReadEntry, ReadTarOptions } from './tar.ts';
 export { secureJoin, cleanArchivePath } from './securejoin.ts';
 export type { SecureJoinOptions } from './securejoin.ts';
+export { compress, decompress, sniffCompression, crc32Combine } from './compress.ts';
+export type { CompressOptions, CompressResult, CompressionAlgorithm } from './compress.ts';
