@@ -1,0 +1,8 @@
+export { run } from './run.ts';
+export type { RunOptions, RunResult, RunUser, Mount } from './run.ts';
+export type { Limits } from './spec.ts';
+export { buildSpec, DEFAULT_CAPABILITIES } from './spec.ts';
+export type { RuntimeSpec, SpecInput, SpecMount } from './spec.ts';
+export { cleanupContainers, findRuntime, runtimeInfo } from './runtime.ts';
+export type { RuntimeInfo, RuntimeOptions } from './runtime.ts';
+export { resolveInRoot } from './rootpath.ts';

@@ -1,0 +1,245 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { CancelledError, TsbuildError } from '@tsbuild/errors';
+import { cleanupContainers, run } from './index.ts';
+import type { RunOptions, RunResult } from './index.ts';
+
+const repo = fileURLToPath(new URL('../../..', import.meta.url));
+
+class Collect extends Writable {
+  text = '';
+  constructor(private readonly onText?: (text: string) => void) {
+    super();
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.text += chunk.toString('utf8');
+    this.onText?.(this.text);
+    cb();
+  }
+}
+
+/** Every path under `dir` with its type, for before/after comparisons. */
+async function tree(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+    const p = `${prefix}/${e.name}`;
+    out.push(`${p}${e.isDirectory() ? '/' : e.isSymbolicLink() ? '@' : ''}`);
+    if (e.isDirectory()) out.push(...(await tree(join(dir, e.name), p)));
+  }
+  return out;
+}
+
+function ourContainers(pid: number): string[] {
+  const listed = JSON.parse(execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }).trim() || 'null') as
+    | { id: string }[]
+    | null;
+  return (listed ?? []).map((c) => c.id).filter((id) => id.startsWith(`tsbuild-${pid}-`));
+}
+
+describe('executor.run with runc', () => {
+  let base: string;
+  let rootfs: string;
+  let stateDir: string;
+  let baseTar: string;
+
+  const sh = async (script: string, extra: Partial<RunOptions> = {}): Promise<RunResult & { out: string; err: string }> => {
+    const stdout = new Collect();
+    const stderr = new Collect();
+    const r = await run({ rootfs, stateDir, args: ['sh', '-c', script], stdout, stderr, network: 'none', ...extra });
+    return { ...r, out: stdout.text, err: stderr.text };
+  };
+
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), 'tsbuild-exec-'));
+    baseTar = join(base, 'busybox.tar');
+    execFileSync('bash', [join(repo, 'fixtures/bases/busybox.sh'), baseTar]);
+    rootfs = join(base, 'rootfs');
+    stateDir = join(base, 'state');
+    await mkdir(rootfs);
+    execFileSync('tar', ['-xf', baseTar, '-C', rootfs]);
+  });
+  after(async () => {
+    await rm(base, { recursive: true, force: true });
+  });
+
+  it('streams stdout and stderr and returns the exit code', async () => {
+    const r = await sh('echo hello; echo oops >&2; exit 3');
+    assert.equal(r.exitCode, 3);
+    assert.equal(r.signal, undefined);
+    assert.equal(r.out, 'hello\n');
+    assert.equal(r.err, 'oops\n');
+    assert.equal((await sh('true')).exitCode, 0);
+    const killed = await sh('sh -c "kill -9 \\$\\$"; exit $?');
+    assert.equal(killed.exitCode, 137);
+    assert.equal(killed.signal, 'SIGKILL');
+    assert.deepEqual(await readdir(stateDir), [], 'bundle dirs are removed');
+  });
+
+  it('applies env, working directory and user', async () => {
+    const r = await sh('echo "$FOO"; pwd; id -u; id -g; id -G; echo "$PATH"', {
+      env: ['FOO=bar baz'],
+      cwd: '/work/dir',
+      user: { uid: 1000, gid: 1000, additionalGids: [65534] },
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    assert.deepEqual(r.out.split('\n'), [
+      'bar baz',
+      '/work/dir',
+      '1000',
+      '1000',
+      '1000 65534',
+      '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      '',
+    ]);
+    // The missing working directory was created for the runtime and stays, like WORKDIR's.
+    assert.ok(existsSync(join(rootfs, 'work/dir')));
+    await rm(join(rootfs, 'work'), { recursive: true });
+  });
+
+  it('gives root Docker default capabilities and a non-root user none', async () => {
+    const root = await sh('grep -E "^Cap(Eff|Bnd)" /proc/self/status; cat /proc/self/status | grep NoNewPrivs');
+    assert.match(root.out, /CapEff:\s+00000000a80425fb/);
+    assert.match(root.out, /CapBnd:\s+00000000a80425fb/);
+    assert.match(root.out, /NoNewPrivs:\s+1/);
+    const user = await sh('grep -E "^CapEff" /proc/self/status', { user: { uid: 65534, gid: 65534 } });
+    assert.match(user.out, /CapEff:\s+0000000000000000/);
+  });
+
+  it('isolates the network for network none and shares it for host', async () => {
+    const none = await sh('ls /sys/class/net');
+    assert.equal(none.out, 'lo\n');
+    const host = await sh('ls /sys/class/net', { network: 'host' });
+    assert.deepEqual(host.out.trim().split(/\s+/).sort(), (await readdir('/sys/class/net')).sort());
+  });
+
+  it('provides /etc/hosts, /etc/hostname and /etc/resolv.conf without leaving stubs', async () => {
+    const before = await tree(rootfs);
+    assert.ok(!before.includes('/etc/hosts') && !before.includes('/proc/'));
+    const r = await sh('cat /etc/hosts; cat /etc/hostname; hostname; wc -c < /etc/resolv.conf; ls /dev', {
+      hostname: 'builder',
+      extraHosts: [{ host: 'db.internal', ip: '10.1.2.3' }],
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    assert.match(r.out, /^127\.0\.0\.1\s+localhost builder$/m);
+    assert.match(r.out, /^10\.1\.2\.3\s+db\.internal$/m);
+    assert.match(r.out, /^builder\nbuilder\n0\n/m);
+    for (const dev of ['null', 'zero', 'full', 'random', 'urandom', 'tty', 'pts', 'shm', 'mqueue']) {
+      assert.match(r.out, new RegExp(`^${dev}$`, 'm'));
+    }
+    assert.deepEqual(await tree(rootfs), before);
+
+    // Without /etc at all, the directory the runtime had to create goes too.
+    await rm(join(rootfs, 'etc'), { recursive: true });
+    const noEtc = await tree(rootfs);
+    assert.equal((await sh('cat /etc/hostname')).out, 'tsbuild\n');
+    assert.deepEqual(await tree(rootfs), noEtc);
+    execFileSync('tar', ['-xf', baseTar, '-C', rootfs, 'etc']);
+  });
+
+  it('mounts binds and tmpfs and removes the mount points it had to create', async () => {
+    const shared = join(base, 'shared');
+    await mkdir(shared, { recursive: true });
+    await writeFile(join(shared, 'in'), 'from host\n');
+    const before = await tree(rootfs);
+    const r = await sh('cat /mnt/ro/in; echo x > /mnt/ro/out || echo ro-refused; echo y > /cache/deep/out; touch /scratch/t; ls /scratch', {
+      mounts: [
+        { type: 'bind', source: shared, destination: '/mnt/ro', readonly: true },
+        { type: 'bind', source: shared, destination: '/cache/deep' },
+        { type: 'tmpfs', destination: '/scratch', size: 1 << 20 },
+      ],
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    assert.equal(r.out, 'from host\nro-refused\nt\n');
+    assert.equal(await readFile(join(shared, 'out'), 'utf8'), 'y\n');
+    assert.deepEqual(await tree(rootfs), before);
+  });
+
+  it('applies cgroup limits', async () => {
+    const r = await sh(
+      'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/pids/pids.max',
+      { limits: { memory: 64 * 1024 * 1024, cpuQuota: 50000, cpuPeriod: 100000, pidsLimit: 64 } },
+    );
+    assert.equal(r.exitCode, 0, r.err);
+    assert.deepEqual(r.out.trim().split('\n'), ['67108864', '50000', '100000', '64']);
+  });
+
+  it('refuses a working directory that reaches into /proc', async () => {
+    const isUnsafe = (e: unknown) => e instanceof TsbuildError && e.code === 'UNSAFE_CWD';
+    await assert.rejects(sh('pwd', { cwd: '/proc/self/fd/7' }), isUnsafe);
+    await symlink('/proc/self/fd/7', join(rootfs, 'evil'));
+    await symlink('../../proc/self/cwd', join(rootfs, 'tmp/evil2'));
+    try {
+      await assert.rejects(sh('pwd', { cwd: '/evil' }), isUnsafe);
+      await assert.rejects(sh('pwd', { cwd: '/tmp/evil2/x' }), isUnsafe);
+    } finally {
+      await rm(join(rootfs, 'evil'));
+      await rm(join(rootfs, 'tmp/evil2'));
+    }
+  });
+
+  it('reports a runtime that is missing or a program that cannot start', async () => {
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], runtime: '/nonexistent/runc' }), (e: unknown) => {
+      assert.ok(e instanceof TsbuildError);
+      assert.equal(e.message, "runtime '/nonexistent/runc' not found");
+      assert.equal(e.hint, 'apt-get install runc');
+      return true;
+    });
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], runtime: 'no-such-runtime' }), /runtime 'no-such-runtime' not found/);
+    await assert.rejects(
+      run({ rootfs, stateDir, args: ['no-such-program'], stderr: new Collect() }),
+      (e: unknown) => e instanceof TsbuildError && e.code === 'RUNTIME_START' && /no-such-program/.test(e.message),
+    );
+    assert.deepEqual(ourContainers(process.pid), []);
+  });
+
+  it('kills and deletes the container when aborted', async () => {
+    const ac = new AbortController();
+    const stdout = new Collect((text) => {
+      if (text.includes('started')) ac.abort();
+    });
+    await assert.rejects(
+      run({ rootfs, stateDir, args: ['sh', '-c', 'echo started; exec sleep 1000'], stdout, signal: ac.signal }),
+      (e: unknown) => e instanceof CancelledError,
+    );
+    assert.deepEqual(ourContainers(process.pid), []);
+    assert.deepEqual(await readdir(stateDir), []);
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], signal: ac.signal }), CancelledError);
+  });
+
+  it('cleans up the container of a killed parent process', async () => {
+    const rootfs2 = join(base, 'rootfs2');
+    await mkdir(rootfs2);
+    execFileSync('tar', ['-xf', baseTar, '-C', rootfs2]);
+    const script = `
+      import { run } from ${JSON.stringify(fileURLToPath(new URL('./index.ts', import.meta.url)))};
+      await run({ rootfs: ${JSON.stringify(rootfs2)}, stateDir: ${JSON.stringify(stateDir)},
+        args: ['sh', '-c', 'echo started; exec sleep 1000'], stdout: process.stdout });
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        if (d.includes('started')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`child exited early with ${code}`)));
+    });
+    const pid = child.pid ?? -1;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    const left = ourContainers(pid);
+    assert.equal(left.length, 1, 'the dead parent left its container running');
+    const removed = await cleanupContainers('runc');
+    assert.ok(left[0] !== undefined && removed.includes(left[0]), `${left[0]} not in ${removed.join(', ')}`);
+    assert.deepEqual(ourContainers(pid), []);
+    assert.deepEqual(await readdir(stateDir), []);
+  });
+});

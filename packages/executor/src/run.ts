@@ -1,0 +1,291 @@
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { lstat, mkdir, readdir, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, posix, resolve } from 'node:path';
+import type { Writable } from 'node:stream';
+import { CancelledError, TsbuildError } from '@tsbuild/errors';
+import { isUnderProc, mkdirInRoot, resolveInRoot } from './rootpath.ts';
+import { globalArgs, newContainerId, runCommand, runtimeInfo } from './runtime.ts';
+import { buildSpec } from './spec.ts';
+import type { Limits, SpecMount } from './spec.ts';
+
+export type Mount =
+  | {
+      type: 'bind';
+      /** Host path (trusted: chosen by tsbuild, not by the Dockerfile). */
+      source: string;
+      /** Absolute path in the container. */
+      destination: string;
+      readonly?: boolean;
+    }
+  | { type: 'tmpfs'; destination: string; /** bytes */ size?: number; /** e.g. 0o1777 */ mode?: number };
+
+export interface RunUser {
+  uid: number;
+  gid: number;
+  additionalGids?: number[];
+}
+
+export interface RunOptions {
+  /** Absolute host path of the container's root filesystem (e.g. a snapshot's rootfs). */
+  rootfs: string;
+  /** Program and arguments; the program is looked up in the container's PATH. */
+  args: string[];
+  /** `KEY=value` strings. A default PATH is added when none is given. */
+  env?: string[];
+  /**
+   * Working directory in the container, default `/`. Created (mode 0755, root-owned) if it does
+   * not exist, since the runtime cannot start in a missing directory; it then stays in the rootfs.
+   */
+  cwd?: string;
+  /** Default root (0:0). */
+  user?: RunUser;
+  /** Default `tsbuild`. */
+  hostname?: string;
+  /** `none`: a private network namespace with only `lo`; `host` (default): the host's network. */
+  network?: 'none' | 'host';
+  /** Extra `/etc/hosts` entries. */
+  extraHosts?: { host: string; ip: string }[];
+  mounts?: Mount[];
+  limits?: Limits;
+  stdout?: Writable;
+  stderr?: Writable;
+  /** OCI runtime name (looked up in PATH) or path; default `runc`. */
+  runtime?: string;
+  /** The runtime's state dir (`--root`); the runtime's default when omitted. */
+  runtimeRoot?: string;
+  /** Host directory for bundles; each run uses (and removes) a subdirectory. */
+  stateDir: string;
+  /** Aborting kills the container; `run` then rejects with CancelledError. */
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  exitCode: number;
+  /** Set when the process died of a signal (inferred from an exit code of 128+N, as Docker does). */
+  signal?: string;
+}
+
+/** Files the runtime bind-mounts over the rootfs; they must never end up in a layer. */
+const RUNTIME_PATHS = ['/etc', '/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/proc', '/dev', '/sys'];
+
+const SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+
+function errCode(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function badInput(message: string): TsbuildError {
+  return new TsbuildError('BAD_RUN', message);
+}
+
+function containerPath(p: string, what: string): string {
+  if (!p.startsWith('/')) throw badInput(`${what} ${JSON.stringify(p)} must be an absolute path`);
+  return posix.normalize(p);
+}
+
+/** In-container paths (resolved) among `paths` and their ancestors that do not exist yet. */
+async function missingPaths(root: string, paths: string[]): Promise<string[]> {
+  const all = new Set<string>();
+  for (const p of paths) {
+    const parts = p.split('/').filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) all.add(`/${parts.slice(0, i).join('/')}`);
+  }
+  const missing: string[] = [];
+  for (const p of all) {
+    const resolved = await resolveInRoot(root, p);
+    try {
+      await lstat(root + resolved);
+    } catch (e) {
+      if (errCode(e) !== 'ENOENT' && errCode(e) !== 'ENOTDIR') throw e;
+      missing.push(resolved);
+    }
+  }
+  return [...new Set(missing)];
+}
+
+/** Removes the empty files and directories the runtime created as mount points. */
+async function removeStubs(root: string, created: string[]): Promise<void> {
+  for (const p of [...created].sort((a, b) => b.length - a.length)) {
+    const host = root + (await resolveInRoot(root, p));
+    let st;
+    try {
+      st = await lstat(host);
+    } catch {
+      continue;
+    }
+    if (st.isFile() && st.size === 0) await unlink(host);
+    else if (st.isDirectory() && (await readdir(host)).length === 0) await rmdir(host);
+  }
+}
+
+function hostsFile(hostname: string, extra: { host: string; ip: string }[]): string {
+  const lines = [
+    `127.0.0.1\tlocalhost ${hostname}`,
+    '::1\tlocalhost ip6-localhost ip6-loopback',
+    ...extra.map((e) => `${e.ip}\t${e.host}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+function checkLine(what: string, v: string): string {
+  if (/[\n\0]/.test(v)) throw badInput(`${what} ${JSON.stringify(v)} contains a newline or NUL`);
+  return v;
+}
+
+/** Runs one process in a fresh container and returns its exit status. */
+export async function run(opts: RunOptions): Promise<RunResult> {
+  if (opts.signal?.aborted) throw new CancelledError();
+  if (opts.args.length === 0 || opts.args[0] === '') throw badInput('no program to run');
+  const rt = await runtimeInfo(opts.runtime ?? 'runc');
+  const rootfs = resolve(opts.rootfs);
+  const network = opts.network ?? 'host';
+  const hostname = checkLine('hostname', opts.hostname ?? 'tsbuild');
+  const user = opts.user ?? { uid: 0, gid: 0 };
+
+  // CVE-2024-21626: a cwd under /proc (directly or through a symlink in the image) can reach a
+  // host directory through a leaked fd. Refused whatever the runtime version.
+  const cwd = await resolveInRoot(rootfs, containerPath(opts.cwd ?? '/', 'working directory'));
+  if (isUnderProc(cwd)) {
+    throw new TsbuildError('UNSAFE_CWD', `working directory ${opts.cwd} resolves to ${cwd}, inside /proc`, {
+      hint: 'a working directory under /proc can escape the container (CVE-2024-21626)',
+    });
+  }
+  const program = opts.args[0] ?? '';
+  if (!rt.fixesCve202421626 && program.startsWith('/') && isUnderProc(await resolveInRoot(rootfs, program))) {
+    throw new TsbuildError('UNSAFE_PROGRAM', `refusing to run ${program}: a program under /proc can escape ${rt.name} ${rt.version}`, {
+      hint: 'upgrade runc to 1.1.12 or later (CVE-2024-21626)',
+    });
+  }
+
+  const mounts: SpecMount[] = [];
+  const mountPoints: string[] = [];
+  for (const m of opts.mounts ?? []) {
+    const dest = containerPath(m.destination, 'mount target');
+    if (dest === '/' || isUnderProc(dest)) throw badInput(`cannot mount over ${dest}`);
+    mountPoints.push(dest);
+    if (m.type === 'bind') {
+      if (!isAbsolute(m.source)) throw badInput(`bind mount source ${m.source} must be absolute`);
+      mounts.push({ destination: dest, type: 'bind', source: m.source, options: ['rbind', m.readonly ? 'ro' : 'rw'] });
+    } else {
+      const options = ['nosuid', 'nodev', `mode=${(m.mode ?? 0o755).toString(8)}`];
+      if (m.size !== undefined) options.push(`size=${m.size}`);
+      mounts.push({ destination: dest, type: 'tmpfs', source: 'tmpfs', options });
+    }
+  }
+
+  const id = newContainerId();
+  await mkdir(opts.stateDir, { recursive: true });
+  const bundle = join(resolve(opts.stateDir), id);
+  await mkdir(bundle, { mode: 0o700 });
+  let created: string[] = [];
+  try {
+    let resolv = '';
+    if (network === 'host') {
+      resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    }
+    await writeFile(join(bundle, 'resolv.conf'), resolv, { mode: 0o644 });
+    for (const e of opts.extraHosts ?? []) checkLine('host entry', `${e.ip} ${e.host}`);
+    await writeFile(join(bundle, 'hosts'), hostsFile(hostname, opts.extraHosts ?? []), { mode: 0o644 });
+    await writeFile(join(bundle, 'hostname'), `${hostname}\n`, { mode: 0o644 });
+    const etcMounts: SpecMount[] = ['resolv.conf', 'hosts', 'hostname'].map((f) => ({
+      destination: `/etc/${f}`,
+      type: 'bind',
+      source: join(bundle, f),
+      options: ['rbind', 'ro'],
+    }));
+    const spec = buildSpec({
+      rootfs,
+      args: opts.args,
+      env: opts.env ?? [],
+      cwd,
+      uid: user.uid,
+      gid: user.gid,
+      additionalGids: user.additionalGids ?? [],
+      hostname,
+      network,
+      mounts: [...etcMounts, ...mounts],
+      cgroupsPath: `tsbuild/${id}`,
+      limits: opts.limits ?? {},
+    });
+    await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+
+    created = await missingPaths(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
+    await mkdirInRoot(rootfs, cwd);
+    return await runContainer(rt.path, id, bundle, opts);
+  } finally {
+    // `runc run` deletes the container when it returns normally; this covers every other way out.
+    await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
+    await removeStubs(rootfs, created);
+    await rm(bundle, { recursive: true, force: true });
+  }
+}
+
+async function runContainer(runtime: string, id: string, bundle: string, opts: RunOptions): Promise<RunResult> {
+  if (opts.signal?.aborted) throw new CancelledError();
+  const log = join(bundle, 'runtime.log');
+  const args = [...globalArgs(opts), '--log', log, '--log-format', 'json', 'run', '--bundle', bundle, id];
+  const child = spawn(runtime, args, {
+    cwd: bundle,
+    stdio: ['ignore', opts.stdout ? 'pipe' : 'ignore', opts.stderr ? 'pipe' : 'ignore'],
+  });
+  if (opts.stdout) child.stdout?.pipe(opts.stdout, { end: false });
+  if (opts.stderr) child.stderr?.pipe(opts.stderr, { end: false });
+
+  let exited = false;
+  let aborted = false;
+  const onAbort = () => {
+    aborted = true;
+    void (async () => {
+      // The container may not exist yet; keep trying until `runc run` returns.
+      for (let i = 0; !exited; i++) {
+        await runCommand(runtime, [...globalArgs(opts), 'kill', id, 'KILL']);
+        if (i === 50) child.kill('SIGKILL');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let code: number | null;
+  try {
+    code = await new Promise<number | null>((res, rej) => {
+      child.once('error', rej);
+      child.once('close', (c) => res(c));
+    });
+  } finally {
+    exited = true;
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+  if (aborted) throw new CancelledError();
+  const exitCode = code ?? 137;
+  if (exitCode !== 0) {
+    const failure = await runtimeFailure(log);
+    if (failure !== undefined) {
+      throw new TsbuildError('RUNTIME_START', `cannot run ${JSON.stringify(opts.args[0])}: ${failure}`);
+    }
+  }
+  const sig = exitCode > 128 ? SIGNAL_NAMES.get(exitCode - 128) : undefined;
+  return sig === undefined ? { exitCode } : { exitCode, signal: sig };
+}
+
+/** The runtime's own error (as opposed to the process failing), from its JSON log. */
+async function runtimeFailure(log: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(log, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if (entry.level === 'error' || entry.level === 'fatal') {
+        return (entry.msg ?? 'the runtime failed').replace(/^runc run failed: /, '');
+      }
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,156 @@
+/**
+ * The subset of the OCI runtime spec (config.json) tsbuild writes. Field names follow
+ * https://github.com/opencontainers/runtime-spec/blob/main/config.md.
+ */
+export interface SpecMount {
+  destination: string;
+  type: string;
+  source: string;
+  options?: string[];
+}
+
+export interface RuntimeSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number; additionalGids?: number[] };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: { bounding: string[]; effective: string[]; permitted: string[] };
+    noNewPrivileges: boolean;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: SpecMount[];
+  linux: {
+    namespaces: { type: string }[];
+    cgroupsPath: string;
+    resources: {
+      devices: { allow: boolean; access: string }[];
+      memory?: { limit: number };
+      cpu?: { quota?: number; period?: number };
+      pids?: { limit: number };
+    };
+    maskedPaths: string[];
+    readonlyPaths: string[];
+  };
+}
+
+/** Docker's default capability set. */
+export const DEFAULT_CAPABILITIES: readonly string[] = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
+
+const MASKED_PATHS = [
+  '/proc/asound',
+  '/proc/acpi',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface Limits {
+  /** Memory limit in bytes. */
+  memory?: number;
+  /** CFS quota in microseconds per period. */
+  cpuQuota?: number;
+  /** CFS period in microseconds. */
+  cpuPeriod?: number;
+  pidsLimit?: number;
+}
+
+export interface SpecInput {
+  rootfs: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  hostname: string;
+  network: 'none' | 'host';
+  /** Extra mounts after the standard ones (later mounts shadow earlier ones). */
+  mounts: SpecMount[];
+  cgroupsPath: string;
+  limits: Limits;
+}
+
+export function buildSpec(i: SpecInput): RuntimeSpec {
+  // Like Docker: a non-root user starts with no effective or permitted capabilities; the
+  // bounding set still limits what setuid binaries can gain.
+  const caps = [...DEFAULT_CAPABILITIES];
+  const userCaps = i.uid === 0 ? caps : [];
+  const env = i.env.some((e) => e.startsWith('PATH=')) ? i.env : [DEFAULT_PATH, ...i.env];
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  // A fresh network namespace holds only the loopback device, which runc brings up.
+  if (i.network === 'none') namespaces.push({ type: 'network' });
+  const resources: RuntimeSpec['linux']['resources'] = { devices: [{ allow: false, access: 'rwm' }] };
+  if (i.limits.memory !== undefined) resources.memory = { limit: i.limits.memory };
+  if (i.limits.cpuQuota !== undefined || i.limits.cpuPeriod !== undefined) {
+    resources.cpu = {};
+    if (i.limits.cpuQuota !== undefined) resources.cpu.quota = i.limits.cpuQuota;
+    if (i.limits.cpuPeriod !== undefined) resources.cpu.period = i.limits.cpuPeriod;
+  }
+  if (i.limits.pidsLimit !== undefined) resources.pids = { limit: i.limits.pidsLimit };
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: i.uid, gid: i.gid, ...(i.additionalGids.length > 0 ? { additionalGids: i.additionalGids } : {}) },
+      args: i.args,
+      env,
+      cwd: i.cwd,
+      capabilities: { bounding: caps, effective: userCaps, permitted: userCaps },
+      noNewPrivileges: true,
+      // No rlimits: the container inherits ours, and root here cannot raise them anyway.
+    },
+    root: { path: i.rootfs, readonly: false },
+    hostname: i.hostname,
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      {
+        destination: '/dev/pts',
+        type: 'devpts',
+        source: 'devpts',
+        options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+      },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+      ...i.mounts,
+    ],
+    linux: {
+      namespaces,
+      cgroupsPath: i.cgroupsPath,
+      resources,
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+    },
+  };
+}
