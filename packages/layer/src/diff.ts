@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { resolve as resolvePath } from 'node:path';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
-import { encodeHeader, endOfArchive, padding } from './tar.ts';
+import { BLOCK, encodeHeader, endOfArchive, padding } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 import { readXattrTree } from './xattr.ts';
 
@@ -73,6 +73,31 @@ function childrenOf(hostDir: string, relDir: string): Child[] {
   return out.sort((a, b) => Buffer.compare(a.key, b.key));
 }
 
+interface Planned {
+  host: string;
+  /** Path in the archive without the trailing `/` of directories. */
+  outPath: string;
+  name: string;
+  outName: string;
+  st: Stats;
+}
+
+/** The entries of the tree in archive order (byte order of full paths, depth first). */
+function planWalk(root: string, exclude: ((relPath: string) => boolean) | undefined): Planned[] {
+  const plan: Planned[] = [];
+  const visit = (hostDir: string, rel: string): void => {
+    for (const kid of childrenOf(hostDir, rel)) {
+      if (exclude?.(rel + kid.name)) continue;
+      const host = `${hostDir}/${kid.name}`;
+      const outPath = rel + kid.outName;
+      plan.push({ host, outPath, name: kid.name, outName: kid.outName, st: kid.st });
+      if (kid.st.isDirectory()) visit(host, outPath + '/');
+    }
+  };
+  visit(root, '');
+  return plan;
+}
+
 /**
  * Writes the changeset in `upperDir` to `out` as a deterministic tar and ends `out`.
  * Resolves once `out` has finished.
@@ -87,7 +112,8 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   if (!lstatSync(root).isDirectory()) throw new TsbuildError('NOT_A_DIRECTORY', `${upperDir} is not a directory`);
 
   const opaque = new Set<string>();
-  const xattrs = await readXattrTree(root, {
+  // The xattr scan runs in another process while this thread walks the tree.
+  const scanning = readXattrTree(root, {
     ...(signal ? { signal } : {}),
     keep: (path, name, value) => {
       if (!isOverlayXattr(name)) return true;
@@ -95,6 +121,15 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
       return false;
     },
   });
+
+  let plan: Planned[];
+  try {
+    plan = planWalk(root, opts.exclude);
+  } catch (e) {
+    await scanning.catch(() => undefined);
+    throw e;
+  }
+  const xattrs = await scanning;
 
   const hash = createHash('sha256');
   let size = 0;
@@ -105,48 +140,41 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   };
 
   async function* chunks(): AsyncGenerator<Buffer> {
-    let pending: Buffer[] = [];
-    let pendingLen = 0;
-    const push = (b: Buffer): void => {
-      pending.push(b);
-      pendingLen += b.length;
-    };
-    const flush = (): Buffer => {
-      const b = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLen);
-      pending = [];
-      pendingLen = 0;
+    // Headers and small files are copied into one batch buffer that is handed downstream when
+    // full: a buffer per file costs more in allocation than the reads themselves.
+    let batch = Buffer.allocUnsafe(CHUNK);
+    let pos = 0;
+    const take = (): Buffer => {
+      const b = batch.subarray(0, pos);
+      batch = Buffer.allocUnsafe(CHUNK);
+      pos = 0;
       hash.update(b);
       size += b.length;
       return b;
     };
+    const fits = (n: number): boolean => pos + n <= CHUNK;
+    const put = (b: Buffer): void => {
+      b.copy(batch, pos);
+      pos += b.length;
+    };
 
-    // An explicit stack keeps the walk synchronous between yields.
-    type Frame = { host: string; rel: string; kids: Child[]; i: number };
-    const stack: Frame[] = [{ host: root, rel: '', kids: childrenOf(root, ''), i: 0 }];
-    while (stack.length > 0) {
-      const frame = stack[stack.length - 1]!;
-      if (frame.i >= frame.kids.length) {
-        stack.pop();
-        continue;
-      }
-      const kid = frame.kids[frame.i++]!;
-      const host = `${frame.host}/${kid.name}`;
-      const relNoSlash = frame.rel + kid.name;
-      if (opts.exclude?.(relNoSlash)) continue;
-      const st = kid.st;
+    for (const { host, outPath, name, outName, st } of plan) {
       const base = { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, mtime: mtimeOf(st), size: 0 };
       const attrs = xattrs.get(host);
       const withXattrs = (h: TarHeader): TarHeader => (attrs && attrs.size > 0 ? { ...h, xattrs: attrs } : h);
-      const outPath = frame.rel + kid.outName;
 
-      if (kid.outName !== kid.name) {
+      const headers: Buffer[] = [];
+      const push = (b: Buffer): void => {
+        headers.push(b);
+      };
+      let file: { size: number } | undefined;
+      if (outName !== name) {
         push(encodeHeader({ ...base, mode: 0, path: outPath, type: 'file' }));
       } else if (st.isDirectory()) {
         push(encodeHeader(withXattrs({ ...base, path: outPath + '/', type: 'dir' })));
         if (opaque.has(host)) {
           push(encodeHeader({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' }));
         }
-        stack.push({ host, rel: outPath + '/', kids: childrenOf(host, outPath + '/'), i: 0 });
       } else if (st.isSocket()) {
         // Sockets cannot be represented in tar and mean nothing in an image.
       } else {
@@ -167,43 +195,70 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
           push(encodeHeader(withXattrs({ ...base, path: outPath, type: st.isCharacterDevice() ? 'char' : 'block', ...devNumbers(st.rdev) })));
         } else if (st.isFile()) {
           push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'file', size: st.size })));
-          const fd = openSync(host, 'r');
-          try {
-            let left = st.size;
+          file = { size: st.size };
+        }
+      }
+      for (const h of headers) {
+        if (!fits(h.length)) yield take();
+        put(h);
+      }
+      if (file && file.size > 0) {
+        const fd = openSync(host, 'r');
+        try {
+          const readExactly = (buf: Buffer, off: number, len: number): void => {
+            let got = 0;
+            while (got < len) {
+              const n = readSync(fd, buf, off + got, len - got, null);
+              if (n === 0) throw new TsbuildError('LAYER_SOURCE_CHANGED', `${host} shrank while it was being read (expected ${file.size} bytes)`);
+              got += n;
+            }
+          };
+          const padded = file.size + padding(file.size);
+          if (padded <= CHUNK) {
+            if (!fits(padded)) yield take();
+            readExactly(batch, pos, file.size);
+            batch.fill(0, pos + file.size, pos + padded);
+            pos += padded;
+          } else {
+            // Large files stream through in CHUNK-sized reads; memory stays flat.
+            if (pos > 0) yield take();
+            let left = file.size;
             while (left > 0) {
               const want = Math.min(left, CHUNK);
-              const buf = Buffer.allocUnsafe(want);
-              let got = 0;
-              while (got < want) {
-                const n = readSync(fd, buf, got, want - got, null);
-                if (n === 0) {
-                  throw new TsbuildError('LAYER_SOURCE_CHANGED', `${host} shrank while it was being read (expected ${st.size} bytes)`);
-                }
-                got += n;
-              }
+              readExactly(batch, 0, want);
+              pos = want;
               left -= want;
-              push(buf);
-              if (pendingLen >= CHUNK) {
-                yield flush();
+              if (left === 0) {
+                const pad = padding(file.size);
+                if (pad > 0 && fits(pad)) {
+                  batch.fill(0, pos, pos + pad);
+                  pos += pad;
+                } else if (pad > 0) {
+                  yield take();
+                  batch.fill(0, 0, pad);
+                  pos = pad;
+                }
+              }
+              if (pos >= CHUNK) {
+                yield take();
                 signal?.throwIfAborted();
               }
             }
-          } finally {
-            closeSync(fd);
           }
-          const pad = padding(st.size);
-          if (pad > 0) push(Buffer.alloc(pad));
+        } finally {
+          closeSync(fd);
         }
       }
-      if (pendingLen >= CHUNK) {
-        yield flush();
+      if (pos >= CHUNK - BLOCK) {
+        yield take();
         signal?.throwIfAborted();
       }
     }
-    push(endOfArchive());
-    yield flush();
+    const end = endOfArchive();
+    if (!fits(end.length)) yield take();
+    put(end);
+    yield take();
   }
-
   try {
     await pipeline(Readable.from(chunks(), { objectMode: false, highWaterMark: CHUNK }), out, ...(signal ? [{ signal }] : []));
   } catch (e) {

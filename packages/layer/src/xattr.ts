@@ -4,7 +4,7 @@
  * call per file would dominate the run time.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync, rmSync, mkdtempSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { TsbuildError } from '@tsbuild/errors';
 
@@ -33,12 +33,12 @@ function escapeName(name: Buffer): string {
   return s;
 }
 
-function run(cmd: string, args: string[], signal: AbortSignal | undefined, onStdout: (chunk: Buffer) => void): Promise<void> {
+/** Runs a tool with its stdout in `stdoutFd`, so it keeps working while this thread is busy. */
+function run(cmd: string, args: string[], signal: AbortSignal | undefined, stdoutFd: number | 'ignore'): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+    const child = spawn(cmd, args, { stdio: ['ignore', stdoutFd, 'pipe'], ...(signal ? { signal } : {}) });
     const err: Buffer[] = [];
-    child.stdout.on('data', onStdout);
-    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.stderr?.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e) => {
       const code = (e as NodeJS.ErrnoException).code;
       reject(
@@ -56,14 +56,14 @@ function run(cmd: string, args: string[], signal: AbortSignal | undefined, onStd
 
 /**
  * Every xattr in the tree under `root` (not following symlinks). `keep` filters names as they are
- * parsed so dropped attributes never accumulate.
+ * parsed so dropped attributes never accumulate. The scan starts when this is called and runs in
+ * another process, so the caller can do synchronous work before awaiting the result.
  */
 export async function readXattrTree(
   root: string,
   opts: { signal?: AbortSignal; keep?: (path: string, name: string, value: Buffer) => boolean } = {},
 ): Promise<XattrTable> {
   const table: XattrTable = new Map();
-  let pending: Buffer = Buffer.alloc(0);
   let current: Map<string, Buffer> | undefined;
   let currentPath = '';
   const line = (l: Buffer): void => {
@@ -89,16 +89,27 @@ export async function readXattrTree(
     }
     current.set(name, value);
   };
-  await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '--', root], opts.signal, (chunk) => {
-    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-    let nl: number;
-    while ((nl = pending.indexOf(0x0a)) !== -1) {
-      line(pending.subarray(0, nl));
-      pending = pending.subarray(nl + 1);
+  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
+  try {
+    const fd = openSync(`${dir}/dump`, 'w');
+    let running: Promise<void>;
+    try {
+      running = run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '--', root], opts.signal, fd);
+    } finally {
+      closeSync(fd);
     }
-  });
-  if (pending.length > 0) line(pending);
-  return table;
+    await running;
+    const dump = readFileSync(`${dir}/dump`);
+    let start = 0;
+    for (let nl = dump.indexOf(0x0a); nl !== -1; nl = dump.indexOf(0x0a, start)) {
+      line(dump.subarray(start, nl));
+      start = nl + 1;
+    }
+    if (start < dump.length) line(dump.subarray(start));
+    return table;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Sets xattrs on many paths (not following symlinks) with one process. */
@@ -114,7 +125,7 @@ export async function writeXattrs(entries: Iterable<[path: string, attrs: Readon
   const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
   try {
     writeFileSync(`${dir}/restore`, parts.join(''));
-    await run('setfattr', ['-h', `--restore=${dir}/restore`], opts.signal, () => {});
+    await run('setfattr', ['-h', `--restore=${dir}/restore`], opts.signal, 'ignore');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
