@@ -148,6 +148,36 @@ test('heredocs: plain, <<- with tab stripping, quoted, several on one line', () 
   assert.equal(parse('RUN <<-X\r\n\ta\r\tb\r\n\tX\r\n').ast.children[0]?.heredocs[0]?.content, 'a\r\tb\r\n');
 });
 
+test('heredoc delimiter quoting follows BuildKit: any quoted part disables expansion', () => {
+  const text = [
+    'FROM x',
+    "RUN <<ab'c'", 'body', 'abc',
+    "RUN <<ab\\'c", 'body', "ab'c",
+    "RUN <<'a'b\\'c", 'body', "ab'c",
+    "RUN <<'two words'", 'body', 'two words',
+    'RUN <<$VAR', '$VAR',
+    'COPY <<X <<Y /d', 'Y', 'X', 'X', 'Y',
+    'RUN <<C', '# not a comment here', 'C',
+    'USER <<NOPE',
+    'NOPE',
+    '',
+  ].join('\n');
+  const docs = parse(text).ast.children.map((c) => c.heredocs.map((h) => [h.name, h.content, h.expand]));
+  assert.deepEqual(docs, [
+    [],
+    [['abc', 'body\n', false]],
+    [["ab'c", 'body\n', true]],
+    [["ab'c", 'body\n', false]],
+    [['two words', 'body\n', false]],
+    [['$VAR', '', true]],
+    [['X', 'Y\n', true], ['Y', 'X\n', true]],
+    [['C', '# not a comment here\n', true]],
+    [],
+    [],
+  ]);
+  assert.equal(parse(text).ast.children[9]?.value, 'nope');
+});
+
 test('heredocs only for RUN, COPY and ADD shell form (and ONBUILD of those)', () => {
   assert.deepEqual(parse('CMD <<EOF\nFROM y\n').ast.children.map((c) => c.value), ['cmd', 'from']);
   assert.deepEqual(parse('RUN ["<<EOF"]\nFROM y\n').ast.children.map((c) => c.value), ['run', 'from']);
