@@ -10,7 +10,7 @@ import type { Env, ShellOptions } from './shell.ts';
 export interface Expander {
   /** One word, quotes removed (paths, keys, values). */
   word(word: string): string;
-  /** One word split into fields (EXPOSE ports, VOLUME paths). */
+  /** One word split into fields (EXPOSE ports). */
   words(word: string): string[];
   /** A heredoc body: variables expand, quotes stay. */
   heredoc(body: string): string;
@@ -49,7 +49,7 @@ export interface ExpandOptions {
 
 /**
  * Returns a copy of the instruction with the words BuildKit expands at build time expanded:
- * FROM image and --platform; ENV/LABEL/ARG keys and values; EXPOSE, VOLUME (split into fields);
+ * FROM image and --platform; ENV/LABEL/ARG keys and values; EXPOSE (split into fields); VOLUME,
  * USER, WORKDIR, STOPSIGNAL; COPY/ADD sources, dest, --from, --chown, --chmod, --exclude,
  * --checksum and expandable heredoc bodies; RUN --mount values (re-validated). RUN/CMD/ENTRYPOINT
  * commands, SHELL, HEALTHCHECK and ONBUILD are left to the shell or to the later build.
@@ -85,7 +85,8 @@ function expand<T extends Instruction>(inst: T, ex: Expander): T {
     case 'expose':
       return { ...i, ports: i.ports.flatMap((p) => ex.words(p)) } as T;
     case 'volume':
-      return { ...i, volumes: i.volumes.flatMap((v) => ex.words(v)) } as T;
+      // Not split: a volume path may contain spaces.
+      return { ...i, volumes: i.volumes.map((v) => ex.word(v)) } as T;
     case 'user':
       return { ...i, user: ex.word(i.user) } as T;
     case 'workdir':

@@ -385,7 +385,7 @@ function copyLike(
   const name = kind.toUpperCase();
   if (args.length < 2) {
     throw new DockerfileError(
-      `${name} requires at least two arguments, but only ${args.length === 0 ? 'none were' : 'one was'} provided. Destination could not be determined`,
+      `${name} requires at least two arguments, but ${args.length === 0 ? 'none were' : 'only one was'} provided. Destination could not be determined`,
     );
   }
   const dest = args[args.length - 1] as string;
