@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -121,6 +121,8 @@ describe('executor.run with runc', () => {
 
   it('provides /etc/hosts, /etc/hostname and /etc/resolv.conf without leaving stubs', async () => {
     const before = await tree(rootfs);
+    const times = async () => [(await stat(rootfs)).mtimeMs, (await stat(join(rootfs, 'etc'))).mtimeMs];
+    const timesBefore = await times();
     assert.ok(!before.includes('/etc/hosts') && !before.includes('/proc/'));
     const r = await sh('cat /etc/hosts; cat /etc/hostname; hostname; wc -c < /etc/resolv.conf; ls /dev', {
       hostname: 'builder',
@@ -134,6 +136,7 @@ describe('executor.run with runc', () => {
       assert.match(r.out, new RegExp(`^${dev}$`, 'm'));
     }
     assert.deepEqual(await tree(rootfs), before);
+    assert.deepEqual(await times(), timesBefore, 'directories that held stubs keep their times');
 
     // Without /etc at all, the directory the runtime had to create goes too.
     await rm(join(rootfs, 'etc'), { recursive: true });

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { lstat, mkdir, readdir, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
@@ -84,29 +84,48 @@ function containerPath(p: string, what: string): string {
   return posix.normalize(p);
 }
 
-/** In-container paths (resolved) among `paths` and their ancestors that do not exist yet. */
-async function missingPaths(root: string, paths: string[]): Promise<string[]> {
+interface Stubs {
+  /** In-container paths (resolved) the runtime may create as mount points, which do not exist yet. */
+  missing: string[];
+  /** Times of the existing directories those would be created in, to put back afterwards. */
+  parentTimes: Map<string, { atime: number; mtime: number }>;
+}
+
+async function recordStubs(root: string, paths: string[]): Promise<Stubs> {
   const all = new Set<string>();
   for (const p of paths) {
     const parts = p.split('/').filter(Boolean);
     for (let i = 1; i <= parts.length; i++) all.add(`/${parts.slice(0, i).join('/')}`);
   }
-  const missing: string[] = [];
+  const missing = new Set<string>();
+  const parentTimes = new Map<string, { atime: number; mtime: number }>();
   for (const p of all) {
     const resolved = await resolveInRoot(root, p);
     try {
       await lstat(root + resolved);
     } catch (e) {
       if (errCode(e) !== 'ENOENT' && errCode(e) !== 'ENOTDIR') throw e;
-      missing.push(resolved);
+      missing.add(resolved);
+      const parent = posix.dirname(resolved);
+      try {
+        const st = await lstat(root + parent, { bigint: true });
+        if (st.isDirectory()) {
+          parentTimes.set(parent, { atime: Number(st.atimeNs) / 1e9, mtime: Number(st.mtimeNs) / 1e9 });
+        }
+      } catch (e2) {
+        if (errCode(e2) !== 'ENOENT' && errCode(e2) !== 'ENOTDIR') throw e2;
+      }
     }
   }
-  return [...new Set(missing)];
+  return { missing: [...missing], parentTimes };
 }
 
-/** Removes the empty files and directories the runtime created as mount points. */
-async function removeStubs(root: string, created: string[]): Promise<void> {
-  for (const p of [...created].sort((a, b) => b.length - a.length)) {
+/**
+ * Removes the empty files and directories the runtime created as mount points and restores the
+ * times of the directories they were made in, so that the directory is unchanged in the layer.
+ */
+async function removeStubs(root: string, stubs: Stubs): Promise<void> {
+  for (const p of [...stubs.missing].sort((a, b) => b.length - a.length)) {
     const host = root + (await resolveInRoot(root, p));
     let st;
     try {
@@ -116,6 +135,10 @@ async function removeStubs(root: string, created: string[]): Promise<void> {
     }
     if (st.isFile() && st.size === 0) await unlink(host);
     else if (st.isDirectory() && (await readdir(host)).length === 0) await rmdir(host);
+  }
+  for (const [dir, t] of stubs.parentTimes) {
+    const host = root + (await resolveInRoot(root, dir));
+    await utimes(host, t.atime, t.mtime).catch(() => undefined);
   }
 }
 
@@ -178,7 +201,7 @@ export async function run(opts: RunOptions): Promise<RunResult> {
   await mkdir(opts.stateDir, { recursive: true });
   const bundle = join(resolve(opts.stateDir), id);
   await mkdir(bundle, { mode: 0o700 });
-  let created: string[] = [];
+  let stubs: Stubs = { missing: [], parentTimes: new Map() };
   try {
     let resolv = '';
     if (network === 'host') {
@@ -210,13 +233,13 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
 
-    created = await missingPaths(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
     await mkdirInRoot(rootfs, cwd);
+    stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
     return await runContainer(rt.path, id, bundle, opts);
   } finally {
     // `runc run` deletes the container when it returns normally; this covers every other way out.
     await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
-    await removeStubs(rootfs, created);
+    await removeStubs(rootfs, stubs);
     await rm(bundle, { recursive: true, force: true });
   }
 }
