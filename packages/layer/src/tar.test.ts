@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, rmSync } from 'node:fs';
 import { UnsafeArchiveError } from '@tsbuild/errors';
-import { readTar, encodeHeader } from './tar.ts';
+import { BLOCK, readTar, encodeHeader } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 import { buildTar, streamOf, tempDir } from './testing.ts';
 
@@ -118,4 +118,15 @@ test('corrupt or truncated archives are refused', async () => {
   for (const b of odd) sum += b;
   odd.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
   await assert.rejects(readAll(Buffer.concat([odd, Buffer.alloc(1024)])), UnsafeArchiveError);
+});
+
+test('sizes beyond the 8 GiB ustar limit travel in PAX', async () => {
+  const size = 2 ** 33 + 5;
+  const head = encodeHeader({ path: 'huge', type: 'file', mode: 0o644, uid: 0, gid: 0, size, mtime: 0 });
+  const it = readTar(streamOf(Buffer.concat([head, Buffer.alloc(BLOCK)])));
+  const first = await it.next();
+  assert.equal(first.done, false);
+  assert.equal(first.value!.header.size, size);
+  // The body is missing, so finishing the entry must fail rather than invent data.
+  await assert.rejects(it.next(), UnsafeArchiveError);
 });
