@@ -79,11 +79,15 @@ async function uncompressed(tar: Readable | AsyncIterable<Buffer>): Promise<Asyn
   const first = await it.next();
   const rest: AsyncIterable<Buffer> = {
     async *[Symbol.asyncIterator]() {
-      if (!first.done) yield first.value;
-      for (;;) {
-        const r = await it.next();
-        if (r.done) return;
-        yield r.value;
+      try {
+        if (!first.done) yield first.value;
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          yield r.value;
+        }
+      } finally {
+        await it.return?.();
       }
     },
   };

@@ -43,6 +43,7 @@ function makeTree(root: string): void {
   writeFileSync(`${l1}/${'m'.repeat(120)}`, 'long');
   symlinkSync('t'.repeat(300), `${root}/long-target`);
   writeFileSync(`${root}/ünï-名前`, 'utf8');
+  sh('setfattr', '-n', 'user.ключ', '-v', 'значение', `${root}/ünï-名前`);
   for (const p of ['dir/plain', 'mode0', 'suid', 'big', 'owned', 'fifo', 'null', 'blk', `${'l'.repeat(200)}/${'m'.repeat(120)}`, 'ünï-名前']) {
     utimesSync(`${root}/${p}`, 1_600_000_000, 1_600_000_000 + p.length);
   }
@@ -89,6 +90,7 @@ test('diff → apply reproduces the tree exactly, and two diffs are byte-identic
     assert.equal(got['owned']!.gid, 3_000_000);
     assert.equal(got['suid']!.xattrs?.['security.capability'], '0100000200200000000000000000000000000000');
     assert.equal(got['dir/sub/hard']!.linkGroup, got['dir/plain']!.linkGroup);
+    assert.equal(Buffer.from(got['ünï-名前']!.xattrs?.['user.ключ'] ?? '', 'hex').toString(), 'значение');
 
     const hs = await headers(a.tar);
     const paths = hs.map((h) => h.path);

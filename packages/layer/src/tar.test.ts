@@ -111,13 +111,28 @@ test('corrupt or truncated archives are refused', async () => {
   badSum[0] = 0x67;
   await assert.rejects(readAll(badSum), UnsafeArchiveError);
   await assert.rejects(readAll(good.subarray(0, 600)), UnsafeArchiveError);
-  const odd = encodeHeader({ path: 'x', type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: 0 });
-  odd[156] = 'S'.charCodeAt(0);
-  odd.fill(0x20, 148, 156);
+  const sparse = withTypeflag(encodeHeader({ path: 'x', type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: 0 }), 'S');
+  await assert.rejects(readAll(Buffer.concat([sparse, Buffer.alloc(1024)])), UnsafeArchiveError);
+});
+
+/** Rewrites the typeflag of a single ustar header block and fixes its checksum. */
+function withTypeflag(block: Buffer, flag: string): Buffer {
+  const b = Buffer.from(block);
+  b[156] = flag.charCodeAt(0);
+  b.fill(0x20, 148, 156);
   let sum = 0;
-  for (const b of odd) sum += b;
-  odd.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
-  await assert.rejects(readAll(Buffer.concat([odd, Buffer.alloc(1024)])), UnsafeArchiveError);
+  for (const x of b) sum += x;
+  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  return b;
+}
+
+test('old-style entries: NUL typeflag is a file, or a directory when the name ends in /', async () => {
+  const f = withTypeflag(encodeHeader({ path: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, size: 2, mtime: 0 }), '\0');
+  const d = withTypeflag(encodeHeader({ path: 'd/', type: 'file', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 }), '\0');
+  const body = Buffer.alloc(BLOCK);
+  body.write('hi');
+  const entries = await readAll(Buffer.concat([f, body, d, Buffer.alloc(1024)]));
+  assert.deepEqual(entries.map((e) => [e.header.path, e.header.type, e.body.toString()]), [['f', 'file', 'hi'], ['d/', 'dir', '']]);
 });
 
 test('sizes beyond the 8 GiB ustar limit travel in PAX', async () => {

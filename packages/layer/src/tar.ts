@@ -220,6 +220,11 @@ class ByteSource {
     return out;
   }
 
+  /** Stops the source (destroying a stream) when reading ends early or fails. */
+  async close(): Promise<void> {
+    await this.it.return?.();
+  }
+
   /** Reads what is left so a hash over the whole input is complete. */
   async drain(): Promise<void> {
     this.consumed += this.buf.length;
@@ -321,7 +326,7 @@ export async function* readTar(source: Readable | AsyncIterable<Buffer>, opts: R
       }
       const rec = new Map([...global, ...(pax ?? [])]);
       pax = undefined;
-      const type = TYPES[flag];
+      let type = TYPES[flag];
       const isUstar = block.toString('latin1', 257, 262) === 'ustar';
       let name = cstring(block.subarray(0, 100));
       const prefix = isUstar && block.toString('latin1', 257, 263) === 'ustar\0' ? cstring(block.subarray(345, 500)) : Buffer.alloc(0);
@@ -329,6 +334,8 @@ export async function* readTar(source: Readable | AsyncIterable<Buffer>, opts: R
       const path = rec.get('path')?.toString('utf8') ?? gnuName?.toString('utf8') ?? name.toString('utf8');
       const linkpath = rec.get('linkpath')?.toString('utf8') ?? gnuLink?.toString('utf8') ?? cstring(block.subarray(157, 257)).toString('utf8');
       gnuName = gnuLink = undefined;
+      // Pre-POSIX archives mark directories only by the trailing slash.
+      if (flag === '\0' && path.endsWith('/')) type = 'dir';
       if (type === undefined) {
         throw new UnsafeArchiveError(`tar: entry ${JSON.stringify(path)} has unsupported type ${JSON.stringify(flag)}`, { entry: path });
       }
@@ -386,7 +393,7 @@ export async function* readTar(source: Readable | AsyncIterable<Buffer>, opts: R
       if (pad.length < padding(stored)) throw new UnsafeArchiveError(`tar: ${JSON.stringify(path)} is truncated`, { entry: path });
     }
   } finally {
-    await (source as { destroy?: () => void }).destroy?.();
+    await src.close();
   }
 }
 
