@@ -1,5 +1,5 @@
 export { run } from './run.ts';
-export type { RunOptions, RunResult, RunUser, Mount } from './run.ts';
+export type { RunOptions, RunResult, RunUser, RunMount } from './run.ts';
 export type { Limits } from './spec.ts';
 export { buildSpec, DEFAULT_CAPABILITIES } from './spec.ts';
 export type { RuntimeSpec, SpecInput, SpecMount } from './spec.ts';

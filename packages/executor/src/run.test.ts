@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
-import { cleanupContainers, run } from './index.ts';
+import { cleanupContainers, run, runtimeInfo } from './index.ts';
 import type { RunOptions, RunResult } from './index.ts';
 
 const repo = fileURLToPath(new URL('../../..', import.meta.url));
@@ -185,6 +185,26 @@ describe('executor.run with runc', () => {
       await rm(join(rootfs, 'evil'));
       await rm(join(rootfs, 'tmp/evil2'));
     }
+  });
+
+  it('refuses a program under /proc when runc predates the CVE-2024-21626 fix', async (t) => {
+    const info = await runtimeInfo('runc');
+    if (info.fixesCve202421626) {
+      t.skip(`runc ${info.version} is fixed`);
+      return;
+    }
+    await assert.rejects(
+      run({ rootfs, stateDir, args: ['/proc/self/fd/7/../../../bin/sh'] }),
+      (e: unknown) => e instanceof TsbuildError && e.code === 'UNSAFE_PROGRAM',
+    );
+  });
+
+  it('rejects malformed environment entries and ids before starting anything', async () => {
+    const bad = (e: unknown) => e instanceof TsbuildError && e.code === 'BAD_RUN';
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], env: ['NOEQUALS'] }), bad);
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], user: { uid: -1, gid: 0 } }), bad);
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], mounts: [{ type: 'tmpfs', destination: 'rel' }] }), bad);
+    assert.deepEqual(existsSync(stateDir) ? await readdir(stateDir) : [], []);
   });
 
   it('reports a runtime that is missing or a program that cannot start', async () => {

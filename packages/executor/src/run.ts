@@ -9,7 +9,7 @@ import { globalArgs, newContainerId, runCommand, runtimeInfo } from './runtime.t
 import { buildSpec } from './spec.ts';
 import type { Limits, SpecMount } from './spec.ts';
 
-export type Mount =
+export type RunMount =
   | {
       type: 'bind';
       /** Host path (trusted: chosen by tsbuild, not by the Dockerfile). */
@@ -46,7 +46,7 @@ export interface RunOptions {
   network?: 'none' | 'host';
   /** Extra `/etc/hosts` entries. */
   extraHosts?: { host: string; ip: string }[];
-  mounts?: Mount[];
+  mounts?: RunMount[];
   limits?: Limits;
   stdout?: Writable;
   stderr?: Writable;
@@ -165,6 +165,12 @@ export async function run(opts: RunOptions): Promise<RunResult> {
   const network = opts.network ?? 'host';
   const hostname = checkLine('hostname', opts.hostname ?? 'tsbuild');
   const user = opts.user ?? { uid: 0, gid: 0 };
+  for (const id of [user.uid, user.gid, ...(user.additionalGids ?? [])]) {
+    if (!Number.isInteger(id) || id < 0 || id > 0xfffffffe) throw badInput(`invalid user or group id ${id}`);
+  }
+  for (const e of opts.env ?? []) {
+    if (!/^[^=\0]+=/.test(e) || e.includes('\0')) throw badInput(`environment entry ${JSON.stringify(e)} is not KEY=value`);
+  }
 
   // CVE-2024-21626: a cwd under /proc (directly or through a symlink in the image) can reach a
   // host directory through a leaked fd. Refused whatever the runtime version.

@@ -65,7 +65,8 @@ describe('snapshotter', () => {
     await unlink(join(act.rootfs, 'only-a'));
     assert.deepEqual((await readdir(act.upper)).sort(), ['new', 'only-a']);
     const c = key('c');
-    const dir = await act.commit(c);
+    await assert.rejects(act.commit(c, a), /prepared from/);
+    const dir = await act.commit(c, b);
     assert.equal(await readFile(join(dir, 'new'), 'utf8'), 'n');
     assert.equal((await s.get(c))?.parent, b);
     await assert.rejects(act.release(), /already committed/);

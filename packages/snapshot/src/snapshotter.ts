@@ -53,8 +53,9 @@ export interface Active {
    * Unmounts and turns the upper dir into the committed layer for `chainId` (a rename, no copy);
    * the layer's parent is this snapshot's parent. Returns the committed layer's directory. If
    * `chainId` was committed meanwhile (another build), this upper dir is discarded instead.
+   * `parent`, if given, must equal the parent this snapshot was prepared from.
    */
-  commit(chainId: Digest): Promise<string>;
+  commit(chainId: Digest, parent?: Digest): Promise<string>;
   /** Unmounts and deletes the changes. */
   release(): Promise<void>;
 }
@@ -544,7 +545,10 @@ class OverlayActive implements Active {
     this.done = true;
   }
 
-  async commit(chainId: Digest): Promise<string> {
+  async commit(chainId: Digest, parent?: Digest): Promise<string> {
+    if (parent !== undefined && parent !== this.parent) {
+      throw new InternalError(`commit of ${chainId} names parent ${parent}, but the snapshot was prepared from ${this.parent ?? 'scratch'}`);
+    }
     this.finish();
     try {
       await unmount(this.rootfs);
