@@ -78,12 +78,12 @@ export function memorySource(img: TestImage, opts: { manifestBytes?: Buffer; med
   return {
     opened,
     manifest: async () => ({ bytes: opts.manifestBytes ?? img.manifestBytes, mediaType: opts.mediaType ?? MediaType.OciManifest }),
-    openBlob: async (desc, o) => {
+    openBlob: async (desc) => {
       const b = opts.override?.get(desc.digest) ?? img.blobs.get(desc.digest);
       if (b === undefined) throw new Error(`no blob ${desc.digest}`);
       opened.push(desc.digest);
       // Small pieces so chunking and partial resends are exercised.
-      const from = o?.offset ?? 0;
+      const from = 0;
       return Readable.from(
         (function* () {
           for (let i = from; i < b.length; i += 16 * 1024) yield b.subarray(i, Math.min(i + 16 * 1024, b.length));

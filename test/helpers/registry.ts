@@ -37,6 +37,18 @@ function yamlString(s: string): string {
   return JSON.stringify(s);
 }
 
+// If a test process dies without running its cleanups, its registries go with it.
+const live = new Set<number>();
+process.on('exit', () => {
+  for (const pid of live) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
 /** Waits for the child to exit, killing it harder if it ignores SIGTERM. */
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
@@ -90,6 +102,8 @@ export async function startRegistry(opts: { auth?: RegistryAuth } = {}): Promise
   closeSync(fd);
   const pid = child.pid;
   if (pid === undefined) throw new Error('docker-registry did not start');
+  live.add(pid);
+  child.once('exit', () => live.delete(pid));
 
   const url = `http://127.0.0.1:${port}`;
   const stop = async (): Promise<void> => {

@@ -197,7 +197,8 @@ test('blob redirects are followed without the registry credentials', async (t) =
   assert.equal(storageAuth, undefined);
 });
 
-test('a chunked upload resumes mid-chunk from the Range the registry reports', async (t) => {
+for (const lost of [false, true]) {
+test(`a chunked upload resumes from the Range the registry reports (${lost ? 'registry lost earlier chunks' : 'mid-chunk'})`, async (t) => {
   const blob = Buffer.alloc(250_000);
   for (let i = 0; i < blob.length; i++) blob[i] = (i * 7) % 251;
   const desc: Descriptor = { mediaType: MediaType.OciLayer, digest: sha(blob), size: blob.length };
@@ -222,8 +223,8 @@ test('a chunked upload resumes mid-chunk from the Range the registry reports', a
       const [start] = (req.headers['content-range'] ?? '').split('-').map(Number);
       if (start !== held.length) return json(res, 416, { errors: [{ code: 'BLOB_UPLOAD_INVALID' }] });
       if (patches === 2) {
-        // Keep a third of the chunk, then fail as a proxy in the way would.
-        held = Buffer.concat([held, body.subarray(0, Math.floor(body.length / 3))]);
+        // Keep a third of the chunk (or lose data already confirmed), then fail as a proxy in the way would.
+        held = lost ? held.subarray(0, 40_000) : Buffer.concat([held, body.subarray(0, Math.floor(body.length / 3))]);
         return json(res, 503, { errors: [{ code: 'UNAVAILABLE' }] });
       }
       held = Buffer.concat([held, body]);
@@ -242,17 +243,23 @@ test('a chunked upload resumes mid-chunk from the Range the registry reports', a
   const opened: number[] = [];
   const status = await pushBlob(c, parseReference(`${host}/x:v`), desc, {
     manifest: async () => ({ bytes: new Uint8Array(), mediaType: '' }),
-    openBlob: async (_d, o) => {
-      opened.push(o?.offset ?? 0);
-      return Readable.from([blob.subarray(o?.offset ?? 0)]);
+    openBlob: async () => {
+      opened.push(0);
+      return Readable.from([blob.subarray(0, 70_000), blob.subarray(70_000)]);
     },
   }, { monolithicMax: 1000, chunkSize: 50_000 });
   assert.equal(status, 'uploaded');
   assert.deepEqual(committed, blob);
-  // Chunks honour OCI-Chunk-Min-Length (100000): 3 chunks plus the resend of the failed one's rest.
-  assert.equal(patches, 4);
-  assert.deepEqual(opened, [0], 'the rest of the chunk came from memory, not a re-read');
+  if (lost) {
+    // The source is read again and its first 40000 bytes skipped.
+    assert.deepEqual(opened, [0, 0]);
+  } else {
+    // Chunks honour OCI-Chunk-Min-Length (100000): 3 chunks plus the resend of the failed one's rest.
+    assert.equal(patches, 4);
+    assert.deepEqual(opened, [0], 'the rest of the chunk came from memory, not a re-read');
+  }
 });
+}
 
 test('TLS: a private CA is trusted only when given; failures say so', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'tsbuild-tls-'));

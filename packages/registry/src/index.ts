@@ -15,3 +15,5 @@ export type { ImageSource, PushOptions, BlobPushStatus } from './push.ts';
 export { convertManifest, toDockerManifest, toOciManifest, manifestMediaType, formatOfManifest } from './convert.ts';
 export type { ImageFormat } from './convert.ts';
 export { DigestVerifier } from './verify.ts';
+export { storeSink, imageSource } from './adapters.ts';
+export type { BlobStoreLike } from './adapters.ts';

@@ -11,8 +11,8 @@ import { parseManifestJson } from './verify.ts';
 /** What a push reads from: the manifest as bytes and each blob as a stream. */
 export interface ImageSource {
   manifest(): Promise<{ bytes: Uint8Array; mediaType: string }>;
-  /** The blob's bytes from `offset` (default 0) to its end. */
-  openBlob(desc: Descriptor, opts?: { offset?: number }): Promise<Readable>;
+  /** The blob's bytes; may be called again when an upload has to start over. */
+  openBlob(desc: Descriptor): Promise<Readable>;
 }
 
 export type BlobPushStatus = 'exists' | 'mounted' | 'uploaded';
@@ -201,8 +201,13 @@ class BlobPusher {
           if (offset !== readerAt) {
             // The registry kept less than what was read: read the source again from there.
             reader.close();
-            reader = new ChunkReader(await this.source.openBlob(desc, { offset }));
-            readerAt = offset;
+            reader = new ChunkReader(await this.source.openBlob(desc));
+            readerAt = 0;
+            while (readerAt < offset) {
+              const skipped = await reader.read(Math.min(chunkSize, offset - readerAt));
+              if (skipped.length === 0) throw new RegistryError(`${what}: the local blob ended after ${readerAt} of ${desc.size} bytes`);
+              readerAt += skipped.length;
+            }
           }
           chunkStart = offset;
           chunk = await reader.read(Math.min(chunkSize, desc.size - offset));
