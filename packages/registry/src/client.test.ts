@@ -292,3 +292,40 @@ test('TLS: a private CA is trusted only when given; failures say so', async (t) 
   assert.equal(c.baseUrl('ghcr.io').protocol, 'https:');
   assert.equal(c.baseUrl('docker.io').host, 'registry-1.docker.io');
 });
+
+test('an aborted pull stops at once, aborts the blob writer and commits nothing', async (t) => {
+  const layer = Buffer.alloc(100_000, 1);
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: MediaType.OciConfig, digest: sha(CONFIG), size: CONFIG.length }, layers: [{ mediaType: MediaType.OciLayer, digest: sha(layer), size: layer.length }] }));
+  const { host } = await serve(t, (req, res) => {
+    if (req.url === '/v2/') return json(res, 200, {});
+    if (req.url?.includes('/manifests/')) {
+      res.writeHead(200, { 'content-type': MediaType.OciManifest });
+      return res.end(manifest);
+    }
+    if (req.url === `/v2/x/blobs/${sha(CONFIG)}`) return res.end(CONFIG);
+    // Half the layer, then nothing more: the pull hangs until it is cancelled.
+    res.writeHead(200, { 'content-length': String(layer.length) });
+    res.write(layer.subarray(0, 50_000));
+  });
+  const c = client(t, { timeoutMs: 60_000 });
+  const ac = new AbortController();
+  const events: string[] = [];
+  const sink: BlobSink = {
+    has: async () => false,
+    write: () => ({
+      stream: new Writable({
+        write: (_c: Buffer, _e, cb) => {
+          if (!ac.signal.aborted) ac.abort();
+          cb();
+        },
+      }),
+      commit: async () => void events.push('commit'),
+      abort: async () => void events.push('abort'),
+    }),
+  };
+  await assert.rejects(pullImage(c, parseReference(`${host}/x:v`), sink, { signal: ac.signal }), (e: unknown) => {
+    assert.equal((e as { code?: string }).code, 'CANCELLED');
+    return true;
+  });
+  assert.deepEqual(events, ['abort']);
+});
