@@ -110,13 +110,14 @@ class BlobPusher {
     const what = `start upload of ${desc.digest} to ${this.ref.registry}/${this.repo}`;
     let path = `/v2/${this.repo}/blobs/uploads/`;
     const scopes = [pushScope(this.repo)];
-    if (from !== undefined && from !== this.repo) {
+    const mounting = from !== undefined && from !== this.repo;
+    if (mounting) {
       path += `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`;
       scopes.push(pullScope(from));
     }
     const res = await this.call('POST', path, what, { scopes });
     res.discard();
-    if (res.status === 201 && from !== undefined) return 'mounted';
+    if (res.status === 201 && mounting) return 'mounted';
     if (res.status !== 202) throw await responseError(res, what, this.ref.toString());
     const location = res.header('location');
     if (!location) throw new RegistryError(`${what}: the registry gave no upload location`);
