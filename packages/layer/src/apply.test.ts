@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
+import { createHash } from 'node:crypto';
 import { UnsafeArchiveError } from '@tsbuild/errors';
 import { apply } from './apply.ts';
 import { buildTar, snapshotTree, streamOf, tempDir } from './testing.ts';
@@ -177,12 +178,32 @@ test('entries replace what is there; symlink targets are kept verbatim; missing 
   }
 });
 
-test('a zstd layer is refused with a hint rather than misread', async () => {
-  const root = tempDir('apply-zstd');
+test('zstd and gzip layers are decompressed; diffId and size are of the uncompressed tar', async () => {
+  const dir = tempDir('apply-zstd');
   try {
-    const zstdMagic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
-    await assert.rejects(apply(streamOf(zstdMagic), root), /zstd-compressed/);
+    const tar = buildTar([{ path: 'a/', type: 'dir', mode: 0o755 }, { path: 'a/f', body: 'zstd body' }]);
+    writeFileSync(`${dir}/l.tar`, tar);
+    execFileSync('zstd', ['-q', '-3', `${dir}/l.tar`, '-o', `${dir}/l.tar.zst`]);
+    const z = await apply(streamOf(readFileSync(`${dir}/l.tar.zst`)), `${dir}/z`);
+    const g = await apply(streamOf(gzipSync(tar)), `${dir}/g`);
+    for (const [r, sub] of [[z, 'z'], [g, 'g']] as const) {
+      assert.equal(r.size, tar.length);
+      assert.equal(r.diffId, `sha256:${createHash('sha256').update(tar).digest('hex')}`);
+      assert.equal(readFileSync(`${dir}/${sub}/a/f`, 'utf8'), 'zstd body');
+    }
   } finally {
-    rmSync(root, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a corrupt layer is an error and the apply stops', async () => {
+  const dir = tempDir('apply-corrupt');
+  try {
+    const tar = buildTar([{ path: 'f', body: 'x'.repeat(5000) }]);
+    const gz = gzipSync(tar);
+    await assert.rejects(apply(streamOf(gz.subarray(0, gz.length - 20)), `${dir}/r`));
+    await assert.rejects(apply(streamOf(Buffer.from('definitely not a tar archive'.repeat(30))), `${dir}/r`), UnsafeArchiveError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

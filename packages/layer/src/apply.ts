@@ -26,8 +26,6 @@ import type { Stats } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { resolve as resolvePath } from 'node:path';
 import { CancelledError, TsbuildError, UnsafeArchiveError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
@@ -36,6 +34,7 @@ import type { TarHeader } from './tar.ts';
 import { cleanArchivePath, secureJoin } from './securejoin.ts';
 import { writeXattrs } from './xattr.ts';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './diff.ts';
+import { decompress } from './compress.ts';
 
 export interface ApplyOptions {
   signal?: AbortSignal;
@@ -73,40 +72,8 @@ function isOverlayXattr(name: string): boolean {
   return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.');
 }
 
-/** Gzip is undone here so callers can hand over a pulled blob directly. */
-async function uncompressed(tar: Readable | AsyncIterable<Buffer>): Promise<AsyncIterable<Buffer>> {
-  const it = (tar as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-  const first = await it.next();
-  const rest: AsyncIterable<Buffer> = {
-    async *[Symbol.asyncIterator]() {
-      try {
-        if (!first.done) yield first.value;
-        for (;;) {
-          const r = await it.next();
-          if (r.done) return;
-          yield r.value;
-        }
-      } finally {
-        await it.return?.();
-      }
-    },
-  };
-  const head = first.done ? Buffer.alloc(0) : first.value;
-  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
-    pipeline(Readable.from(rest), gunzip).catch((e: unknown) => gunzip.destroy(e as Error));
-    return gunzip;
-  }
-  if (head.length >= 4 && head.readUInt32BE(0) === 0x28b52ffd) {
-    throw new TsbuildError('COMPRESSED_LAYER', 'layer is zstd-compressed; apply expects an uncompressed or gzip tar', {
-      hint: 'decompress the layer stream before applying it',
-    });
-  }
-  return rest;
-}
-
 /**
- * Applies a layer tar (uncompressed or gzip) onto `dir`: whiteouts and opaque markers remove lower
+ * Applies a layer tar (uncompressed, gzip or zstd) onto `dir`: whiteouts and opaque markers remove lower
  * content, everything else is created with its owner, mode, mtime and xattrs.
  */
 export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, opts: ApplyOptions = {}): Promise<ApplyStats> {
@@ -123,7 +90,8 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
   const xattrs: Array<Deferred & { attrs: Map<string, Uint8Array> }> = [];
 
   try {
-    const source = await uncompressed(tar);
+    // gzip and zstd are undone here so callers can hand over a pulled blob as it is.
+    const source = decompress(tar instanceof Readable ? tar : Readable.from(tar));
     const reader = readTar(source, {
       ...(signal ? { signal } : {}),
       onBytes: (c) => {
