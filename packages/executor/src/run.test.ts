@@ -36,8 +36,9 @@ async function tree(dir: string, prefix = ''): Promise<string[]> {
   return out;
 }
 
-function ourContainers(pid: number): string[] {
-  const listed = JSON.parse(execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }).trim() || 'null') as
+function ourContainers(pid: number, runtimeRoot?: string): string[] {
+  const args = [...(runtimeRoot ? ['--root', runtimeRoot] : []), 'list', '--format', 'json'];
+  const listed = JSON.parse(execFileSync('runc', args, { encoding: 'utf8' }).trim() || 'null') as
     | { id: string }[]
     | null;
   return (listed ?? []).map((c) => c.id).filter((id) => id.startsWith(`tsbuild-${pid}-`));
@@ -240,9 +241,11 @@ describe('executor.run with runc', () => {
     const rootfs2 = join(base, 'rootfs2');
     await mkdir(rootfs2);
     execFileSync('tar', ['-xf', baseTar, '-C', rootfs2]);
+    // A private runtime state dir: builds running meanwhile clean up dead containers too.
+    const runtimeRoot = join(base, 'runc-state');
     const script = `
       import { run } from ${JSON.stringify(fileURLToPath(new URL('./index.ts', import.meta.url)))};
-      await run({ rootfs: ${JSON.stringify(rootfs2)}, stateDir: ${JSON.stringify(stateDir)},
+      await run({ rootfs: ${JSON.stringify(rootfs2)}, stateDir: ${JSON.stringify(stateDir)}, runtimeRoot: ${JSON.stringify(runtimeRoot)},
         args: ['sh', '-c', 'echo started; exec sleep 1000'], stdout: process.stdout });
     `;
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
@@ -258,11 +261,10 @@ describe('executor.run with runc', () => {
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
     await exited;
-    const left = ourContainers(pid);
+    const left = ourContainers(pid, runtimeRoot);
     assert.equal(left.length, 1, 'the dead parent left its container running');
-    const removed = await cleanupContainers('runc');
-    assert.ok(left[0] !== undefined && removed.includes(left[0]), `${left[0]} not in ${removed.join(', ')}`);
-    assert.deepEqual(ourContainers(pid), []);
+    assert.deepEqual(await cleanupContainers('runc', { runtimeRoot }), left);
+    assert.deepEqual(ourContainers(pid, runtimeRoot), []);
     assert.deepEqual(await readdir(stateDir), []);
   });
 });
