@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat, utimes } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -97,6 +97,8 @@ export class FileBlobWriter implements BlobWriter {
       checkExpected(got, expected);
       const dest = this.finalPath(got.digest);
       if (await exists(dest)) {
+        // Refreshing the time keeps a re-ingested blob inside gc's grace period.
+        await touch(dest);
         await rm(this.tmp, { force: true });
       } else {
         await rename(this.tmp, dest);
@@ -134,4 +136,12 @@ async function exists(p: string): Promise<boolean> {
     if (errnoCode(e) === 'ENOENT') return false;
     throw e;
   }
+}
+
+/** Sets a file's times to now; a file that vanished meanwhile is not an error. */
+export async function touch(p: string): Promise<void> {
+  const now = new Date();
+  await utimes(p, now, now).catch((e: unknown) => {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  });
 }

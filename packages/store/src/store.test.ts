@@ -136,8 +136,7 @@ test('tags live in index.json as ref.name annotations; resolve by tag, digest an
 
 test('an ambiguous id prefix is an error listing the candidates', async (t) => {
   const store = await openStore({ root: tempRoot(t) });
-  // Find two images whose manifest digests share a first hex digit... 12 characters cannot be
-  // forced, so ambiguity is shown through a config shared by two manifests.
+  // Two manifests sharing one config: the config's id prefix names both images.
   const a = await writeTestImage(store, [makeTar({ 'a.txt': 'a' })]);
   const m2 = await store.putJson(MediaType.OciManifest, { schemaVersion: 2, mediaType: MediaType.OciManifest, config: a.config, layers: a.layers, annotations: { x: 'y' } });
   await store.tag('one', a.manifest);
@@ -263,7 +262,14 @@ test('gc removes unreachable blobs, keeps tagged, kept, meta-rooted and compress
   assert.equal(existsSync(newTemp), true);
   assert.equal(await store.uncompressedFor(orphanGz.digest), undefined, 'mappings of removed blobs are dropped');
 
+  // within the grace period nothing unreferenced is removed, and re-writing a blob refreshes it
   await store.meta('builder-cache').delete('step');
+  const old = new Date(Date.now() - 3600_000);
+  utimesSync(store.blobPath(rooted.digest), old, old);
+  await store.writeBlob(makeTar({ 'r.txt': 'r' }));
+  assert.equal((await store.gc({ gracePeriodMs: 600_000 })).removedBlobs, 0);
+  assert.ok(await store.hasBlob(rooted.digest));
+
   await store.untag('tagged');
   const res2 = await store.gc();
   assert.equal(res2.removedBlobs, 3 + 1 + 1 + 3);

@@ -19,7 +19,7 @@ import {
   sniffMediaType,
 } from '@tsbuild/oci';
 import type { Descriptor, Digest, Image, Index, Platform } from '@tsbuild/oci';
-import { FileBlobWriter, checkExpected } from './blob-writer.ts';
+import { FileBlobWriter, checkExpected, touch } from './blob-writer.ts';
 import type { BlobWriter, Expected } from './blob-writer.ts';
 import { errnoCode, tempName, writeFileAtomic } from './fsutil.ts';
 import { withLock } from './lock.ts';
@@ -165,7 +165,10 @@ export class Store {
     if (data instanceof Uint8Array) {
       const got = { digest: sha256(data), size: data.byteLength };
       checkExpected(got, expected);
-      if (await this.hasBlob(got.digest)) return got;
+      if (await this.hasBlob(got.digest)) {
+        await touch(this.blobPath(got.digest));
+        return got;
+      }
     }
     const w = this.blobWriter();
     try {
@@ -253,11 +256,20 @@ export class Store {
     if (!isManifestMediaType(desc.mediaType) && !isIndexMediaType(desc.mediaType)) {
       throw new TsbuildError('BAD_TAG', `cannot tag ${ref}: ${desc.digest} has media type ${desc.mediaType}, not a manifest or index`);
     }
-    if (!(await this.hasBlob(desc.digest))) {
-      throw new TsbuildError('BLOB_NOT_FOUND', `cannot tag ${ref}: manifest ${desc.digest} is not in the store`);
-    }
     const entry: Descriptor = { ...desc, annotations: { ...desc.annotations, [ANNOTATION_REF_NAME]: ref } };
-    await this.updateIndex((ms) => ({ manifests: [...ms.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref), entry], result: undefined }));
+    // The presence check is made under the lock gc also holds, so gc cannot remove the manifest
+    // between the check and the write.
+    await withLock(
+      this.indexLock,
+      async () => {
+        if (!(await this.hasBlob(desc.digest))) {
+          throw new TsbuildError('BLOB_NOT_FOUND', `cannot tag ${ref}: manifest ${desc.digest} is not in the store`);
+        }
+        const idx = await this.readIndex();
+        await this.writeIndex({ ...idx, manifests: [...idx.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref), entry] });
+      },
+      this.lockOpts,
+    );
     return ref;
   }
 
