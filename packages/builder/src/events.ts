@@ -1,0 +1,30 @@
+/**
+ * Progress events a build emits. The CLI renders them (tty, plain, rawjson); the builder never
+ * prints. Every step of every stage gets an id; logs are a step's RUN output.
+ */
+export type BuildEvent =
+  | { type: 'build-start'; time: number; stages: number; steps: number }
+  | {
+      type: 'step-start';
+      time: number;
+      id: string;
+      /** e.g. `[build 2/5] RUN make` */
+      name: string;
+      stage: string;
+      index: number;
+      total: number;
+    }
+  | { type: 'step-log'; time: number; id: string; stream: 'stdout' | 'stderr'; data: string }
+  | {
+      type: 'step-done';
+      time: number;
+      id: string;
+      cached: boolean;
+      durationMs: number;
+      /** Uncompressed layer size in bytes when the step made a layer. */
+      layerSize?: number;
+    }
+  | { type: 'step-error'; time: number; id: string; message: string }
+  | { type: 'build-done'; time: number; imageDigest: string; configDigest: string; durationMs: number };
+
+export type EventSink = (e: BuildEvent) => void;

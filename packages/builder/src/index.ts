@@ -1,0 +1,13 @@
+export { build, openRoot } from './build.ts';
+export type { BuildOptions, BuildResult } from './build.ts';
+export type { BuildEvent, EventSink } from './events.ts';
+export type { ImageFetcher, ResourceLimits } from './session.ts';
+export { CacheIndex } from './cache.ts';
+export { parsePlatform, formatPlatform, HOST_PLATFORM } from './platform.ts';
+export { BuildContext } from './context.ts';
+export { loadIgnore } from './ignore.ts';
+export { hashSources, StatCache } from './hash.ts';
+export { importImage, runImage, historyOf, prune } from './images.ts';
+export type { ImportOptions, RunImageOptions, HistoryItem } from './images.ts';
+export { pullToStore, pushFromStore, remoteImage } from './distribution.ts';
+export type { DistributionOptions, PushFromStoreOptions } from './distribution.ts';

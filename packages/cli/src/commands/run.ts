@@ -1,0 +1,54 @@
+import { openRoot, runImage } from '@tsbuild/builder';
+import type { RunImageOptions } from '@tsbuild/builder';
+import type { Command } from '../command.ts';
+import { asStrings, cpuLimits, parseBytes, parseIntFlag, rootOf, signalController, withRoot } from './common.ts';
+
+export const run: Command = {
+  command: 'run <image> [command..]',
+  describe: 'Run a command in a new container from an image (always removed afterwards)',
+  builder: (y) =>
+    withRoot(
+      y
+        .positional('image', { type: 'string' })
+        .positional('command', { type: 'string' })
+        .parserConfiguration({ 'halt-at-non-option': true })
+        .option('rm', { type: 'boolean', describe: 'accepted for docker compatibility: containers are always removed' })
+        .option('memory', { alias: 'm', type: 'string', describe: 'memory limit (e.g. 64m)' })
+        .option('cpus', { type: 'string', describe: 'CPU limit (e.g. 0.5)' })
+        .option('cpu-quota', { type: 'string' })
+        .option('cpu-period', { type: 'string' })
+        .option('pids-limit', { type: 'string' })
+        .option('network', { type: 'string', choices: ['none', 'host'], default: 'host' })
+        .option('env', { alias: 'e', type: 'string', describe: 'set environment variables' })
+        .option('user', { alias: 'u', type: 'string' })
+        .option('workdir', { alias: 'w', type: 'string' })
+        .option('entrypoint', { type: 'string' })
+        .option('runtime', { type: 'string', describe: 'OCI runtime name or path (default runc)' }),
+    ),
+  handler: async (args) => {
+    const env = await openRoot(rootOf(args));
+    const limits: NonNullable<RunImageOptions['limits']> = { ...cpuLimits(args) };
+    const memory = parseBytes('memory', args.memory);
+    if (memory !== undefined) limits.memory = memory;
+    const pids = parseIntFlag('pids-limit', args['pids-limit'], 1);
+    if (pids !== undefined) limits.pidsLimit = pids;
+    const sig = signalController();
+    try {
+      const opts: RunImageOptions = {
+        args: asStrings(args.command),
+        env: asStrings(args.env),
+        network: String(args.network) as 'none' | 'host',
+        limits,
+        signal: sig.signal,
+      };
+      if (typeof args.user === 'string') opts.user = args.user;
+      if (typeof args.workdir === 'string') opts.workdir = args.workdir;
+      if (typeof args.entrypoint === 'string') opts.entrypoint = args.entrypoint;
+      if (typeof args.runtime === 'string') opts.runtime = args.runtime;
+      const code = await runImage(env, String(args.image), opts);
+      return sig.signal.aborted ? 130 : code;
+    } finally {
+      sig.dispose();
+    }
+  },
+};
