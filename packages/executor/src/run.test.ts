@@ -205,6 +205,14 @@ describe('executor.run with runc', () => {
     await assert.rejects(run({ rootfs, stateDir, args: ['true'], env: ['NOEQUALS'] }), bad);
     await assert.rejects(run({ rootfs, stateDir, args: ['true'], user: { uid: -1, gid: 0 } }), bad);
     await assert.rejects(run({ rootfs, stateDir, args: ['true'], mounts: [{ type: 'tmpfs', destination: 'rel' }] }), bad);
+    await assert.rejects(run({ rootfs, stateDir, args: ['true'], mounts: [{ type: 'tmpfs', destination: '/proc/sys' }] }), bad);
+    await symlink('/proc/self/fd/7', join(rootfs, 'tmp/to-proc'));
+    try {
+      const viaLink = { type: 'tmpfs' as const, destination: '/tmp/to-proc' };
+      await assert.rejects(run({ rootfs, stateDir, args: ['true'], mounts: [viaLink] }), bad);
+    } finally {
+      await rm(join(rootfs, 'tmp/to-proc'));
+    }
     assert.deepEqual(existsSync(stateDir) ? await readdir(stateDir) : [], []);
   });
 

@@ -191,7 +191,9 @@ export async function run(opts: RunOptions): Promise<RunResult> {
   const mountPoints: string[] = [];
   for (const m of opts.mounts ?? []) {
     const dest = containerPath(m.destination, 'mount target');
-    if (dest === '/' || isUnderProc(dest)) throw badInput(`cannot mount over ${dest}`);
+    if (dest === '/' || isUnderProc(dest) || isUnderProc(await resolveInRoot(rootfs, dest))) {
+      throw badInput(`cannot mount over ${dest}`);
+    }
     mountPoints.push(dest);
     if (m.type === 'bind') {
       if (!isAbsolute(m.source)) throw badInput(`bind mount source ${m.source} must be absolute`);
