@@ -133,6 +133,18 @@ describe('snapshotter', () => {
     assert.deepEqual(await readdir(join(root, 't')), []);
   });
 
+  it('replaces an index entry whose layer dir was deleted by hand', async () => {
+    const s = await openSnapshotter({ root: join(base, 'dangling') });
+    const id = key('dangling');
+    await s.unpack(id, undefined, async (dir) => writeFile(join(dir, 'v1'), ''));
+    const info = await s.get(id);
+    assert.ok(info);
+    await rm(join(info.dir, '..'), { recursive: true });
+    assert.equal(await s.has(id), false);
+    await s.unpack(id, undefined, async (dir) => writeFile(join(dir, 'v2'), ''));
+    assert.deepEqual(await readdir((await s.get(id))?.dir ?? '/nonexistent'), ['v2']);
+  });
+
   it('mounts a 130-layer chain with every file visible', async () => {
     const s = await openSnapshotter({ root: join(base, 'deep') });
     const ids = await stack(s, 'deep', 130);

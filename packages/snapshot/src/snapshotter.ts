@@ -165,11 +165,8 @@ class OverlaySnapshotter implements Snapshotter {
       throw e;
     }
     const m = JSON.parse(raw) as { chainId?: string; parent?: string | null };
-    if (m.chainId !== chainId) {
-      throw new TsbuildError('SNAPSHOT_CORRUPT', `layer dir l/${id} does not hold ${chainId}`, {
-        hint: `remove ${this.root} to reset the layer cache`,
-      });
-    }
+    // A stale key (its dir deleted by hand, the id reused since) does not name this layer.
+    if (m.chainId !== chainId) return undefined;
     return { chainId, parent: m.parent ? parseDigest(m.parent) : undefined, id };
   }
 
@@ -230,13 +227,15 @@ class OverlaySnapshotter implements Snapshotter {
       await symlink(`../l/${id}`, this.keyPath(chainId));
     } catch (e) {
       if (errCode(e) !== 'EEXIST') throw e;
-      // Another build published the same layer first; ours is a duplicate.
-      await this.discard(join(this.root, 'l', id));
-      if (!(await this.has(chainId))) {
-        throw new TsbuildError('SNAPSHOT_CORRUPT', `snapshot index entry for ${chainId} points to a missing layer`, {
-          hint: `remove ${this.root} to reset the layer cache`,
-        });
+      if (await this.has(chainId)) {
+        // Another build published the same layer first; ours is a duplicate.
+        await this.discard(join(this.root, 'l', id));
+        return;
       }
+      // A key whose layer dir is gone (deleted by hand) would block this layer forever: replace it.
+      const link = join(this.root, 't', `${ownerToken(this.owner)}-${randomBytes(4).toString('hex')}.lnk`);
+      await symlink(`../l/${id}`, link);
+      await rename(link, this.keyPath(chainId));
     }
   }
 
