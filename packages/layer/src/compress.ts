@@ -210,21 +210,32 @@ const zlib = require('node:zlib');
 parentPort.on('message', (m) => {
   try {
     const data = Buffer.from(m.input, 0, m.length);
-    const options = { level: m.level, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH };
+    const options = { level: m.level, chunkSize: m.chunkSize, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH };
     const out = zlib.deflateRawSync(data, options);
     const crc = zlib.crc32(data);
-    const own = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength;
-    const deflated = own ? out.buffer : out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
-    parentPort.postMessage({ id: m.id, deflated, crc, input: m.input }, [deflated, m.input]);
+    // Small outputs may share a pooled buffer, which cannot move: those are copied.
+    const movable = out.buffer.byteLength >= m.chunkSize;
+    const deflated = movable ? out.buffer : out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+    const offset = movable ? out.byteOffset : 0;
+    parentPort.postMessage({ id: m.id, deflated, offset, length: out.byteLength, crc, input: m.input }, [deflated, m.input]);
   } catch (err) {
     parentPort.postMessage({ id: m.id, error: String((err && err.stack) || err) });
   }
 });
 `;
 
+/*
+ * An output chunk larger than deflate's worst case for a block makes zlib produce each block in
+ * one buffer that the worker hands over whole. Without that, every block leaves a megabyte of
+ * 16 KiB pieces behind in the worker, and V8 lets each thread pile up ~64 MB of such garbage
+ * before collecting it (measured: ~200 MB peak RSS for a 2-thread gzip of 128 MiB, ~140 MB after).
+ */
+const OUT_CHUNK = BLOCK_SIZE + (64 << 10);
+
 function deflateBlock(data: Buffer, last: boolean, level: number): Buffer {
   return zlib.deflateRawSync(data, {
     level,
+    chunkSize: OUT_CHUNK,
     finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
   });
 }
@@ -241,6 +252,8 @@ interface Job {
 interface WorkerReply {
   id: number;
   deflated?: ArrayBuffer;
+  offset?: number;
+  length?: number;
   crc?: number;
   input?: ArrayBuffer;
   error?: string;
@@ -294,7 +307,7 @@ class DeflatePool {
       const job = this.#queue.shift()!;
       this.#busy.set(worker, job);
       worker.postMessage(
-        { id: job.id, input: job.input, length: job.length, last: job.last, level: this.#level },
+        { id: job.id, input: job.input, length: job.length, last: job.last, level: this.#level, chunkSize: OUT_CHUNK },
         [job.input],
       );
     }
@@ -309,7 +322,7 @@ class DeflatePool {
       job.reject(err);
       return this.#fail(err);
     }
-    job.resolve({ deflated: Buffer.from(reply.deflated), crc: reply.crc, length: job.length, input: reply.input });
+    job.resolve({ deflated: Buffer.from(reply.deflated, reply.offset ?? 0, reply.length), crc: reply.crc, length: job.length, input: reply.input });
     this.#idle.push(worker);
     this.#dispatch();
   }
