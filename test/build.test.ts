@@ -134,7 +134,11 @@ function checkFiles(rootfs: string, files: Record<string, FileExpect>, name: str
   }
 }
 
-const names = readdirSync(FIXTURES).filter((n) => existsSync(join(FIXTURES, n, 'Dockerfile'))).sort();
+// TSBUILD_FIXTURES=a,b limits the run to some fixtures while working on them.
+const only = process.env.TSBUILD_FIXTURES?.split(',').filter(Boolean);
+const names = readdirSync(FIXTURES)
+  .filter((n) => existsSync(join(FIXTURES, n, 'Dockerfile')) && (!only || only.includes(n)))
+  .sort();
 
 test(`fixtures: ${names.length} Dockerfiles build, validate, unpack with umoci and run`, async (t) => {
   let built = 0;
@@ -217,7 +221,7 @@ test(`fixtures: ${names.length} Dockerfiles build, validate, unpack with umoci a
       built++;
     });
   }
-  assert.ok(built >= 20, `at least 20 fixtures built (built ${built})`);
+  if (!only) assert.ok(built >= 20, `at least 20 fixtures built (built ${built})`);
 });
 
 test('changing one context file rebuilds exactly the steps from its COPY on', async () => {

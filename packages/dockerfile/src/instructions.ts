@@ -447,8 +447,10 @@ function copyLike(
 /** `--chmod` takes an octal mode; words holding variables are checked after expansion. */
 export function checkChmod(chmod: string): void {
   if (chmod.includes('$')) return;
-  if (!/^[0-7]{1,4}$/.test(chmod)) {
-    throw new DockerfileError(`invalid --chmod value ${JSON.stringify(chmod)}: expected an octal mode such as 0755`);
+  // Octal (0755) or chmod(1)-style symbolic clauses (u+x,g-w), which BuildKit also accepts.
+  const clause = '[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+';
+  if (!/^[0-7]{1,4}$/.test(chmod) && !new RegExp(`^${clause}(?:,${clause})*$`).test(chmod)) {
+    throw new DockerfileError(`invalid --chmod value ${JSON.stringify(chmod)}: expected an octal mode such as 0755 or symbolic clauses such as u+x,g-w`);
   }
 }
 

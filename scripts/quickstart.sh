@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the example image, runs it and prints its history — installing what is missing first.
+# For a fresh Debian 12 / Ubuntu machine, as root. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+export npm_config_nodedir=${npm_config_nodedir:-/usr}
+
+if [ "$(id -u)" != 0 ]; then echo "quickstart: run as root (overlay mounts and runc need it)" >&2; exit 1; fi
+command -v node >/dev/null || { echo "quickstart: Node.js 20 or newer is required" >&2; exit 1; }
+
+missing=()
+for p in runc busybox-static; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "quickstart: installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+want_pnpm=$(node -p 'require("./package.json").packageManager.split("@")[1]')
+[ "$(pnpm --version 2>/dev/null || true)" = "$want_pnpm" ] || npm install -g "pnpm@$want_pnpm" >/dev/null
+[ -d node_modules/.pnpm ] || pnpm install --frozen-lockfile
+[ -f packages/cli/dist/tsbuild.js ] || pnpm build
+
+tsbuild() { node packages/cli/dist/tsbuild.js "$@"; }
+base=$(mktemp -d)/busybox.tar
+bash fixtures/bases/busybox.sh "$base"
+tsbuild import "$base" -t busybox:latest >/dev/null
+echo "== tsbuild build -t example fixtures/example"
+tsbuild build --progress plain -t example fixtures/example
+echo "== tsbuild run example"
+tsbuild run example
+echo "== tsbuild history example"
+tsbuild history example
