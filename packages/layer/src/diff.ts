@@ -40,12 +40,42 @@ function isOverlayXattr(name: string): boolean {
   return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.');
 }
 
+type Kind = 'whiteout' | 'dir' | 'file' | 'symlink' | 'fifo' | 'char' | 'block' | 'socket';
+
+/**
+ * What the archive needs from lstat. Copied out of the Stats object so the plan of a large tree
+ * holds small records rather than Stats (with their Date objects) until the end of the walk.
+ */
+interface Planned {
+  host: string;
+  /** Path in the archive without the trailing `/` of directories. */
+  outPath: string;
+  kind: Kind;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Whole seconds. */
+  mtime: number;
+  nlink: number;
+  rdev: number;
+}
+
 interface Child {
   name: string;
-  /** Name in the archive (differs for whiteouts). */
-  outName: string;
+  /** Sort key: the archive name, with `/` after directories. */
   key: Buffer;
-  st: Stats;
+  entry: Planned;
+}
+
+function kindOf(st: Stats): Kind {
+  if (st.isDirectory()) return 'dir';
+  if (st.isFile()) return 'file';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice()) return st.rdev === 0 ? 'whiteout' : 'char';
+  if (st.isBlockDevice()) return 'block';
+  if (st.isFIFO()) return 'fifo';
+  return 'socket';
 }
 
 function devNumbers(rdev: number): { devmajor: number; devminor: number } {
@@ -64,22 +94,26 @@ function childrenOf(hostDir: string, relDir: string): Child[] {
     if (!Buffer.from(name, 'utf8').equals(raw)) {
       throw new TsbuildError('UNSUPPORTED_NAME', `file name ${JSON.stringify(relDir + name)} in ${hostDir} is not valid UTF-8; layers need UTF-8 names`);
     }
-    const st = lstatSync(`${hostDir}/${name}`);
-    const whiteout = st.isCharacterDevice() && st.rdev === 0;
-    const outName = whiteout ? WHITEOUT_PREFIX + name : name;
+    const host = `${hostDir}/${name}`;
+    const st = lstatSync(host);
+    const kind = kindOf(st);
+    const outName = kind === 'whiteout' ? WHITEOUT_PREFIX + name : name;
+    const entry: Planned = {
+      host,
+      outPath: relDir + outName,
+      kind,
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      size: kind === 'file' ? st.size : 0,
+      mtime: Math.floor(st.mtimeMs / 1000),
+      nlink: st.nlink,
+      rdev: st.rdev,
+    };
     // Sorting siblings by name + "/" for dirs makes the depth-first order the byte order of full paths.
-    out.push({ name, outName, key: Buffer.from(st.isDirectory() ? outName + '/' : outName, 'utf8'), st });
+    out.push({ name, key: Buffer.from(kind === 'dir' ? outName + '/' : outName, 'utf8'), entry });
   }
   return out.sort((a, b) => Buffer.compare(a.key, b.key));
-}
-
-interface Planned {
-  host: string;
-  /** Path in the archive without the trailing `/` of directories. */
-  outPath: string;
-  name: string;
-  outName: string;
-  st: Stats;
 }
 
 /** The entries of the tree in archive order (byte order of full paths, depth first). */
@@ -88,10 +122,8 @@ function planWalk(root: string, exclude: ((relPath: string) => boolean) | undefi
   const visit = (hostDir: string, rel: string): void => {
     for (const kid of childrenOf(hostDir, rel)) {
       if (exclude?.(rel + kid.name)) continue;
-      const host = `${hostDir}/${kid.name}`;
-      const outPath = rel + kid.outName;
-      plan.push({ host, outPath, name: kid.name, outName: kid.outName, st: kid.st });
-      if (kid.st.isDirectory()) visit(host, outPath + '/');
+      plan.push(kid.entry);
+      if (kid.entry.kind === 'dir') visit(kid.entry.host, kid.entry.outPath + '/');
     }
   };
   visit(root, '');
@@ -134,10 +166,7 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   const hash = createHash('sha256');
   let size = 0;
   const links = new Map<string, string>();
-  const mtimeOf = (st: Stats): number => {
-    const m = Math.floor(st.mtimeMs / 1000);
-    return epoch === undefined ? m : Math.min(m, Math.floor(epoch));
-  };
+  const clamp = (m: number): number => (epoch === undefined ? m : Math.min(m, Math.floor(epoch)));
 
   async function* chunks(): AsyncGenerator<Buffer> {
     // Headers and small files are copied into one batch buffer that is handed downstream when
@@ -158,8 +187,9 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
       pos += b.length;
     };
 
-    for (const { host, outPath, name, outName, st } of plan) {
-      const base = { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, mtime: mtimeOf(st), size: 0 };
+    for (const e of plan) {
+      const { host, outPath, kind } = e;
+      const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
       const attrs = xattrs.get(host);
       const withXattrs = (h: TarHeader): TarHeader => (attrs && attrs.size > 0 ? { ...h, xattrs: attrs } : h);
 
@@ -168,18 +198,18 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
         headers.push(b);
       };
       let file: { size: number } | undefined;
-      if (outName !== name) {
+      if (kind === 'whiteout') {
         push(encodeHeader({ ...base, mode: 0, path: outPath, type: 'file' }));
-      } else if (st.isDirectory()) {
+      } else if (kind === 'dir') {
         push(encodeHeader(withXattrs({ ...base, path: outPath + '/', type: 'dir' })));
         if (opaque.has(host)) {
           push(encodeHeader({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' }));
         }
-      } else if (st.isSocket()) {
+      } else if (kind === 'socket') {
         // Sockets cannot be represented in tar and mean nothing in an image.
       } else {
         let linked: string | undefined;
-        if (st.nlink > 1) {
+        if (e.nlink > 1) {
           const big = lstatSync(host, { bigint: true });
           const id = `${big.dev}:${big.ino}`;
           linked = links.get(id);
@@ -187,15 +217,15 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
         }
         if (linked !== undefined) {
           push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'hardlink', linkpath: linked })));
-        } else if (st.isSymbolicLink()) {
+        } else if (kind === 'symlink') {
           push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'symlink', linkpath: readlinkSync(host) })));
-        } else if (st.isFIFO()) {
+        } else if (kind === 'fifo') {
           push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'fifo' })));
-        } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: st.isCharacterDevice() ? 'char' : 'block', ...devNumbers(st.rdev) })));
-        } else if (st.isFile()) {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'file', size: st.size })));
-          file = { size: st.size };
+        } else if (kind === 'char' || kind === 'block') {
+          push(encodeHeader(withXattrs({ ...base, path: outPath, type: kind, ...devNumbers(e.rdev) })));
+        } else {
+          push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'file', size: e.size })));
+          file = { size: e.size };
         }
       }
       for (const h of headers) {
