@@ -141,13 +141,15 @@ test('whiteouts and opaque markers remove lower content but keep this layer', as
       { path: 'var/.wh.lib' },
       { path: 'var/lib/', type: 'dir', mode: 0o700 },
       { path: 'var/lib/y', body: 'y' },
+      { path: 'var/lib/z', body: 'z' },
+      { path: 'var/lib/.wh.z' },
     ]);
     const stats = await apply(streamOf(gzipSync(tar)), root);
-    assert.equal(stats.whiteouts, 3);
-    assert.equal(stats.entries, 8);
+    assert.equal(stats.whiteouts, 4);
+    assert.equal(stats.entries, 10);
     assert.equal(stats.size, tar.length);
     const got = await snapshotTree(root);
-    assert.deepEqual(Object.keys(got).sort(), ['etc', 'etc/conf.d', 'etc/conf.d/-new', 'var', 'var/lib', 'var/lib/y']);
+    assert.deepEqual(Object.keys(got).sort(), ['etc', 'etc/conf.d', 'etc/conf.d/-new', 'var', 'var/lib', 'var/lib/y', 'var/lib/z']);
     assert.equal(got['etc/conf.d']!.mode, 0o750);
   } finally {
     rmSync(root, { recursive: true, force: true });

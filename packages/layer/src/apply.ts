@@ -185,7 +185,9 @@ async function applyEntry(
     if (victim === '' || victim === '.' || victim === '..') {
       throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} does not name a file in its directory`, { entry: h.path });
     }
-    if (parentSt?.isDirectory()) removeAll(`${parent}/${victim}`);
+    // A whiteout hides lower layers only; what this layer itself wrote stays.
+    const target = `${parent}/${victim}`;
+    if (parentSt?.isDirectory() && !created.has(target)) removeAll(target);
     return 'whiteout';
   }
 
