@@ -259,15 +259,10 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
               pos = want;
               left -= want;
               if (left === 0) {
+                // CHUNK is a multiple of the block size, so the padding always fits after the tail.
                 const pad = padding(file.size);
-                if (pad > 0 && fits(pad)) {
-                  batch.fill(0, pos, pos + pad);
-                  pos += pad;
-                } else if (pad > 0) {
-                  yield take();
-                  batch.fill(0, 0, pad);
-                  pos = pad;
-                }
+                batch.fill(0, pos, pos + pad);
+                pos += pad;
               }
               if (pos >= CHUNK) {
                 yield take();
