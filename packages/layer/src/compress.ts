@@ -38,6 +38,11 @@ export interface CompressResult {
  */
 const DEFAULT_GZIP_LEVEL = 6;
 const DEFAULT_ZSTD_LEVEL = 3;
+/*
+ * zstd's default job at level 3 is 8 MiB per worker, several buffers deep: measured on a 200 MB
+ * tar with 2 workers, 2 MiB jobs bring peak RSS from 161 to 98 MB for 0.26% more bytes.
+ */
+const ZSTD_JOB_SIZE = 2 << 20;
 
 /*
  * The block size is fixed (never derived from the thread count) so that the same input gives
@@ -176,7 +181,12 @@ async function zstdStream(
   let size = 0;
   // nbWorkers ≥ 1 always: zstd's multi-threaded format is the same for any worker count but
   // differs from its single-threaded one, and digests must not depend on the machine.
-  const encoder = new CompressStream({ compressionLevel: level, nbWorkers: threads, checksumFlag: true });
+  const encoder = new CompressStream({
+    compressionLevel: level,
+    nbWorkers: threads,
+    jobSize: ZSTD_JOB_SIZE,
+    checksumFlag: true,
+  });
   const tap = new Transform({
     transform(chunk: Buffer, _enc, done) {
       hash.update(chunk);
