@@ -116,17 +116,35 @@ function childrenOf(hostDir: string, relDir: string): Child[] {
   return out.sort((a, b) => Buffer.compare(a.key, b.key));
 }
 
-/** The entries of the tree in archive order (byte order of full paths, depth first). */
-function planWalk(root: string, exclude: ((relPath: string) => boolean) | undefined): Planned[] {
+/**
+ * The entries of the tree in archive order (byte order of full paths, depth first). Synchronous
+ * calls in batches, giving the event loop a turn between directories every few thousand entries.
+ */
+async function planWalk(root: string, exclude: ((relPath: string) => boolean) | undefined, signal: AbortSignal | undefined): Promise<Planned[]> {
   const plan: Planned[] = [];
-  const visit = (hostDir: string, rel: string): void => {
-    for (const kid of childrenOf(hostDir, rel)) {
-      if (exclude?.(rel + kid.name)) continue;
-      plan.push(kid.entry);
-      if (kid.entry.kind === 'dir') visit(kid.entry.host, kid.entry.outPath + '/');
+  const stack: Array<{ kids: Child[]; i: number; rel: string }> = [{ kids: childrenOf(root, ''), i: 0, rel: '' }];
+  let sinceYield = 0;
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const kid = top.kids[top.i++];
+    if (kid === undefined) {
+      stack.pop();
+      continue;
     }
-  };
-  visit(root, '');
+    if (exclude?.(top.rel + kid.name)) continue;
+    plan.push(kid.entry);
+    if (kid.entry.kind === 'dir') {
+      const rel = kid.entry.outPath + '/';
+      const kids = childrenOf(kid.entry.host, rel);
+      stack.push({ kids, i: 0, rel });
+      sinceYield += kids.length;
+      if (sinceYield >= 4096) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+        signal?.throwIfAborted();
+      }
+    }
+  }
   return plan;
 }
 
@@ -155,13 +173,21 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   });
 
   let plan: Planned[];
+  let xattrs: Awaited<typeof scanning>;
   try {
-    plan = planWalk(root, opts.exclude);
+    try {
+      plan = await planWalk(root, opts.exclude, signal);
+    } catch (e) {
+      await scanning.catch(() => undefined);
+      throw e;
+    }
+    xattrs = await scanning;
   } catch (e) {
-    await scanning.catch(() => undefined);
+    // Nothing was written: close the destination so its owner does not wait for an end.
+    out.destroy();
+    if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
     throw e;
   }
-  const xattrs = await scanning;
 
   const hash = createHash('sha256');
   let size = 0;
