@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { UnsafeArchiveError } from '@tsbuild/errors';
+import { CancelledError, UnsafeArchiveError } from '@tsbuild/errors';
 import { apply } from './apply.ts';
 import { buildTar, snapshotTree, streamOf, tempDir } from './testing.ts';
 import type { Spec } from './testing.ts';
@@ -207,5 +207,17 @@ test('a corrupt layer is an error and the apply stops', async () => {
     await assert.rejects(apply(streamOf(Buffer.from('definitely not a tar archive'.repeat(30))), `${dir}/r`), UnsafeArchiveError);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an aborted apply rejects with CancelledError', async () => {
+  const root = tempDir('apply-abort');
+  try {
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(apply(streamOf(buildTar([{ path: 'f', body: 'x' }])), root, { signal: ac.signal }), CancelledError);
+    assert.ok(!existsSync(`${root}/f`));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });
