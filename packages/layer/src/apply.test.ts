@@ -221,3 +221,16 @@ test('an aborted apply rejects with CancelledError', async () => {
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('with whiteouts off, .wh. names are ordinary files', async () => {
+  const root = tempDir('apply-nowh');
+  try {
+    writeFileSync(`${root}/x`, 'lower');
+    const stats = await apply(streamOf(buildTar([{ path: '.wh.x', body: 'plain' }])), root, { whiteouts: false });
+    assert.equal(stats.whiteouts, 0);
+    assert.equal(readFileSync(`${root}/x`, 'utf8'), 'lower');
+    assert.equal(readFileSync(`${root}/.wh.x`, 'utf8'), 'plain');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

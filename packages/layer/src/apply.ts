@@ -38,6 +38,11 @@ import { decompress } from './compress.ts';
 
 export interface ApplyOptions {
   signal?: AbortSignal;
+  /**
+   * Treat `.wh.` entries as deletions (default true). Off for plain archives, such as a tar
+   * extracted by ADD, where such names are ordinary files.
+   */
+  whiteouts?: boolean;
 }
 
 export interface ApplyStats {
@@ -104,7 +109,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
       entries++;
       const parts = cleanArchivePath(header.path);
       try {
-        const r = await applyEntry(root, parts, header, body, created, entries);
+        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true);
         if (r === 'whiteout') whiteouts++;
         else if (r) {
           if (header.type === 'dir') dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
@@ -157,6 +162,7 @@ async function applyEntry(
   body: AsyncIterable<Buffer>,
   created: Map<string, number>,
   index: number,
+  whiteouts: boolean,
 ): Promise<'whiteout' | string | undefined> {
   if (parts.length === 0) {
     if (h.type !== 'dir') throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
@@ -169,7 +175,7 @@ async function applyEntry(
   const parentParts = parts.slice(0, -1);
   const parent = secureJoin(root, parentParts, { followLast: true });
 
-  if (base.startsWith(WHITEOUT_PREFIX)) {
+  if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
     await drain(body);
     const parentSt = lstatOrUndefined(parent);
     if (base === OPAQUE_MARKER) {
