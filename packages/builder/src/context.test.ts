@@ -156,6 +156,11 @@ test('.dockerignore hides files; the Dockerfile-specific file wins; exceptions r
     ['', '.dockerignore', 'a.txt', 'logs', 'logs/keep.log', 'sub', 'sub/Dockerfile'],
   );
   assert.deepEqual((await ctx.resolveSources(['logs'])).map((m) => m.path), ['logs']);
+  // a symlink is hidden when it, or what it points at, is ignored
+  fs.symlinkSync('secret.key', path.join(root, 'to-secret'));
+  fs.symlinkSync('a.txt', path.join(root, 'hidden.key'));
+  await assert.rejects(ctx.resolveSources(['to-secret']), SourceNotFoundError);
+  await assert.rejects(ctx.resolveSources(['hidden.key']), SourceNotFoundError);
 
   fs.writeFileSync(path.join(root, 'sub/Dockerfile.dockerignore'), 'a.txt\n');
   const specific = await loadIgnore(root, path.join(root, 'sub/Dockerfile'));

@@ -79,12 +79,8 @@ export function resolveInRoot(root: string, unsafePath: string, opts: { followFi
       done.push(part);
       continue;
     }
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.lstatSync(candidate);
-    } catch {
-      missing = true;
-    }
+    const st = lstatOrUndefined(candidate);
+    if (st === undefined) missing = true;
     if (st?.isSymbolicLink()) {
       if (++links > MAX_LINKS) {
         throw new TsbuildError('SYMLINK_LOOP', `too many levels of symbolic links resolving ${unsafePath}`);
@@ -196,7 +192,7 @@ function kindOf(st: fs.Stats | fs.BigIntStats): EntryKind | undefined {
 
 function lstatOrUndefined(p: string): fs.Stats | undefined {
   try {
-    return fs.lstatSync(p);
+    return fs.lstatSync(p, { throwIfNoEntry: false });
   } catch {
     return undefined;
   }
@@ -268,7 +264,12 @@ export class BuildContext {
         : resolveInRoot(this.root, name, { followFinal: false });
       const st = lstatOrUndefined(realPath);
       const kind = st ? kindOf(st) : undefined;
-      const hidden = kind === undefined || this.isHidden(this.relativeOf(realPath), kind === 'dir', realPath);
+      const realRel = this.relativeOf(realPath);
+      // Hidden if what it names is ignored, or the name itself (a symlink, or a path through one) is.
+      const hidden =
+        kind === undefined ||
+        this.isHidden(realRel, kind === 'dir', realPath) ||
+        (name !== realRel && this.isHidden(name, kind === 'dir', realPath));
       if (hidden || (name !== '' && excluder.ignores(name))) {
         if (!wildcard) throw new SourceNotFoundError(source, this.root, this.ignore.source);
         continue;

@@ -84,7 +84,7 @@ export async function copyInto(
 
 function statOrUndefined(p: string): fs.Stats | undefined {
   try {
-    return fs.statSync(p);
+    return fs.statSync(p, { throwIfNoEntry: false });
   } catch {
     return undefined;
   }
@@ -92,7 +92,7 @@ function statOrUndefined(p: string): fs.Stats | undefined {
 
 function lstatOrUndefined(p: string): fs.Stats | undefined {
   try {
-    return fs.lstatSync(p);
+    return fs.lstatSync(p, { throwIfNoEntry: false });
   } catch {
     return undefined;
   }
