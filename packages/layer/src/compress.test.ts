@@ -134,6 +134,29 @@ describe('compress gzip', () => {
     await assert.rejects(compress(broken, sink().stream, { algorithm: 'gzip' }), /disk on fire/);
   });
 
+  it('passes on a failing destination as an error', async () => {
+    let writes = 0;
+    const failing = new Writable({
+      write(_chunk, _enc, done) {
+        done(++writes === 2 ? new Error('no space left on device') : null);
+      },
+    });
+    await assert.rejects(compress(source(sample(3 * MiB)), failing, { algorithm: 'gzip', threads: 2 }), /no space left/);
+  });
+
+  it('can be cancelled while the destination never drains', async () => {
+    const stuck = new Writable({
+      highWaterMark: 1024,
+      write() {
+        // never calls back: a peer that stopped reading
+      },
+    });
+    const ac = new AbortController();
+    const running = compress(source(sample(3 * MiB)), stuck, { algorithm: 'gzip', threads: 2, signal: ac.signal });
+    setTimeout(() => ac.abort(), 200);
+    await assert.rejects(running, CancelledError);
+  });
+
   it('refuses bad options with UsageError', async () => {
     const bad: CompressOptions[] = [
       { algorithm: 'gzip', level: 0 },

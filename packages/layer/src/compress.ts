@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import type { Writable } from 'node:stream';
@@ -363,10 +362,19 @@ async function gzipParallel(
   let size = 0;
   let crc = 0;
   let total = 0;
+  let pool: DeflatePool | undefined;
+  // A failing destination is seen here, not as an unhandled 'error' event.
+  let outError: Error | undefined;
+  const onOutError = (err: Error): void => {
+    outError ??= err;
+    pool?.fail(err);
+  };
+  out.on('error', onOutError);
   const emit = async (buf: Buffer): Promise<void> => {
+    if (outError) throw outError;
     hash.update(buf);
     size += buf.length;
-    if (!out.write(buf)) await once(out, 'drain', signal ? { signal } : {});
+    if (!out.write(buf)) await drained(out);
   };
 
   // Two blocks per thread in flight keep every worker busy while the main thread reads, hashes
@@ -374,12 +382,12 @@ async function gzipParallel(
   const maxInFlight = threads * 2;
   const pending: Promise<BlockResult>[] = [];
   const spare: ArrayBuffer[] = [];
-  let pool: DeflatePool | undefined;
   const onAbort = (): void => {
-    // Destroying the source also wakes a loop that is waiting for input.
+    // Destroying the streams also wakes a loop that waits for input or for the output to drain.
     const err = cancelled(signal!);
     pool?.fail(err);
     src.destroy(err);
+    out.destroy();
   };
   signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -437,8 +445,28 @@ async function gzipParallel(
     return { digest: `sha256:${hash.digest('hex')}`, size };
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    out.off('error', onOutError);
     await pool?.close();
   }
+}
+
+/** Resolves at 'drain'; rejects if the stream fails or closes first. */
+function drained(out: Writable): Promise<void> {
+  if (out.destroyed) return Promise.reject(out.errored ?? new Error('destination closed early'));
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      out.off('drain', onDrain);
+      out.off('error', done);
+      out.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(out.errored ?? new Error('destination closed early'));
+    out.on('drain', onDrain);
+    out.on('error', done);
+    out.on('close', onClose);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
