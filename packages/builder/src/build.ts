@@ -62,8 +62,9 @@ export interface BuildResult {
 export async function openRoot(root?: string): Promise<{ root: string; store: Store; snapshots: Snapshotter }> {
   const r = resolveRoot(root ? { root } : {});
   const store = await openStore({ root: r });
-  const snapshots = await openSnapshotter({ root: join(r, 'snapshots') });
+  // Containers of dead builds go first, so the snapshotter can then unmount what they held.
   await cleanupContainers().catch(() => {});
+  const snapshots = await openSnapshotter({ root: join(r, 'snapshots') });
   return { root: r, store, snapshots };
 }
 

@@ -1,5 +1,6 @@
 import yargs from 'yargs';
 import { commands } from './commands/index.ts';
+import { splitRunArgv } from './commands/run.ts';
 import { reportError, CliUsageError } from './report.ts';
 
 declare const TSBUILD_VERSION: string | undefined;
@@ -10,12 +11,13 @@ export async function run(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
   let exitCode = 0;
   try {
-    let parser = yargs(argv)
+    let parser = yargs(splitRunArgv(argv))
       .scriptName('tsbuild')
       .usage('$0 <command> [options]\n\nBuild OCI images from Dockerfiles without a daemon.')
       .version(version)
       .option('debug', { type: 'boolean', describe: 'Print stack traces for errors', global: true })
       .strict()
+      .parserConfiguration({ 'populate--': true, 'boolean-negation': false })
       .demandCommand(1, 'Name a command; see tsbuild --help.')
       .recommendCommands()
       .wrap(Math.min(110, process.stdout.columns || 100))

@@ -1,4 +1,4 @@
-import { UsageError } from '@tsbuild/errors';
+import { TsbuildError, UsageError } from '@tsbuild/errors';
 import { openRoot, pullToStore, pushFromStore, remoteImage } from '@tsbuild/builder';
 import type { DistributionOptions, ImageFetcher } from '@tsbuild/builder';
 import { login, logout, parseReference } from '@tsbuild/registry';
@@ -26,7 +26,15 @@ export function registryHooks(args: Record<string, unknown>): {
       } catch {
         return;
       }
-      await pullToStore(store, ref, { ...clientOptions(args), ...(o.signal ? { signal: o.signal } : {}) });
+      try {
+        await pullToStore(store, ref, { ...clientOptions(args), ...(o.signal ? { signal: o.signal } : {}) });
+      } catch (e) {
+        if (!(e instanceof TsbuildError)) throw e;
+        throw new TsbuildError('IMAGE_NOT_FOUND', `image "${ref}" is not in the local store and pulling it failed: ${e.message}`, {
+          hint: `import it with "tsbuild import ROOTFS.tar -t ${ref}", or build it first`,
+          cause: e,
+        });
+      }
     },
     push: async (local, dest, o) => {
       const { store } = await openRoot(rootOf(args));

@@ -3,6 +3,30 @@ import type { RunImageOptions } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
 import { asStrings, cpuLimits, parseBytes, parseIntFlag, rootOf, signalController, withRoot } from './common.ts';
 
+const VALUE_FLAGS = new Set([
+  '--memory', '-m', '--cpus', '--cpu-quota', '--cpu-period', '--pids-limit', '--network', '--env', '-e',
+  '--user', '-u', '--workdir', '-w', '--entrypoint', '--runtime', '--root',
+]);
+
+/**
+ * Everything after the image is the container's command, flags included (`run img sh -c 'x'`):
+ * insert `--` after the image so the flag parser leaves the command alone.
+ */
+export function splitRunArgv(argv: string[]): string[] {
+  const at = argv.indexOf('run');
+  if (at < 0 || argv.slice(0, at).some((a) => !a.startsWith('-'))) return argv;
+  for (let i = at + 1; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--') return argv;
+    if (a.startsWith('-')) {
+      if (VALUE_FLAGS.has(a)) i++;
+      continue;
+    }
+    return i + 1 < argv.length && argv[i + 1] !== '--' ? [...argv.slice(0, i + 1), '--', ...argv.slice(i + 1)] : argv;
+  }
+  return argv;
+}
+
 export const run: Command = {
   command: 'run <image> [command..]',
   describe: 'Run a command in a new container from an image (always removed afterwards)',
@@ -11,7 +35,6 @@ export const run: Command = {
       y
         .positional('image', { type: 'string' })
         .positional('command', { type: 'string' })
-        .parserConfiguration({ 'halt-at-non-option': true })
         .option('rm', { type: 'boolean', describe: 'accepted for docker compatibility: containers are always removed' })
         .option('memory', { alias: 'm', type: 'string', describe: 'memory limit (e.g. 64m)' })
         .option('cpus', { type: 'string', describe: 'CPU limit (e.g. 0.5)' })
@@ -35,7 +58,7 @@ export const run: Command = {
     const sig = signalController();
     try {
       const opts: RunImageOptions = {
-        args: asStrings(args.command),
+        args: [...asStrings(args.command), ...asStrings(args['--'])],
         env: asStrings(args.env),
         network: String(args.network) as 'none' | 'host',
         limits,
