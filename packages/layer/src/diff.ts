@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { resolve as resolvePath } from 'node:path';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
-import { BLOCK, encodeHeader, endOfArchive, padding } from './tar.ts';
+import { BLOCK, encodeHeader, encodeHeaderInto, endOfArchive, padding } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 import { readXattrTree } from './xattr.ts';
 
@@ -219,17 +219,17 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
       const attrs = xattrs.get(host);
       const withXattrs = (h: TarHeader): TarHeader => (attrs && attrs.size > 0 ? { ...h, xattrs: attrs } : h);
 
-      const headers: Buffer[] = [];
-      const push = (b: Buffer): void => {
-        headers.push(b);
+      const headers: TarHeader[] = [];
+      const push = (h: TarHeader): void => {
+        headers.push(h);
       };
       let file: { size: number } | undefined;
       if (kind === 'whiteout') {
-        push(encodeHeader({ ...base, mode: 0, path: outPath, type: 'file' }));
+        push({ ...base, mode: 0, path: outPath, type: 'file' });
       } else if (kind === 'dir') {
-        push(encodeHeader(withXattrs({ ...base, path: outPath + '/', type: 'dir' })));
+        push(withXattrs({ ...base, path: outPath + '/', type: 'dir' }));
         if (opaque.has(host)) {
-          push(encodeHeader({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' }));
+          push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' });
         }
       } else if (kind === 'socket') {
         // Sockets cannot be represented in tar and mean nothing in an image.
@@ -242,21 +242,34 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
           if (linked === undefined) links.set(id, outPath);
         }
         if (linked !== undefined) {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'hardlink', linkpath: linked })));
+          push(withXattrs({ ...base, path: outPath, type: 'hardlink', linkpath: linked }));
         } else if (kind === 'symlink') {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'symlink', linkpath: readlinkSync(host) })));
+          push(withXattrs({ ...base, path: outPath, type: 'symlink', linkpath: readlinkSync(host) }));
         } else if (kind === 'fifo') {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'fifo' })));
+          push(withXattrs({ ...base, path: outPath, type: 'fifo' }));
         } else if (kind === 'char' || kind === 'block') {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: kind, ...devNumbers(e.rdev) })));
+          push(withXattrs({ ...base, path: outPath, type: kind, ...devNumbers(e.rdev) }));
         } else {
-          push(encodeHeader(withXattrs({ ...base, path: outPath, type: 'file', size: e.size })));
+          push(withXattrs({ ...base, path: outPath, type: 'file', size: e.size }));
           file = { size: e.size };
         }
       }
       for (const h of headers) {
-        if (!fits(h.length)) yield take();
-        put(h);
+        if (!fits(BLOCK)) yield take();
+        const n = encodeHeaderInto(h, batch, pos);
+        if (n > 0) {
+          pos += n;
+          continue;
+        }
+        const b = encodeHeader(h);
+        if (!fits(b.length)) yield take();
+        if (fits(b.length)) put(b);
+        else {
+          // Only xattrs can make a header larger than a batch.
+          hash.update(b);
+          size += b.length;
+          yield b;
+        }
       }
       if (file && file.size > 0) {
         const fd = openSync(host, 'r');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, rmSync } from 'node:fs';
 import { UnsafeArchiveError } from '@tsbuild/errors';
-import { BLOCK, readTar, encodeHeader } from './tar.ts';
+import { BLOCK, readTar, encodeHeader, encodeHeaderInto } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 import { buildTar, streamOf, tempDir } from './testing.ts';
 
@@ -144,4 +144,28 @@ test('sizes beyond the 8 GiB ustar limit travel in PAX', async () => {
   assert.equal(first.value!.header.size, size);
   // The body is missing, so finishing the entry must fail rather than invent data.
   await assert.rejects(it.next(), UnsafeArchiveError);
+});
+
+test('encodeHeaderInto writes the same bytes as encodeHeader, and declines what needs PAX', () => {
+  const simple: TarHeader[] = [
+    { path: 'a', type: 'file', mode: 0o644, uid: 1, gid: 2, size: 3, mtime: 4 },
+    { path: `${long(100)}`, type: 'file', mode: 0o4755, uid: 2_097_151, gid: 0, size: 0o77777777777, mtime: 0 },
+    { path: 'dir/', type: 'dir', mode: 0o1777, uid: 0, gid: 0, size: 0, mtime: 1_700_000_000 },
+    { path: 'l', type: 'symlink', mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0, linkpath: long(100, 'z') },
+    { path: 'ü'.repeat(50), type: 'char', mode: 0, uid: 0, gid: 0, size: 0, mtime: 0, devmajor: 1, devminor: 3 },
+  ];
+  for (const h of simple) {
+    const target = Buffer.alloc(2048, 0xee);
+    assert.equal(encodeHeaderInto(h, target, 512), BLOCK, h.path);
+    assert.deepEqual(target.subarray(512, 1024), encodeHeader(h), h.path);
+    assert.ok(target.subarray(0, 512).every((b) => b === 0xee) && target.subarray(1024).every((b) => b === 0xee));
+  }
+  const needPax: TarHeader[] = [
+    { path: long(101), type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: 0 },
+    { path: 'ü'.repeat(51), type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: 0 },
+    { path: 'x', type: 'file', mode: 0, uid: 2_097_152, gid: 0, size: 0, mtime: 0 },
+    { path: 'x', type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: 0, xattrs: new Map([['user.a', Buffer.from('b')]]) },
+  ];
+  for (const h of needPax) assert.equal(encodeHeaderInto(h, Buffer.alloc(BLOCK), 0), 0);
+  assert.equal(encodeHeaderInto(simple[0]!, Buffer.alloc(BLOCK + 10), 11), 0, 'no room');
 });

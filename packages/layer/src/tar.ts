@@ -53,10 +53,6 @@ function writeOctal(buf: Buffer, off: number, width: number, value: number): voi
   buf[off + width - 1] = 0;
 }
 
-function writeString(buf: Buffer, off: number, width: number, value: Buffer): void {
-  value.copy(buf, off, 0, Math.min(value.length, width));
-}
-
 /** One PAX record: the decimal length prefix counts every byte of the record including itself. */
 function paxRecord(key: string, value: Uint8Array): Buffer {
   const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), value, Buffer.from('\n')]);
@@ -65,31 +61,68 @@ function paxRecord(key: string, value: Uint8Array): Buffer {
   return Buffer.concat([Buffer.from(String(len), 'latin1'), body]);
 }
 
-function ustarBlock(
-  name: Buffer,
-  typeflag: string,
-  fields: { mode: number; uid: number; gid: number; size: number; mtime: number; linkname: Buffer; devmajor: number; devminor: number; uname: string; gname: string },
-): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  writeString(b, 0, 100, name);
-  writeOctal(b, 100, 8, fields.mode);
-  writeOctal(b, 108, 8, fields.uid);
-  writeOctal(b, 116, 8, fields.gid);
-  writeOctal(b, 124, 12, fields.size);
-  writeOctal(b, 136, 12, fields.mtime);
-  b.write(typeflag, 156, 1, 'latin1');
-  writeString(b, 157, 100, fields.linkname);
-  b.write('ustar\u000000', 257, 8, 'latin1');
-  writeString(b, 265, 32, Buffer.from(fields.uname, 'utf8'));
-  writeString(b, 297, 32, Buffer.from(fields.gname, 'utf8'));
-  writeOctal(b, 329, 8, fields.devmajor);
-  writeOctal(b, 337, 8, fields.devminor);
-  b.fill(0x20, 148, 156);
+interface UstarFields {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  devmajor: number;
+  devminor: number;
+}
+
+/** Fills one ustar block at `off`; name, linkname, uname and gname must already fit their fields. */
+function writeUstar(b: Buffer, off: number, name: string | Buffer, typeflag: string, f: UstarFields, linkname: string | Buffer, uname: string, gname: string): void {
+  b.fill(0, off, off + BLOCK);
+  if (typeof name === 'string') b.write(name, off, 100, 'utf8');
+  else name.copy(b, off, 0, Math.min(name.length, 100));
+  writeOctal(b, off + 100, 8, f.mode);
+  writeOctal(b, off + 108, 8, f.uid);
+  writeOctal(b, off + 116, 8, f.gid);
+  writeOctal(b, off + 124, 12, f.size);
+  writeOctal(b, off + 136, 12, f.mtime);
+  b.write(typeflag, off + 156, 1, 'latin1');
+  if (typeof linkname === 'string') b.write(linkname, off + 157, 100, 'utf8');
+  else linkname.copy(b, off + 157, 0, Math.min(linkname.length, 100));
+  b.write('ustar\u000000', off + 257, 8, 'latin1');
+  b.write(uname, off + 265, 32, 'utf8');
+  b.write(gname, off + 297, 32, 'utf8');
+  writeOctal(b, off + 329, 8, f.devmajor);
+  writeOctal(b, off + 337, 8, f.devminor);
+  b.fill(0x20, off + 148, off + 156);
   let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
-  writeOctal(b, 148, 7, sum);
-  b[155] = 0x20;
+  for (let i = off; i < off + BLOCK; i++) sum += b[i]!;
+  writeOctal(b, off + 148, 7, sum);
+  b[off + 155] = 0x20;
+}
+
+function ustarBlock(name: Buffer, typeflag: string, f: UstarFields, linkname: Buffer, uname: string, gname: string): Buffer {
+  const b = Buffer.allocUnsafe(BLOCK);
+  writeUstar(b, 0, name, typeflag, f, linkname, uname, gname);
   return b;
+}
+
+/** True when a string's UTF-8 form is at most `max` bytes (cheap for short strings). */
+function fitsBytes(s: string, max: number): boolean {
+  return s.length * 3 <= max || Buffer.byteLength(s, 'utf8') <= max;
+}
+
+/**
+ * Writes the header of `h` straight into `target` at `off` when it needs no PAX records and the
+ * block fits; returns the bytes written, or 0 when the caller must use encodeHeader. The bytes
+ * are the same as encodeHeader's: this only saves the allocations for the common case.
+ */
+export function encodeHeaderInto(h: TarHeader, target: Buffer, off: number): number {
+  if (off + BLOCK > target.length) return 0;
+  if ((h.xattrs && h.xattrs.size > 0) || h.uid > MAX_OCTAL_7 || h.gid > MAX_OCTAL_7 || h.size > MAX_OCTAL_11) return 0;
+  const mtime = Math.max(0, Math.floor(h.mtime));
+  const link = h.linkpath ?? '';
+  const uname = h.uname ?? '';
+  const gname = h.gname ?? '';
+  if (mtime > MAX_OCTAL_11 || !fitsBytes(h.path, 100) || !fitsBytes(link, 100) || !fitsBytes(uname, 32) || !fitsBytes(gname, 32)) return 0;
+  const f = { mode: h.mode & 0o7777, uid: h.uid, gid: h.gid, size: h.size, mtime, devmajor: h.devmajor ?? 0, devminor: h.devminor ?? 0 };
+  writeUstar(target, off, h.path, TYPEFLAG[h.type], f, link, uname, gname);
+  return BLOCK;
 }
 
 function paxName(name: Buffer): Buffer {
@@ -118,34 +151,34 @@ export function encodeHeader(h: TarHeader): Buffer {
     const keys = [...h.xattrs.keys()].sort(compareUtf8);
     for (const k of keys) records.push(paxRecord(XATTR_PREFIX + k, h.xattrs.get(k)!));
   }
-  const fields = {
+  const fields: UstarFields = {
     mode: h.mode & 0o7777,
     uid: h.uid > MAX_OCTAL_7 ? 0 : h.uid,
     gid: h.gid > MAX_OCTAL_7 ? 0 : h.gid,
     size: h.size > MAX_OCTAL_11 ? 0 : h.size,
     mtime: mtime > MAX_OCTAL_11 ? 0 : mtime,
-    linkname: link.subarray(0, 100),
     devmajor: h.devmajor ?? 0,
     devminor: h.devminor ?? 0,
-    uname: h.uname ?? '',
-    gname: h.gname ?? '',
   };
-  const main = ustarBlock(name.subarray(0, 100), TYPEFLAG[h.type], fields);
+  const uname = truncateUtf8(h.uname ?? '', 32);
+  const gname = truncateUtf8(h.gname ?? '', 32);
+  const main = ustarBlock(name.subarray(0, 100), TYPEFLAG[h.type], fields, link.subarray(0, 100), uname, gname);
   if (records.length === 0) return main;
   const pax = Buffer.concat(records);
-  const paxHeader = ustarBlock(paxName(name), 'x', {
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    size: pax.length,
-    mtime: fields.mtime,
-    linkname: Buffer.alloc(0),
-    devmajor: 0,
-    devminor: 0,
-    uname: '',
-    gname: '',
-  });
+  const paxFields: UstarFields = { mode: 0o644, uid: 0, gid: 0, size: pax.length, mtime: fields.mtime, devmajor: 0, devminor: 0 };
+  const paxHeader = ustarBlock(paxName(name), 'x', paxFields, Buffer.alloc(0), '', '');
   return Buffer.concat([paxHeader, pax, Buffer.alloc(padding(pax.length)), main]);
+}
+
+/** Cuts a string to whole characters within `max` UTF-8 bytes (uname/gname have no PAX fallback here). */
+function truncateUtf8(s: string, max: number): string {
+  if (fitsBytes(s, max)) return s;
+  let out = '';
+  for (const ch of s) {
+    if (Buffer.byteLength(out + ch, 'utf8') > max) break;
+    out += ch;
+  }
+  return out;
 }
 
 /** Bytes of zero padding after a body of `size` bytes. */
