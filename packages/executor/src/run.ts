@@ -46,6 +46,12 @@ export interface RunOptions {
   network?: 'none' | 'host';
   /** Extra `/etc/hosts` entries. */
   extraHosts?: { host: string; ip: string }[];
+  /**
+   * Bind-mount generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (default true).
+   * While they are mounted a process cannot remove `/etc` (as under Docker); callers that must
+   * let a step replace `/etc` wholesale turn them off.
+   */
+  etcFiles?: boolean;
   mounts?: RunMount[];
   limits?: Limits;
   stdout?: Writable;
@@ -219,7 +225,7 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     for (const e of opts.extraHosts ?? []) checkLine('host entry', `${e.ip} ${e.host}`);
     await writeFile(join(bundle, 'hosts'), hostsFile(hostname, opts.extraHosts ?? []), { mode: 0o644 });
     await writeFile(join(bundle, 'hostname'), `${hostname}\n`, { mode: 0o644 });
-    const etcMounts: SpecMount[] = ['resolv.conf', 'hosts', 'hostname'].map((f) => ({
+    const etcMounts: SpecMount[] = (opts.etcFiles === false ? [] : ['resolv.conf', 'hosts', 'hostname']).map((f) => ({
       destination: `/etc/${f}`,
       type: 'bind',
       source: join(bundle, f),
