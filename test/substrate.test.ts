@@ -36,7 +36,9 @@ test('prepare over busybox, run, commit, diff: the changeset tar and the image u
     const config = await img.config();
     const baseLayer = (await img.manifest()).layers[0]!;
     const baseChain = chainIds(config.rootfs.diff_ids)[0]!;
-    await snapshots.unpack(baseChain, undefined, async (dir) => apply(await store.openBlob(baseLayer.digest), dir));
+    await snapshots.unpack(baseChain, undefined, async (dir) => {
+      await apply(await store.openBlob(baseLayer.digest), dir);
+    });
 
     const active = await snapshots.prepare(baseChain);
     let diffId: Digest;
