@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -225,4 +226,24 @@ test('a cancelled copy stops with CancelledError', async (t) => {
   const ac = new AbortController();
   ac.abort();
   await assert.rejects(f.run(['d'], '/c/', { signal: ac.signal }), { code: 'CANCELLED' });
+});
+
+test('extended attributes travel with kept ownership, never overlay markers', async (t) => {
+  const f = await fixture(t, ['bin/tool', 'bin/sub/x']);
+  const setf = (p: string, name: string, value: string): void => {
+    execFileSync('setfattr', ['-h', '-n', name, '-v', value, path.join(f.ctxDir, p)]);
+  };
+  setf('bin/tool', 'user.note', 'kept');
+  setf('bin/tool', 'security.capability', '0x0100000200200000000000000000000000000000');
+  setf('bin/sub', 'trusted.overlay.opaque', 'y');
+  setf('bin/sub', 'user.dir', 'yes');
+  const get = (p: string): string =>
+    execFileSync('getfattr', ['-h', '-d', '-m', '-', '-e', 'text', '--absolute-names', path.join(f.rootfs, p)], { encoding: 'utf8' });
+  await f.run(['bin'], '/kept/', { keepOwnership: true });
+  assert.match(get('kept/tool'), /user\.note="kept"/);
+  assert.match(get('kept/tool'), /security\.capability=/);
+  assert.match(get('kept/sub'), /user\.dir="yes"/);
+  assert.doesNotMatch(get('kept/sub'), /overlay/);
+  await f.run(['bin'], '/plain/');
+  assert.equal(get('plain/tool'), '');
 });

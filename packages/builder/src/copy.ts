@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
+import { readXattrTree, writeXattrs } from '@tsbuild/layer';
 import { applyChmod } from './chmod.ts';
 import type { ModeSpec } from './chmod.ts';
 import type { Owner } from './chown.ts';
@@ -16,8 +17,9 @@ export interface CopyOptions {
   /** The image's WORKDIR, for a relative destination. */
   workdir: string;
   /**
-   * Keep the sources' uid/gid when there is no `chown` (COPY --from another stage). Context
-   * files are always copied as 0:0: their host owners mean nothing in the image.
+   * Keep the sources' uid/gid (when there is no `chown`) and their extended attributes, such as
+   * file capabilities: for COPY --from another stage and unpacked archives. Context files are
+   * copied as 0:0 without xattrs: host owners and labels mean nothing in the image.
    */
   keepOwnership?: boolean;
   signal?: AbortSignal;
@@ -73,13 +75,40 @@ export async function copyInto(
   }
   c.mkdirAll(destIsDir ? rel : path.posix.dirname(rel));
   const destAbs = resolveInRoot(root, rel);
-  for (const match of matches) {
-    const entries = ctx.walk(match);
-    if (opts.parents) c.copyWithParents(ctx, match, entries, destAbs);
-    else c.copyMatch(match, entries, destAbs);
+  const xattrScans: Promise<Map<string, Map<string, Buffer>>>[] = [];
+  try {
+    for (const match of matches) {
+      // The scan runs in another process while this thread copies.
+      if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, ...signalOpt(opts) }));
+      const entries = ctx.walk(match);
+      if (opts.parents) c.copyWithParents(ctx, match, entries, destAbs);
+      else c.copyMatch(match, entries, destAbs);
+    }
+    c.finish();
+  } catch (e) {
+    await Promise.allSettled(xattrScans);
+    throw e;
   }
-  c.finish();
+  if (xattrScans.length > 0) {
+    const writes: [string, Map<string, Buffer>][] = [];
+    for (const table of await Promise.all(xattrScans)) {
+      for (const [src, attrs] of table) {
+        const to = c.targetOf(src);
+        if (to !== undefined) writes.push([to, attrs]);
+      }
+    }
+    await writeXattrs(writes, signalOpt(opts));
+  }
   return { entries: c.count };
+}
+
+function signalOpt(opts: CopyOptions): { signal?: AbortSignal } {
+  return opts.signal ? { signal: opts.signal } : {};
+}
+
+/** overlayfs bookkeeping (an opaque marker would hide the lower layers) and host labels stay behind. */
+function keepXattr(_path: string, name: string): boolean {
+  return !name.startsWith('trusted.overlay.') && !name.startsWith('user.overlay.') && name !== 'security.selinux';
 }
 
 function statOrUndefined(p: string): fs.Stats | undefined {
@@ -102,12 +131,18 @@ class Copier {
   count = 0;
   private readonly links = new Map<string, string>();
   private readonly dirs: DirFixup[] = [];
+  /** Source path → where it was written, for entries that carry their xattrs along. */
+  private readonly targets = new Map<string, string>();
   private readonly root: string;
   private readonly opts: CopyOptions;
 
   constructor(root: string, opts: CopyOptions) {
     this.root = root;
     this.opts = opts;
+  }
+
+  targetOf(src: string): string | undefined {
+    return this.targets.get(src);
   }
 
   private imagePath(abs: string): string {
@@ -197,12 +232,16 @@ class Copier {
       } else if (!existing.isDirectory()) {
         throw new CopyError(`cannot copy to non-directory: ${this.imagePath(to)}`);
       }
-      if (created || overwriteMeta) this.dirs.push({ target: to, stat: e.stat });
+      if (created || overwriteMeta) {
+        this.dirs.push({ target: to, stat: e.stat });
+        if (this.opts.keepOwnership) this.targets.set(e.abs, to);
+      }
       return;
     }
     if (existing?.isDirectory()) throw new CopyError(`cannot replace directory ${this.imagePath(to)} with a file`);
     if (existing !== undefined) fs.unlinkSync(to);
     this.count++;
+    if (this.opts.keepOwnership) this.targets.set(e.abs, to);
     if (e.kind === 'symlink') {
       fs.symlinkSync(e.linkTarget as string, to);
       this.applyMeta(to, e.stat, 'symlink');
@@ -212,6 +251,7 @@ class Copier {
       const key = `${e.stat.dev}:${e.stat.ino}`;
       const first = this.links.get(key);
       if (first !== undefined) {
+        this.targets.delete(e.abs);
         fs.linkSync(first, to);
         return;
       }

@@ -8,3 +8,5 @@ export { secureJoin, cleanArchivePath } from './securejoin.ts';
 export type { SecureJoinOptions } from './securejoin.ts';
 export { compress, decompress, sniffCompression, crc32Combine } from './compress.ts';
 export type { CompressOptions, CompressResult, CompressionAlgorithm } from './compress.ts';
+export { readXattrTree, writeXattrs } from './xattr.ts';
+export type { XattrTable } from './xattr.ts';
