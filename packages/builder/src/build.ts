@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { DockerfileError, TsbuildError, UsageError, excerptOf } from '@tsbuild/errors';
 import { envExpander, parseDockerfile } from '@tsbuild/dockerfile';
@@ -9,7 +9,7 @@ import { openStore, resolveRoot } from '@tsbuild/store';
 import type { Store } from '@tsbuild/store';
 import { openSnapshotter } from '@tsbuild/snapshot';
 import type { Snapshotter } from '@tsbuild/snapshot';
-import { cleanupContainers } from '@tsbuild/executor';
+import { cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
 import type { EventSink } from './events.ts';
 import { cacheKey } from './cache.ts';
 import { BuildContext } from './context.ts';
@@ -62,10 +62,22 @@ export interface BuildResult {
 export async function openRoot(root?: string): Promise<{ root: string; store: Store; snapshots: Snapshotter }> {
   const r = resolveRoot(root ? { root } : {});
   const store = await openStore({ root: r });
-  // Containers of dead builds go first, so the snapshotter can then unmount what they held.
-  await cleanupContainers().catch(() => {});
+  // Containers of dead builds go first, so the snapshotter can then unmount what they held. A
+  // dead run leaves its bundle in <root>/state, so the runtime is only asked when one is there.
+  if (await deadBundles(join(r, 'state'))) await cleanupContainers().catch(() => {});
   const snapshots = await openSnapshotter({ root: join(r, 'snapshots') });
   return { root: r, store, snapshots };
+}
+
+async function deadBundles(stateDir: string): Promise<boolean> {
+  try {
+    return (await readdir(stateDir)).some((n) => {
+      const pid = ownerPid(n);
+      return pid !== undefined && !pidAlive(pid);
+    });
+  } catch {
+    return false;
+  }
 }
 
 /** Builds a Dockerfile into an image in the local store and tags it. */

@@ -20,7 +20,8 @@ export async function run(argv: string[]): Promise<number> {
       .parserConfiguration({ 'populate--': true, 'boolean-negation': false })
       .demandCommand(1, 'Name a command; see tsbuild --help.')
       .recommendCommands()
-      .wrap(Math.min(110, process.stdout.columns || 100))
+      // yargs renders the help text on every run to cache it; only pay for wrapping when shown.
+      .wrap(argv.some((a) => a === '--help' || a === '-h') || argv.length === 0 ? Math.min(110, process.stdout.columns || 100) : null)
       .fail((msg, err) => {
         if (err) throw err;
         throw new CliUsageError(msg ?? 'invalid arguments');
