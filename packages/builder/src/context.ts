@@ -256,7 +256,9 @@ export class BuildContext {
     const rel = cleanRel(pattern);
     const wildcard = hasWildcard(rel);
     const excluder = excludes.length > 0 ? createIgnoreMatcher(excludes) : NO_IGNORE;
-    const named = wildcard ? this.expand(rel) : [rel];
+    // With --parents a source is an include pattern, where `**` spans directories (BuildKit's
+    // pattern matcher); plain COPY sources use filepath.Match, where it is just `*`.
+    const named = !wildcard ? [rel] : opts.parents && rel.split('/').includes('**') ? this.expandDeep(rel) : this.expand(rel);
     const matches: SourceMatch[] = [];
     for (const name of named) {
       const realPath = follow
@@ -311,6 +313,57 @@ export class BuildContext {
     };
     visit(base, prefix, 0);
     return out;
+  }
+
+  /** Like `expand`, with `**` components matching zero or more directories; nested hits fold into their ancestor. */
+  private expandDeep(rel: string): string[] {
+    const parts = rel.split('/');
+    const firstWild = parts.findIndex((c) => hasWildcard(c));
+    const prefix = parts.slice(0, firstWild).join('/');
+    const rest = parts.slice(firstWild).map((c) => (c === '**' ? null : compileGlob(c)));
+    const base = resolveInRoot(this.root, prefix);
+    if (!lstatOrUndefined(base)?.isDirectory()) return [];
+    const found = new Set<string>();
+    const seen = new Set<string>();
+    const visit = (dirAbs: string, dirNamed: string, depth: number): void => {
+      const key = `${depth}\0${dirNamed}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      const glob = rest[depth];
+      if (glob === undefined) return;
+      const last = depth === rest.length - 1;
+      let names: string[];
+      try {
+        names = fs.readdirSync(dirAbs).sort();
+      } catch {
+        return;
+      }
+      if (glob === null) {
+        if (last) {
+          for (const name of names) found.add(dirNamed === '' ? name : dirNamed + '/' + name);
+          return;
+        }
+        visit(dirAbs, dirNamed, depth + 1);
+      }
+      for (const name of names) {
+        if (glob !== null && !glob.test(name)) continue;
+        const named = dirNamed === '' ? name : dirNamed + '/' + name;
+        const abs = dirAbs + '/' + name;
+        const isDir = lstatOrUndefined(abs)?.isDirectory() === true;
+        if (glob === null) {
+          if (isDir) visit(abs, named, depth);
+          continue;
+        }
+        if (last) found.add(named);
+        else if (isDir) visit(abs, named, depth + 1);
+      }
+    };
+    visit(base, prefix, 0);
+    const underAnother = (p: string): boolean => {
+      for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) if (found.has(p.slice(0, i))) return true;
+      return false;
+    };
+    return [...found].sort().filter((p) => !underAnother(p));
   }
 
   /**

@@ -247,3 +247,21 @@ test('extended attributes travel with kept ownership, never overlay markers', as
   await f.run(['bin'], '/plain/');
   assert.equal(get('plain/tool'), '');
 });
+
+test('--parents with ** keeps every matching path', async (t) => {
+  const f = await fixture(t, ['packages/a/package.json', 'packages/a/src/x.ts', 'packages/b/deep/package.json', 'package.json', 'other/readme']);
+  const tree = await f.run(['**/package.json'], '/app/', { parents: true });
+  assert.deepEqual(
+    tree.filter((l) => l.includes(' f ')),
+    [
+      '/app/package.json f 644 0:0 package.json',
+      '/app/packages/a/package.json f 644 0:0 packages/a/package.json',
+      '/app/packages/b/deep/package.json f 644 0:0 packages/b/deep/package.json',
+    ],
+  );
+  const pivot = await f.run(['packages/./**/package.json'], '/piv/', { parents: true });
+  assert.deepEqual(
+    pivot.filter((l) => l.startsWith('/piv') && l.includes(' f ')),
+    ['/piv/a/package.json f 644 0:0 packages/a/package.json', '/piv/b/deep/package.json f 644 0:0 packages/b/deep/package.json'],
+  );
+});
