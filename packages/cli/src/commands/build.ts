@@ -8,6 +8,7 @@ import type { ProgressMode } from '../progress.ts';
 import { asStrings, cpuLimits, keyValues, parseBytes, parseIntFlag, rootOf, signalController, withRoot } from './common.ts';
 import { readStdin } from './check.ts';
 import { registryHooks } from '../registry.ts';
+import { parseOutput, writeOutputs } from './save.ts';
 
 const PROGRESS = ['auto', 'tty', 'plain', 'rawjson'] as const;
 
@@ -41,6 +42,7 @@ export const build: Command = {
         .option('source-date-epoch', { type: 'string', describe: 'timestamps for reproducible images (default $SOURCE_DATE_EPOCH)' })
         .option('platform', { type: 'string', describe: 'target platform (linux/amd64)' })
         .option('push', { type: 'boolean', describe: 'push every tag to its registry after the build' })
+        .option('output', { alias: 'o', type: 'string', describe: 'output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=…]; repeatable' })
         .option('compression', { type: 'string', choices: ['gzip', 'zstd'], default: 'gzip', describe: 'layer compression for --push' })
         .option('insecure-registry', { type: 'string', describe: 'registries reached over plain HTTP' }),
     ),
@@ -48,8 +50,11 @@ export const build: Command = {
     const file = typeof args.file === 'string' ? args.file : undefined;
     const epochRaw = args['source-date-epoch'] ?? process.env.SOURCE_DATE_EPOCH;
     const epoch = parseIntFlag('source-date-epoch', epochRaw === '' ? undefined : epochRaw);
-    const tags = asStrings(args.tag);
-    if (args.push && tags.length === 0) throw new UsageError('--push needs at least one -t NAME to push to');
+    const outputs = asStrings(args.output).map(parseOutput);
+    const tags = [...asStrings(args.tag), ...outputs.flatMap((o) => ('names' in o ? o.names : []))];
+    const push = args.push === true || outputs.some((o) => o.type === 'registry' || (o.type === 'image' && o.push));
+    const toStdout = outputs.some((o) => 'dest' in o && o.dest === '-');
+    if (push && tags.length === 0) throw new UsageError('--push needs at least one -t NAME to push to');
     const limits: NonNullable<BuildOptions['limits']> = { ...cpuLimits(args) };
     const memory = parseBytes('memory', args.memory);
     if (memory !== undefined) limits.memory = memory;
@@ -96,13 +101,15 @@ export const build: Command = {
         };
         await writeFile(args['metadata-file'], JSON.stringify(meta, null, 2) + '\n');
       }
-      if (args.push) {
+      await writeOutputs(root, r.manifest.digest, r.tags, outputs, sig.signal);
+      if (push) {
         for (const t of r.tags) {
           const pushed = await hooks.push(t, t, { compression: String(args.compression) as 'gzip' | 'zstd', signal: sig.signal, quiet });
           if (!quiet) process.stderr.write(`pushed ${t}@${pushed}\n`);
         }
       }
-      if (quiet) process.stdout.write(`${id}\n`);
+      if (toStdout) process.stderr.write(`${id}\n`);
+      else if (quiet) process.stdout.write(`${id}\n`);
       else {
         for (const t of r.tags) process.stderr.write(`naming to ${t}\n`);
         process.stdout.write(`${id}\n`);
