@@ -81,8 +81,8 @@ export async function copyInto(
       // The scan runs in another process while this thread copies.
       if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, ...signalOpt(opts) }));
       const entries = ctx.walk(match);
-      if (opts.parents) c.copyWithParents(ctx, match, entries, destAbs);
-      else c.copyMatch(match, entries, destAbs);
+      if (opts.parents) await c.copyWithParents(ctx, match, entries, destAbs);
+      else await c.copyMatch(match, entries, destAbs);
     }
     c.finish();
   } catch (e) {
@@ -174,19 +174,19 @@ class Copier {
     return target;
   }
 
-  copyMatch(match: SourceMatch, entries: readonly SourceEntry[], destAbs: string): void {
+  async copyMatch(match: SourceMatch, entries: readonly SourceEntry[], destAbs: string): Promise<void> {
     const destSt = statOrUndefined(destAbs);
     if (match.kind === 'dir') {
       if (destSt === undefined) this.mkdirAll(destAbs.slice(this.root.length));
       else if (!destSt.isDirectory()) throw new CopyError(`cannot copy to non-directory: ${this.imagePath(destAbs)}`);
-      this.copyEntries(entries, 1, destAbs, true);
+      await this.copyEntries(entries, 1, destAbs, true);
       return;
     }
     const target = destSt?.isDirectory() ? destAbs + '/' + path.posix.basename(match.path) : destAbs;
-    this.copyEntries(entries, 0, target, true);
+    await this.copyEntries(entries, 0, target, true);
   }
 
-  copyWithParents(ctx: BuildContext, match: SourceMatch, entries: readonly SourceEntry[], destAbs: string): void {
+  async copyWithParents(ctx: BuildContext, match: SourceMatch, entries: readonly SourceEntry[], destAbs: string): Promise<void> {
     const underPivot = match.pivot !== '' && (match.path === match.pivot || match.path.startsWith(match.pivot + '/'));
     const relPath = underPivot ? match.path.slice(match.pivot.length).replace(/^\//, '') : match.path;
     const parts = relPath === '' ? [] : relPath.split('/');
@@ -206,16 +206,21 @@ class Copier {
     }
     if (parts.length > 0) target += '/' + parts[parts.length - 1];
     if (target === destAbs && match.kind === 'dir') {
-      this.copyEntries(entries, 1, destAbs, true);
+      await this.copyEntries(entries, 1, destAbs, true);
       return;
     }
-    this.copyEntries(entries, 0, target, true);
+    await this.copyEntries(entries, 0, target, true);
   }
 
   /** Copies entries[from..]; an entry with relative path `rel` lands at `target/rel`. */
-  private copyEntries(entries: readonly SourceEntry[], from: number, target: string, overwriteMeta: boolean): void {
+  private async copyEntries(entries: readonly SourceEntry[], from: number, target: string, overwriteMeta: boolean): Promise<void> {
     for (let i = from; i < entries.length; i++) {
-      if ((i & 255) === 0) this.checkCancel();
+      if ((i & 1023) === 0) {
+        // Synchronous calls are fastest for many small files; yielding now and then keeps
+        // progress output and other stages moving.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        this.checkCancel();
+      }
       const e = entries[i] as SourceEntry;
       this.copyEntry(e, e.rel === '' ? target : target + '/' + e.rel, overwriteMeta);
     }

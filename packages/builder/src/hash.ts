@@ -148,8 +148,10 @@ export async function hashSources(ctx: BuildContext, matches: readonly SourceMat
     out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join('\0')}\n`);
     const seenInodes = new Map<string, string>();
     for (const e of ctx.walk(match)) {
-      if ((n++ & 255) === 0 && opts.signal?.aborted) {
-        throw new CancelledError('hashing cancelled', { cause: opts.signal.reason });
+      if ((n++ & 1023) === 0) {
+        // Sync reads are fastest for many small files; yield now and then so the loop stays responsive.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (opts.signal?.aborted) throw new CancelledError('hashing cancelled', { cause: opts.signal.reason });
       }
       const perm = (Number(e.stat.mode) & 0o7777).toString(8);
       let content = '';
