@@ -10,7 +10,7 @@ import { dirname, basename, join, resolve as resolvePath } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError, UnsafeArchiveError, UsageError } from '@tsbuild/errors';
-import { apply, decompress, diff, encodeHeader, endOfArchive, padding, readTar, sniffCompression } from '@tsbuild/layer';
+import { apply, cleanArchivePath, decompress, diff, encodeHeader, endOfArchive, padding, readTar, sniffCompression } from '@tsbuild/layer';
 import {
   ANNOTATION_REF_NAME, MediaType, buildManifest, digestHex, isDigest, isManifestMediaType, layerCompression, parseConfig, parseIndex, parseManifest,
 } from '@tsbuild/oci';
@@ -309,10 +309,14 @@ function archiveName(unsafe: string): string {
   return parts.join('/');
 }
 
-/** A name a manifest refers to, resolved the same way (relative to the archive root). */
+/**
+ * A name a manifest or link refers to, relative to the archive root. `..` is resolved lexically
+ * (old `docker save` links layers as `../ID/layer.tar`) but may not climb out of the archive.
+ */
 function referencedName(unsafe: string, what: string): string {
   try {
-    return archiveName(unsafe);
+    if (unsafe.startsWith('/')) throw new UnsafeArchiveError('absolute');
+    return cleanArchivePath(unsafe).join('/');
   } catch (e) {
     throw new UnsafeArchiveError(`${what} ${JSON.stringify(unsafe)} points outside the archive`, { entry: unsafe, cause: e });
   }
