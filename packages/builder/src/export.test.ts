@@ -119,7 +119,7 @@ test('save → load keeps manifest digests and names, in both formats', async ()
   assert.deepEqual(r.images, [{ manifest: { mediaType: m.mediaType, digest: m.digest, size: m.size }, tags: [] }]);
 });
 
-const hostile: Array<{ name: string; archive: () => Buffer; error: typeof TsbuildError; match: RegExp }> = [
+const hostile: Array<{ name: string; archive: () => Buffer; error: new (...args: never[]) => Error; match: RegExp }> = [
   { name: 'entry with ..', archive: () => dockerArchive({ extra: [{ name: 'a/../../evil', data: 'x' }] }), error: UnsafeArchiveError, match: /\.\./ },
   { name: 'absolute entry', archive: () => dockerArchive({ extra: [{ name: '/etc/evil', data: 'x' }] }), error: UnsafeArchiveError, match: /absolute/ },
   { name: 'symlink leaving the archive', archive: () => dockerArchive({ extra: [{ name: 'x/layer.tar', link: '../../../etc/shadow' }] }), error: UnsafeArchiveError, match: /outside/ },
