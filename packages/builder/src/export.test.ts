@@ -12,7 +12,7 @@ import { MediaType, buildManifest } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
 import { openStore } from '@tsbuild/store';
 import type { Store } from '@tsbuild/store';
-import { exportImage, loadArchive, saveImages } from './export.ts';
+import { exportImage, loadArchive, parseOutput, saveImages } from './export.ts';
 
 interface Entry {
   name: string;
@@ -159,4 +159,17 @@ test('load of a missing file is a usage error naming it', async () => {
   await assert.rejects(loadArchive(store, file), /cannot read .*nope\.tar: no such file/);
   writeFileSync(join(work, 'empty.tar'), '');
   await assert.rejects(loadArchive(store, join(work, 'empty.tar')), /neither an OCI archive/);
+});
+
+test('--output specs are read as buildx spells them', () => {
+  assert.deepEqual(parseOutput('type=oci,dest=out.tar'), { type: 'oci', dest: 'out.tar' });
+  assert.deepEqual(parseOutput('type=docker,dest=-'), { type: 'docker', dest: '-' });
+  assert.deepEqual(parseOutput('out/dir'), { type: 'local', dest: 'out/dir' });
+  assert.deepEqual(parseOutput('-'), { type: 'tar', dest: '-' });
+  assert.deepEqual(parseOutput('type=registry'), { type: 'registry', names: [] });
+  assert.deepEqual(parseOutput('type=image,name=a:1,push=true'), { type: 'image', names: ['a:1'], push: true });
+  assert.throws(() => parseOutput('type=tar'), /needs dest=FILE/);
+  assert.throws(() => parseOutput('type=local,dest=-'), /not stdout/);
+  assert.throws(() => parseOutput('type=zip,dest=x'), /unknown type "zip"/);
+  assert.throws(() => parseOutput('type=oci,dest'), /KEY=VALUE/);
 });

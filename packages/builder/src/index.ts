@@ -11,5 +11,5 @@ export { importImage, runImage, historyOf, prune } from './images.ts';
 export type { ImportOptions, RunImageOptions, HistoryItem } from './images.ts';
 export { pullToStore, pushFromStore, remoteImage } from './distribution.ts';
 export type { DistributionOptions, PushFromStoreOptions } from './distribution.ts';
-export { exportImage, saveImages, loadArchive } from './export.ts';
-export type { ExportType, ExportOptions, ExportResult, SaveOptions, LoadOptions, LoadResult } from './export.ts';
+export { exportImage, saveImages, loadArchive, parseOutput } from './export.ts';
+export type { OutputSpec, ExportType, ExportOptions, ExportResult, SaveOptions, LoadOptions, LoadResult } from './export.ts';

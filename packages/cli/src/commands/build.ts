@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { UsageError } from '@tsbuild/errors';
-import { build as runBuild } from '@tsbuild/builder';
+import { build as runBuild, parseOutput } from '@tsbuild/builder';
 import type { BuildOptions } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
 import { createRenderer } from '../progress.ts';
@@ -8,7 +8,7 @@ import type { ProgressMode } from '../progress.ts';
 import { asStrings, cpuLimits, keyValues, parseBytes, parseIntFlag, rootOf, signalController, withRoot } from './common.ts';
 import { readStdin } from './check.ts';
 import { registryHooks } from '../registry.ts';
-import { parseOutput, writeOutputs } from './save.ts';
+import { writeOutputs } from './save.ts';
 
 const PROGRESS = ['auto', 'tty', 'plain', 'rawjson'] as const;
 

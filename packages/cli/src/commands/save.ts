@@ -1,37 +1,8 @@
 import { UsageError } from '@tsbuild/errors';
 import { exportImage, loadArchive, openRoot, saveImages } from '@tsbuild/builder';
-import type { ExportType } from '@tsbuild/builder';
+import type { ExportType, OutputSpec } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
 import { asStrings, rootOf, signalController, withRoot } from './common.ts';
-
-/** One `--output` of `tsbuild build`, spelled as docker buildx spells it. */
-export type OutputSpec =
-  | { type: 'image'; names: string[]; push: boolean }
-  | { type: 'registry'; names: string[] }
-  | { type: ExportType; dest: string };
-
-const TYPES = ['image', 'registry', 'oci', 'docker', 'local', 'tar'];
-
-/** `type=oci,dest=out.tar`; a bare `DIR` means type=local and `-` a tarball on stdout, as buildx has it. */
-export function parseOutput(spec: string): OutputSpec {
-  if (spec === '-') return { type: 'tar', dest: '-' };
-  if (!spec.includes('=')) return { type: 'local', dest: spec };
-  const fields = new Map<string, string>();
-  for (const part of spec.split(',')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--output ${spec}: expected KEY=VALUE pairs, got ${JSON.stringify(part)}`);
-    fields.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1));
-  }
-  const type = fields.get('type') ?? 'image';
-  if (!TYPES.includes(type)) throw new UsageError(`--output ${spec}: unknown type ${JSON.stringify(type)}`, { hint: `one of ${TYPES.join(', ')}` });
-  const names = (fields.get('name') ?? '').split(/[;\s]+/).filter((n) => n !== '');
-  if (type === 'image') return { type, names, push: ['true', '1'].includes(fields.get('push') ?? '') };
-  if (type === 'registry') return { type, names };
-  const dest = fields.get('dest');
-  if (dest === undefined || dest === '') throw new UsageError(`--output ${spec}: type=${type} needs dest=${type === 'local' ? 'DIRECTORY' : 'FILE'}`);
-  if (type === 'local' && dest === '-') throw new UsageError(`--output ${spec}: type=local writes a directory, not stdout`);
-  return { type: type as ExportType, dest };
-}
 
 /** Writes the built image to every file or directory output (`image` and `registry` are the caller's). */
 export async function writeOutputs(root: string | undefined, manifestDigest: string, tags: string[], outputs: OutputSpec[], signal: AbortSignal): Promise<void> {
