@@ -246,6 +246,24 @@ test('changing one context file rebuilds exactly the steps from its COPY on', as
   assert.deepEqual(await run(), ['COPY b.txt /b.txt', 'RUN cat /a.txt /b.txt > /ab']);
 });
 
+test('changing an ARG reruns the RUN steps that see it, not the COPY steps that do not', async () => {
+  const ctx = mkdtempSync(join(work, 'ctx-arg-'));
+  writeFileSync(join(ctx, 'a.txt'), 'a\n');
+  writeFileSync(
+    join(ctx, 'Dockerfile'),
+    'FROM busybox:latest\nRUN echo before > /before\nARG V=1\nCOPY a.txt /a.txt\nENV FIXED=x\nRUN echo $V > /v\nLABEL v=${V}\n',
+  );
+  const rebuilt = async (v: string) => {
+    const ev: BuildEvent[] = [];
+    await build({ context: ctx, root, buildArgs: { V: v }, onEvent: (e) => ev.push(e) });
+    const starts = new Map(ev.filter((e) => e.type === 'step-start').map((e) => [(e as { id: string }).id, (e as { name: string }).name]));
+    return ev.filter((e) => e.type === 'step-done' && !e.cached).map((e) => starts.get((e as { id: string }).id)!.replace(/^\[[^\]]*\] /, ''));
+  };
+  await rebuilt('1');
+  assert.deepEqual(await rebuilt('1'), []);
+  assert.deepEqual(await rebuilt('2'), ['RUN echo $V > /v', 'LABEL v=${V}']);
+});
+
 test('two --no-cache builds with SOURCE_DATE_EPOCH give bit-identical images', async () => {
   const ex = JSON.parse(readFileSync(join(FIXTURES, 'basic', 'expect.json'), 'utf8')) as Expect;
   const a = await buildFixture('basic', ex, { noCache: true, epoch: 1700000000 });

@@ -198,3 +198,23 @@ test('SIGINT mid-build exits 130 and leaves no mount or container; SIGKILL lefto
   const list = execFileSync('runc', ['list', '-q'], { encoding: 'utf8' });
   assert.ok(!list.split('\n').some((l) => l.startsWith('tsbuild-')), `runc containers left: ${list}`);
 });
+
+test('-f - reads the Dockerfile from stdin; rawjson progress is one event a line; prune frees space', () => {
+  const ctx = join(work, 'stdin-ctx');
+  mkdirSync(ctx, { recursive: true });
+  writeFileSync(join(ctx, 'f.txt'), 'via stdin\n');
+  const b = tsbuild(root, ['build', '--progress', 'rawjson', '-t', 'fromstdin', '-f', '-', ctx], {
+    input: 'FROM busybox:latest\nCOPY f.txt /f.txt\nRUN cat /f.txt > /g.txt\nCMD ["cat", "/g.txt"]\n',
+  });
+  assert.equal(b.code, 0, b.stderr);
+  const events = b.stderr.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { type: string });
+  assert.ok(events.some((e) => e.type === 'step-start'));
+  assert.equal(events.at(-1)!.type, 'build-done');
+  assert.equal(tsbuild(root, ['run', 'fromstdin']).stdout, 'via stdin\n');
+  assert.equal(tsbuild(root, ['rm', 'fromstdin']).code, 0);
+  const p = tsbuild(root, ['prune']);
+  assert.equal(p.code, 0, p.stderr);
+  assert.match(p.stdout, /Deleted \d+ cache entries, \d+ snapshots, [1-9]\d* blobs\nTotal reclaimed space: [\d.]+[kMG]?B/);
+  // Tagged images survive a prune and still run.
+  assert.equal(tsbuild(root, ['run', 'busybox:latest', 'echo', 'still here']).stdout, 'still here\n');
+});

@@ -601,7 +601,8 @@ export class StageRunner {
             if (m.kind === 'file' && (await isArchive(m.realPath))) {
               const destDir = resolveInRoot(active.rootfs, posix.resolve(workdir, inst.dest.endsWith('/') ? inst.dest : posix.dirname(inst.dest) === '.' ? inst.dest : inst.dest));
               await mkdir(destDir, { recursive: true });
-              const xopts: Parameters<typeof extractArchive>[2] = {};
+              await mkdir(this.s.stateDir, { recursive: true });
+              const xopts: Parameters<typeof extractArchive>[2] = { tmpDir: this.s.stateDir };
               if (chownOwner) xopts.chown = chownOwner;
               if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
               await extractArchive(m.realPath, destDir, xopts);
