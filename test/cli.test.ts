@@ -111,7 +111,7 @@ test('build, history and inspect of the example match its Dockerfile', () => {
   // history: newest first, one row per instruction of the final stage after the base's own.
   const h = tsbuild(root, ['history', '--format', 'json', '--no-trunc', 'example']);
   assert.equal(h.code, 0, h.stderr);
-  const rows = h.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+  const rows = h.stdout.trim().split("\n").map((l) => JSON.parse(l) as { ID: string; CreatedBy: string });
   const df = parseDockerfile(readFileSync(join(ctx, 'Dockerfile'), 'utf8'));
   const finalStage = df.stages.at(-1)!;
   const mine = rows.slice(0, finalStage.instructions.length).reverse();
