@@ -373,7 +373,9 @@ export class StageRunner {
       } else if (m.type === 'secret') mountKeys.push([m.type, m.id, m.target, m.env]);
       else mountKeys.push([m.spec]);
     }
-    const key = cacheKey([state.key, 'run', argv, env, c.User ?? '', c.WorkingDir ?? '', network, mountKeys, inst.security ?? '']);
+    // Proxy settings reach the step but, as in Docker, do not make it a different step.
+    const keyEnv = env.filter((kv) => !PROXY_ARGS.has(kv.slice(0, kv.indexOf('='))) || state.args.has(kv.slice(0, kv.indexOf('='))));
+    const key = cacheKey([state.key, 'run', argv, keyEnv, c.User ?? '', c.WorkingDir ?? '', network, mountKeys, inst.security ?? '']);
     return this.layerStep(state, key, createdBy, async (active) => {
       const cwd = c.WorkingDir || '/';
       await mkdir(resolveInRoot(active.rootfs, cwd), { recursive: true });
