@@ -268,13 +268,19 @@ interface WorkerReply {
   error?: string;
 }
 
+/*
+ * Each worker is given up to this many blocks at once, so that it starts on the next one
+ * straight away instead of waiting for the main thread (busy reading the tree) to hear that it
+ * finished and send more.
+ */
+const JOBS_PER_WORKER = 2;
+
 /** A fixed set of deflate workers fed from a queue; lives for one compress call. */
 class DeflatePool {
   readonly #level: number;
-  readonly #idle: Worker[] = [];
-  readonly #busy = new Map<Worker, Job>();
+  /** Jobs each worker has been sent, in the order it answers them. */
+  readonly #assigned = new Map<Worker, Job[]>();
   readonly #queue: Job[] = [];
-  readonly #workers: Worker[] = [];
   #failure: Error | undefined;
   #nextId = 0;
 
@@ -287,10 +293,9 @@ class DeflatePool {
       worker.on('message', (reply: WorkerReply) => this.#onReply(worker, reply));
       worker.on('error', (err) => this.#fail(err));
       worker.on('exit', (code) => {
-        if (this.#busy.has(worker) || this.#queue.length > 0) this.#fail(new InternalError(`deflate worker exited with code ${code}`));
+        if ((this.#assigned.get(worker)?.length ?? 0) > 0) this.#fail(new InternalError(`deflate worker exited with code ${code}`));
       });
-      this.#workers.push(worker);
-      this.#idle.push(worker);
+      this.#assigned.set(worker, []);
     }
   }
 
@@ -307,15 +312,23 @@ class DeflatePool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#workers.map((w) => w.terminate()));
+    await Promise.all([...this.#assigned.keys()].map((w) => w.terminate()));
   }
 
   #dispatch(): void {
-    while (this.#idle.length > 0 && this.#queue.length > 0) {
-      const worker = this.#idle.pop()!;
+    while (this.#queue.length > 0) {
+      let target: Worker | undefined;
+      let least = JOBS_PER_WORKER;
+      for (const [worker, jobs] of this.#assigned) {
+        if (jobs.length < least) {
+          target = worker;
+          least = jobs.length;
+        }
+      }
+      if (!target) return;
       const job = this.#queue.shift()!;
-      this.#busy.set(worker, job);
-      worker.postMessage(
+      this.#assigned.get(target)!.push(job);
+      target.postMessage(
         { id: job.id, input: job.input, length: job.length, last: job.last, level: this.#level, chunkSize: OUT_CHUNK },
         [job.input],
       );
@@ -323,8 +336,7 @@ class DeflatePool {
   }
 
   #onReply(worker: Worker, reply: WorkerReply): void {
-    const job = this.#busy.get(worker);
-    this.#busy.delete(worker);
+    const job = this.#assigned.get(worker)?.shift();
     if (!job || job.id !== reply.id) return this.#fail(new InternalError('deflate worker answered out of turn'));
     if (reply.error !== undefined || !reply.deflated || reply.crc === undefined || !reply.input) {
       const err = new InternalError(`deflate worker failed: ${reply.error ?? 'incomplete reply'}`);
@@ -332,16 +344,14 @@ class DeflatePool {
       return this.#fail(err);
     }
     job.resolve({ deflated: Buffer.from(reply.deflated, reply.offset ?? 0, reply.length), crc: reply.crc, length: job.length, input: reply.input });
-    this.#idle.push(worker);
     this.#dispatch();
   }
 
   #fail(err: Error): void {
     if (this.#failure) return;
     this.#failure = err;
-    for (const job of this.#busy.values()) job.reject(err);
+    for (const jobs of this.#assigned.values()) for (const job of jobs.splice(0)) job.reject(err);
     for (const job of this.#queue.splice(0)) job.reject(err);
-    this.#busy.clear();
   }
 }
 
@@ -377,9 +387,9 @@ async function gzipParallel(
     if (!out.write(buf)) await drained(out);
   };
 
-  // Two blocks per thread in flight keep every worker busy while the main thread reads, hashes
-  // and writes; this bounds memory at roughly 3 MiB per thread.
-  const maxInFlight = threads * 2;
+  // One more block per thread than the workers hold lets the main thread read ahead while every
+  // worker has its next block queued; memory stays at a few MiB per thread.
+  const maxInFlight = threads * (JOBS_PER_WORKER + 1);
   const pending: Promise<BlockResult>[] = [];
   const spare: ArrayBuffer[] = [];
   const onAbort = (): void => {
