@@ -289,17 +289,30 @@ async function main(): Promise<void> {
 
     const report = render(rows, { quick, runs, smallFiles, largeBytes }, profiles);
     process.stdout.write(report);
-    if (flag('--write') || !quick) writeFileSync(resolve(HERE, 'RESULTS.md'), report);
+    if (flag('--write') || !quick) writeSection(report);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+const BEGIN = '<!-- layer-bench:begin -->';
+const END = '<!-- layer-bench:end -->';
+
+/** Other benchmarks keep their own sections of RESULTS.md: only this one's is replaced. */
+function writeSection(report: string): void {
+  const file = resolve(HERE, 'RESULTS.md');
+  const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmark results\n';
+  const block = `${BEGIN}\n${report}${END}`;
+  const a = old.indexOf(BEGIN);
+  const b = old.indexOf(END);
+  writeFileSync(file, a >= 0 && b > a ? old.slice(0, a) + block + old.slice(b + END.length) : `${old.replace(/\n*$/, '\n\n')}${block}\n`);
 }
 
 function render(rows: Row[], p: { quick: boolean; runs: number; smallFiles: number; largeBytes: number }, profiles: string[]): string {
   const tarVersion = spawnSync('tar', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
   const pigzVersion = spawnSync('pigz', ['--version'], { encoding: 'utf8' }).stdout.trim() || spawnSync('pigz', ['--version'], { encoding: 'utf8' }).stderr.trim();
   const lines = [
-    '# Layer benchmark results',
+    '## Layer writing and compression (`bench/layer.ts`)',
     '',
     `Recorded ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`node --import tsx bench/layer.ts${p.quick ? ' --quick' : ''}\`` +
       ` (${p.runs} runs each, medians).`,
