@@ -320,7 +320,9 @@ class Lexer {
       const replacement = this.argument('}', false, "syntax error: missing '}'");
       const value = this.getEnv(name);
       if (value === undefined && this.skipUnset) return `\${${name}/${all ? '/' : ''}${pat}/${replacement}}`;
-      return replaceGlob(value ?? '', compileGlob(pat), replacement, all);
+      // An empty pattern replaces nothing, as in sh (a regexp engine would match between every character).
+      if (pat === '' || value === undefined) return value ?? '';
+      return replaceGlob(value, compileGlob(pat), replacement, all);
     }
     throw new SyntaxFailure(`unsupported modifier (${modifier}) in substitution`);
   }
@@ -447,8 +449,12 @@ function trimSuffix(value: string, re: RegExp, longest: boolean): string {
   return value;
 }
 
-/** `${v/p/r}` and `${v//p/r}`: the leftmost, then longest, non-empty match is replaced. */
+/**
+ * `${v/p/r}` and `${v//p/r}`: the leftmost, then longest, non-empty match is replaced. A set but
+ * empty value is replaced when the pattern matches the empty string (a lone star pattern), as in sh.
+ */
 function replaceGlob(value: string, re: RegExp, replacement: string, all: boolean): string {
+  if (value === '') return re.test('') ? replacement : '';
   const chars = Array.from(value);
   let out = '';
   let start = 0;
