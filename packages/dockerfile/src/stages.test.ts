@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { DockerfileError } from '@tsbuild/errors';
 import { parse } from './parser.ts';
 import { parseDockerfile, stagesFromAst } from './stages.ts';
@@ -94,4 +96,30 @@ test('Dockerfile-level errors name file, line and column with an excerpt', () =>
       text,
     );
   }
+});
+
+test('BuildKit parser vectors convert, except those its instruction layer also rejects', () => {
+  const dir = fileURLToPath(new URL('../../../../shared/conformance/buildkit/frontend/dockerfile/parser/testfiles/', import.meta.url));
+  // flags: COPY --user; health: bare HEALTHCHECK; jeztah-*/json: CMD before any FROM.
+  const rejected = /^(flags|health|json|jeztah-.*)$/;
+  let converted = 0;
+  const cases = readdirSync(dir).sort();
+  for (const name of cases) {
+    const text = readFileSync(`${dir}${name}/Dockerfile`, 'utf8');
+    let error: unknown;
+    try {
+      const df = parseDockerfile(text, { file: name });
+      assert.ok(df.stages.length > 0, name);
+      converted++;
+    } catch (e) {
+      error = e;
+    }
+    if (rejected.test(name)) {
+      assert.ok(error instanceof DockerfileError && error.range !== undefined && error.file === name, `${name}: ${String(error)}`);
+    } else {
+      assert.equal(error, undefined, name);
+    }
+  }
+  console.log(`instruction conversion of parser vectors: ${converted}/${cases.length} convert, the rest fail as in BuildKit`);
+  assert.ok(cases.length >= 30);
 });
