@@ -1,0 +1,233 @@
+import { relative, isAbsolute, resolve as resolvePath } from 'node:path';
+import { appendFileSync } from 'node:fs';
+import { DockerfileError, TsbuildError, UsageError } from '@tsbuild/errors';
+import { build, exportImage, openRoot, parseOutput, pullToStore, pushFromStore } from '@tsbuild/builder';
+import type { BuildEvent, BuildOptions, OutputSpec } from '@tsbuild/builder';
+import type { Env, StepRow } from './workflow.ts';
+import { command, getBool, getInput, getList, keyValueList, summaryMarkdown, writeOutputs } from './workflow.ts';
+
+export interface ActionOptions {
+  env: Env;
+  /** Where log lines and workflow commands go (the runner reads stdout). */
+  write: (s: string) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Build output grouped by stage. Groups cannot nest, so when parallel stages interleave the
+ * current group closes and the other stage's opens again. RUN output is prefixed with its step
+ * number, as plain progress does, so no line a build prints can start a workflow command.
+ */
+export class GroupedLog {
+  private open: string | undefined;
+  private readonly stageOf = new Map<string, string>();
+  private readonly partial = new Map<string, string>();
+  readonly steps = new Map<string, StepRow>();
+
+  constructor(private readonly write: (s: string) => void) {}
+
+  private enter(stage: string, title: string): void {
+    if (this.open === stage) return;
+    if (this.open !== undefined) this.write('::endgroup::\n');
+    this.open = stage;
+    this.write(command('group', {}, `[${stage}] ${title}`));
+  }
+
+  private flush(id: string): void {
+    const rest = this.partial.get(id);
+    if (rest) this.write(`#${id} ${rest}\n`);
+    this.partial.delete(id);
+  }
+
+  event(e: BuildEvent): void {
+    switch (e.type) {
+      case 'step-start': {
+        this.stageOf.set(e.id, e.stage);
+        const title = e.name.replace(/^\[[^\]]*\]\s*/, '');
+        this.steps.set(e.id, { name: e.name, durationMs: undefined, cached: false, layerSize: undefined, failed: false });
+        this.enter(e.stage, title);
+        this.write(`#${e.id} ${e.name}\n`);
+        break;
+      }
+      case 'step-log': {
+        this.enter(this.stageOf.get(e.id) ?? '?', '(output)');
+        const text = (this.partial.get(e.id) ?? '') + e.data;
+        const lines = text.split(/\r?\n/);
+        this.partial.set(e.id, lines.pop() ?? '');
+        for (const l of lines) this.write(`#${e.id} ${l}\n`);
+        break;
+      }
+      case 'step-done': {
+        this.enter(this.stageOf.get(e.id) ?? '?', '(done)');
+        this.flush(e.id);
+        const row = this.steps.get(e.id);
+        if (row) Object.assign(row, { durationMs: e.durationMs, cached: e.cached, layerSize: e.layerSize });
+        this.write(`#${e.id} ${e.cached ? 'CACHED' : `DONE ${(e.durationMs / 1000).toFixed(1)}s`}\n`);
+        break;
+      }
+      case 'step-error': {
+        this.enter(this.stageOf.get(e.id) ?? '?', '(error)');
+        this.flush(e.id);
+        const row = this.steps.get(e.id);
+        if (row) row.failed = true;
+        this.write(`#${e.id} ERROR: ${e.message.split('\n').join(`\n#${e.id} `)}\n`);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  close(): void {
+    for (const id of [...this.partial.keys()]) this.flush(id);
+    if (this.open !== undefined) this.write('::endgroup::\n');
+    this.open = undefined;
+  }
+}
+
+/** The file an annotation names: relative to the workspace, which is how GitHub links it to the diff. */
+function annotationFile(file: string, env: Env): string {
+  const ws = env.GITHUB_WORKSPACE;
+  if (!ws || !isAbsolute(file)) return file;
+  const rel = relative(resolvePath(ws), file);
+  return rel.startsWith('..') || isAbsolute(rel) ? file : rel;
+}
+
+export function errorCommand(e: unknown, env: Env): string {
+  if (e instanceof DockerfileError) {
+    const r = e.range;
+    const props = r
+      ? { file: annotationFile(e.file, env), line: r.start.line, col: r.start.column, endLine: r.end.line, endColumn: r.end.column, title: 'Dockerfile' }
+      : { file: annotationFile(e.file, env), title: 'Dockerfile' };
+    return command('error', props, e.hint ? `${e.detail}\n${e.hint}` : e.detail);
+  }
+  if (e instanceof TsbuildError) return command('error', { title: 'tsbuild' }, e.hint ? `${e.message}\n${e.hint}` : e.message);
+  return command('error', { title: 'tsbuild (internal error)' }, e instanceof Error ? (e.stack ?? e.message) : String(e));
+}
+
+interface Inputs {
+  build: BuildOptions;
+  tags: string[];
+  push: boolean;
+  outputs: OutputSpec[];
+  compression: 'gzip' | 'zstd';
+}
+
+let secretSeq = 0;
+
+function readInputs(env: Env): Inputs {
+  const context = getInput(env, 'context') || '.';
+  const file = getInput(env, 'file');
+  const outputs = getList(env, 'outputs', { commas: false }).map(parseOutput);
+  const tags = [...getList(env, 'tags'), ...outputs.flatMap((o) => ('names' in o ? o.names : []))];
+  const push = getBool(env, 'push') || outputs.some((o) => o.type === 'registry' || (o.type === 'image' && o.push));
+  if (push && tags.length === 0) throw new UsageError('push needs at least one tag', { hint: 'set the tags input' });
+  const platforms = getList(env, 'platforms');
+  if (platforms.length > 1) {
+    throw new UsageError(`platforms: tsbuild builds one platform per run, got ${platforms.join(', ')}`, { hint: 'use a matrix job per platform' });
+  }
+  const compression = getInput(env, 'compression') || 'gzip';
+  if (compression !== 'gzip' && compression !== 'zstd') throw new UsageError(`compression: expected gzip or zstd, got ${JSON.stringify(compression)}`);
+  // Secret values are handed to the build through the environment, never through a file on disk.
+  const secrets: NonNullable<BuildOptions['secrets']> = {};
+  for (const [id, value] of Object.entries(keyValueList(getList(env, 'secrets', { commas: false }), 'secrets'))) {
+    const name = `TSBUILD_ACTION_SECRET_${secretSeq++}`;
+    process.env[name] = value;
+    secrets[id] = { env: name };
+  }
+  const opts: BuildOptions = {
+    context,
+    tags,
+    buildArgs: keyValueList(getList(env, 'build-args', { commas: false }), 'build-args'),
+    labels: keyValueList(getList(env, 'labels', { commas: false }), 'labels'),
+    noCache: getBool(env, 'no-cache'),
+    pull: getBool(env, 'pull'),
+    secrets,
+  };
+  if (file) opts.file = resolvePath(file);
+  const target = getInput(env, 'target');
+  if (target) opts.target = target;
+  if (platforms[0]) opts.platform = platforms[0];
+  const runtime = getInput(env, 'runtime');
+  if (runtime) opts.runtime = runtime;
+  if (env.TSBUILD_ROOT) opts.root = env.TSBUILD_ROOT;
+  const epoch = env.SOURCE_DATE_EPOCH;
+  if (epoch !== undefined && epoch !== '') {
+    if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, got ${JSON.stringify(epoch)}`);
+    opts.sourceDateEpoch = Number(epoch);
+  }
+  return { build: opts, tags, push, outputs, compression };
+}
+
+/** Runs the action once; returns the process exit code. */
+export async function runAction(o: ActionOptions): Promise<number> {
+  const { env, write } = o;
+  const log = new GroupedLog(write);
+  const started = Date.now();
+  let title = 'tsbuild';
+  const facts: Array<[string, string]> = [];
+  try {
+    const inputs = readInputs(env);
+    title = `tsbuild: ${inputs.tags[0] ?? 'untagged image'}`;
+    const root = inputs.build.root;
+    const signal = o.signal;
+    const r = await build({
+      ...inputs.build,
+      onEvent: (e) => log.event(e),
+      ...(signal ? { signal } : {}),
+      fetchImage: async (ref, fo) => {
+        const { store } = await openRoot(root);
+        await pullToStore(store, ref, fo.signal ? { signal: fo.signal } : {});
+      },
+    });
+    log.close();
+    for (const w of r.warnings) write(command('warning', { title: 'tsbuild' }, w));
+    const { store } = await openRoot(root);
+    for (const out of inputs.outputs) {
+      if (!('dest' in out)) continue;
+      write(command('group', {}, `export type=${out.type} dest=${out.dest}`));
+      const e = await exportImage(store, r.manifest.digest, { type: out.type, dest: out.dest, tags: r.tags, ...(signal ? { signal } : {}) });
+      write(`wrote ${out.dest}${e.size ? ` (${e.size} bytes)` : ''}\n::endgroup::\n`);
+    }
+    let digest: string = r.manifest.digest;
+    if (inputs.push) {
+      write(command('group', {}, `push ${r.tags.join(', ')}`));
+      for (const t of r.tags) {
+        digest = await pushFromStore(store, t, t, {
+          compression: inputs.compression,
+          ...(signal ? { signal } : {}),
+          onBlob: (b) => write(`${b.descriptor.digest.slice(7, 19)}: ${b.status}\n`),
+        });
+        write(`pushed ${t}@${digest}\n`);
+      }
+      write('::endgroup::\n');
+    }
+    const metadata = {
+      'containerimage.digest': digest,
+      'containerimage.config.digest': r.configDigest,
+      'containerimage.descriptor': r.manifest,
+      'image.name': r.tags.join(','),
+    };
+    writeOutputs(env, { imageid: r.configDigest, digest, metadata: JSON.stringify(metadata, null, 2) });
+    facts.push(['image id', r.configDigest], ['digest', digest], ['total', `${((Date.now() - started) / 1000).toFixed(1)}s`]);
+    if (r.tags.length > 0) facts.push(['tags', r.tags.join(', ')]);
+    if (inputs.push) facts.push(['pushed', 'yes']);
+    writeSummary(env, title, facts, log);
+    return 0;
+  } catch (e) {
+    log.close();
+    write(errorCommand(e, env));
+    facts.push(['result', 'failed'], ['error', e instanceof DockerfileError ? e.message : e instanceof Error ? e.message : String(e)]);
+    writeSummary(env, title, facts, log);
+    return 1;
+  }
+}
+
+function writeSummary(env: Env, title: string, facts: Array<[string, string]>, log: GroupedLog): void {
+  if (!env.GITHUB_STEP_SUMMARY) return;
+  try {
+    appendFileSync(env.GITHUB_STEP_SUMMARY, summaryMarkdown(title, facts, [...log.steps.values()]));
+  } catch {
+    // A summary that cannot be written must not turn a good build into a failed step.
+  }
+}

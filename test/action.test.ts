@@ -1,0 +1,146 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { importImage, openRoot } from '../packages/builder/src/index.ts';
+import { REPO, busyboxTar } from './helpers/base.ts';
+import { startRegistry } from './helpers/registry.ts';
+import type { RunningRegistry } from './helpers/registry.ts';
+
+const BUNDLE = join(REPO, 'packages/action/dist/index.js');
+const USER = 'ci-user';
+const PASSWORD = 'ci-secret-pw';
+
+let work: string;
+let root: string;
+let registry: RunningRegistry;
+let dockerConfig: string;
+
+before(async () => {
+  if (!existsSync(BUNDLE)) execFileSync('node', [join(REPO, 'scripts/build.mjs')], { stdio: 'inherit' });
+  work = mkdtempSync(join(tmpdir(), 'tsbuild-action-'));
+  root = join(work, 'root');
+  const { store } = await openRoot(root);
+  await importImage(store, busyboxTar(), { tags: ['busybox:latest'] });
+  registry = await startRegistry({ auth: { htpasswd: { user: USER, password: PASSWORD } } });
+  // What docker/login-action leaves behind.
+  dockerConfig = join(work, 'docker-config');
+  mkdirSync(dockerConfig);
+  const auth = Buffer.from(`${USER}:${PASSWORD}`).toString('base64');
+  writeFileSync(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { auth } } }));
+});
+
+after(async () => {
+  await registry?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  outputs: Map<string, string>;
+  summary: string;
+}
+
+/** Runs the committed bundle the way the runner does: inputs in INPUT_*, outputs and summary in files. */
+function runAction(workspace: string, inputs: Record<string, string>): RunResult {
+  const runnerTemp = mkdtempSync(join(work, 'runner-temp-'));
+  const outputFile = join(runnerTemp, 'output');
+  const summaryFile = join(runnerTemp, 'summary');
+  writeFileSync(outputFile, '');
+  writeFileSync(summaryFile, '');
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: work,
+    TSBUILD_ROOT: root,
+    DOCKER_CONFIG: dockerConfig,
+    GITHUB_ACTIONS: 'true',
+    GITHUB_WORKSPACE: workspace,
+    GITHUB_OUTPUT: outputFile,
+    GITHUB_STEP_SUMMARY: summaryFile,
+    RUNNER_TEMP: runnerTemp,
+  };
+  for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
+  const r = spawnSync(process.execPath, [BUNDLE], { cwd: workspace, env, encoding: 'utf8', timeout: 300_000 });
+  const outputs = new Map<string, string>();
+  const lines = readFileSync(outputFile, 'utf8').split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^([\w-]+)<<(.+)$/.exec(lines[i] ?? '');
+    if (!m) continue;
+    const end = lines.indexOf(m[2]!, i + 1);
+    assert.ok(end > i, `unterminated output ${m[1]}`);
+    outputs.set(m[1]!, lines.slice(i + 1, end).join('\n'));
+    i = end;
+  }
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, outputs, summary: readFileSync(summaryFile, 'utf8') };
+}
+
+test('the bundled action builds and pushes with login-action credentials, and reports outputs, groups and a summary', () => {
+  const ws = join(work, 'ws-good');
+  mkdirSync(join(ws, 'app'), { recursive: true });
+  writeFileSync(
+    join(ws, 'app', 'Dockerfile'),
+    'FROM busybox:latest AS base\nRUN echo one > /one\n\nFROM base\nARG GREETING\nCOPY f /f\nRUN echo "$GREETING" > /greeting && cat /one /f\n',
+  );
+  writeFileSync(join(ws, 'app', 'f'), 'from the context\n');
+  const tag = `${registry.host}/ci/app:1`;
+  const r = runAction(ws, { context: 'app', tags: tag, push: 'true', 'build-args': 'GREETING=hello, world', labels: 'org.example=yes' });
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+
+  assert.match(r.stdout, /^::group::\[base\] FROM busybox:latest$/m);
+  assert.match(r.stdout, /^::group::\[stage-1\] /m);
+  assert.match(r.stdout, /^#\S+ from the context$/m);
+  assert.equal(r.stdout.match(/^::group::/gm)?.length, r.stdout.match(/^::endgroup::$/gm)?.length);
+
+  const imageid = r.outputs.get('imageid') ?? '';
+  const digest = r.outputs.get('digest') ?? '';
+  assert.match(imageid, /^sha256:[0-9a-f]{64}$/);
+  assert.match(digest, /^sha256:[0-9a-f]{64}$/);
+  const metadata = JSON.parse(r.outputs.get('metadata') ?? '') as Record<string, unknown>;
+  assert.equal(metadata['containerimage.digest'], digest);
+  assert.equal(metadata['containerimage.config.digest'], imageid);
+  assert.equal(metadata['image.name'], tag);
+
+  // The registry holds what the outputs name.
+  const creds = `${USER}:${PASSWORD}`;
+  const inspected = JSON.parse(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--creds', creds, `docker://${tag}`], { encoding: 'utf8' })) as { Digest: string; Labels: Record<string, string> };
+  assert.equal(inspected.Digest, digest);
+  assert.equal(inspected.Labels['org.example'], 'yes');
+  const manifest = JSON.parse(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--creds', creds, '--raw', `docker://${tag}`], { encoding: 'utf8' })) as { config: { digest: string } };
+  assert.equal(manifest.config.digest, imageid);
+
+  assert.match(r.summary, /\| Step \| Time \| Cache \| Layer size \|/);
+  assert.match(r.summary, /\| `\[base 2\/2\] RUN echo one > \/one` \| \d+\.\d\ds \| miss \| \d/);
+  assert.match(r.summary, /\| `\[stage-1 4\/4\] RUN echo "\$GREETING" > \/greeting && cat \/one \/f` \| \d+\.\d\ds \| miss \| /);
+  assert.ok(r.summary.includes(digest));
+
+  // A second run is served from the cache, and the summary says so.
+  const again = runAction(ws, { context: 'app', tags: tag, 'build-args': 'GREETING=hello, world', labels: 'org.example=yes' });
+  assert.equal(again.code, 0, again.stdout);
+  assert.equal(again.outputs.get('imageid'), imageid);
+  assert.match(again.summary, /\| `\[base 2\/2\] RUN echo one > \/one` \| \d+\.\d\ds \| hit \|/);
+});
+
+test('a broken Dockerfile fails the step with a file/line annotation', () => {
+  const ws = join(work, 'ws-bad');
+  mkdirSync(ws, { recursive: true });
+  writeFileSync(join(ws, 'Dockerfile'), 'FROM busybox:latest\nRUN true\nFORM busybox\n');
+  const r = runAction(ws, { context: '.', tags: `${registry.host}/ci/bad:1`, push: 'true' });
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stdout, /^::error file=Dockerfile,line=3,col=\d+,endLine=3,endColumn=\d+,title=Dockerfile::.*FORM/m);
+  assert.equal(r.outputs.size, 0);
+  assert.match(r.summary, /failed/);
+});
+
+test('inputs the action cannot honour are refused with an error annotation', () => {
+  const ws = join(work, 'ws-good');
+  const r = runAction(ws, { context: 'app', platforms: 'linux/amd64,linux/arm64' });
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /^::error title=tsbuild::platforms: tsbuild builds one platform per run/m);
+  const p = runAction(ws, { context: 'app', push: 'true' });
+  assert.equal(p.code, 1);
+  assert.match(p.stdout, /^::error title=tsbuild::push needs at least one tag/m);
+});
