@@ -22,3 +22,48 @@ await build({
   logLevel: 'warning',
 });
 chmodSync(outfile, 0o755);
+
+// The GitHub Action runs a committed bundle (a runner installs nothing before `node` starts it).
+// The native addons cannot be bundled: their imports are replaced by shims that load them on first
+// use through packages/action/src/native.ts, which knows the exact versions below.
+// TSBUILD_ACTION_OUTFILE lets CI rebuild to another path and compare with the committed file.
+const actionDir = new URL('../packages/action/', import.meta.url).pathname;
+const nativeShims = {
+  '@napi-rs/blake-hash': { functions: ['blake3'], classes: ['Blake3Hasher'] },
+  'zstd-napi': { functions: [], classes: ['CompressStream', 'DecompressStream'] },
+};
+const nativeVersions = Object.fromEntries(
+  Object.keys(nativeShims).map((name) => [name, JSON.parse(readFileSync(`${actionDir}node_modules/${name}/package.json`, 'utf8')).version]),
+);
+await build({
+  entryPoints: [`${actionDir}src/main.ts`],
+  outfile: process.env.TSBUILD_ACTION_OUTFILE || `${actionDir}dist/index.js`,
+  absWorkingDir: new URL('..', import.meta.url).pathname,
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  legalComments: 'none',
+  define: { TSBUILD_NATIVE_VERSIONS: JSON.stringify(nativeVersions) },
+  banner: {
+    js: "import { createRequire as __tsbuildCreateRequire } from 'node:module';\nconst require = __tsbuildCreateRequire(import.meta.url);",
+  },
+  plugins: [
+    {
+      name: 'tsbuild-native-shims',
+      setup(b) {
+        const filter = new RegExp(`^(${Object.keys(nativeShims).map((n) => n.replace(/[/.]/g, '\\$&')).join('|')})$`);
+        b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'tsbuild-native' }));
+        b.onLoad({ filter: /.*/, namespace: 'tsbuild-native' }, (args) => {
+          const { functions, classes } = nativeShims[args.path];
+          const m = `loadNative(${JSON.stringify(args.path)})`;
+          const lines = [`import { loadNative } from './native.ts';`];
+          for (const f of functions) lines.push(`export function ${f}(...a) { return ${m}.${f}(...a); }`);
+          for (const c of classes) lines.push(`export const ${c} = function ${c}(...a) { return new (${m}.${c})(...a); };`);
+          return { contents: lines.join('\n'), resolveDir: `${actionDir}src`, loader: 'js' };
+        });
+      },
+    },
+  ],
+  logLevel: 'warning',
+});
