@@ -1,0 +1,10922 @@
+import { createRequire as __tsbuildCreateRequire } from 'node:module';
+const require = __tsbuildCreateRequire(import.meta.url);
+var __create = Object.create;
+var __defProp = Object.defineProperty;
+var __getOwnPropDesc = Object.getOwnPropertyDescriptor;
+var __getOwnPropNames = Object.getOwnPropertyNames;
+var __getProtoOf = Object.getPrototypeOf;
+var __hasOwnProp = Object.prototype.hasOwnProperty;
+var __require = /* @__PURE__ */ ((x) => typeof require !== "undefined" ? require : typeof Proxy !== "undefined" ? new Proxy(x, {
+  get: (a, b) => (typeof require !== "undefined" ? require : a)[b]
+}) : x)(function(x) {
+  if (typeof require !== "undefined") return require.apply(this, arguments);
+  throw Error('Dynamic require of "' + x + '" is not supported');
+});
+var __esm = (fn, res, err) => function __init() {
+  if (err) throw err[0];
+  try {
+    return fn && (res = (0, fn[__getOwnPropNames(fn)[0]])(fn = 0)), res;
+  } catch (e) {
+    throw err = [e], e;
+  }
+};
+var __commonJS = (cb, mod) => function __require2() {
+  try {
+    return mod || (0, cb[__getOwnPropNames(cb)[0]])((mod = { exports: {} }).exports, mod), mod.exports;
+  } catch (e) {
+    throw mod = 0, e;
+  }
+};
+var __export = (target, all) => {
+  for (var name in all)
+    __defProp(target, name, { get: all[name], enumerable: true });
+};
+var __copyProps = (to, from, except, desc) => {
+  if (from && typeof from === "object" || typeof from === "function") {
+    for (let key of __getOwnPropNames(from))
+      if (!__hasOwnProp.call(to, key) && key !== except)
+        __defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });
+  }
+  return to;
+};
+var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__getProtoOf(mod)) : {}, __copyProps(
+  // If the importer is in node compatibility mode or this is not an ESM
+  // file that has been converted to a CommonJS file using a Babel-
+  // compatible transform (i.e. "__esModule" has not been set), then set
+  // "default" to the CommonJS "module.exports" for node compatibility.
+  isNodeMode || !mod || !mod.__esModule ? __defProp(target, "default", { value: mod, enumerable: true }) : target,
+  mod
+));
+
+// <define:TSBUILD_NATIVE_VERSIONS>
+var define_TSBUILD_NATIVE_VERSIONS_default;
+var init_define_TSBUILD_NATIVE_VERSIONS = __esm({
+  "<define:TSBUILD_NATIVE_VERSIONS>"() {
+    define_TSBUILD_NATIVE_VERSIONS_default = { "@napi-rs/blake-hash": "1.3.6", "zstd-napi": "0.0.13" };
+  }
+});
+
+// packages/errors/src/errors.ts
+function excerptOf(text, range) {
+  const lines = text.split(/\r?\n/);
+  const from = Math.max(1, range.start.line);
+  const to = Math.min(lines.length, Math.max(from, range.end.line), from + 4);
+  return lines.slice(from - 1, to).join("\n");
+}
+function redactSecrets(text) {
+  return text.replace(/(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]").replace(/\b((?:access_)?token|password|passwd|secret|auth)=([^&\s"']+)/gi, "$1=[redacted]").replace(/\/\/([^/@\s:]+):([^/@\s]+)@/g, "//[redacted]@");
+}
+var TsbuildError, DockerfileError, RegistryError, UnsafeArchiveError, UsageError, InternalError, CancelledError;
+var init_errors = __esm({
+  "packages/errors/src/errors.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    TsbuildError = class extends Error {
+      code;
+      hint;
+      /** Process exit code the CLI uses for this error. */
+      exitCode = 1;
+      constructor(code, message, options = {}) {
+        super(message, options.cause === void 0 ? void 0 : { cause: options.cause });
+        this.name = new.target.name;
+        this.code = code;
+        this.hint = options.hint;
+      }
+    };
+    DockerfileError = class _DockerfileError extends TsbuildError {
+      file;
+      range;
+      excerpt;
+      /** The message without the location prefix. */
+      detail;
+      constructor(message, options = {}) {
+        const file = options.file ?? "Dockerfile";
+        const loc = options.range ? `${file}:${options.range.start.line}:${options.range.start.column}` : file;
+        super("DOCKERFILE", `${loc}: ${message}`, options);
+        this.file = file;
+        this.range = options.range;
+        this.excerpt = options.excerpt;
+        this.detail = message;
+      }
+      /** The same error attributed to another file name (the parser does not know the path). */
+      withFile(file, text) {
+        const excerpt = this.excerpt ?? (text !== void 0 && this.range ? excerptOf(text, this.range) : void 0);
+        const opts = { file, cause: this.cause };
+        if (this.hint !== void 0) opts.hint = this.hint;
+        if (this.range !== void 0) opts.range = this.range;
+        if (excerpt !== void 0) opts.excerpt = excerpt;
+        return new _DockerfileError(this.detail, opts);
+      }
+    };
+    RegistryError = class extends TsbuildError {
+      status;
+      ociCode;
+      temporary;
+      reference;
+      constructor(message, options = {}) {
+        super("REGISTRY", redactSecrets(message), options);
+        this.status = options.status;
+        this.ociCode = options.ociCode;
+        this.temporary = options.temporary ?? false;
+        this.reference = options.reference;
+      }
+    };
+    UnsafeArchiveError = class extends TsbuildError {
+      entry;
+      constructor(message, options = {}) {
+        super("UNSAFE_ARCHIVE", message, options);
+        this.entry = options.entry;
+      }
+    };
+    UsageError = class extends TsbuildError {
+      constructor(message, options = {}) {
+        super("USAGE", message, options);
+        this.exitCode = 2;
+      }
+    };
+    InternalError = class extends TsbuildError {
+      constructor(message, options = {}) {
+        super("INTERNAL", message, options);
+        this.exitCode = 70;
+      }
+    };
+    CancelledError = class extends TsbuildError {
+      constructor(message = "cancelled", options = {}) {
+        super("CANCELLED", message, options);
+        this.exitCode = 130;
+      }
+    };
+  }
+});
+
+// packages/errors/src/index.ts
+var init_src = __esm({
+  "packages/errors/src/index.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_errors();
+  }
+});
+
+// packages/oci/src/digest.ts
+import { createHash } from "node:crypto";
+function parseDigest(s) {
+  if (!DIGEST_RE.test(s)) {
+    throw new TsbuildError("BAD_DIGEST", `invalid digest ${JSON.stringify(s.slice(0, 100))}: expected sha256:<64 hex digits>`);
+  }
+  return s;
+}
+function isDigest(s) {
+  return typeof s === "string" && DIGEST_RE.test(s);
+}
+function digestHex(d) {
+  return d.slice("sha256:".length);
+}
+function sha256(data) {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+var DIGEST_RE;
+var init_digest = __esm({
+  "packages/oci/src/digest.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
+  }
+});
+
+// packages/oci/src/types.ts
+var MediaType, ANNOTATION_REF_NAME;
+var init_types = __esm({
+  "packages/oci/src/types.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    MediaType = {
+      OciIndex: "application/vnd.oci.image.index.v1+json",
+      OciManifest: "application/vnd.oci.image.manifest.v1+json",
+      OciConfig: "application/vnd.oci.image.config.v1+json",
+      OciLayer: "application/vnd.oci.image.layer.v1.tar",
+      OciLayerGzip: "application/vnd.oci.image.layer.v1.tar+gzip",
+      OciLayerZstd: "application/vnd.oci.image.layer.v1.tar+zstd",
+      OciLayout: "application/vnd.oci.layout.header.v1+json",
+      DockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
+      DockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
+      DockerConfig: "application/vnd.docker.container.image.v1+json",
+      DockerLayerGzip: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+      DockerLayer: "application/vnd.docker.image.rootfs.diff.tar",
+      DockerForeignLayerGzip: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    };
+    ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name";
+  }
+});
+
+// packages/oci/src/json.ts
+function canonicalJson(value) {
+  return Buffer.from(canonicalString(value), "utf8");
+}
+function canonicalString(value) {
+  return JSON.stringify(sortKeys(value));
+}
+function sortKeys(value) {
+  if (Array.isArray(value)) return value.map((v) => v === void 0 ? null : sortKeys(v));
+  if (value !== null && typeof value === "object") {
+    const src = value;
+    const out = {};
+    for (const k of Object.keys(src).sort()) {
+      const v = src[k];
+      if (v !== void 0) out[k] = sortKeys(v);
+    }
+    return out;
+  }
+  return value;
+}
+var init_json = __esm({
+  "packages/oci/src/json.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+  }
+});
+
+// packages/oci/src/media.ts
+function isIndexMediaType(mt) {
+  return mt === MediaType.OciIndex || mt === MediaType.DockerManifestList;
+}
+function isManifestMediaType(mt) {
+  return mt === MediaType.OciManifest || mt === MediaType.DockerManifest;
+}
+function layerCompression(mediaType) {
+  const m = OCI_LAYER_RE.exec(mediaType) ?? DOCKER_LAYER_RE.exec(mediaType);
+  if (!m) {
+    throw new TsbuildError("UNSUPPORTED_MEDIA_TYPE", `unsupported layer media type ${JSON.stringify(mediaType)}`, {
+      hint: "tsbuild reads OCI and Docker schema2 layers (tar, tar+gzip, tar+zstd)"
+    });
+  }
+  return m[1] === "gzip" ? "gzip" : m[1] === "zstd" ? "zstd" : "none";
+}
+function layerMediaType(compression) {
+  switch (compression) {
+    case "none":
+      return MediaType.OciLayer;
+    case "gzip":
+      return MediaType.OciLayerGzip;
+    case "zstd":
+      return MediaType.OciLayerZstd;
+  }
+}
+var OCI_LAYER_RE, DOCKER_LAYER_RE;
+var init_media = __esm({
+  "packages/oci/src/media.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_types();
+    OCI_LAYER_RE = /^application\/vnd\.oci\.image\.layer\.(?:nondistributable\.)?v1\.tar(?:\+(gzip|zstd))?$/;
+    DOCKER_LAYER_RE = /^application\/vnd\.docker\.image\.rootfs\.(?:foreign\.)?diff\.tar(?:\.(gzip))?$/;
+  }
+});
+
+// packages/oci/src/build.ts
+function plain(d) {
+  const out = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+  if (d.annotations && Object.keys(d.annotations).length > 0) out.annotations = { ...d.annotations };
+  if (d.platform) out.platform = { ...d.platform };
+  if (d.urls) out.urls = [...d.urls];
+  if (d.artifactType) out.artifactType = d.artifactType;
+  return out;
+}
+function buildManifest(config, layers, annotations) {
+  const docker = config.mediaType === MediaType.DockerConfig;
+  const m = {
+    schemaVersion: 2,
+    mediaType: docker ? MediaType.DockerManifest : MediaType.OciManifest,
+    config: plain(config),
+    layers: layers.map(plain)
+  };
+  if (!docker && annotations && Object.keys(annotations).length > 0) m.annotations = { ...annotations };
+  return m;
+}
+function buildIndex(manifests, annotations) {
+  const idx = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: manifests.map(plain) };
+  if (annotations && Object.keys(annotations).length > 0) idx.annotations = { ...annotations };
+  return idx;
+}
+function chainIds(diffIds2) {
+  const out = [];
+  let prev;
+  for (const d of diffIds2) {
+    prev = prev === void 0 ? d : sha256(`${prev} ${d}`);
+    out.push(prev);
+  }
+  return out;
+}
+var init_build = __esm({
+  "packages/oci/src/build.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_digest();
+    init_json();
+    init_types();
+  }
+});
+
+// packages/oci/src/parse.ts
+function kind(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "undefined" ? "nothing" : `a ${typeof v}`;
+}
+function short(v) {
+  const s = v === void 0 ? "nothing" : JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+function parseJson(bytes, code, what) {
+  const text = typeof bytes === "string" ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new TsbuildError(code, `${what}: not valid JSON (${e.message})`, { cause: e });
+  }
+}
+function label(kindName, opts) {
+  return opts?.source ? `${kindName} ${opts.source}` : kindName;
+}
+function schemaVersion(c, v) {
+  if (v !== 2) c.fail("schemaVersion", `must be 2, got ${short(v)}`);
+  return 2;
+}
+function parseManifest(bytes, opts) {
+  const what = label("manifest", opts);
+  const c = new Checker("BAD_MANIFEST", what);
+  const o = c.obj(parseJson(bytes, "BAD_MANIFEST", what), "");
+  const m = {
+    schemaVersion: schemaVersion(c, o.schemaVersion),
+    config: c.descriptor(o.config, "config"),
+    layers: c.arr(o.layers, "layers").map((l, i) => c.descriptor(l, `layers[${i}]`))
+  };
+  if (o.mediaType !== void 0) {
+    m.mediaType = c.str(o.mediaType, "mediaType");
+    if (!isManifestMediaType(m.mediaType)) c.fail("mediaType", `is ${short(m.mediaType)}, not an image manifest type`);
+  }
+  if (o.annotations !== void 0) m.annotations = c.strMap(o.annotations, "annotations");
+  return m;
+}
+function parseIndex(bytes, opts) {
+  const what = label("image index", opts);
+  const c = new Checker("BAD_INDEX", what);
+  const o = c.obj(parseJson(bytes, "BAD_INDEX", what), "");
+  const idx = {
+    schemaVersion: schemaVersion(c, o.schemaVersion),
+    manifests: c.arr(o.manifests, "manifests").map((d, i) => c.descriptor(d, `manifests[${i}]`))
+  };
+  if (o.mediaType !== void 0) {
+    idx.mediaType = c.str(o.mediaType, "mediaType");
+    if (!isIndexMediaType(idx.mediaType)) c.fail("mediaType", `is ${short(idx.mediaType)}, not an image index type`);
+  }
+  if (o.annotations !== void 0) idx.annotations = c.strMap(o.annotations, "annotations");
+  return idx;
+}
+function nullableStrArr(c, v, path7) {
+  return v === null ? null : c.strArr(v, path7);
+}
+function containerConfig(c, v) {
+  const o = c.obj(v, "config");
+  const cc = {};
+  if (o.User !== void 0) cc.User = c.str(o.User, "config.User");
+  if (o.ExposedPorts != null) cc.ExposedPorts = c.emptyObjMap(o.ExposedPorts, "config.ExposedPorts");
+  if (o.Env != null) cc.Env = c.strArr(o.Env, "config.Env");
+  if (o.Entrypoint !== void 0) cc.Entrypoint = nullableStrArr(c, o.Entrypoint, "config.Entrypoint");
+  if (o.Cmd !== void 0) cc.Cmd = nullableStrArr(c, o.Cmd, "config.Cmd");
+  if (o.Volumes != null) cc.Volumes = c.emptyObjMap(o.Volumes, "config.Volumes");
+  if (o.WorkingDir !== void 0) cc.WorkingDir = c.str(o.WorkingDir, "config.WorkingDir");
+  if (o.Labels != null) cc.Labels = c.strMap(o.Labels, "config.Labels");
+  if (o.StopSignal !== void 0) cc.StopSignal = c.str(o.StopSignal, "config.StopSignal");
+  if (o.ArgsEscaped !== void 0) cc.ArgsEscaped = c.bool(o.ArgsEscaped, "config.ArgsEscaped");
+  if (o.OnBuild !== void 0) cc.OnBuild = nullableStrArr(c, o.OnBuild, "config.OnBuild");
+  if (o.Shell != null) cc.Shell = c.strArr(o.Shell, "config.Shell");
+  if (o.Healthcheck != null) {
+    const h = c.obj(o.Healthcheck, "config.Healthcheck");
+    const hc = {};
+    if (h.Test != null) hc.Test = c.strArr(h.Test, "config.Healthcheck.Test");
+    for (const k of ["Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"]) {
+      if (h[k] !== void 0) hc[k] = c.int(h[k], `config.Healthcheck.${k}`);
+    }
+    cc.Healthcheck = hc;
+  }
+  return cc;
+}
+function parseConfig(bytes, opts) {
+  const what = label("image config", opts);
+  const c = new Checker("BAD_CONFIG", what);
+  const o = c.obj(parseJson(bytes, "BAD_CONFIG", what), "");
+  const rootfs = c.obj(o.rootfs, "rootfs");
+  if (rootfs.type !== "layers") c.fail("rootfs.type", `must be "layers", got ${short(rootfs.type)}`);
+  const cfg = {
+    architecture: c.str(o.architecture, "architecture"),
+    os: c.str(o.os, "os"),
+    rootfs: {
+      type: "layers",
+      diff_ids: rootfs.diff_ids == null ? [] : c.arr(rootfs.diff_ids, "rootfs.diff_ids").map((d, i) => c.digest(d, `rootfs.diff_ids[${i}]`))
+    }
+  };
+  const variant = c.optStr(o.variant, "variant");
+  if (variant !== void 0) cfg.variant = variant;
+  const created = c.optStr(o.created, "created");
+  if (created !== void 0) cfg.created = created;
+  const author = c.optStr(o.author, "author");
+  if (author !== void 0) cfg.author = author;
+  if (o.config != null) cfg.config = containerConfig(c, o.config);
+  if (o.history != null) {
+    cfg.history = c.arr(o.history, "history").map((h, i) => {
+      const ho = c.obj(h, `history[${i}]`);
+      const e = {};
+      for (const k of ["created", "created_by", "author", "comment"]) {
+        const s = c.optStr(ho[k], `history[${i}].${k}`);
+        if (s !== void 0) e[k] = s;
+      }
+      if (ho.empty_layer !== void 0) e.empty_layer = c.bool(ho.empty_layer, `history[${i}].empty_layer`);
+      return e;
+    });
+  }
+  return cfg;
+}
+function sniffMediaType(bytes) {
+  let v;
+  try {
+    v = parseJson(bytes, "BAD_MANIFEST", "manifest");
+  } catch {
+    return void 0;
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return void 0;
+  const o = v;
+  if (typeof o.mediaType === "string") return o.mediaType;
+  if (Array.isArray(o.manifests)) return MediaType.OciIndex;
+  if (o.config !== void 0 && Array.isArray(o.layers)) return MediaType.OciManifest;
+  return void 0;
+}
+var Checker;
+var init_parse = __esm({
+  "packages/oci/src/parse.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_digest();
+    init_media();
+    init_types();
+    Checker = class {
+      constructor(code, what) {
+        this.code = code;
+        this.what = what;
+      }
+      code;
+      what;
+      fail(path7, problem) {
+        throw new TsbuildError(this.code, `${this.what}: ${path7 ? `${path7} ` : ""}${problem}`);
+      }
+      obj(v, path7) {
+        if (v === null || typeof v !== "object" || Array.isArray(v)) this.fail(path7, `must be an object, got ${kind(v)}`);
+        return v;
+      }
+      str(v, path7) {
+        if (typeof v !== "string") this.fail(path7, `must be a string, got ${kind(v)}`);
+        return v;
+      }
+      optStr(v, path7) {
+        return v === void 0 ? void 0 : this.str(v, path7);
+      }
+      bool(v, path7) {
+        if (typeof v !== "boolean") this.fail(path7, `must be a boolean, got ${kind(v)}`);
+        return v;
+      }
+      size(v, path7) {
+        if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) this.fail(path7, `must be a non-negative integer, got ${short(v)}`);
+        return v;
+      }
+      int(v, path7) {
+        if (typeof v !== "number" || !Number.isSafeInteger(v)) this.fail(path7, `must be an integer, got ${short(v)}`);
+        return v;
+      }
+      digest(v, path7) {
+        if (!isDigest(v)) this.fail(path7, `must be a sha256 digest (sha256:<64 hex>), got ${short(v)}`);
+        return v;
+      }
+      arr(v, path7) {
+        if (!Array.isArray(v)) this.fail(path7, `must be an array, got ${kind(v)}`);
+        return v;
+      }
+      strArr(v, path7) {
+        return this.arr(v, path7).map((x, i) => this.str(x, `${path7}[${i}]`));
+      }
+      strMap(v, path7) {
+        const o = this.obj(v, path7);
+        const out = {};
+        for (const [k, x] of Object.entries(o)) out[k] = this.str(x, `${path7}[${JSON.stringify(k)}]`);
+        return out;
+      }
+      emptyObjMap(v, path7) {
+        const o = this.obj(v, path7);
+        const out = {};
+        for (const k of Object.keys(o)) {
+          this.obj(o[k], `${path7}[${JSON.stringify(k)}]`);
+          out[k] = {};
+        }
+        return out;
+      }
+      platform(v, path7) {
+        const o = this.obj(v, path7);
+        const p = { architecture: this.str(o.architecture, `${path7}.architecture`), os: this.str(o.os, `${path7}.os`) };
+        if (o.variant !== void 0) p.variant = this.str(o.variant, `${path7}.variant`);
+        if (o["os.version"] !== void 0) p["os.version"] = this.str(o["os.version"], `${path7}.os.version`);
+        if (o["os.features"] !== void 0) p["os.features"] = this.strArr(o["os.features"], `${path7}.os.features`);
+        return p;
+      }
+      descriptor(v, path7) {
+        const o = this.obj(v, path7);
+        const d = {
+          mediaType: this.str(o.mediaType, `${path7}.mediaType`),
+          digest: this.digest(o.digest, `${path7}.digest`),
+          size: this.size(o.size, `${path7}.size`)
+        };
+        if (o.annotations !== void 0) d.annotations = this.strMap(o.annotations, `${path7}.annotations`);
+        if (o.platform !== void 0) d.platform = this.platform(o.platform, `${path7}.platform`);
+        if (o.urls !== void 0) d.urls = this.strArr(o.urls, `${path7}.urls`);
+        if (o.artifactType !== void 0) d.artifactType = this.str(o.artifactType, `${path7}.artifactType`);
+        return d;
+      }
+    };
+  }
+});
+
+// packages/oci/src/image.ts
+var init_image = __esm({
+  "packages/oci/src/image.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_digest();
+    init_parse();
+  }
+});
+
+// packages/oci/src/index.ts
+var init_src2 = __esm({
+  "packages/oci/src/index.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_digest();
+    init_types();
+    init_json();
+    init_media();
+    init_build();
+    init_parse();
+    init_image();
+  }
+});
+
+// node_modules/.pnpm/@balena+dockerignore@1.0.2/node_modules/@balena/dockerignore/ignore.js
+var require_ignore = __commonJS({
+  "node_modules/.pnpm/@balena+dockerignore@1.0.2/node_modules/@balena/dockerignore/ignore.js"(exports, module) {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    var path7 = __require("path");
+    var factory = (options) => new IgnoreBase(options);
+    factory.default = factory;
+    module.exports = factory;
+    function make_array(subject) {
+      return Array.isArray(subject) ? subject : [subject];
+    }
+    var REGEX_TRAILING_SLASH = /(?<=.)\/$/;
+    var REGEX_TRAILING_BACKSLASH = /(?<=.)\\$/;
+    var REGEX_TRAILING_PATH_SEP = path7.sep === "\\" ? REGEX_TRAILING_BACKSLASH : REGEX_TRAILING_SLASH;
+    var KEY_IGNORE = typeof Symbol !== "undefined" ? /* @__PURE__ */ Symbol.for("dockerignore") : "dockerignore";
+    function cleanPath(file) {
+      return path7.normalize(file).replace(REGEX_TRAILING_PATH_SEP, "");
+    }
+    function toSlash(file) {
+      if (path7.sep === "/") {
+        return file;
+      }
+      return file.replace(/\\/g, "/");
+    }
+    function fromSlash(file) {
+      if (path7.sep === "/") {
+        return file;
+      }
+      return file.replace(/\//g, path7.sep);
+    }
+    var IgnoreBase = class {
+      constructor({
+        // https://github.com/kaelzhang/node-ignore/blob/5.1.4/index.js#L372
+        ignorecase = true
+      } = {}) {
+        this._rules = [];
+        this._ignorecase = ignorecase;
+        this[KEY_IGNORE] = true;
+        this._initCache();
+      }
+      _initCache() {
+        this._cache = {};
+      }
+      // @param {Array.<string>|string|Ignore} pattern
+      add(pattern) {
+        this._added = false;
+        if (typeof pattern === "string") {
+          pattern = pattern.split(/\r?\n/g);
+        }
+        make_array(pattern).forEach(this._addPattern, this);
+        if (this._added) {
+          this._initCache();
+        }
+        return this;
+      }
+      // legacy
+      addPattern(pattern) {
+        return this.add(pattern);
+      }
+      _addPattern(pattern) {
+        if (pattern && pattern[KEY_IGNORE]) {
+          this._rules = this._rules.concat(pattern._rules);
+          this._added = true;
+          return;
+        }
+        if (this._checkPattern(pattern)) {
+          const rule = this._createRule(pattern.trim());
+          if (rule !== null) {
+            this._added = true;
+            this._rules.push(rule);
+          }
+        }
+      }
+      _checkPattern(pattern) {
+        return pattern && typeof pattern === "string" && pattern.indexOf("#") !== 0 && pattern.trim() !== "";
+      }
+      filter(paths) {
+        return make_array(paths).filter((path8) => this._filter(path8));
+      }
+      createFilter() {
+        return (path8) => this._filter(path8);
+      }
+      ignores(path8) {
+        return !this._filter(path8);
+      }
+      // https://github.com/moby/moby/blob/v19.03.8/builder/dockerignore/dockerignore.go#L41-L53
+      // https://github.com/moby/moby/blob/v19.03.8/pkg/fileutils/fileutils.go#L29-L55
+      _createRule(pattern) {
+        const origin = pattern;
+        let negative = false;
+        if (pattern[0] === "!") {
+          negative = true;
+          pattern = pattern.substring(1).trim();
+        }
+        if (pattern.length > 0) {
+          pattern = cleanPath(pattern);
+          pattern = toSlash(pattern);
+          if (pattern.length > 1 && pattern[0] === "/") {
+            pattern = pattern.slice(1);
+          }
+        }
+        if (negative) {
+          pattern = "!" + pattern;
+        }
+        pattern = pattern.trim();
+        if (pattern === "") {
+          return null;
+        }
+        pattern = cleanPath(pattern);
+        if (pattern[0] === "!") {
+          if (pattern.length === 1) {
+            return null;
+          }
+          negative = true;
+          pattern = pattern.substring(1);
+        } else {
+          negative = false;
+        }
+        return {
+          origin,
+          pattern,
+          // https://github.com/moby/moby/blob/v19.03.8/pkg/fileutils/fileutils.go#L54
+          dirs: pattern.split(path7.sep),
+          negative
+        };
+      }
+      // @returns `Boolean` true if the `path` is NOT ignored
+      _filter(path8) {
+        if (!path8) {
+          return false;
+        }
+        if (path8 in this._cache) {
+          return this._cache[path8];
+        }
+        return this._cache[path8] = this._test(path8);
+      }
+      // @returns {Boolean} true if a file is NOT ignored
+      // https://github.com/moby/moby/blob/v19.03.8/pkg/fileutils/fileutils.go#L62
+      _test(file) {
+        file = fromSlash(file);
+        const parentPath = cleanPath(path7.dirname(file));
+        const parentPathDirs = parentPath.split(path7.sep);
+        let matched = false;
+        this._rules.forEach((rule) => {
+          let match = this._match(file, rule);
+          if (!match && parentPath !== ".") {
+            if (rule.dirs.includes("**")) {
+              for (let i = rule.dirs.filter((x) => x !== "**").length; i <= parentPathDirs.length; i++) {
+                match = match || this._match(parentPathDirs.slice(0, i).join(path7.sep), rule);
+              }
+            } else if (rule.dirs.length <= parentPathDirs.length) {
+              match = this._match(parentPathDirs.slice(0, rule.dirs.length).join(path7.sep), rule);
+            }
+          }
+          if (match) {
+            matched = !rule.negative;
+          }
+        });
+        return !matched;
+      }
+      // @returns {Boolean} true if a file is matched by a rule
+      _match(file, rule) {
+        return this._compile(rule).regexp.test(file);
+      }
+      // https://github.com/moby/moby/blob/v19.03.8/pkg/fileutils/fileutils.go#L139
+      _compile(rule) {
+        if (rule.regexp) {
+          return rule;
+        }
+        let regStr = "^";
+        let escapedSlash = path7.sep === "\\" ? "\\\\" : path7.sep;
+        for (let i = 0; i < rule.pattern.length; i++) {
+          const ch = rule.pattern[i];
+          if (ch === "*") {
+            if (rule.pattern[i + 1] === "*") {
+              i++;
+              if (rule.pattern[i + 1] === path7.sep) {
+                i++;
+              }
+              if (rule.pattern[i + 1] === void 0) {
+                regStr += ".*";
+              } else {
+                regStr += `(.*${escapedSlash})?`;
+              }
+            } else {
+              regStr += `[^${escapedSlash}]*`;
+            }
+          } else if (ch === "?") {
+            regStr += `[^${escapedSlash}]`;
+          } else if (ch === "." || ch === "$") {
+            regStr += `\\${ch}`;
+          } else if (ch === "\\") {
+            if (path7.sep === "\\") {
+              regStr += escapedSlash;
+              continue;
+            }
+            if (rule.pattern[i + 1] !== void 0) {
+              regStr += "\\" + rule.pattern[i + 1];
+              i++;
+            } else {
+              regStr += "\\";
+            }
+          } else {
+            regStr += ch;
+          }
+        }
+        regStr += "$";
+        rule.regexp = new RegExp(regStr, this._ignorecase ? "i" : "");
+        return rule;
+      }
+    };
+  }
+});
+
+// packages/registry/src/reference.ts
+function bad2(input, why) {
+  return new UsageError(`invalid image reference ${JSON.stringify(input)}: ${why}`, {
+    hint: "references look like [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST], with a lower-case NAME"
+  });
+}
+function parseReference(input) {
+  if (input.length === 0) throw bad2(input, "it is empty");
+  if (/\s/.test(input)) throw bad2(input, "it contains white space");
+  let rest = input;
+  let digest;
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    const d = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(d)) throw bad2(input, `"${d}" is not a digest`);
+    if (!d.startsWith("sha256:")) throw bad2(input, `digest algorithm "${d.split(":")[0]}" is not supported (only sha256)`);
+    if (!/^sha256:[a-f0-9]{64}$/.test(d)) throw bad2(input, "a sha256 digest has 64 lower-case hex digits");
+    digest = d;
+  }
+  let tag;
+  const lastSlash = rest.lastIndexOf("/");
+  const colon = rest.lastIndexOf(":");
+  if (colon > lastSlash) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!TAG_RE2.test(tag)) throw bad2(input, `"${tag}" is not a valid tag`);
+  }
+  if (rest.length === 0) throw bad2(input, "the repository name is empty");
+  let registry = DOCKER_HUB;
+  let repository = rest;
+  const slash = rest.indexOf("/");
+  if (slash >= 0) {
+    const first = rest.slice(0, slash);
+    if (first === "localhost" || /[.:]/.test(first) || /[A-Z]/.test(first)) {
+      if (!DOMAIN_RE2.test(first)) throw bad2(input, `"${first}" is not a valid registry host`);
+      registry = first;
+      repository = rest.slice(slash + 1);
+    }
+  }
+  if (registry === "index.docker.io") registry = DOCKER_HUB;
+  if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
+  if (repository.length === 0) throw bad2(input, "the repository name is empty");
+  for (const component of repository.split("/")) {
+    if (COMPONENT_RE2.test(component)) continue;
+    if (COMPONENT_RE2.test(component.toLowerCase())) throw bad2(input, "repository name must be lowercase");
+    throw bad2(input, `"${component}" is not a valid repository path component`);
+  }
+  if (registry.length + 1 + repository.length > MAX_NAME) throw bad2(input, `the name is longer than ${MAX_NAME} characters`);
+  if (tag === void 0 && digest === void 0) tag = DEFAULT_TAG;
+  return makeReference(registry, repository, tag, digest);
+}
+function makeReference(registry, repository, tag, digest) {
+  const suffix = (tag === void 0 ? "" : `:${tag}`) + (digest === void 0 ? "" : `@${digest}`);
+  let short2 = `${registry}/${repository}`;
+  if (registry === DOCKER_HUB) short2 = repository.startsWith("library/") && repository.split("/").length === 2 ? repository.slice(8) : repository;
+  const full = `${registry}/${repository}${suffix}`;
+  return {
+    registry,
+    repository,
+    tag,
+    digest,
+    familiar: short2 + suffix,
+    identifier: digest ?? tag ?? DEFAULT_TAG,
+    toString: () => full
+  };
+}
+function withDigest(ref, digest) {
+  return makeReference(ref.registry, ref.repository, void 0, digest);
+}
+function withTag(ref, tag) {
+  if (!TAG_RE2.test(tag)) throw bad2(tag, "not a valid tag");
+  return makeReference(ref.registry, ref.repository, tag, void 0);
+}
+function registryApiHost(registry) {
+  return registry === DOCKER_HUB ? DOCKER_HUB_API : registry;
+}
+var DOCKER_HUB, DOCKER_HUB_API, DEFAULT_TAG, COMPONENT_RE2, TAG_RE2, HOST_LABEL, DOMAIN_RE2, MAX_NAME;
+var init_reference = __esm({
+  "packages/registry/src/reference.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    DOCKER_HUB = "docker.io";
+    DOCKER_HUB_API = "registry-1.docker.io";
+    DEFAULT_TAG = "latest";
+    COMPONENT_RE2 = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+    TAG_RE2 = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+    HOST_LABEL = "(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])";
+    DOMAIN_RE2 = new RegExp(`^(?:${HOST_LABEL}(?:\\.${HOST_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?$`);
+    MAX_NAME = 255;
+  }
+});
+
+// packages/registry/src/challenge.ts
+function parseChallenges(values) {
+  const out = [];
+  for (const value of values) {
+    let i = 0;
+    const s = value;
+    const skipWs = () => {
+      while (i < s.length && (s[i] === " " || s[i] === "	")) i++;
+    };
+    const readToken = () => {
+      const start = i;
+      while (i < s.length && /[A-Za-z0-9!#$%&'*+.^_`|~-]/.test(s[i] ?? "")) i++;
+      return s.slice(start, i);
+    };
+    let current;
+    while (i < s.length) {
+      skipWs();
+      if (s[i] === ",") {
+        i++;
+        continue;
+      }
+      const word = readToken();
+      if (word === "") {
+        i++;
+        continue;
+      }
+      skipWs();
+      if (s[i] === "=" && current !== void 0) {
+        i++;
+        skipWs();
+        let v = "";
+        if (s[i] === '"') {
+          i++;
+          while (i < s.length && s[i] !== '"') {
+            if (s[i] === "\\" && i + 1 < s.length) i++;
+            v += s[i];
+            i++;
+          }
+          i++;
+        } else {
+          const start = i;
+          while (i < s.length && s[i] !== "," && s[i] !== " ") i++;
+          v = s.slice(start, i);
+        }
+        current.params[word.toLowerCase()] = v;
+      } else {
+        current = { scheme: word.toLowerCase(), params: {} };
+        out.push(current);
+      }
+    }
+  }
+  return out;
+}
+var init_challenge = __esm({
+  "packages/registry/src/challenge.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+  }
+});
+
+// packages/registry/src/credentials.ts
+import { spawn as spawn7 } from "node:child_process";
+import { randomBytes as randomBytes3 } from "node:crypto";
+import { open as open5, readFile as readFile11, rename as rename4, rm as rm10, mkdir as mkdir8 } from "node:fs/promises";
+import { homedir as homedir2 } from "node:os";
+import { dirname as dirname2, join as join12 } from "node:path";
+function dockerConfigPath(opts = {}) {
+  const env = opts.env ?? process.env;
+  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join12(env["HOME"] ?? homedir2(), ".docker");
+  return join12(dir, "config.json");
+}
+function keyHost(key) {
+  const host = key.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
+  return HUB_NAMES.has(host) ? "docker.io" : host;
+}
+function serverKey(registry) {
+  return keyHost(registry) === "docker.io" ? HUB_KEY : registry;
+}
+async function readConfig(path7) {
+  let text;
+  try {
+    text = await readFile11(path7, "utf8");
+  } catch (e) {
+    if (e.code === "ENOENT") return {};
+    throw new TsbuildError("DOCKER_CONFIG", `cannot read ${path7}: ${e.message}`, { cause: e });
+  }
+  try {
+    const parsed = JSON.parse(text);
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not a JSON object");
+    return parsed;
+  } catch (e) {
+    throw new TsbuildError("DOCKER_CONFIG", `${path7} is not valid JSON: ${e.message}`, { cause: e });
+  }
+}
+function helperFor(cfg, registry) {
+  const host = keyHost(registry);
+  for (const [key, helper] of Object.entries(cfg.credHelpers ?? {})) {
+    if (keyHost(key) === host && helper) return helper;
+  }
+  return cfg.credsStore || void 0;
+}
+function entryFor(cfg, registry) {
+  const host = keyHost(registry);
+  for (const [key, entry] of Object.entries(cfg.auths ?? {})) {
+    if (keyHost(key) === host) return entry;
+  }
+  return void 0;
+}
+function fromEntry(entry, path7) {
+  if (entry.identitytoken) return { identityToken: entry.identitytoken, ...entry.username ? { username: entry.username } : {} };
+  if (entry.auth) {
+    const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon < 0) throw new TsbuildError("DOCKER_CONFIG", `${path7}: an "auth" value is not base64 of user:password`);
+    return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+  }
+  if (entry.username && entry.password !== void 0) return { username: entry.username, password: entry.password };
+  return void 0;
+}
+async function runHelper(name, action, input, env) {
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new TsbuildError("CREDENTIAL_HELPER", `invalid credential helper name ${JSON.stringify(name)}`);
+  const program = `docker-credential-${name}`;
+  return new Promise((resolve2, reject) => {
+    const child = spawn7(program, [action], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const out = [];
+    const err = [];
+    child.stdout.on("data", (b) => out.push(b));
+    child.stderr.on("data", (b) => err.push(b));
+    child.on("error", (e) => {
+      const hint = e.code === "ENOENT" ? `install ${program} or remove it from config.json` : void 0;
+      reject(new TsbuildError("CREDENTIAL_HELPER", `cannot run ${program}: ${e.message}`, { cause: e, ...hint ? { hint } : {} }));
+    });
+    child.on("close", (code) => resolve2({ code: code ?? 1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") }));
+    child.stdin.on("error", () => {
+    });
+    child.stdin.end(input);
+  });
+}
+async function helperGet(name, registry, env) {
+  const r = await runHelper(name, "get", serverKey(registry), env);
+  if (r.code !== 0) {
+    if (/credentials not found/i.test(r.stdout + r.stderr)) return void 0;
+    const why = redactSecrets((r.stderr || r.stdout).trim()).slice(0, 200);
+    throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${name} get ${registry} failed (exit ${r.code})${why ? `: ${why}` : ""}`);
+  }
+  let parsed;
+  try {
+    parsed = JSON.parse(r.stdout);
+  } catch {
+    throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${name} get ${registry} printed something that is not JSON`);
+  }
+  const user = typeof parsed.Username === "string" ? parsed.Username : "";
+  const secret = typeof parsed.Secret === "string" ? parsed.Secret : "";
+  if (!secret) return void 0;
+  if (user === "<token>") return { identityToken: secret };
+  return { username: user, password: secret };
+}
+function dockerConfigCredentials(opts = {}) {
+  return async (registry) => {
+    const path7 = dockerConfigPath(opts);
+    const cfg = await readConfig(path7);
+    const env = opts.env ?? process.env;
+    const helper = helperFor(cfg, registry);
+    if (helper !== void 0) {
+      const got = await helperGet(helper, registry, env);
+      if (got !== void 0) return got;
+    }
+    const entry = entryFor(cfg, registry);
+    return entry === void 0 ? void 0 : fromEntry(entry, path7);
+  };
+}
+async function writeConfig(path7, cfg) {
+  await mkdir8(dirname2(path7), { recursive: true, mode: 448 });
+  const tmp = `${path7}.${randomBytes3(6).toString("hex")}.tmp`;
+  const fh = await open5(tmp, "wx", 384);
+  try {
+    await fh.writeFile(`${JSON.stringify(cfg, null, "	")}
+`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename4(tmp, path7);
+  } catch (e) {
+    await rm10(tmp, { force: true });
+    throw e;
+  }
+}
+function dropEntries(cfg, registry) {
+  const host = keyHost(registry);
+  let removed = false;
+  for (const key of Object.keys(cfg.auths ?? {})) {
+    if (keyHost(key) === host && cfg.auths) {
+      delete cfg.auths[key];
+      removed = true;
+    }
+  }
+  return removed;
+}
+async function storeCredentials(registry, username, password, opts = {}) {
+  const path7 = dockerConfigPath(opts);
+  const cfg = await readConfig(path7);
+  const helper = helperFor(cfg, registry);
+  if (helper !== void 0) {
+    const input = JSON.stringify({ ServerURL: serverKey(registry), Username: username, Secret: password });
+    const r = await runHelper(helper, "store", input, opts.env ?? process.env);
+    if (r.code !== 0) throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${helper} store ${registry} failed (exit ${r.code})`);
+    if (dropEntries(cfg, registry)) await writeConfig(path7, cfg);
+    return;
+  }
+  dropEntries(cfg, registry);
+  cfg.auths = { ...cfg.auths ?? {}, [serverKey(registry)]: { auth: Buffer.from(`${username}:${password}`).toString("base64") } };
+  await writeConfig(path7, cfg);
+}
+async function removeCredentials(registry, opts = {}) {
+  const path7 = dockerConfigPath(opts);
+  const cfg = await readConfig(path7);
+  let removed = false;
+  const helper = helperFor(cfg, registry);
+  if (helper !== void 0) {
+    const r = await runHelper(helper, "erase", serverKey(registry), opts.env ?? process.env);
+    if (r.code === 0) removed = true;
+  }
+  if (dropEntries(cfg, registry)) {
+    removed = true;
+    await writeConfig(path7, cfg);
+  }
+  return removed;
+}
+var HUB_KEY, HUB_NAMES;
+var init_credentials = __esm({
+  "packages/registry/src/credentials.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    HUB_KEY = "https://index.docker.io/v1/";
+    HUB_NAMES = /* @__PURE__ */ new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
+  }
+});
+
+// packages/registry/src/http.ts
+import * as http from "node:http";
+import * as https from "node:https";
+import { rootCertificates } from "node:tls";
+function connectionError(err, what, url) {
+  const code = err?.code;
+  const msg = err instanceof Error ? err.message : String(err);
+  if (code === "ECONNREFUSED") {
+    return new RegistryError(`${what}: cannot connect to ${url.host}: connection refused (is the registry running?)`, { cause: err, temporary: false });
+  }
+  if (code === "ENOTFOUND") {
+    return new RegistryError(`${what}: cannot resolve host ${url.hostname}`, { cause: err, temporary: false });
+  }
+  if (typeof code === "string" && /^(?:CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_TLS)/.test(code)) {
+    return new RegistryError(`${what}: TLS verification of ${url.host} failed: ${msg}`, {
+      cause: err,
+      hint: "pass the registry CA with --ca-file, or mark the registry insecure to use plain HTTP"
+    });
+  }
+  const temporary = typeof code === "string" && CONNECTION_ERRORS.has(code) || /socket hang up|stalled|aborted|premature/i.test(msg);
+  return new RegistryError(`${what}: connection to ${url.host} failed: ${msg}`, { cause: err, temporary });
+}
+function wrapResponse(res, url) {
+  return {
+    status: res.statusCode ?? 0,
+    url,
+    body: res,
+    header(name) {
+      const v = res.headers[name.toLowerCase()];
+      return Array.isArray(v) ? v[0] : v;
+    },
+    headerAll(name) {
+      const v = res.headers[name.toLowerCase()];
+      return v === void 0 ? [] : Array.isArray(v) ? v : [v];
+    },
+    async bytes(limit) {
+      const declared = Number(res.headers["content-length"] ?? NaN);
+      if (declared > limit) {
+        res.destroy();
+        throw new RegistryError(`response from ${url.host}${url.pathname} is ${declared} bytes, more than the ${limit} allowed`);
+      }
+      const chunks = [];
+      let n = 0;
+      for await (const chunk of res) {
+        n += chunk.length;
+        if (n > limit) {
+          res.destroy();
+          throw new RegistryError(`response from ${url.host}${url.pathname} is larger than the ${limit} bytes allowed`);
+        }
+        chunks.push(chunk);
+      }
+      return Buffer.concat(chunks);
+    },
+    discard() {
+      res.resume();
+    }
+  };
+}
+async function responseError(res, what, reference) {
+  let ociCode;
+  let detail = "";
+  try {
+    const text = (await res.bytes(64 * 1024)).toString("utf8");
+    const parsed = JSON.parse(text);
+    const first = parsed.errors?.[0];
+    if (first !== void 0) {
+      ociCode = typeof first.code === "string" ? first.code : void 0;
+      const m = typeof first.message === "string" ? first.message : "";
+      detail = `${ociCode ?? "error"}${m ? `: ${m}` : ""}`;
+    }
+  } catch {
+  }
+  const status = res.status;
+  const temporary = status >= 500 || status === 429 || status === 408;
+  let message = `${what}: ${status} ${http.STATUS_CODES[status] ?? ""}`.trimEnd();
+  if (detail) message += ` (${detail.slice(0, 300)})`;
+  const options = { status, temporary };
+  if (ociCode !== void 0) options.ociCode = ociCode;
+  if (reference !== void 0) options.reference = reference;
+  return new RegistryError(message, options);
+}
+var CONNECTION_ERRORS, Transport;
+var init_http = __esm({
+  "packages/registry/src/http.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    CONNECTION_ERRORS = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EAI_AGAIN", "UND_ERR_SOCKET", "ERR_STREAM_PREMATURE_CLOSE"]);
+    Transport = class {
+      httpAgent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+      httpsAgent;
+      timeoutMs;
+      userAgent;
+      constructor(opts = {}) {
+        this.timeoutMs = opts.timeoutMs ?? 6e4;
+        this.userAgent = opts.userAgent ?? "tsbuild";
+        this.httpsAgent = new https.Agent({
+          keepAlive: true,
+          maxSockets: 8,
+          ...opts.ca === void 0 ? {} : { ca: [...rootCertificates, opts.ca] }
+        });
+      }
+      close() {
+        this.httpAgent.destroy();
+        this.httpsAgent.destroy();
+      }
+      async send(req) {
+        const body = req.body === void 0 ? void 0 : await req.body();
+        const isHttps = req.url.protocol === "https:";
+        const mod = isHttps ? https : http;
+        const headers = { "user-agent": this.userAgent, ...req.headers };
+        if (body instanceof Uint8Array) headers["content-length"] = String(body.byteLength);
+        else if (body === void 0 && (req.method === "PUT" || req.method === "POST" || req.method === "PATCH")) headers["content-length"] = "0";
+        return new Promise((resolve2, reject) => {
+          let settled = false;
+          const fail = (e) => {
+            if (settled) return;
+            settled = true;
+            if (body !== void 0 && !(body instanceof Uint8Array)) body.destroy();
+            reject(e);
+          };
+          const cr = mod.request(
+            req.url,
+            {
+              method: req.method,
+              headers,
+              agent: isHttps ? this.httpsAgent : this.httpAgent,
+              ...req.signal === void 0 ? {} : { signal: req.signal }
+            },
+            (res) => {
+              if (settled) {
+                res.resume();
+                return;
+              }
+              settled = true;
+              resolve2(wrapResponse(res, req.url));
+            }
+          );
+          cr.setTimeout(this.timeoutMs, () => cr.destroy(new Error(`connection stalled for ${this.timeoutMs} ms`)));
+          cr.on("error", fail);
+          if (body === void 0) cr.end();
+          else if (body instanceof Uint8Array) cr.end(body);
+          else {
+            body.on("error", (e) => cr.destroy(e));
+            body.pipe(cr);
+          }
+        });
+      }
+    };
+  }
+});
+
+// packages/registry/src/client.ts
+import { readFileSync as readFileSync3 } from "node:fs";
+import { setTimeout as sleep2 } from "node:timers/promises";
+function scopeKey(scopes) {
+  return [...scopes].sort().join(" ");
+}
+function retryAfterMs(e) {
+  const v = e.retryAfter;
+  if (v === void 0) return 0;
+  const secs = Number(v);
+  if (Number.isFinite(secs)) return Math.min(secs * 1e3, 3e4);
+  const at = Date.parse(v);
+  return Number.isFinite(at) ? Math.min(Math.max(at - Date.now(), 0), 3e4) : 0;
+}
+function pullScope(repository) {
+  return `repository:${repository}:pull`;
+}
+function pushScope(repository) {
+  return `repository:${repository}:pull,push`;
+}
+var LOOPBACK, TOKEN_LIMIT, DEFAULT_TOKEN_LIFETIME_S, REDIRECTS, RegistryClient;
+var init_client = __esm({
+  "packages/registry/src/client.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_challenge();
+    init_credentials();
+    init_http();
+    init_reference();
+    LOOPBACK = /^(?:localhost|127(?:\.\d+){3}|\[::1\]|::1)(?::\d+)?$/;
+    TOKEN_LIMIT = 1024 * 1024;
+    DEFAULT_TOKEN_LIFETIME_S = 60;
+    REDIRECTS = 5;
+    RegistryClient = class {
+      transport;
+      insecure;
+      credentialSource;
+      hosts = /* @__PURE__ */ new Map();
+      retries;
+      retryDelayMs;
+      now;
+      constructor(opts = {}) {
+        let ca;
+        if (opts.caFile !== void 0) {
+          try {
+            ca = readFileSync3(opts.caFile, "utf8");
+          } catch (e) {
+            throw new UsageError(`cannot read CA file ${opts.caFile}: ${e.message}`, { cause: e });
+          }
+        }
+        this.transport = new Transport({ ca, timeoutMs: opts.timeoutMs, userAgent: opts.userAgent });
+        this.insecure = new Set(opts.insecure ?? []);
+        this.credentialSource = opts.credentials ?? dockerConfigCredentials();
+        this.retries = opts.retries ?? 4;
+        this.retryDelayMs = opts.retryDelayMs ?? 500;
+        this.now = opts.now ?? Date.now;
+      }
+      /** Closes pooled connections (a CLI exits faster). */
+      close() {
+        this.transport.close();
+      }
+      baseUrl(registry) {
+        const host = registryApiHost(registry);
+        const plain2 = LOOPBACK.test(host) || this.insecure.has(host) || this.insecure.has(registry);
+        return new URL(`${plain2 ? "http" : "https"}://${host}/`);
+      }
+      state(registry) {
+        let s = this.hosts.get(registry);
+        if (s === void 0) {
+          s = { challenge: void 0, tokens: /* @__PURE__ */ new Map(), credentials: void 0 };
+          this.hosts.set(registry, s);
+        }
+        return s;
+      }
+      async credentials(registry) {
+        const s = this.state(registry);
+        if (s.credentials === void 0) s.credentials = await this.credentialSource(registry) ?? null;
+        return s.credentials ?? void 0;
+      }
+      /**
+       * Runs `fn` again on temporary failures, waiting 1×, 2×, 4×… the base delay (or the server's
+       * Retry-After when it is longer). Used for whole operations such as one blob transfer.
+       */
+      async retry(what, signal, fn) {
+        for (let attempt = 0; ; attempt++) {
+          if (signal?.aborted) throw new CancelledError(`${what}: cancelled`);
+          try {
+            return await fn(attempt);
+          } catch (e) {
+            if (signal?.aborted) throw new CancelledError(`${what}: cancelled`, { cause: e });
+            if (!(e instanceof RegistryError) || !e.temporary || attempt >= this.retries) throw e;
+            const wait = Math.min(this.retryDelayMs * 2 ** attempt, 3e4) * (0.75 + Math.random() * 0.5);
+            await sleep2(Math.max(wait, retryAfterMs(e)), void 0, signal ? { signal } : void 0).catch(() => void 0);
+          }
+        }
+      }
+      /**
+       * Sends one request with authentication. 5xx/429/connection failures of idempotent requests
+       * are retried here; other statuses are returned for the caller to judge.
+       */
+      async request(registry, req) {
+        const once = async () => {
+          const res = await this.authorizedSend(registry, req);
+          if (res.status >= 500 || res.status === 429) {
+            const err = await responseError(res, req.what);
+            err.retryAfter = res.header("retry-after");
+            throw err;
+          }
+          return res;
+        };
+        if (req.idempotent === false) return once();
+        return this.retry(req.what, req.signal, once);
+      }
+      resolve(registry, path7) {
+        return /^https?:\/\//i.test(path7) ? new URL(path7) : new URL(path7, this.baseUrl(registry));
+      }
+      async authorizedSend(registry, req) {
+        const scopes = req.scopes ?? [];
+        let auth = await this.authorization(registry, scopes, req.signal);
+        let res = await this.sendFollowing(registry, req, auth);
+        if (res.status !== 401) return res;
+        const s = this.state(registry);
+        const fresh = parseChallenges(res.headerAll("www-authenticate"))[0];
+        const hadAuth = auth !== void 0;
+        if (fresh !== void 0) s.challenge = fresh;
+        s.tokens.delete(scopeKey(scopes));
+        if (!hadAuth && fresh === void 0) return res;
+        res.discard();
+        if (hadAuth && s.challenge?.scheme === "basic") throw await this.unauthorized(registry, req.what, 401);
+        auth = await this.authorization(registry, scopes, req.signal);
+        if (auth === void 0) throw await this.unauthorized(registry, req.what, void 0);
+        res = await this.sendFollowing(registry, req, auth);
+        if (res.status === 401) {
+          res.discard();
+          throw await this.unauthorized(registry, req.what, 401);
+        }
+        return res;
+      }
+      async unauthorized(registry, what, status) {
+        const creds = await this.credentials(registry);
+        if (creds === void 0) {
+          return new RegistryError(`${what}: ${registry} requires authentication and no credentials are configured for it`, {
+            status: 401,
+            ociCode: "UNAUTHORIZED",
+            hint: `run \`tsbuild login ${registry}\``
+          });
+        }
+        return new RegistryError(`${what}: ${registry} refused the credentials${status ? ` (${status} Unauthorized)` : ""}`, {
+          status: 401,
+          ociCode: "UNAUTHORIZED",
+          hint: `check the user name and password for ${registry} (\`tsbuild login ${registry}\`)`
+        });
+      }
+      async sendFollowing(registry, req, auth) {
+        let url = this.resolve(registry, req.path);
+        const origin = this.baseUrl(registry).origin;
+        for (let hop = 0; ; hop++) {
+          const headers = { ...req.headers };
+          if (auth !== void 0 && url.origin === origin) headers["authorization"] = auth;
+          let res;
+          try {
+            res = await this.transport.send({ method: req.method, url, headers, body: req.body, signal: req.signal });
+          } catch (e) {
+            if (req.signal?.aborted) throw new CancelledError(`${req.what}: cancelled`, { cause: e });
+            throw connectionError(e, req.what, url);
+          }
+          const location = res.header("location");
+          const redirect = [301, 302, 303, 307, 308].includes(res.status) && location !== void 0;
+          if (!redirect || req.method !== "GET" && req.method !== "HEAD") return res;
+          res.discard();
+          if (hop >= REDIRECTS) throw new RegistryError(`${req.what}: too many redirects from ${url.host}`);
+          url = new URL(location, url);
+        }
+      }
+      /** Finds out once per registry which authentication it wants (`GET /v2/`). */
+      async challenge(registry, signal) {
+        const s = this.state(registry);
+        if (s.challenge !== void 0) return s.challenge;
+        const what = `contact registry ${registry}`;
+        const res = await this.retry(what, signal, async () => {
+          const r = await this.sendFollowing(registry, { method: "GET", path: "/v2/", what, signal }, void 0);
+          if (r.status >= 500 || r.status === 429) throw await responseError(r, what);
+          return r;
+        });
+        res.discard();
+        if (res.status === 401) {
+          const all = parseChallenges(res.headerAll("www-authenticate"));
+          s.challenge = all.find((c) => c.scheme === "bearer") ?? all.find((c) => c.scheme === "basic") ?? all[0] ?? null;
+          if (s.challenge === null) throw new RegistryError(`${what}: 401 without a WWW-Authenticate challenge`, { status: 401 });
+        } else if (res.status >= 200 && res.status < 300) {
+          s.challenge = null;
+        } else if (res.status === 404) {
+          throw new RegistryError(`${what}: ${registry} does not serve the registry API (GET /v2/ answered 404)`, { status: 404 });
+        } else {
+          s.challenge = null;
+        }
+        return s.challenge;
+      }
+      async authorization(registry, scopes, signal) {
+        const ch = await this.challenge(registry, signal);
+        if (ch === null) return void 0;
+        if (ch.scheme === "basic") {
+          const c = await this.credentials(registry);
+          if (c === void 0) return void 0;
+          if (!("password" in c)) throw new UsageError(`${registry} uses Basic authentication, which cannot use an identity token`);
+          return `Basic ${Buffer.from(`${c.username}:${c.password}`).toString("base64")}`;
+        }
+        if (ch.scheme === "bearer") return `Bearer ${await this.token(registry, ch, scopes, signal)}`;
+        throw new RegistryError(`${registry} asks for unsupported authentication scheme "${ch.scheme}"`, { status: 401 });
+      }
+      async token(registry, ch, scopes, signal) {
+        const s = this.state(registry);
+        const key = scopeKey(scopes);
+        const cached = s.tokens.get(key);
+        if (cached !== void 0) {
+          const t = await cached.catch(() => void 0);
+          if (t !== void 0 && t.expiresAt > this.now()) return t.token;
+          if (s.tokens.get(key) !== cached) return this.token(registry, ch, scopes, signal);
+        }
+        const pending = this.fetchToken(registry, ch, scopes, signal);
+        s.tokens.set(key, pending);
+        try {
+          return (await pending).token;
+        } catch (e) {
+          if (s.tokens.get(key) === pending) s.tokens.delete(key);
+          throw e;
+        }
+      }
+      async fetchToken(registry, ch, scopes, signal) {
+        const realm = ch.params["realm"];
+        const what = `get a token for ${registry}`;
+        if (!realm) throw new RegistryError(`${what}: the Bearer challenge names no realm`);
+        let url;
+        try {
+          url = new URL(realm);
+        } catch {
+          throw new RegistryError(`${what}: the realm ${JSON.stringify(realm.slice(0, 200))} is not a URL`);
+        }
+        if (url.protocol !== "https:" && url.protocol !== "http:") throw new RegistryError(`${what}: the realm must be an http(s) URL`);
+        const creds = await this.credentials(registry);
+        const service = ch.params["service"];
+        const started = this.now();
+        const res = await this.retry(what, signal, async () => {
+          let r;
+          try {
+            if (creds !== void 0 && "identityToken" in creds) {
+              const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: creds.identityToken, client_id: "tsbuild" });
+              if (service) form.set("service", service);
+              if (scopes.length > 0) form.set("scope", scopes.join(" "));
+              const body = Buffer.from(form.toString());
+              r = await this.transport.send({ method: "POST", url, headers: { "content-type": "application/x-www-form-urlencoded" }, body: () => body, signal });
+            } else {
+              const u = new URL(url);
+              if (service) u.searchParams.set("service", service);
+              for (const sc of scopes) u.searchParams.append("scope", sc);
+              const headers = {};
+              if (creds !== void 0) {
+                u.searchParams.set("account", creds.username);
+                headers["authorization"] = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}`;
+              }
+              r = await this.transport.send({ method: "GET", url: u, headers, signal });
+            }
+          } catch (e) {
+            throw connectionError(e, what, url);
+          }
+          if (r.status >= 500 || r.status === 429) throw await responseError(r, what);
+          return r;
+        });
+        if (res.status === 401 || res.status === 403) {
+          res.discard();
+          throw new RegistryError(`${what}: the token server ${url.host} refused ${creds ? "the credentials" : "anonymous access"} (${res.status})`, {
+            status: res.status,
+            ociCode: "UNAUTHORIZED",
+            hint: creds ? `check the credentials for ${registry}` : `run \`tsbuild login ${registry}\``
+          });
+        }
+        if (res.status !== 200) throw await responseError(res, what);
+        let parsed;
+        try {
+          parsed = JSON.parse((await res.bytes(TOKEN_LIMIT)).toString("utf8"));
+        } catch (e) {
+          if (e instanceof TsbuildError) throw e;
+          throw new RegistryError(`${what}: the token server answered something that is not JSON`);
+        }
+        const token = typeof parsed.token === "string" && parsed.token ? parsed.token : typeof parsed.access_token === "string" ? parsed.access_token : "";
+        if (!token) throw new RegistryError(`${what}: the token server's answer has no token`);
+        const lifetime = typeof parsed.expires_in === "number" && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+        const margin = Math.min(10, lifetime / 10);
+        return { token, expiresAt: started + (lifetime - margin) * 1e3 };
+      }
+      /**
+       * Checks credentials against a registry without storing them: the registry (or its token
+       * server) must accept them. Used by `login`.
+       */
+      async verifyCredentials(registry, signal) {
+        const ch = await this.challenge(registry, signal);
+        if (ch === null) return;
+        const what = `log in to ${registry}`;
+        if (ch.scheme === "bearer") {
+          this.state(registry).tokens.clear();
+          await this.token(registry, ch, [], signal);
+          return;
+        }
+        const res = await this.request(registry, { method: "GET", path: "/v2/", what, signal });
+        res.discard();
+        if (res.status === 401) throw await this.unauthorized(registry, what, 401);
+        if (res.status < 200 || res.status >= 300) throw await responseError(res, what);
+      }
+    };
+  }
+});
+
+// packages/registry/src/login.ts
+async function login(registry, username, password, opts = {}) {
+  const client = new RegistryClient({ ...opts, credentials: async () => ({ username, password }) });
+  try {
+    await client.verifyCredentials(registry, opts.signal);
+  } finally {
+    client.close();
+  }
+  await storeCredentials(registry, username, password, opts);
+}
+async function logout(registry, opts = {}) {
+  return removeCredentials(registry, opts);
+}
+var init_login = __esm({
+  "packages/registry/src/login.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_client();
+    init_credentials();
+  }
+});
+
+// packages/registry/src/verify.ts
+import { createHash as createHash9 } from "node:crypto";
+import { Transform as Transform4 } from "node:stream";
+function verifyBytes(bytes, expected, what) {
+  if (bytes.byteLength !== expected.size) {
+    throw new RegistryError(`${what}: ${expected.digest} is ${bytes.byteLength} bytes, its descriptor says ${expected.size}`);
+  }
+  const got = `sha256:${createHash9("sha256").update(bytes).digest("hex")}`;
+  if (got !== expected.digest) throw new RegistryError(`${what}: the registry served content for ${expected.digest} that hashes to ${got}; refusing it`);
+}
+function checkDescriptor(d, where, what) {
+  const o = d;
+  if (o === null || typeof o !== "object") throw new RegistryError(`${what}: ${where} is not a descriptor`);
+  if (typeof o.mediaType !== "string") throw new RegistryError(`${what}: ${where} has no mediaType`);
+  if (!isDigest(o.digest)) throw new RegistryError(`${what}: ${where} has an invalid or non-sha256 digest`);
+  if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) throw new RegistryError(`${what}: ${where} has an invalid size`);
+  return o;
+}
+function parseManifestJson(bytes, contentType, what) {
+  let json;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString("utf8"));
+  } catch {
+    throw new RegistryError(`${what}: the manifest is not valid JSON`);
+  }
+  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new RegistryError(`${what}: the manifest is not a JSON object`);
+  const o = json;
+  if (o["schemaVersion"] === 1) throw new RegistryError(`${what}: Docker schema 1 manifests are not supported`, { hint: "push the image again with a current client" });
+  if (o["schemaVersion"] !== 2) throw new RegistryError(`${what}: unsupported manifest schemaVersion ${JSON.stringify(o["schemaVersion"])}`);
+  const ct = contentType?.split(";")[0]?.trim();
+  const mediaType = typeof o["mediaType"] === "string" ? o["mediaType"] : ct ?? "";
+  if (Array.isArray(o["manifests"])) {
+    o["manifests"].forEach((d, i) => checkDescriptor(d, `manifests[${i}]`, what));
+    return { mediaType: mediaType || "application/vnd.oci.image.index.v1+json", manifest: o, isIndex: true };
+  }
+  checkDescriptor(o["config"], "config", what);
+  if (!Array.isArray(o["layers"])) throw new RegistryError(`${what}: the manifest has no layers array`);
+  o["layers"].forEach((d, i) => checkDescriptor(d, `layers[${i}]`, what));
+  return { mediaType: mediaType || "application/vnd.oci.image.manifest.v1+json", manifest: o, isIndex: false };
+}
+var DigestVerifier;
+var init_verify = __esm({
+  "packages/registry/src/verify.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_src2();
+    DigestVerifier = class extends Transform4 {
+      constructor(expected, what) {
+        super();
+        this.expected = expected;
+        this.what = what;
+      }
+      expected;
+      what;
+      hash = createHash9("sha256");
+      seen = 0;
+      get bytesSeen() {
+        return this.seen;
+      }
+      _transform(chunk, _enc, cb) {
+        this.seen += chunk.length;
+        if (this.seen > this.expected.size) {
+          cb(new RegistryError(`${this.what}: blob ${this.expected.digest} is larger than its descriptor's ${this.expected.size} bytes`));
+          return;
+        }
+        this.hash.update(chunk);
+        cb(null, chunk);
+      }
+      _flush(cb) {
+        if (this.seen !== this.expected.size) {
+          cb(new RegistryError(`${this.what}: blob ${this.expected.digest} ended after ${this.seen} of ${this.expected.size} bytes`, { temporary: true }));
+          return;
+        }
+        const got = `sha256:${this.hash.digest("hex")}`;
+        if (got !== this.expected.digest) {
+          cb(new RegistryError(`${this.what}: the registry served content for ${this.expected.digest} that hashes to ${got}; refusing it`));
+          return;
+        }
+        cb();
+      }
+    };
+  }
+});
+
+// packages/registry/src/pull.ts
+import { createHash as createHash10 } from "node:crypto";
+import { pipeline as pipeline7 } from "node:stream/promises";
+function parsePlatform2(p) {
+  if (typeof p !== "string") return p;
+  const [os2, architecture, variant, ...rest] = p.split("/");
+  if (!os2 || !architecture || rest.length > 0) throw new UsageError(`invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
+  return variant ? { os: os2, architecture, variant } : { os: os2, architecture };
+}
+function formatPlatform2(p) {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
+}
+function platformMatches(have, want) {
+  if (have === void 0 || have.os !== want.os || have.architecture !== want.architecture) return false;
+  if (want.variant === void 0) return true;
+  return (have.variant ?? (have.architecture === "arm64" ? "v8" : void 0)) === want.variant;
+}
+async function getManifest(client, ref, opts = {}) {
+  const what = `get manifest ${ref.toString()}`;
+  return client.retry(what, opts.signal, async () => {
+    const res = await client.request(ref.registry, {
+      method: "GET",
+      path: `/v2/${ref.repository}/manifests/${ref.identifier}`,
+      headers: { accept: ACCEPT },
+      scopes: [pullScope(ref.repository)],
+      what,
+      signal: opts.signal
+    });
+    if (res.status === 404) {
+      const err = await responseError(res, what, ref.toString());
+      throw new RegistryError(`${ref.toString()}: manifest not found (the image or tag does not exist)`, { status: 404, ociCode: err.ociCode ?? "MANIFEST_UNKNOWN", reference: ref.toString() });
+    }
+    if (res.status !== 200) throw await responseError(res, what, ref.toString());
+    const bytes = await res.bytes(MANIFEST_LIMIT);
+    const digest = `sha256:${createHash10("sha256").update(bytes).digest("hex")}`;
+    if (ref.digest !== void 0 && digest !== ref.digest) {
+      throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
+    }
+    const claimed = res.header("docker-content-digest");
+    if (claimed !== void 0 && claimed.startsWith("sha256:") && claimed !== digest) {
+      throw new RegistryError(`${what}: the registry says the manifest is ${claimed} but it hashes to ${digest}; refusing it`, { reference: ref.toString() });
+    }
+    const parsed = parseManifestJson(bytes, res.header("content-type"), what);
+    return { descriptor: { mediaType: parsed.mediaType, digest, size: bytes.length }, bytes, manifest: parsed.manifest, isIndex: parsed.isIndex };
+  });
+}
+async function resolveImage(client, ref, opts = {}) {
+  const top = await getManifest(client, ref, opts);
+  if (!top.isIndex) return { manifestDescriptor: top.descriptor, manifestBytes: top.bytes, manifest: top.manifest, index: void 0 };
+  const want = parsePlatform2(opts.platform ?? "linux/amd64");
+  const entries = top.manifest.manifests;
+  const pick = entries.find((d) => platformMatches(d.platform, want));
+  if (pick === void 0) {
+    const have = entries.map((d) => d.platform).filter((p) => p !== void 0 && p.os !== "unknown").map(formatPlatform2);
+    throw new RegistryError(`${ref.toString()} has no image for ${formatPlatform2(want)}; it has: ${have.length ? have.join(", ") : "no platform-tagged images"}`, {
+      reference: ref.toString(),
+      hint: "choose one of those with --platform"
+    });
+  }
+  const child = await getManifest(client, withDigest(ref, pick.digest), opts);
+  if (child.isIndex) throw new RegistryError(`${ref.toString()}: nested indexes are not supported (${pick.digest})`, { reference: ref.toString() });
+  if (child.bytes.length !== pick.size) throw new RegistryError(`${ref.toString()}: manifest ${pick.digest} is ${child.bytes.length} bytes, the index says ${pick.size}`);
+  return { manifestDescriptor: { ...child.descriptor, mediaType: pick.mediaType, platform: want }, manifestBytes: child.bytes, manifest: child.manifest, index: top };
+}
+async function fetchBlobBytes(client, ref, desc, opts = {}) {
+  const what = `get blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
+  if (desc.size > CONFIG_LIMIT) throw new RegistryError(`${what}: ${desc.size} bytes is too large to read into memory`);
+  return client.retry(what, opts.signal, async () => {
+    const res = await client.request(ref.registry, { method: "GET", path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
+    if (res.status !== 200) throw await responseError(res, what, ref.toString());
+    const bytes = await res.bytes(desc.size);
+    verifyBytes(bytes, desc, what);
+    return bytes;
+  });
+}
+async function getConfig(client, ref, opts = {}) {
+  const img = await resolveImage(client, ref, opts);
+  const configBytes = await fetchBlobBytes(client, ref, img.manifest.config, opts);
+  let config;
+  try {
+    config = JSON.parse(configBytes.toString("utf8"));
+  } catch {
+    throw new RegistryError(`${ref.toString()}: config ${img.manifest.config.digest} is not valid JSON`);
+  }
+  if (config === null || typeof config !== "object") throw new RegistryError(`${ref.toString()}: config ${img.manifest.config.digest} is not a JSON object`);
+  return { manifestDescriptor: img.manifestDescriptor, manifest: img.manifest, config, configBytes };
+}
+async function pullBlob(client, ref, desc, sink, opts = {}) {
+  const what = `pull blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
+  await client.retry(what, opts.signal, async () => {
+    const res = await client.request(ref.registry, { method: "GET", path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
+    if (res.status !== 200) throw await responseError(res, what, ref.toString());
+    const writer = await sink.write(desc);
+    try {
+      await pipeline7(res.body, new DigestVerifier(desc, what), writer.stream, opts.signal ? { signal: opts.signal } : {});
+    } catch (e) {
+      await writer.abort();
+      if (e instanceof RegistryError) throw e;
+      throw new RegistryError(`${what}: download interrupted: ${e.message}`, { cause: e, temporary: !opts.signal?.aborted });
+    }
+    await writer.commit();
+  });
+}
+async function eachLimit(items, limit, fn) {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+async function writeBytes(sink, desc, bytes) {
+  if (await sink.has(desc.digest)) return;
+  const w = await sink.write(desc);
+  try {
+    await pipeline7(async function* () {
+      yield bytes;
+    }, w.stream);
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await w.commit();
+}
+async function pullImage(client, ref, sink, opts = {}) {
+  const img = await resolveImage(client, ref, opts);
+  const configDesc = img.manifest.config;
+  const configBytes = await fetchBlobBytes(client, ref, configDesc, opts);
+  let config;
+  try {
+    config = JSON.parse(configBytes.toString("utf8"));
+  } catch {
+    throw new RegistryError(`${ref.toString()}: config ${configDesc.digest} is not valid JSON`);
+  }
+  const seen = /* @__PURE__ */ new Set([configDesc.digest]);
+  const layers = img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+  for (const d of layers) {
+    if (d.urls !== void 0 && d.urls.length > 0) throw new RegistryError(`${ref.toString()}: layer ${d.digest} is a foreign layer (hosted elsewhere), which is not supported`);
+  }
+  await eachLimit(layers, opts.concurrency ?? 4, async (d) => {
+    if (await sink.has(d.digest)) {
+      opts.onBlob?.({ descriptor: d, status: "exists" });
+      return;
+    }
+    await pullBlob(client, ref, d, sink, opts);
+    opts.onBlob?.({ descriptor: d, status: "done" });
+  });
+  await writeBytes(sink, configDesc, configBytes);
+  await writeBytes(sink, img.manifestDescriptor, img.manifestBytes);
+  return { manifestDescriptor: img.manifestDescriptor, manifest: img.manifest, manifestBytes: img.manifestBytes, config };
+}
+var MANIFEST_LIMIT, CONFIG_LIMIT, ACCEPT;
+var init_pull = __esm({
+  "packages/registry/src/pull.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_src2();
+    init_client();
+    init_http();
+    init_reference();
+    init_verify();
+    MANIFEST_LIMIT = 4 * 1024 * 1024;
+    CONFIG_LIMIT = 16 * 1024 * 1024;
+    ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(", ");
+  }
+});
+
+// packages/registry/src/push.ts
+import { createHash as createHash11 } from "node:crypto";
+import { setTimeout as sleep3 } from "node:timers/promises";
+async function backoff(base, attempt, signal) {
+  await sleep3(Math.min(base * 2 ** attempt, 3e4), void 0, signal ? { signal } : void 0);
+}
+function rangeEnd(range) {
+  const m = /^(?:bytes=)?0-(\d+)$/.exec(range?.trim() ?? "");
+  if (m === null) return 0;
+  const end = Number(m[1]);
+  return end === 0 ? 0 : end + 1;
+}
+async function eachLimit2(items, limit, fn) {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+async function pushBlob(client, ref, desc, source, opts = {}) {
+  return new BlobPusher(client, ref, source, opts).push(desc);
+}
+async function pushManifest(client, ref, bytes, mediaType, opts = {}) {
+  const digest = `sha256:${createHash11("sha256").update(bytes).digest("hex")}`;
+  if (ref.tag === void 0 && ref.digest !== void 0 && ref.digest !== digest) {
+    throw new UsageError(`cannot push to ${ref.toString()}: the manifest's digest is ${digest}`);
+  }
+  const what = `push manifest to ${ref.toString()}`;
+  const res = await client.request(ref.registry, {
+    method: "PUT",
+    path: `/v2/${ref.repository}/manifests/${ref.tag ?? digest}`,
+    headers: { "content-type": mediaType },
+    body: () => bytes,
+    scopes: [pushScope(ref.repository)],
+    what,
+    signal: opts.signal
+  });
+  if (res.status !== 201 && res.status !== 200 && res.status !== 202) throw await responseError(res, what, ref.toString());
+  res.discard();
+  const got = res.header("docker-content-digest");
+  if (got !== void 0 && got.startsWith("sha256:") && got !== digest) throw new RegistryError(`${what}: the registry stored the manifest as ${got}, expected ${digest}`);
+  return digest;
+}
+async function pushImage(client, ref, source, opts = {}) {
+  const { bytes, mediaType } = await source.manifest();
+  const parsed = parseManifestJson(bytes, mediaType, `push ${ref.toString()}`);
+  if (parsed.isIndex) throw new UsageError(`cannot push ${ref.toString()}: pushing an image index is not supported, push each platform's manifest`);
+  const manifest = parsed.manifest;
+  const seen = /* @__PURE__ */ new Set();
+  const blobs = [manifest.config, ...manifest.layers].filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+  const pusher = new BlobPusher(client, ref, source, opts);
+  await eachLimit2(blobs, opts.concurrency ?? 3, async (d) => {
+    const status = await pusher.push(d);
+    opts.onBlob?.({ descriptor: d, status });
+  });
+  const digest = await pushManifest(client, ref, bytes, mediaType, opts);
+  return { digest, descriptor: { mediaType, digest, size: bytes.byteLength } };
+}
+var OCTET, ChunkReader, BlobPusher;
+var init_push = __esm({
+  "packages/registry/src/push.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_client();
+    init_http();
+    init_verify();
+    OCTET = "application/octet-stream";
+    ChunkReader = class {
+      constructor(stream) {
+        this.stream = stream;
+        this.it = stream[Symbol.asyncIterator]();
+      }
+      stream;
+      it;
+      pending = Buffer.alloc(0);
+      done = false;
+      async read(n) {
+        const parts = [];
+        let have = 0;
+        while (have < n) {
+          if (this.pending.length === 0) {
+            if (this.done) break;
+            const r = await this.it.next();
+            if (r.done) {
+              this.done = true;
+              break;
+            }
+            this.pending = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+          }
+          const take = this.pending.subarray(0, n - have);
+          this.pending = this.pending.subarray(take.length);
+          parts.push(take);
+          have += take.length;
+        }
+        return Buffer.concat(parts);
+      }
+      close() {
+        this.stream.destroy();
+      }
+    };
+    BlobPusher = class {
+      constructor(client, ref, source, opts) {
+        this.client = client;
+        this.ref = ref;
+        this.source = source;
+        this.opts = opts;
+      }
+      client;
+      ref;
+      source;
+      opts;
+      get repo() {
+        return this.ref.repository;
+      }
+      async call(method, path7, what, extra = {}) {
+        return this.client.request(this.ref.registry, {
+          method,
+          path: path7,
+          what,
+          signal: this.opts.signal,
+          scopes: extra.scopes ?? [pushScope(this.repo)],
+          ...extra.headers ? { headers: extra.headers } : {},
+          ...extra.body ? { body: extra.body } : {},
+          ...extra.idempotent === void 0 ? {} : { idempotent: extra.idempotent }
+        });
+      }
+      async exists(desc) {
+        const what = `check blob ${desc.digest} in ${this.ref.registry}/${this.repo}`;
+        const res = await this.call("HEAD", `/v2/${this.repo}/blobs/${desc.digest}`, what);
+        res.discard();
+        if (res.status === 200) return true;
+        if (res.status === 404) return false;
+        throw await responseError(res, what, this.ref.toString());
+      }
+      /** Starts an upload session, or mounts the blob from `from`; returns the upload URL or 'mounted'. */
+      async start(desc, from) {
+        const what = `start upload of ${desc.digest} to ${this.ref.registry}/${this.repo}`;
+        let path7 = `/v2/${this.repo}/blobs/uploads/`;
+        const scopes = [pushScope(this.repo)];
+        const mounting = from !== void 0 && from !== this.repo;
+        if (mounting) {
+          path7 += `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`;
+          scopes.push(pullScope(from));
+        }
+        const res = await this.call("POST", path7, what, { scopes });
+        res.discard();
+        if (res.status === 201 && mounting) return "mounted";
+        if (res.status !== 202) throw await responseError(res, what, this.ref.toString());
+        const location = res.header("location");
+        if (!location) throw new RegistryError(`${what}: the registry gave no upload location`);
+        const min = Number(res.header("oci-chunk-min-length") ?? 0);
+        return { location: this.absolute(location, res.url), minChunk: Number.isSafeInteger(min) && min > 0 ? min : 0 };
+      }
+      absolute(location, base) {
+        return new URL(location, base).toString();
+      }
+      withDigest(location, digest) {
+        const u = new URL(location);
+        u.searchParams.set("digest", digest);
+        return u.toString();
+      }
+      async push(desc) {
+        if (await this.exists(desc)) return "exists";
+        const from = typeof this.opts.mountFrom === "function" ? this.opts.mountFrom(desc) : this.opts.mountFrom;
+        const monolithicMax = this.opts.monolithicMax ?? 16 * 1024 * 1024;
+        const what = `push blob ${desc.digest} to ${this.ref.registry}/${this.repo}`;
+        let mountTried = false;
+        return this.client.retry(what, this.opts.signal, async () => {
+          const session = await this.start(desc, mountTried ? void 0 : from);
+          mountTried = true;
+          if (session === "mounted") return "mounted";
+          if (desc.size <= monolithicMax) await this.monolithic(desc, session.location, what);
+          else await this.chunked(desc, session, what);
+          return "uploaded";
+        });
+      }
+      async monolithic(desc, location, what) {
+        const res = await this.call("PUT", this.withDigest(location, desc.digest), what, {
+          headers: { "content-type": OCTET, "content-length": String(desc.size) },
+          body: () => this.source.openBlob(desc),
+          idempotent: false
+        });
+        await this.finish(res, desc, what);
+      }
+      async finish(res, desc, what) {
+        if (res.status === 201 || res.status === 204) {
+          res.discard();
+          const got = res.header("docker-content-digest");
+          if (got !== void 0 && got !== desc.digest) throw new RegistryError(`${what}: the registry stored it as ${got}`);
+          return;
+        }
+        const err = await responseError(res, what, this.ref.toString());
+        if (err.ociCode === "DIGEST_INVALID" || err.ociCode === "SIZE_INVALID") {
+          throw new RegistryError(`${what}: the registry refused the content: it does not match ${desc.digest} (${desc.size} bytes)`, { status: err.status, ociCode: err.ociCode, reference: this.ref.toString() });
+        }
+        throw err;
+      }
+      /** Where the registry says an upload stands: the next offset it expects, or undefined when the session is gone. */
+      async uploadedUpTo(location, what) {
+        const res = await this.call("GET", location, `${what} (upload status)`);
+        res.discard();
+        if (res.status === 404) return void 0;
+        if (res.status !== 204 && res.status !== 200) throw await responseError(res, what, this.ref.toString());
+        const next = res.header("location");
+        return { offset: rangeEnd(res.header("range")), location: next ? this.absolute(next, res.url) : location };
+      }
+      async chunked(desc, session, what) {
+        const chunkSize = Math.max(this.opts.chunkSize ?? 8 * 1024 * 1024, session.minChunk);
+        let location = session.location;
+        let reader = new ChunkReader(await this.source.openBlob(desc));
+        let readerAt = 0;
+        let offset = 0;
+        let chunk = Buffer.alloc(0);
+        let chunkStart = 0;
+        const hash = createHash11("sha256");
+        let hashed = 0;
+        let failures = 0;
+        try {
+          while (offset < desc.size) {
+            if (offset < chunkStart || offset >= chunkStart + chunk.length) {
+              if (offset !== readerAt) {
+                reader.close();
+                reader = new ChunkReader(await this.source.openBlob(desc));
+                readerAt = 0;
+                while (readerAt < offset) {
+                  const skipped = await reader.read(Math.min(chunkSize, offset - readerAt));
+                  if (skipped.length === 0) throw new RegistryError(`${what}: the local blob ended after ${readerAt} of ${desc.size} bytes`);
+                  readerAt += skipped.length;
+                }
+              }
+              chunkStart = offset;
+              chunk = await reader.read(Math.min(chunkSize, desc.size - offset));
+              readerAt += chunk.length;
+              if (chunk.length === 0) throw new RegistryError(`${what}: the local blob ended after ${offset} of ${desc.size} bytes`);
+              if (chunkStart <= hashed && chunkStart + chunk.length > hashed) {
+                hash.update(chunk.subarray(hashed - chunkStart));
+                hashed = chunkStart + chunk.length;
+              }
+            }
+            const body = chunk.subarray(offset - chunkStart);
+            try {
+              const res2 = await this.call("PATCH", location, what, {
+                headers: { "content-type": OCTET, "content-range": `${offset}-${offset + body.length - 1}` },
+                body: () => body,
+                idempotent: false
+              });
+              if (res2.status !== 202) throw await responseError(res2, what, this.ref.toString());
+              res2.discard();
+              const next = res2.header("location");
+              if (next) location = this.absolute(next, res2.url);
+              const range = res2.header("range");
+              offset = range === void 0 ? offset + body.length : rangeEnd(range);
+              failures = 0;
+              continue;
+            } catch (e) {
+              if (!(e instanceof RegistryError) || !e.temporary && e.status !== 416 || failures >= this.client.retries) throw e;
+              await backoff(this.client.retryDelayMs, failures++, this.opts.signal);
+              const status = await this.uploadedUpTo(location, what);
+              if (status === void 0) throw e;
+              if (status.offset > chunkStart + chunk.length) throw new RegistryError(`${what}: the registry claims ${status.offset} bytes, more than were sent`);
+              location = status.location;
+              offset = status.offset;
+            }
+          }
+        } finally {
+          reader.close();
+        }
+        if (hashed === desc.size && `sha256:${hash.digest("hex")}` !== desc.digest) {
+          throw new RegistryError(`${what}: the local content does not match ${desc.digest}; not committing the upload`);
+        }
+        const res = await this.call("PUT", this.withDigest(location, desc.digest), what, { idempotent: false });
+        await this.finish(res, desc, what);
+      }
+    };
+  }
+});
+
+// packages/registry/src/convert.ts
+function mapType(type, table, format, what) {
+  const mapped = table[type];
+  if (mapped !== void 0) return mapped;
+  if (Object.values(table).includes(type)) return type;
+  if (format === "docker" && type === MediaType.OciLayerZstd) {
+    throw new UsageError(`${what}: zstd layers have no Docker media type`, { hint: "push with --format oci, or compress with gzip" });
+  }
+  throw new UsageError(`${what}: media type ${type} has no ${format} equivalent`);
+}
+function convertDescriptor(d, table, format, what) {
+  const out = { mediaType: mapType(d.mediaType, table, format, what), digest: d.digest, size: d.size };
+  if (d.urls !== void 0) out.urls = d.urls;
+  if (format === "oci" && d.annotations !== void 0) out.annotations = d.annotations;
+  return out;
+}
+function convertManifest(manifest, format) {
+  const table = format === "docker" ? TO_DOCKER : TO_OCI;
+  const what = `convert manifest to ${format}`;
+  const out = {
+    schemaVersion: 2,
+    mediaType: format === "docker" ? MediaType.DockerManifest : MediaType.OciManifest,
+    config: convertDescriptor(manifest.config, table, format, what),
+    layers: manifest.layers.map((l) => convertDescriptor(l, table, format, what))
+  };
+  if (format === "oci" && manifest.annotations !== void 0) out.annotations = manifest.annotations;
+  return out;
+}
+function toDockerManifest(manifest) {
+  return convertManifest(manifest, "docker");
+}
+function toOciManifest(manifest) {
+  return convertManifest(manifest, "oci");
+}
+function manifestMediaType(format) {
+  return format === "docker" ? MediaType.DockerManifest : MediaType.OciManifest;
+}
+function formatOfManifest(manifest) {
+  return manifest.mediaType === MediaType.DockerManifest || manifest.config.mediaType === MediaType.DockerConfig ? "docker" : "oci";
+}
+var TO_DOCKER, TO_OCI;
+var init_convert = __esm({
+  "packages/registry/src/convert.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src();
+    init_src2();
+    TO_DOCKER = {
+      [MediaType.OciManifest]: MediaType.DockerManifest,
+      [MediaType.OciConfig]: MediaType.DockerConfig,
+      [MediaType.OciLayer]: MediaType.DockerLayer,
+      [MediaType.OciLayerGzip]: MediaType.DockerLayerGzip
+    };
+    TO_OCI = Object.fromEntries(Object.entries(TO_DOCKER).map(([oci, docker]) => [docker, oci]));
+    TO_OCI[MediaType.DockerForeignLayerGzip] = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+  }
+});
+
+// packages/registry/src/adapters.ts
+import { Readable as Readable6 } from "node:stream";
+function storeSink(store) {
+  return {
+    has: (d) => store.hasBlob(d),
+    write: (desc) => {
+      const w = store.blobWriter();
+      return {
+        stream: w.stream,
+        commit: async () => {
+          await w.commit({ digest: desc.digest, size: desc.size });
+        },
+        abort: () => w.abort()
+      };
+    }
+  };
+}
+function imageSource(image) {
+  let layers;
+  const byDigest = () => layers ??= image.layers().then(async (ls) => {
+    const m = /* @__PURE__ */ new Map();
+    for (const l of ls) m.set(await l.digest(), () => l.compressed());
+    return m;
+  });
+  return {
+    manifest: async () => {
+      const [bytes, manifest] = await Promise.all([image.rawManifest(), image.manifest()]);
+      return { bytes, mediaType: manifest.mediaType ?? MediaType.OciManifest };
+    },
+    openBlob: async (desc) => {
+      if (desc.digest === (await image.configDescriptor()).digest) return Readable6.from([await image.rawConfig()]);
+      const open6 = (await byDigest()).get(desc.digest);
+      if (open6 === void 0) throw new Error(`image has no blob ${desc.digest}`);
+      return open6();
+    }
+  };
+}
+var init_adapters = __esm({
+  "packages/registry/src/adapters.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_src2();
+  }
+});
+
+// packages/registry/src/index.ts
+var src_exports = {};
+__export(src_exports, {
+  DOCKER_HUB: () => DOCKER_HUB,
+  DigestVerifier: () => DigestVerifier,
+  RegistryClient: () => RegistryClient,
+  convertManifest: () => convertManifest,
+  dockerConfigCredentials: () => dockerConfigCredentials,
+  dockerConfigPath: () => dockerConfigPath,
+  fetchBlobBytes: () => fetchBlobBytes,
+  formatOfManifest: () => formatOfManifest,
+  formatPlatform: () => formatPlatform2,
+  getConfig: () => getConfig,
+  getManifest: () => getManifest,
+  imageSource: () => imageSource,
+  login: () => login,
+  logout: () => logout,
+  manifestMediaType: () => manifestMediaType,
+  parseChallenges: () => parseChallenges,
+  parsePlatform: () => parsePlatform2,
+  parseReference: () => parseReference,
+  pullBlob: () => pullBlob,
+  pullImage: () => pullImage,
+  pullScope: () => pullScope,
+  pushBlob: () => pushBlob,
+  pushImage: () => pushImage,
+  pushManifest: () => pushManifest,
+  pushScope: () => pushScope,
+  registryApiHost: () => registryApiHost,
+  removeCredentials: () => removeCredentials,
+  resolveImage: () => resolveImage,
+  storeCredentials: () => storeCredentials,
+  storeSink: () => storeSink,
+  toDockerManifest: () => toDockerManifest,
+  toOciManifest: () => toOciManifest,
+  withDigest: () => withDigest,
+  withTag: () => withTag
+});
+var init_src3 = __esm({
+  "packages/registry/src/index.ts"() {
+    "use strict";
+    init_define_TSBUILD_NATIVE_VERSIONS();
+    init_reference();
+    init_client();
+    init_challenge();
+    init_credentials();
+    init_login();
+    init_pull();
+    init_push();
+    init_convert();
+    init_verify();
+    init_adapters();
+  }
+});
+
+// packages/action/src/main.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawnSync } from "node:child_process";
+import { homedir as homedir3 } from "node:os";
+import { join as join14 } from "node:path";
+
+// packages/action/src/action.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { relative, isAbsolute as isAbsolute2, resolve as resolvePath7 } from "node:path";
+import { appendFileSync as appendFileSync2 } from "node:fs";
+
+// packages/builder/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/builder/src/build.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
+import { join as join11, resolve as resolvePath5 } from "node:path";
+
+// packages/dockerfile/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/parser.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+
+// packages/dockerfile/src/directives.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var DIRECTIVE_NAMES = ["syntax", "escape", "check"];
+var DIRECTIVE_RE = /^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=/;
+function isRegexSpace(c) {
+  return c === " " || c === "	" || c === "\n" || c === "\f" || c === "\r";
+}
+function directiveValue(after) {
+  if (after.length === 0) return void 0;
+  let start = 0;
+  while (start < after.length && isRegexSpace(after[start])) start++;
+  if (start === after.length) return after.slice(-1);
+  let end = after.length;
+  while (end > start && isRegexSpace(after[end - 1])) end--;
+  return after.slice(start, end);
+}
+function isDirectiveName(name) {
+  return DIRECTIVE_NAMES.includes(name);
+}
+var DirectiveError = class extends Error {
+};
+var DirectiveScanner = class {
+  done = false;
+  seen = /* @__PURE__ */ new Set();
+  values = {};
+  /**
+   * Looks at one physical line (newline and leading whitespace already removed).
+   * Returns the directive it holds, or undefined; throws DirectiveError on a repeated directive.
+   */
+  scan(line) {
+    if (this.done) return void 0;
+    const m = DIRECTIVE_RE.exec(line);
+    const rawName = m?.[1];
+    const value = m ? directiveValue(line.slice(m[0].length)) : void 0;
+    if (rawName === void 0 || value === void 0) {
+      this.done = true;
+      return void 0;
+    }
+    const name = rawName.toLowerCase();
+    if (!isDirectiveName(name)) {
+      this.done = true;
+      return void 0;
+    }
+    if (this.seen.has(name)) throw new DirectiveError(`only one ${name} parser directive can be used`);
+    this.seen.add(name);
+    this.values[name] = value;
+    return { name, value };
+  }
+};
+
+// packages/dockerfile/src/parser.ts
+function isSpace(c) {
+  if (c === void 0) return false;
+  switch (c) {
+    case " ":
+    case "	":
+    case "\n":
+    case "\v":
+    case "\f":
+    case "\r":
+    case "\x85":
+    case "\xA0":
+    case "\u1680":
+    case "\u2028":
+    case "\u2029":
+    case "\u202F":
+    case "\u205F":
+    case "\u3000":
+      return true;
+    default:
+      return c >= "\u2000" && c <= "\u200A";
+  }
+}
+function isArgSpace(c) {
+  return c === " " || c === "	" || c === "\v" || c === "\f" || c === "\r";
+}
+function trimLeftSpace(s) {
+  let i = 0;
+  while (i < s.length && isSpace(s[i])) i++;
+  return s.slice(i);
+}
+function trimSpace(s) {
+  let end = s.length;
+  while (end > 0 && isSpace(s[end - 1])) end--;
+  let start = 0;
+  while (start < end && isSpace(s[start])) start++;
+  return s.slice(start, end);
+}
+function splitArgs(s, two = false) {
+  const out = [];
+  let start = 0;
+  let i = 0;
+  while (i < s.length) {
+    if (isArgSpace(s[i])) {
+      let j = i;
+      while (j < s.length && isArgSpace(s[j])) j++;
+      out.push(s.slice(start, i));
+      start = j;
+      i = j;
+      if (two) break;
+    } else {
+      i++;
+    }
+  }
+  out.push(s.slice(start));
+  return out;
+}
+var NO_RANGE = { start: { line: 0, column: 0 }, end: { line: 0, column: 0 } };
+function node(value, next) {
+  return {
+    value,
+    next,
+    children: [],
+    heredocs: [],
+    attributes: {},
+    original: "",
+    flags: [],
+    range: NO_RANGE,
+    prevComment: []
+  };
+}
+function chain(values) {
+  let head;
+  for (let i = values.length - 1; i >= 0; i--) head = node(values[i] ?? "", head);
+  return head;
+}
+var LineError = class extends Error {
+  constructor(message, hint) {
+    super(message);
+    this.hint = hint;
+  }
+  hint;
+};
+function extractFlags(line) {
+  const flags = [];
+  let pos = 0;
+  const n = line.length;
+  for (; ; ) {
+    while (pos < n && isSpace(line[pos])) pos++;
+    if (pos >= n) return { rest: "", flags };
+    if (line[pos] !== "-" || line[pos + 1] !== "-") return { rest: line.slice(pos), flags };
+    let word = "";
+    let blankOK = false;
+    let quote = "";
+    for (; pos < n; pos++) {
+      const ch = line[pos] ?? "";
+      if (quote !== "") {
+        if (ch === quote) {
+          quote = "";
+          continue;
+        }
+        if (ch === "\\") {
+          if (pos + 1 === n) {
+            quote = "";
+            continue;
+          }
+          pos++;
+          word += line[pos] ?? "";
+          continue;
+        }
+        word += ch;
+        continue;
+      }
+      if (isSpace(ch)) break;
+      if (ch === "'" || ch === '"') {
+        quote = ch;
+        blankOK = true;
+        continue;
+      }
+      if (ch === "\\") {
+        if (pos + 1 === n) continue;
+        pos++;
+        word += line[pos] ?? "";
+        continue;
+      }
+      word += ch;
+    }
+    if (word === "--") return { rest: pos >= n ? "" : line.slice(pos), flags };
+    if (blankOK || word.length > 0) flags.push(word);
+    if (pos >= n) return { rest: "", flags };
+  }
+}
+function parseWords(rest, escape) {
+  const words = [];
+  let word = "";
+  let inWord = false;
+  let blankOK = false;
+  let quote = "";
+  const n = rest.length;
+  for (let pos = 0; pos < n; pos++) {
+    let ch = rest[pos] ?? "";
+    if (!inWord) {
+      if (isSpace(ch)) continue;
+      inWord = true;
+    }
+    if (quote === "") {
+      if (isSpace(ch)) {
+        if (blankOK || word.length > 0) words.push(word);
+        word = "";
+        blankOK = false;
+        inWord = false;
+        continue;
+      }
+      if (ch === "'" || ch === '"') {
+        quote = ch;
+        blankOK = true;
+      } else if (ch === escape) {
+        if (pos + 1 === n) continue;
+        word += ch;
+        pos++;
+        ch = rest[pos] ?? "";
+      }
+      word += ch;
+      continue;
+    }
+    const closing = ch === quote;
+    if (ch === escape && quote !== "'") {
+      if (pos + 1 === n) {
+        quote = "";
+        continue;
+      }
+      word += ch;
+      pos++;
+      ch = rest[pos] ?? "";
+    }
+    if (closing) quote = "";
+    word += ch;
+  }
+  if (inWord && (blankOK || word.length > 0)) words.push(word);
+  return words;
+}
+var NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only";
+var MAX_JSON_DEPTH = 1e4;
+function jsonDepthExceeded(s) {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') {
+      inString = true;
+    } else if (c === "[" || c === "{") {
+      if (++depth > MAX_JSON_DEPTH) return true;
+    } else if (c === "]" || c === "}") {
+      depth--;
+    }
+  }
+  return false;
+}
+function hasOverflowingNumber(value) {
+  const stack = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === "number" && !Number.isFinite(v)) return true;
+    if (Array.isArray(v)) for (const item of v) stack.push(item);
+    else if (v !== null && typeof v === "object") for (const item of Object.values(v)) stack.push(item);
+  }
+  return false;
+}
+function parseJSON(rest) {
+  const text = trimLeftSpace(rest);
+  if (!text.startsWith("[")) return "invalid";
+  if (jsonDepthExceeded(text)) return "invalid";
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return "invalid";
+  }
+  if (!Array.isArray(value) || hasOverflowingNumber(value)) return "invalid";
+  const strings = [];
+  for (const item of value) {
+    if (typeof item !== "string") {
+      throw new LineError(NOT_STRING_ARRAY, 'write exec form as ["executable", "arg", \u2026] with strings only');
+    }
+    strings.push(item);
+  }
+  return { next: chain(strings), attrs: { json: true } };
+}
+function parseIgnore() {
+  return { next: node(""), attrs: {} };
+}
+function parseString(rest) {
+  return { next: rest === "" ? void 0 : node(rest), attrs: {} };
+}
+function parseStringsWhitespaceDelimited(rest) {
+  if (rest === "") return { next: void 0, attrs: {} };
+  return { next: chain(splitArgs(rest)), attrs: {} };
+}
+function parseMaybeJSON(rest) {
+  if (rest === "") return { next: void 0, attrs: {} };
+  const json = parseJSON(rest);
+  if (json !== "invalid") return json;
+  return { next: node(rest), attrs: {} };
+}
+function parseMaybeJSONToList(rest) {
+  const json = parseJSON(rest);
+  if (json !== "invalid") return json;
+  return parseStringsWhitespaceDelimited(rest);
+}
+function parseNameVal(rest, key, ctx) {
+  const words = parseWords(rest, ctx.escape);
+  const first = words[0];
+  if (first === void 0) return { next: void 0, attrs: {} };
+  if (!first.includes("=")) {
+    const parts = splitArgs(rest, true);
+    if (parts.length < 2) {
+      throw new LineError(`${key} must have two arguments`, `write ${key} name=value`);
+    }
+    return { next: chain([parts[0] ?? "", parts[1] ?? "", ""]), attrs: {} };
+  }
+  const flat = [];
+  for (const word of words) {
+    const eq = word.indexOf("=");
+    if (eq < 0) {
+      throw new LineError(
+        `Syntax error - can't find = in ${goQuote(word)}. Must be of the form: name=value`,
+        `every ${key} item must be name=value; quote values that contain spaces`
+      );
+    }
+    flat.push(word.slice(0, eq), word.slice(eq + 1), "=");
+  }
+  return { next: chain(flat), attrs: {} };
+}
+function parseNameOrNameVal(rest, ctx) {
+  return { next: chain(parseWords(rest, ctx.escape)), attrs: {} };
+}
+function parseHealthConfig(rest) {
+  let sep = 0;
+  while (sep < rest.length && !isSpace(rest[sep])) sep++;
+  if (sep === 0) return { next: void 0, attrs: {} };
+  let next = sep;
+  while (next < rest.length && isSpace(rest[next])) next++;
+  const cmd = parseMaybeJSON(rest.slice(next));
+  return { next: node(rest.slice(0, sep), cmd.next), attrs: cmd.attrs };
+}
+var MAX_ONBUILD_DEPTH = 32;
+function parseSubCommand(rest, ctx) {
+  if (rest === "") return { next: void 0, attrs: {} };
+  if (ctx.depth >= MAX_ONBUILD_DEPTH) throw new LineError("ONBUILD instructions are nested too deeply");
+  const child = nodeFromLine(rest, { escape: ctx.escape, depth: ctx.depth + 1 }, []);
+  const holder = node("");
+  holder.children.push(child);
+  return { next: holder, attrs: {} };
+}
+var DISPATCH = /* @__PURE__ */ new Map([
+  ["add", parseMaybeJSONToList],
+  ["arg", parseNameOrNameVal],
+  ["cmd", parseMaybeJSON],
+  ["copy", parseMaybeJSONToList],
+  ["entrypoint", parseMaybeJSON],
+  ["env", (rest, ctx) => parseNameVal(rest, "ENV", ctx)],
+  ["expose", parseStringsWhitespaceDelimited],
+  ["from", parseStringsWhitespaceDelimited],
+  ["healthcheck", parseHealthConfig],
+  ["label", (rest, ctx) => parseNameVal(rest, "LABEL", ctx)],
+  ["maintainer", parseString],
+  ["onbuild", parseSubCommand],
+  ["run", parseMaybeJSON],
+  ["shell", parseMaybeJSON],
+  ["stopsignal", parseString],
+  ["user", parseString],
+  ["volume", parseMaybeJSONToList],
+  ["workdir", parseString]
+]);
+var HEREDOC_INSTRUCTIONS = /* @__PURE__ */ new Set(["add", "copy", "run"]);
+function nodeFromLine(line, ctx, comments) {
+  const trimmed = trimSpace(line);
+  let cmd = trimmed;
+  let args = "";
+  let flags = [];
+  const parts = splitArgs(trimmed, true);
+  if (parts.length === 2) {
+    cmd = parts[0] ?? "";
+    const extracted = extractFlags(parts[1] ?? "");
+    args = trimSpace(extracted.rest);
+    flags = extracted.flags;
+  }
+  const keyword = cmd.toLowerCase();
+  const fn = DISPATCH.get(keyword);
+  const parsed = fn ? fn(args, ctx) : parseIgnore();
+  const n = node(keyword, parsed.next);
+  n.attributes = parsed.attrs;
+  n.original = line;
+  n.flags = flags;
+  n.prevComment = comments;
+  return n;
+}
+function canContainHeredoc(n) {
+  let target = n;
+  if (target.value === "onbuild") {
+    const sub = target.next?.children[0];
+    if (sub) target = sub;
+  }
+  return HEREDOC_INSTRUCTIONS.has(target.value) && target.attributes.json !== true;
+}
+function shellWords(line) {
+  const words = [];
+  let raw = "";
+  let cooked = "";
+  let quoted = false;
+  let inWord = false;
+  const flush = () => {
+    if (inWord) words.push({ raw, cooked, quoted });
+    raw = "";
+    cooked = "";
+    quoted = false;
+    inWord = false;
+  };
+  const n = line.length;
+  for (let i = 0; i < n; i++) {
+    const c = line[i] ?? "";
+    if (isSpace(c)) {
+      flush();
+      continue;
+    }
+    inWord = true;
+    if (c === "\\") {
+      const next = line[i + 1];
+      if (next === void 0) {
+        raw += c;
+        continue;
+      }
+      raw += c + next;
+      cooked += next;
+      i++;
+      continue;
+    }
+    if (c === "'") {
+      const close = line.indexOf("'", i + 1);
+      if (close < 0) return void 0;
+      raw += line.slice(i, close + 1);
+      cooked += line.slice(i + 1, close);
+      quoted = true;
+      i = close;
+      continue;
+    }
+    if (c === '"') {
+      let j = i + 1;
+      let body = "";
+      for (; j < n; j++) {
+        const d = line[j];
+        if (d === '"') break;
+        if (d === "\\" && j + 1 < n) {
+          const e = line[j + 1] ?? "";
+          body += e === '"' || e === "\\" || e === "$" || e === "`" ? e : d + e;
+          j++;
+          continue;
+        }
+        body += d ?? "";
+      }
+      if (j >= n) return void 0;
+      raw += line.slice(i, j + 1);
+      cooked += body;
+      quoted = true;
+      i = j;
+      continue;
+    }
+    if (c === "$" && line[i + 1] === "{") {
+      const close = line.indexOf("}", i + 2);
+      const end = close < 0 ? n - 1 : close;
+      raw += line.slice(i, end + 1);
+      cooked += line.slice(i, end + 1);
+      i = end;
+      continue;
+    }
+    raw += c;
+    cooked += c;
+  }
+  flush();
+  return words;
+}
+var HEREDOC_RE = /^(\d*)<<(-?)([^<]*)$/s;
+function heredocsFromLine(line) {
+  const words = shellWords(line);
+  if (!words) return [];
+  const docs = [];
+  for (const word of words) {
+    const m = HEREDOC_RE.exec(word.raw);
+    if (!m) continue;
+    const chomp = m[2] === "-";
+    const rest = m[3] ?? "";
+    if (rest === "") continue;
+    const inner = shellWords(rest);
+    const only = inner?.[0];
+    if (!inner || inner.length !== 1 || !only || only.cooked === "") continue;
+    docs.push({ name: only.cooked, content: "", expand: !only.quoted, chomp });
+  }
+  return docs;
+}
+function trimContinuation(line, escape) {
+  let end = line.length;
+  while (end > 0 && (line[end - 1] === " " || line[end - 1] === "	")) end--;
+  if (end === 0 || line[end - 1] !== escape) return void 0;
+  if (end === 1) return "";
+  if (line[end - 2] === escape) return void 0;
+  return line.slice(0, end - 1);
+}
+function isComment(line) {
+  return trimLeftSpace(line).startsWith("#");
+}
+function trimNewline(line) {
+  let end = line.length;
+  while (end > 0 && (line[end - 1] === "\n" || line[end - 1] === "\r")) end--;
+  return line.slice(0, end);
+}
+function physicalLines(text) {
+  const lines = [];
+  let start = 0;
+  while (start < text.length) {
+    const nl = text.indexOf("\n", start);
+    const end = nl < 0 ? text.length : nl + 1;
+    lines.push(text.slice(start, end));
+    start = end;
+  }
+  return lines;
+}
+function leadingSpaceWidth(s) {
+  let i = 0;
+  while (i < s.length && isSpace(s[i])) i++;
+  return i;
+}
+function parse(text) {
+  const lines = physicalLines(text);
+  if (lines.length > 0 && lines[0]?.startsWith("\uFEFF")) lines[0] = lines[0].slice(1);
+  const directives = new DirectiveScanner();
+  let escape = "\\";
+  const warnings = [];
+  const children = [];
+  let comments = [];
+  const fail = (message, startLine, endLine, hint) => {
+    const last = trimNewline(lines[endLine - 1] ?? "");
+    const range = {
+      start: { line: startLine, column: 1 },
+      end: { line: endLine, column: last.length + 1 }
+    };
+    const options = {
+      range,
+      excerpt: excerptOf(text, range)
+    };
+    if (hint !== void 0) options.hint = hint;
+    throw new DockerfileError(message, options);
+  };
+  const processLine = (raw, lineNo, stripLeft) => {
+    let line = trimNewline(raw);
+    if (stripLeft) line = trimLeftSpace(line);
+    let directive = false;
+    try {
+      const found = directives.scan(line);
+      if (found) {
+        directive = true;
+        if (found.name === "escape") {
+          if (found.value !== "\\" && found.value !== "`") {
+            const shown = found.value.length > 20 ? `${found.value.slice(0, 20)}\u2026` : found.value;
+            fail(
+              `invalid escape token '${shown}' does not match \` or \\`,
+              lineNo,
+              lineNo,
+              "use # escape=\\ or # escape=`"
+            );
+          }
+          escape = found.value;
+        }
+      }
+    } catch (err) {
+      if (err instanceof DirectiveError) fail(err.message, lineNo, lineNo);
+      throw err;
+    }
+    return { line: isComment(line) ? "" : line, directive };
+  };
+  let i = 0;
+  while (i < lines.length) {
+    const raw = lines[i] ?? "";
+    const lineNo = i + 1;
+    i++;
+    if (isComment(raw)) {
+      const comment = trimSpace(raw.slice(1));
+      if (comment === "") comments = [];
+      else comments.push(comment);
+    }
+    const first = processLine(raw, lineNo, true);
+    if (first.directive) comments.pop();
+    const startLine = lineNo;
+    const startColumn = leadingSpaceWidth(raw) + 1;
+    let buf = first.line;
+    let continued = trimContinuation(buf, escape);
+    if (continued === void 0 && buf === "") continue;
+    if (continued !== void 0) buf = continued;
+    let emptyContinuation = false;
+    while (continued !== void 0 && i < lines.length) {
+      const rawNext = lines[i] ?? "";
+      const nextNo = i + 1;
+      i++;
+      const { line } = processLine(rawNext, nextNo, false);
+      if (isComment(rawNext)) continue;
+      if (trimLeftSpace(line) === "") {
+        emptyContinuation = true;
+        continue;
+      }
+      continued = trimContinuation(line, escape);
+      buf += continued ?? line;
+    }
+    let endLine = i;
+    if (emptyContinuation) {
+      const range2 = { start: { line: endLine, column: 1 }, end: { line: endLine, column: 1 } };
+      warnings.push({
+        message: `Empty continuation line found in: ${buf}`,
+        rule: "NoEmptyContinuation",
+        range: range2,
+        detail: "Empty continuation lines will become errors in a future release; https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
+      });
+    }
+    let child;
+    try {
+      child = nodeFromLine(buf, { escape, depth: 0 }, comments);
+    } catch (err) {
+      if (err instanceof LineError) return fail(err.message, startLine, endLine, err.hint);
+      throw err;
+    }
+    if (buf.includes("<<") && canContainHeredoc(child)) {
+      for (const doc of heredocsFromLine(buf)) {
+        let terminated = false;
+        let content = "";
+        while (i < lines.length) {
+          const body = lines[i] ?? "";
+          i++;
+          let candidate = trimNewline(body);
+          if (doc.chomp) candidate = candidate.replace(/^\t+/, "");
+          if (candidate === doc.name) {
+            terminated = true;
+            break;
+          }
+          content += body;
+        }
+        endLine = i;
+        if (!terminated) {
+          fail(
+            `unterminated heredoc ${doc.name}`,
+            startLine,
+            endLine,
+            `end the heredoc with a line containing only ${doc.name}`
+          );
+        }
+        doc.content = doc.chomp ? content.replace(/(^|\n)\t+/g, "$1") : content;
+        child.heredocs.push(doc);
+      }
+    }
+    const last = trimNewline(lines[endLine - 1] ?? "");
+    const range = {
+      start: { line: startLine, column: startColumn },
+      end: { line: endLine, column: last.length + 1 }
+    };
+    setRange(child, range);
+    children.push(child);
+    comments = [];
+  }
+  const firstChild = children[0];
+  const lastChild = children[children.length - 1];
+  if (!firstChild || !lastChild) {
+    const at = Math.max(1, lines.length);
+    return fail("file with no instructions", at, at, "a Dockerfile needs at least a FROM instruction");
+  }
+  const ast = {
+    children,
+    range: { start: firstChild.range.start, end: lastChild.range.end }
+  };
+  return { ast, escapeToken: escape, warnings, directives: { ...directives.values } };
+}
+function setRange(top, range) {
+  const stack = [top];
+  while (stack.length > 0) {
+    const n = stack.pop();
+    if (!n) break;
+    n.range = range;
+    if (n.next) stack.push(n.next);
+    stack.push(...n.children);
+  }
+}
+var PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$/u;
+function hex(n, width) {
+  return n.toString(16).padStart(width, "0");
+}
+function goQuote(s) {
+  let out = '"';
+  for (const ch of s) {
+    const cp = ch.codePointAt(0) ?? 0;
+    if (ch === '"') out += '\\"';
+    else if (ch === "\\") out += "\\\\";
+    else if (cp >= 55296 && cp <= 57343) out += "\uFFFD";
+    else if (PRINTABLE.test(ch)) out += ch;
+    else if (cp === 7) out += "\\a";
+    else if (cp === 8) out += "\\b";
+    else if (cp === 12) out += "\\f";
+    else if (cp === 10) out += "\\n";
+    else if (cp === 13) out += "\\r";
+    else if (cp === 9) out += "\\t";
+    else if (cp === 11) out += "\\v";
+    else if (cp < 32 || cp === 127) out += `\\x${hex(cp, 2)}`;
+    else if (cp < 65536) out += `\\u${hex(cp, 4)}`;
+    else out += `\\U${hex(cp, 8)}`;
+  }
+  return out + '"';
+}
+
+// packages/dockerfile/src/dump.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/shell.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+var ShellError = class extends TsbuildError {
+  /** The word as written. */
+  word;
+  /** The reason without the word, e.g. `syntax error: missing '}'`. */
+  detail;
+  constructor(detail, word) {
+    super("DOCKERFILE", `failed to process ${JSON.stringify(word)}: ${detail}`);
+    this.word = word;
+    this.detail = detail;
+  }
+};
+function processWordWithMatches(word, env, opts = {}) {
+  const lexer = new Lexer(word, env, opts);
+  try {
+    const { text, words } = lexer.run(void 0, false);
+    return { result: text, words, matched: lexer.matched, unmatched: lexer.unmatched };
+  } catch (e) {
+    if (e instanceof SyntaxFailure) throw new ShellError(e.message, word);
+    throw e;
+  }
+}
+function lookupEnv(env, name) {
+  if (env instanceof Map) return env.get(name);
+  const rec = env;
+  return Object.hasOwn(rec, name) ? rec[name] : void 0;
+}
+var SyntaxFailure = class extends Error {
+};
+var EOF = "";
+var GLOB_META = /* @__PURE__ */ new Set(["*", "?", "[", "]", "\\"]);
+var Fields = class {
+  word = "";
+  inWord = false;
+  words = [];
+  addChar(ch) {
+    if (isSpace2(ch)) {
+      if (this.inWord && this.word.length > 0) {
+        this.words.push(this.word);
+        this.word = "";
+        this.inWord = false;
+      }
+    } else {
+      this.addRaw(ch);
+    }
+  }
+  addRaw(s) {
+    this.word += s;
+    this.inWord = true;
+  }
+  addSplit(s) {
+    for (const ch of s) this.addChar(ch);
+  }
+  finish() {
+    if (this.word.length > 0) {
+      this.words.push(this.word);
+      this.word = "";
+      this.inWord = false;
+    }
+    return this.words;
+  }
+};
+function isSpace2(ch) {
+  return /^\s$/u.test(ch);
+}
+var Lexer = class {
+  constructor(word, env, opts) {
+    this.env = env;
+    this.chars = Array.from(word);
+    this.escape = opts.escapeToken ?? "\\";
+    this.skipUnset = opts.skipUnset ?? false;
+    this.skipQuotes = opts.skipQuotes ?? false;
+  }
+  env;
+  chars;
+  pos = 0;
+  escape;
+  skipUnset;
+  skipQuotes;
+  /** True while reading a `#`, `%` or `/` pattern: literal characters come out glob-escaped. */
+  pattern = false;
+  matched = /* @__PURE__ */ new Set();
+  unmatched = /* @__PURE__ */ new Set();
+  peek() {
+    return this.chars[this.pos] ?? EOF;
+  }
+  next() {
+    const ch = this.chars[this.pos] ?? EOF;
+    if (ch !== EOF) this.pos++;
+    return ch;
+  }
+  /** A character that must match itself when it ends up in a glob pattern. */
+  lit(ch) {
+    return this.pattern && GLOB_META.has(ch) ? `\\${ch}` : ch;
+  }
+  litString(s) {
+    if (!this.pattern) return s;
+    let out = "";
+    for (const ch of s) out += this.lit(ch);
+    return out;
+  }
+  getEnv(name) {
+    const v = lookupEnv(this.env, name);
+    if (v === void 0) this.unmatched.add(name);
+    else this.matched.add(name);
+    return v;
+  }
+  /** Reads up to `stop` (consumed) or the end; `pattern` switches glob-escaping of literals on. */
+  run(stop, pattern) {
+    const saved = this.pattern;
+    this.pattern = pattern;
+    try {
+      let text = "";
+      const fields = new Fields();
+      while (this.peek() !== EOF) {
+        const ch = this.peek();
+        if (stop !== void 0 && ch === stop) {
+          this.next();
+          return { text, words: fields.finish() };
+        }
+        if (ch === "$") {
+          const v = this.dollar();
+          text += v;
+          fields.addSplit(v);
+        } else if (!this.skipQuotes && ch === "'") {
+          const v = this.singleQuote();
+          text += v;
+          fields.addRaw(v);
+        } else if (!this.skipQuotes && ch === '"') {
+          const v = this.doubleQuote();
+          text += v;
+          fields.addRaw(v);
+        } else {
+          this.next();
+          if (ch === this.escape) {
+            const escaped = this.next();
+            if (escaped === EOF) break;
+            const out = this.pattern ? `\\${escaped}` : escaped;
+            text += out;
+            fields.addRaw(out);
+          } else {
+            const out = this.pattern && ch === "\\" ? "\\\\" : ch;
+            text += out;
+            fields.addChar(out);
+          }
+        }
+      }
+      if (stop !== void 0) {
+        throw new SyntaxFailure(`unexpected end of statement while looking for matching ${stop}`);
+      }
+      return { text, words: fields.finish() };
+    } finally {
+      this.pattern = saved;
+    }
+  }
+  singleQuote() {
+    this.next();
+    let out = "";
+    for (; ; ) {
+      const ch = this.next();
+      if (ch === EOF) throw new SyntaxFailure("unexpected end of statement while looking for matching single-quote");
+      if (ch === "'") return out;
+      out += this.lit(ch);
+    }
+  }
+  doubleQuote() {
+    this.next();
+    let out = "";
+    for (; ; ) {
+      const ch = this.peek();
+      if (ch === EOF) throw new SyntaxFailure("unexpected end of statement while looking for matching double-quote");
+      if (ch === '"') {
+        this.next();
+        return out;
+      }
+      if (ch === "$") {
+        out += this.litString(this.dollar());
+        continue;
+      }
+      this.next();
+      if (ch === this.escape) {
+        const after = this.peek();
+        if (after === EOF) continue;
+        if (after === '"' || after === "$" || after === this.escape) {
+          out += this.lit(this.next());
+          continue;
+        }
+      }
+      out += this.lit(ch);
+    }
+  }
+  dollar() {
+    this.next();
+    if (this.peek() !== "{") {
+      const name2 = this.name();
+      if (name2 === "") return "$";
+      const v = this.getEnv(name2);
+      if (v === void 0 && this.skipUnset) return `$${name2}`;
+      return v ?? "";
+    }
+    this.next();
+    const first = this.peek();
+    if (first === EOF) throw new SyntaxFailure("syntax error: missing '}'");
+    if (first === "{" || first === "}" || first === ":") throw new SyntaxFailure("syntax error: bad substitution");
+    const name = this.name();
+    let op = this.next();
+    if (op === EOF) throw new SyntaxFailure("syntax error: missing '}'");
+    if (op === "}") {
+      const v = this.getEnv(name);
+      if (v === void 0 && this.skipUnset) return `\${${name}}`;
+      return v ?? "";
+    }
+    if (name === "") throw new SyntaxFailure("syntax error: bad substitution");
+    let colon = false;
+    if (op === ":") {
+      colon = true;
+      op = this.next();
+    }
+    const modifier = (colon ? ":" : "") + op;
+    if (op === "-" || op === "+" || op === "?" || op === "#" || op === "%") {
+      const isPattern = op === "#" || op === "%";
+      if (colon && isPattern) throw new SyntaxFailure(`unsupported modifier (${modifier}) in substitution`);
+      const arg = this.argument("}", isPattern, "syntax error: missing '}'");
+      const value = this.getEnv(name);
+      if (value === void 0 && this.skipUnset) return `\${${name}${modifier}${arg}}`;
+      const unset = value === void 0 || colon && value === "";
+      switch (op) {
+        case "-":
+          return unset ? arg : value ?? "";
+        case "+":
+          return unset ? "" : arg;
+        case "?":
+          if (value === void 0) throw new SyntaxFailure(`${name}: ${arg || "is not allowed to be unset"}`);
+          if (unset) throw new SyntaxFailure(`${name}: ${arg || "is not allowed to be empty"}`);
+          return value;
+        default: {
+          let pat = arg;
+          let longest = false;
+          if (pat.startsWith(op)) {
+            longest = true;
+            pat = pat.slice(1);
+          }
+          const re = compileGlob(pat);
+          return op === "#" ? trimPrefix(value ?? "", re, longest) : trimSuffix(value ?? "", re, longest);
+        }
+      }
+    }
+    if (op === "/" && !colon) {
+      const all = this.peek() === "/";
+      if (all) this.next();
+      const pat = this.argument("/", true, "syntax error: missing '/' in ${}");
+      const replacement = this.argument("}", false, "syntax error: missing '}'");
+      const value = this.getEnv(name);
+      if (value === void 0 && this.skipUnset) return `\${${name}/${all ? "/" : ""}${pat}/${replacement}}`;
+      if (pat === "" || value === void 0) return value ?? "";
+      return replaceGlob(value, compileGlob(pat), replacement, all);
+    }
+    throw new SyntaxFailure(`unsupported modifier (${modifier}) in substitution`);
+  }
+  argument(stop, pattern, eofMessage) {
+    try {
+      return this.run(stop, pattern).text;
+    } catch (e) {
+      if (e instanceof SyntaxFailure && this.peek() === EOF && e.message.startsWith("unexpected end")) {
+        throw new SyntaxFailure(eofMessage);
+      }
+      throw e;
+    }
+  }
+  /** A variable name: letters/digits/_; a run of digits (positional); or one special parameter. */
+  name() {
+    let name = "";
+    for (; ; ) {
+      const ch = this.peek();
+      if (ch === EOF) return name;
+      if (name === "" && new RegExp("^\\p{Nd}$", "u").test(ch)) {
+        while (new RegExp("^\\p{Nd}$", "u").test(this.peek())) name += this.next();
+        return name;
+      }
+      if (name === "" && "@*#?-$!0".includes(ch)) return this.next();
+      if (!/^[\p{L}\p{Nd}_]$/u.test(ch)) return name;
+      name += this.next();
+    }
+  }
+};
+function compileGlob(pattern) {
+  const chars = Array.from(pattern);
+  const code = (ch) => `\\u{${(ch.codePointAt(0) ?? 0).toString(16)}}`;
+  let src = "";
+  for (let i = 0; i < chars.length; i++) {
+    const ch = chars[i];
+    if (ch === "\\") {
+      const n = chars[++i];
+      src += n === void 0 ? code("\\") : code(n);
+    } else if (ch === "*") {
+      src += "[^]*";
+    } else if (ch === "?") {
+      src += "[^]";
+    } else if (ch === "[") {
+      const cls = readClass(chars, i, code);
+      if (cls) {
+        src += cls.src;
+        i = cls.end;
+      } else {
+        src += code("[");
+      }
+    } else {
+      src += code(ch);
+    }
+  }
+  return new RegExp(`^(?:${src})$`, "u");
+}
+function readClass(chars, open6, code) {
+  let i = open6 + 1;
+  let negate = false;
+  if (chars[i] === "!" || chars[i] === "^") {
+    negate = true;
+    i++;
+  }
+  const items = [];
+  let first = true;
+  for (; i < chars.length; i++) {
+    let ch = chars[i];
+    if (ch === "]" && !first) {
+      if (items.length === 0) return void 0;
+      return { src: `[${negate ? "^" : ""}${items.join("")}]`, end: i };
+    }
+    first = false;
+    if (ch === "\\") {
+      const n = chars[i + 1];
+      if (n === void 0) return void 0;
+      ch = n;
+      i++;
+    }
+    if (chars[i + 1] === "-" && chars[i + 2] !== void 0 && chars[i + 2] !== "]") {
+      let hi = chars[i + 2];
+      let skip = 2;
+      if (hi === "\\" && chars[i + 3] !== void 0) {
+        hi = chars[i + 3];
+        skip = 3;
+      }
+      if ((hi.codePointAt(0) ?? 0) < (ch.codePointAt(0) ?? 0)) return void 0;
+      items.push(`${code(ch)}-${code(hi)}`);
+      i += skip;
+    } else {
+      items.push(code(ch));
+    }
+  }
+  return void 0;
+}
+function trimPrefix(value, re, longest) {
+  const chars = Array.from(value);
+  for (let k = 0; k <= chars.length; k++) {
+    const i = longest ? chars.length - k : k;
+    if (re.test(chars.slice(0, i).join(""))) return chars.slice(i).join("");
+  }
+  return value;
+}
+function trimSuffix(value, re, longest) {
+  const chars = Array.from(value);
+  for (let k = 0; k <= chars.length; k++) {
+    const i = longest ? k : chars.length - k;
+    if (re.test(chars.slice(i).join(""))) return chars.slice(0, i).join("");
+  }
+  return value;
+}
+function replaceGlob(value, re, replacement, all) {
+  if (value === "") return re.test("") ? replacement : "";
+  const chars = Array.from(value);
+  let out = "";
+  let start = 0;
+  let replaced = false;
+  while (start < chars.length) {
+    let end = -1;
+    if (!(replaced && !all)) {
+      for (let e = chars.length; e > start; e--) {
+        if (re.test(chars.slice(start, e).join(""))) {
+          end = e;
+          break;
+        }
+      }
+    }
+    if (end < 0) {
+      out += chars[start];
+      start++;
+    } else {
+      out += replacement;
+      start = end;
+      replaced = true;
+    }
+  }
+  return out;
+}
+
+// packages/dockerfile/src/stages.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+
+// packages/dockerfile/src/instructions.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+
+// packages/dockerfile/src/duration.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+var UNIT_NS = {
+  ns: 1n,
+  us: 1000n,
+  "\xB5s": 1000n,
+  "\u03BCs": 1000n,
+  ms: 1000000n,
+  s: 1000000000n,
+  m: 60000000000n,
+  h: 3600000000000n
+};
+var MAX_NS = BigInt(Number.MAX_SAFE_INTEGER);
+function parseDuration(text) {
+  const invalid2 = () => new DockerfileError(`invalid duration ${JSON.stringify(text)}`);
+  let s = text;
+  let negative = false;
+  if (s.startsWith("-") || s.startsWith("+")) {
+    negative = s[0] === "-";
+    s = s.slice(1);
+  }
+  if (s === "0") return 0;
+  if (s === "") throw invalid2();
+  let total = 0n;
+  const part = /^(\d*)(?:\.(\d*))?([^\d.]+)/u;
+  while (s !== "") {
+    const m = part.exec(s);
+    if (!m) throw invalid2();
+    const [whole, int = "", frac = "", unitText = ""] = m;
+    if (int === "" && frac === "") throw invalid2();
+    const unit = UNIT_NS[unitText];
+    if (unit === void 0) {
+      throw new DockerfileError(`invalid duration ${JSON.stringify(text)}: unknown unit ${JSON.stringify(unitText)}`);
+    }
+    let v = BigInt(int || "0") * unit;
+    if (frac !== "") v += BigInt(frac) * unit / 10n ** BigInt(frac.length);
+    total += v;
+    if (total > MAX_NS) throw new DockerfileError(`duration ${JSON.stringify(text)} is too long`);
+    s = s.slice(whole.length);
+  }
+  const n = Number(total);
+  return negative ? -n : n;
+}
+function formatDuration(ns) {
+  if (ns === 0) return "0s";
+  const sign = ns < 0 ? "-" : "";
+  let v = BigInt(Math.abs(ns));
+  if (v < 1000000000n) {
+    const [unit, div] = v < 1000n ? ["ns", 1n] : v < 1000000n ? ["\xB5s", 1000n] : ["ms", 1000000n];
+    return sign + fraction(v, div) + unit;
+  }
+  const h = v / 3600000000000n;
+  v %= 3600000000000n;
+  const m = v / 60000000000n;
+  v %= 60000000000n;
+  let out = sign;
+  if (h > 0n) out += `${h}h`;
+  if (h > 0n || m > 0n) out += `${m}m`;
+  return `${out}${fraction(v, 1000000000n)}s`;
+}
+function fraction(v, div) {
+  const int = v / div;
+  const rest = v % div;
+  if (rest === 0n) return `${int}`;
+  const digits = div.toString().length - 1;
+  return `${int}.${rest.toString().padStart(digits, "0").replace(/0+$/, "")}`;
+}
+
+// packages/dockerfile/src/flags.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+function parseFlags(raw, spec, instruction) {
+  const out = { strings: /* @__PURE__ */ new Map(), lists: /* @__PURE__ */ new Map(), bools: /* @__PURE__ */ new Map() };
+  for (const arg of raw) {
+    if (!arg.startsWith("--") || arg === "--") {
+      throw new DockerfileError(`${instruction}: invalid flag ${JSON.stringify(arg)}: flags must start with --`);
+    }
+    const body = arg.slice(2);
+    const eq = body.indexOf("=");
+    const name = eq < 0 ? body : body.slice(0, eq);
+    const value = eq < 0 ? void 0 : body.slice(eq + 1);
+    const kind2 = Object.hasOwn(spec, name) ? spec[name] : void 0;
+    if (kind2 === void 0) {
+      const known = Object.keys(spec).map((k) => `--${k}`);
+      throw new DockerfileError(`${instruction}: unknown flag: --${name}`, {
+        hint: known.length ? `${instruction} accepts ${known.join(", ")}` : `${instruction} accepts no flags`
+      });
+    }
+    if (kind2 === "bool") {
+      if (out.bools.has(name)) throw new DockerfileError(`${instruction}: duplicate flag specified: --${name}`);
+      let v = true;
+      if (value !== void 0) {
+        const lower = value.toLowerCase();
+        if (lower !== "true" && lower !== "false") {
+          throw new DockerfileError(`${instruction}: expecting boolean value for flag --${name}, not: ${value}`);
+        }
+        v = lower === "true";
+      }
+      out.bools.set(name, v);
+      continue;
+    }
+    if (value === void 0) throw new DockerfileError(`${instruction}: missing a value on flag: --${name}`);
+    if (kind2 === "list") {
+      const list = out.lists.get(name) ?? [];
+      list.push(value);
+      out.lists.set(name, list);
+    } else {
+      if (out.strings.has(name)) throw new DockerfileError(`${instruction}: duplicate flag specified: --${name}`);
+      out.strings.set(name, value);
+    }
+  }
+  return out;
+}
+
+// packages/dockerfile/src/mount.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+var TYPES = ["bind", "cache", "tmpfs", "secret", "ssh"];
+var SHARING = ["shared", "private", "locked"];
+function parseMount(spec, opts = {}) {
+  const fail = (msg) => new DockerfileError(`--mount=${spec}: ${msg}`);
+  const fields = parseCsvRecord(spec, fail);
+  const values = /* @__PURE__ */ new Map();
+  for (const field of fields) {
+    const eq = field.indexOf("=");
+    const key = (eq < 0 ? field : field.slice(0, eq)).toLowerCase();
+    let value = eq < 0 ? void 0 : field.slice(eq + 1);
+    const canon = CANONICAL[key];
+    if (canon === void 0) throw fail(`unexpected key '${key}' in '${field}'`);
+    if (value === void 0 && !FLAG_KEYS.has(canon)) throw fail(`invalid field '${field}' must be a key=value pair`);
+    if (canon === "from" && value !== void 0 && /\$(?!$)/.test(value)) {
+      throw fail("'from' doesn't support variable expansion, define alias stage instead");
+    }
+    if (value !== void 0 && opts.expand) value = opts.expand(value);
+    if ((canon === "readonly" || canon === "readwrite") && values.has(canon === "readonly" ? "readwrite" : "readonly")) {
+      values.delete(canon === "readonly" ? "readwrite" : "readonly");
+    }
+    values.set(canon, { key, value });
+  }
+  const ready = (v) => opts.expand !== void 0 || !v.includes("$");
+  const text = (k) => values.get(k)?.value;
+  let type = "bind";
+  const typeText = text("type");
+  const typeKnown = typeText === void 0 || ready(typeText);
+  if (typeText !== void 0 && typeKnown) {
+    const t = typeText.toLowerCase();
+    if (!TYPES.includes(t)) {
+      throw fail(`unsupported mount type ${JSON.stringify(typeText)} (use one of ${TYPES.join(", ")})`);
+    }
+    type = t;
+  }
+  const m = { type, readonly: type === "bind" || type === "secret" || type === "ssh", required: false, spec };
+  const boolOf = (k) => {
+    const entry = values.get(k);
+    if (!entry) return void 0;
+    if (entry.value === void 0) return true;
+    if (!ready(entry.value)) return void 0;
+    const b = parseGoBool(entry.value);
+    if (b === void 0) throw fail(`invalid value for ${entry.key}: ${entry.value}`);
+    return b;
+  };
+  const ro = boolOf("readonly");
+  const rw = boolOf("readwrite");
+  if (ro !== void 0) m.readonly = ro;
+  if (rw !== void 0) m.readonly = !rw;
+  const str = (k) => {
+    const v = text(k);
+    if (v !== void 0) m[k] = v;
+  };
+  str("target");
+  str("source");
+  str("from");
+  str("id");
+  str("env");
+  if (!typeKnown) return m;
+  const onlyFor = (k, allowed) => {
+    const entry = values.get(k);
+    if (!entry) return false;
+    if (!allowed.includes(type)) throw fail(`unexpected key '${entry.key}' for mount type '${type}'`);
+    return true;
+  };
+  if (onlyFor("required", ["secret", "ssh"])) m.required = boolOf("required") ?? false;
+  if (onlyFor("size", ["tmpfs"])) {
+    const v = text("size");
+    if (ready(v)) m.size = parseByteSize(v, fail);
+  }
+  if (values.has("sharing")) {
+    if (type !== "cache") throw fail(`invalid cache sharing set for ${type} mount`);
+    const v = text("sharing");
+    if (ready(v)) {
+      const s = v.toLowerCase();
+      if (!SHARING.includes(s)) {
+        throw fail(`unsupported sharing value ${JSON.stringify(v)} (use one of ${SHARING.join(", ")})`);
+      }
+      m.sharing = s;
+    }
+  }
+  for (const k of ["mode", "uid", "gid"]) {
+    const v = text(k);
+    if (v === void 0) continue;
+    if (type !== "cache" && type !== "secret" && type !== "ssh") throw fail(`${k} not allowed for "${type}" type mounts`);
+    if (!ready(v)) continue;
+    const n = k === "mode" ? parseUnsigned(v, 8) : parseUnsigned(v, 10);
+    if (n === void 0) throw fail(`invalid value ${v} for ${k}`);
+    m[k] = n;
+  }
+  if (values.has("env") && type !== "secret") throw fail(`unexpected key 'env' for mount type '${type}'`);
+  switch (type) {
+    case "bind":
+    case "tmpfs":
+      if (!m.target) throw fail(`mount type ${type} requires a target`);
+      break;
+    case "cache":
+      if (!m.target) throw fail("mount type cache requires a target");
+      if (m.id === void 0 || m.id === "") m.id = m.target;
+      if (!values.has("sharing")) m.sharing = "shared";
+      break;
+    case "secret": {
+      if (m.from !== void 0) throw fail("secret mount should not have a from");
+      if (m.source && m.id) throw fail("both source and id can't be set");
+      const id = m.id || m.source || (m.target ? basename(m.target) : "");
+      if (!id) throw fail("invalid secret mount: one of id, source or target is required");
+      m.id = id;
+      delete m.source;
+      if (!m.target && m.env === void 0) m.target = `/run/secrets/${basename(id)}`;
+      break;
+    }
+    case "ssh":
+      if (m.from !== void 0) throw fail("ssh mount should not have a from");
+      if (!m.id) m.id = "default";
+      break;
+  }
+  return m;
+}
+var CANONICAL = Object.assign(/* @__PURE__ */ Object.create(null), {
+  type: "type",
+  target: "target",
+  dst: "target",
+  destination: "target",
+  dest: "target",
+  source: "source",
+  src: "source",
+  from: "from",
+  id: "id",
+  sharing: "sharing",
+  mode: "mode",
+  uid: "uid",
+  gid: "gid",
+  ro: "readonly",
+  readonly: "readonly",
+  rw: "readwrite",
+  readwrite: "readwrite",
+  required: "required",
+  size: "size",
+  env: "env"
+});
+var FLAG_KEYS = /* @__PURE__ */ new Set(["readonly", "readwrite", "required"]);
+function basename(p) {
+  const parts = p.split("/").filter((s) => s !== "");
+  return parts[parts.length - 1] ?? "/";
+}
+function parseGoBool(v) {
+  if (["1", "t", "T", "true", "TRUE", "True"].includes(v)) return true;
+  if (["0", "f", "F", "false", "FALSE", "False"].includes(v)) return false;
+  return void 0;
+}
+function parseUnsigned(v, radix) {
+  const re = radix === 8 ? /^[0-7]+$/ : /^[0-9]+$/;
+  if (!re.test(v)) return void 0;
+  const n = parseInt(v, radix);
+  return n <= 4294967295 ? n : void 0;
+}
+function parseByteSize(v, fail) {
+  const m = /^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$/i.exec(v);
+  if (!m) throw fail(`invalid value for size: ${v}`);
+  const mult = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[(m[2] ?? "").toLowerCase()] ?? 1;
+  const n = Math.floor(Number(m[1]) * mult);
+  if (!Number.isSafeInteger(n)) throw fail(`invalid value for size: ${v}`);
+  return n;
+}
+function parseCsvRecord(text, fail = (m) => new DockerfileError(m)) {
+  const fields = [];
+  let i = 0;
+  for (; ; ) {
+    let field = "";
+    if (text[i] === '"') {
+      i++;
+      for (; ; ) {
+        if (i >= text.length) throw fail('failed to parse csv mounts: extraneous or missing " in quoted-field');
+        const ch = text[i];
+        if (ch === '"') {
+          if (text[i + 1] === '"') {
+            field += '"';
+            i += 2;
+            continue;
+          }
+          i++;
+          if (i < text.length && text[i] !== ",") {
+            throw fail('failed to parse csv mounts: extraneous or missing " in quoted-field');
+          }
+          break;
+        }
+        field += ch;
+        i++;
+      }
+    } else {
+      while (i < text.length && text[i] !== ",") {
+        if (text[i] === '"') throw fail('failed to parse csv mounts: bare " in non-quoted-field');
+        field += text[i];
+        i++;
+      }
+    }
+    fields.push(field);
+    if (i >= text.length) return fields;
+    i++;
+  }
+}
+
+// packages/dockerfile/src/instructions.ts
+function parseInstruction(node2, opts = {}) {
+  try {
+    return convert(node2, opts);
+  } catch (e) {
+    throw locate(e, node2.range, node2.original, opts);
+  }
+}
+function locate(e, range, original, opts) {
+  if (!(e instanceof DockerfileError) || e.range !== void 0) return e;
+  const options = {
+    file: opts.file ?? "Dockerfile",
+    range,
+    excerpt: opts.text !== void 0 ? excerptOf(opts.text, range) : original,
+    cause: e.cause
+  };
+  if (e.hint !== void 0) options.hint = e.hint;
+  return new DockerfileError(e.detail, options);
+}
+var COPY_FLAGS = { chown: "string", chmod: "string", link: "bool", parents: "bool", exclude: "list" };
+function convert(node2, opts) {
+  const base = { range: node2.range, original: node2.original };
+  const kw = node2.value.toLowerCase();
+  const name = kw.toUpperCase();
+  const args = argsOf(node2);
+  const flags = (spec) => parseFlags(node2.flags, spec, name);
+  const warn = (rule, message) => {
+    opts.warnings?.push({ rule, message, range: node2.range });
+  };
+  const exactlyOne = () => {
+    if (args.length !== 1) throw new DockerfileError(`${name} requires exactly one argument`);
+    return args[0];
+  };
+  const atLeastOne = () => {
+    if (args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
+  };
+  switch (kw) {
+    case "from": {
+      const f = flags({ platform: "string" });
+      const out = { kind: "from", ...base, image: "" };
+      if (args.length === 3 && args[1].toLowerCase() === "as") {
+        const stage = args[2];
+        if (!/^[a-z][a-z0-9\-_.]*$/.test(stage.toLowerCase())) {
+          throw new DockerfileError(
+            `invalid name for build stage: ${JSON.stringify(stage)}, name can't start with a number or contain symbols`
+          );
+        }
+        if (stage !== stage.toLowerCase()) warn("StageNameCasing", `Stage name '${stage}' should be lowercase`);
+        const fromWord = /^\s*(\S+)/.exec(node2.original)?.[1] ?? "FROM";
+        const asWord = args[1];
+        const upper = (s) => s === s.toUpperCase();
+        if (upper(fromWord) !== upper(asWord)) warn("FromAsCasing", `'${asWord}' and '${fromWord}' keywords' casing do not match`);
+        out.stageName = stage.toLowerCase();
+      } else if (args.length !== 1) {
+        throw new DockerfileError("FROM requires either one or three arguments (FROM image [AS name])");
+      }
+      out.image = args[0];
+      if (out.image === "") throw new DockerfileError("FROM requires an image name");
+      const platform = f.strings.get("platform");
+      if (platform !== void 0) out.platform = platform;
+      return out;
+    }
+    case "run": {
+      const f = flags({ mount: "list", network: "string", security: "string" });
+      if (args.length === 0 && node2.heredocs.length === 0 && !node2.attributes.json) {
+        throw new DockerfileError("RUN requires at least one argument");
+      }
+      const out = {
+        kind: "run",
+        ...base,
+        cmd: commandLine(node2, args),
+        heredocs: node2.heredocs.map((h) => ({ ...h })),
+        mounts: runMounts(f.lists.get("mount") ?? [])
+      };
+      const network = f.strings.get("network");
+      if (network !== void 0) {
+        if (network !== "default" && network !== "none" && network !== "host") {
+          throw new DockerfileError(`RUN --network: unsupported network mode ${JSON.stringify(network)} (use default, none or host)`);
+        }
+        out.network = network;
+      }
+      const security = f.strings.get("security");
+      if (security !== void 0) {
+        if (security !== "sandbox" && security !== "insecure") {
+          throw new DockerfileError(`RUN --security: unsupported value ${JSON.stringify(security)} (use sandbox or insecure)`);
+        }
+        out.security = security;
+      }
+      return out;
+    }
+    case "cmd":
+    case "entrypoint": {
+      flags({});
+      if (!node2.attributes.json && args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
+      if (!node2.attributes.json) {
+        warn("JSONArgsRecommended", `JSON arguments recommended for ${name} to prevent unintended behavior related to OS signals`);
+      }
+      return { kind: kw, ...base, cmd: commandLine(node2, args) };
+    }
+    case "env":
+    case "label": {
+      flags({});
+      const pairs = keyValues(args, name, warn);
+      return kw === "env" ? { kind: "env", ...base, env: pairs } : { kind: "label", ...base, labels: pairs };
+    }
+    case "maintainer":
+      flags({});
+      warn("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label");
+      return { kind: "maintainer", ...base, maintainer: exactlyOne() };
+    case "expose":
+      flags({});
+      atLeastOne();
+      return { kind: "expose", ...base, ports: args };
+    case "add":
+    case "copy": {
+      const f = kw === "copy" ? flags({ ...COPY_FLAGS, from: "string" }) : flags({ ...COPY_FLAGS, checksum: "string", "keep-git-dir": "bool", unpack: "bool" });
+      return copyLike(kw, base, node2, args, f);
+    }
+    case "volume": {
+      flags({});
+      atLeastOne();
+      for (const v of args) if (v.trim() === "") throw new DockerfileError("VOLUME specified can not be an empty string");
+      return { kind: "volume", ...base, volumes: args };
+    }
+    case "user":
+      flags({});
+      return { kind: "user", ...base, user: exactlyOne() };
+    case "workdir":
+      flags({});
+      return { kind: "workdir", ...base, path: exactlyOne() };
+    case "stopsignal":
+      flags({});
+      return { kind: "stopsignal", ...base, signal: exactlyOne() };
+    case "arg": {
+      flags({});
+      atLeastOne();
+      const defs = args.map((a) => {
+        const eq = a.indexOf("=");
+        if (eq < 0) return { key: a };
+        if (eq === 0) throw new DockerfileError("ARG names can not be blank");
+        return { key: a.slice(0, eq), value: a.slice(eq + 1) };
+      });
+      return { kind: "arg", ...base, args: defs };
+    }
+    case "onbuild":
+      flags({});
+      return onbuild(node2, base, opts);
+    case "healthcheck":
+      return healthcheck(node2, base, args);
+    case "shell": {
+      flags({});
+      if (!node2.attributes.json) throw new DockerfileError("SHELL requires the arguments to be in JSON form");
+      if (args.length === 0) throw new DockerfileError("SHELL requires at least one argument");
+      return { kind: "shell", ...base, shell: args };
+    }
+    default: {
+      const word = /^\s*(\S+)/.exec(node2.original)?.[1] ?? node2.value;
+      throw new DockerfileError(`unknown instruction: ${word.toUpperCase()}`);
+    }
+  }
+}
+function argsOf(node2) {
+  const out = [];
+  for (let n = node2.next; n; n = n.next) out.push(n.value);
+  return out;
+}
+function commandLine(node2, args) {
+  if (node2.attributes.json) return { form: "exec", args };
+  return { form: "shell", command: args.join(" ") };
+}
+function runMounts(specs) {
+  const mounts = specs.map((s) => parseMount(s));
+  let ssh = 0;
+  for (const m of mounts) {
+    if (m.type !== "ssh") continue;
+    if (!m.target) m.target = `/run/buildkit/ssh_agent.${ssh}`;
+    ssh++;
+  }
+  return mounts;
+}
+function keyValues(args, name, warn) {
+  if (args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
+  if (args.length % 3 !== 0) throw new DockerfileError(`${name}: malformed key-value arguments`);
+  const out = [];
+  for (let i = 0; i < args.length; i += 3) {
+    const key = args[i];
+    if (key === "") throw new DockerfileError(`${name} names can not be blank`);
+    if (args[i + 2] === "") warn("LegacyKeyValueFormat", `"${name} key=value" should be used instead of legacy "${name} key value" format`);
+    out.push({ key, value: args[i + 1] });
+  }
+  return out;
+}
+var HEREDOC_WORD = /^<<(-?)\s*(["']?)([^<"']*)\2$/;
+function copyLike(kind2, base, node2, args, f) {
+  const name = kind2.toUpperCase();
+  if (args.length < 2) {
+    throw new DockerfileError(
+      `${name} requires at least two arguments, but ${args.length === 0 ? "none were" : "only one was"} provided. Destination could not be determined`
+    );
+  }
+  const dest = args[args.length - 1];
+  if (node2.heredocs.length > 0 && HEREDOC_WORD.test(dest)) {
+    throw new DockerfileError(`${name} cannot accept a heredoc as a destination`);
+  }
+  const sources = [];
+  const heredocs = [];
+  for (const src of args.slice(0, -1)) {
+    const m = node2.heredocs.length > 0 ? HEREDOC_WORD.exec(src) : null;
+    const doc = m ? node2.heredocs.find((h) => h.name === m[3]) : void 0;
+    if (doc) heredocs.push({ ...doc });
+    else sources.push(src);
+  }
+  const common = {
+    ...base,
+    sources,
+    heredocs,
+    dest,
+    link: f.bools.get("link") ?? false,
+    parents: f.bools.get("parents") ?? false,
+    exclude: f.lists.get("exclude") ?? []
+  };
+  const chown2 = f.strings.get("chown");
+  if (chown2 !== void 0) common.chown = chown2;
+  const chmod2 = f.strings.get("chmod");
+  if (chmod2 !== void 0) {
+    checkChmod(chmod2);
+    common.chmod = chmod2;
+  }
+  if (kind2 === "copy") {
+    const out2 = { kind: "copy", ...common };
+    const from = f.strings.get("from");
+    if (from !== void 0) out2.from = from;
+    return out2;
+  }
+  const out = { kind: "add", ...common };
+  const checksum = f.strings.get("checksum");
+  if (checksum !== void 0) {
+    if (!checksum.includes("$") && !/^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$/.test(checksum)) {
+      throw new DockerfileError(`ADD --checksum: invalid checksum ${JSON.stringify(checksum)} (expected sha256:<64 hex digits>)`);
+    }
+    if (sources.length !== 1 || heredocs.length !== 0) {
+      throw new DockerfileError("ADD --checksum requires exactly one source");
+    }
+    const src = sources[0];
+    if (!src.includes("$") && !/^(https?:\/\/|git@|git:\/\/)/.test(src)) {
+      throw new DockerfileError("ADD --checksum can only be used with an HTTP(S) or Git source");
+    }
+    out.checksum = checksum;
+  }
+  const keep = f.bools.get("keep-git-dir");
+  if (keep !== void 0) out.keepGitDir = keep;
+  const unpack = f.bools.get("unpack");
+  if (unpack !== void 0) out.unpack = unpack;
+  return out;
+}
+function checkChmod(chmod2) {
+  if (chmod2.includes("$")) return;
+  const clause = "[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+";
+  if (!/^[0-7]{1,4}$/.test(chmod2) && !new RegExp(`^${clause}(?:,${clause})*$`).test(chmod2)) {
+    throw new DockerfileError(`invalid --chmod value ${JSON.stringify(chmod2)}: expected an octal mode such as 0755 or symbolic clauses such as u+x,g-w`);
+  }
+}
+function onbuild(node2, base, opts) {
+  const triggerNode = node2.next?.children[0];
+  if (!triggerNode) throw new DockerfileError("ONBUILD requires at least one argument");
+  const trigger = triggerNode.value.toUpperCase();
+  if (trigger === "ONBUILD") throw new DockerfileError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+  if (trigger === "FROM" || trigger === "MAINTAINER") {
+    throw new DockerfileError(`${trigger} isn't allowed as an ONBUILD trigger`);
+  }
+  const located = {
+    ...triggerNode,
+    range: node2.range,
+    original: triggerNode.original || node2.original,
+    heredocs: triggerNode.heredocs.length ? triggerNode.heredocs : node2.heredocs
+  };
+  const parsed = convert(located, { ...opts, warnings: void 0 });
+  let expression = node2.original.replace(/^\s*ONBUILD\s*/i, "");
+  for (const h of triggerNode.heredocs.length ? triggerNode.heredocs : node2.heredocs) {
+    if (!expression.includes(`
+${h.content}${h.name}`)) expression += `
+${h.content}${h.name}`;
+  }
+  return { kind: "onbuild", ...base, trigger: parsed, expression };
+}
+function healthcheck(node2, base, args) {
+  if (args.length === 0) throw new DockerfileError("HEALTHCHECK requires at least one argument");
+  const type = args[0].toUpperCase();
+  const rest = args.slice(1);
+  const f = parseFlags(
+    node2.flags,
+    { interval: "string", timeout: "string", "start-period": "string", "start-interval": "string", retries: "string" },
+    "HEALTHCHECK"
+  );
+  if (type === "NONE") {
+    if (rest.length !== 0) throw new DockerfileError("HEALTHCHECK NONE takes no arguments");
+    if (node2.flags.length !== 0) throw new DockerfileError("HEALTHCHECK NONE takes no flags");
+    return { kind: "healthcheck", ...base, test: { type: "none" } };
+  }
+  if (type !== "CMD") throw new DockerfileError(`Unknown type ${JSON.stringify(type)} in HEALTHCHECK (try CMD)`);
+  if (rest.length === 0) throw new DockerfileError("Missing command after HEALTHCHECK CMD");
+  const out = { kind: "healthcheck", ...base, test: { type: "cmd", cmd: commandLine(node2, rest) } };
+  const durations = [
+    ["interval", "interval"],
+    ["timeout", "timeout"],
+    ["start-period", "startPeriod"],
+    ["start-interval", "startInterval"]
+  ];
+  for (const [flag, field] of durations) {
+    const text = f.strings.get(flag);
+    if (text === void 0) continue;
+    let ns;
+    try {
+      ns = parseDuration(text);
+    } catch (e) {
+      throw new DockerfileError(`HEALTHCHECK --${flag}: ${e.detail}`);
+    }
+    if (ns !== 0 && ns < 1e6) throw new DockerfileError(`HEALTHCHECK --${flag} cannot be less than 1ms (got ${text})`);
+    out[field] = ns;
+  }
+  const retries = f.strings.get("retries");
+  if (retries !== void 0) {
+    if (!/^[+-]?\d+$/.test(retries) || Math.abs(Number(retries)) > 2 ** 31 - 1) {
+      throw new DockerfileError(`HEALTHCHECK --retries: invalid number ${JSON.stringify(retries)}`);
+    }
+    const n = Number(retries);
+    if (n < 0) throw new DockerfileError(`HEALTHCHECK --retries cannot be negative (${n})`);
+    out.retries = n;
+  }
+  return out;
+}
+
+// packages/dockerfile/src/stages.ts
+function parseDockerfile(text, opts = {}) {
+  const file = opts.file ?? "Dockerfile";
+  let result;
+  try {
+    result = parse(text);
+  } catch (e) {
+    if (e instanceof DockerfileError) throw e.withFile(file, text);
+    throw e;
+  }
+  return stagesFromAst(result, { file, text });
+}
+function stagesFromAst(result, opts = {}) {
+  const file = opts.file ?? "Dockerfile";
+  const warnings = [...result.warnings];
+  const ctx = opts.text === void 0 ? { file, warnings } : { file, text: opts.text, warnings };
+  const fail = (message, range, original, hint) => {
+    const options = {
+      file,
+      range,
+      excerpt: opts.text !== void 0 ? excerptOf(opts.text, range) : original
+    };
+    if (hint !== void 0) options.hint = hint;
+    throw new DockerfileError(message, options);
+  };
+  const children = result.ast.children;
+  if (children.length === 0) {
+    fail("the Dockerfile has no instructions", result.ast.range, "", "a Dockerfile starts with FROM <image>");
+  }
+  const stages = [];
+  const globalArgs2 = [];
+  const names = /* @__PURE__ */ new Map();
+  for (const node2 of children) {
+    const inst = parseInstruction(node2, ctx);
+    if (inst.kind === "from") {
+      if (inst.stageName !== void 0) {
+        const previous = names.get(inst.stageName);
+        if (previous) {
+          fail(
+            `duplicate stage name ${JSON.stringify(inst.stageName)} (first defined on line ${previous.range.start.line})`,
+            inst.range,
+            inst.original
+          );
+        }
+        names.set(inst.stageName, inst);
+      }
+      const stage = { index: stages.length, from: inst, instructions: [], range: inst.range };
+      if (inst.stageName !== void 0) stage.name = inst.stageName;
+      stages.push(stage);
+      continue;
+    }
+    const current = stages[stages.length - 1];
+    if (!current) {
+      if (inst.kind === "arg") {
+        globalArgs2.push(inst);
+        continue;
+      }
+      fail(
+        `no FROM before ${inst.kind.toUpperCase()}: only ARG may come before the first FROM (no build stage in current context)`,
+        inst.range,
+        inst.original,
+        "start the build stage with FROM <image>"
+      );
+    }
+    current.instructions.push(inst);
+    current.range = { start: current.range.start, end: inst.range.end };
+  }
+  if (stages.length === 0) {
+    const last = children[children.length - 1];
+    fail("no FROM instruction: the Dockerfile defines no build stage", last?.range ?? result.ast.range, last?.original ?? "", "add FROM <image>");
+  }
+  for (const stage of stages) lintStage(stage, warnings);
+  return { stages, globalArgs: globalArgs2, warnings, escapeToken: result.escapeToken, directives: { ...result.directives } };
+}
+function lintStage(stage, warnings) {
+  for (const kind2 of ["cmd", "entrypoint", "healthcheck"]) {
+    const all = stage.instructions.filter((i) => i.kind === kind2);
+    for (const inst of all.slice(0, -1)) {
+      const name = kind2.toUpperCase();
+      warnings.push({
+        rule: "MultipleInstructionsDisallowed",
+        message: `Multiple ${name} instructions should not be used in the same stage because only the last one will be used`,
+        range: inst.range
+      });
+    }
+  }
+}
+
+// packages/dockerfile/src/expand.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+function envExpander(env, opts = {}) {
+  const matched = /* @__PURE__ */ new Set();
+  const unmatched = /* @__PURE__ */ new Set();
+  const run3 = (w, o) => {
+    const r = processWordWithMatches(w, env, o);
+    for (const n of r.matched) matched.add(n);
+    for (const n of r.unmatched) unmatched.add(n);
+    return r;
+  };
+  return {
+    matched,
+    unmatched,
+    word: (w) => run3(w, opts).result,
+    words: (w) => run3(w, opts).words,
+    heredoc: (body) => run3(body, { ...opts, skipQuotes: true }).result
+  };
+}
+function expandInstruction(inst, ex, opts = {}) {
+  try {
+    return expand(inst, ex);
+  } catch (e) {
+    const err = e instanceof ShellError ? new DockerfileError(e.message, { cause: e }) : e;
+    throw locate(err, inst.range, inst.original, opts);
+  }
+}
+function expand(inst, ex) {
+  const kv = (list) => list.map((p) => ({ key: ex.word(p.key), value: ex.word(p.value) }));
+  const i = inst;
+  switch (i.kind) {
+    case "from": {
+      const out = { ...i, image: ex.word(i.image) };
+      if (i.platform !== void 0) out.platform = ex.word(i.platform);
+      return out;
+    }
+    case "env":
+      return { ...i, env: kv(i.env) };
+    case "label":
+      return { ...i, labels: kv(i.labels) };
+    case "arg":
+      return {
+        ...i,
+        args: i.args.map((a) => a.value === void 0 ? { key: ex.word(a.key) } : { key: ex.word(a.key), value: ex.word(a.value) })
+      };
+    case "expose":
+      return { ...i, ports: i.ports.flatMap((p) => ex.words(p)) };
+    case "volume":
+      return { ...i, volumes: i.volumes.map((v) => ex.word(v)) };
+    case "user":
+      return { ...i, user: ex.word(i.user) };
+    case "workdir":
+      return { ...i, path: ex.word(i.path) };
+    case "stopsignal":
+      return { ...i, signal: ex.word(i.signal) };
+    case "copy":
+    case "add": {
+      const out = {
+        ...i,
+        sources: i.sources.map((s) => ex.word(s)),
+        dest: ex.word(i.dest),
+        exclude: i.exclude.map((s) => ex.word(s)),
+        heredocs: i.heredocs.map((h) => h.expand ? { ...h, content: ex.heredoc(h.content) } : { ...h })
+      };
+      if (out.chown !== void 0) out.chown = ex.word(out.chown);
+      if (out.chmod !== void 0) {
+        out.chmod = ex.word(out.chmod);
+        checkChmod(out.chmod);
+        if (out.chmod.includes("$")) {
+          throw new DockerfileError(`invalid --chmod value ${JSON.stringify(out.chmod)}: expected an octal mode such as 0755`);
+        }
+      }
+      if (out.kind === "copy" && out.from !== void 0) out.from = ex.word(out.from);
+      if (out.kind === "add" && out.checksum !== void 0) out.checksum = ex.word(out.checksum);
+      return out;
+    }
+    case "run": {
+      let ssh = 0;
+      const mounts = i.mounts.map((m) => {
+        const e = parseMount(m.spec, { expand: (w) => ex.word(w) });
+        if (e.type === "ssh" && !e.target) e.target = `/run/buildkit/ssh_agent.${ssh}`;
+        if (e.type === "ssh") ssh++;
+        return e;
+      });
+      return { ...i, mounts };
+    }
+    default:
+      return inst;
+  }
+}
+
+// packages/builder/src/build.ts
+init_src2();
+
+// packages/store/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/store/src/store.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+init_src2();
+import { homedir } from "node:os";
+import { mkdir as mkdir2, open as open4, readFile as readFile3, readdir as readdir3, stat as stat4 } from "node:fs/promises";
+import { join as join4, resolve as resolvePath } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline as pipeline2 } from "node:stream/promises";
+
+// packages/store/src/blob-writer.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { createHash as createHash2 } from "node:crypto";
+import { open as open2, rename as rename2, rm as rm2, stat, utimes } from "node:fs/promises";
+import { Writable } from "node:stream";
+import { finished } from "node:stream/promises";
+
+// packages/store/src/fsutil.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { randomBytes } from "node:crypto";
+import { open, rename, rm } from "node:fs/promises";
+import { basename as basename2, dirname, join } from "node:path";
+function errnoCode(e) {
+  return e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : void 0;
+}
+function tempName(dir, prefix) {
+  return join(dir, `${prefix}-${process.pid}-${randomBytes(6).toString("hex")}`);
+}
+async function fsyncDir(dir) {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+async function writeFileAtomic(file, data, tmpDir) {
+  const tmp = tempName(tmpDir, `${basename2(file)}.tmp`);
+  const fh = await open(tmp, "wx", 420);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fsyncDir(dirname(file));
+}
+
+// packages/store/src/blob-writer.ts
+function checkExpected(got, expected) {
+  if (!expected) return;
+  const badDigest = expected.digest !== void 0 && expected.digest !== got.digest;
+  const badSize = expected.size !== void 0 && expected.size !== got.size;
+  if (badDigest || badSize) {
+    const want = `${expected.digest ?? "any digest"}${expected.size !== void 0 ? ` (${expected.size} bytes)` : ""}`;
+    throw new TsbuildError("DIGEST_MISMATCH", `blob verification failed: expected ${want}, received ${got.digest} (${got.size} bytes)`);
+  }
+}
+async function writeAll(fh, buf) {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+    off += bytesWritten;
+  }
+}
+var FileBlobWriter = class {
+  constructor(tmp, finalPath) {
+    this.tmp = tmp;
+    this.finalPath = finalPath;
+    this.stream = new Writable({
+      highWaterMark: 1 << 20,
+      construct: (cb) => {
+        open2(this.tmp, "wx", 420).then(
+          (fh) => {
+            this.fh = fh;
+            cb();
+          },
+          (e) => cb(e)
+        );
+      },
+      writev: (chunks, cb) => {
+        const bufs = chunks.map((c) => typeof c.chunk === "string" ? Buffer.from(c.chunk, c.encoding) : c.chunk);
+        for (const b of bufs) {
+          this.hash.update(b);
+          this.size += b.length;
+        }
+        writeAll(this.fh, bufs.length === 1 ? bufs[0] : Buffer.concat(bufs)).then(() => cb(), (e) => cb(e));
+      },
+      final: (cb) => {
+        this.fh.sync().then(() => cb(), (e) => cb(e));
+      },
+      destroy: (err, cb) => {
+        const fh = this.fh;
+        this.fh = void 0;
+        if (!fh) return cb(err);
+        fh.close().then(() => cb(err), () => cb(err));
+      }
+    });
+  }
+  tmp;
+  finalPath;
+  stream;
+  hash = createHash2("sha256");
+  size = 0;
+  fh;
+  settled = false;
+  async commit(expected) {
+    if (this.settled) throw new TsbuildError("BLOB_WRITER_CLOSED", "blob writer already committed or aborted");
+    this.settled = true;
+    try {
+      if (!this.stream.writableEnded) this.stream.end();
+      await finished(this.stream);
+      const fh = this.fh;
+      this.fh = void 0;
+      await fh?.close();
+      const got = { digest: `sha256:${this.hash.digest("hex")}`, size: this.size };
+      checkExpected(got, expected);
+      const dest = this.finalPath(got.digest);
+      if (await exists(dest)) {
+        await touch(dest);
+        await rm2(this.tmp, { force: true });
+      } else {
+        await rename2(this.tmp, dest);
+        await fsyncDir(dest.slice(0, dest.lastIndexOf("/")));
+      }
+      return got;
+    } catch (e) {
+      await this.cleanup();
+      throw e;
+    }
+  }
+  async abort() {
+    this.settled = true;
+    await this.cleanup();
+  }
+  async cleanup() {
+    if (!this.stream.destroyed) {
+      this.stream.destroy();
+      await finished(this.stream).catch(() => void 0);
+    }
+    const fh = this.fh;
+    this.fh = void 0;
+    await fh?.close().catch(() => void 0);
+    await rm2(this.tmp, { force: true });
+  }
+};
+async function exists(p) {
+  try {
+    await stat(p);
+    return true;
+  } catch (e) {
+    if (errnoCode(e) === "ENOENT") return false;
+    throw e;
+  }
+}
+async function touch(p) {
+  const now = /* @__PURE__ */ new Date();
+  await utimes(p, now, now).catch((e) => {
+    if (errnoCode(e) !== "ENOENT") throw e;
+  });
+}
+
+// packages/store/src/lock.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { open as open3, readFile, rm as rm3, stat as stat2 } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+var EMPTY_LOCK_STALE_MS = 1e4;
+function readBootId() {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "-";
+  }
+}
+function startTime(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return fields[19];
+  } catch {
+    return void 0;
+  }
+}
+var BOOT_ID = readBootId();
+var OWNER = `${process.pid} ${startTime(process.pid) ?? "-"} ${BOOT_ID}
+`;
+function holderAlive(content) {
+  const [pidText, start, boot] = content.trim().split(" ");
+  const pid = Number(pidText);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return void 0;
+  if (boot !== void 0 && boot !== "-" && BOOT_ID !== "-" && boot !== BOOT_ID) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    if (errnoCode(e) === "ESRCH") return false;
+  }
+  if (start !== void 0 && start !== "-") {
+    const now = startTime(pid);
+    if (now !== void 0 && now !== start) return false;
+  }
+  return true;
+}
+async function readHolder(file) {
+  try {
+    return await readFile(file, "utf8");
+  } catch (e) {
+    if (errnoCode(e) === "ENOENT") return void 0;
+    throw e;
+  }
+}
+async function ageMs(file) {
+  try {
+    return Date.now() - (await stat2(file)).mtimeMs;
+  } catch {
+    return void 0;
+  }
+}
+async function tryCreate(file) {
+  let fh;
+  try {
+    fh = await open3(file, "wx", 420);
+  } catch (e) {
+    if (errnoCode(e) === "EEXIST") return false;
+    throw e;
+  }
+  try {
+    await fh.writeFile(OWNER);
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+async function breakIfStale(file, seen) {
+  const alive = holderAlive(seen);
+  if (alive === true) return false;
+  if (alive === void 0 && (await ageMs(file) ?? 0) < EMPTY_LOCK_STALE_MS) return false;
+  const breaker = `${file}.break`;
+  if (!await tryCreate(breaker)) {
+    if ((await ageMs(breaker) ?? 0) > EMPTY_LOCK_STALE_MS) await rm3(breaker, { force: true });
+    return false;
+  }
+  try {
+    if (await readHolder(file) === seen) await rm3(file, { force: true });
+  } finally {
+    await rm3(breaker, { force: true });
+  }
+  return true;
+}
+var queues = /* @__PURE__ */ new Map();
+async function withLock(file, fn, opts = {}) {
+  const prev = queues.get(file) ?? Promise.resolve();
+  let done;
+  const mine = new Promise((r) => done = r);
+  const tail = prev.then(() => mine);
+  queues.set(file, tail);
+  try {
+    await prev;
+    await acquire(file, opts);
+    try {
+      return await fn();
+    } finally {
+      await rm3(file, { force: true });
+    }
+  } finally {
+    done();
+    if (queues.get(file) === tail) queues.delete(file);
+  }
+}
+async function acquire(file, opts) {
+  const timeout = opts.timeoutMs ?? 12e4;
+  const start = Date.now();
+  let delay = 2;
+  for (; ; ) {
+    opts.signal?.throwIfAborted();
+    if (await tryCreate(file)) return;
+    const seen = await readHolder(file);
+    if (seen === void 0) continue;
+    if (await breakIfStale(file, seen)) continue;
+    if (Date.now() - start > timeout) {
+      const pid = seen.trim().split(" ")[0] || "unknown";
+      throw new TsbuildError("LOCK_TIMEOUT", `timed out after ${Math.round(timeout / 1e3)} s waiting for lock ${file} held by pid ${pid}`, {
+        hint: `if no tsbuild process with pid ${pid} is running, remove ${file}`
+      });
+    }
+    await sleep(delay * (0.5 + Math.random()), void 0, opts.signal ? { signal: opts.signal } : void 0);
+    delay = Math.min(delay * 2, 100);
+  }
+}
+
+// packages/store/src/meta.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+init_src2();
+import { mkdir, readdir, readFile as readFile2, rm as rm4 } from "node:fs/promises";
+import { join as join2 } from "node:path";
+var NS_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+var MAX_PLAIN_NAME = 200;
+function fileFor(key) {
+  if (key.length === 0) throw new InternalError("meta key must not be empty");
+  const enc = encodeURIComponent(key).replace(/\./g, "%2E").replace(/\*/g, "%2A");
+  return enc.length <= MAX_PLAIN_NAME ? `k-${enc}.json` : `h-${sha256(key).slice(7)}.json`;
+}
+var FileMetaStore = class {
+  constructor(root, namespace, tmpDir, locksDir, lockOpts = {}) {
+    this.namespace = namespace;
+    this.tmpDir = tmpDir;
+    this.lockOpts = lockOpts;
+    if (!NS_RE.test(namespace)) throw new InternalError(`invalid meta namespace ${JSON.stringify(namespace)}`);
+    this.dir = join2(root, namespace);
+    this.lockFile = join2(locksDir, `meta-${namespace}.lock`);
+  }
+  namespace;
+  tmpDir;
+  lockOpts;
+  dir;
+  lockFile;
+  async readEntry(file) {
+    let text;
+    try {
+      text = await readFile2(join2(this.dir, file), "utf8");
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    try {
+      const v = JSON.parse(text);
+      if (v === null || typeof v !== "object" || typeof v.key !== "string") throw new Error("not an entry");
+      return v;
+    } catch (e) {
+      throw new TsbuildError("CORRUPT_METADATA", `metadata file ${join2(this.dir, file)} is corrupt: ${e.message}`, {
+        hint: "remove the file; tsbuild recreates metadata it needs",
+        cause: e
+      });
+    }
+  }
+  async get(key) {
+    return (await this.readEntry(fileFor(key)))?.value;
+  }
+  async set(key, value, opts = {}) {
+    await withLock(this.lockFile, () => this.write(key, value, opts), this.lockOpts);
+  }
+  async update(key, fn, opts = {}) {
+    return withLock(
+      this.lockFile,
+      async () => {
+        const next = fn((await this.readEntry(fileFor(key)))?.value);
+        if (next === void 0) await this.remove(key);
+        else await this.write(key, next, opts);
+        return next;
+      },
+      this.lockOpts
+    );
+  }
+  async delete(key) {
+    return withLock(this.lockFile, () => this.remove(key), this.lockOpts);
+  }
+  async keys() {
+    const out = [];
+    for (const f of await this.files()) {
+      if (f.startsWith("k-")) out.push(decodeURIComponent(f.slice(2, -5)));
+      else {
+        const e = await this.readEntry(f);
+        if (e) out.push(e.key);
+      }
+    }
+    return out.sort();
+  }
+  /** Every blob an entry of this namespace declared as a root. */
+  async roots() {
+    const out = [];
+    for (const f of await this.files()) {
+      const e = await this.readEntry(f);
+      for (const r of e?.roots ?? []) if (isDigest(r)) out.push(r);
+    }
+    return out;
+  }
+  async files() {
+    try {
+      return (await readdir(this.dir)).filter((f) => (f.startsWith("k-") || f.startsWith("h-")) && f.endsWith(".json"));
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return [];
+      throw e;
+    }
+  }
+  async write(key, value, opts) {
+    const entry = { key, value };
+    if (opts.roots && opts.roots.length > 0) entry.roots = [...opts.roots];
+    const text = JSON.stringify(entry);
+    if (text === void 0) throw new InternalError(`meta value for ${JSON.stringify(key)} is not JSON-serialisable`);
+    await mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(join2(this.dir, fileFor(key)), text, this.tmpDir);
+  }
+  async remove(key) {
+    try {
+      await rm4(join2(this.dir, fileFor(key)));
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return false;
+      throw e;
+    }
+    await fsyncDir(this.dir);
+    return true;
+  }
+};
+
+// packages/store/src/refs.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+init_src2();
+var DOMAIN_RE = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$/;
+var COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+var TAG_RE = /^[\w][\w.-]{0,127}$/;
+function bad(ref, why) {
+  return new UsageError(`invalid image reference ${JSON.stringify(ref.slice(0, 300))}: ${why}`);
+}
+function parseRef(ref) {
+  let rest = ref;
+  let digest;
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    try {
+      digest = parseDigest(rest.slice(at + 1));
+    } catch {
+      throw bad(ref, 'the part after "@" must be sha256:<64 hex digits>');
+    }
+    rest = rest.slice(0, at);
+  }
+  if (rest.length === 0 || rest.length > 512) throw bad(ref, "name must be 1 to 512 characters");
+  const slash = rest.lastIndexOf("/");
+  const last = rest.slice(slash + 1);
+  const colon = last.indexOf(":");
+  let repo = rest;
+  let tag = "latest";
+  if (colon >= 0) {
+    repo = rest.slice(0, slash + 1 + colon);
+    tag = last.slice(colon + 1);
+  }
+  if (!TAG_RE.test(tag)) throw bad(ref, `tag ${JSON.stringify(tag)} must be letters, digits, "_", "." or "-" (at most 128, not starting with "." or "-")`);
+  const parts = repo.split("/");
+  const first = parts[0];
+  const hasDomain = parts.length > 1 && (first.includes(".") || first.includes(":") || first === "localhost" || /[A-Z]/.test(first));
+  if (hasDomain && !DOMAIN_RE.test(first)) throw bad(ref, `registry host ${JSON.stringify(first)} is not a valid host[:port]`);
+  for (const p of hasDomain ? parts.slice(1) : parts) {
+    if (!COMPONENT_RE.test(p)) throw bad(ref, `path component ${JSON.stringify(p)} must be lowercase letters and digits separated by ".", "_", "__" or "-"`);
+  }
+  const out = { name: `${repo}:${tag}` };
+  if (digest !== void 0) out.digest = digest;
+  return out;
+}
+function normalizeName(name) {
+  const p = parseRef(name);
+  if (p.digest !== void 0) throw bad(name, "a tag cannot contain a digest");
+  return p.name;
+}
+
+// packages/store/src/image.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+init_src2();
+import { spawn } from "node:child_process";
+import { PassThrough, pipeline } from "node:stream";
+import { createGunzip } from "node:zlib";
+var StoreImage = class {
+  constructor(src, desc) {
+    this.src = src;
+    this.desc = desc;
+  }
+  src;
+  desc;
+  rawM;
+  m;
+  rawC;
+  c;
+  async descriptor() {
+    return this.desc;
+  }
+  async digest() {
+    return this.desc.digest;
+  }
+  rawManifest() {
+    return this.rawM ??= this.src.readBlob(this.desc.digest);
+  }
+  manifest() {
+    return this.m ??= this.rawManifest().then((b) => parseManifest(b, { source: this.desc.digest }));
+  }
+  async configDescriptor() {
+    return (await this.manifest()).config;
+  }
+  rawConfig() {
+    return this.rawC ??= this.configDescriptor().then((d) => this.src.readBlob(d.digest));
+  }
+  config() {
+    return this.c ??= Promise.all([this.rawConfig(), this.configDescriptor()]).then(([b, d]) => parseConfig(b, { source: d.digest }));
+  }
+  async layers() {
+    const [m, c] = await Promise.all([this.manifest(), this.config()]);
+    return m.layers.map((d, i) => new StoreLayer(this.src, d, c.rootfs.diff_ids[i]));
+  }
+};
+var StoreLayer = class {
+  constructor(src, desc, diff2) {
+    this.src = src;
+    this.desc = desc;
+    this.diff = diff2;
+  }
+  src;
+  desc;
+  diff;
+  async diffId() {
+    if (this.diff === void 0) throw new TsbuildError("INVALID_IMAGE", `layer ${this.desc.digest} has no diff_id in the image config`);
+    return this.diff;
+  }
+  async digest() {
+    return this.desc.digest;
+  }
+  async size() {
+    return this.desc.size;
+  }
+  async mediaType() {
+    return this.desc.mediaType;
+  }
+  async compressed() {
+    return this.src.openBlob(this.desc.digest);
+  }
+  async uncompressed() {
+    const compression = layerCompression(this.desc.mediaType);
+    if (compression === "none") return this.src.openBlob(this.desc.digest);
+    if (this.diff !== void 0 && await this.src.hasBlob(this.diff)) return this.src.openBlob(this.diff);
+    const blob = await this.src.openBlob(this.desc.digest);
+    return compression === "gzip" ? through(blob, createGunzip()) : zstdDecompress(blob, this.desc.digest);
+  }
+};
+function through(src, t) {
+  pipeline(src, t, () => void 0);
+  return t;
+}
+function zstdDecompress(src, digest) {
+  const out = new PassThrough();
+  const child = spawn("zstd", ["-dc", "-q"], { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (b) => {
+    if (stderr.length < 2e3) stderr += b.toString();
+  });
+  child.on("error", (e) => {
+    src.destroy();
+    out.destroy(new TsbuildError("ZSTD_UNAVAILABLE", `cannot decompress zstd layer ${digest}: ${e.message}`, { hint: "install zstd", cause: e }));
+  });
+  pipeline(src, child.stdin, () => void 0);
+  child.stdout.pipe(out, { end: false });
+  child.on("close", (code) => {
+    if (code === 0) out.end();
+    else out.destroy(new TsbuildError("BAD_LAYER", `zstd layer ${digest} failed to decompress: ${stderr.trim() || `exit code ${code}`}`));
+  });
+  out.on("close", () => {
+    if (child.exitCode === null) child.kill();
+  });
+  return out;
+}
+
+// packages/store/src/gc.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src2();
+import { readdir as readdir2, rm as rm5, stat as stat3 } from "node:fs/promises";
+import { join as join3 } from "node:path";
+var SNIFF_LIMIT = 4 << 20;
+async function collectGarbage(store, opts) {
+  const reachable = /* @__PURE__ */ new Set();
+  const queue = [];
+  for (const m of (await store.readIndex()).manifests) queue.push({ digest: m.digest, mediaType: m.mediaType });
+  for (const d of opts.keep ?? []) queue.push({ digest: d });
+  for (const ns of await store.metaNamespaces()) {
+    if (ns === "blobmap") continue;
+    for (const d of await store.meta(ns).roots()) queue.push({ digest: d });
+  }
+  const visit = async (digest, mediaType) => {
+    if (reachable.has(digest)) return;
+    reachable.add(digest);
+    if (!await store.hasBlob(digest)) return;
+    let mt = mediaType;
+    let bytes;
+    if (!isManifestMediaType(mt) && !isIndexMediaType(mt)) {
+      if (mt !== void 0) return;
+      if ((await stat3(store.blobPath(digest))).size > SNIFF_LIMIT) return;
+      bytes = await store.readBlob(digest);
+      mt = sniffMediaType(bytes);
+    }
+    if (isIndexMediaType(mt)) {
+      for (const m of parseIndex(bytes ?? await store.readBlob(digest), { source: digest }).manifests) queue.push({ digest: m.digest, mediaType: m.mediaType });
+    } else if (isManifestMediaType(mt)) {
+      const m = parseManifest(bytes ?? await store.readBlob(digest), { source: digest });
+      queue.push({ digest: m.config.digest, mediaType: m.config.mediaType });
+      for (const l of m.layers) queue.push({ digest: l.digest, mediaType: l.mediaType });
+    }
+  };
+  for (let item = queue.shift(); item; item = queue.shift()) {
+    opts.signal?.throwIfAborted();
+    await visit(item.digest, item.mediaType);
+  }
+  const map = store.blobMap();
+  const mapKeys = await map.keys();
+  for (const key of mapKeys) {
+    const [algo, ...rest] = key.split(":");
+    const diffId = rest.join(":");
+    if ((algo === "gzip" || algo === "zstd") && isDigest(diffId) && reachable.has(diffId)) {
+      const desc = await map.get(key);
+      if (isDigest(desc?.digest)) reachable.add(desc.digest);
+    }
+  }
+  const result = { removedBlobs: 0, freedBytes: 0, removedTempFiles: 0 };
+  const now = Date.now();
+  const grace = opts.gracePeriodMs ?? 0;
+  for (const name of await readdir2(store.blobsDir)) {
+    const digest = `sha256:${name}`;
+    if (isDigest(digest) && reachable.has(digest)) continue;
+    const p = join3(store.blobsDir, name);
+    try {
+      const s = await stat3(p);
+      if (grace > 0 && now - s.mtimeMs < grace) continue;
+      await rm5(p, { recursive: true, force: true });
+      result.removedBlobs++;
+      result.freedBytes += s.size;
+    } catch (e) {
+      if (errnoCode(e) !== "ENOENT") throw e;
+    }
+  }
+  if (result.removedBlobs > 0) await fsyncDir(store.blobsDir);
+  for (const key of mapKeys) {
+    const v = await map.get(key);
+    const target = key.startsWith("diffid:") ? key.slice("diffid:".length) : v?.digest;
+    if (!isDigest(target) || !await store.hasBlob(target)) await map.delete(key);
+  }
+  const maxAge = opts.tempMaxAgeMs ?? 36e5;
+  for (const name of await readdir2(store.ingestDir)) {
+    const p = join3(store.ingestDir, name);
+    try {
+      if (now - (await stat3(p)).mtimeMs > maxAge) {
+        await rm5(p, { recursive: true, force: true });
+        result.removedTempFiles++;
+      }
+    } catch (e) {
+      if (errnoCode(e) !== "ENOENT") throw e;
+    }
+  }
+  return result;
+}
+
+// packages/store/src/store.ts
+function resolveRoot(opts = {}) {
+  const env = opts.env ?? process.env;
+  if (opts.root) return resolvePath(opts.root);
+  if (env.TSBUILD_ROOT) return resolvePath(env.TSBUILD_ROOT);
+  const uid = opts.uid ?? process.getuid?.() ?? -1;
+  if (uid === 0) return "/var/lib/tsbuild";
+  const data = env.XDG_DATA_HOME || join4(env.HOME || homedir(), ".local", "share");
+  return resolvePath(data, "tsbuild");
+}
+var LAYOUT_VERSION = "1.0.0";
+var MAX_JSON_BLOB = 16 << 20;
+var ID_PREFIX_RE = /^(?:sha256:)?([0-9a-f]{12,64})$/;
+var BLOBMAP_NS = "blobmap";
+var GO_ARCH = { x64: "amd64", ia32: "386", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+function hostPlatform() {
+  return { os: "linux", architecture: GO_ARCH[process.arch] ?? process.arch };
+}
+var Store = class {
+  root;
+  layoutDir;
+  blobsDir;
+  ingestDir;
+  locksDir;
+  metaDir;
+  indexFile;
+  indexLock;
+  lockOpts;
+  constructor(root, opts = {}) {
+    this.root = root;
+    this.layoutDir = join4(root, "oci");
+    this.blobsDir = join4(this.layoutDir, "blobs", "sha256");
+    this.ingestDir = join4(root, "ingest");
+    this.locksDir = join4(root, "locks");
+    this.metaDir = join4(root, "meta");
+    this.indexFile = join4(this.layoutDir, "index.json");
+    this.indexLock = join4(this.locksDir, "index.lock");
+    this.lockOpts = {};
+    if (opts.lockTimeoutMs !== void 0) this.lockOpts.timeoutMs = opts.lockTimeoutMs;
+    if (opts.signal !== void 0) this.lockOpts.signal = opts.signal;
+  }
+  /** @internal creates the layout if missing and checks it if present. */
+  async init() {
+    for (const d of [this.blobsDir, this.ingestDir, this.locksDir, this.metaDir]) await mkdir2(d, { recursive: true });
+    const layoutFile = join4(this.layoutDir, "oci-layout");
+    let text;
+    try {
+      text = await readFile3(layoutFile, "utf8");
+    } catch (e) {
+      if (errnoCode(e) !== "ENOENT") throw e;
+    }
+    if (text === void 0) {
+      await writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }), this.ingestDir);
+    } else {
+      let version;
+      try {
+        version = JSON.parse(text).imageLayoutVersion;
+      } catch {
+        version = void 0;
+      }
+      if (version !== LAYOUT_VERSION) {
+        throw new TsbuildError("BAD_STORE", `${layoutFile} is not an OCI image layout version ${LAYOUT_VERSION}`);
+      }
+    }
+    if (!await this.exists(this.indexFile)) {
+      await withLock(
+        this.indexLock,
+        async () => {
+          if (!await this.exists(this.indexFile)) await this.writeIndex(buildIndex([]));
+        },
+        this.lockOpts
+      );
+    }
+  }
+  async exists(p) {
+    try {
+      await stat4(p);
+      return true;
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return false;
+      throw e;
+    }
+  }
+  // ---- blobs ----
+  blobPath(d) {
+    return join4(this.blobsDir, digestHex(parseDigest(d)));
+  }
+  blobWriter() {
+    return new FileBlobWriter(tempName(this.ingestDir, "blob"), (d) => this.blobPath(d));
+  }
+  /** Stores bytes or a stream; a blob already present is not written again. */
+  async writeBlob(data, expected, opts = {}) {
+    if (data instanceof Uint8Array) {
+      const got = { digest: sha256(data), size: data.byteLength };
+      checkExpected(got, expected);
+      if (await this.hasBlob(got.digest)) {
+        await touch(this.blobPath(got.digest));
+        return got;
+      }
+    }
+    const w = this.blobWriter();
+    try {
+      const src = data instanceof Uint8Array ? Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]) : data;
+      await pipeline2(src, w.stream, opts.signal ? { signal: opts.signal } : {});
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+    return w.commit(expected);
+  }
+  /** Serialises a manifest, index or config canonically and stores it. */
+  async putJson(mediaType, value) {
+    const bytes = canonicalJson(value);
+    const { digest, size } = await this.writeBlob(bytes);
+    return { mediaType, digest, size };
+  }
+  async hasBlob(d) {
+    try {
+      return (await stat4(this.blobPath(d))).isFile();
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return false;
+      throw e;
+    }
+  }
+  async openBlob(d) {
+    const p = this.blobPath(d);
+    try {
+      const fh = await open4(p, "r");
+      return fh.createReadStream({ highWaterMark: 1 << 20 });
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
+      throw e;
+    }
+  }
+  /** Reads a small (JSON) blob whole and checks its content against its digest. */
+  async readBlob(d, opts = {}) {
+    const max = opts.maxSize ?? MAX_JSON_BLOB;
+    const p = this.blobPath(d);
+    let buf;
+    try {
+      const s = await stat4(p);
+      if (s.size > max) throw new TsbuildError("BLOB_TOO_LARGE", `blob ${d} is ${s.size} bytes, more than the ${max} allowed for a manifest or config`);
+      buf = await readFile3(p);
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
+      throw e;
+    }
+    const actual = sha256(buf);
+    if (actual !== d) throw new TsbuildError("CORRUPT_BLOB", `blob ${d} in the store is corrupt: its content hashes to ${actual}`, { hint: `remove ${p}` });
+    return buf;
+  }
+  // ---- index.json and tags ----
+  async readIndex() {
+    return parseIndex(await readFile3(this.indexFile), { source: this.indexFile });
+  }
+  async writeIndex(idx) {
+    await writeFileAtomic(this.indexFile, canonicalJson(idx), this.ingestDir);
+  }
+  /** Read-modify-write of index.json under the store-wide lock. */
+  async updateIndex(fn) {
+    return withLock(
+      this.indexLock,
+      async () => {
+        const idx = await this.readIndex();
+        const { manifests, result } = fn(idx.manifests);
+        if (manifests !== idx.manifests) await this.writeIndex({ ...idx, manifests });
+        return result;
+      },
+      this.lockOpts
+    );
+  }
+  /** Points `name` (`:latest` added when untagged) at a manifest or index already in the store. */
+  async tag(name, desc) {
+    const ref = normalizeName(name);
+    if (!isManifestMediaType(desc.mediaType) && !isIndexMediaType(desc.mediaType)) {
+      throw new TsbuildError("BAD_TAG", `cannot tag ${ref}: ${desc.digest} has media type ${desc.mediaType}, not a manifest or index`);
+    }
+    const entry = { ...desc, annotations: { ...desc.annotations, [ANNOTATION_REF_NAME]: ref } };
+    await withLock(
+      this.indexLock,
+      async () => {
+        if (!await this.hasBlob(desc.digest)) {
+          throw new TsbuildError("BLOB_NOT_FOUND", `cannot tag ${ref}: manifest ${desc.digest} is not in the store`);
+        }
+        const idx = await this.readIndex();
+        await this.writeIndex({ ...idx, manifests: [...idx.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref), entry] });
+      },
+      this.lockOpts
+    );
+    return ref;
+  }
+  async untag(name) {
+    const ref = normalizeName(name);
+    return this.updateIndex((ms) => {
+      const kept = ms.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref);
+      return kept.length === ms.length ? { manifests: ms, result: false } : { manifests: kept, result: true };
+    });
+  }
+  async listImages() {
+    const out = [];
+    for (const m of (await this.readIndex()).manifests) {
+      const name = m.annotations?.[ANNOTATION_REF_NAME];
+      if (name !== void 0) out.push({ name, descriptor: withoutRefName(m) });
+    }
+    return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+  /**
+   * Finds an image by tag, `name@sha256:…`, full manifest digest, or an unambiguous hex prefix
+   * (12+ characters) of a manifest or config digest, like a docker image id.
+   */
+  async resolve(ref) {
+    const idx = await this.readIndex();
+    if (ref.includes("@")) return this.byDigest(idx, parseRef(ref).digest);
+    if (ref.startsWith("sha256:") && ref.length === 71) return this.byDigest(idx, parseDigest(ref));
+    const prefix = ID_PREFIX_RE.exec(ref)?.[1];
+    if (prefix === void 0 || !ref.startsWith("sha256:")) {
+      let name;
+      try {
+        name = normalizeName(ref);
+      } catch (e) {
+        if (prefix === void 0) throw e;
+      }
+      const hit = idx.manifests.find((m) => name !== void 0 && m.annotations?.[ANNOTATION_REF_NAME] === name);
+      if (hit) return withoutRefName(hit);
+    }
+    if (prefix === void 0) return void 0;
+    const found = /* @__PURE__ */ new Map();
+    for (const m of idx.manifests) {
+      if (digestHex(m.digest).startsWith(prefix)) found.set(m.digest, withoutRefName(m));
+      else if (isManifestMediaType(m.mediaType)) {
+        const config = await this.configDigestOf(m.digest);
+        if (config !== void 0 && digestHex(config).startsWith(prefix)) found.set(m.digest, withoutRefName(m));
+      }
+    }
+    if (found.size > 1) {
+      throw new UsageError(`image id prefix ${ref} is ambiguous: it matches ${[...found.keys()].join(", ")}`, { hint: "give more characters" });
+    }
+    return found.values().next().value;
+  }
+  async configDigestOf(manifest) {
+    try {
+      const m = JSON.parse((await this.readBlob(manifest)).toString("utf8"));
+      const d = m.config?.digest;
+      return typeof d === "string" && /^sha256:[0-9a-f]{64}$/.test(d) ? d : void 0;
+    } catch (e) {
+      if (e instanceof TsbuildError && e.code === "BLOB_NOT_FOUND") return void 0;
+      throw e;
+    }
+  }
+  async byDigest(idx, d) {
+    const hit = idx.manifests.find((m) => m.digest === d);
+    if (hit) return withoutRefName(hit);
+    if (!await this.hasBlob(d)) return void 0;
+    const bytes = await this.readBlob(d);
+    const mediaType = sniffMediaType(bytes);
+    if (!isManifestMediaType(mediaType) && !isIndexMediaType(mediaType)) return void 0;
+    return { mediaType, digest: d, size: bytes.length };
+  }
+  /** The image a reference names; an index is narrowed to the platform (the host's by default). */
+  async loadImage(ref, opts = {}) {
+    const desc = await this.resolve(ref);
+    if (!desc) throw new UsageError(`no image ${JSON.stringify(ref)} in the store at ${this.root}`, { hint: "see the images the store holds with `tsbuild images`" });
+    return this.imageAt(desc, opts.platform ?? hostPlatform(), ref);
+  }
+  async imageAt(desc, platform, ref) {
+    if (isIndexMediaType(desc.mediaType)) {
+      const idx = parseIndex(await this.readBlob(desc.digest), { source: desc.digest });
+      const match = idx.manifests.find(
+        (m) => m.platform?.os === platform.os && m.platform.architecture === platform.architecture && (platform.variant === void 0 || m.platform.variant === platform.variant)
+      );
+      if (!match) {
+        const have = idx.manifests.map((m) => m.platform ? `${m.platform.os}/${m.platform.architecture}${m.platform.variant ? `/${m.platform.variant}` : ""}` : "?").join(", ");
+        throw new UsageError(`image ${ref} has no manifest for ${platform.os}/${platform.architecture} (it has: ${have || "none"})`);
+      }
+      return this.imageAt(match, platform, ref);
+    }
+    if (!isManifestMediaType(desc.mediaType)) throw new TsbuildError("BAD_MANIFEST", `${ref} (${desc.digest}) has media type ${desc.mediaType}, not an image manifest`);
+    return new StoreImage(this, desc);
+  }
+  /**
+   * Removes a tag; given a digest or id prefix instead, removes every tag of that image. Blobs go
+   * at the next gc. Returns the names removed.
+   */
+  async removeImage(ref) {
+    let byName;
+    try {
+      if (!ref.includes("@")) byName = normalizeName(ref);
+    } catch {
+      byName = void 0;
+    }
+    const idx = await this.readIndex();
+    let digest;
+    if (byName === void 0 || !idx.manifests.some((m) => m.annotations?.[ANNOTATION_REF_NAME] === byName)) {
+      digest = (await this.resolve(ref))?.digest;
+      if (digest === void 0) throw new UsageError(`no image ${JSON.stringify(ref)} in the store at ${this.root}`);
+    }
+    return this.updateIndex((ms) => {
+      const gone = ms.filter((m) => digest !== void 0 ? m.digest === digest : m.annotations?.[ANNOTATION_REF_NAME] === byName);
+      const names = gone.map((m) => m.annotations?.[ANNOTATION_REF_NAME]).filter((n) => n !== void 0);
+      return { manifests: gone.length === 0 ? ms : ms.filter((m) => !gone.includes(m)), result: names };
+    });
+  }
+  // ---- metadata and compressed variants ----
+  meta(namespace) {
+    return new FileMetaStore(this.metaDir, namespace, this.ingestDir, this.locksDir, this.lockOpts);
+  }
+  /** @internal */
+  blobMap() {
+    return new FileMetaStore(this.metaDir, BLOBMAP_NS, this.ingestDir, this.locksDir, this.lockOpts);
+  }
+  /**
+   * The `algo`-compressed blob of the uncompressed layer `diffId`, made at most once: the first
+   * call streams the stored tar through `make` into a new blob and records the mapping after the
+   * blob is committed; later calls (in any process) return the recorded descriptor.
+   */
+  async compressedBlob(diffId, algo, make, opts = {}) {
+    const map = this.blobMap();
+    const key = `${algo}:${diffId}`;
+    const cached = await this.cachedCompressed(key);
+    if (cached) return cached;
+    const lock = join4(this.locksDir, `compress-${algo}-${digestHex(diffId)}.lock`);
+    return withLock(
+      lock,
+      async () => {
+        const again = await this.cachedCompressed(key);
+        if (again) return again;
+        const src = await this.openBlob(diffId);
+        const w = this.blobWriter();
+        try {
+          await make(src, w.stream);
+        } catch (e) {
+          src.destroy();
+          await w.abort();
+          throw e;
+        }
+        src.destroy();
+        opts.signal?.throwIfAborted();
+        const { digest, size } = await w.commit();
+        const desc = { mediaType: layerMediaType(algo), digest, size };
+        await map.set(key, desc);
+        await map.set(`diffid:${digest}`, diffId);
+        return desc;
+      },
+      { ...this.lockOpts, ...opts.signal ? { signal: opts.signal } : {} }
+    );
+  }
+  async cachedCompressed(key) {
+    const v = await this.blobMap().get(key);
+    if (v && typeof v.digest === "string" && await this.hasBlob(v.digest)) return v;
+    return void 0;
+  }
+  /** The diff_id of a compressed blob this store made, if it made it. */
+  async uncompressedFor(digest) {
+    const v = await this.blobMap().get(`diffid:${digest}`);
+    return typeof v === "string" && /^sha256:[0-9a-f]{64}$/.test(v) ? v : void 0;
+  }
+  /** Records that `compressed` is `diffId` compressed with `algo` (e.g. a layer pulled from a registry). */
+  async recordCompressed(diffId, algo, compressed) {
+    const map = this.blobMap();
+    await map.set(`${algo}:${diffId}`, { mediaType: compressed.mediaType, digest: compressed.digest, size: compressed.size });
+    await map.set(`diffid:${compressed.digest}`, diffId);
+  }
+  // ---- garbage collection ----
+  async gc(opts = {}) {
+    return withLock(this.indexLock, () => collectGarbage(this, opts), this.lockOpts);
+  }
+  /** @internal names of every meta namespace. */
+  async metaNamespaces() {
+    try {
+      return (await readdir3(this.metaDir)).filter((n) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(n));
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return [];
+      throw e;
+    }
+  }
+};
+function withoutRefName(d) {
+  const out = { ...d };
+  if (d.annotations) {
+    const { [ANNOTATION_REF_NAME]: _ref, ...rest } = d.annotations;
+    if (Object.keys(rest).length > 0) out.annotations = rest;
+    else delete out.annotations;
+  }
+  return out;
+}
+async function openStore(opts = {}) {
+  const store = new Store(resolveRoot(opts.root !== void 0 ? { root: opts.root } : {}), opts);
+  await store.init();
+  return store;
+}
+
+// packages/snapshot/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/snapshot/src/snapshotter.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+init_src2();
+import { randomBytes as randomBytes2 } from "node:crypto";
+import { mkdir as mkdir3, readdir as readdir4, readFile as readFile6, readlink, realpath, rename as rename3, rm as rm6, rmdir, stat as stat5, symlink, writeFile } from "node:fs/promises";
+import { join as join5 } from "node:path";
+
+// packages/snapshot/src/mountinfo.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readFile as readFile4 } from "node:fs/promises";
+function unescape(s) {
+  return s.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8)));
+}
+function parseMountinfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const fields = line.split(" ");
+    const sep = fields.indexOf("-", 6);
+    const mp = fields[4];
+    const fsType = sep >= 0 ? fields[sep + 1] : void 0;
+    if (mp === void 0 || fsType === void 0) continue;
+    out.push({ mountPoint: unescape(mp), fsType });
+  }
+  return out;
+}
+async function readMounts() {
+  return parseMountinfo(await readFile4("/proc/self/mountinfo", "utf8"));
+}
+async function mountsUnder(dir) {
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  return (await readMounts()).map((m) => m.mountPoint).filter((p) => p === dir || p.startsWith(prefix)).sort((a, b) => b.length - a.length);
+}
+
+// packages/snapshot/src/proc.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn as spawn2 } from "node:child_process";
+import { readFile as readFile5 } from "node:fs/promises";
+function runCommand(cmd, args, opts = {}) {
+  return new Promise((resolve2, reject) => {
+    const child = spawn2(cmd, args, { cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d) => stdout += d);
+    child.stderr.setEncoding("utf8").on("data", (d) => stderr += d);
+    child.once("error", reject);
+    child.once("close", (code, signal) => resolve2({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+  });
+}
+async function startTime2(pid) {
+  let stat8;
+  try {
+    stat8 = await readFile5(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return void 0;
+  }
+  const rest = stat8.slice(stat8.lastIndexOf(")") + 2).split(" ");
+  const v = Number(rest[19]);
+  return Number.isFinite(v) ? v : void 0;
+}
+var self;
+function selfOwner() {
+  self ??= startTime2(process.pid).then((start) => ({ pid: process.pid, start: start ?? 0 }));
+  return self;
+}
+async function ownerAlive(o) {
+  const start = await startTime2(o.pid);
+  return start !== void 0 && (o.start === 0 || start === o.start);
+}
+function ownerToken(o) {
+  return `${o.pid}-${o.start}`;
+}
+function parseOwnerToken(name) {
+  const m = /^(\d+)-(\d+)-/.exec(name);
+  if (!m) return void 0;
+  return { pid: Number(m[1]), start: Number(m[2]) };
+}
+
+// packages/snapshot/src/snapshotter.ts
+var ID_RE = /^[0-9a-z]{1,12}$/;
+var OVERLAY_FLAGS = "redirect_dir=off,metacopy=off,index=off";
+function errCode(e) {
+  return e?.code;
+}
+function notFound(chainId) {
+  return new TsbuildError("SNAPSHOT_NOT_FOUND", `snapshot ${chainId} does not exist`, {
+    hint: "the layer cache was pruned or is damaged; rebuild without the cache"
+  });
+}
+async function openSnapshotter(opts) {
+  await mkdir3(opts.root, { recursive: true });
+  const root = await realpath(opts.root);
+  for (const d of ["keys", "l", "f", "a", "t", "e"]) await mkdir3(join5(root, d), { recursive: true });
+  const s = new OverlaySnapshotter(root, await selfOwner(), opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095);
+  await s.init();
+  return s;
+}
+var OverlaySnapshotter = class {
+  constructor(root, owner, maxLayers, maxOptionBytes) {
+    this.root = root;
+    this.owner = owner;
+    this.maxLayers = maxLayers;
+    this.maxOptionBytes = maxOptionBytes;
+  }
+  root;
+  owner;
+  maxLayers;
+  maxOptionBytes;
+  next = 0;
+  inflight = /* @__PURE__ */ new Map();
+  /** Publishes in progress in this process: their layer dirs briefly have no key. */
+  publishing = 0;
+  flattening = /* @__PURE__ */ new Map();
+  /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
+  inUse = /* @__PURE__ */ new Map();
+  async init() {
+    for (const name of await readdir4(join5(this.root, "l"))) {
+      if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
+    }
+    await this.recover();
+  }
+  keyPath(chainId) {
+    return join5(this.root, "keys", digestHex(parseDigest(chainId)));
+  }
+  async idOf(chainId) {
+    let target;
+    try {
+      target = await readlink(this.keyPath(chainId));
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    const id = target.slice("../l/".length);
+    if (!target.startsWith("../l/") || !ID_RE.test(id)) {
+      throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot index entry for ${chainId} is damaged (${target})`, {
+        hint: `remove ${this.root} to reset the layer cache`
+      });
+    }
+    return id;
+  }
+  async meta(chainId) {
+    const id = await this.idOf(chainId);
+    if (id === void 0) return void 0;
+    let raw;
+    try {
+      raw = await readFile6(join5(this.root, "l", id, "meta.json"), "utf8");
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    const m = JSON.parse(raw);
+    if (m.chainId !== chainId) return void 0;
+    return { chainId, parent: m.parent ? parseDigest(m.parent) : void 0, id };
+  }
+  async has(chainId) {
+    return await this.meta(chainId) !== void 0;
+  }
+  async get(chainId) {
+    const m = await this.meta(chainId);
+    return m && { chainId, parent: m.parent, dir: join5(this.root, "l", m.id, "fs") };
+  }
+  /** The chain from `top` down to its base layer, newest first. */
+  async chain(top) {
+    const out = [];
+    const seen = /* @__PURE__ */ new Set();
+    for (let cur = top; cur !== void 0; ) {
+      if (seen.has(cur)) throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot chain of ${top} loops at ${cur}`);
+      seen.add(cur);
+      const m = await this.meta(cur);
+      if (!m) throw notFound(cur);
+      out.push(m);
+      cur = m.parent;
+    }
+    return out;
+  }
+  async tempDir() {
+    const dir = join5(this.root, "t", `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}`);
+    await mkdir3(dir);
+    return dir;
+  }
+  /** Renames a prepared `{fs, meta.json}` dir to a fresh l/<id>, then claims the key. */
+  async publish(dir, chainId, parent) {
+    this.publishing++;
+    try {
+      await this.publishUnlocked(dir, chainId, parent);
+    } finally {
+      this.publishing--;
+    }
+  }
+  async publishUnlocked(dir, chainId, parent) {
+    await writeFile(join5(dir, "meta.json"), JSON.stringify({ chainId, parent: parent ?? null, owner: this.owner }));
+    let id;
+    for (; ; ) {
+      id = (this.next++).toString(36);
+      try {
+        await rename3(dir, join5(this.root, "l", id));
+        break;
+      } catch (e) {
+        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
+      }
+    }
+    try {
+      await symlink(`../l/${id}`, this.keyPath(chainId));
+    } catch (e) {
+      if (errCode(e) !== "EEXIST") throw e;
+      if (await this.has(chainId)) {
+        await this.discard(join5(this.root, "l", id));
+        return;
+      }
+      const link = join5(this.root, "t", `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}.lnk`);
+      await symlink(`../l/${id}`, link);
+      await rename3(link, this.keyPath(chainId));
+    }
+  }
+  /** Atomically moves `path` out of sight, then deletes it. */
+  async discard(path7) {
+    const trash = await this.tempDir();
+    try {
+      await rename3(path7, join5(trash, "x"));
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw e;
+    }
+    await this.removeTree(trash);
+  }
+  /** Deletes a transient tree, but never through a mount that is still there. */
+  async removeTree(dir) {
+    for (const mp of await mountsUnder(dir)) await unmount(mp);
+    if ((await mountsUnder(dir)).length > 0) {
+      throw new TsbuildError("SNAPSHOT_BUSY", `cannot remove ${dir}: something is still mounted below it`);
+    }
+    await rm6(dir, { recursive: true, force: true });
+  }
+  unpack(chainId, parent, fill) {
+    parseDigest(chainId);
+    const running = this.inflight.get(chainId);
+    if (running) return running;
+    const p = this.doUnpack(chainId, parent, fill).finally(() => this.inflight.delete(chainId));
+    this.inflight.set(chainId, p);
+    return p;
+  }
+  async doUnpack(chainId, parent, fill) {
+    if (await this.has(chainId)) return;
+    if (parent !== void 0 && !await this.has(parent)) throw notFound(parent);
+    const dir = await this.tempDir();
+    try {
+      await mkdir3(join5(dir, "fs"), { mode: 493 });
+      await fill(join5(dir, "fs"));
+      if (await this.has(chainId)) return;
+      await this.publish(dir, chainId, parent);
+    } finally {
+      await this.removeTree(dir);
+    }
+  }
+  async prepare(parent, opts = {}) {
+    if (opts.signal?.aborted) throw new CancelledError();
+    const chain2 = await this.chain(parent);
+    const name = `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}`;
+    const rel = `a/${name}`;
+    const tail = `,upperdir=${rel}/u,workdir=${rel}/w,${OVERLAY_FLAGS}`;
+    const lowers = chain2.length === 0 ? ["e"] : await this.lowerDirs(chain2, tail.length);
+    const dir = join5(this.root, rel);
+    await mkdir3(dir);
+    for (const d of ["u", "w", "r"]) await mkdir3(join5(dir, d), { mode: 493 });
+    const used = chain2.map((m) => m.id);
+    for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
+    try {
+      if (opts.signal?.aborted) throw new CancelledError();
+      await this.mountOverlay(`lowerdir=${lowers.join(":")}${tail}`, join5(dir, "r"));
+    } catch (e) {
+      this.unuse(used);
+      await this.removeTree(dir);
+      throw e;
+    }
+    return new OverlayActive(this, dir, parent, used);
+  }
+  unuse(ids) {
+    for (const id of ids) {
+      const n = (this.inUse.get(id) ?? 1) - 1;
+      if (n <= 0) this.inUse.delete(id);
+      else this.inUse.set(id, n);
+    }
+  }
+  /** Called by OverlayActive.commit once unmounted. */
+  async commitDir(dir, chainId, parent) {
+    parseDigest(chainId);
+    try {
+      if (!await this.has(chainId)) {
+        await rm6(join5(dir, "w"), { recursive: true, force: true });
+        await rmdir(join5(dir, "r"));
+        await rename3(join5(dir, "u"), join5(dir, "fs"));
+        await this.publish(dir, chainId, parent);
+      }
+    } finally {
+      await this.removeTree(dir);
+    }
+    const info = await this.get(chainId);
+    if (!info) throw notFound(chainId);
+    return info.dir;
+  }
+  async removeActive(dir) {
+    await this.removeTree(dir);
+  }
+  /**
+   * Lower dir paths (relative to the root), newest first, for a chain. When the chain is deeper
+   * than one overlay mount allows, its oldest part is replaced by a flattened copy.
+   */
+  async lowerDirs(chain2, reservedBytes, reservedLayers = 0) {
+    const paths = chain2.map((m) => `l/${m.id}/fs`);
+    const budget = this.maxOptionBytes - "lowerdir=".length - reservedBytes;
+    const maxLayers = this.maxLayers - reservedLayers;
+    if (paths.length <= maxLayers && paths.join(":").length <= budget) return paths;
+    const oldest = chain2[chain2.length - 1];
+    if (!oldest) throw new InternalError("empty chain has no lower dirs");
+    const flatLen = `:f/${oldest.id}`.length + 8;
+    let keep = 0;
+    let len = 0;
+    while (keep < chain2.length - 1 && keep + 1 < maxLayers) {
+      const add = (paths[keep] ?? "").length + 1;
+      if (len + add + flatLen > budget) break;
+      len += add;
+      keep++;
+    }
+    if (keep === 0) throw new InternalError(`overlay limits (${this.maxLayers} layers, ${this.maxOptionBytes} bytes) leave no room`);
+    const block = Math.max(1, Math.floor(maxLayers / 2));
+    const flatCount = Math.min(chain2.length - 1, Math.ceil((chain2.length - keep) / block) * block);
+    keep = chain2.length - flatCount;
+    const flat = await this.flattened(chain2.slice(keep));
+    return [...paths.slice(0, keep), flat];
+  }
+  /** f/<id of chain[0]>: the merged contents of the whole chain, made once and cached. */
+  flattened(chain2) {
+    const top = chain2[0];
+    if (!top) throw new InternalError("cannot flatten an empty chain");
+    if (chain2.length === 1) return Promise.resolve(`l/${top.id}/fs`);
+    const rel = `f/${top.id}`;
+    const running = this.flattening.get(rel);
+    if (running) return running;
+    const p = this.doFlatten(chain2, rel).finally(() => this.flattening.delete(rel));
+    this.flattening.set(rel, p);
+    return p;
+  }
+  async doFlatten(chain2, rel) {
+    const target = join5(this.root, rel);
+    if (await exists2(target)) return rel;
+    const tmp = await this.tempDir();
+    try {
+      const lowers = await this.lowerDirs(chain2, OVERLAY_FLAGS.length + ":e,".length, 1);
+      const mnt = join5(tmp, "m");
+      const out = join5(tmp, "out");
+      await mkdir3(mnt);
+      await mkdir3(out);
+      await this.mountOverlay(`lowerdir=${[...lowers, "e"].join(":")},${OVERLAY_FLAGS}`, mnt);
+      try {
+        const r = await runCommand("cp", ["-a", "--", `${mnt}/.`, out]);
+        if (r.code !== 0) throw new TsbuildError("SNAPSHOT_FLATTEN", `flattening ${chain2.length} layers failed: ${r.stderr.trim()}`);
+      } finally {
+        await unmount(mnt);
+      }
+      try {
+        await rename3(out, target);
+      } catch (e) {
+        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
+      }
+    } finally {
+      await this.removeTree(tmp);
+    }
+    return rel;
+  }
+  async mountOverlay(options, mountPoint) {
+    if (options.length > this.maxOptionBytes) {
+      throw new InternalError(`overlay options are ${options.length} bytes, over the ${this.maxOptionBytes} limit`);
+    }
+    const r = await runCommand("mount", ["-n", "-t", "overlay", "overlay", "-o", options, mountPoint], { cwd: this.root });
+    if (r.code !== 0) {
+      throw new TsbuildError("SNAPSHOT_MOUNT", `mounting overlay at ${mountPoint} failed: ${r.stderr.trim() || `exit ${r.code}`}`, {
+        hint: "tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)"
+      });
+    }
+  }
+  async list() {
+    const out = [];
+    for (const hex2 of await readdir4(join5(this.root, "keys"))) {
+      if (!/^[a-f0-9]{64}$/.test(hex2)) continue;
+      const info = await this.get(`sha256:${hex2}`);
+      if (info) out.push(info);
+    }
+    return out;
+  }
+  async remove(chainId) {
+    const all = await this.list();
+    const doomed = /* @__PURE__ */ new Set([chainId]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const s of all) {
+        if (!doomed.has(s.chainId) && s.parent !== void 0 && doomed.has(s.parent)) {
+          doomed.add(s.chainId);
+          grew = true;
+        }
+      }
+    }
+    const present = [...doomed].filter((d) => all.some((s) => s.chainId === d));
+    for (const d of present) {
+      const m = await this.meta(d);
+      if (m && this.inUse.has(m.id)) {
+        throw new TsbuildError("SNAPSHOT_IN_USE", `snapshot ${d} is mounted by a running step and cannot be removed`);
+      }
+    }
+    for (const d of present) await this.removeOne(d);
+    return present;
+  }
+  async removeOne(chainId) {
+    const id = await this.idOf(chainId);
+    if (id === void 0) return;
+    await rm6(this.keyPath(chainId), { force: true });
+    await this.discard(join5(this.root, "f", id));
+    await this.discard(join5(this.root, "l", id));
+  }
+  async prune(keep) {
+    const all = await this.list();
+    const byChain = new Map(all.map((s) => [s.chainId, s]));
+    const kept = /* @__PURE__ */ new Set();
+    for (const k of keep) {
+      for (let cur = k; cur !== void 0 && !kept.has(cur); cur = byChain.get(cur)?.parent) {
+        kept.add(cur);
+      }
+    }
+    const removed = [];
+    for (const s of all) {
+      if (kept.has(s.chainId)) continue;
+      const m = await this.meta(s.chainId);
+      if (m && this.inUse.has(m.id)) continue;
+      await this.removeOne(s.chainId);
+      removed.push(s.chainId);
+    }
+    await this.sweepLayers();
+    return removed;
+  }
+  async recover() {
+    for (const area of ["a", "t"]) {
+      for (const name of await readdir4(join5(this.root, area))) {
+        const owner = parseOwnerToken(name);
+        if (!owner || await ownerAlive(owner)) continue;
+        await this.removeTree(join5(this.root, area, name));
+      }
+    }
+    await this.sweepLayers();
+  }
+  /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
+  async sweepLayers() {
+    for (const id of await readdir4(join5(this.root, "l"))) {
+      if (!ID_RE.test(id)) continue;
+      let meta;
+      try {
+        meta = JSON.parse(await readFile6(join5(this.root, "l", id, "meta.json"), "utf8"));
+      } catch {
+        continue;
+      }
+      if (typeof meta.chainId !== "string" || !/^sha256:[a-f0-9]{64}$/.test(meta.chainId)) continue;
+      const linked = await this.idOf(meta.chainId).catch(() => void 0);
+      if (linked === id) continue;
+      if (meta.owner && await ownerAlive(meta.owner)) {
+        const mine = meta.owner.pid === this.owner.pid && meta.owner.start === this.owner.start;
+        if (!mine || this.publishing > 0) continue;
+      }
+      await this.discard(join5(this.root, "l", id));
+    }
+    for (const id of await readdir4(join5(this.root, "f"))) {
+      if (!await exists2(join5(this.root, "l", id))) await this.discard(join5(this.root, "f", id));
+    }
+  }
+};
+var OverlayActive = class {
+  constructor(s, dir, parent, used) {
+    this.s = s;
+    this.dir = dir;
+    this.parent = parent;
+    this.used = used;
+    this.rootfs = join5(dir, "r");
+    this.upper = join5(dir, "u");
+  }
+  s;
+  dir;
+  parent;
+  used;
+  rootfs;
+  upper;
+  done = false;
+  finish() {
+    if (this.done) throw new InternalError("snapshot was already committed or released");
+    this.done = true;
+  }
+  async commit(chainId, parent) {
+    if (parent !== void 0 && parent !== this.parent) {
+      throw new InternalError(`commit of ${chainId} names parent ${parent}, but the snapshot was prepared from ${this.parent ?? "scratch"}`);
+    }
+    this.finish();
+    try {
+      await unmount(this.rootfs);
+      return await this.s.commitDir(this.dir, chainId, this.parent);
+    } finally {
+      this.s.unuse(this.used);
+    }
+  }
+  async release() {
+    this.finish();
+    try {
+      await unmount(this.rootfs);
+      await this.s.removeActive(this.dir);
+    } finally {
+      this.s.unuse(this.used);
+    }
+  }
+};
+async function exists2(p) {
+  try {
+    await stat5(p);
+    return true;
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return false;
+    throw e;
+  }
+}
+async function unmount(mountPoint) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if ((await mountsUnder(mountPoint)).every((m) => m !== mountPoint)) return;
+    const r2 = await runCommand("umount", ["-n", mountPoint]);
+    if (r2.code === 0) continue;
+    if (!/busy/i.test(r2.stderr)) {
+      throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r2.stderr.trim()}`);
+    }
+    await new Promise((res) => setTimeout(res, 50 * (attempt + 1)));
+  }
+  const r = await runCommand("umount", ["-n", "-l", mountPoint]);
+  if (r.code !== 0) throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
+}
+
+// packages/executor/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/executor/src/run.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { spawn as spawn4 } from "node:child_process";
+import { constants as osConstants } from "node:os";
+import { lstat as lstat2, mkdir as mkdir5, readdir as readdir5, readFile as readFile7, rm as rm8, rmdir as rmdir2, unlink, utimes as utimes2, writeFile as writeFile2 } from "node:fs/promises";
+import { isAbsolute, join as join7, posix, resolve } from "node:path";
+
+// packages/executor/src/rootpath.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { lstat, mkdir as mkdir4, readlink as readlink2 } from "node:fs/promises";
+var MAX_SYMLINKS = 40;
+function errCode2(e) {
+  return e?.code;
+}
+async function resolveInRoot(root, unsafePath) {
+  let pending = unsafePath.split("/").filter((c) => c !== "" && c !== ".");
+  const done = [];
+  let links = 0;
+  while (pending.length > 0) {
+    const part = pending.shift();
+    if (part === ".") continue;
+    if (part === "..") {
+      done.pop();
+      continue;
+    }
+    const candidate = `/${[...done, part].join("/")}`;
+    let isLink = false;
+    try {
+      isLink = (await lstat(root + candidate)).isSymbolicLink();
+    } catch (e) {
+      const code = errCode2(e);
+      if (code !== "ENOENT" && code !== "ENOTDIR") throw e;
+    }
+    if (!isLink) {
+      done.push(part);
+      continue;
+    }
+    if (++links > MAX_SYMLINKS) {
+      throw new TsbuildError("PATH_LOOP", `too many symbolic links resolving ${unsafePath} in the container`);
+    }
+    const target = await readlink2(root + candidate);
+    if (target.startsWith("/")) done.length = 0;
+    pending = [...target.split("/").filter((c) => c !== "" && c !== "."), ...pending];
+  }
+  return `/${done.join("/")}`;
+}
+function isUnderProc(containerPath2) {
+  return containerPath2 === "/proc" || containerPath2.startsWith("/proc/");
+}
+async function mkdirInRoot(root, containerPath2) {
+  let cur = "/";
+  for (const part of containerPath2.split("/").filter(Boolean)) {
+    cur = await resolveInRoot(root, `${cur === "/" ? "" : cur}/${part}`);
+    try {
+      await mkdir4(root + cur, { mode: 493 });
+    } catch (e) {
+      if (errCode2(e) !== "EEXIST") throw e;
+      if (!(await lstat(root + cur)).isDirectory()) {
+        throw new TsbuildError("NOT_A_DIRECTORY", `${containerPath2}: ${cur} exists in the container and is not a directory`);
+      }
+    }
+  }
+}
+
+// packages/executor/src/runtime.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { spawn as spawn3 } from "node:child_process";
+import { constants } from "node:fs";
+import { access, rm as rm7, stat as stat6 } from "node:fs/promises";
+import { basename as basename3, delimiter, join as join6 } from "node:path";
+function runCommand2(cmd, args) {
+  return new Promise((resolve2, reject) => {
+    const child = spawn3(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d) => stdout += d);
+    child.stderr.setEncoding("utf8").on("data", (d) => stderr += d);
+    child.once("error", reject);
+    child.once("close", (code) => resolve2({ code: code ?? 1, stdout, stderr }));
+  });
+}
+async function isExecutable(p) {
+  try {
+    await access(p, constants.X_OK);
+    return (await stat6(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+function notFound2(runtime) {
+  const name = basename3(runtime);
+  return new TsbuildError("RUNTIME_NOT_FOUND", `runtime '${runtime}' not found`, {
+    hint: name === "runc" ? "apt-get install runc" : `install ${name} or pass the runtime's full path`
+  });
+}
+async function findRuntime(runtime) {
+  if (runtime.includes("/")) {
+    if (await isExecutable(runtime)) return runtime;
+    throw notFound2(runtime);
+  }
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+  for (const dir of dirs) {
+    if (!dir.startsWith("/")) continue;
+    const p = join6(dir, runtime);
+    if (await isExecutable(p)) return p;
+  }
+  throw notFound2(runtime);
+}
+function atLeast(version, min) {
+  const parts = version.split(".").map(Number);
+  for (let i = 0; i < 3; i++) {
+    const a = parts[i] ?? 0;
+    const b = min[i] ?? 0;
+    if (a !== b) return a > b;
+  }
+  return true;
+}
+var infoCache = /* @__PURE__ */ new Map();
+function runtimeInfo(runtime = "runc") {
+  let p = infoCache.get(runtime);
+  if (!p) {
+    p = probe(runtime);
+    infoCache.set(runtime, p);
+    p.catch(() => infoCache.delete(runtime));
+  }
+  return p;
+}
+async function probe(runtime) {
+  const path7 = await findRuntime(runtime);
+  const r = await runCommand2(path7, ["--version"]);
+  const m = /^(\S+) version v?(\d+\.\d+\.\d+)/m.exec(r.stdout);
+  const name = m?.[1] ?? basename3(path7);
+  const version = m?.[2];
+  const fixesCve202421626 = name !== "runc" || version !== void 0 && atLeast(version, [1, 1, 12]);
+  return { path: path7, name, version, fixesCve202421626 };
+}
+function globalArgs(opts) {
+  return opts.runtimeRoot === void 0 ? [] : ["--root", opts.runtimeRoot];
+}
+var ID_PREFIX = "tsbuild-";
+var counter = 0;
+function newContainerId() {
+  return `${ID_PREFIX}${process.pid}-${counter++}-${Math.random().toString(36).slice(2, 8)}`;
+}
+function ownerPid(id) {
+  const m = /^tsbuild-(\d+)-/.exec(id);
+  return m ? Number(m[1]) : void 0;
+}
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === "EPERM";
+  }
+}
+async function destroyContainer(path7, id, opts) {
+  await runCommand2(path7, [...globalArgs(opts), "kill", id, "KILL"]);
+  const r = await runCommand2(path7, [...globalArgs(opts), "delete", "--force", id]);
+  if (r.code !== 0 && !/does not exist|not found/i.test(r.stderr)) {
+    throw new TsbuildError("RUNTIME", `deleting container ${id} failed: ${r.stderr.trim()}`);
+  }
+}
+async function cleanupContainers(runtime = "runc", opts = {}) {
+  const { path: path7 } = await runtimeInfo(runtime);
+  const r = await runCommand2(path7, [...globalArgs(opts), "list", "--format", "json"]);
+  if (r.code !== 0) throw new TsbuildError("RUNTIME", `${runtime} list failed: ${r.stderr.trim()}`);
+  const listed = JSON.parse(r.stdout.trim() || "null") ?? [];
+  const removed = [];
+  for (const c of listed) {
+    if (typeof c.id !== "string") continue;
+    const pid = ownerPid(c.id);
+    if (pid === void 0 || pidAlive(pid)) continue;
+    await destroyContainer(path7, c.id, opts);
+    if (typeof c.bundle === "string" && c.bundle.startsWith("/") && basename3(c.bundle) === c.id) {
+      await rm7(c.bundle, { recursive: true, force: true });
+    }
+    removed.push(c.id);
+  }
+  return removed;
+}
+
+// packages/executor/src/spec.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var DEFAULT_CAPABILITIES = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE"
+];
+var MASKED_PATHS = [
+  "/proc/asound",
+  "/proc/acpi",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/sys/firmware",
+  "/sys/devices/virtual/powercap"
+];
+var READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+var DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+function buildSpec(i) {
+  const caps = [...DEFAULT_CAPABILITIES];
+  const userCaps = i.uid === 0 ? caps : [];
+  const env = i.env.some((e) => e.startsWith("PATH=")) ? i.env : [DEFAULT_PATH, ...i.env];
+  const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  if (i.network === "none") namespaces.push({ type: "network" });
+  const resources = { devices: [{ allow: false, access: "rwm" }] };
+  if (i.limits.memory !== void 0) resources.memory = { limit: i.limits.memory };
+  if (i.limits.cpuQuota !== void 0 || i.limits.cpuPeriod !== void 0) {
+    resources.cpu = {};
+    if (i.limits.cpuQuota !== void 0) resources.cpu.quota = i.limits.cpuQuota;
+    if (i.limits.cpuPeriod !== void 0) resources.cpu.period = i.limits.cpuPeriod;
+  }
+  if (i.limits.pidsLimit !== void 0) resources.pids = { limit: i.limits.pidsLimit };
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: i.uid, gid: i.gid, ...i.additionalGids.length > 0 ? { additionalGids: i.additionalGids } : {} },
+      args: i.args,
+      env,
+      cwd: i.cwd,
+      capabilities: { bounding: caps, effective: userCaps, permitted: userCaps },
+      noNewPrivileges: true
+      // No rlimits: the container inherits ours, and root here cannot raise them anyway.
+    },
+    root: { path: i.rootfs, readonly: false },
+    hostname: i.hostname,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+      },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+      ...i.mounts
+    ],
+    linux: {
+      namespaces,
+      cgroupsPath: i.cgroupsPath,
+      resources,
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS
+    }
+  };
+}
+
+// packages/executor/src/run.ts
+var RUNTIME_PATHS = ["/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/proc", "/dev", "/sys"];
+var SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+function errCode3(e) {
+  return e?.code;
+}
+function badInput(message) {
+  return new TsbuildError("BAD_RUN", message);
+}
+function containerPath(p, what) {
+  if (!p.startsWith("/")) throw badInput(`${what} ${JSON.stringify(p)} must be an absolute path`);
+  return posix.normalize(p);
+}
+async function recordStubs(root, paths) {
+  const all = /* @__PURE__ */ new Set();
+  for (const p of paths) {
+    const parts = p.split("/").filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) all.add(`/${parts.slice(0, i).join("/")}`);
+  }
+  const missing = /* @__PURE__ */ new Set();
+  const parentTimes = /* @__PURE__ */ new Map();
+  for (const p of all) {
+    const resolved = await resolveInRoot(root, p);
+    try {
+      await lstat2(root + resolved);
+    } catch (e) {
+      if (errCode3(e) !== "ENOENT" && errCode3(e) !== "ENOTDIR") throw e;
+      missing.add(resolved);
+      const parent = posix.dirname(resolved);
+      try {
+        const st = await lstat2(root + parent, { bigint: true });
+        if (st.isDirectory()) {
+          parentTimes.set(parent, { atime: Number(st.atimeNs) / 1e9, mtime: Number(st.mtimeNs) / 1e9 });
+        }
+      } catch (e2) {
+        if (errCode3(e2) !== "ENOENT" && errCode3(e2) !== "ENOTDIR") throw e2;
+      }
+    }
+  }
+  return { missing: [...missing], parentTimes };
+}
+async function removeStubs(root, stubs) {
+  for (const p of [...stubs.missing].sort((a, b) => b.length - a.length)) {
+    const host = root + await resolveInRoot(root, p);
+    let st;
+    try {
+      st = await lstat2(host);
+    } catch {
+      continue;
+    }
+    if (st.isFile() && st.size === 0) await unlink(host);
+    else if (st.isDirectory() && (await readdir5(host)).length === 0) await rmdir2(host);
+  }
+  for (const [dir, t] of stubs.parentTimes) {
+    const host = root + await resolveInRoot(root, dir);
+    await utimes2(host, t.atime, t.mtime).catch(() => void 0);
+  }
+}
+function hostsFile(hostname, extra) {
+  const lines = [
+    `127.0.0.1	localhost ${hostname}`,
+    "::1	localhost ip6-localhost ip6-loopback",
+    ...extra.map((e) => `${e.ip}	${e.host}`)
+  ];
+  return `${lines.join("\n")}
+`;
+}
+function checkLine(what, v) {
+  if (/[\n\0]/.test(v)) throw badInput(`${what} ${JSON.stringify(v)} contains a newline or NUL`);
+  return v;
+}
+async function run(opts) {
+  if (opts.signal?.aborted) throw new CancelledError();
+  if (opts.args.length === 0 || opts.args[0] === "") throw badInput("no program to run");
+  const rt = await runtimeInfo(opts.runtime ?? "runc");
+  const rootfs = resolve(opts.rootfs);
+  const network = opts.network ?? "host";
+  const hostname = checkLine("hostname", opts.hostname ?? "tsbuild");
+  const user = opts.user ?? { uid: 0, gid: 0 };
+  for (const id2 of [user.uid, user.gid, ...user.additionalGids ?? []]) {
+    if (!Number.isInteger(id2) || id2 < 0 || id2 > 4294967294) throw badInput(`invalid user or group id ${id2}`);
+  }
+  for (const e of opts.env ?? []) {
+    if (!/^[^=\0]+=/.test(e) || e.includes("\0")) throw badInput(`environment entry ${JSON.stringify(e)} is not KEY=value`);
+  }
+  const cwd = await resolveInRoot(rootfs, containerPath(opts.cwd ?? "/", "working directory"));
+  if (isUnderProc(cwd)) {
+    throw new TsbuildError("UNSAFE_CWD", `working directory ${opts.cwd} resolves to ${cwd}, inside /proc`, {
+      hint: "a working directory under /proc can escape the container (CVE-2024-21626)"
+    });
+  }
+  const program = opts.args[0] ?? "";
+  if (!rt.fixesCve202421626 && program.startsWith("/") && isUnderProc(await resolveInRoot(rootfs, program))) {
+    throw new TsbuildError("UNSAFE_PROGRAM", `refusing to run ${program}: a program under /proc can escape ${rt.name} ${rt.version}`, {
+      hint: "upgrade runc to 1.1.12 or later (CVE-2024-21626)"
+    });
+  }
+  const mounts = [];
+  const mountPoints = [];
+  for (const m of opts.mounts ?? []) {
+    const dest = containerPath(m.destination, "mount target");
+    if (dest === "/" || isUnderProc(dest) || isUnderProc(await resolveInRoot(rootfs, dest))) {
+      throw badInput(`cannot mount over ${dest}`);
+    }
+    mountPoints.push(dest);
+    if (m.type === "bind") {
+      if (!isAbsolute(m.source)) throw badInput(`bind mount source ${m.source} must be absolute`);
+      mounts.push({ destination: dest, type: "bind", source: m.source, options: ["rbind", m.readonly ? "ro" : "rw"] });
+    } else {
+      const options = ["nosuid", "nodev", `mode=${(m.mode ?? 493).toString(8)}`];
+      if (m.size !== void 0) options.push(`size=${m.size}`);
+      mounts.push({ destination: dest, type: "tmpfs", source: "tmpfs", options });
+    }
+  }
+  const id = newContainerId();
+  await mkdir5(opts.stateDir, { recursive: true });
+  const bundle = join7(resolve(opts.stateDir), id);
+  await mkdir5(bundle, { mode: 448 });
+  let stubs = { missing: [], parentTimes: /* @__PURE__ */ new Map() };
+  try {
+    let resolv = "";
+    if (network === "host") {
+      resolv = await readFile7("/etc/resolv.conf", "utf8").catch(() => "");
+    }
+    await writeFile2(join7(bundle, "resolv.conf"), resolv, { mode: 420 });
+    for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
+    await writeFile2(join7(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 });
+    await writeFile2(join7(bundle, "hostname"), `${hostname}
+`, { mode: 420 });
+    const etcMounts = (opts.etcFiles === false ? [] : ["resolv.conf", "hosts", "hostname"]).map((f) => ({
+      destination: `/etc/${f}`,
+      type: "bind",
+      source: join7(bundle, f),
+      options: ["rbind", "ro"]
+    }));
+    const spec = buildSpec({
+      rootfs,
+      args: opts.args,
+      env: opts.env ?? [],
+      cwd,
+      uid: user.uid,
+      gid: user.gid,
+      additionalGids: user.additionalGids ?? [],
+      hostname,
+      network,
+      mounts: [...etcMounts, ...mounts],
+      cgroupsPath: `tsbuild/${id}`,
+      limits: opts.limits ?? {}
+    });
+    await writeFile2(join7(bundle, "config.json"), JSON.stringify(spec));
+    await mkdirInRoot(rootfs, cwd);
+    stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
+    return await runContainer(rt.path, id, bundle, opts);
+  } finally {
+    await runCommand2(rt.path, [...globalArgs(opts), "delete", "--force", id]).catch(() => void 0);
+    await removeStubs(rootfs, stubs);
+    await rm8(bundle, { recursive: true, force: true });
+  }
+}
+async function runContainer(runtime, id, bundle, opts) {
+  if (opts.signal?.aborted) throw new CancelledError();
+  const log = join7(bundle, "runtime.log");
+  const args = [...globalArgs(opts), "--log", log, "--log-format", "json", "run", "--bundle", bundle, id];
+  const child = spawn4(runtime, args, {
+    cwd: bundle,
+    stdio: ["ignore", opts.stdout ? "pipe" : "ignore", opts.stderr ? "pipe" : "ignore"]
+  });
+  if (opts.stdout) child.stdout?.pipe(opts.stdout, { end: false });
+  if (opts.stderr) child.stderr?.pipe(opts.stderr, { end: false });
+  let exited = false;
+  let aborted = false;
+  const onAbort = () => {
+    aborted = true;
+    void (async () => {
+      for (let i = 0; !exited; i++) {
+        await runCommand2(runtime, [...globalArgs(opts), "kill", id, "KILL"]);
+        if (i === 50) child.kill("SIGKILL");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+  };
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  let code;
+  try {
+    code = await new Promise((res, rej) => {
+      child.once("error", rej);
+      child.once("close", (c) => res(c));
+    });
+  } finally {
+    exited = true;
+    opts.signal?.removeEventListener("abort", onAbort);
+  }
+  if (aborted) throw new CancelledError();
+  const exitCode = code ?? 137;
+  if (exitCode !== 0) {
+    const failure = await runtimeFailure(log);
+    if (failure !== void 0) {
+      throw new TsbuildError("RUNTIME_START", `cannot run ${JSON.stringify(opts.args[0])}: ${failure}`);
+    }
+  }
+  const sig = exitCode > 128 ? SIGNAL_NAMES.get(exitCode - 128) : void 0;
+  return sig === void 0 ? { exitCode } : { exitCode, signal: sig };
+}
+async function runtimeFailure(log) {
+  let text;
+  try {
+    text = await readFile7(log, "utf8");
+  } catch {
+    return void 0;
+  }
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line);
+      if (entry.level === "error" || entry.level === "fatal") {
+        return (entry.msg ?? "the runtime failed").replace(/^runc run failed: /, "");
+      }
+    } catch {
+      continue;
+    }
+  }
+  return void 0;
+}
+
+// packages/builder/src/cache.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash3 } from "node:crypto";
+function cacheKey(parts) {
+  return createHash3("sha256").update(JSON.stringify(parts)).digest("hex");
+}
+var CacheIndex = class {
+  constructor(meta) {
+    this.meta = meta;
+  }
+  meta;
+  async get(key) {
+    const v = await this.meta.get(key);
+    return v && v.v === 1 && typeof v.created === "string" ? v : void 0;
+  }
+  async set(key, rec) {
+    await this.meta.set(key, rec, rec.layer ? { roots: [rec.layer.diffId] } : {});
+  }
+  async clear() {
+    const keys = await this.meta.keys();
+    for (const k of keys) await this.meta.delete(k);
+    return keys.length;
+  }
+};
+var Semaphore = class {
+  constructor(limit) {
+    this.limit = limit;
+  }
+  limit;
+  waiting = [];
+  active = 0;
+  async run(fn) {
+    if (this.active >= this.limit) await new Promise((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+};
+
+// packages/builder/src/context.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import fs from "node:fs";
+import path2 from "node:path";
+
+// packages/builder/src/ignore.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var import_dockerignore = __toESM(require_ignore(), 1);
+init_src();
+import { readFile as readFile8 } from "node:fs/promises";
+import path from "node:path";
+var loaded = import_dockerignore.default;
+var newEngine = typeof loaded === "function" ? loaded : loaded.default;
+function parseIgnoreFile(text) {
+  const out = [];
+  const body = text.charCodeAt(0) === 65279 ? text.slice(1) : text;
+  for (const raw of body.split("\n")) {
+    const line = raw.replace(/\r$/, "");
+    if (line.startsWith("#")) continue;
+    const trimmed = line.trim();
+    if (trimmed === "" || trimmed === "!") continue;
+    out.push(trimmed);
+  }
+  return out;
+}
+function createIgnoreMatcher(patterns, source) {
+  const list = [...patterns];
+  const engine = newEngine();
+  engine.add(list);
+  const hasExceptions = list.some((p) => p.startsWith("!"));
+  const memo = /* @__PURE__ */ new Map();
+  return {
+    patterns: list,
+    hasExceptions,
+    source,
+    ignores(relPath) {
+      if (list.length === 0) return false;
+      const key = normalizeRel(relPath);
+      if (key === "") return false;
+      const seen = memo.get(key);
+      if (seen !== void 0) return seen;
+      const hit = engine.ignores(key);
+      memo.set(key, hit);
+      return hit;
+    }
+  };
+}
+var NO_IGNORE = createIgnoreMatcher([]);
+function normalizeRel(p) {
+  const n = path.posix.normalize("/" + p).slice(1);
+  return n.endsWith("/") ? n.slice(0, -1) : n;
+}
+async function loadIgnore(contextDir, dockerfilePath) {
+  const candidates = [
+    path.resolve(path.dirname(dockerfilePath), path.basename(dockerfilePath) + ".dockerignore"),
+    path.resolve(contextDir, ".dockerignore")
+  ];
+  for (const file of candidates) {
+    let text;
+    try {
+      text = await readFile8(file, "utf8");
+    } catch (e) {
+      const code = e.code;
+      if (code === "ENOENT" || code === "ENOTDIR") continue;
+      throw new TsbuildError("IGNORE_FILE", `cannot read ignore file ${file}: ${e.message}`, { cause: e });
+    }
+    return createIgnoreMatcher(parseIgnoreFile(text), file);
+  }
+  return NO_IGNORE;
+}
+
+// packages/builder/src/context.ts
+var SourceNotFoundError = class extends TsbuildError {
+  source;
+  constructor(source, root, ignoreFile) {
+    super(
+      "SOURCE_NOT_FOUND",
+      `"${source}": not found in build context` + (ignoreFile ? " or excluded by " + path2.basename(ignoreFile) : ""),
+      { hint: `source paths are relative to the context root ${root}; "../" cannot leave it` }
+    );
+    this.source = source;
+  }
+};
+var MAX_LINKS = 255;
+function resolveInRoot2(root, unsafePath, opts = {}) {
+  const followFinal = opts.followFinal ?? true;
+  let pending = splitPath(unsafePath);
+  const done = [];
+  let links = 0;
+  let missing = false;
+  while (pending.length > 0) {
+    const part = pending[0];
+    pending = pending.slice(1);
+    if (part === "..") {
+      done.pop();
+      continue;
+    }
+    const candidate = joinUnder(root, [...done, part]);
+    if (missing || pending.length === 0 && !followFinal) {
+      done.push(part);
+      continue;
+    }
+    const st = lstatOrUndefined(candidate);
+    if (st === void 0) missing = true;
+    if (st?.isSymbolicLink()) {
+      if (++links > MAX_LINKS) {
+        throw new TsbuildError("SYMLINK_LOOP", `too many levels of symbolic links resolving ${unsafePath}`);
+      }
+      const target = fs.readlinkSync(candidate);
+      if (target.startsWith("/")) done.length = 0;
+      pending = [...splitPath(target), ...pending];
+      continue;
+    }
+    done.push(part);
+  }
+  return joinUnder(root, done);
+}
+function splitPath(p) {
+  return p.split("/").filter((c) => c !== "" && c !== ".");
+}
+function joinUnder(root, parts) {
+  if (parts.length === 0) return root;
+  return (root.endsWith("/") ? root : root + "/") + parts.join("/");
+}
+function hasWildcard(p) {
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i];
+    if (c === "\\") i++;
+    else if (c === "*" || c === "?" || c === "[") return true;
+  }
+  return false;
+}
+function compileGlob2(component) {
+  const bad3 = () => {
+    throw new TsbuildError("BAD_PATTERN", `invalid wildcard pattern "${component}"`);
+  };
+  const lit = (ch) => ch.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
+  const inClass = (ch) => ch.replace(/[\\^\]\[-]/g, "\\$&");
+  const chars = Array.from(component);
+  let re = "^";
+  let i = 0;
+  const classChar = () => {
+    const ch = chars[i];
+    if (ch === void 0 || ch === "-" || ch === "]") bad3();
+    i++;
+    if (ch !== "\\") return ch;
+    const esc = chars[i];
+    if (esc === void 0) bad3();
+    i++;
+    return esc;
+  };
+  while (i < chars.length) {
+    const c = chars[i];
+    if (c === "*") {
+      re += "[^/]*";
+      i++;
+    } else if (c === "?") {
+      re += "[^/]";
+      i++;
+    } else if (c === "\\") {
+      const next = chars[i + 1];
+      if (next === void 0) bad3();
+      re += lit(next);
+      i += 2;
+    } else if (c === "[") {
+      i++;
+      let cls = "[";
+      if (chars[i] === "^") {
+        cls += "^/";
+        i++;
+      }
+      let ranges = 0;
+      for (; ; ) {
+        if (chars[i] === "]" && ranges > 0) {
+          i++;
+          break;
+        }
+        const lo = classChar();
+        let hi = lo;
+        if (chars[i] === "-") {
+          i++;
+          hi = classChar();
+          if (hi < lo) bad3();
+        }
+        cls += lo === hi ? inClass(lo) : inClass(lo) + "-" + inClass(hi);
+        ranges++;
+      }
+      re += cls + "]";
+    } else {
+      re += lit(c);
+      i++;
+    }
+  }
+  return new RegExp(re + "$", "su");
+}
+function kindOf(st) {
+  if (st.isFile()) return "file";
+  if (st.isDirectory()) return "dir";
+  if (st.isSymbolicLink()) return "symlink";
+  return void 0;
+}
+function lstatOrUndefined(p) {
+  try {
+    return fs.lstatSync(p, { throwIfNoEntry: false });
+  } catch {
+    return void 0;
+  }
+}
+var BuildContext = class _BuildContext {
+  root;
+  ignore;
+  constructor(root, ignore) {
+    this.root = root;
+    this.ignore = ignore;
+  }
+  static async open(dir, opts = {}) {
+    let root;
+    try {
+      root = await fs.promises.realpath(dir);
+      if (!(await fs.promises.stat(root)).isDirectory()) throw new Error("not a directory");
+    } catch (e) {
+      throw new TsbuildError("CONTEXT", `build context ${dir} is not a readable directory`, { cause: e });
+    }
+    return new _BuildContext(root, opts.ignore ?? NO_IGNORE);
+  }
+  /** Root-relative path of an absolute path under the root. */
+  relativeOf(abs) {
+    return abs === this.root ? "" : abs.slice(this.root.length + 1);
+  }
+  /** Whether .dockerignore hides a root-relative path (a directory with re-included contents is visible). */
+  isHidden(rel, isDir, realPath) {
+    if (!this.ignore.ignores(rel)) return false;
+    if (!isDir || !this.ignore.hasExceptions || realPath === void 0) return true;
+    return this.walkDir(realPath, rel, "", NO_IGNORE, []) === 0;
+  }
+  async resolveSources(patterns, opts = {}) {
+    const out = [];
+    for (const p of patterns) out.push(...this.resolveOne(p, opts));
+    return out;
+  }
+  resolveOne(source, opts) {
+    const follow = opts.followTopLevelSymlink ?? true;
+    const excludes = [...opts.excludes ?? []];
+    let pivot = "";
+    let pattern = source;
+    if (opts.parents) {
+      const cut = source.indexOf("/./");
+      if (cut >= 0) {
+        pivot = cleanRel(source.slice(0, cut));
+        pattern = source.slice(0, cut) + "/" + source.slice(cut + 3);
+      }
+    }
+    const rel = cleanRel(pattern);
+    const wildcard = hasWildcard(rel);
+    const excluder = excludes.length > 0 ? createIgnoreMatcher(excludes) : NO_IGNORE;
+    const named = !wildcard ? [rel] : opts.parents && rel.split("/").includes("**") ? this.expandDeep(rel) : this.expand(rel);
+    const matches = [];
+    for (const name of named) {
+      const realPath = follow ? resolveInRoot2(this.root, name) : resolveInRoot2(this.root, name, { followFinal: false });
+      const st = lstatOrUndefined(realPath);
+      const kind2 = st ? kindOf(st) : void 0;
+      const realRel = this.relativeOf(realPath);
+      const hidden = kind2 === void 0 || this.isHidden(realRel, kind2 === "dir", realPath) || name !== realRel && this.isHidden(name, kind2 === "dir", realPath);
+      if (hidden || name !== "" && excluder.ignores(name)) {
+        if (!wildcard) throw new SourceNotFoundError(source, this.root, this.ignore.source);
+        continue;
+      }
+      matches.push({ source, path: name, realPath, kind: kind2, wildcard, pivot, excludes });
+    }
+    return matches;
+  }
+  /** Go filepath.Match over root-relative paths, in lexical order, never descending a symlink. */
+  expand(rel) {
+    const parts = rel.split("/");
+    const firstWild = parts.findIndex((c) => hasWildcard(c));
+    const prefix = parts.slice(0, firstWild).join("/");
+    const globs = parts.slice(firstWild).map((c) => compileGlob2(c));
+    const base = resolveInRoot2(this.root, prefix);
+    const baseSt = lstatOrUndefined(base);
+    if (!baseSt?.isDirectory()) return [];
+    const out = [];
+    const visit = (dirAbs, dirNamed, depth) => {
+      const glob = globs[depth];
+      const last = depth === globs.length - 1;
+      let names;
+      try {
+        names = fs.readdirSync(dirAbs).sort();
+      } catch {
+        return;
+      }
+      for (const name of names) {
+        if (!glob.test(name)) continue;
+        const named = dirNamed === "" ? name : dirNamed + "/" + name;
+        if (last) {
+          out.push(named);
+          continue;
+        }
+        const abs = dirAbs + "/" + name;
+        if (lstatOrUndefined(abs)?.isDirectory()) visit(abs, named, depth + 1);
+      }
+    };
+    visit(base, prefix, 0);
+    return out;
+  }
+  /** Like `expand`, with `**` components matching zero or more directories; nested hits fold into their ancestor. */
+  expandDeep(rel) {
+    const parts = rel.split("/");
+    const firstWild = parts.findIndex((c) => hasWildcard(c));
+    const prefix = parts.slice(0, firstWild).join("/");
+    const rest = parts.slice(firstWild).map((c) => c === "**" ? null : compileGlob2(c));
+    const base = resolveInRoot2(this.root, prefix);
+    if (!lstatOrUndefined(base)?.isDirectory()) return [];
+    const found = /* @__PURE__ */ new Set();
+    const seen = /* @__PURE__ */ new Set();
+    const visit = (dirAbs, dirNamed, depth) => {
+      const key = `${depth}\0${dirNamed}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      const glob = rest[depth];
+      if (glob === void 0) return;
+      const last = depth === rest.length - 1;
+      let names;
+      try {
+        names = fs.readdirSync(dirAbs).sort();
+      } catch {
+        return;
+      }
+      if (glob === null) {
+        if (last) {
+          for (const name of names) found.add(dirNamed === "" ? name : dirNamed + "/" + name);
+          return;
+        }
+        visit(dirAbs, dirNamed, depth + 1);
+      }
+      for (const name of names) {
+        if (glob !== null && !glob.test(name)) continue;
+        const named = dirNamed === "" ? name : dirNamed + "/" + name;
+        const abs = dirAbs + "/" + name;
+        const isDir = lstatOrUndefined(abs)?.isDirectory() === true;
+        if (glob === null) {
+          if (isDir) visit(abs, named, depth);
+          continue;
+        }
+        if (last) found.add(named);
+        else if (isDir) visit(abs, named, depth + 1);
+      }
+    };
+    visit(base, prefix, 0);
+    const underAnother = (p) => {
+      for (let i = p.indexOf("/"); i >= 0; i = p.indexOf("/", i + 1)) if (found.has(p.slice(0, i))) return true;
+      return false;
+    };
+    return [...found].sort().filter((p) => !underAnother(p));
+  }
+  /**
+   * Every entry a match selects, `.dockerignore` and `--exclude` applied, in the order hashing
+   * and copying use. Symlinks below the match are entries, never followed.
+   */
+  walk(match) {
+    const st = fs.lstatSync(match.realPath, { bigint: true });
+    const top = {
+      rel: "",
+      abs: match.realPath,
+      kind: match.kind,
+      stat: st,
+      linkTarget: match.kind === "symlink" ? fs.readlinkSync(match.realPath) : void 0
+    };
+    if (match.kind !== "dir") return [top];
+    const excluder = match.excludes.length > 0 ? createIgnoreMatcher(match.excludes) : NO_IGNORE;
+    const out = [top];
+    this.walkDir(match.realPath, this.relativeOf(match.realPath), "", excluder, out);
+    return out;
+  }
+  /** Appends the visible entries below `dirAbs` to `out`; returns how many it appended. */
+  walkDir(dirAbs, ctxRel, rel, excluder, out) {
+    const start = out.length;
+    let names;
+    try {
+      names = fs.readdirSync(dirAbs).sort();
+    } catch (e) {
+      throw new TsbuildError("CONTEXT_READ", `cannot read directory ${dirAbs}: ${e.message}`, { cause: e });
+    }
+    for (const name of names) {
+      const abs = dirAbs + "/" + name;
+      const childCtx = ctxRel === "" ? name : ctxRel + "/" + name;
+      const childRel = rel === "" ? name : rel + "/" + name;
+      const st = fs.lstatSync(abs, { bigint: true });
+      const kind2 = kindOf(st);
+      if (kind2 === void 0) continue;
+      const hidden = this.ignore.ignores(childCtx) || excluder.ignores(childRel);
+      if (kind2 === "dir") {
+        const canHoldVisible = this.ignore.hasExceptions || excluder.hasExceptions;
+        if (hidden && !canHoldVisible) continue;
+        const at = out.length;
+        out.push({ rel: childRel, abs, kind: kind2, stat: st, linkTarget: void 0 });
+        const below = this.walkDir(abs, childCtx, childRel, excluder, out);
+        if (hidden && below === 0) out.splice(at, 1);
+        continue;
+      }
+      if (hidden) continue;
+      out.push({ rel: childRel, abs, kind: kind2, stat: st, linkTarget: kind2 === "symlink" ? fs.readlinkSync(abs) : void 0 });
+    }
+    return out.length - start;
+  }
+};
+function cleanRel(p) {
+  const n = path2.posix.normalize("/" + p);
+  return n.replace(/^\/+/, "").replace(/\/+$/, "");
+}
+
+// packages/builder/src/plan.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+function findStage(df, ref, before) {
+  const lower = ref.toLowerCase();
+  const limit = before ?? df.stages.length;
+  for (let i = limit - 1; i >= 0; i--) {
+    const s = df.stages[i];
+    if (s.name === lower) return s;
+  }
+  if (/^\d+$/.test(ref)) {
+    const s = df.stages[Number(ref)];
+    if (s && s.index < limit) return s;
+  }
+  return void 0;
+}
+function planStages(df, target, resolveFrom, file, text) {
+  let final;
+  if (target !== void 0) {
+    final = df.stages.find((s) => s.name === target.toLowerCase());
+    if (!final) {
+      const names = df.stages.map((s) => s.name).filter(Boolean);
+      throw new UsageError(`target stage "${target}" could not be found in ${file}`, {
+        hint: names.length > 0 ? `stages: ${names.join(", ")}` : "the Dockerfile names no stages (FROM image AS name)"
+      });
+    }
+  } else {
+    final = df.stages.at(-1);
+  }
+  if (!final) throw new DockerfileError("the Dockerfile has no stages", { file });
+  const deps = /* @__PURE__ */ new Map();
+  const depsOf = (s) => {
+    let d = deps.get(s);
+    if (d) return d;
+    const base = findStage(df, resolveFrom(s), s.index);
+    const reads = [];
+    for (const inst of s.instructions) {
+      const refs = [];
+      if (inst.kind === "copy" && inst.from !== void 0) refs.push({ ref: inst.from, range: inst.range });
+      if (inst.kind === "run") {
+        for (const m of inst.mounts) if (m.from !== void 0) refs.push({ ref: m.from, range: inst.range });
+      }
+      for (const r of refs) {
+        const st = findStage(df, r.ref);
+        if (st === s) {
+          throw new DockerfileError(`${inst.kind.toUpperCase()} --from=${r.ref} refers to its own stage`, {
+            file,
+            range: r.range,
+            excerpt: excerptOf(text, r.range)
+          });
+        }
+        if (st) reads.push(st);
+      }
+    }
+    d = { base, reads };
+    deps.set(s, d);
+    return d;
+  };
+  const order = [];
+  const state = /* @__PURE__ */ new Map();
+  const visit = (s, path7) => {
+    const st = state.get(s);
+    if (st === "done") return;
+    if (st === "visiting") {
+      const cycle = [...path7.slice(path7.indexOf(s)), s].map((x) => x.name ?? String(x.index)).join(" -> ");
+      throw new DockerfileError(`circular dependency between stages: ${cycle}`, {
+        file,
+        range: s.from.range,
+        excerpt: excerptOf(text, s.from.range)
+      });
+    }
+    state.set(s, "visiting");
+    const d = depsOf(s);
+    for (const dep of [...d.base ? [d.base] : [], ...d.reads]) visit(dep, [...path7, s]);
+    state.set(s, "done");
+    order.push(s);
+  };
+  visit(final, []);
+  return { order, deps };
+}
+
+// packages/builder/src/platform.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+var HOST_PLATFORM = { os: "linux", architecture: "amd64", variant: "" };
+function formatPlatform(p) {
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
+}
+function parsePlatform(spec, where = "--platform") {
+  if (spec === void 0 || spec === "") return HOST_PLATFORM;
+  const parts = spec.toLowerCase().split("/");
+  const [os2, arch0, variant = ""] = parts;
+  const arch = arch0 === "x86_64" || arch0 === "x86-64" ? "amd64" : arch0;
+  if (parts.length < 2 || parts.length > 3 || !os2 || !arch) {
+    throw new UsageError(`${where}: invalid platform ${JSON.stringify(spec)}: expected os/arch[/variant], e.g. linux/amd64`);
+  }
+  const p = { os: os2, architecture: arch, variant };
+  if (formatPlatform(p) !== formatPlatform(HOST_PLATFORM)) {
+    throw new UsageError(`${where}: platform ${formatPlatform(p)} is not supported: tsbuild builds linux/amd64 only`, {
+      hint: "cross-platform builds need emulation, which tsbuild does not provide yet"
+    });
+  }
+  return p;
+}
+function platformArgs(target, build2 = HOST_PLATFORM) {
+  return {
+    TARGETPLATFORM: formatPlatform(target),
+    TARGETOS: target.os,
+    TARGETARCH: target.architecture,
+    TARGETVARIANT: target.variant,
+    BUILDPLATFORM: formatPlatform(build2),
+    BUILDOS: build2.os,
+    BUILDARCH: build2.architecture,
+    BUILDVARIANT: build2.variant
+  };
+}
+var PROXY_ARGS = /* @__PURE__ */ new Set([
+  "HTTP_PROXY",
+  "http_proxy",
+  "HTTPS_PROXY",
+  "https_proxy",
+  "FTP_PROXY",
+  "ftp_proxy",
+  "NO_PROXY",
+  "no_proxy",
+  "ALL_PROXY",
+  "all_proxy"
+]);
+
+// packages/builder/src/session.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { mkdir as mkdir6 } from "node:fs/promises";
+import { join as join9 } from "node:path";
+import { availableParallelism as availableParallelism2 } from "node:os";
+
+// packages/layer/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/layer/src/diff.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { closeSync as closeSync2, lstatSync, openSync as openSync2, readSync, readdirSync, readlinkSync } from "node:fs";
+import { createHash as createHash4 } from "node:crypto";
+import { Readable as Readable2 } from "node:stream";
+import { pipeline as pipeline3 } from "node:stream/promises";
+import { resolve as resolvePath2 } from "node:path";
+
+// packages/layer/src/tar.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+var BLOCK = 512;
+var TYPEFLAG = {
+  file: "0",
+  hardlink: "1",
+  symlink: "2",
+  char: "3",
+  block: "4",
+  dir: "5",
+  fifo: "6"
+};
+var XATTR_PREFIX = "SCHILY.xattr.";
+var MAX_OCTAL_7 = 2097151;
+var MAX_OCTAL_11 = 8589934591;
+function writeOctal(buf, off, width, value) {
+  const s = value.toString(8).padStart(width - 1, "0");
+  buf.write(s, off, width - 1, "latin1");
+  buf[off + width - 1] = 0;
+}
+function paxRecord(key, value) {
+  const body = Buffer.concat([Buffer.from(` ${key}=`, "utf8"), value, Buffer.from("\n")]);
+  let len = body.length + 1;
+  while (String(len).length + body.length !== len) len = String(len).length + body.length;
+  return Buffer.concat([Buffer.from(String(len), "latin1"), body]);
+}
+function writeUstar(b, off, name, typeflag, f, linkname, uname, gname) {
+  b.fill(0, off, off + BLOCK);
+  if (typeof name === "string") b.write(name, off, 100, "utf8");
+  else name.copy(b, off, 0, Math.min(name.length, 100));
+  writeOctal(b, off + 100, 8, f.mode);
+  writeOctal(b, off + 108, 8, f.uid);
+  writeOctal(b, off + 116, 8, f.gid);
+  writeOctal(b, off + 124, 12, f.size);
+  writeOctal(b, off + 136, 12, f.mtime);
+  b.write(typeflag, off + 156, 1, "latin1");
+  if (typeof linkname === "string") b.write(linkname, off + 157, 100, "utf8");
+  else linkname.copy(b, off + 157, 0, Math.min(linkname.length, 100));
+  b.write("ustar\x0000", off + 257, 8, "latin1");
+  b.write(uname, off + 265, 32, "utf8");
+  b.write(gname, off + 297, 32, "utf8");
+  writeOctal(b, off + 329, 8, f.devmajor);
+  writeOctal(b, off + 337, 8, f.devminor);
+  b.fill(32, off + 148, off + 156);
+  let sum = 0;
+  for (let i = off; i < off + BLOCK; i++) sum += b[i];
+  writeOctal(b, off + 148, 7, sum);
+  b[off + 155] = 32;
+}
+function ustarBlock(name, typeflag, f, linkname, uname, gname) {
+  const b = Buffer.allocUnsafe(BLOCK);
+  writeUstar(b, 0, name, typeflag, f, linkname, uname, gname);
+  return b;
+}
+function fitsBytes(s, max) {
+  return s.length * 3 <= max || Buffer.byteLength(s, "utf8") <= max;
+}
+function encodeHeaderInto(h, target, off) {
+  if (off + BLOCK > target.length) return 0;
+  if (h.xattrs && h.xattrs.size > 0 || h.uid > MAX_OCTAL_7 || h.gid > MAX_OCTAL_7 || h.size > MAX_OCTAL_11) return 0;
+  const mtime = Math.max(0, Math.floor(h.mtime));
+  const link = h.linkpath ?? "";
+  const uname = h.uname ?? "";
+  const gname = h.gname ?? "";
+  if (mtime > MAX_OCTAL_11 || !fitsBytes(h.path, 100) || !fitsBytes(link, 100) || !fitsBytes(uname, 32) || !fitsBytes(gname, 32)) return 0;
+  const f = { mode: h.mode & 4095, uid: h.uid, gid: h.gid, size: h.size, mtime, devmajor: h.devmajor ?? 0, devminor: h.devminor ?? 0 };
+  writeUstar(target, off, h.path, TYPEFLAG[h.type], f, link, uname, gname);
+  return BLOCK;
+}
+function paxName(name) {
+  const tail = name.subarray(Math.max(0, name.length - 80));
+  return Buffer.concat([Buffer.from("PaxHeaders/"), tail]);
+}
+function encodeHeader(h) {
+  const name = Buffer.from(h.path, "utf8");
+  const link = Buffer.from(h.linkpath ?? "", "utf8");
+  const mtime = Math.max(0, Math.floor(h.mtime));
+  const records = [];
+  if (name.length > 100) records.push(paxRecord("path", name));
+  if (link.length > 100) records.push(paxRecord("linkpath", link));
+  if (h.uid > MAX_OCTAL_7) records.push(paxRecord("uid", Buffer.from(String(h.uid))));
+  if (h.gid > MAX_OCTAL_7) records.push(paxRecord("gid", Buffer.from(String(h.gid))));
+  if (h.size > MAX_OCTAL_11) records.push(paxRecord("size", Buffer.from(String(h.size))));
+  if (mtime > MAX_OCTAL_11) records.push(paxRecord("mtime", Buffer.from(String(mtime))));
+  if (h.xattrs && h.xattrs.size > 0) {
+    const keys = [...h.xattrs.keys()].sort(compareUtf8);
+    for (const k of keys) records.push(paxRecord(XATTR_PREFIX + k, h.xattrs.get(k)));
+  }
+  const fields = {
+    mode: h.mode & 4095,
+    uid: h.uid > MAX_OCTAL_7 ? 0 : h.uid,
+    gid: h.gid > MAX_OCTAL_7 ? 0 : h.gid,
+    size: h.size > MAX_OCTAL_11 ? 0 : h.size,
+    mtime: mtime > MAX_OCTAL_11 ? 0 : mtime,
+    devmajor: h.devmajor ?? 0,
+    devminor: h.devminor ?? 0
+  };
+  const uname = truncateUtf8(h.uname ?? "", 32);
+  const gname = truncateUtf8(h.gname ?? "", 32);
+  const main2 = ustarBlock(name.subarray(0, 100), TYPEFLAG[h.type], fields, link.subarray(0, 100), uname, gname);
+  if (records.length === 0) return main2;
+  const pax = Buffer.concat(records);
+  const paxFields = { mode: 420, uid: 0, gid: 0, size: pax.length, mtime: fields.mtime, devmajor: 0, devminor: 0 };
+  const paxHeader = ustarBlock(paxName(name), "x", paxFields, Buffer.alloc(0), "", "");
+  return Buffer.concat([paxHeader, pax, Buffer.alloc(padding(pax.length)), main2]);
+}
+function truncateUtf8(s, max) {
+  if (fitsBytes(s, max)) return s;
+  let out = "";
+  for (const ch of s) {
+    if (Buffer.byteLength(out + ch, "utf8") > max) break;
+    out += ch;
+  }
+  return out;
+}
+function padding(size) {
+  const r = size % BLOCK;
+  return r === 0 ? 0 : BLOCK - r;
+}
+function endOfArchive() {
+  return Buffer.alloc(2 * BLOCK);
+}
+function compareUtf8(a, b) {
+  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+}
+var ByteSource = class {
+  constructor(it, onBytes) {
+    this.it = it;
+    this.onBytes = onBytes;
+  }
+  it;
+  onBytes;
+  buf = Buffer.alloc(0);
+  done = false;
+  consumed = 0;
+  async fill() {
+    if (this.done) return false;
+    const r = await this.it.next();
+    if (r.done) {
+      this.done = true;
+      return false;
+    }
+    const chunk = typeof r.value === "string" ? Buffer.from(r.value) : r.value;
+    this.onBytes?.(chunk);
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    return true;
+  }
+  /** Exactly n bytes, or fewer only at the end of the input. */
+  async read(n) {
+    while (this.buf.length < n && await this.fill()) ;
+    const out = this.buf.subarray(0, Math.min(n, this.buf.length));
+    this.buf = this.buf.subarray(out.length);
+    this.consumed += out.length;
+    return out;
+  }
+  /** Up to n bytes as they arrive, at least one unless at the end. */
+  async readSome(n) {
+    if (this.buf.length === 0) await this.fill();
+    const out = this.buf.subarray(0, Math.min(n, this.buf.length));
+    this.buf = this.buf.subarray(out.length);
+    this.consumed += out.length;
+    return out;
+  }
+  /** Stops the source (destroying a stream) when reading ends early or fails. */
+  async close() {
+    await this.it.return?.();
+  }
+  /** Reads what is left so a hash over the whole input is complete. */
+  async drain() {
+    this.consumed += this.buf.length;
+    this.buf = Buffer.alloc(0);
+    while (await this.fill()) {
+      this.consumed += this.buf.length;
+      this.buf = Buffer.alloc(0);
+    }
+  }
+};
+function cstring(b) {
+  const nul = b.indexOf(0);
+  return nul === -1 ? b : b.subarray(0, nul);
+}
+function parseNumeric(b, field) {
+  if (b.length > 0 && (b[0] & 128) !== 0) {
+    if ((b[0] & 64) !== 0) throw new UnsafeArchiveError(`tar header: negative ${field}`);
+    let v = b[0] & 63;
+    for (let i = 1; i < b.length; i++) v = v * 256 + b[i];
+    if (!Number.isSafeInteger(v)) throw new UnsafeArchiveError(`tar header: ${field} too large`);
+    return v;
+  }
+  const s = cstring(b).toString("latin1").trim();
+  if (s === "") return 0;
+  if (!/^[0-7]+$/.test(s)) throw new UnsafeArchiveError(`tar header: invalid ${field} ${JSON.stringify(s)}`);
+  return parseInt(s, 8);
+}
+function parsePax(data) {
+  const out = /* @__PURE__ */ new Map();
+  let off = 0;
+  while (off < data.length) {
+    const sp = data.indexOf(32, off);
+    if (sp === -1) throw new UnsafeArchiveError("tar: malformed PAX record (no length)");
+    const len = Number(data.toString("latin1", off, sp));
+    if (!Number.isInteger(len) || len <= sp - off + 1 || off + len > data.length) {
+      throw new UnsafeArchiveError("tar: malformed PAX record length");
+    }
+    const rec = data.subarray(sp + 1, off + len);
+    if (rec[rec.length - 1] !== 10) throw new UnsafeArchiveError("tar: PAX record not newline-terminated");
+    const eq = rec.indexOf(61);
+    if (eq === -1) throw new UnsafeArchiveError('tar: PAX record without "="');
+    out.set(rec.toString("utf8", 0, eq), rec.subarray(eq + 1, rec.length - 1));
+    off += len;
+  }
+  return out;
+}
+var TYPES2 = {
+  "0": "file",
+  "\0": "file",
+  "7": "file",
+  "1": "hardlink",
+  "2": "symlink",
+  "3": "char",
+  "4": "block",
+  "5": "dir",
+  "6": "fifo"
+};
+var MAX_META = 16 * 1024 * 1024;
+async function* readTar(source, opts = {}) {
+  const src = new ByteSource(source[Symbol.asyncIterator](), opts.onBytes);
+  const global = /* @__PURE__ */ new Map();
+  let pax;
+  let gnuName;
+  let gnuLink;
+  try {
+    for (; ; ) {
+      opts.signal?.throwIfAborted();
+      const block = await src.read(BLOCK);
+      if (block.length === 0) return;
+      if (block.length < BLOCK) throw new UnsafeArchiveError("tar: truncated header");
+      if (block.every((x) => x === 0)) {
+        await src.drain();
+        return;
+      }
+      verifyChecksum(block);
+      const flag = String.fromCharCode(block[156]);
+      const size = parseNumeric(block.subarray(124, 136), "size");
+      if (flag === "x" || flag === "g" || flag === "L" || flag === "K") {
+        if (size > MAX_META) throw new UnsafeArchiveError(`tar: ${size}-byte metadata entry is too large`);
+        const data = await src.read(size);
+        if (data.length < size) throw new UnsafeArchiveError("tar: truncated metadata entry");
+        await src.read(padding(size));
+        if (flag === "x") pax = new Map([...pax ?? [], ...parsePax(data)]);
+        else if (flag === "g") for (const [k, v] of parsePax(data)) global.set(k, v);
+        else if (flag === "L") gnuName = cstring(data);
+        else gnuLink = cstring(data);
+        continue;
+      }
+      const rec = new Map([...global, ...pax ?? []]);
+      pax = void 0;
+      let type = TYPES2[flag];
+      const isUstar = block.toString("latin1", 257, 262) === "ustar";
+      let name = cstring(block.subarray(0, 100));
+      const prefix = isUstar && block.toString("latin1", 257, 263) === "ustar\0" ? cstring(block.subarray(345, 500)) : Buffer.alloc(0);
+      if (prefix.length > 0) name = Buffer.concat([prefix, Buffer.from("/"), name]);
+      const path7 = rec.get("path")?.toString("utf8") ?? gnuName?.toString("utf8") ?? name.toString("utf8");
+      const linkpath = rec.get("linkpath")?.toString("utf8") ?? gnuLink?.toString("utf8") ?? cstring(block.subarray(157, 257)).toString("utf8");
+      gnuName = gnuLink = void 0;
+      if (flag === "\0" && path7.endsWith("/")) type = "dir";
+      if (type === void 0) {
+        throw new UnsafeArchiveError(`tar: entry ${JSON.stringify(path7)} has unsupported type ${JSON.stringify(flag)}`, { entry: path7 });
+      }
+      const num = (key, off, len, field) => {
+        const v = rec.get(key);
+        if (v !== void 0) {
+          const n = Number(v.toString("latin1"));
+          if (!Number.isSafeInteger(n) || n < 0) throw new UnsafeArchiveError(`tar: invalid PAX ${key} for ${JSON.stringify(path7)}`, { entry: path7 });
+          return n;
+        }
+        return parseNumeric(block.subarray(off, off + len), field);
+      };
+      const mtimeRec = rec.get("mtime");
+      const bodySize = type === "file" ? num("size", 124, 12, "size") : 0;
+      const header = {
+        path: path7,
+        type,
+        mode: parseNumeric(block.subarray(100, 108), "mode") & 4095,
+        uid: num("uid", 108, 8, "uid"),
+        gid: num("gid", 116, 8, "gid"),
+        size: bodySize,
+        mtime: mtimeRec !== void 0 ? Math.floor(Number(mtimeRec.toString("latin1"))) || 0 : parseNumeric(block.subarray(136, 148), "mtime"),
+        uname: rec.get("uname")?.toString("utf8") ?? cstring(block.subarray(265, 297)).toString("utf8"),
+        gname: rec.get("gname")?.toString("utf8") ?? cstring(block.subarray(297, 329)).toString("utf8")
+      };
+      if (type === "symlink" || type === "hardlink") header.linkpath = linkpath;
+      if (type === "char" || type === "block") {
+        header.devmajor = parseNumeric(block.subarray(329, 337), "devmajor");
+        header.devminor = parseNumeric(block.subarray(337, 345), "devminor");
+      }
+      const xattrs = /* @__PURE__ */ new Map();
+      for (const [k, v] of rec) if (k.startsWith(XATTR_PREFIX)) xattrs.set(k.slice(XATTR_PREFIX.length), v);
+      if (xattrs.size > 0) header.xattrs = xattrs;
+      const stored = type === "file" ? bodySize : num("size", 124, 12, "size");
+      let remaining = stored;
+      const body = {
+        async *[Symbol.asyncIterator]() {
+          if (type !== "file") return;
+          while (remaining > 0) {
+            const chunk = await src.readSome(Math.min(remaining, 1 << 20));
+            if (chunk.length === 0) throw new UnsafeArchiveError(`tar: ${JSON.stringify(path7)} is truncated`, { entry: path7 });
+            remaining -= chunk.length;
+            yield chunk;
+          }
+        }
+      };
+      yield { header, body };
+      while (remaining > 0) {
+        const chunk = await src.readSome(Math.min(remaining, 1 << 20));
+        if (chunk.length === 0) throw new UnsafeArchiveError(`tar: ${JSON.stringify(path7)} is truncated`, { entry: path7 });
+        remaining -= chunk.length;
+      }
+      const pad = await src.read(padding(stored));
+      if (pad.length < padding(stored)) throw new UnsafeArchiveError(`tar: ${JSON.stringify(path7)} is truncated`, { entry: path7 });
+    }
+  } finally {
+    await src.close();
+  }
+}
+function verifyChecksum(block) {
+  const stored = parseNumeric(block.subarray(148, 156), "checksum");
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const b = i >= 148 && i < 156 ? 32 : block[i];
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  if (stored !== unsigned && stored !== signed) throw new UnsafeArchiveError("tar: header checksum mismatch (not a tar archive, or corrupt)");
+}
+
+// packages/layer/src/xattr.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { spawn as spawn5 } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, readFileSync as readFileSync2, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+function unescapeName(s) {
+  const out = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (c === 92 && i + 3 < s.length && /^[0-7]{3}$/.test(s.toString("latin1", i + 1, i + 4))) {
+      out.push(parseInt(s.toString("latin1", i + 1, i + 4), 8));
+      i += 3;
+    } else out.push(c);
+  }
+  return Buffer.from(out);
+}
+function escapeName(name) {
+  let s = "";
+  for (const c of name) {
+    if (c <= 32 || c >= 127 || c === 92 || c === 61) s += "\\" + c.toString(8).padStart(3, "0");
+    else s += String.fromCharCode(c);
+  }
+  return s;
+}
+function run2(cmd, args, signal, stdoutFd) {
+  return new Promise((resolve2, reject) => {
+    const child = spawn5(cmd, args, { stdio: ["ignore", stdoutFd, "pipe"], ...signal ? { signal } : {} });
+    const err = [];
+    child.stderr?.on("data", (c) => err.push(c));
+    child.on("error", (e) => {
+      const code = e.code;
+      reject(
+        code === "ENOENT" ? new TsbuildError("MISSING_TOOL", `${cmd} not found`, { hint: 'install the "attr" package (apt-get install attr)', cause: e }) : e
+      );
+    });
+    child.on("close", (code) => {
+      if (code === 0) resolve2();
+      else reject(new TsbuildError("XATTR", `${cmd} failed (exit ${code}): ${Buffer.concat(err).toString().trim().slice(0, 500)}`));
+    });
+  });
+}
+async function readXattrTree(root, opts = {}) {
+  const table = /* @__PURE__ */ new Map();
+  let current;
+  let currentPath = "";
+  const line = (l) => {
+    if (l.length === 0) return;
+    if (l.toString("latin1", 0, 8) === "# file: ") {
+      currentPath = unescapeName(l.subarray(8)).toString("utf8");
+      current = void 0;
+      return;
+    }
+    const eq = l.indexOf(61);
+    if (eq === -1) return;
+    const name = unescapeName(l.subarray(0, eq)).toString("utf8");
+    const raw = l.toString("latin1", eq + 1);
+    let value;
+    if (raw.startsWith("0x")) value = Buffer.from(raw.slice(2), "hex");
+    else if (raw.startsWith("0s")) value = Buffer.from(raw.slice(2), "base64");
+    else if (raw.startsWith('"') && raw.endsWith('"')) value = unescapeName(Buffer.from(raw.slice(1, -1), "latin1"));
+    else value = Buffer.from(raw, "latin1");
+    if (opts.keep && !opts.keep(currentPath, name, value)) return;
+    if (current === void 0) {
+      current = /* @__PURE__ */ new Map();
+      table.set(currentPath, current);
+    }
+    current.set(name, value);
+  };
+  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
+  try {
+    const fd = openSync(`${dir}/dump`, "w");
+    let running;
+    try {
+      running = run2("getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", "--", root], opts.signal, fd);
+    } finally {
+      closeSync(fd);
+    }
+    await running;
+    const dump = readFileSync2(`${dir}/dump`);
+    let start = 0;
+    for (let nl = dump.indexOf(10); nl !== -1; nl = dump.indexOf(10, start)) {
+      line(dump.subarray(start, nl));
+      start = nl + 1;
+    }
+    if (start < dump.length) line(dump.subarray(start));
+    return table;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+async function writeXattrs(entries, opts = {}) {
+  const parts = [];
+  for (const [path7, attrs] of entries) {
+    if (attrs.size === 0) continue;
+    parts.push(`# file: ${escapeName(Buffer.from(path7, "utf8"))}
+`);
+    for (const [name, value] of attrs) parts.push(`${escapeName(Buffer.from(name, "utf8"))}=0x${Buffer.from(value).toString("hex")}
+`);
+    parts.push("\n");
+  }
+  if (parts.length === 0) return;
+  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
+  try {
+    writeFileSync(`${dir}/restore`, parts.join(""));
+    await run2("setfattr", ["-h", `--restore=${dir}/restore`], opts.signal, "ignore");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// packages/layer/src/diff.ts
+var WHITEOUT_PREFIX = ".wh.";
+var OPAQUE_MARKER = ".wh..wh..opq";
+var CHUNK = 1 << 20;
+function isOverlayXattr(name) {
+  return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.");
+}
+function kindOf2(st) {
+  if (st.isDirectory()) return "dir";
+  if (st.isFile()) return "file";
+  if (st.isSymbolicLink()) return "symlink";
+  if (st.isCharacterDevice()) return st.rdev === 0 ? "whiteout" : "char";
+  if (st.isBlockDevice()) return "block";
+  if (st.isFIFO()) return "fifo";
+  return "socket";
+}
+function devNumbers(rdev) {
+  const lo = rdev % 2 ** 32;
+  const hi = Math.floor(rdev / 2 ** 32);
+  return {
+    devmajor: lo >>> 8 & 4095 | hi & 4294963200,
+    devminor: lo & 255 | lo >>> 12 & 1048320
+  };
+}
+function childrenOf(hostDir, relDir) {
+  const out = [];
+  for (const raw of readdirSync(hostDir, { encoding: "buffer" })) {
+    const name = raw.toString("utf8");
+    if (!Buffer.from(name, "utf8").equals(raw)) {
+      throw new TsbuildError("UNSUPPORTED_NAME", `file name ${JSON.stringify(relDir + name)} in ${hostDir} is not valid UTF-8; layers need UTF-8 names`);
+    }
+    const host = `${hostDir}/${name}`;
+    const st = lstatSync(host);
+    const kind2 = kindOf2(st);
+    const outName = kind2 === "whiteout" ? WHITEOUT_PREFIX + name : name;
+    const entry = {
+      host,
+      outPath: relDir + outName,
+      kind: kind2,
+      mode: st.mode & 4095,
+      uid: st.uid,
+      gid: st.gid,
+      size: kind2 === "file" ? st.size : 0,
+      mtime: Math.floor(st.mtimeMs / 1e3),
+      nlink: st.nlink,
+      rdev: st.rdev
+    };
+    out.push({ name, key: Buffer.from(kind2 === "dir" ? outName + "/" : outName, "utf8"), entry });
+  }
+  return out.sort((a, b) => Buffer.compare(a.key, b.key));
+}
+async function planWalk(root, exclude, signal) {
+  const plan = [];
+  const stack = [{ kids: childrenOf(root, ""), i: 0, rel: "" }];
+  let sinceYield = 0;
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const kid = top.kids[top.i++];
+    if (kid === void 0) {
+      stack.pop();
+      continue;
+    }
+    if (exclude?.(top.rel + kid.name)) continue;
+    plan.push(kid.entry);
+    if (kid.entry.kind === "dir") {
+      const rel = kid.entry.outPath + "/";
+      const kids = childrenOf(kid.entry.host, rel);
+      stack.push({ kids, i: 0, rel });
+      sinceYield += kids.length;
+      if (sinceYield >= 4096) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+        signal?.throwIfAborted();
+      }
+    }
+  }
+  return plan;
+}
+async function diff(upperDir, out, opts = {}) {
+  const root = resolvePath2(upperDir);
+  const signal = opts.signal;
+  const epoch = opts.sourceDateEpoch;
+  if (epoch !== void 0 && (!Number.isFinite(epoch) || epoch < 0)) {
+    throw new TsbuildError("BAD_SOURCE_DATE_EPOCH", `SOURCE_DATE_EPOCH must be a non-negative number of seconds, got ${epoch}`);
+  }
+  if (!lstatSync(root).isDirectory()) throw new TsbuildError("NOT_A_DIRECTORY", `${upperDir} is not a directory`);
+  const opaque = /* @__PURE__ */ new Set();
+  const scanning = readXattrTree(root, {
+    ...signal ? { signal } : {},
+    keep: (path7, name, value) => {
+      if (!isOverlayXattr(name)) return true;
+      if ((name === "trusted.overlay.opaque" || name === "user.overlay.opaque") && value.toString("latin1") === "y") opaque.add(path7);
+      return false;
+    }
+  });
+  let plan;
+  let xattrs;
+  try {
+    try {
+      plan = await planWalk(root, opts.exclude, signal);
+    } catch (e) {
+      await scanning.catch(() => void 0);
+      throw e;
+    }
+    xattrs = await scanning;
+  } catch (e) {
+    out.destroy();
+    if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
+    throw e;
+  }
+  const hash = createHash4("sha256");
+  let size = 0;
+  const links = /* @__PURE__ */ new Map();
+  const clamp = (m) => epoch === void 0 ? m : Math.min(m, Math.floor(epoch));
+  async function* chunks() {
+    let batch = Buffer.allocUnsafe(CHUNK);
+    let pos = 0;
+    const take = () => {
+      const b = batch.subarray(0, pos);
+      batch = Buffer.allocUnsafe(CHUNK);
+      pos = 0;
+      hash.update(b);
+      size += b.length;
+      return b;
+    };
+    const fits = (n) => pos + n <= CHUNK;
+    const put = (b) => {
+      b.copy(batch, pos);
+      pos += b.length;
+    };
+    for (const e of plan) {
+      const { host, outPath, kind: kind2 } = e;
+      const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
+      const attrs = xattrs.get(host);
+      const withXattrs = (h) => attrs && attrs.size > 0 ? { ...h, xattrs: attrs } : h;
+      const headers = [];
+      const push = (h) => {
+        headers.push(h);
+      };
+      let file;
+      if (kind2 === "whiteout") {
+        push({ ...base, mode: 0, path: outPath, type: "file" });
+      } else if (kind2 === "dir") {
+        push(withXattrs({ ...base, path: outPath + "/", type: "dir" }));
+        if (opaque.has(host)) {
+          push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: "file" });
+        }
+      } else if (kind2 === "socket") {
+      } else {
+        let linked;
+        if (e.nlink > 1) {
+          const big = lstatSync(host, { bigint: true });
+          const id = `${big.dev}:${big.ino}`;
+          linked = links.get(id);
+          if (linked === void 0) links.set(id, outPath);
+        }
+        if (linked !== void 0) {
+          push(withXattrs({ ...base, path: outPath, type: "hardlink", linkpath: linked }));
+        } else if (kind2 === "symlink") {
+          push(withXattrs({ ...base, path: outPath, type: "symlink", linkpath: readlinkSync(host) }));
+        } else if (kind2 === "fifo") {
+          push(withXattrs({ ...base, path: outPath, type: "fifo" }));
+        } else if (kind2 === "char" || kind2 === "block") {
+          push(withXattrs({ ...base, path: outPath, type: kind2, ...devNumbers(e.rdev) }));
+        } else {
+          push(withXattrs({ ...base, path: outPath, type: "file", size: e.size }));
+          file = { size: e.size };
+        }
+      }
+      for (const h of headers) {
+        if (!fits(BLOCK)) yield take();
+        const n = encodeHeaderInto(h, batch, pos);
+        if (n > 0) {
+          pos += n;
+          continue;
+        }
+        const b = encodeHeader(h);
+        if (!fits(b.length)) yield take();
+        if (fits(b.length)) put(b);
+        else {
+          hash.update(b);
+          size += b.length;
+          yield b;
+        }
+      }
+      if (file && file.size > 0) {
+        const fd = openSync2(host, "r");
+        try {
+          const readExactly = (buf, off, len) => {
+            let got = 0;
+            while (got < len) {
+              const n = readSync(fd, buf, off + got, len - got, null);
+              if (n === 0) throw new TsbuildError("LAYER_SOURCE_CHANGED", `${host} shrank while it was being read (expected ${file.size} bytes)`);
+              got += n;
+            }
+          };
+          const padded = file.size + padding(file.size);
+          if (padded <= CHUNK) {
+            if (!fits(padded)) yield take();
+            readExactly(batch, pos, file.size);
+            batch.fill(0, pos + file.size, pos + padded);
+            pos += padded;
+          } else {
+            if (pos > 0) yield take();
+            let left = file.size;
+            while (left > 0) {
+              const want = Math.min(left, CHUNK);
+              readExactly(batch, 0, want);
+              pos = want;
+              left -= want;
+              if (left === 0) {
+                const pad = padding(file.size);
+                batch.fill(0, pos, pos + pad);
+                pos += pad;
+              }
+              if (pos >= CHUNK) {
+                yield take();
+                signal?.throwIfAborted();
+              }
+            }
+          }
+        } finally {
+          closeSync2(fd);
+        }
+      }
+      if (pos >= CHUNK - BLOCK) {
+        yield take();
+        signal?.throwIfAborted();
+      }
+    }
+    const end = endOfArchive();
+    if (!fits(end.length)) yield take();
+    put(end);
+    yield take();
+  }
+  try {
+    await pipeline3(Readable2.from(chunks(), { objectMode: false, highWaterMark: CHUNK }), out, ...signal ? [{ signal }] : []);
+  } catch (e) {
+    if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
+    throw e;
+  }
+  return { diffId: `sha256:${hash.digest("hex")}`, size };
+}
+
+// packages/layer/src/apply.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import {
+  closeSync as closeSync3,
+  constants as fsc,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync as lstatSync3,
+  lutimesSync,
+  mkdirSync as mkdirSync2,
+  openSync as openSync3,
+  readdirSync as readdirSync2,
+  rmSync as rmSync2,
+  chmodSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync
+} from "node:fs";
+import { execFileSync as execFileSync2 } from "node:child_process";
+import { createHash as createHash6 } from "node:crypto";
+import { Readable as Readable4 } from "node:stream";
+import { resolve as resolvePath4 } from "node:path";
+
+// packages/layer/src/securejoin.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { lstatSync as lstatSync2, readlinkSync as readlinkSync2 } from "node:fs";
+import { resolve as resolvePath3 } from "node:path";
+var MAX_LINKS2 = 255;
+function cleanArchivePath(unsafePath) {
+  if (unsafePath.includes("\0")) throw new UnsafeArchiveError(`path ${JSON.stringify(unsafePath)} contains NUL`, { entry: unsafePath });
+  const out = [];
+  for (const part of unsafePath.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (out.length === 0) throw new UnsafeArchiveError(`path ${JSON.stringify(unsafePath)} escapes the root`, { entry: unsafePath });
+      out.pop();
+      continue;
+    }
+    out.push(part);
+  }
+  return out;
+}
+function secureJoin(root, unsafeParts, opts = {}) {
+  const absRoot = resolvePath3(root);
+  const done = [];
+  const todo = [...unsafeParts].reverse();
+  let links = 0;
+  while (todo.length > 0) {
+    const part = todo.pop();
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      done.pop();
+      continue;
+    }
+    if (part.includes("/") || part.includes("\0")) throw new UnsafeArchiveError(`invalid path component ${JSON.stringify(part)}`);
+    const isLast = todo.length === 0;
+    const host = absRoot + "/" + [...done, part].join("/");
+    if (isLast && !opts.followLast) {
+      done.push(part);
+      break;
+    }
+    let target;
+    try {
+      if (lstatSync2(host).isSymbolicLink()) target = readlinkSync2(host);
+    } catch (e) {
+      if (e.code !== "ENOENT" && e.code !== "ENOTDIR") throw e;
+    }
+    if (target === void 0) {
+      done.push(part);
+      continue;
+    }
+    if (++links > MAX_LINKS2) {
+      throw new UnsafeArchiveError(`too many levels of symbolic links resolving ${JSON.stringify(unsafeParts.join("/"))}`, { entry: unsafeParts.join("/") });
+    }
+    if (target.startsWith("/")) done.length = 0;
+    const parts = target.split("/");
+    for (let i = parts.length - 1; i >= 0; i--) todo.push(parts[i]);
+  }
+  return done.length === 0 ? absRoot : absRoot + "/" + done.join("/");
+}
+
+// packages/layer/src/compress.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash5 } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { PassThrough as PassThrough2, Readable as Readable3, Transform } from "node:stream";
+import { finished as finished2, pipeline as pipeline4 } from "node:stream/promises";
+import { Worker } from "node:worker_threads";
+import zlib from "node:zlib";
+
+// tsbuild-native:zstd-napi
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/action/src/native.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir as tmpdir2 } from "node:os";
+import { join as join8 } from "node:path";
+var loaded2 = /* @__PURE__ */ new Map();
+function versions() {
+  return typeof define_TSBUILD_NATIVE_VERSIONS_default === "undefined" ? {} : define_TSBUILD_NATIVE_VERSIONS_default;
+}
+function nativeCacheDir(env = process.env) {
+  const base = env.TSBUILD_NATIVE_CACHE || env.RUNNER_TOOL_CACHE || env.RUNNER_TEMP || tmpdir2();
+  const key = Object.entries(versions()).map(([n, v]) => `${n.replace(/[@/]/g, "_")}-${v}`).join("+") || "unversioned";
+  return join8(base, "tsbuild-native", `${process.platform}-${process.arch}-node${process.versions.modules}`, key);
+}
+function tryRequire(from, name) {
+  try {
+    return createRequire(from)(name);
+  } catch (e) {
+    if (e.code === "MODULE_NOT_FOUND") return void 0;
+    throw e;
+  }
+}
+function loadNative(name) {
+  const hit = loaded2.get(name);
+  if (hit !== void 0) return hit;
+  const env = process.env;
+  let mod;
+  if (env.TSBUILD_NATIVE_DIR) mod = tryRequire(join8(env.TSBUILD_NATIVE_DIR, "noop.js"), name);
+  mod ??= tryRequire(import.meta.url, name);
+  if (mod === void 0) {
+    const dir = nativeCacheDir(env);
+    const anchor = join8(dir, "noop.js");
+    mod = tryRequire(anchor, name);
+    if (mod === void 0) {
+      const version = versions()[name];
+      if (version === void 0) throw new TsbuildError("NATIVE_MODULE", `${name} is not installed and this build of tsbuild does not pin its version`);
+      mkdirSync(dir, { recursive: true });
+      const spec = `${name}@${version}`;
+      process.stderr.write(`tsbuild: installing ${spec} into ${dir}
+`);
+      const npmEnv = { ...env };
+      if (npmEnv.npm_config_nodedir === void 0 && existsSync("/usr/include/node/node.h")) npmEnv.npm_config_nodedir = "/usr";
+      try {
+        execFileSync("npm", ["install", "--no-save", "--no-audit", "--no-fund", "--no-package-lock", "--prefix", dir, spec], {
+          stdio: ["ignore", "ignore", "inherit"],
+          env: npmEnv
+        });
+      } catch (e) {
+        throw new TsbuildError("NATIVE_MODULE", `cannot install ${spec}: ${e.message}`, {
+          hint: `install it yourself and point TSBUILD_NATIVE_DIR at the directory holding node_modules/${name}`,
+          cause: e
+        });
+      }
+      mod = tryRequire(anchor, name);
+      if (mod === void 0) throw new TsbuildError("NATIVE_MODULE", `${spec} was installed into ${dir} but cannot be loaded`);
+    }
+  }
+  loaded2.set(name, mod);
+  return mod;
+}
+
+// tsbuild-native:zstd-napi
+var CompressStream = function CompressStream2(...a) {
+  return new (loadNative("zstd-napi")).CompressStream(...a);
+};
+var DecompressStream = function DecompressStream2(...a) {
+  return new (loadNative("zstd-napi")).DecompressStream(...a);
+};
+
+// packages/layer/src/compress.ts
+init_src();
+var DEFAULT_GZIP_LEVEL = 6;
+var DEFAULT_ZSTD_LEVEL = 3;
+var ZSTD_JOB_SIZE = 2 << 20;
+var BLOCK_SIZE = 1 << 20;
+async function compress(src, out, opts) {
+  const { algorithm, signal } = opts;
+  if (algorithm !== "gzip" && algorithm !== "zstd") {
+    throw new UsageError(`unknown compression ${JSON.stringify(algorithm)}`, { hint: "use gzip or zstd" });
+  }
+  const threads = opts.threads ?? availableParallelism();
+  if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+    throw new UsageError(`compression threads must be an integer from 1 to 256, got ${threads}`);
+  }
+  const [minLevel, maxLevel] = algorithm === "gzip" ? [1, 9] : [1, 19];
+  const level = opts.level ?? (algorithm === "gzip" ? DEFAULT_GZIP_LEVEL : DEFAULT_ZSTD_LEVEL);
+  if (!Number.isInteger(level) || level < minLevel || level > maxLevel) {
+    throw new UsageError(`${algorithm} level must be an integer from ${minLevel} to ${maxLevel}, got ${level}`);
+  }
+  if (signal?.aborted) throw cancelled(signal);
+  try {
+    return algorithm === "gzip" ? await gzipParallel(src, out, level, threads, signal) : await zstdStream(src, out, level, threads, signal);
+  } catch (err) {
+    if (!out.destroyed) out.destroy();
+    if (!src.destroyed) src.destroy();
+    if (signal?.aborted) throw cancelled(signal);
+    if (err instanceof TsbuildError) throw err;
+    throw new TsbuildError("COMPRESS", `${algorithm} compression failed: ${errorMessage(err)}`, { cause: err });
+  }
+}
+function sniffCompression(head) {
+  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
+  if (head.length >= 4 && head[0] === 40 && head[1] === 181 && head[2] === 47 && head[3] === 253) return "zstd";
+  return "none";
+}
+function decompress(src) {
+  const out = new PassThrough2({
+    destroy(err, callback) {
+      callback(err === null || err instanceof TsbuildError ? err : new TsbuildError("DECOMPRESS", `cannot decompress layer: ${errorMessage(err)}`, { cause: err }));
+    }
+  });
+  void (async () => {
+    const { head, stream } = await peek(src, 4);
+    const kind2 = sniffCompression(head);
+    const stages = [];
+    if (kind2 === "gzip") stages.push(zlib.createGunzip());
+    else if (kind2 === "zstd") stages.push(new DecompressStream());
+    await pipeline4([stream, ...stages, out]);
+  })().catch((err) => {
+    out.destroy(err instanceof Error ? err : new Error(String(err)));
+    if (!src.destroyed) src.destroy();
+  });
+  return out;
+}
+async function peek(src, n) {
+  const parts = [];
+  let have = 0;
+  while (have < n && !src.readableEnded) {
+    const chunk = src.read();
+    if (chunk === null) {
+      if (src.errored) throw src.errored;
+      await nextReadable(src);
+      continue;
+    }
+    const buf = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk);
+    parts.push(buf);
+    have += buf.length;
+  }
+  const head = Buffer.concat(parts);
+  if (src.readableEnded) return { head, stream: Readable3.from(head.length > 0 ? [head] : []) };
+  if (head.length > 0) src.unshift(head);
+  return { head, stream: src };
+}
+function nextReadable(src) {
+  return new Promise((resolve2, reject) => {
+    const done = (err) => {
+      src.off("readable", onReady);
+      src.off("end", onReady);
+      src.off("error", done);
+      if (err) reject(err);
+      else resolve2();
+    };
+    const onReady = () => done();
+    src.on("readable", onReady);
+    src.on("end", onReady);
+    src.on("error", done);
+  });
+}
+async function zstdStream(src, out, level, threads, signal) {
+  const hash = createHash5("sha256");
+  let size = 0;
+  const encoder = new CompressStream({
+    compressionLevel: level,
+    nbWorkers: threads,
+    jobSize: ZSTD_JOB_SIZE,
+    checksumFlag: true
+  });
+  const tap = new Transform({
+    transform(chunk, _enc, done) {
+      hash.update(chunk);
+      size += chunk.length;
+      done(null, chunk);
+    }
+  });
+  await pipeline4(src, encoder, tap, out, signal ? { signal } : {});
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}
+var WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const zlib = require('node:zlib');
+parentPort.on('message', (m) => {
+  try {
+    const data = Buffer.from(m.input, 0, m.length);
+    const options = { level: m.level, chunkSize: m.chunkSize, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH };
+    const out = zlib.deflateRawSync(data, options);
+    const crc = zlib.crc32(data);
+    // Small outputs may share a pooled buffer, which cannot move: those are copied.
+    const movable = out.buffer.byteLength >= m.chunkSize;
+    const deflated = movable ? out.buffer : out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+    const offset = movable ? out.byteOffset : 0;
+    parentPort.postMessage({ id: m.id, deflated, offset, length: out.byteLength, crc, input: m.input }, [deflated, m.input]);
+  } catch (err) {
+    parentPort.postMessage({ id: m.id, error: String((err && err.stack) || err) });
+  }
+});
+`;
+var OUT_CHUNK = BLOCK_SIZE + (64 << 10);
+function deflateBlock(data, last, level) {
+  return zlib.deflateRawSync(data, {
+    level,
+    chunkSize: OUT_CHUNK,
+    finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH
+  });
+}
+var JOBS_PER_WORKER = 2;
+var DeflatePool = class {
+  #level;
+  /** Jobs each worker has been sent, in the order it answers them. */
+  #assigned = /* @__PURE__ */ new Map();
+  #queue = [];
+  #failure;
+  #nextId = 0;
+  constructor(threads, level) {
+    this.#level = level;
+    for (let i = 0; i < threads; i++) {
+      const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+      worker.unref();
+      worker.on("message", (reply) => this.#onReply(worker, reply));
+      worker.on("error", (err) => this.#fail(err));
+      worker.on("exit", (code) => {
+        if ((this.#assigned.get(worker)?.length ?? 0) > 0) this.#fail(new InternalError(`deflate worker exited with code ${code}`));
+      });
+      this.#assigned.set(worker, []);
+    }
+  }
+  run(input, length, last) {
+    return new Promise((resolve2, reject) => {
+      if (this.#failure) return reject(this.#failure);
+      this.#queue.push({ id: this.#nextId++, input, length, last, resolve: resolve2, reject });
+      this.#dispatch();
+    });
+  }
+  fail(err) {
+    this.#fail(err);
+  }
+  async close() {
+    await Promise.all([...this.#assigned.keys()].map((w) => w.terminate()));
+  }
+  #dispatch() {
+    while (this.#queue.length > 0) {
+      let target;
+      let least = JOBS_PER_WORKER;
+      for (const [worker, jobs] of this.#assigned) {
+        if (jobs.length < least) {
+          target = worker;
+          least = jobs.length;
+        }
+      }
+      if (!target) return;
+      const job = this.#queue.shift();
+      this.#assigned.get(target).push(job);
+      target.postMessage(
+        { id: job.id, input: job.input, length: job.length, last: job.last, level: this.#level, chunkSize: OUT_CHUNK },
+        [job.input]
+      );
+    }
+  }
+  #onReply(worker, reply) {
+    const job = this.#assigned.get(worker)?.shift();
+    if (!job || job.id !== reply.id) return this.#fail(new InternalError("deflate worker answered out of turn"));
+    if (reply.error !== void 0 || !reply.deflated || reply.crc === void 0 || !reply.input) {
+      const err = new InternalError(`deflate worker failed: ${reply.error ?? "incomplete reply"}`);
+      job.reject(err);
+      return this.#fail(err);
+    }
+    job.resolve({ deflated: Buffer.from(reply.deflated, reply.offset ?? 0, reply.length), crc: reply.crc, length: job.length, input: reply.input });
+    this.#dispatch();
+  }
+  #fail(err) {
+    if (this.#failure) return;
+    this.#failure = err;
+    for (const jobs of this.#assigned.values()) for (const job of jobs.splice(0)) job.reject(err);
+    for (const job of this.#queue.splice(0)) job.reject(err);
+  }
+};
+function gzipHeader(level) {
+  const xfl = level === 9 ? 2 : level === 1 ? 4 : 0;
+  return Buffer.from([31, 139, 8, 0, 0, 0, 0, 0, xfl, 3]);
+}
+async function gzipParallel(src, out, level, threads, signal) {
+  const hash = createHash5("sha256");
+  let size = 0;
+  let crc = 0;
+  let total = 0;
+  let pool;
+  let outError;
+  const onOutError = (err) => {
+    outError ??= err;
+    pool?.fail(err);
+  };
+  out.on("error", onOutError);
+  const emit = async (buf) => {
+    if (outError) throw outError;
+    hash.update(buf);
+    size += buf.length;
+    if (!out.write(buf)) await drained(out);
+  };
+  const maxInFlight = threads * (JOBS_PER_WORKER + 1);
+  const pending = [];
+  const spare = [];
+  const onAbort = () => {
+    const err = cancelled(signal);
+    pool?.fail(err);
+    src.destroy(err);
+    out.destroy();
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const settle = async () => {
+    const r = await pending.shift();
+    crc = crc32Combine(crc, r.crc, r.length);
+    total += r.length;
+    spare.push(r.input);
+    await emit(r.deflated);
+  };
+  const submit = async (block, length, last) => {
+    if (last && pending.length === 0 && pool === void 0) {
+      const view = Buffer.from(block, 0, length);
+      const deflated = deflateBlock(view, true, level);
+      pending.push(Promise.resolve({ deflated, crc: zlib.crc32(view), length, input: block }));
+    } else {
+      pool ??= new DeflatePool(threads, level);
+      const job = pool.run(block, length, last);
+      job.catch(() => {
+      });
+      pending.push(job);
+    }
+    while (pending.length >= maxInFlight || last && pending.length > 0) await settle();
+  };
+  try {
+    await emit(gzipHeader(level));
+    let block = new ArrayBuffer(BLOCK_SIZE);
+    let fill = 0;
+    for await (const chunk of src) {
+      if (signal?.aborted) throw cancelled(signal);
+      const buf = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+      let off = 0;
+      while (off < buf.length) {
+        if (fill === BLOCK_SIZE) {
+          await submit(block, fill, false);
+          block = spare.pop() ?? new ArrayBuffer(BLOCK_SIZE);
+          fill = 0;
+        }
+        const n = buf.copy(new Uint8Array(block), fill, off, Math.min(buf.length, off + BLOCK_SIZE - fill));
+        fill += n;
+        off += n;
+      }
+    }
+    await submit(block, fill, true);
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(crc >>> 0, 0);
+    trailer.writeUInt32LE(total % 2 ** 32, 4);
+    await emit(trailer);
+    out.end();
+    await finished2(out);
+    return { digest: `sha256:${hash.digest("hex")}`, size };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    out.off("error", onOutError);
+    await pool?.close();
+  }
+}
+function drained(out) {
+  if (out.destroyed) return Promise.reject(out.errored ?? new Error("destination closed early"));
+  return new Promise((resolve2, reject) => {
+    const done = (err) => {
+      out.off("drain", onDrain);
+      out.off("error", done);
+      out.off("close", onClose);
+      if (err) reject(err);
+      else resolve2();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(out.errored ?? new Error("destination closed early"));
+    out.on("drain", onDrain);
+    out.on("error", done);
+    out.on("close", onClose);
+  });
+}
+var CRC_POLY = 3988292384;
+function multModP(a, b) {
+  let m = 2147483648;
+  let p = 0;
+  for (; ; ) {
+    if ((a & m) !== 0) {
+      p ^= b;
+      if ((a & m - 1) === 0) break;
+    }
+    m >>>= 1;
+    b = (b & 1) !== 0 ? b >>> 1 ^ CRC_POLY : b >>> 1;
+  }
+  return p >>> 0;
+}
+var X2N = (() => {
+  const t = [1073741824];
+  for (let k = 1; k < 32; k++) t.push(multModP(t[k - 1], t[k - 1]));
+  return t;
+})();
+function x2nModP(n, k) {
+  let p = 2147483648;
+  while (n > 0) {
+    if (n % 2 === 1) p = multModP(X2N[k & 31], p);
+    n = Math.floor(n / 2);
+    k++;
+  }
+  return p;
+}
+function crc32Combine(crcA, crcB, lengthB) {
+  return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ crcB >>> 0) >>> 0;
+}
+function cancelled(signal) {
+  return new CancelledError("compression cancelled", { cause: signal.reason });
+}
+function errorMessage(err) {
+  return err instanceof Error ? err.message : String(err);
+}
+
+// packages/layer/src/apply.ts
+function lstatOrUndefined2(p) {
+  try {
+    return lstatSync3(p);
+  } catch (e) {
+    const code = e.code;
+    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
+    throw e;
+  }
+}
+function isOverlayXattr2(name) {
+  return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.");
+}
+async function apply(tar, dir, opts = {}) {
+  const root = resolvePath4(dir);
+  const signal = opts.signal;
+  mkdirSync2(root, { recursive: true });
+  const hash = createHash6("sha256");
+  let size = 0;
+  let entries = 0;
+  let whiteouts = 0;
+  const created = /* @__PURE__ */ new Map();
+  const dirTimes = [];
+  const xattrs = [];
+  try {
+    const source = decompress(tar instanceof Readable4 ? tar : Readable4.from(tar));
+    const reader = readTar(source, {
+      ...signal ? { signal } : {},
+      onBytes: (c) => {
+        hash.update(c);
+        size += c.length;
+      }
+    });
+    for await (const { header, body } of reader) {
+      signal?.throwIfAborted();
+      entries++;
+      const parts = cleanArchivePath(header.path);
+      try {
+        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true);
+        if (r === "whiteout") whiteouts++;
+        else if (r) {
+          if (header.type === "dir") dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
+          if (header.xattrs && header.type !== "hardlink") {
+            const attrs = /* @__PURE__ */ new Map();
+            for (const [k, v] of header.xattrs) {
+              if (isOverlayXattr2(k)) continue;
+              if (!/^[a-z]+\.[^\0\n]+$/.test(k)) {
+                throw new UnsafeArchiveError(`entry ${JSON.stringify(header.path)} has an invalid xattr name ${JSON.stringify(k)}`, { entry: header.path });
+              }
+              attrs.set(k, v);
+            }
+            if (attrs.size > 0) xattrs.push({ parts, host: r, index: entries, attrs });
+          }
+        }
+      } catch (e) {
+        if (e instanceof TsbuildError) throw e;
+        const err = e;
+        throw new TsbuildError("APPLY", `cannot apply layer entry ${JSON.stringify(header.path)}: ${err.message}`, { cause: e });
+      }
+    }
+    const stillThere = (d) => created.get(d.host) === d.index && secureJoin(root, d.parts) === d.host && lstatOrUndefined2(d.host) !== void 0;
+    await writeXattrs(
+      xattrs.filter(stillThere).map((x) => [x.host, x.attrs]),
+      signal ? { signal } : {}
+    );
+    for (const d of dirTimes) if (stillThere(d)) lutimesSync(d.host, d.mtime, d.mtime);
+  } catch (e) {
+    if (signal?.aborted && !(e instanceof CancelledError)) throw new CancelledError(`applying a layer to ${dir} was cancelled`, { cause: e });
+    throw e;
+  }
+  return { diffId: `sha256:${hash.digest("hex")}`, size, entries, whiteouts };
+}
+async function drain(body) {
+  for await (const _ of body) ;
+}
+function removeAll(host) {
+  rmSync2(host, { recursive: true, force: true });
+}
+async function applyEntry(root, parts, h, body, created, index, whiteouts) {
+  if (parts.length === 0) {
+    if (h.type !== "dir") throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
+    lchownSync(root, h.uid, h.gid);
+    chmodSync(root, h.mode);
+    created.set(root, index);
+    return root;
+  }
+  const base = parts[parts.length - 1];
+  const parentParts = parts.slice(0, -1);
+  const parent = secureJoin(root, parentParts, { followLast: true });
+  if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
+    await drain(body);
+    const parentSt = lstatOrUndefined2(parent);
+    if (base === OPAQUE_MARKER) {
+      if (parentSt?.isDirectory()) {
+        for (const name of readdirSync2(parent)) {
+          const child = `${parent}/${name}`;
+          if (!created.has(child)) removeAll(child);
+        }
+      }
+      return "whiteout";
+    }
+    const victim = base.slice(WHITEOUT_PREFIX.length);
+    if (victim === "" || victim === "." || victim === "..") {
+      throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} does not name a file in its directory`, { entry: h.path });
+    }
+    const target = `${parent}/${victim}`;
+    if (parentSt?.isDirectory() && !created.has(target)) removeAll(target);
+    return "whiteout";
+  }
+  mkdirSync2(parent, { recursive: true, mode: 493 });
+  const host = `${parent}/${base}`;
+  const existing = lstatOrUndefined2(host);
+  if (existing && !(h.type === "dir" && existing.isDirectory())) {
+    if (existing.isDirectory()) removeAll(host);
+    else unlinkSync(host);
+  }
+  created.set(host, index);
+  switch (h.type) {
+    case "dir": {
+      if (!existing?.isDirectory()) mkdirSync2(host, { mode: 448 });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+    case "file": {
+      const fd = openSync3(host, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 384);
+      try {
+        let written = 0;
+        for await (const chunk of body) {
+          let off = 0;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off, written + off);
+          written += chunk.length;
+        }
+        fchownSync(fd, h.uid, h.gid);
+        fchmodSync(fd, h.mode);
+        futimesSync(fd, h.mtime, h.mtime);
+      } finally {
+        closeSync3(fd);
+      }
+      return host;
+    }
+    case "hardlink": {
+      const targetParts = cleanArchivePath(h.linkpath ?? "");
+      const target = secureJoin(root, targetParts);
+      const st = lstatOrUndefined2(target);
+      if (targetParts.length === 0 || !st || st.isDirectory()) {
+        throw new UnsafeArchiveError(`hardlink ${JSON.stringify(h.path)} points to ${JSON.stringify(h.linkpath)}, which is not a file in the layer's root`, {
+          entry: h.path
+        });
+      }
+      linkSync(target, host);
+      return void 0;
+    }
+    case "symlink": {
+      symlinkSync(h.linkpath ?? "", host);
+      lchownSync(host, h.uid, h.gid);
+      break;
+    }
+    case "char":
+    case "block": {
+      execFileSync2("mknod", ["-m", (h.mode & 4095).toString(8), host, h.type === "char" ? "c" : "b", String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
+        stdio: ["ignore", "ignore", "pipe"]
+      });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+    case "fifo": {
+      execFileSync2("mkfifo", ["-m", (h.mode & 4095).toString(8), host], { stdio: ["ignore", "ignore", "pipe"] });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+  }
+  if (h.type !== "dir") lutimesSync(host, h.mtime, h.mtime);
+  return host;
+}
+
+// packages/builder/src/session.ts
+init_src2();
+
+// packages/builder/src/hash.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import fs2 from "node:fs";
+import path3 from "node:path";
+
+// tsbuild-native:@napi-rs/blake-hash
+init_define_TSBUILD_NATIVE_VERSIONS();
+function blake3(...a) {
+  return loadNative("@napi-rs/blake-hash").blake3(...a);
+}
+var Blake3Hasher = function Blake3Hasher2(...a) {
+  return new (loadNative("@napi-rs/blake-hash")).Blake3Hasher(...a);
+};
+
+// packages/builder/src/hash.ts
+init_src();
+var SMALL_FILE = 1 << 20;
+var CHUNK2 = 4 << 20;
+var chunkBuffer;
+function hashFileContent(absPath, size) {
+  if (size < SMALL_FILE) return blake3(fs2.readFileSync(absPath)).toString("hex");
+  const fd = fs2.openSync(absPath, "r");
+  try {
+    const hasher = new Blake3Hasher();
+    chunkBuffer ??= Buffer.allocUnsafe(CHUNK2);
+    for (; ; ) {
+      const n = fs2.readSync(fd, chunkBuffer, 0, CHUNK2, null);
+      if (n === 0) break;
+      hasher.update(chunkBuffer.subarray(0, n));
+    }
+    return hasher.digest("hex");
+  } finally {
+    fs2.closeSync(fd);
+  }
+}
+var RACY_WINDOW_MS = 100;
+var MAX_UNUSED_ENTRIES = 5e5;
+var StatCache = class _StatCache {
+  file;
+  rows;
+  used = /* @__PURE__ */ new Set();
+  dirty = false;
+  racyNs;
+  constructor(file, rows, racyWindowMs) {
+    this.file = file;
+    this.rows = rows;
+    this.racyNs = BigInt(Math.round(racyWindowMs * 1e6));
+  }
+  /**
+   * Loads the cache; a missing or unreadable file starts an empty one (it is only a cache).
+   * `racyWindowMs`: how recent a change must be, relative to the moment it was hashed, for the
+   * hash not to be trusted (default 100 ms, well above the kernel's timestamp granularity).
+   */
+  static async load(file, opts = {}) {
+    let rows = /* @__PURE__ */ new Map();
+    try {
+      const parsed = JSON.parse(await fs2.promises.readFile(file, "utf8"));
+      if (parsed.version === 1 && parsed.entries && typeof parsed.entries === "object") {
+        rows = new Map(Object.entries(parsed.entries).filter(([, r]) => Array.isArray(r) && r.length === 7));
+      }
+    } catch {
+      rows = /* @__PURE__ */ new Map();
+    }
+    return new _StatCache(file, rows, opts.racyWindowMs ?? RACY_WINDOW_MS);
+  }
+  get size() {
+    return this.rows.size;
+  }
+  lookup(absPath, st) {
+    const row = this.rows.get(absPath);
+    if (!row) return void 0;
+    if (row[0] !== String(st.dev) || row[1] !== String(st.ino) || row[2] !== String(st.size)) return void 0;
+    if (row[3] !== String(st.mtimeNs) || row[4] !== String(st.ctimeNs)) return void 0;
+    const newest = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
+    if (newest + this.racyNs >= BigInt(row[5])) return void 0;
+    this.used.add(absPath);
+    return row[6];
+  }
+  store(absPath, st, hashedAtNs, hash) {
+    this.rows.set(absPath, [
+      String(st.dev),
+      String(st.ino),
+      String(st.size),
+      String(st.mtimeNs),
+      String(st.ctimeNs),
+      String(hashedAtNs),
+      hash
+    ]);
+    this.used.add(absPath);
+    this.dirty = true;
+  }
+  /** Writes the cache (temp file + rename) if anything changed; returns whether it wrote. */
+  async save() {
+    if (!this.dirty) return false;
+    if (this.rows.size > MAX_UNUSED_ENTRIES) {
+      for (const key of this.rows.keys()) if (!this.used.has(key)) this.rows.delete(key);
+    }
+    const body = { version: 1, entries: Object.fromEntries(this.rows) };
+    await fs2.promises.mkdir(path3.dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.${process.pid}.${Date.now()}.tmp`;
+    try {
+      await fs2.promises.writeFile(tmp, JSON.stringify(body));
+      await fs2.promises.rename(tmp, this.file);
+    } catch (e) {
+      await fs2.promises.rm(tmp, { force: true });
+      throw new TsbuildError("STAT_CACHE", `cannot write stat cache ${this.file}: ${e.message}`, { cause: e });
+    }
+    this.dirty = false;
+    return true;
+  }
+};
+async function hashSources(ctx, matches, opts = {}) {
+  const hashFile = opts.hashFile ?? hashFileContent;
+  const cache = opts.statCache;
+  const out = new Blake3Hasher();
+  let n = 0;
+  for (const match of matches) {
+    out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join("\0")}
+`);
+    const seenInodes = /* @__PURE__ */ new Map();
+    for (const e of ctx.walk(match)) {
+      if ((n++ & 1023) === 0) {
+        await new Promise((resolve2) => setImmediate(resolve2));
+        if (opts.signal?.aborted) throw new CancelledError("hashing cancelled", { cause: opts.signal.reason });
+      }
+      const perm = (Number(e.stat.mode) & 4095).toString(8);
+      let content = "";
+      if (e.kind === "symlink") content = e.linkTarget ?? "";
+      else if (e.kind === "file") {
+        const inode = `${e.stat.dev}:${e.stat.ino}`;
+        const first = e.stat.nlink > 1n ? seenInodes.get(inode) : void 0;
+        if (first !== void 0) content = "link:" + first;
+        else {
+          if (e.stat.nlink > 1n) seenInodes.set(inode, e.rel);
+          content = contentHash(e.abs, e.stat, hashFile, cache);
+        }
+      }
+      out.update(`${e.rel}\0${e.kind}\0${perm}\0${content}
+`);
+    }
+  }
+  return "blake3:" + out.digest("hex");
+}
+function contentHash(abs, st, hashFile, cache) {
+  const cached = cache?.lookup(abs, st);
+  if (cached !== void 0) return cached;
+  const hashedAt = BigInt(Date.now()) * 1000000n;
+  let hash;
+  try {
+    hash = hashFile(abs, Number(st.size));
+  } catch (e) {
+    throw new TsbuildError("CONTEXT_READ", `cannot read ${abs}: ${e.message}`, { cause: e });
+  }
+  cache?.store(abs, st, hashedAt, hash);
+  return hash;
+}
+
+// packages/builder/src/session.ts
+var BuildSession = class {
+  constructor(root, store, snapshots, opts) {
+    this.root = root;
+    this.store = store;
+    this.snapshots = snapshots;
+    this.opts = opts;
+    this.cache = new CacheIndex(store.meta("build-cache"));
+  }
+  root;
+  store;
+  snapshots;
+  opts;
+  cache;
+  heavy = new Semaphore(Math.max(1, availableParallelism2()));
+  images = /* @__PURE__ */ new Map();
+  stepCounter = 0;
+  stat;
+  /** The context stat cache, kept under the root so an unchanged context is not read again. */
+  statCache() {
+    return this.stat ??= StatCache.load(join9(this.root, "stat-cache.json"));
+  }
+  async saveStatCache() {
+    if (this.stat) await (await this.stat).save();
+  }
+  get stateDir() {
+    return join9(this.root, "state");
+  }
+  nextStepId() {
+    return `s${++this.stepCounter}`;
+  }
+  checkAbort() {
+    if (this.opts.signal?.aborted) throw new CancelledError("build cancelled");
+  }
+  /** The `created` time for a new history entry: SOURCE_DATE_EPOCH when set, else now. */
+  now() {
+    const e = this.opts.sourceDateEpoch;
+    return new Date(e !== void 0 ? e * 1e3 : Date.now()).toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
+  async cacheMountDir(name) {
+    const dir = join9(this.root, "cache-mounts", name);
+    await mkdir6(dir, { recursive: true });
+    return dir;
+  }
+  /** Loads an image from the store, pulling it first when absent (or always with --pull). */
+  image(ref) {
+    let p = this.images.get(ref);
+    if (!p) {
+      p = this.loadImage(ref);
+      this.images.set(ref, p);
+    }
+    return p;
+  }
+  async loadImage(ref) {
+    const fetch2 = this.opts.fetchImage;
+    let desc = this.opts.pull ? void 0 : await this.store.resolve(ref);
+    if (!desc && fetch2) {
+      await fetch2(ref, this.opts.signal ? { signal: this.opts.signal } : {});
+      desc = await this.store.resolve(ref);
+    }
+    if (!desc) {
+      throw new TsbuildError("IMAGE_NOT_FOUND", `image "${ref}" not found in the local store`, {
+        hint: `import it with "tsbuild import ROOTFS.tar -t ${ref}", pull it with "tsbuild pull ${ref}", or build it first`
+      });
+    }
+    const img = await this.store.loadImage(ref);
+    const manifest = await img.manifest();
+    const d = await img.descriptor();
+    const config = structuredClone(await img.config());
+    return { digest: d.digest, config, layers: manifest.layers.map((l) => ({ ...l })) };
+  }
+  /**
+   * Makes sure every layer of the stack is unpacked as a snapshot and returns the top chain id.
+   * Only called when a step needs a filesystem, so a fully cached build never unpacks anything.
+   */
+  async ensureSnapshots(layers, diffIds2) {
+    const chain2 = chainIds([...diffIds2]);
+    for (let i = 0; i < chain2.length; i++) {
+      const id = chain2[i];
+      if (await this.snapshots.has(id)) continue;
+      const layer = layers[i];
+      if (!layer) throw new TsbuildError("IMAGE_INVALID", `image has ${diffIds2.length} diff_ids but ${layers.length} layers`);
+      await this.snapshots.unpack(id, chain2[i - 1], async (dir) => {
+        const blob = await this.store.openBlob(layer.digest);
+        const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
+        await apply(tar, dir, this.opts.signal ? { signal: this.opts.signal } : {});
+      });
+    }
+    return chain2.at(-1);
+  }
+};
+
+// packages/builder/src/stage.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { mkdir as mkdir7, mkdtemp, readdir as readdir6, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
+import { join as join10, posix as posix2 } from "node:path";
+import { Writable as Writable3 } from "node:stream";
+import { createHash as createHash8 } from "node:crypto";
+init_src2();
+
+// packages/builder/src/history.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function goQuoteList(args) {
+  return `[${args.map((a) => JSON.stringify(a)).join(" ")}]`;
+}
+function commandArgs(cmd, shell) {
+  return cmd.form === "exec" ? [...cmd.args] : [...shell, cmd.command];
+}
+function runCreatedBy(args, buildArgs) {
+  const prefix = buildArgs.length > 0 ? `|${buildArgs.length} ${buildArgs.map(([k, v]) => `${k}=${v}`).join(" ")} ` : "";
+  return `RUN ${prefix}${args.join(" ")} # tsbuild`;
+}
+
+// packages/builder/src/state.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src2();
+var DEFAULT_PATH2 = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+var DEFAULT_SHELL = ["/bin/sh", "-c"];
+function diffIds(s) {
+  return s.config.rootfs.diff_ids;
+}
+function topChain(s) {
+  return chainIds(diffIds(s)).at(-1);
+}
+function containerConfig2(s) {
+  return s.config.config ??= {};
+}
+function cloneState(s) {
+  return {
+    config: structuredClone(s.config),
+    layers: s.layers.map((l) => ({ ...l })),
+    key: s.key,
+    args: new Map(s.args),
+    cmdSet: s.cmdSet
+  };
+}
+function envList(s) {
+  return containerConfig2(s).Env ?? [];
+}
+function envMap(s) {
+  const m = /* @__PURE__ */ new Map();
+  for (const kv of envList(s)) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) m.set(kv.slice(0, eq), kv.slice(eq + 1));
+    else m.set(kv, "");
+  }
+  return m;
+}
+function setEnv(s, key, value) {
+  const c = containerConfig2(s);
+  const list = (c.Env ?? []).filter((kv) => kv !== key && !kv.startsWith(`${key}=`));
+  list.push(`${key}=${value}`);
+  c.Env = list;
+}
+function expansionEnv(s) {
+  const m = new Map(s.args);
+  for (const [k, v] of envMap(s)) m.set(k, v);
+  return m;
+}
+function addHistory(s, entry) {
+  (s.config.history ??= []).push(entry);
+}
+function shellOf(s) {
+  const sh = containerConfig2(s).Shell;
+  return sh && sh.length > 0 ? sh : DEFAULT_SHELL;
+}
+
+// packages/builder/src/copy.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import fs3 from "node:fs";
+import path4 from "node:path";
+
+// packages/builder/src/chmod.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+function invalid(spec) {
+  throw new TsbuildError(
+    "BAD_CHMOD",
+    `invalid --chmod value "${spec}": expected an octal mode up to 07777 or symbolic clauses like u+x,g-w`
+  );
+}
+function parseChmod(spec) {
+  if (/^[0-7]+$/.test(spec)) {
+    const mode = parseInt(spec, 8);
+    if (mode > 4095) invalid(spec);
+    return { kind: "octal", mode, text: spec };
+  }
+  const clauses = [];
+  for (const part of spec.split(",")) {
+    const m = /^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$/.exec(part);
+    if (!m) invalid(spec);
+    const whoText = m[1];
+    const who = /* @__PURE__ */ new Set();
+    for (const w of whoText) {
+      if (w === "a") ["u", "g", "o"].forEach((x) => who.add(x));
+      else who.add(w);
+    }
+    const actions = [];
+    const re = /([-+=])([ugo]|[rwxXst]*)/g;
+    for (const a of m[2].matchAll(re)) {
+      const perms = a[2];
+      const copy = perms === "u" || perms === "g" || perms === "o" ? perms : void 0;
+      actions.push({ op: a[1], perms: copy ? "" : perms, copyFrom: copy });
+    }
+    clauses.push({ who: [...who], actions });
+  }
+  return { kind: "symbolic", clauses, text: spec };
+}
+var SHIFT = { u: 6, g: 3, o: 0 };
+function applyChmod(mode, spec, isDir) {
+  const type = mode & ~4095;
+  if (spec.kind === "octal") return type | spec.mode;
+  let perm = mode & 4095;
+  for (const clause of spec.clauses) {
+    const who = clause.who.length > 0 ? clause.who : ["u", "g", "o"];
+    for (const action of clause.actions) {
+      let bits = 0;
+      if (action.copyFrom) {
+        const rwx = perm >> SHIFT[action.copyFrom] & 7;
+        for (const w of who) bits |= rwx << SHIFT[w];
+      } else {
+        for (const p of action.perms) {
+          for (const w of who) {
+            if (p === "r") bits |= 4 << SHIFT[w];
+            else if (p === "w") bits |= 2 << SHIFT[w];
+            else if (p === "x") bits |= 1 << SHIFT[w];
+            else if (p === "X") {
+              if (isDir || (perm & 73) !== 0) bits |= 1 << SHIFT[w];
+            } else if (p === "s") {
+              if (w === "u") bits |= 2048;
+              if (w === "g") bits |= 1024;
+            } else if (p === "t") {
+              if (w === "o") bits |= 512;
+            }
+          }
+        }
+      }
+      if (action.op === "+") perm |= bits;
+      else if (action.op === "-") perm &= ~bits;
+      else {
+        let clear = 0;
+        for (const w of who) {
+          clear |= 7 << SHIFT[w];
+          if (w === "u") clear |= 2048;
+          if (w === "g") clear |= 1024;
+          if (w === "o") clear |= 512;
+        }
+        if (isDir) clear &= ~3072 | bits & 3072;
+        perm = perm & ~clear | bits;
+      }
+    }
+  }
+  return type | perm;
+}
+
+// packages/builder/src/copy.ts
+var ROOT_OWNER = { uid: 0, gid: 0 };
+var CopyError = class extends TsbuildError {
+  constructor(message, options = {}) {
+    super("COPY", message, options);
+  }
+};
+async function copyInto(ctx, matches, rootfs, dest, opts) {
+  const root = fs3.realpathSync(rootfs);
+  const c = new Copier(root, opts);
+  c.checkCancel();
+  if (matches.length === 0) return { entries: 0 };
+  const destIsDir = opts.parents === true || dest === "" || dest === "." || dest.endsWith("/") || dest.endsWith("/.");
+  const imageDest = dest.startsWith("/") ? dest : path4.posix.join(opts.workdir || "/", dest);
+  const rel = cleanRel(imageDest);
+  const sources = new Set(matches.map((m) => m.source));
+  if (!destIsDir && (matches.length > 1 || sources.size > 1)) {
+    const existing = statOrUndefined(resolveInRoot2(root, rel));
+    if (!existing?.isDirectory()) {
+      throw new CopyError(
+        `when using COPY with more than one source file, the destination must be a directory and end with a / (got "${dest}")`
+      );
+    }
+  }
+  c.mkdirAll(destIsDir ? rel : path4.posix.dirname(rel));
+  const destAbs = resolveInRoot2(root, rel);
+  const xattrScans = [];
+  try {
+    for (const match of matches) {
+      if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, ...signalOpt(opts) }));
+      const entries = ctx.walk(match);
+      if (opts.parents) await c.copyWithParents(ctx, match, entries, destAbs);
+      else await c.copyMatch(match, entries, destAbs);
+    }
+    c.finish();
+  } catch (e) {
+    await Promise.allSettled(xattrScans);
+    throw e;
+  }
+  if (xattrScans.length > 0) {
+    const writes = [];
+    for (const table of await Promise.all(xattrScans)) {
+      for (const [src, attrs] of table) {
+        const to = c.targetOf(src);
+        if (to !== void 0) writes.push([to, attrs]);
+      }
+    }
+    await writeXattrs(writes, signalOpt(opts));
+  }
+  return { entries: c.count };
+}
+function signalOpt(opts) {
+  return opts.signal ? { signal: opts.signal } : {};
+}
+function keepXattr(_path, name) {
+  return !name.startsWith("trusted.overlay.") && !name.startsWith("user.overlay.") && name !== "security.selinux";
+}
+function statOrUndefined(p) {
+  try {
+    return fs3.statSync(p, { throwIfNoEntry: false });
+  } catch {
+    return void 0;
+  }
+}
+function lstatOrUndefined3(p) {
+  try {
+    return fs3.lstatSync(p, { throwIfNoEntry: false });
+  } catch {
+    return void 0;
+  }
+}
+var Copier = class {
+  count = 0;
+  links = /* @__PURE__ */ new Map();
+  dirs = [];
+  /** Source path → where it was written, for entries that carry their xattrs along. */
+  targets = /* @__PURE__ */ new Map();
+  root;
+  opts;
+  constructor(root, opts) {
+    this.root = root;
+    this.opts = opts;
+  }
+  targetOf(src) {
+    return this.targets.get(src);
+  }
+  imagePath(abs) {
+    return abs === this.root ? "/" : abs.slice(this.root.length);
+  }
+  checkCancel() {
+    if (this.opts.signal?.aborted) throw new CancelledError("copy cancelled", { cause: this.opts.signal.reason });
+  }
+  /** Creates `rel` and its missing parents (0755, `chown` or root), following the image's symlinks inside the root. */
+  mkdirAll(rel) {
+    const target = resolveInRoot2(this.root, rel);
+    const owner = this.opts.chown ?? ROOT_OWNER;
+    let cur = this.root;
+    for (const part of target.slice(this.root.length).split("/")) {
+      if (part === "") continue;
+      cur += "/" + part;
+      const st = lstatOrUndefined3(cur);
+      if (st === void 0) {
+        fs3.mkdirSync(cur, 493);
+        fs3.chmodSync(cur, 493);
+        fs3.lchownSync(cur, owner.uid, owner.gid);
+        this.count++;
+      } else if (!st.isDirectory()) {
+        throw new CopyError(`cannot create directory ${this.imagePath(target)}: ${this.imagePath(cur)} is not a directory`);
+      }
+    }
+    return target;
+  }
+  async copyMatch(match, entries, destAbs) {
+    const destSt = statOrUndefined(destAbs);
+    if (match.kind === "dir") {
+      if (destSt === void 0) this.mkdirAll(destAbs.slice(this.root.length));
+      else if (!destSt.isDirectory()) throw new CopyError(`cannot copy to non-directory: ${this.imagePath(destAbs)}`);
+      await this.copyEntries(entries, 1, destAbs, true);
+      return;
+    }
+    const target = destSt?.isDirectory() ? destAbs + "/" + path4.posix.basename(match.path) : destAbs;
+    await this.copyEntries(entries, 0, target, true);
+  }
+  async copyWithParents(ctx, match, entries, destAbs) {
+    const underPivot = match.pivot !== "" && (match.path === match.pivot || match.path.startsWith(match.pivot + "/"));
+    const relPath = underPivot ? match.path.slice(match.pivot.length).replace(/^\//, "") : match.path;
+    const parts = relPath === "" ? [] : relPath.split("/");
+    let target = destAbs;
+    for (let i = 0; i < parts.length - 1; i++) {
+      target += "/" + parts[i];
+      const srcDir = resolveInRoot2(ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join("/"));
+      const st = lstatOrUndefined3(target);
+      if (st === void 0) {
+        fs3.mkdirSync(target, 448);
+        this.count++;
+        this.dirs.push({ target, stat: fs3.statSync(srcDir, { bigint: true }) });
+      } else if (!st.isDirectory()) {
+        throw new CopyError(`cannot copy to non-directory: ${this.imagePath(target)}`);
+      }
+    }
+    if (parts.length > 0) target += "/" + parts[parts.length - 1];
+    if (target === destAbs && match.kind === "dir") {
+      await this.copyEntries(entries, 1, destAbs, true);
+      return;
+    }
+    await this.copyEntries(entries, 0, target, true);
+  }
+  /** Copies entries[from..]; an entry with relative path `rel` lands at `target/rel`. */
+  async copyEntries(entries, from, target, overwriteMeta) {
+    for (let i = from; i < entries.length; i++) {
+      if ((i & 1023) === 0) {
+        await new Promise((resolve2) => setImmediate(resolve2));
+        this.checkCancel();
+      }
+      const e = entries[i];
+      this.copyEntry(e, e.rel === "" ? target : target + "/" + e.rel, overwriteMeta);
+    }
+  }
+  copyEntry(e, to, overwriteMeta) {
+    const existing = lstatOrUndefined3(to);
+    if (e.kind === "dir") {
+      let created = false;
+      if (existing === void 0) {
+        fs3.mkdirSync(to, 448);
+        created = true;
+        this.count++;
+      } else if (!existing.isDirectory()) {
+        throw new CopyError(`cannot copy to non-directory: ${this.imagePath(to)}`);
+      }
+      if (created || overwriteMeta) {
+        this.dirs.push({ target: to, stat: e.stat });
+        if (this.opts.keepOwnership) this.targets.set(e.abs, to);
+      }
+      return;
+    }
+    if (existing?.isDirectory()) throw new CopyError(`cannot replace directory ${this.imagePath(to)} with a file`);
+    if (existing !== void 0) fs3.unlinkSync(to);
+    this.count++;
+    if (this.opts.keepOwnership) this.targets.set(e.abs, to);
+    if (e.kind === "symlink") {
+      fs3.symlinkSync(e.linkTarget, to);
+      this.applyMeta(to, e.stat, "symlink");
+      return;
+    }
+    if (e.stat.nlink > 1n) {
+      const key = `${e.stat.dev}:${e.stat.ino}`;
+      const first = this.links.get(key);
+      if (first !== void 0) {
+        this.targets.delete(e.abs);
+        fs3.linkSync(first, to);
+        return;
+      }
+      this.links.set(key, to);
+    }
+    try {
+      fs3.copyFileSync(e.abs, to);
+    } catch (err) {
+      throw new CopyError(`cannot copy ${e.abs} to ${this.imagePath(to)}: ${err.message}`, { cause: err });
+    }
+    this.applyMeta(to, e.stat, "file");
+  }
+  applyMeta(to, st, kind2) {
+    const owner = this.opts.chown ?? (this.opts.keepOwnership ? { uid: Number(st.uid), gid: Number(st.gid) } : ROOT_OWNER);
+    fs3.lchownSync(to, owner.uid, owner.gid);
+    if (kind2 !== "symlink") {
+      const mode = Number(st.mode);
+      const perm = this.opts.chmod ? applyChmod(mode, this.opts.chmod, kind2 === "dir") & 4095 : mode & 4095;
+      fs3.chmodSync(to, perm);
+    }
+    fs3.lutimesSync(to, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
+  }
+  /** Directory metadata last, deepest first, so writing their contents does not bump their mtimes. */
+  finish() {
+    for (let i = this.dirs.length - 1; i >= 0; i--) {
+      const d = this.dirs[i];
+      this.applyMeta(d.target, d.stat, "dir");
+    }
+  }
+};
+
+// packages/builder/src/chown.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { readFile as readFile9 } from "node:fs/promises";
+var ID = /^[0-9]+$/;
+var MAX_ID = 4294967295 - 1;
+function parseId(text, what, spec) {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n > MAX_ID) {
+    throw new TsbuildError("BAD_USER", `invalid ${what} id "${text}" in "${spec}"`);
+  }
+  return n;
+}
+async function readImageFile(rootfs, file) {
+  const abs = resolveInRoot2(rootfs, file);
+  try {
+    return await readFile9(abs, "utf8");
+  } catch (e) {
+    const code = e.code;
+    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
+    throw new TsbuildError("IMAGE_FILE", `cannot read ${file} in the image: ${e.message}`, { cause: e });
+  }
+}
+function parsePasswd(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(":");
+    if (f.length < 4 || f[0] === "" || !ID.test(f[2] ?? "") || !ID.test(f[3] ?? "")) continue;
+    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]) });
+  }
+  return out;
+}
+function parseGroup(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(":");
+    if (f.length < 3 || f[0] === "" || !ID.test(f[2] ?? "")) continue;
+    const members = (f[3] ?? "").split(",").map((m) => m.trim()).filter((m) => m !== "");
+    out.push({ name: f[0], gid: Number(f[2]), members });
+  }
+  return out;
+}
+function splitSpec(spec) {
+  const trimmed = spec.trim();
+  if (trimmed === "") throw new TsbuildError("BAD_USER", "empty user specification");
+  const i = trimmed.indexOf(":");
+  if (i < 0) return [trimmed, void 0];
+  const user = trimmed.slice(0, i);
+  const group = trimmed.slice(i + 1);
+  if (user === "" || group === "") throw new TsbuildError("BAD_USER", `invalid user specification "${spec}"`);
+  return [user, group];
+}
+async function lookupGroup(rootfs, group, spec) {
+  if (ID.test(group)) return parseId(group, "group", spec);
+  const text = await readImageFile(rootfs, "/etc/group");
+  if (text === void 0) {
+    throw new TsbuildError("UNKNOWN_GROUP", `unable to find group ${group}: the image has no /etc/group`);
+  }
+  const hit = parseGroup(text).find((g) => g.name === group);
+  if (!hit) throw new TsbuildError("UNKNOWN_GROUP", `unable to find group ${group}: no matching entry in /etc/group`);
+  return hit.gid;
+}
+async function resolveChown(spec, rootfs) {
+  const [user, group] = splitSpec(spec);
+  let uid;
+  let gid;
+  if (ID.test(user)) {
+    uid = parseId(user, "user", spec);
+    gid = uid;
+  } else {
+    const text = await readImageFile(rootfs, "/etc/passwd");
+    if (text === void 0) {
+      throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: the image has no /etc/passwd`);
+    }
+    const hit = parsePasswd(text).find((p) => p.name === user);
+    if (!hit) throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: no matching entry in /etc/passwd`);
+    uid = hit.uid;
+    gid = hit.gid;
+  }
+  if (group !== void 0) gid = await lookupGroup(rootfs, group, spec);
+  return { uid, gid };
+}
+async function resolveUser(spec, rootfs) {
+  const [user, group] = splitSpec(spec);
+  const passwdText = await readImageFile(rootfs, "/etc/passwd");
+  const passwd = passwdText === void 0 ? [] : parsePasswd(passwdText);
+  let entry;
+  let uid;
+  let gid = 0;
+  if (ID.test(user)) {
+    uid = parseId(user, "user", spec);
+    entry = passwd.find((p) => p.uid === uid);
+  } else {
+    entry = passwd.find((p) => p.name === user);
+    if (!entry) {
+      const why = passwdText === void 0 ? "the image has no /etc/passwd" : "no matching entry in /etc/passwd";
+      throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: ${why}`);
+    }
+    uid = entry.uid;
+  }
+  if (entry) gid = entry.gid;
+  const additionalGids = [];
+  if (group !== void 0) {
+    gid = await lookupGroup(rootfs, group, spec);
+  } else if (entry) {
+    const groupText = await readImageFile(rootfs, "/etc/group");
+    if (groupText !== void 0) {
+      for (const g of parseGroup(groupText)) {
+        if (g.members.includes(entry.name) && g.gid !== gid && !additionalGids.includes(g.gid)) additionalGids.push(g.gid);
+      }
+    }
+  }
+  return { uid, gid, additionalGids };
+}
+
+// packages/builder/src/archive.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { spawn as spawn6 } from "node:child_process";
+import fs4 from "node:fs";
+import os from "node:os";
+import path5 from "node:path";
+import { PassThrough as PassThrough3, Transform as Transform2 } from "node:stream";
+import { pipeline as pipeline5 } from "node:stream/promises";
+import zlib2 from "node:zlib";
+function sniffArchiveCompression(head) {
+  const at = (i) => head[i];
+  if (at(0) === 31 && at(1) === 139) return "gzip";
+  if (at(0) === 66 && at(1) === 90 && at(2) === 104) return "bzip2";
+  if (at(0) === 253 && at(1) === 55 && at(2) === 122 && at(3) === 88 && at(4) === 90 && at(5) === 0) return "xz";
+  if (at(0) === 40 && at(1) === 181 && at(2) === 47 && at(3) === 253) return "zstd";
+  return "none";
+}
+function isTarHeader(block) {
+  if (block.length < 512) return false;
+  let unsigned = 0;
+  let signed = 0;
+  let zero = true;
+  for (let i = 0; i < 512; i++) {
+    const b = i >= 148 && i < 156 ? 32 : block[i];
+    if (block[i] !== 0) zero = false;
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  if (zero) return false;
+  const field = Buffer.from(block.subarray(148, 156)).toString("latin1").replace(/[\0 ]+$/, "").trim();
+  if (!/^[0-7]+$/.test(field)) return false;
+  const want = parseInt(field, 8);
+  return want === unsigned || want === signed;
+}
+var TOOL = { bzip2: "bzip2", xz: "xz", zstd: "zstd" };
+function readHead(file, n) {
+  const fd = fs4.openSync(file, "r");
+  try {
+    const buf = Buffer.alloc(n);
+    const got = fs4.readSync(fd, buf, 0, n, 0);
+    return buf.subarray(0, got);
+  } finally {
+    fs4.closeSync(fd);
+  }
+}
+function openDecompressed(file, opts = {}) {
+  const kind2 = sniffArchiveCompression(readHead(file, 6));
+  if (kind2 === "none") return fs4.createReadStream(file);
+  const out = new PassThrough3();
+  if (kind2 === "gzip") {
+    pipeline5(fs4.createReadStream(file), zlib2.createGunzip(), out, opts.signal ? { signal: opts.signal } : {}).catch((e) => {
+      out.destroy(new TsbuildError("DECOMPRESS", `cannot decompress ${path5.basename(file)} (gzip): ${e.message}`, { cause: e }));
+    });
+    return out;
+  }
+  const tool = TOOL[kind2];
+  const child = spawn6(tool, ["-dcq", "--", file], { stdio: ["ignore", "pipe", "pipe"], ...opts.signal ? { signal: opts.signal } : {} });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (d) => {
+    if (stderr.length < 4096) stderr += d;
+  });
+  const exited = new Promise((resolve2, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => resolve2(code));
+  });
+  exited.catch(() => {
+  });
+  const gate = new Transform2({
+    transform(chunk, _enc, cb) {
+      cb(null, chunk);
+    },
+    flush(cb) {
+      exited.then(
+        (code) => cb(code === 0 ? null : new Error(`${tool} exited with ${code}: ${stderr.trim()}`)),
+        (e) => cb(e)
+      );
+    }
+  });
+  pipeline5(child.stdout, gate, out).catch((e) => {
+    if (child.exitCode === null) child.kill();
+    const why = e.code === "ENOENT" ? `${tool} is not installed` : e.message;
+    out.destroy(new TsbuildError("DECOMPRESS", `cannot decompress ${path5.basename(file)} (${kind2}): ${why}`, { cause: e }));
+  });
+  out.on("close", () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill();
+  });
+  return out;
+}
+async function isArchive(file, opts = {}) {
+  const head = readHead(file, 512);
+  if (sniffArchiveCompression(head) === "none") return isTarHeader(head);
+  const stream = openDecompressed(file, opts);
+  const parts = [];
+  let have = 0;
+  try {
+    for await (const chunk of stream) {
+      parts.push(chunk);
+      have += chunk.length;
+      if (have >= 512) break;
+    }
+  } catch {
+    return false;
+  } finally {
+    stream.destroy();
+  }
+  return isTarHeader(Buffer.concat(parts).subarray(0, 512));
+}
+async function extractArchive(file, destDir, opts = {}) {
+  const staging = await fs4.promises.mkdtemp(path5.join(opts.tmpDir ?? os.tmpdir(), "tsbuild-add-"));
+  try {
+    await apply(openDecompressed(file, opts.signal ? { signal: opts.signal } : {}), staging, opts.signal ? { signal: opts.signal } : {});
+    await fs4.promises.mkdir(destDir, { recursive: true });
+    const ctx = await BuildContext.open(staging, { ignore: NO_IGNORE });
+    const matches = await ctx.resolveSources(["."]);
+    const copyOpts = { workdir: "/", keepOwnership: true };
+    if (opts.chown) copyOpts.chown = opts.chown;
+    if (opts.signal) copyOpts.signal = opts.signal;
+    const r = await copyInto(ctx, matches, destDir, "/", copyOpts);
+    return { entries: r.entries };
+  } finally {
+    await fs4.promises.rm(staging, { recursive: true, force: true });
+  }
+}
+
+// packages/builder/src/fetch.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { createHash as createHash7 } from "node:crypto";
+import fs5 from "node:fs";
+import path6 from "node:path";
+import { Readable as Readable5, Transform as Transform3 } from "node:stream";
+import { pipeline as pipeline6 } from "node:stream/promises";
+var ALGORITHMS = { sha256: 64, sha384: 96, sha512: 128 };
+var UNNAMED = "__unnamed__";
+function fetchError(url, message, cause) {
+  return new TsbuildError("FETCH", redactSecrets(`ADD ${url}: ${message}`), cause === void 0 ? {} : { cause });
+}
+function parseChecksum(checksum) {
+  const m = /^([a-z0-9]+):([0-9a-f]+)$/.exec(checksum);
+  const want = m ? ALGORITHMS[m[1]] : void 0;
+  if (!m || want === void 0 || m[2].length !== want) {
+    throw new TsbuildError("BAD_CHECKSUM", `invalid --checksum "${checksum}": expected sha256:<64 hex digits> (or sha384/sha512)`);
+  }
+  return [m[1], m[2]];
+}
+function safeName(candidate) {
+  if (candidate === void 0) return void 0;
+  const name = candidate.trim();
+  if (name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0")) return void 0;
+  return name;
+}
+function nameFromDisposition(header) {
+  if (!header) return void 0;
+  const star = /filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)/.exec(header);
+  if (star) {
+    try {
+      return decodeURIComponent(star[1].trim());
+    } catch {
+      return void 0;
+    }
+  }
+  const plain2 = /filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/.exec(header);
+  if (!plain2) return void 0;
+  return plain2[1] !== void 0 ? plain2[1].replace(/\\(.)/g, "$1") : plain2[2];
+}
+function downloadName(url, contentDisposition) {
+  let base;
+  try {
+    base = decodeURIComponent(path6.posix.basename(url.pathname));
+  } catch {
+    base = path6.posix.basename(url.pathname);
+  }
+  return safeName(base) ?? safeName(nameFromDisposition(contentDisposition)) ?? UNNAMED;
+}
+async function fetchUrl(url, destDir, opts = {}) {
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw fetchError(url, "not a valid URL");
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw fetchError(url, "only http and https URLs can be fetched");
+  const expected = opts.checksum !== void 0 ? parseChecksum(opts.checksum) : void 0;
+  const algorithm = expected?.[0] ?? "sha256";
+  let res;
+  try {
+    res = await fetch(parsed, { redirect: "follow", ...opts.signal ? { signal: opts.signal } : {} });
+  } catch (e) {
+    if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
+    const cause = e.cause;
+    throw fetchError(url, `request failed: ${cause?.message ?? e.message}`, e);
+  }
+  if (!res.ok || res.body === null) {
+    await res.body?.cancel().catch(() => {
+    });
+    throw fetchError(url, `server answered ${res.status} ${res.statusText}`.trim());
+  }
+  const name = downloadName(parsed, res.headers.get("content-disposition"));
+  const final = `${destDir}/${name}`;
+  const tmp = `${destDir}/.${name}.${process.pid}.partial`;
+  const hash = createHash7(algorithm);
+  const tee = new Transform3({
+    transform(chunk, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    }
+  });
+  try {
+    await pipeline6(
+      Readable5.fromWeb(res.body),
+      tee,
+      fs5.createWriteStream(tmp, { mode: 384 }),
+      opts.signal ? { signal: opts.signal } : {}
+    );
+    const got = `${algorithm}:${hash.digest("hex")}`;
+    if (expected && got !== `${expected[0]}:${expected[1]}`) {
+      throw new TsbuildError(
+        "CHECKSUM_MISMATCH",
+        redactSecrets(`ADD ${url}: checksum mismatch: expected ${expected[0]}:${expected[1]}, got ${got}`)
+      );
+    }
+    await fs5.promises.chmod(tmp, 384);
+    const lastModified = res.headers.get("last-modified");
+    const mtime = lastModified ? Date.parse(lastModified) : NaN;
+    if (Number.isFinite(mtime)) await fs5.promises.utimes(tmp, mtime / 1e3, mtime / 1e3);
+    await fs5.promises.rename(tmp, final);
+    return final;
+  } catch (e) {
+    await fs5.promises.rm(tmp, { force: true });
+    if (e instanceof TsbuildError) throw e;
+    if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
+    throw fetchError(url, `download failed: ${e.message}`, e);
+  }
+}
+
+// packages/builder/src/stage.ts
+var LAYER_SUFFIX = " # tsbuild";
+var StageRunner = class {
+  constructor(env) {
+    this.env = env;
+    this.s = env.session;
+  }
+  env;
+  s;
+  fail(inst, message, hint, cause) {
+    const opts = {
+      file: this.env.file,
+      range: inst.range,
+      excerpt: excerptOf(this.env.text, inst.range)
+    };
+    if (hint !== void 0) opts.hint = hint;
+    if (cause !== void 0) opts.cause = cause;
+    return new DockerfileError(message, opts);
+  }
+  /** Attributes any non-location error of a step to the step's Dockerfile line. */
+  wrap(inst, e) {
+    if (e instanceof DockerfileError || e instanceof CancelledError) return e;
+    if (e instanceof TsbuildError) return this.fail(inst, `${inst.original.split("\n")[0]}: ${e.message}`, e.hint, e);
+    const err = e;
+    if (err && typeof err.code === "string") return this.fail(inst, `${inst.kind.toUpperCase()}: ${err.message}`, void 0, e);
+    return e;
+  }
+  async runSteps(state, steps, index0, total) {
+    let cur = state;
+    for (let i = 0; i < steps.length; i++) {
+      const inst = steps[i];
+      this.s.checkAbort();
+      const id = this.s.nextStepId();
+      const name = `[${this.env.stageLabel} ${index0 + i + 1}/${total}] ${summary(inst)}`;
+      const start = Date.now();
+      this.s.opts.emit({ type: "step-start", time: start, id, name, stage: this.env.stageLabel, index: index0 + i + 1, total });
+      const ctx = { id, inst, tail: [] };
+      try {
+        const r = await this.step(cur, ctx);
+        cur = r.state;
+        const done = {
+          type: "step-done",
+          time: Date.now(),
+          id,
+          cached: r.cached,
+          durationMs: Date.now() - start
+        };
+        if (r.layerSize !== void 0) done.layerSize = r.layerSize;
+        this.s.opts.emit(done);
+      } catch (e) {
+        const err = this.wrap(inst, e);
+        this.s.opts.emit({ type: "step-error", time: Date.now(), id, message: err instanceof Error ? err.message : String(err) });
+        throw err;
+      }
+    }
+    return cur;
+  }
+  /** Expands an instruction's words with ARG/ENV values; returns the values it read for the key. */
+  expand(state, inst) {
+    const env = expansionEnv(state);
+    const ex = envExpander(env, { escapeToken: this.env.escapeToken });
+    const out = expandInstruction(inst, ex, { file: this.env.file, text: this.env.text });
+    const used = [...ex.matched].sort().map((k) => [k, env.get(k) ?? ""]);
+    return { inst: out, used };
+  }
+  async step(state, ctx) {
+    const raw = ctx.inst;
+    switch (raw.kind) {
+      case "run":
+        return this.runStep(state, raw, ctx);
+      case "copy":
+      case "add":
+        return this.copyStep(state, raw, ctx);
+      case "workdir":
+        return this.workdirStep(state, raw, ctx);
+      case "from":
+        throw this.fail(raw, "FROM cannot be used here");
+      default:
+        return this.configStep(state, raw);
+    }
+  }
+  // ---- config-only steps -------------------------------------------------------------------
+  async configStep(state, raw) {
+    const next = cloneState(state);
+    const c = containerConfig2(next);
+    let createdBy;
+    let keyParts;
+    if (raw.kind === "arg") {
+      const names = [];
+      for (const a of raw.args) {
+        const env = expansionEnv(next);
+        let value;
+        if (Object.hasOwn(this.env.buildArgs, a.key)) {
+          value = this.env.buildArgs[a.key];
+          this.env.consumed.add(a.key);
+        } else if (a.value !== void 0) {
+          value = this.expand(next, { ...raw, args: [{ key: a.key, value: a.value }] }).inst.args[0]?.value ?? "";
+        } else if (this.env.globalArgs.has(a.key)) {
+          value = this.env.globalArgs.get(a.key);
+        }
+        void env;
+        if (value !== void 0) next.args.set(a.key, value);
+        else next.args.delete(a.key);
+        names.push(value !== void 0 ? `${a.key}=${value}` : a.key);
+      }
+      createdBy = `ARG ${names.join(" ")}`;
+      keyParts = ["arg", raw.args.map((a) => a.key)];
+    } else {
+      const { inst, used } = this.expand(next, raw);
+      keyParts = [inst.kind, configKeyOf(inst), used];
+      createdBy = this.applyConfig(next, inst, c);
+    }
+    next.key = cacheKey([state.key, ...keyParts]);
+    const created = await this.recordConfigStep(next.key);
+    const entry = { created: created.created, created_by: createdBy, comment: "tsbuild", empty_layer: true };
+    addHistory(next, entry);
+    return { state: next, cached: created.cached };
+  }
+  async recordConfigStep(key) {
+    if (!this.s.opts.noCache) {
+      const hit = await this.s.cache.get(key);
+      if (hit && !hit.layer) return { created: hit.created, cached: true };
+    }
+    const rec = { v: 1, created: this.s.now() };
+    await this.s.cache.set(key, rec);
+    return { created: rec.created, cached: false };
+  }
+  /** Applies one expanded config instruction; returns its history `created_by`. */
+  applyConfig(next, inst, c) {
+    switch (inst.kind) {
+      case "env":
+        for (const kv of inst.env) setEnv(next, kv.key, kv.value);
+        return `ENV ${inst.env.map((kv) => `${kv.key}=${kv.value}`).join(" ")}`;
+      case "label":
+        c.Labels = { ...c.Labels ?? {} };
+        for (const kv of inst.labels) c.Labels[kv.key] = kv.value;
+        return `LABEL ${inst.labels.map((kv) => `${kv.key}=${kv.value}`).join(" ")}`;
+      case "maintainer":
+        next.config.author = inst.maintainer;
+        return `MAINTAINER ${inst.maintainer}`;
+      case "expose": {
+        c.ExposedPorts = { ...c.ExposedPorts ?? {} };
+        const ports = exposedPorts(inst, (m) => this.fail(inst, m));
+        for (const p of ports) c.ExposedPorts[p] = {};
+        return `EXPOSE ${ports.join(" ")}`;
+      }
+      case "volume":
+        c.Volumes = { ...c.Volumes ?? {} };
+        for (const v of inst.volumes) {
+          if (v.trim() === "") throw this.fail(inst, "VOLUME specified can not be an empty string");
+          c.Volumes[v] = {};
+        }
+        return `VOLUME [${inst.volumes.join(" ")}]`;
+      case "user":
+        c.User = inst.user;
+        return `USER ${inst.user}`;
+      case "stopsignal":
+        c.StopSignal = inst.signal;
+        return `STOPSIGNAL ${inst.signal}`;
+      case "shell":
+        c.Shell = [...inst.shell];
+        return `SHELL [${inst.shell.join(" ")}]`;
+      case "cmd":
+        c.Cmd = commandArgs(inst.cmd, shellOf(next));
+        next.cmdSet = true;
+        return `CMD ${goQuoteList(c.Cmd)}`;
+      case "entrypoint":
+        c.Entrypoint = commandArgs(inst.cmd, shellOf(next));
+        if (!next.cmdSet) c.Cmd = null;
+        return `ENTRYPOINT ${goQuoteList(c.Entrypoint)}`;
+      case "healthcheck":
+        return applyHealthcheck(c, inst, shellOf(next));
+      case "onbuild":
+        c.OnBuild = [...c.OnBuild ?? [], inst.expression];
+        return `ONBUILD ${inst.expression}`;
+      default:
+        throw this.fail(inst, `${inst.kind.toUpperCase()} is not a configuration instruction`);
+    }
+  }
+  // ---- steps that make layers --------------------------------------------------------------
+  /**
+   * The shared shape of every layer step: look the key up; on a miss prepare an overlay over the
+   * parent, let `work` change it, diff the upper dir into the store and commit the snapshot.
+   */
+  async layerStep(state, key, createdBy, work, opts = {}) {
+    const next = cloneState(state);
+    next.key = key;
+    if (!this.s.opts.noCache) {
+      const hit = await this.s.cache.get(key);
+      if (hit && (!hit.layer || await this.s.store.hasBlob(hit.layer.diffId))) {
+        this.appendLayer(next, hit, createdBy);
+        return hit.layer ? { state: next, cached: true, layerSize: hit.layer.size } : { state: next, cached: true };
+      }
+    }
+    const rec = await this.s.heavy.run(async () => {
+      const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+      const active = await this.s.snapshots.prepare(parent, this.s.opts.signal ? { signal: this.s.opts.signal } : {});
+      let committed = false;
+      try {
+        await work(active, next);
+        this.s.checkAbort();
+        const created = this.s.now();
+        if (opts.emptyIfUnchanged && (await readdir6(active.upper)).length === 0) {
+          return { v: 1, created };
+        }
+        const writer = this.s.store.blobWriter();
+        let result;
+        try {
+          const dopts = {};
+          if (this.s.opts.sourceDateEpoch !== void 0) dopts.sourceDateEpoch = this.s.opts.sourceDateEpoch;
+          if (this.s.opts.signal) dopts.signal = this.s.opts.signal;
+          result = await diff(active.upper, writer.stream, dopts);
+          await writer.commit({ digest: result.diffId, size: result.size });
+        } catch (e) {
+          await writer.abort().catch(() => {
+          });
+          throw e;
+        }
+        const chain2 = chainIds([...diffIds(state), result.diffId]).at(-1);
+        await active.commit(chain2);
+        committed = true;
+        return { v: 1, created, layer: { diffId: result.diffId, size: result.size } };
+      } finally {
+        if (!committed) await active.release().catch(() => {
+        });
+      }
+    });
+    await this.s.cache.set(key, rec);
+    this.appendLayer(next, rec, createdBy);
+    return rec.layer ? { state: next, cached: false, layerSize: rec.layer.size } : { state: next, cached: false };
+  }
+  appendLayer(next, rec, createdBy) {
+    if (rec.layer) {
+      next.config.rootfs.diff_ids.push(rec.layer.diffId);
+      next.layers.push({ mediaType: MediaType.OciLayer, digest: rec.layer.diffId, size: rec.layer.size });
+      addHistory(next, { created: rec.created, created_by: createdBy + LAYER_SUFFIX, comment: "tsbuild" });
+    } else {
+      addHistory(next, { created: rec.created, created_by: createdBy, comment: "tsbuild", empty_layer: true });
+    }
+  }
+  async workdirStep(state, raw, _ctx) {
+    const { inst, used } = this.expand(state, raw);
+    const c = containerConfig2(state);
+    const dir = posix2.resolve(c.WorkingDir || "/", inst.path);
+    const user = c.User || "";
+    const key = cacheKey([state.key, "workdir", dir, user, used]);
+    const r = await this.layerStep(
+      state,
+      key,
+      `WORKDIR ${dir}`,
+      async (active) => {
+        const target = resolveInRoot2(active.rootfs, dir);
+        const existed = await exists3(target);
+        await mkdir7(target, { recursive: true, mode: 493 });
+        if (!existed && user && user !== "root" && user !== "0") {
+          const u = await resolveUser(user, active.rootfs);
+          await chown(target, u.uid, u.gid);
+        }
+      },
+      { emptyIfUnchanged: true }
+    );
+    containerConfig2(r.state).WorkingDir = dir;
+    return r;
+  }
+  runEnv(state) {
+    const list = [...envList(state)];
+    const envKeys = new Set(list.map((kv) => kv.split("=")[0]));
+    if (!envKeys.has("PATH")) list.push(`PATH=${DEFAULT_PATH2}`);
+    const hist = [];
+    for (const [k, v] of state.args) {
+      if (!envKeys.has(k)) list.push(`${k}=${v}`);
+      if (!PROXY_ARGS.has(k)) hist.push([k, v]);
+    }
+    for (const k of PROXY_ARGS) {
+      const v = this.env.buildArgs[k];
+      if (v !== void 0 && !state.args.has(k) && !envKeys.has(k)) {
+        list.push(`${k}=${v}`);
+        this.env.consumed.add(k);
+      }
+    }
+    return { env: list, argsForHistory: hist };
+  }
+  async runStep(state, raw, ctx) {
+    const { inst } = this.expand(state, raw);
+    const shell = shellOf(state);
+    const c = containerConfig2(state);
+    const { env, argsForHistory } = this.runEnv(state);
+    const argv = runArgv(inst, shell);
+    const network = inst.network && inst.network !== "default" ? inst.network : this.s.opts.network;
+    const createdBy = runCreatedBy(argv, argsForHistory);
+    const mountKeys = [];
+    for (const m of inst.mounts) {
+      if (m.type === "bind" && m.from === void 0) mountKeys.push([m.spec, await this.env.contextKey()]);
+      else if ((m.type === "bind" || m.type === "cache") && m.from !== void 0) {
+        const src = await this.fromState(m.from, inst);
+        mountKeys.push([m.spec, topChain(src) ?? "scratch"]);
+      } else if (m.type === "secret") mountKeys.push([m.type, m.id, m.target, m.env]);
+      else mountKeys.push([m.spec]);
+    }
+    const keyEnv = env.filter((kv) => !PROXY_ARGS.has(kv.slice(0, kv.indexOf("="))) || state.args.has(kv.slice(0, kv.indexOf("="))));
+    const key = cacheKey([state.key, "run", argv, keyEnv, c.User ?? "", c.WorkingDir ?? "", network, mountKeys, inst.security ?? ""]);
+    return this.layerStep(state, key, createdBy, async (active) => {
+      const cwd = c.WorkingDir || "/";
+      await mkdir7(resolveInRoot2(active.rootfs, cwd), { recursive: true });
+      const user = await resolveUser(c.User || "root", active.rootfs);
+      const cleanup = [];
+      try {
+        const mounts = await this.runMounts(inst, cwd, cleanup, env);
+        const created = await recordMountpoints(active.rootfs, mounts.map((m) => m.destination));
+        const runOpts = {
+          rootfs: active.rootfs,
+          args: argv,
+          env,
+          cwd,
+          user,
+          network: network === "host" || network === "default" ? "host" : "none",
+          mounts,
+          limits: this.s.opts.limits,
+          stateDir: this.s.stateDir,
+          stdout: this.logSink(ctx, "stdout"),
+          stderr: this.logSink(ctx, "stderr")
+        };
+        if (this.s.opts.runtime) runOpts.runtime = this.s.opts.runtime;
+        if (this.s.opts.signal) runOpts.signal = this.s.opts.signal;
+        const res = await run(runOpts);
+        await removeCreatedMountpoints(created);
+        this.s.checkAbort();
+        if (res.exitCode !== 0) {
+          const tail = ctx.tail.slice(-10);
+          throw this.fail(
+            inst,
+            `${summary(inst)}: exit code ${res.exitCode}${res.signal ? ` (${res.signal})` : ""}` + (tail.length > 0 ? `
+${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
+            "no layer was written and the cache is unchanged"
+          );
+        }
+      } finally {
+        for (const fn of cleanup.reverse()) await fn().catch(() => {
+        });
+      }
+    });
+  }
+  logSink(ctx, stream) {
+    const emit = this.s.opts.emit;
+    let partial = "";
+    return new Writable3({
+      write(chunk, _enc, cb) {
+        const data = chunk.toString("utf8");
+        emit({ type: "step-log", time: Date.now(), id: ctx.id, stream, data });
+        const lines = (partial + data).split("\n");
+        partial = lines.pop() ?? "";
+        ctx.tail.push(...lines);
+        if (ctx.tail.length > 50) ctx.tail.splice(0, ctx.tail.length - 50);
+        cb();
+      },
+      final(cb) {
+        if (partial) ctx.tail.push(partial);
+        cb();
+      }
+    });
+  }
+  async fromState(ref, inst) {
+    const st = this.env.stageResult(ref);
+    if (st) return st;
+    try {
+      const img = await this.s.image(ref);
+      return { config: img.config, layers: img.layers, key: img.digest, args: /* @__PURE__ */ new Map(), cmdSet: false };
+    } catch (e) {
+      throw this.fail(inst, `--from=${ref}: no stage or image of that name`, e instanceof TsbuildError ? e.hint : void 0, e);
+    }
+  }
+  async runMounts(inst, cwd, cleanup, env) {
+    const out = [];
+    for (const m of inst.mounts) {
+      const target = m.target ?? (m.type === "secret" ? `/run/secrets/${m.id ?? ""}` : void 0);
+      if (m.type === "ssh") throw this.fail(inst, "RUN --mount=type=ssh is not supported by tsbuild yet");
+      if (target === void 0 && m.type !== "secret") throw this.fail(inst, `--mount=${m.spec}: target is required`);
+      const abs = target === void 0 ? void 0 : posix2.resolve(cwd, target);
+      switch (m.type) {
+        case "tmpfs":
+          out.push({ type: "tmpfs", destination: abs, ...m.size !== void 0 ? { size: m.size } : {} });
+          break;
+        case "cache": {
+          const id = m.id ?? abs;
+          const name = createHash8("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
+          const dir = await this.s.cacheMountDir(name);
+          if ((await readdir6(dir)).length === 0) {
+            await chmod(dir, m.mode ?? 493);
+            await chown(dir, m.uid ?? 0, m.gid ?? 0);
+          }
+          out.push({ type: "bind", source: dir, destination: abs, readonly: m.readonly });
+          break;
+        }
+        case "bind": {
+          let rootDir;
+          if (m.from === void 0) {
+            rootDir = (await this.env.context()).root;
+          } else {
+            const st = await this.fromState(m.from, inst);
+            const parent = await this.s.ensureSnapshots(st.layers, diffIds(st));
+            const view = await this.s.snapshots.prepare(parent);
+            cleanup.push(() => view.release());
+            rootDir = view.rootfs;
+          }
+          const src = resolveInRoot2(rootDir, m.source ?? "/");
+          if (!await exists3(src)) throw this.fail(inst, `--mount=${m.spec}: source "${m.source ?? "/"}" not found`);
+          out.push({ type: "bind", source: src, destination: abs, readonly: m.from === void 0 ? true : m.readonly });
+          break;
+        }
+        case "secret": {
+          const id = m.id ?? "";
+          const spec = this.env.secrets[id];
+          let value;
+          if (spec?.file !== void 0) value = await import("node:fs/promises").then((f) => f.readFile(spec.file));
+          else if (spec?.env !== void 0 && process.env[spec.env] !== void 0) value = Buffer.from(process.env[spec.env]);
+          if (value === void 0) {
+            if (m.required) throw this.fail(inst, `secret "${id}" is required but was not provided`, `pass it with --secret id=${id},src=FILE`);
+            break;
+          }
+          if (m.env !== void 0) env.push(`${m.env}=${value.toString("utf8")}`);
+          if (abs !== void 0 || m.env === void 0) {
+            await mkdir7(this.s.stateDir, { recursive: true });
+            const dir = await mkdtemp(join10(this.s.stateDir, "secret-"));
+            cleanup.push(() => rm9(dir, { recursive: true, force: true }));
+            const f = join10(dir, "value");
+            await writeFile3(f, value, { mode: 384 });
+            await chown(f, m.uid ?? 0, m.gid ?? 0);
+            await chmod(f, m.mode ?? 256);
+            out.push({ type: "bind", source: f, destination: abs ?? `/run/secrets/${id}`, readonly: true });
+          }
+          break;
+        }
+      }
+    }
+    return out;
+  }
+  async copyStep(state, raw, ctx) {
+    const { inst, used } = this.expand(state, raw);
+    const c = containerConfig2(state);
+    const workdir = c.WorkingDir || "/";
+    const from = inst.kind === "copy" ? inst.from : void 0;
+    let srcState;
+    if (from !== void 0) srcState = await this.fromState(from, inst);
+    const urls = inst.kind === "add" ? inst.sources.filter(isUrl) : [];
+    const localSources = inst.sources.filter((s) => !isUrl(s));
+    if (inst.kind === "add" && inst.checksum !== void 0 && urls.length === 0) {
+      throw this.fail(inst, "ADD --checksum can only be used with a URL source");
+    }
+    if (inst.sources.length === 0 && inst.heredocs.length === 0) throw this.fail(inst, `${inst.kind.toUpperCase()} requires at least one source`);
+    let sourceKey;
+    if (srcState) sourceKey = ["stage", topChain(srcState) ?? "scratch", localSources];
+    else if (localSources.length > 0) {
+      const bctx = await this.env.context();
+      const matches = await this.resolve(bctx, localSources, inst);
+      sourceKey = ["context", await hashSources(bctx, matches, { statCache: await this.s.statCache() })];
+    } else sourceKey = ["none"];
+    const flagsText = copyFlagsText(inst);
+    const createdBy = `${inst.kind.toUpperCase()} ${flagsText}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(" ")} ${inst.dest}`;
+    const key = cacheKey([
+      state.key,
+      inst.kind,
+      sourceKey,
+      inst.heredocs.map((h) => [h.name, h.content]),
+      urls,
+      inst.dest,
+      workdir,
+      inst.chown ?? "",
+      inst.chmod ?? "",
+      inst.parents,
+      inst.exclude,
+      inst.kind === "add" ? [inst.checksum ?? "", inst.unpack ?? null] : [],
+      used
+    ]);
+    return this.layerStep(state, key, createdBy, async (active) => {
+      const chownOwner = inst.chown !== void 0 ? await resolveChown(inst.chown, active.rootfs) : void 0;
+      const chmodSpec = inst.chmod !== void 0 ? parseChmod(inst.chmod) : void 0;
+      const copyOpts = { workdir, parents: inst.parents };
+      if (chownOwner) copyOpts.chown = chownOwner;
+      if (chmodSpec) copyOpts.chmod = chmodSpec;
+      if (this.s.opts.signal) copyOpts.signal = this.s.opts.signal;
+      const cleanup = [];
+      try {
+        const staged = [];
+        let stageDir;
+        const stagingDir = async () => {
+          if (!stageDir) {
+            await mkdir7(this.s.stateDir, { recursive: true });
+            stageDir = await mkdtemp(join10(this.s.stateDir, "copy-"));
+            const d = stageDir;
+            cleanup.push(() => rm9(d, { recursive: true, force: true }));
+          }
+          return stageDir;
+        };
+        for (const h of inst.heredocs) {
+          const dir = await stagingDir();
+          await writeFile3(join10(dir, h.name), h.content, { mode: 420 });
+          staged.push(h.name);
+        }
+        for (const u of urls) {
+          const dir = await stagingDir();
+          const fopts = {};
+          if (inst.kind === "add" && inst.checksum !== void 0) fopts.checksum = inst.checksum;
+          if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
+          const got = await fetchUrl(u, dir, fopts);
+          staged.push(posixBase(got));
+        }
+        if (staged.length > 0 && stageDir) {
+          const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
+          const matches2 = await sctx.resolveSources(staged);
+          const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith("/") ? `${inst.dest}/` : inst.dest;
+          await copyInto(sctx, matches2, active.rootfs, destForStaged, { ...copyOpts, parents: false });
+        }
+        if (localSources.length === 0) return;
+        let bctx;
+        if (srcState) {
+          const parent = await this.s.ensureSnapshots(srcState.layers, diffIds(srcState));
+          const view = await this.s.snapshots.prepare(parent);
+          cleanup.push(() => view.release());
+          bctx = await BuildContext.open(view.rootfs, { ignore: NO_IGNORE });
+          copyOpts.keepOwnership = true;
+        } else {
+          bctx = await this.env.context();
+        }
+        const matches = await this.resolve(bctx, localSources, inst);
+        if (inst.kind === "add" && inst.unpack !== false) {
+          const plain2 = [];
+          for (const m of matches) {
+            if (m.kind === "file" && await isArchive(m.realPath)) {
+              const destDir = resolveInRoot2(active.rootfs, posix2.resolve(workdir, inst.dest.endsWith("/") ? inst.dest : posix2.dirname(inst.dest) === "." ? inst.dest : inst.dest));
+              await mkdir7(destDir, { recursive: true });
+              await mkdir7(this.s.stateDir, { recursive: true });
+              const xopts = { tmpDir: this.s.stateDir };
+              if (chownOwner) xopts.chown = chownOwner;
+              if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
+              await extractArchive(m.realPath, destDir, xopts);
+            } else plain2.push(m);
+          }
+          if (plain2.length > 0) await copyInto(bctx, plain2, active.rootfs, inst.dest, copyOpts);
+        } else {
+          await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
+        }
+      } finally {
+        for (const fn of cleanup.reverse()) await fn().catch(() => {
+        });
+      }
+      void ctx;
+    });
+  }
+  async resolve(bctx, sources, inst) {
+    try {
+      return await bctx.resolveSources(sources, { excludes: inst.exclude, parents: inst.parents });
+    } catch (e) {
+      if (e instanceof SourceNotFoundError) {
+        throw this.fail(inst, `${inst.kind.toUpperCase()} failed: ${e.message}`, e.hint, e);
+      }
+      throw e;
+    }
+  }
+  /** Runs ONBUILD triggers of a base image, parsed as the instructions they were written as. */
+  parseTriggers(triggers, from) {
+    const out = [];
+    for (const t of triggers) {
+      try {
+        const r = parse(t);
+        for (const node2 of r.ast.children) out.push(parseInstruction(node2, { file: `ONBUILD trigger of ${from.image}` }));
+      } catch (e) {
+        throw this.fail(from, `invalid ONBUILD trigger in base image: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    return out;
+  }
+};
+function isUrl(s) {
+  return /^https?:\/\//i.test(s);
+}
+function posixBase(p) {
+  return p.split("/").pop() ?? p;
+}
+async function exists3(p) {
+  try {
+    await lstat3(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+async function recordMountpoints(rootfs, targets) {
+  const created = [];
+  for (const t of targets) {
+    const parts = posix2.resolve("/", t).split("/").filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) {
+      const p = resolveInRoot2(rootfs, "/" + parts.slice(0, i).join("/"));
+      if (!await exists3(p) && !created.includes(p)) created.push(p);
+    }
+  }
+  return created;
+}
+async function removeCreatedMountpoints(created) {
+  for (const p of [...created].sort((a, b) => b.length - a.length)) {
+    try {
+      const st = await lstat3(p);
+      if (st.isDirectory()) await rmdir3(p);
+      else if (st.size === 0) await rm9(p);
+    } catch {
+    }
+  }
+}
+function runArgv(inst, shell) {
+  if (inst.cmd.form === "exec") return [...inst.cmd.args];
+  const cmd = inst.cmd.command.trim();
+  const only = inst.heredocs.length === 1 ? inst.heredocs[0] : void 0;
+  if (only && /^<<-?\s*["']?[^\s"']+["']?$/.test(cmd)) {
+    const body = only.content;
+    if (body.startsWith("#!")) {
+      const interp = body.split("\n")[0].slice(2).trim().split(/\s+/);
+      return [...interp, "-c", body.split("\n").slice(1).join("\n")];
+    }
+    return [...shell, body];
+  }
+  if (inst.heredocs.length > 0) {
+    let script = cmd;
+    for (const h of inst.heredocs) script += `
+${h.content}${h.name}`;
+    return [...shell, script];
+  }
+  return [...shell, inst.cmd.command];
+}
+function summary(inst) {
+  const first = inst.original.split("\n")[0] ?? "";
+  return first.length > 120 ? first.slice(0, 119) + "\u2026" : first;
+}
+function configKeyOf(inst) {
+  const { range: _r, original: _o, ...rest } = inst;
+  return rest;
+}
+function copyFlagsText(inst) {
+  const f = [];
+  if (inst.kind === "copy" && inst.from !== void 0) f.push(`--from=${inst.from}`);
+  if (inst.chown !== void 0) f.push(`--chown=${inst.chown}`);
+  if (inst.chmod !== void 0) f.push(`--chmod=${inst.chmod}`);
+  if (inst.parents) f.push("--parents");
+  if (inst.link) f.push("--link");
+  for (const e of inst.exclude) f.push(`--exclude=${e}`);
+  if (inst.kind === "add" && inst.checksum !== void 0) f.push(`--checksum=${inst.checksum}`);
+  return f.length > 0 ? `${f.join(" ")} ` : "";
+}
+function exposedPorts(inst, fail) {
+  const out = [];
+  for (const spec of inst.ports) {
+    const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec.trim());
+    if (!m) throw fail(`EXPOSE: invalid port "${spec}": expected PORT[-PORT][/tcp|udp|sctp]`);
+    const a = Number(m[1]);
+    const b = m[2] !== void 0 ? Number(m[2]) : a;
+    const proto = (m[3] ?? "tcp").toLowerCase();
+    if (a < 0 || b > 65535 || b < a) throw fail(`EXPOSE: invalid port range "${spec}"`);
+    for (let p = a; p <= b; p++) out.push(`${p}/${proto}`);
+  }
+  return out;
+}
+function applyHealthcheck(c, inst, shell) {
+  if (inst.test.type === "none") {
+    c.Healthcheck = { Test: ["NONE"] };
+    return "HEALTHCHECK NONE";
+  }
+  const cmd = inst.test.cmd;
+  const test = cmd.form === "exec" ? ["CMD", ...cmd.args] : ["CMD-SHELL", cmd.command];
+  void shell;
+  const h = { Test: test };
+  if (inst.interval !== void 0) h.Interval = inst.interval;
+  if (inst.timeout !== void 0) h.Timeout = inst.timeout;
+  if (inst.startPeriod !== void 0) h.StartPeriod = inst.startPeriod;
+  if (inst.startInterval !== void 0) h.StartInterval = inst.startInterval;
+  if (inst.retries !== void 0) h.Retries = inst.retries;
+  c.Healthcheck = h;
+  const opts = [
+    inst.interval !== void 0 ? `--interval=${formatDuration(inst.interval)}` : "",
+    inst.timeout !== void 0 ? `--timeout=${formatDuration(inst.timeout)}` : "",
+    inst.startPeriod !== void 0 ? `--start-period=${formatDuration(inst.startPeriod)}` : "",
+    inst.retries !== void 0 ? `--retries=${inst.retries}` : ""
+  ].filter(Boolean);
+  return `HEALTHCHECK ${opts.length ? opts.join(" ") + " " : ""}${test[0]} ${test.slice(1).join(" ")}`;
+}
+
+// packages/builder/src/build.ts
+async function openRoot(root) {
+  const r = resolveRoot(root ? { root } : {});
+  const store = await openStore({ root: r });
+  if (await deadBundles(join11(r, "state"))) await cleanupContainers().catch(() => {
+  });
+  const snapshots = await openSnapshotter({ root: join11(r, "snapshots") });
+  return { root: r, store, snapshots };
+}
+async function deadBundles(stateDir) {
+  try {
+    return (await readdir7(stateDir)).some((n) => {
+      const pid = ownerPid(n);
+      return pid !== void 0 && !pidAlive(pid);
+    });
+  } catch {
+    return false;
+  }
+}
+async function build(opts) {
+  const started = Date.now();
+  const contextDir = resolvePath5(opts.context);
+  const file = opts.file && opts.file !== "-" ? opts.file : join11(contextDir, "Dockerfile");
+  const shownFile = opts.file === "-" ? "<stdin>" : file;
+  let text = opts.dockerfileText;
+  if (text === void 0) {
+    try {
+      text = await readFile10(file, "utf8");
+    } catch (e) {
+      throw new UsageError(`cannot read Dockerfile ${file}: ${e.code ?? String(e)}`, {
+        hint: "pass the Dockerfile with -f, or put one at the root of the build context"
+      });
+    }
+  }
+  const df = parseDockerfile(text, { file: shownFile });
+  const platform = parsePlatform(opts.platform);
+  const emit = opts.onEvent ?? (() => {
+  });
+  const buildArgs = { ...opts.buildArgs ?? {} };
+  const predefined = platformArgs(platform);
+  const consumed = /* @__PURE__ */ new Set();
+  const globalArgs2 = new Map(Object.entries(predefined));
+  for (const a of df.globalArgs) {
+    for (const kv of a.args) {
+      let v;
+      if (Object.hasOwn(buildArgs, kv.key)) {
+        v = buildArgs[kv.key];
+        consumed.add(kv.key);
+      } else if (kv.value !== void 0) {
+        v = envExpander(globalArgs2, { escapeToken: df.escapeToken }).word(kv.value);
+      }
+      if (v !== void 0) globalArgs2.set(kv.key, v);
+    }
+  }
+  const fromImage = /* @__PURE__ */ new Map();
+  const resolveFrom = (s) => {
+    let w = fromImage.get(s);
+    if (w === void 0) {
+      try {
+        w = envExpander(globalArgs2, { escapeToken: df.escapeToken }).word(s.from.image);
+      } catch (e) {
+        throw new DockerfileError(`FROM: ${e instanceof Error ? e.message : String(e)}`, {
+          file: shownFile,
+          range: s.from.range,
+          excerpt: excerptOf(text, s.from.range)
+        });
+      }
+      if (w === "") {
+        throw new DockerfileError(`FROM: base name (${s.from.image}) should not be blank`, {
+          file: shownFile,
+          range: s.from.range,
+          excerpt: excerptOf(text, s.from.range)
+        });
+      }
+      fromImage.set(s, w);
+    }
+    return w;
+  };
+  const plan = planStages(df, opts.target, resolveFrom, shownFile, text);
+  for (const s of plan.order) {
+    if (s.from.platform !== void 0) {
+      parsePlatform(envExpander(globalArgs2).word(s.from.platform), `${shownFile}:${s.from.range.start.line}: FROM --platform`);
+    }
+  }
+  const { root, store, snapshots } = await openRoot(opts.root);
+  const session = new BuildSession(root, store, snapshots, {
+    noCache: opts.noCache ?? false,
+    pull: opts.pull ?? false,
+    fetchImage: opts.fetchImage,
+    emit,
+    signal: opts.signal,
+    sourceDateEpoch: opts.sourceDateEpoch,
+    runtime: opts.runtime,
+    network: opts.network ?? "default",
+    limits: opts.limits ?? {}
+  });
+  let ctxPromise;
+  const context = () => ctxPromise ??= (async () => {
+    const ignore = await loadIgnore(contextDir, file);
+    return BuildContext.open(contextDir, { ignore });
+  })();
+  let ctxKey;
+  const contextKey = () => ctxKey ??= context().then(async (c) => hashSources(c, await c.resolveSources(["."]), { statCache: await session.statCache() }));
+  const results = /* @__PURE__ */ new Map();
+  const totalSteps = plan.order.reduce((n, s) => n + s.instructions.length + 1, 0);
+  emit({ type: "build-start", time: Date.now(), stages: plan.order.length, steps: totalSteps });
+  const runStage = (s) => {
+    let p = results.get(s);
+    if (p) return p;
+    p = (async () => {
+      const deps = plan.deps.get(s);
+      const label2 = s.name ?? `stage-${s.index}`;
+      const runner = new StageRunner({
+        session,
+        file: shownFile,
+        text,
+        escapeToken: df.escapeToken,
+        context,
+        contextKey,
+        buildArgs,
+        consumed,
+        globalArgs: globalArgs2,
+        secrets: opts.secrets ?? {},
+        stageLabel: label2,
+        stageResult: (ref) => {
+          const st = findStage(df, ref);
+          return st ? runStage(st) : void 0;
+        }
+      });
+      for (const r of deps?.reads ?? []) void runStage(r).catch(() => {
+      });
+      const total = s.instructions.length + 1;
+      const fromId = session.nextStepId();
+      const fromName = `[${label2} 1/${total}] FROM ${resolveFrom(s)}`;
+      const t0 = Date.now();
+      emit({ type: "step-start", time: t0, id: fromId, name: fromName, stage: label2, index: 1, total });
+      let base;
+      let triggers = [];
+      try {
+        if (deps?.base) {
+          const b = await runStage(deps.base);
+          base = { ...b, config: structuredClone(b.config), layers: [...b.layers], args: /* @__PURE__ */ new Map(), cmdSet: false };
+        } else if (resolveFrom(s).toLowerCase() === "scratch") {
+          base = scratchState(platform);
+        } else {
+          const img = await session.image(resolveFrom(s));
+          checkPlatform(img.config, resolveFrom(s));
+          base = { config: img.config, layers: img.layers, key: cacheKey(["from", img.digest]), args: /* @__PURE__ */ new Map(), cmdSet: false };
+        }
+        if (!envList(base).some((kv) => kv.startsWith("PATH="))) setEnv(base, "PATH", DEFAULT_PATH2);
+        triggers = base.config.config?.OnBuild ?? [];
+        if (base.config.config) base.config.config.OnBuild = null;
+        if (triggers.length === 0 && base.config.config?.OnBuild === null) delete base.config.config.OnBuild;
+      } catch (e) {
+        emit({ type: "step-error", time: Date.now(), id: fromId, message: e instanceof Error ? e.message : String(e) });
+        if (e instanceof TsbuildError && !(e instanceof DockerfileError)) {
+          throw new DockerfileError(`FROM ${resolveFrom(s)}: ${e.message}`, {
+            file: shownFile,
+            range: s.from.range,
+            excerpt: excerptOf(text, s.from.range),
+            ...e.hint ? { hint: e.hint } : {},
+            cause: e
+          });
+        }
+        throw e;
+      }
+      emit({ type: "step-done", time: Date.now(), id: fromId, cached: true, durationMs: Date.now() - t0 });
+      const steps = [...runner.parseTriggers(triggers, s.from), ...s.instructions];
+      return runner.runSteps(base, steps, 1, Math.max(total, steps.length + 1));
+    })();
+    results.set(s, p);
+    return p;
+  };
+  const final = plan.order.at(-1);
+  let state;
+  try {
+    state = await runStage(final);
+  } finally {
+    await Promise.allSettled([...results.values()]);
+    await session.saveStatCache().catch(() => {
+    });
+  }
+  const config = structuredClone(state.config);
+  const cc = config.config ??= {};
+  if (opts.labels && Object.keys(opts.labels).length > 0) cc.Labels = { ...cc.Labels ?? {}, ...opts.labels };
+  if (cc.OnBuild === null) delete cc.OnBuild;
+  const lastCreated = config.history?.at(-1)?.created;
+  if (lastCreated) config.created = lastCreated;
+  config.architecture = platform.architecture;
+  config.os = platform.os;
+  const configDesc = await store.putJson(MediaType.OciConfig, config);
+  const manifest = buildManifest(configDesc, state.layers);
+  const manifestDesc = await store.putJson(MediaType.OciManifest, manifest);
+  const tags = [];
+  for (const t of opts.tags ?? []) tags.push(await store.tag(t, manifestDesc));
+  const warnings = df.warnings.map((w) => `${shownFile}:${w.range.start.line}: ${w.message}`);
+  const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !globalArgs2.has(k));
+  if (unused.length > 0) warnings.push(`one or more build args were not consumed: ${unused.sort().join(", ")}`);
+  emit({ type: "build-done", time: Date.now(), imageDigest: manifestDesc.digest, configDigest: configDesc.digest, durationMs: Date.now() - started });
+  return { manifest: manifestDesc, configDigest: configDesc.digest, tags, warnings };
+}
+function scratchState(platform) {
+  return {
+    config: { architecture: platform.architecture, os: platform.os, config: {}, rootfs: { type: "layers", diff_ids: [] }, history: [] },
+    layers: [],
+    key: cacheKey(["from", "scratch", platform]),
+    args: /* @__PURE__ */ new Map(),
+    cmdSet: false
+  };
+}
+function checkPlatform(config, ref) {
+  if (config.os !== "linux" || config.architecture !== "amd64" && config.architecture !== "") {
+    throw new TsbuildError("PLATFORM", `image ${ref} is ${config.os}/${config.architecture}, not linux/amd64`);
+  }
+}
+
+// packages/builder/src/images.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+init_src2();
+
+// packages/builder/src/distribution.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { Readable as Readable7 } from "node:stream";
+init_src2();
+init_src3();
+var ORIGINS = "blob-origins";
+function sinkFor(store) {
+  return {
+    has: (d) => store.hasBlob(d),
+    write: (desc) => {
+      const w = store.blobWriter();
+      return {
+        stream: w.stream,
+        commit: async () => {
+          await w.commit({ digest: desc.digest, size: desc.size });
+        },
+        abort: () => w.abort()
+      };
+    }
+  };
+}
+async function pullToStore(store, refText, opts = {}) {
+  const ref = parseReference(refText);
+  const client = new RegistryClient(opts);
+  const signal = opts.signal;
+  const r = await pullImage(client, ref, sinkFor(store), signal ? { signal } : {});
+  if (ref.digest !== void 0 && ref.digest !== r.manifestDescriptor.digest) {
+    const { getManifest: getManifest2 } = await Promise.resolve().then(() => (init_src3(), src_exports));
+    const idx = await getManifest2(client, ref, signal ? { signal } : {});
+    if (idx.isIndex) await store.writeBlob(idx.bytes, { digest: idx.descriptor.digest, size: idx.descriptor.size });
+  }
+  const origins = store.meta(ORIGINS);
+  for (const l of r.manifest.layers) {
+    await origins.update(l.digest, (old) => {
+      const list = Array.isArray(old) ? old : [];
+      const repo = `${ref.registry}/${ref.repository}`;
+      return list.includes(repo) ? list : [...list, repo].slice(-8);
+    });
+  }
+  let tag;
+  const desc = { mediaType: r.manifestDescriptor.mediaType, digest: r.manifestDescriptor.digest, size: r.manifestDescriptor.size };
+  if (ref.digest === void 0) tag = await store.tag(refText, desc);
+  return { ref, manifest: desc, tag };
+}
+async function pushFromStore(store, localRef, destText, opts = {}) {
+  const dest = parseReference(destText);
+  if (!await store.resolve(localRef)) throw new UsageError(`no such image: ${localRef}`);
+  const img = await store.loadImage(localRef);
+  const manifest = await img.manifest();
+  const config = await img.config();
+  const configDesc = await img.configDescriptor();
+  const algo = opts.compression ?? "gzip";
+  const layers = [];
+  for (let i = 0; i < manifest.layers.length; i++) {
+    const l = manifest.layers[i];
+    if (layerCompression(l.mediaType) !== "none") {
+      layers.push(l);
+      continue;
+    }
+    const diffId = config.rootfs.diff_ids[i] ?? l.digest;
+    const cd = await store.compressedBlob(diffId, algo, async (src, sink) => {
+      await compress(src, sink, { algorithm: algo, ...opts.signal ? { signal: opts.signal } : {} });
+    }, opts.signal ? { signal: opts.signal } : {});
+    layers.push({ ...cd, mediaType: algo === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip });
+  }
+  let out = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers };
+  let configBytes;
+  if (opts.format === "docker") {
+    if (algo === "zstd") throw new UsageError("--format docker cannot carry zstd layers: use --compression gzip");
+    const conv = convertManifest(out, "docker");
+    out = conv;
+    configBytes = await store.readBlob(configDesc.digest);
+  }
+  const bytes = Buffer.from(JSON.stringify(out));
+  const origins = store.meta(ORIGINS);
+  const client = new RegistryClient(opts);
+  const mounts = /* @__PURE__ */ new Map();
+  for (const l of layers) {
+    const list = await origins.get(l.digest);
+    const same = list?.find((r) => r.startsWith(`${dest.registry}/`) && r !== `${dest.registry}/${dest.repository}`);
+    if (same) mounts.set(l.digest, same.slice(dest.registry.length + 1));
+  }
+  void configBytes;
+  const res = await pushImage(
+    client,
+    dest,
+    {
+      manifest: async () => ({ bytes, mediaType: out.mediaType ?? MediaType.OciManifest }),
+      openBlob: async (d) => d.digest === configDesc.digest ? Readable7.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)
+    },
+    {
+      ...opts.signal ? { signal: opts.signal } : {},
+      mountFrom: (d) => mounts.get(d.digest),
+      ...opts.onBlob ? { onBlob: opts.onBlob } : {}
+    }
+  );
+  for (const l of layers) {
+    await origins.update(l.digest, (old) => {
+      const list = Array.isArray(old) ? old : [];
+      const repo = `${dest.registry}/${dest.repository}`;
+      return list.includes(repo) ? list : [...list, repo].slice(-8);
+    });
+  }
+  return res.digest;
+}
+
+// packages/builder/src/export.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp as mkdtemp2, readdir as readdir8, rename as rename5, rm as rm11, mkdir as mkdir9, stat as stat7 } from "node:fs/promises";
+import { dirname as dirname3, basename as basename4, join as join13, resolve as resolvePath6 } from "node:path";
+import { PassThrough as PassThrough4, Readable as Readable8, Writable as Writable4 } from "node:stream";
+import { pipeline as pipeline8 } from "node:stream/promises";
+init_src2();
+var ANNOTATION_IMAGE_NAME = "io.containerd.image.name";
+var MAX_CONTROL = 4 * 1024 * 1024;
+var MAX_JSON_BLOB2 = 16 * 1024 * 1024;
+function defaultNames(ref) {
+  return ref.startsWith("sha256:") || ref.includes("@") || /^[0-9a-f]{12,64}$/.test(ref) ? [] : [ref];
+}
+async function loadFromStore(store, ref, names) {
+  if (!await store.resolve(ref)) throw new UsageError(`no such image: ${ref}`);
+  const img = await store.loadImage(ref);
+  const manifestDesc = await img.descriptor();
+  if (!isManifestMediaType(manifestDesc.mediaType)) throw new UsageError(`${ref} is an index; export one platform's image`);
+  const rawManifest = await store.readBlob(manifestDesc.digest);
+  const manifest = await img.manifest();
+  const rawConfig = await store.readBlob(manifest.config.digest);
+  return { manifest, manifestDesc, rawManifest, rawConfig, config: await img.config(), names: names.map((n) => normalizeName(n)) };
+}
+async function exportImage(store, ref, opts) {
+  const names = opts.tags && opts.tags.length > 0 ? opts.tags : defaultNames(ref);
+  const images = [await loadFromStore(store, ref, names)];
+  switch (opts.type) {
+    case "oci":
+    case "docker":
+      return writeArchive(store, images, opts.type, opts.dest, opts.signal);
+    case "local":
+      if (typeof opts.dest !== "string" || opts.dest === "-") throw new UsageError("type=local needs dest=DIRECTORY");
+      await unpackImage(store, images[0], opts.dest, opts.signal);
+      return { size: 0 };
+    case "tar":
+      return writeFilesystemTar(store, images[0], opts.dest, opts.signal);
+    default:
+      throw new UsageError(`unknown export type ${JSON.stringify(opts.type)}`);
+  }
+}
+var TYPES3 = ["image", "registry", "oci", "docker", "local", "tar"];
+function parseOutput(spec) {
+  if (spec === "-") return { type: "tar", dest: "-" };
+  if (!spec.includes("=")) return { type: "local", dest: spec };
+  const fields = /* @__PURE__ */ new Map();
+  for (const part of spec.split(",")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--output ${spec}: expected KEY=VALUE pairs, got ${JSON.stringify(part)}`);
+    fields.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1));
+  }
+  const type = fields.get("type") ?? "image";
+  if (!TYPES3.includes(type)) throw new UsageError(`--output ${spec}: unknown type ${JSON.stringify(type)}`, { hint: `one of ${TYPES3.join(", ")}` });
+  const names = (fields.get("name") ?? "").split(/[;\s]+/).filter((n) => n !== "");
+  if (type === "image") return { type, names, push: ["true", "1"].includes(fields.get("push") ?? "") };
+  if (type === "registry") return { type, names };
+  const dest = fields.get("dest");
+  if (dest === void 0 || dest === "") throw new UsageError(`--output ${spec}: type=${type} needs dest=${type === "local" ? "DIRECTORY" : "FILE"}`);
+  if (type === "local" && dest === "-") throw new UsageError(`--output ${spec}: type=local writes a directory, not stdout`);
+  return { type, dest };
+}
+function fileHeader(path7, size) {
+  return encodeHeader({ path: path7, type: "file", mode: 420, uid: 0, gid: 0, size, mtime: 0 });
+}
+function dirHeader(path7) {
+  return encodeHeader({ path: path7, type: "dir", mode: 493, uid: 0, gid: 0, size: 0, mtime: 0 });
+}
+function openSink(dest) {
+  if (typeof dest !== "string") return { out: dest, done: async () => {
+  }, fail: async () => {
+  } };
+  if (dest === "-") return { out: process.stdout, done: async () => {
+  }, fail: async () => {
+  } };
+  const final = resolvePath6(dest);
+  const tmp = join13(dirname3(final), `.${basename4(final)}.tmp-${process.pid}-${Date.now()}`);
+  return {
+    out: createWriteStream(tmp, { mode: 420 }),
+    done: () => rename5(tmp, final),
+    fail: () => rm11(tmp, { force: true })
+  };
+}
+async function writeTo(dest, gen, signal) {
+  const sink = openSink(dest);
+  let size = 0;
+  const counted = async function* () {
+    for await (const c of gen) {
+      size += c.length;
+      yield c;
+    }
+  };
+  try {
+    const end = sink.out !== process.stdout;
+    if (end) await pipeline8(Readable8.from(counted()), sink.out, signal ? { signal } : {});
+    else await pipeline8(Readable8.from(counted()), sink.out, { end: false, ...signal ? { signal } : {} });
+    await sink.done();
+  } catch (e) {
+    await sink.fail().catch(() => {
+    });
+    throw e;
+  }
+  return size;
+}
+async function* blobEntry(store, path7, d) {
+  yield fileHeader(path7, d.size);
+  let n = 0;
+  for await (const c of await store.openBlob(d.digest)) {
+    const chunk = c;
+    n += chunk.length;
+    if (n > d.size) break;
+    yield chunk;
+  }
+  if (n !== d.size) throw new TsbuildError("DIGEST_MISMATCH", `store blob ${d.digest} is ${n} bytes, its descriptor says ${d.size}`);
+  const pad = padding(d.size);
+  if (pad > 0) yield Buffer.alloc(pad);
+}
+function* bytesEntry(path7, bytes) {
+  yield fileHeader(path7, bytes.length);
+  yield bytes;
+  const pad = padding(bytes.length);
+  if (pad > 0) yield Buffer.alloc(pad);
+}
+function blobPath(d) {
+  return `blobs/sha256/${digestHex(d)}`;
+}
+function repoTag(name) {
+  if (name.includes("@")) return void 0;
+  const slash = name.lastIndexOf("/");
+  const colon = name.lastIndexOf(":");
+  return colon > slash ? [name.slice(0, colon), name.slice(colon + 1)] : [name, "latest"];
+}
+async function writeArchive(store, images, format, dest, signal) {
+  const gen = async function* () {
+    const written = /* @__PURE__ */ new Set();
+    yield dirHeader("blobs/");
+    yield dirHeader("blobs/sha256/");
+    for (const img of images) {
+      if (!written.has(img.manifest.config.digest)) {
+        written.add(img.manifest.config.digest);
+        yield* bytesEntry(blobPath(img.manifest.config.digest), img.rawConfig);
+      }
+      for (const [i, l] of img.manifest.layers.entries()) {
+        if (format === "docker") {
+          const c = layerCompression(l.mediaType);
+          if (c !== "none" && c !== "gzip") {
+            const diffId = img.config.rootfs.diff_ids[i];
+            if (diffId === void 0 || !await store.hasBlob(diffId)) {
+              throw new UsageError(`layer ${l.digest} is ${c}-compressed, which Docker archives cannot carry`, {
+                hint: "save it with --format oci"
+              });
+            }
+            if (written.has(diffId)) continue;
+            written.add(diffId);
+            const { size } = await stat7(store.blobPath(diffId));
+            yield* blobEntry(store, blobPath(diffId), { mediaType: MediaType.OciLayer, digest: diffId, size });
+            continue;
+          }
+        }
+        if (written.has(l.digest)) continue;
+        written.add(l.digest);
+        yield* blobEntry(store, blobPath(l.digest), l);
+      }
+      if (format === "oci" && !written.has(img.manifestDesc.digest)) {
+        written.add(img.manifestDesc.digest);
+        yield* bytesEntry(blobPath(img.manifestDesc.digest), img.rawManifest);
+      }
+    }
+    if (format === "oci") {
+      yield* bytesEntry("oci-layout", Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
+      const manifests = [];
+      for (const img of images) {
+        const base = { mediaType: img.manifestDesc.mediaType, digest: img.manifestDesc.digest, size: img.manifestDesc.size };
+        if (img.names.length === 0) manifests.push(base);
+        for (const n of img.names) manifests.push({ ...base, annotations: { [ANNOTATION_REF_NAME]: n, [ANNOTATION_IMAGE_NAME]: fullName(n) } });
+      }
+      yield* bytesEntry("index.json", Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests })));
+    } else {
+      const entries = [];
+      const repositories = {};
+      for (const img of images) {
+        const layers = img.manifest.layers.map((l, i) => {
+          const c = layerCompression(l.mediaType);
+          return blobPath(c === "none" || c === "gzip" ? l.digest : img.config.rootfs.diff_ids[i]);
+        });
+        entries.push({ Config: blobPath(img.manifest.config.digest), RepoTags: img.names.filter((n) => repoTag(n)), Layers: layers });
+        const top = img.config.rootfs.diff_ids.at(-1);
+        for (const n of img.names) {
+          const rt = repoTag(n);
+          if (!rt || top === void 0) continue;
+          (repositories[rt[0]] ??= {})[rt[1]] = digestHex(top);
+        }
+      }
+      yield* bytesEntry("manifest.json", Buffer.from(JSON.stringify(entries)));
+      yield* bytesEntry("repositories", Buffer.from(JSON.stringify(repositories)));
+    }
+    yield endOfArchive();
+  };
+  return { size: await writeTo(dest, gen(), signal) };
+}
+function fullName(n) {
+  const first = n.split("/")[0] ?? "";
+  const hasHost = n.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost");
+  if (hasHost) return n;
+  return n.includes("/") ? `docker.io/${n}` : `docker.io/library/${n}`;
+}
+async function unpackImage(store, img, dest, signal) {
+  const dir = resolvePath6(dest);
+  await mkdir9(dir, { recursive: true });
+  if ((await readdir8(dir)).length > 0) throw new UsageError(`output directory ${dest} is not empty`);
+  for (const [i, l] of img.manifest.layers.entries()) {
+    const stats = await apply(await store.openBlob(l.digest), dir, signal ? { signal } : {});
+    const want = img.config.rootfs.diff_ids[i];
+    if (stats.diffId !== want) {
+      throw new TsbuildError("DIGEST_MISMATCH", `layer ${i + 1} (${l.digest}) unpacks to ${stats.diffId}, the image config says ${want ?? "nothing"}`);
+    }
+  }
+}
+async function writeFilesystemTar(store, img, dest, signal) {
+  const tmp = await mkdtemp2(join13(store.root, "export-"));
+  try {
+    const tree = join13(tmp, "rootfs");
+    await unpackImage(store, img, tree, signal);
+    const pass = new PassThrough4({ highWaterMark: 1 << 20 });
+    const diffing = diff(tree, pass, signal ? { signal } : {});
+    const [size] = await Promise.all([writeTo(dest, pass, signal), diffing]);
+    return { size };
+  } finally {
+    await rm11(tmp, { recursive: true, force: true });
+  }
+}
+
+// packages/action/src/workflow.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+init_src();
+import { randomUUID } from "node:crypto";
+import { appendFileSync } from "node:fs";
+function inputName(name) {
+  return `INPUT_${name.replace(/ /g, "_").toUpperCase()}`;
+}
+function getInput(env, name) {
+  return (env[inputName(name)] ?? "").trim();
+}
+function getList(env, name, opts = {}) {
+  const raw = getInput(env, name);
+  const lines = raw.split(/\r?\n/);
+  const items = opts.commas === false ? lines : lines.flatMap((l) => l.split(","));
+  return items.map((s) => s.trim()).filter((s) => s !== "" && !s.startsWith("#"));
+}
+function getBool(env, name, fallback = false) {
+  const v = getInput(env, name);
+  if (v === "") return fallback;
+  if (["true", "True", "TRUE"].includes(v)) return true;
+  if (["false", "False", "FALSE"].includes(v)) return false;
+  throw new UsageError(`input ${name}: expected true or false, got ${JSON.stringify(v)}`);
+}
+function keyValueList(items, what) {
+  const out = {};
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) throw new UsageError(`input ${what}: ${JSON.stringify(item)} is not KEY=VALUE`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+function escapeData(s) {
+  return s.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+}
+function escapeProperty(s) {
+  return escapeData(s).replace(/:/g, "%3A").replace(/,/g, "%2C");
+}
+function command(name, props, data) {
+  const p = Object.entries(props).filter((e) => e[1] !== void 0).map(([k, v]) => `${k}=${escapeProperty(String(v))}`).join(",");
+  return `::${name}${p ? ` ${p}` : ""}::${escapeData(data)}
+`;
+}
+function formatOutputs(values) {
+  let out = "";
+  for (const [k, v] of Object.entries(values)) {
+    let delim = `ghadelimiter_${randomUUID()}`;
+    while (v.includes(delim)) delim = `ghadelimiter_${randomUUID()}`;
+    out += `${k}<<${delim}
+${v}
+${delim}
+`;
+  }
+  return out;
+}
+function writeOutputs(env, values) {
+  const file = env.GITHUB_OUTPUT;
+  if (file) appendFileSync(file, formatOutputs(values));
+  else for (const [k, v] of Object.entries(values)) process.stdout.write(command("set-output", { name: k }, v));
+}
+function cell(s) {
+  return s.replace(/\|/g, "\\|").replace(/\r?\n/g, " ");
+}
+function humanBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+function summaryMarkdown(title, facts, steps) {
+  const lines = [`### ${cell(title)}`, ""];
+  for (const [k, v] of facts) lines.push(`- **${cell(k)}**: \`${cell(v)}\``);
+  lines.push("", "| Step | Time | Cache | Layer size |", "| --- | ---: | :---: | ---: |");
+  for (const s of steps) {
+    const time = s.durationMs === void 0 ? "" : `${(s.durationMs / 1e3).toFixed(2)}s`;
+    const cache = s.failed ? "failed" : s.cached ? "hit" : "miss";
+    const size = s.layerSize === void 0 ? "" : humanBytes(s.layerSize);
+    lines.push(`| \`${cell(s.name).replace(/`/g, "'")}\` | ${time} | ${cache} | ${size} |`);
+  }
+  return `${lines.join("\n")}
+`;
+}
+
+// packages/action/src/action.ts
+var GroupedLog = class {
+  constructor(write) {
+    this.write = write;
+  }
+  write;
+  open;
+  stageOf = /* @__PURE__ */ new Map();
+  partial = /* @__PURE__ */ new Map();
+  steps = /* @__PURE__ */ new Map();
+  enter(stage, title) {
+    if (this.open === stage) return;
+    if (this.open !== void 0) this.write("::endgroup::\n");
+    this.open = stage;
+    this.write(command("group", {}, `[${stage}] ${title}`));
+  }
+  flush(id) {
+    const rest = this.partial.get(id);
+    if (rest) this.write(`#${id} ${rest}
+`);
+    this.partial.delete(id);
+  }
+  event(e) {
+    switch (e.type) {
+      case "step-start": {
+        this.stageOf.set(e.id, e.stage);
+        const title = e.name.replace(/^\[[^\]]*\]\s*/, "");
+        this.steps.set(e.id, { name: e.name, durationMs: void 0, cached: false, layerSize: void 0, failed: false });
+        this.enter(e.stage, title);
+        this.write(`#${e.id} ${e.name}
+`);
+        break;
+      }
+      case "step-log": {
+        this.enter(this.stageOf.get(e.id) ?? "?", "(output)");
+        const text = (this.partial.get(e.id) ?? "") + e.data;
+        const lines = text.split(/\r?\n/);
+        this.partial.set(e.id, lines.pop() ?? "");
+        for (const l of lines) this.write(`#${e.id} ${l}
+`);
+        break;
+      }
+      case "step-done": {
+        this.enter(this.stageOf.get(e.id) ?? "?", "(done)");
+        this.flush(e.id);
+        const row = this.steps.get(e.id);
+        if (row) Object.assign(row, { durationMs: e.durationMs, cached: e.cached, layerSize: e.layerSize });
+        this.write(`#${e.id} ${e.cached ? "CACHED" : `DONE ${(e.durationMs / 1e3).toFixed(1)}s`}
+`);
+        break;
+      }
+      case "step-error": {
+        this.enter(this.stageOf.get(e.id) ?? "?", "(error)");
+        this.flush(e.id);
+        const row = this.steps.get(e.id);
+        if (row) row.failed = true;
+        this.write(`#${e.id} ERROR: ${e.message.split("\n").join(`
+#${e.id} `)}
+`);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  close() {
+    for (const id of [...this.partial.keys()]) this.flush(id);
+    if (this.open !== void 0) this.write("::endgroup::\n");
+    this.open = void 0;
+  }
+};
+function annotationFile(file, env) {
+  const ws = env.GITHUB_WORKSPACE;
+  if (!ws || !isAbsolute2(file)) return file;
+  const rel = relative(resolvePath7(ws), file);
+  return rel.startsWith("..") || isAbsolute2(rel) ? file : rel;
+}
+function errorCommand(e, env) {
+  if (e instanceof DockerfileError) {
+    const r = e.range;
+    const props = r ? { file: annotationFile(e.file, env), line: r.start.line, col: r.start.column, endLine: r.end.line, endColumn: r.end.column, title: "Dockerfile" } : { file: annotationFile(e.file, env), title: "Dockerfile" };
+    return command("error", props, e.hint ? `${e.detail}
+${e.hint}` : e.detail);
+  }
+  if (e instanceof TsbuildError) return command("error", { title: "tsbuild" }, e.hint ? `${e.message}
+${e.hint}` : e.message);
+  return command("error", { title: "tsbuild (internal error)" }, e instanceof Error ? e.stack ?? e.message : String(e));
+}
+var secretSeq = 0;
+function readInputs(env) {
+  const context = getInput(env, "context") || ".";
+  const file = getInput(env, "file");
+  const outputs = getList(env, "outputs", { commas: false }).map(parseOutput);
+  const tags = [...getList(env, "tags"), ...outputs.flatMap((o) => "names" in o ? o.names : [])];
+  const push = getBool(env, "push") || outputs.some((o) => o.type === "registry" || o.type === "image" && o.push);
+  if (push && tags.length === 0) throw new UsageError("push needs at least one tag", { hint: "set the tags input" });
+  const platforms = getList(env, "platforms");
+  if (platforms.length > 1) {
+    throw new UsageError(`platforms: tsbuild builds one platform per run, got ${platforms.join(", ")}`, { hint: "use a matrix job per platform" });
+  }
+  const compression = getInput(env, "compression") || "gzip";
+  if (compression !== "gzip" && compression !== "zstd") throw new UsageError(`compression: expected gzip or zstd, got ${JSON.stringify(compression)}`);
+  const secrets = {};
+  for (const [id, value] of Object.entries(keyValueList(getList(env, "secrets", { commas: false }), "secrets"))) {
+    const name = `TSBUILD_ACTION_SECRET_${secretSeq++}`;
+    process.env[name] = value;
+    secrets[id] = { env: name };
+  }
+  const opts = {
+    context,
+    tags,
+    buildArgs: keyValueList(getList(env, "build-args", { commas: false }), "build-args"),
+    labels: keyValueList(getList(env, "labels", { commas: false }), "labels"),
+    noCache: getBool(env, "no-cache"),
+    pull: getBool(env, "pull"),
+    secrets
+  };
+  if (file) opts.file = resolvePath7(file);
+  const target = getInput(env, "target");
+  if (target) opts.target = target;
+  if (platforms[0]) opts.platform = platforms[0];
+  const runtime = getInput(env, "runtime");
+  if (runtime) opts.runtime = runtime;
+  if (env.TSBUILD_ROOT) opts.root = env.TSBUILD_ROOT;
+  const epoch = env.SOURCE_DATE_EPOCH;
+  if (epoch !== void 0 && epoch !== "") {
+    if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, got ${JSON.stringify(epoch)}`);
+    opts.sourceDateEpoch = Number(epoch);
+  }
+  return { build: opts, tags, push, outputs, compression };
+}
+async function runAction(o) {
+  const { env, write } = o;
+  const log = new GroupedLog(write);
+  const started = Date.now();
+  let title = "tsbuild";
+  const facts = [];
+  try {
+    const inputs = readInputs(env);
+    title = `tsbuild: ${inputs.tags[0] ?? "untagged image"}`;
+    const root = inputs.build.root;
+    const signal = o.signal;
+    const r = await build({
+      ...inputs.build,
+      onEvent: (e) => log.event(e),
+      ...signal ? { signal } : {},
+      fetchImage: async (ref, fo) => {
+        const { store: store2 } = await openRoot(root);
+        await pullToStore(store2, ref, fo.signal ? { signal: fo.signal } : {});
+      }
+    });
+    log.close();
+    for (const w of r.warnings) write(command("warning", { title: "tsbuild" }, w));
+    const { store } = await openRoot(root);
+    for (const out of inputs.outputs) {
+      if (!("dest" in out)) continue;
+      write(command("group", {}, `export type=${out.type} dest=${out.dest}`));
+      const e = await exportImage(store, r.manifest.digest, { type: out.type, dest: out.dest, tags: r.tags, ...signal ? { signal } : {} });
+      write(`wrote ${out.dest}${e.size ? ` (${e.size} bytes)` : ""}
+::endgroup::
+`);
+    }
+    let digest = r.manifest.digest;
+    if (inputs.push) {
+      write(command("group", {}, `push ${r.tags.join(", ")}`));
+      for (const t of r.tags) {
+        digest = await pushFromStore(store, t, t, {
+          compression: inputs.compression,
+          ...signal ? { signal } : {},
+          onBlob: (b) => write(`${b.descriptor.digest.slice(7, 19)}: ${b.status}
+`)
+        });
+        write(`pushed ${t}@${digest}
+`);
+      }
+      write("::endgroup::\n");
+    }
+    const metadata = {
+      "containerimage.digest": digest,
+      "containerimage.config.digest": r.configDigest,
+      "containerimage.descriptor": r.manifest,
+      "image.name": r.tags.join(",")
+    };
+    writeOutputs(env, { imageid: r.configDigest, digest, metadata: JSON.stringify(metadata, null, 2) });
+    facts.push(["image id", r.configDigest], ["digest", digest], ["total", `${((Date.now() - started) / 1e3).toFixed(1)}s`]);
+    if (r.tags.length > 0) facts.push(["tags", r.tags.join(", ")]);
+    if (inputs.push) facts.push(["pushed", "yes"]);
+    writeSummary(env, title, facts, log);
+    return 0;
+  } catch (e) {
+    log.close();
+    write(errorCommand(e, env));
+    facts.push(["result", "failed"], ["error", e instanceof DockerfileError ? e.message : e instanceof Error ? e.message : String(e)]);
+    writeSummary(env, title, facts, log);
+    return 1;
+  }
+}
+function writeSummary(env, title, facts, log) {
+  if (!env.GITHUB_STEP_SUMMARY) return;
+  try {
+    appendFileSync2(env.GITHUB_STEP_SUMMARY, summaryMarkdown(title, facts, [...log.steps.values()]));
+  } catch {
+  }
+}
+
+// packages/action/src/main.ts
+function viaSudo() {
+  const env = { ...process.env, TSBUILD_ACTION_ELEVATED: "1" };
+  env.DOCKER_CONFIG ??= join14(process.env.HOME || homedir3(), ".docker");
+  const r = spawnSync("sudo", ["-n", "--preserve-env", process.execPath, ...process.argv.slice(1)], { stdio: "inherit", env });
+  if (r.error || r.status === null) {
+    process.stdout.write(command("error", { title: "tsbuild" }, `tsbuild needs root (overlay mounts, runc) and "sudo -n" failed: ${r.error?.message ?? `killed by ${r.signal}`}`));
+    return 1;
+  }
+  return r.status;
+}
+async function main() {
+  if (process.getuid?.() !== 0) {
+    if (process.env.TSBUILD_ACTION_ELEVATED === "1") {
+      process.stdout.write(command("error", { title: "tsbuild" }, "still not root after sudo"));
+      return 1;
+    }
+    return viaSudo();
+  }
+  const ac = new AbortController();
+  const stop = () => ac.abort(new Error("cancelled"));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return runAction({ env: process.env, write: (s) => process.stdout.write(s), signal: ac.signal });
+}
+process.exitCode = await main();
