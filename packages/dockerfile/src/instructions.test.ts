@@ -151,6 +151,7 @@ test('invalid instructions fail at their line with a message naming the problem'
     ['VOLUME', /VOLUME requires at least one argument/],
     ['VOLUME ["/a", " "]', /VOLUME specified can not be an empty string/],
     ['RUN', /RUN requires at least one argument/],
+    ['RUN []', /RUN requires at least one argument/],
     ['CMD', /CMD requires at least one argument/],
     ['ENTRYPOINT', /ENTRYPOINT requires at least one argument/],
     ['ENV', /ENV requires at least one argument/],

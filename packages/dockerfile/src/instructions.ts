@@ -232,7 +232,7 @@ function convert(node: Node, opts: ParseInstructionOptions): Instruction {
     }
     case 'run': {
       const f = flags({ mount: 'list', network: 'string', security: 'string' });
-      if (args.length === 0 && node.heredocs.length === 0 && !node.attributes.json) {
+      if (args.length === 0 && node.heredocs.length === 0) {
         throw new DockerfileError('RUN requires at least one argument');
       }
       const out: RunInstruction = {
