@@ -97,6 +97,7 @@ export function stagesFromAst(result: ParseResult, opts: { file?: string; text?:
         inst.original,
         'start the build stage with FROM <image>',
       );
+      continue;
     }
     current.instructions.push(inst);
     current.range = { start: current.range.start, end: inst.range.end };

@@ -191,7 +191,7 @@ class BlobPusher {
     let reader = new ChunkReader(await this.source.openBlob(desc));
     let readerAt = 0; // where the reader's next byte is
     let offset = 0; // bytes the registry has confirmed
-    let chunk = Buffer.alloc(0);
+    let chunk: Buffer = Buffer.alloc(0);
     let chunkStart = 0;
     const hash = createHash('sha256');
     let hashed = 0;

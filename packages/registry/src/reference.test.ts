@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { UsageError } from '@tsbuild/errors';
 import { parseReference, registryApiHost, withDigest } from './reference.ts';
 
-const D = `sha256:${'ab'.repeat(32)}`;
+const D = `sha256:${'ab'.repeat(32)}` as const;
 
 test('normalises references the way docker does', () => {
   const cases: Array<[string, string, string, string, string | undefined, string | undefined]> = [

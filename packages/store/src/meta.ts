@@ -20,6 +20,8 @@ export interface MetaStore {
   update(key: string, fn: (old: unknown) => unknown, opts?: SetOptions): Promise<unknown>;
   delete(key: string): Promise<boolean>;
   keys(): Promise<string[]>;
+  /** Every blob some entry declared it needs (garbage collection keeps them). */
+  roots(): Promise<Digest[]>;
 }
 
 interface Entry {
