@@ -83,12 +83,17 @@ test('the bundled action builds and pushes with login-action credentials, and re
   mkdirSync(join(ws, 'app'), { recursive: true });
   writeFileSync(
     join(ws, 'app', 'Dockerfile'),
-    'FROM busybox:latest AS base\nRUN echo one > /one\n\nFROM base\nARG GREETING\nCOPY f /f\nRUN echo "$GREETING" > /greeting && cat /one /f\n',
+    'FROM busybox:latest AS base\nRUN --mount=type=secret,id=token,env=TOKEN echo "token is $TOKEN" && echo one > /one\n\nFROM base\nARG GREETING\nCOPY f /f\nRUN echo "$GREETING" > /greeting && cat /one /f\n',
   );
   writeFileSync(join(ws, 'app', 'f'), 'from the context\n');
   const tag = `${registry.host}/ci/app:1`;
-  const r = runAction(ws, { context: 'app', tags: tag, push: 'true', 'build-args': 'GREETING=hello, world', labels: 'org.example=yes' });
+  const r = runAction(ws, { context: 'app', tags: tag, push: 'true', 'build-args': 'GREETING=hello, world', labels: 'org.example=yes', secrets: 'token=s3cr3t-value' });
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /^::add-mask::s3cr3t-value$/m);
+  // The secret reached RUN, and the runner was told to mask it before any output could show it.
+  const masked = r.stdout.indexOf('::add-mask::s3cr3t-value');
+  const printed = r.stdout.search(/^#\S+ token is s3cr3t-value$/m);
+  assert.ok(masked >= 0 && printed > masked, r.stdout);
 
   assert.match(r.stdout, /^::group::\[base\] FROM busybox:latest$/m);
   assert.match(r.stdout, /^::group::\[stage-1\] /m);
@@ -113,15 +118,15 @@ test('the bundled action builds and pushes with login-action credentials, and re
   assert.equal(manifest.config.digest, imageid);
 
   assert.match(r.summary, /\| Step \| Time \| Cache \| Layer size \|/);
-  assert.match(r.summary, /\| `\[base 2\/2\] RUN echo one > \/one` \| \d+\.\d\ds \| miss \| \d/);
+  assert.match(r.summary, /\| `\[base 2\/2\] RUN --mount=type=secret,id=token,env=TOKEN echo \"token is \$TOKEN\" && echo one > \/one` \| \d+\.\d\ds \| miss \| \d/);
   assert.match(r.summary, /\| `\[stage-1 4\/4\] RUN echo "\$GREETING" > \/greeting && cat \/one \/f` \| \d+\.\d\ds \| miss \| /);
   assert.ok(r.summary.includes(digest));
 
   // A second run is served from the cache, and the summary says so.
-  const again = runAction(ws, { context: 'app', tags: tag, 'build-args': 'GREETING=hello, world', labels: 'org.example=yes' });
+  const again = runAction(ws, { context: 'app', tags: tag, 'build-args': 'GREETING=hello, world', labels: 'org.example=yes', secrets: 'token=s3cr3t-value' });
   assert.equal(again.code, 0, again.stdout);
   assert.equal(again.outputs.get('imageid'), imageid);
-  assert.match(again.summary, /\| `\[base 2\/2\] RUN echo one > \/one` \| \d+\.\d\ds \| hit \|/);
+  assert.match(again.summary, /\| `\[base 2\/2\] RUN --mount=type=secret,id=token,env=TOKEN echo \"token is \$TOKEN\" && echo one > \/one` \| \d+\.\d\ds \| hit \|/);
 });
 
 test('a broken Dockerfile fails the step with a file/line annotation', () => {

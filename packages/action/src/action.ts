@@ -168,6 +168,11 @@ export async function runAction(o: ActionOptions): Promise<number> {
   const facts: Array<[string, string]> = [];
   try {
     const inputs = readInputs(env);
+    // Secret values must never show up in the log, whatever a RUN step prints.
+    for (const spec of Object.values(inputs.build.secrets ?? {})) {
+      const value = spec.env !== undefined ? process.env[spec.env] : undefined;
+      for (const line of (value ?? '').split(/\r?\n/)) if (line.trim() !== '') write(command('add-mask', {}, line));
+    }
     title = `tsbuild: ${inputs.tags[0] ?? 'untagged image'}`;
     const root = inputs.build.root;
     const signal = o.signal;
