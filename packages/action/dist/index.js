@@ -3839,7 +3839,7 @@ function convert(node2, opts) {
     }
     case "run": {
       const f = flags({ mount: "list", network: "string", security: "string" });
-      if (args.length === 0 && node2.heredocs.length === 0 && !node2.attributes.json) {
+      if (args.length === 0 && node2.heredocs.length === 0) {
         throw new DockerfileError("RUN requires at least one argument");
       }
       const out = {
@@ -4170,6 +4170,7 @@ function stagesFromAst(result, opts = {}) {
         inst.original,
         "start the build stage with FROM <image>"
       );
+      continue;
     }
     current.instructions.push(inst);
     current.range = { start: current.range.start, end: inst.range.end };
@@ -10828,6 +10829,10 @@ async function runAction(o) {
   const facts = [];
   try {
     const inputs = readInputs(env);
+    for (const spec of Object.values(inputs.build.secrets ?? {})) {
+      const value = spec.env !== void 0 ? process.env[spec.env] : void 0;
+      for (const line of (value ?? "").split(/\r?\n/)) if (line.trim() !== "") write(command("add-mask", {}, line));
+    }
     title = `tsbuild: ${inputs.tags[0] ?? "untagged image"}`;
     const root = inputs.build.root;
     const signal = o.signal;
