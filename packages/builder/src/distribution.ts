@@ -5,7 +5,7 @@ import { MediaType, isIndexMediaType, layerCompression } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import {
-  RegistryClient, convertManifest, getConfig, parseReference, pullImage, pushImage,
+  RegistryClient, convertManifest, getConfig, getManifest, parseReference, pullImage, pushImage,
 } from '@tsbuild/registry';
 import type { BlobSink, ClientOptions, ImageFormat, Reference } from '@tsbuild/registry';
 
@@ -40,26 +40,44 @@ export async function pullToStore(
 ): Promise<{ ref: Reference; manifest: Descriptor; tag: string | undefined }> {
   const ref = parseReference(refText);
   const client = new RegistryClient(opts);
-  const signal = opts.signal;
+  // Pooled keep-alive sockets would otherwise outlive the command.
+  try {
+    return await pullWith(client, store, ref, refText, opts.signal);
+  } finally {
+    client.close();
+  }
+}
+
+async function pullWith(
+  client: RegistryClient,
+  store: Store,
+  ref: Reference,
+  refText: string,
+  signal: AbortSignal | undefined,
+): Promise<{ ref: Reference; manifest: Descriptor; tag: string | undefined }> {
   const r = await pullImage(client, ref, sinkFor(store), signal ? { signal } : {});
   // A digest that named an index: keep the index too, so `name@sha256:<index>` resolves locally.
   if (ref.digest !== undefined && ref.digest !== r.manifestDescriptor.digest) {
-    const { getManifest } = await import('@tsbuild/registry');
     const idx = await getManifest(client, ref, signal ? { signal } : {});
     if (idx.isIndex) await store.writeBlob(idx.bytes, { digest: idx.descriptor.digest, size: idx.descriptor.size });
   }
-  const origins = store.meta(ORIGINS);
-  for (const l of r.manifest.layers) {
-    await origins.update(l.digest, (old) => {
-      const list = Array.isArray(old) ? (old as string[]) : [];
-      const repo = `${ref.registry}/${ref.repository}`;
-      return list.includes(repo) ? list : [...list, repo].slice(-8);
-    });
-  }
+  await recordOrigin(store, [r.manifest.config, ...r.manifest.layers], ref);
   let tag: string | undefined;
   const desc: Descriptor = { mediaType: r.manifestDescriptor.mediaType, digest: r.manifestDescriptor.digest, size: r.manifestDescriptor.size };
   if (ref.digest === undefined) tag = await store.tag(refText, desc);
   return { ref, manifest: desc, tag };
+}
+
+/** Remembers that `ref`'s repository holds these blobs, so a later push there can mount them. */
+async function recordOrigin(store: Store, blobs: readonly Descriptor[], ref: Reference): Promise<void> {
+  const origins = store.meta(ORIGINS);
+  const repo = `${ref.registry}/${ref.repository}`;
+  for (const b of blobs) {
+    await origins.update(b.digest, (old) => {
+      const list = Array.isArray(old) ? (old as string[]) : [];
+      return list.includes(repo) ? list : [...list, repo].slice(-8);
+    });
+  }
 }
 
 export interface PushFromStoreOptions extends DistributionOptions {
@@ -94,51 +112,52 @@ export async function pushFromStore(store: Store, localRef: string, destText: st
     layers.push({ ...cd, mediaType: algo === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayerGzip });
   }
   let out: Manifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers };
-  let configBytes: Buffer | undefined;
   if (opts.format === 'docker') {
     if (algo === 'zstd') throw new UsageError('--format docker cannot carry zstd layers: use --compression gzip');
-    const conv = convertManifest(out, 'docker');
-    out = conv;
-    configBytes = await store.readBlob(configDesc.digest);
+    out = convertManifest(out, 'docker');
   }
   const bytes = Buffer.from(JSON.stringify(out));
+  const blobs = [configDesc, ...layers];
   const origins = store.meta(ORIGINS);
-  const client = new RegistryClient(opts);
   const mounts = new Map<string, string>();
-  for (const l of layers) {
-    const list = (await origins.get(l.digest)) as string[] | undefined;
+  for (const b of blobs) {
+    const list = (await origins.get(b.digest)) as string[] | undefined;
     const same = list?.find((r) => r.startsWith(`${dest.registry}/`) && r !== `${dest.registry}/${dest.repository}`);
-    if (same) mounts.set(l.digest, same.slice(dest.registry.length + 1));
+    if (same) mounts.set(b.digest, same.slice(dest.registry.length + 1));
   }
-  void configBytes;
-  const res = await pushImage(
-    client,
-    dest,
-    {
-      manifest: async () => ({ bytes, mediaType: out.mediaType ?? MediaType.OciManifest }),
-      openBlob: async (d) => (d.digest === configDesc.digest ? Readable.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)),
-    },
-    {
-      ...(opts.signal ? { signal: opts.signal } : {}),
-      mountFrom: (d: Descriptor) => mounts.get(d.digest),
-      ...(opts.onBlob ? { onBlob: opts.onBlob } : {}),
-    },
-  );
-  for (const l of layers) {
-    await origins.update(l.digest, (old) => {
-      const list = Array.isArray(old) ? (old as string[]) : [];
-      const repo = `${dest.registry}/${dest.repository}`;
-      return list.includes(repo) ? list : [...list, repo].slice(-8);
-    });
+  const client = new RegistryClient(opts);
+  let digest: Digest;
+  try {
+    const res = await pushImage(
+      client,
+      dest,
+      {
+        manifest: async () => ({ bytes, mediaType: out.mediaType ?? MediaType.OciManifest }),
+        openBlob: async (d) => (d.digest === configDesc.digest ? Readable.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)),
+      },
+      {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        mountFrom: (d: Descriptor) => mounts.get(d.digest),
+        ...(opts.onBlob ? { onBlob: opts.onBlob } : {}),
+      },
+    );
+    digest = res.digest;
+  } finally {
+    client.close();
   }
-  return res.digest;
+  await recordOrigin(store, blobs, dest);
+  return digest;
 }
 
 /** Manifest and config of a remote image (for `tsbuild history REF` without pulling layers). */
 export async function remoteImage(refText: string, opts: DistributionOptions = {}): Promise<{ config: ImageConfig; manifest: Manifest; digest: Digest }> {
   const ref = parseReference(refText);
   const client = new RegistryClient(opts);
-  const r = await getConfig(client, ref, opts.signal ? { signal: opts.signal } : {});
-  if (isIndexMediaType(r.manifest.mediaType ?? '')) throw new UsageError(`${refText} is an index`);
-  return { config: r.config, manifest: r.manifest, digest: r.manifestDescriptor.digest };
+  try {
+    const r = await getConfig(client, ref, opts.signal ? { signal: opts.signal } : {});
+    if (isIndexMediaType(r.manifest.mediaType ?? '')) throw new UsageError(`${refText} is an index`);
+    return { config: r.config, manifest: r.manifest, digest: r.manifestDescriptor.digest };
+  } finally {
+    client.close();
+  }
 }

@@ -10,6 +10,12 @@ import { readStdin } from './commands/check.ts';
 function clientOptions(args: Record<string, unknown>): DistributionOptions {
   const o: DistributionOptions = { insecure: asStrings(args['insecure-registry']) };
   if (typeof args['ca-file'] === 'string') o.caFile = args['ca-file'];
+  const t = args['registry-timeout'];
+  if (t !== undefined) {
+    const seconds = Number(t);
+    if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--registry-timeout must be a positive number of seconds, got "${String(t)}"`);
+    o.timeoutMs = Math.round(seconds * 1000);
+  }
   return o;
 }
 
@@ -64,7 +70,8 @@ export async function remoteHistory(
 const registryFlags = <T>(y: import('yargs').Argv<T>) =>
   y
     .option('insecure-registry', { type: 'string', describe: 'registries reached over plain HTTP' })
-    .option('ca-file', { type: 'string', describe: 'PEM file of extra CAs for HTTPS registries' });
+    .option('ca-file', { type: 'string', describe: 'PEM file of extra CAs for HTTPS registries' })
+    .option('registry-timeout', { type: 'number', describe: 'seconds a registry connection may stay silent before the request is retried (default 60)' });
 
 const pull: Command = {
   command: 'pull <image>',
