@@ -27,10 +27,6 @@ var __commonJS = (cb, mod) => function __require2() {
     throw mod = 0, e;
   }
 };
-var __export = (target, all) => {
-  for (var name in all)
-    __defProp(target, name, { get: all[name], enumerable: true });
-};
 var __copyProps = (to, from, except, desc) => {
   if (from && typeof from === "object" || typeof from === "function") {
     for (let key of __getOwnPropNames(from))
@@ -53,522 +49,6 @@ var define_TSBUILD_NATIVE_VERSIONS_default;
 var init_define_TSBUILD_NATIVE_VERSIONS = __esm({
   "<define:TSBUILD_NATIVE_VERSIONS>"() {
     define_TSBUILD_NATIVE_VERSIONS_default = { "@napi-rs/blake-hash": "1.3.6", "zstd-napi": "0.0.13" };
-  }
-});
-
-// packages/errors/src/errors.ts
-function excerptOf(text, range) {
-  const lines = text.split(/\r?\n/);
-  const from = Math.max(1, range.start.line);
-  const to = Math.min(lines.length, Math.max(from, range.end.line), from + 4);
-  return lines.slice(from - 1, to).join("\n");
-}
-function redactSecrets(text) {
-  return text.replace(/(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]").replace(/\b((?:access_)?token|password|passwd|secret|auth)=([^&\s"']+)/gi, "$1=[redacted]").replace(/\/\/([^/@\s:]+):([^/@\s]+)@/g, "//[redacted]@");
-}
-var TsbuildError, DockerfileError, RegistryError, UnsafeArchiveError, UsageError, InternalError, CancelledError;
-var init_errors = __esm({
-  "packages/errors/src/errors.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    TsbuildError = class extends Error {
-      code;
-      hint;
-      /** Process exit code the CLI uses for this error. */
-      exitCode = 1;
-      constructor(code, message, options = {}) {
-        super(message, options.cause === void 0 ? void 0 : { cause: options.cause });
-        this.name = new.target.name;
-        this.code = code;
-        this.hint = options.hint;
-      }
-    };
-    DockerfileError = class _DockerfileError extends TsbuildError {
-      file;
-      range;
-      excerpt;
-      /** The message without the location prefix. */
-      detail;
-      constructor(message, options = {}) {
-        const file = options.file ?? "Dockerfile";
-        const loc = options.range ? `${file}:${options.range.start.line}:${options.range.start.column}` : file;
-        super("DOCKERFILE", `${loc}: ${message}`, options);
-        this.file = file;
-        this.range = options.range;
-        this.excerpt = options.excerpt;
-        this.detail = message;
-      }
-      /** The same error attributed to another file name (the parser does not know the path). */
-      withFile(file, text) {
-        const excerpt = this.excerpt ?? (text !== void 0 && this.range ? excerptOf(text, this.range) : void 0);
-        const opts = { file, cause: this.cause };
-        if (this.hint !== void 0) opts.hint = this.hint;
-        if (this.range !== void 0) opts.range = this.range;
-        if (excerpt !== void 0) opts.excerpt = excerpt;
-        return new _DockerfileError(this.detail, opts);
-      }
-    };
-    RegistryError = class extends TsbuildError {
-      status;
-      ociCode;
-      temporary;
-      reference;
-      constructor(message, options = {}) {
-        super("REGISTRY", redactSecrets(message), options);
-        this.status = options.status;
-        this.ociCode = options.ociCode;
-        this.temporary = options.temporary ?? false;
-        this.reference = options.reference;
-      }
-    };
-    UnsafeArchiveError = class extends TsbuildError {
-      entry;
-      constructor(message, options = {}) {
-        super("UNSAFE_ARCHIVE", message, options);
-        this.entry = options.entry;
-      }
-    };
-    UsageError = class extends TsbuildError {
-      constructor(message, options = {}) {
-        super("USAGE", message, options);
-        this.exitCode = 2;
-      }
-    };
-    InternalError = class extends TsbuildError {
-      constructor(message, options = {}) {
-        super("INTERNAL", message, options);
-        this.exitCode = 70;
-      }
-    };
-    CancelledError = class extends TsbuildError {
-      constructor(message = "cancelled", options = {}) {
-        super("CANCELLED", message, options);
-        this.exitCode = 130;
-      }
-    };
-  }
-});
-
-// packages/errors/src/index.ts
-var init_src = __esm({
-  "packages/errors/src/index.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_errors();
-  }
-});
-
-// packages/oci/src/digest.ts
-import { createHash } from "node:crypto";
-function parseDigest(s) {
-  if (!DIGEST_RE.test(s)) {
-    throw new TsbuildError("BAD_DIGEST", `invalid digest ${JSON.stringify(s.slice(0, 100))}: expected sha256:<64 hex digits>`);
-  }
-  return s;
-}
-function isDigest(s) {
-  return typeof s === "string" && DIGEST_RE.test(s);
-}
-function digestHex(d) {
-  return d.slice("sha256:".length);
-}
-function sha256(data) {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
-}
-var DIGEST_RE;
-var init_digest = __esm({
-  "packages/oci/src/digest.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
-  }
-});
-
-// packages/oci/src/types.ts
-var MediaType, ANNOTATION_REF_NAME;
-var init_types = __esm({
-  "packages/oci/src/types.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    MediaType = {
-      OciIndex: "application/vnd.oci.image.index.v1+json",
-      OciManifest: "application/vnd.oci.image.manifest.v1+json",
-      OciConfig: "application/vnd.oci.image.config.v1+json",
-      OciLayer: "application/vnd.oci.image.layer.v1.tar",
-      OciLayerGzip: "application/vnd.oci.image.layer.v1.tar+gzip",
-      OciLayerZstd: "application/vnd.oci.image.layer.v1.tar+zstd",
-      OciLayout: "application/vnd.oci.layout.header.v1+json",
-      DockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
-      DockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
-      DockerConfig: "application/vnd.docker.container.image.v1+json",
-      DockerLayerGzip: "application/vnd.docker.image.rootfs.diff.tar.gzip",
-      DockerLayer: "application/vnd.docker.image.rootfs.diff.tar",
-      DockerForeignLayerGzip: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-    };
-    ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name";
-  }
-});
-
-// packages/oci/src/json.ts
-function canonicalJson(value) {
-  return Buffer.from(canonicalString(value), "utf8");
-}
-function canonicalString(value) {
-  return JSON.stringify(sortKeys(value));
-}
-function sortKeys(value) {
-  if (Array.isArray(value)) return value.map((v) => v === void 0 ? null : sortKeys(v));
-  if (value !== null && typeof value === "object") {
-    const src = value;
-    const out = {};
-    for (const k of Object.keys(src).sort()) {
-      const v = src[k];
-      if (v !== void 0) out[k] = sortKeys(v);
-    }
-    return out;
-  }
-  return value;
-}
-var init_json = __esm({
-  "packages/oci/src/json.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-  }
-});
-
-// packages/oci/src/media.ts
-function isIndexMediaType(mt) {
-  return mt === MediaType.OciIndex || mt === MediaType.DockerManifestList;
-}
-function isManifestMediaType(mt) {
-  return mt === MediaType.OciManifest || mt === MediaType.DockerManifest;
-}
-function layerCompression(mediaType) {
-  const m = OCI_LAYER_RE.exec(mediaType) ?? DOCKER_LAYER_RE.exec(mediaType);
-  if (!m) {
-    throw new TsbuildError("UNSUPPORTED_MEDIA_TYPE", `unsupported layer media type ${JSON.stringify(mediaType)}`, {
-      hint: "tsbuild reads OCI and Docker schema2 layers (tar, tar+gzip, tar+zstd)"
-    });
-  }
-  return m[1] === "gzip" ? "gzip" : m[1] === "zstd" ? "zstd" : "none";
-}
-function layerMediaType(compression) {
-  switch (compression) {
-    case "none":
-      return MediaType.OciLayer;
-    case "gzip":
-      return MediaType.OciLayerGzip;
-    case "zstd":
-      return MediaType.OciLayerZstd;
-  }
-}
-var OCI_LAYER_RE, DOCKER_LAYER_RE;
-var init_media = __esm({
-  "packages/oci/src/media.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_types();
-    OCI_LAYER_RE = /^application\/vnd\.oci\.image\.layer\.(?:nondistributable\.)?v1\.tar(?:\+(gzip|zstd))?$/;
-    DOCKER_LAYER_RE = /^application\/vnd\.docker\.image\.rootfs\.(?:foreign\.)?diff\.tar(?:\.(gzip))?$/;
-  }
-});
-
-// packages/oci/src/build.ts
-function plain(d) {
-  const out = { mediaType: d.mediaType, digest: d.digest, size: d.size };
-  if (d.annotations && Object.keys(d.annotations).length > 0) out.annotations = { ...d.annotations };
-  if (d.platform) out.platform = { ...d.platform };
-  if (d.urls) out.urls = [...d.urls];
-  if (d.artifactType) out.artifactType = d.artifactType;
-  return out;
-}
-function buildManifest(config, layers, annotations) {
-  const docker = config.mediaType === MediaType.DockerConfig;
-  const m = {
-    schemaVersion: 2,
-    mediaType: docker ? MediaType.DockerManifest : MediaType.OciManifest,
-    config: plain(config),
-    layers: layers.map(plain)
-  };
-  if (!docker && annotations && Object.keys(annotations).length > 0) m.annotations = { ...annotations };
-  return m;
-}
-function buildIndex(manifests, annotations) {
-  const idx = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: manifests.map(plain) };
-  if (annotations && Object.keys(annotations).length > 0) idx.annotations = { ...annotations };
-  return idx;
-}
-function chainIds(diffIds2) {
-  const out = [];
-  let prev;
-  for (const d of diffIds2) {
-    prev = prev === void 0 ? d : sha256(`${prev} ${d}`);
-    out.push(prev);
-  }
-  return out;
-}
-var init_build = __esm({
-  "packages/oci/src/build.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_digest();
-    init_json();
-    init_types();
-  }
-});
-
-// packages/oci/src/parse.ts
-function kind(v) {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  return typeof v === "undefined" ? "nothing" : `a ${typeof v}`;
-}
-function short(v) {
-  const s = v === void 0 ? "nothing" : JSON.stringify(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-function parseJson(bytes, code, what) {
-  const text = typeof bytes === "string" ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new TsbuildError(code, `${what}: not valid JSON (${e.message})`, { cause: e });
-  }
-}
-function label(kindName, opts) {
-  return opts?.source ? `${kindName} ${opts.source}` : kindName;
-}
-function schemaVersion(c, v) {
-  if (v !== 2) c.fail("schemaVersion", `must be 2, got ${short(v)}`);
-  return 2;
-}
-function parseManifest(bytes, opts) {
-  const what = label("manifest", opts);
-  const c = new Checker("BAD_MANIFEST", what);
-  const o = c.obj(parseJson(bytes, "BAD_MANIFEST", what), "");
-  const m = {
-    schemaVersion: schemaVersion(c, o.schemaVersion),
-    config: c.descriptor(o.config, "config"),
-    layers: c.arr(o.layers, "layers").map((l, i) => c.descriptor(l, `layers[${i}]`))
-  };
-  if (o.mediaType !== void 0) {
-    m.mediaType = c.str(o.mediaType, "mediaType");
-    if (!isManifestMediaType(m.mediaType)) c.fail("mediaType", `is ${short(m.mediaType)}, not an image manifest type`);
-  }
-  if (o.annotations !== void 0) m.annotations = c.strMap(o.annotations, "annotations");
-  return m;
-}
-function parseIndex(bytes, opts) {
-  const what = label("image index", opts);
-  const c = new Checker("BAD_INDEX", what);
-  const o = c.obj(parseJson(bytes, "BAD_INDEX", what), "");
-  const idx = {
-    schemaVersion: schemaVersion(c, o.schemaVersion),
-    manifests: c.arr(o.manifests, "manifests").map((d, i) => c.descriptor(d, `manifests[${i}]`))
-  };
-  if (o.mediaType !== void 0) {
-    idx.mediaType = c.str(o.mediaType, "mediaType");
-    if (!isIndexMediaType(idx.mediaType)) c.fail("mediaType", `is ${short(idx.mediaType)}, not an image index type`);
-  }
-  if (o.annotations !== void 0) idx.annotations = c.strMap(o.annotations, "annotations");
-  return idx;
-}
-function nullableStrArr(c, v, path7) {
-  return v === null ? null : c.strArr(v, path7);
-}
-function containerConfig(c, v) {
-  const o = c.obj(v, "config");
-  const cc = {};
-  if (o.User !== void 0) cc.User = c.str(o.User, "config.User");
-  if (o.ExposedPorts != null) cc.ExposedPorts = c.emptyObjMap(o.ExposedPorts, "config.ExposedPorts");
-  if (o.Env != null) cc.Env = c.strArr(o.Env, "config.Env");
-  if (o.Entrypoint !== void 0) cc.Entrypoint = nullableStrArr(c, o.Entrypoint, "config.Entrypoint");
-  if (o.Cmd !== void 0) cc.Cmd = nullableStrArr(c, o.Cmd, "config.Cmd");
-  if (o.Volumes != null) cc.Volumes = c.emptyObjMap(o.Volumes, "config.Volumes");
-  if (o.WorkingDir !== void 0) cc.WorkingDir = c.str(o.WorkingDir, "config.WorkingDir");
-  if (o.Labels != null) cc.Labels = c.strMap(o.Labels, "config.Labels");
-  if (o.StopSignal !== void 0) cc.StopSignal = c.str(o.StopSignal, "config.StopSignal");
-  if (o.ArgsEscaped !== void 0) cc.ArgsEscaped = c.bool(o.ArgsEscaped, "config.ArgsEscaped");
-  if (o.OnBuild !== void 0) cc.OnBuild = nullableStrArr(c, o.OnBuild, "config.OnBuild");
-  if (o.Shell != null) cc.Shell = c.strArr(o.Shell, "config.Shell");
-  if (o.Healthcheck != null) {
-    const h = c.obj(o.Healthcheck, "config.Healthcheck");
-    const hc = {};
-    if (h.Test != null) hc.Test = c.strArr(h.Test, "config.Healthcheck.Test");
-    for (const k of ["Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"]) {
-      if (h[k] !== void 0) hc[k] = c.int(h[k], `config.Healthcheck.${k}`);
-    }
-    cc.Healthcheck = hc;
-  }
-  return cc;
-}
-function parseConfig(bytes, opts) {
-  const what = label("image config", opts);
-  const c = new Checker("BAD_CONFIG", what);
-  const o = c.obj(parseJson(bytes, "BAD_CONFIG", what), "");
-  const rootfs = c.obj(o.rootfs, "rootfs");
-  if (rootfs.type !== "layers") c.fail("rootfs.type", `must be "layers", got ${short(rootfs.type)}`);
-  const cfg = {
-    architecture: c.str(o.architecture, "architecture"),
-    os: c.str(o.os, "os"),
-    rootfs: {
-      type: "layers",
-      diff_ids: rootfs.diff_ids == null ? [] : c.arr(rootfs.diff_ids, "rootfs.diff_ids").map((d, i) => c.digest(d, `rootfs.diff_ids[${i}]`))
-    }
-  };
-  const variant = c.optStr(o.variant, "variant");
-  if (variant !== void 0) cfg.variant = variant;
-  const created = c.optStr(o.created, "created");
-  if (created !== void 0) cfg.created = created;
-  const author = c.optStr(o.author, "author");
-  if (author !== void 0) cfg.author = author;
-  if (o.config != null) cfg.config = containerConfig(c, o.config);
-  if (o.history != null) {
-    cfg.history = c.arr(o.history, "history").map((h, i) => {
-      const ho = c.obj(h, `history[${i}]`);
-      const e = {};
-      for (const k of ["created", "created_by", "author", "comment"]) {
-        const s = c.optStr(ho[k], `history[${i}].${k}`);
-        if (s !== void 0) e[k] = s;
-      }
-      if (ho.empty_layer !== void 0) e.empty_layer = c.bool(ho.empty_layer, `history[${i}].empty_layer`);
-      return e;
-    });
-  }
-  return cfg;
-}
-function sniffMediaType(bytes) {
-  let v;
-  try {
-    v = parseJson(bytes, "BAD_MANIFEST", "manifest");
-  } catch {
-    return void 0;
-  }
-  if (v === null || typeof v !== "object" || Array.isArray(v)) return void 0;
-  const o = v;
-  if (typeof o.mediaType === "string") return o.mediaType;
-  if (Array.isArray(o.manifests)) return MediaType.OciIndex;
-  if (o.config !== void 0 && Array.isArray(o.layers)) return MediaType.OciManifest;
-  return void 0;
-}
-var Checker;
-var init_parse = __esm({
-  "packages/oci/src/parse.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_digest();
-    init_media();
-    init_types();
-    Checker = class {
-      constructor(code, what) {
-        this.code = code;
-        this.what = what;
-      }
-      code;
-      what;
-      fail(path7, problem) {
-        throw new TsbuildError(this.code, `${this.what}: ${path7 ? `${path7} ` : ""}${problem}`);
-      }
-      obj(v, path7) {
-        if (v === null || typeof v !== "object" || Array.isArray(v)) this.fail(path7, `must be an object, got ${kind(v)}`);
-        return v;
-      }
-      str(v, path7) {
-        if (typeof v !== "string") this.fail(path7, `must be a string, got ${kind(v)}`);
-        return v;
-      }
-      optStr(v, path7) {
-        return v === void 0 ? void 0 : this.str(v, path7);
-      }
-      bool(v, path7) {
-        if (typeof v !== "boolean") this.fail(path7, `must be a boolean, got ${kind(v)}`);
-        return v;
-      }
-      size(v, path7) {
-        if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) this.fail(path7, `must be a non-negative integer, got ${short(v)}`);
-        return v;
-      }
-      int(v, path7) {
-        if (typeof v !== "number" || !Number.isSafeInteger(v)) this.fail(path7, `must be an integer, got ${short(v)}`);
-        return v;
-      }
-      digest(v, path7) {
-        if (!isDigest(v)) this.fail(path7, `must be a sha256 digest (sha256:<64 hex>), got ${short(v)}`);
-        return v;
-      }
-      arr(v, path7) {
-        if (!Array.isArray(v)) this.fail(path7, `must be an array, got ${kind(v)}`);
-        return v;
-      }
-      strArr(v, path7) {
-        return this.arr(v, path7).map((x, i) => this.str(x, `${path7}[${i}]`));
-      }
-      strMap(v, path7) {
-        const o = this.obj(v, path7);
-        const out = {};
-        for (const [k, x] of Object.entries(o)) out[k] = this.str(x, `${path7}[${JSON.stringify(k)}]`);
-        return out;
-      }
-      emptyObjMap(v, path7) {
-        const o = this.obj(v, path7);
-        const out = {};
-        for (const k of Object.keys(o)) {
-          this.obj(o[k], `${path7}[${JSON.stringify(k)}]`);
-          out[k] = {};
-        }
-        return out;
-      }
-      platform(v, path7) {
-        const o = this.obj(v, path7);
-        const p = { architecture: this.str(o.architecture, `${path7}.architecture`), os: this.str(o.os, `${path7}.os`) };
-        if (o.variant !== void 0) p.variant = this.str(o.variant, `${path7}.variant`);
-        if (o["os.version"] !== void 0) p["os.version"] = this.str(o["os.version"], `${path7}.os.version`);
-        if (o["os.features"] !== void 0) p["os.features"] = this.strArr(o["os.features"], `${path7}.os.features`);
-        return p;
-      }
-      descriptor(v, path7) {
-        const o = this.obj(v, path7);
-        const d = {
-          mediaType: this.str(o.mediaType, `${path7}.mediaType`),
-          digest: this.digest(o.digest, `${path7}.digest`),
-          size: this.size(o.size, `${path7}.size`)
-        };
-        if (o.annotations !== void 0) d.annotations = this.strMap(o.annotations, `${path7}.annotations`);
-        if (o.platform !== void 0) d.platform = this.platform(o.platform, `${path7}.platform`);
-        if (o.urls !== void 0) d.urls = this.strArr(o.urls, `${path7}.urls`);
-        if (o.artifactType !== void 0) d.artifactType = this.str(o.artifactType, `${path7}.artifactType`);
-        return d;
-      }
-    };
-  }
-});
-
-// packages/oci/src/image.ts
-var init_image = __esm({
-  "packages/oci/src/image.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_digest();
-    init_parse();
-  }
-});
-
-// packages/oci/src/index.ts
-var init_src2 = __esm({
-  "packages/oci/src/index.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_digest();
-    init_types();
-    init_json();
-    init_media();
-    init_build();
-    init_parse();
-    init_image();
   }
 });
 
@@ -787,1534 +267,6 @@ var require_ignore = __commonJS({
   }
 });
 
-// packages/registry/src/reference.ts
-function bad2(input, why) {
-  return new UsageError(`invalid image reference ${JSON.stringify(input)}: ${why}`, {
-    hint: "references look like [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST], with a lower-case NAME"
-  });
-}
-function parseReference(input) {
-  if (input.length === 0) throw bad2(input, "it is empty");
-  if (/\s/.test(input)) throw bad2(input, "it contains white space");
-  let rest = input;
-  let digest;
-  const at = rest.indexOf("@");
-  if (at >= 0) {
-    const d = rest.slice(at + 1);
-    rest = rest.slice(0, at);
-    if (!/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(d)) throw bad2(input, `"${d}" is not a digest`);
-    if (!d.startsWith("sha256:")) throw bad2(input, `digest algorithm "${d.split(":")[0]}" is not supported (only sha256)`);
-    if (!/^sha256:[a-f0-9]{64}$/.test(d)) throw bad2(input, "a sha256 digest has 64 lower-case hex digits");
-    digest = d;
-  }
-  let tag;
-  const lastSlash = rest.lastIndexOf("/");
-  const colon = rest.lastIndexOf(":");
-  if (colon > lastSlash) {
-    tag = rest.slice(colon + 1);
-    rest = rest.slice(0, colon);
-    if (!TAG_RE2.test(tag)) throw bad2(input, `"${tag}" is not a valid tag`);
-  }
-  if (rest.length === 0) throw bad2(input, "the repository name is empty");
-  let registry = DOCKER_HUB;
-  let repository = rest;
-  const slash = rest.indexOf("/");
-  if (slash >= 0) {
-    const first = rest.slice(0, slash);
-    if (first === "localhost" || /[.:]/.test(first) || /[A-Z]/.test(first)) {
-      if (!DOMAIN_RE2.test(first)) throw bad2(input, `"${first}" is not a valid registry host`);
-      registry = first;
-      repository = rest.slice(slash + 1);
-    }
-  }
-  if (registry === "index.docker.io") registry = DOCKER_HUB;
-  if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
-  if (repository.length === 0) throw bad2(input, "the repository name is empty");
-  for (const component of repository.split("/")) {
-    if (COMPONENT_RE2.test(component)) continue;
-    if (COMPONENT_RE2.test(component.toLowerCase())) throw bad2(input, "repository name must be lowercase");
-    throw bad2(input, `"${component}" is not a valid repository path component`);
-  }
-  if (registry.length + 1 + repository.length > MAX_NAME) throw bad2(input, `the name is longer than ${MAX_NAME} characters`);
-  if (tag === void 0 && digest === void 0) tag = DEFAULT_TAG;
-  return makeReference(registry, repository, tag, digest);
-}
-function makeReference(registry, repository, tag, digest) {
-  const suffix = (tag === void 0 ? "" : `:${tag}`) + (digest === void 0 ? "" : `@${digest}`);
-  let short2 = `${registry}/${repository}`;
-  if (registry === DOCKER_HUB) short2 = repository.startsWith("library/") && repository.split("/").length === 2 ? repository.slice(8) : repository;
-  const full = `${registry}/${repository}${suffix}`;
-  return {
-    registry,
-    repository,
-    tag,
-    digest,
-    familiar: short2 + suffix,
-    identifier: digest ?? tag ?? DEFAULT_TAG,
-    toString: () => full
-  };
-}
-function withDigest(ref, digest) {
-  return makeReference(ref.registry, ref.repository, void 0, digest);
-}
-function withTag(ref, tag) {
-  if (!TAG_RE2.test(tag)) throw bad2(tag, "not a valid tag");
-  return makeReference(ref.registry, ref.repository, tag, void 0);
-}
-function registryApiHost(registry) {
-  return registry === DOCKER_HUB ? DOCKER_HUB_API : registry;
-}
-var DOCKER_HUB, DOCKER_HUB_API, DEFAULT_TAG, COMPONENT_RE2, TAG_RE2, HOST_LABEL, DOMAIN_RE2, MAX_NAME;
-var init_reference = __esm({
-  "packages/registry/src/reference.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    DOCKER_HUB = "docker.io";
-    DOCKER_HUB_API = "registry-1.docker.io";
-    DEFAULT_TAG = "latest";
-    COMPONENT_RE2 = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-    TAG_RE2 = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-    HOST_LABEL = "(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])";
-    DOMAIN_RE2 = new RegExp(`^(?:${HOST_LABEL}(?:\\.${HOST_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?$`);
-    MAX_NAME = 255;
-  }
-});
-
-// packages/registry/src/challenge.ts
-function parseChallenges(values) {
-  const out = [];
-  for (const value of values) {
-    let i = 0;
-    const s = value;
-    const skipWs = () => {
-      while (i < s.length && (s[i] === " " || s[i] === "	")) i++;
-    };
-    const readToken = () => {
-      const start = i;
-      while (i < s.length && /[A-Za-z0-9!#$%&'*+.^_`|~-]/.test(s[i] ?? "")) i++;
-      return s.slice(start, i);
-    };
-    let current;
-    while (i < s.length) {
-      skipWs();
-      if (s[i] === ",") {
-        i++;
-        continue;
-      }
-      const word = readToken();
-      if (word === "") {
-        i++;
-        continue;
-      }
-      skipWs();
-      if (s[i] === "=" && current !== void 0) {
-        i++;
-        skipWs();
-        let v = "";
-        if (s[i] === '"') {
-          i++;
-          while (i < s.length && s[i] !== '"') {
-            if (s[i] === "\\" && i + 1 < s.length) i++;
-            v += s[i];
-            i++;
-          }
-          i++;
-        } else {
-          const start = i;
-          while (i < s.length && s[i] !== "," && s[i] !== " ") i++;
-          v = s.slice(start, i);
-        }
-        current.params[word.toLowerCase()] = v;
-      } else {
-        current = { scheme: word.toLowerCase(), params: {} };
-        out.push(current);
-      }
-    }
-  }
-  return out;
-}
-var init_challenge = __esm({
-  "packages/registry/src/challenge.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-  }
-});
-
-// packages/registry/src/credentials.ts
-import { spawn as spawn7 } from "node:child_process";
-import { randomBytes as randomBytes3 } from "node:crypto";
-import { open as open5, readFile as readFile11, rename as rename4, rm as rm10, mkdir as mkdir8 } from "node:fs/promises";
-import { homedir as homedir2 } from "node:os";
-import { dirname as dirname2, join as join12 } from "node:path";
-function dockerConfigPath(opts = {}) {
-  const env = opts.env ?? process.env;
-  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join12(env["HOME"] ?? homedir2(), ".docker");
-  return join12(dir, "config.json");
-}
-function keyHost(key) {
-  const host = key.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
-  return HUB_NAMES.has(host) ? "docker.io" : host;
-}
-function serverKey(registry) {
-  return keyHost(registry) === "docker.io" ? HUB_KEY : registry;
-}
-async function readConfig(path7) {
-  let text;
-  try {
-    text = await readFile11(path7, "utf8");
-  } catch (e) {
-    if (e.code === "ENOENT") return {};
-    throw new TsbuildError("DOCKER_CONFIG", `cannot read ${path7}: ${e.message}`, { cause: e });
-  }
-  try {
-    const parsed = JSON.parse(text);
-    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not a JSON object");
-    return parsed;
-  } catch (e) {
-    throw new TsbuildError("DOCKER_CONFIG", `${path7} is not valid JSON: ${e.message}`, { cause: e });
-  }
-}
-function helperFor(cfg, registry) {
-  const host = keyHost(registry);
-  for (const [key, helper] of Object.entries(cfg.credHelpers ?? {})) {
-    if (keyHost(key) === host && helper) return helper;
-  }
-  return cfg.credsStore || void 0;
-}
-function entryFor(cfg, registry) {
-  const host = keyHost(registry);
-  for (const [key, entry] of Object.entries(cfg.auths ?? {})) {
-    if (keyHost(key) === host) return entry;
-  }
-  return void 0;
-}
-function fromEntry(entry, path7) {
-  if (entry.identitytoken) return { identityToken: entry.identitytoken, ...entry.username ? { username: entry.username } : {} };
-  if (entry.auth) {
-    const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
-    const colon = decoded.indexOf(":");
-    if (colon < 0) throw new TsbuildError("DOCKER_CONFIG", `${path7}: an "auth" value is not base64 of user:password`);
-    return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
-  }
-  if (entry.username && entry.password !== void 0) return { username: entry.username, password: entry.password };
-  return void 0;
-}
-async function runHelper(name, action, input, env) {
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new TsbuildError("CREDENTIAL_HELPER", `invalid credential helper name ${JSON.stringify(name)}`);
-  const program = `docker-credential-${name}`;
-  return new Promise((resolve2, reject) => {
-    const child = spawn7(program, [action], { env, stdio: ["pipe", "pipe", "pipe"] });
-    const out = [];
-    const err = [];
-    child.stdout.on("data", (b) => out.push(b));
-    child.stderr.on("data", (b) => err.push(b));
-    child.on("error", (e) => {
-      const hint = e.code === "ENOENT" ? `install ${program} or remove it from config.json` : void 0;
-      reject(new TsbuildError("CREDENTIAL_HELPER", `cannot run ${program}: ${e.message}`, { cause: e, ...hint ? { hint } : {} }));
-    });
-    child.on("close", (code) => resolve2({ code: code ?? 1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") }));
-    child.stdin.on("error", () => {
-    });
-    child.stdin.end(input);
-  });
-}
-async function helperGet(name, registry, env) {
-  const r = await runHelper(name, "get", serverKey(registry), env);
-  if (r.code !== 0) {
-    if (/credentials not found/i.test(r.stdout + r.stderr)) return void 0;
-    const why = redactSecrets((r.stderr || r.stdout).trim()).slice(0, 200);
-    throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${name} get ${registry} failed (exit ${r.code})${why ? `: ${why}` : ""}`);
-  }
-  let parsed;
-  try {
-    parsed = JSON.parse(r.stdout);
-  } catch {
-    throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${name} get ${registry} printed something that is not JSON`);
-  }
-  const user = typeof parsed.Username === "string" ? parsed.Username : "";
-  const secret = typeof parsed.Secret === "string" ? parsed.Secret : "";
-  if (!secret) return void 0;
-  if (user === "<token>") return { identityToken: secret };
-  return { username: user, password: secret };
-}
-function dockerConfigCredentials(opts = {}) {
-  return async (registry) => {
-    const path7 = dockerConfigPath(opts);
-    const cfg = await readConfig(path7);
-    const env = opts.env ?? process.env;
-    const helper = helperFor(cfg, registry);
-    if (helper !== void 0) {
-      const got = await helperGet(helper, registry, env);
-      if (got !== void 0) return got;
-    }
-    const entry = entryFor(cfg, registry);
-    return entry === void 0 ? void 0 : fromEntry(entry, path7);
-  };
-}
-async function writeConfig(path7, cfg) {
-  await mkdir8(dirname2(path7), { recursive: true, mode: 448 });
-  const tmp = `${path7}.${randomBytes3(6).toString("hex")}.tmp`;
-  const fh = await open5(tmp, "wx", 384);
-  try {
-    await fh.writeFile(`${JSON.stringify(cfg, null, "	")}
-`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename4(tmp, path7);
-  } catch (e) {
-    await rm10(tmp, { force: true });
-    throw e;
-  }
-}
-function dropEntries(cfg, registry) {
-  const host = keyHost(registry);
-  let removed = false;
-  for (const key of Object.keys(cfg.auths ?? {})) {
-    if (keyHost(key) === host && cfg.auths) {
-      delete cfg.auths[key];
-      removed = true;
-    }
-  }
-  return removed;
-}
-async function storeCredentials(registry, username, password, opts = {}) {
-  const path7 = dockerConfigPath(opts);
-  const cfg = await readConfig(path7);
-  const helper = helperFor(cfg, registry);
-  if (helper !== void 0) {
-    const input = JSON.stringify({ ServerURL: serverKey(registry), Username: username, Secret: password });
-    const r = await runHelper(helper, "store", input, opts.env ?? process.env);
-    if (r.code !== 0) throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${helper} store ${registry} failed (exit ${r.code})`);
-    if (dropEntries(cfg, registry)) await writeConfig(path7, cfg);
-    return;
-  }
-  dropEntries(cfg, registry);
-  cfg.auths = { ...cfg.auths ?? {}, [serverKey(registry)]: { auth: Buffer.from(`${username}:${password}`).toString("base64") } };
-  await writeConfig(path7, cfg);
-}
-async function removeCredentials(registry, opts = {}) {
-  const path7 = dockerConfigPath(opts);
-  const cfg = await readConfig(path7);
-  let removed = false;
-  const helper = helperFor(cfg, registry);
-  if (helper !== void 0) {
-    const r = await runHelper(helper, "erase", serverKey(registry), opts.env ?? process.env);
-    if (r.code === 0) removed = true;
-  }
-  if (dropEntries(cfg, registry)) {
-    removed = true;
-    await writeConfig(path7, cfg);
-  }
-  return removed;
-}
-var HUB_KEY, HUB_NAMES;
-var init_credentials = __esm({
-  "packages/registry/src/credentials.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    HUB_KEY = "https://index.docker.io/v1/";
-    HUB_NAMES = /* @__PURE__ */ new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
-  }
-});
-
-// packages/registry/src/http.ts
-import * as http from "node:http";
-import * as https from "node:https";
-import { rootCertificates } from "node:tls";
-function connectionError(err, what, url) {
-  const code = err?.code;
-  const msg = err instanceof Error ? err.message : String(err);
-  if (code === "ECONNREFUSED") {
-    return new RegistryError(`${what}: cannot connect to ${url.host}: connection refused (is the registry running?)`, { cause: err, temporary: false });
-  }
-  if (code === "ENOTFOUND") {
-    return new RegistryError(`${what}: cannot resolve host ${url.hostname}`, { cause: err, temporary: false });
-  }
-  if (typeof code === "string" && /^(?:CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_TLS)/.test(code)) {
-    return new RegistryError(`${what}: TLS verification of ${url.host} failed: ${msg}`, {
-      cause: err,
-      hint: "pass the registry CA with --ca-file, or mark the registry insecure to use plain HTTP"
-    });
-  }
-  const temporary = typeof code === "string" && CONNECTION_ERRORS.has(code) || /socket hang up|stalled|aborted|premature/i.test(msg);
-  return new RegistryError(`${what}: connection to ${url.host} failed: ${msg}`, { cause: err, temporary });
-}
-function wrapResponse(res, url) {
-  return {
-    status: res.statusCode ?? 0,
-    url,
-    body: res,
-    header(name) {
-      const v = res.headers[name.toLowerCase()];
-      return Array.isArray(v) ? v[0] : v;
-    },
-    headerAll(name) {
-      const v = res.headers[name.toLowerCase()];
-      return v === void 0 ? [] : Array.isArray(v) ? v : [v];
-    },
-    async bytes(limit) {
-      const declared = Number(res.headers["content-length"] ?? NaN);
-      if (declared > limit) {
-        res.destroy();
-        throw new RegistryError(`response from ${url.host}${url.pathname} is ${declared} bytes, more than the ${limit} allowed`);
-      }
-      const chunks = [];
-      let n = 0;
-      for await (const chunk of res) {
-        n += chunk.length;
-        if (n > limit) {
-          res.destroy();
-          throw new RegistryError(`response from ${url.host}${url.pathname} is larger than the ${limit} bytes allowed`);
-        }
-        chunks.push(chunk);
-      }
-      return Buffer.concat(chunks);
-    },
-    discard() {
-      res.resume();
-    }
-  };
-}
-async function responseError(res, what, reference) {
-  let ociCode;
-  let detail = "";
-  try {
-    const text = (await res.bytes(64 * 1024)).toString("utf8");
-    const parsed = JSON.parse(text);
-    const first = parsed.errors?.[0];
-    if (first !== void 0) {
-      ociCode = typeof first.code === "string" ? first.code : void 0;
-      const m = typeof first.message === "string" ? first.message : "";
-      detail = `${ociCode ?? "error"}${m ? `: ${m}` : ""}`;
-    }
-  } catch {
-  }
-  const status = res.status;
-  const temporary = status >= 500 || status === 429 || status === 408;
-  let message = `${what}: ${status} ${http.STATUS_CODES[status] ?? ""}`.trimEnd();
-  if (detail) message += ` (${detail.slice(0, 300)})`;
-  const options = { status, temporary };
-  if (ociCode !== void 0) options.ociCode = ociCode;
-  if (reference !== void 0) options.reference = reference;
-  return new RegistryError(message, options);
-}
-var CONNECTION_ERRORS, Transport;
-var init_http = __esm({
-  "packages/registry/src/http.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    CONNECTION_ERRORS = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EAI_AGAIN", "UND_ERR_SOCKET", "ERR_STREAM_PREMATURE_CLOSE"]);
-    Transport = class {
-      httpAgent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-      httpsAgent;
-      timeoutMs;
-      userAgent;
-      constructor(opts = {}) {
-        this.timeoutMs = opts.timeoutMs ?? 6e4;
-        this.userAgent = opts.userAgent ?? "tsbuild";
-        this.httpsAgent = new https.Agent({
-          keepAlive: true,
-          maxSockets: 8,
-          ...opts.ca === void 0 ? {} : { ca: [...rootCertificates, opts.ca] }
-        });
-      }
-      close() {
-        this.httpAgent.destroy();
-        this.httpsAgent.destroy();
-      }
-      async send(req) {
-        const body = req.body === void 0 ? void 0 : await req.body();
-        const isHttps = req.url.protocol === "https:";
-        const mod = isHttps ? https : http;
-        const headers = { "user-agent": this.userAgent, ...req.headers };
-        if (body instanceof Uint8Array) headers["content-length"] = String(body.byteLength);
-        else if (body === void 0 && (req.method === "PUT" || req.method === "POST" || req.method === "PATCH")) headers["content-length"] = "0";
-        return new Promise((resolve2, reject) => {
-          let settled = false;
-          const fail = (e) => {
-            if (settled) return;
-            settled = true;
-            if (body !== void 0 && !(body instanceof Uint8Array)) body.destroy();
-            reject(e);
-          };
-          const cr = mod.request(
-            req.url,
-            {
-              method: req.method,
-              headers,
-              agent: isHttps ? this.httpsAgent : this.httpAgent,
-              ...req.signal === void 0 ? {} : { signal: req.signal }
-            },
-            (res) => {
-              if (settled) {
-                res.resume();
-                return;
-              }
-              settled = true;
-              resolve2(wrapResponse(res, req.url));
-            }
-          );
-          cr.setTimeout(this.timeoutMs, () => cr.destroy(new Error(`connection stalled for ${this.timeoutMs} ms`)));
-          cr.on("error", fail);
-          if (body === void 0) cr.end();
-          else if (body instanceof Uint8Array) cr.end(body);
-          else {
-            body.on("error", (e) => cr.destroy(e));
-            body.pipe(cr);
-          }
-        });
-      }
-    };
-  }
-});
-
-// packages/registry/src/client.ts
-import { readFileSync as readFileSync3 } from "node:fs";
-import { setTimeout as sleep2 } from "node:timers/promises";
-function scopeKey(scopes) {
-  return [...scopes].sort().join(" ");
-}
-function retryAfterMs(e) {
-  const v = e.retryAfter;
-  if (v === void 0) return 0;
-  const secs = Number(v);
-  if (Number.isFinite(secs)) return Math.min(secs * 1e3, 3e4);
-  const at = Date.parse(v);
-  return Number.isFinite(at) ? Math.min(Math.max(at - Date.now(), 0), 3e4) : 0;
-}
-function pullScope(repository) {
-  return `repository:${repository}:pull`;
-}
-function pushScope(repository) {
-  return `repository:${repository}:pull,push`;
-}
-var LOOPBACK, TOKEN_LIMIT, DEFAULT_TOKEN_LIFETIME_S, REDIRECTS, RegistryClient;
-var init_client = __esm({
-  "packages/registry/src/client.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_challenge();
-    init_credentials();
-    init_http();
-    init_reference();
-    LOOPBACK = /^(?:localhost|127(?:\.\d+){3}|\[::1\]|::1)(?::\d+)?$/;
-    TOKEN_LIMIT = 1024 * 1024;
-    DEFAULT_TOKEN_LIFETIME_S = 60;
-    REDIRECTS = 5;
-    RegistryClient = class {
-      transport;
-      insecure;
-      credentialSource;
-      hosts = /* @__PURE__ */ new Map();
-      retries;
-      retryDelayMs;
-      now;
-      constructor(opts = {}) {
-        let ca;
-        if (opts.caFile !== void 0) {
-          try {
-            ca = readFileSync3(opts.caFile, "utf8");
-          } catch (e) {
-            throw new UsageError(`cannot read CA file ${opts.caFile}: ${e.message}`, { cause: e });
-          }
-        }
-        this.transport = new Transport({ ca, timeoutMs: opts.timeoutMs, userAgent: opts.userAgent });
-        this.insecure = new Set(opts.insecure ?? []);
-        this.credentialSource = opts.credentials ?? dockerConfigCredentials();
-        this.retries = opts.retries ?? 4;
-        this.retryDelayMs = opts.retryDelayMs ?? 500;
-        this.now = opts.now ?? Date.now;
-      }
-      /** Closes pooled connections (a CLI exits faster). */
-      close() {
-        this.transport.close();
-      }
-      baseUrl(registry) {
-        const host = registryApiHost(registry);
-        const plain2 = LOOPBACK.test(host) || this.insecure.has(host) || this.insecure.has(registry);
-        return new URL(`${plain2 ? "http" : "https"}://${host}/`);
-      }
-      state(registry) {
-        let s = this.hosts.get(registry);
-        if (s === void 0) {
-          s = { challenge: void 0, tokens: /* @__PURE__ */ new Map(), credentials: void 0 };
-          this.hosts.set(registry, s);
-        }
-        return s;
-      }
-      async credentials(registry) {
-        const s = this.state(registry);
-        if (s.credentials === void 0) s.credentials = await this.credentialSource(registry) ?? null;
-        return s.credentials ?? void 0;
-      }
-      /**
-       * Runs `fn` again on temporary failures, waiting 1×, 2×, 4×… the base delay (or the server's
-       * Retry-After when it is longer). Used for whole operations such as one blob transfer.
-       */
-      async retry(what, signal, fn) {
-        for (let attempt = 0; ; attempt++) {
-          if (signal?.aborted) throw new CancelledError(`${what}: cancelled`);
-          try {
-            return await fn(attempt);
-          } catch (e) {
-            if (signal?.aborted) throw new CancelledError(`${what}: cancelled`, { cause: e });
-            if (!(e instanceof RegistryError) || !e.temporary || attempt >= this.retries) throw e;
-            const wait = Math.min(this.retryDelayMs * 2 ** attempt, 3e4) * (0.75 + Math.random() * 0.5);
-            await sleep2(Math.max(wait, retryAfterMs(e)), void 0, signal ? { signal } : void 0).catch(() => void 0);
-          }
-        }
-      }
-      /**
-       * Sends one request with authentication. 5xx/429/connection failures of idempotent requests
-       * are retried here; other statuses are returned for the caller to judge.
-       */
-      async request(registry, req) {
-        const once = async () => {
-          const res = await this.authorizedSend(registry, req);
-          if (res.status >= 500 || res.status === 429) {
-            const err = await responseError(res, req.what);
-            err.retryAfter = res.header("retry-after");
-            throw err;
-          }
-          return res;
-        };
-        if (req.idempotent === false) return once();
-        return this.retry(req.what, req.signal, once);
-      }
-      resolve(registry, path7) {
-        return /^https?:\/\//i.test(path7) ? new URL(path7) : new URL(path7, this.baseUrl(registry));
-      }
-      async authorizedSend(registry, req) {
-        const scopes = req.scopes ?? [];
-        let auth = await this.authorization(registry, scopes, req.signal);
-        let res = await this.sendFollowing(registry, req, auth);
-        if (res.status !== 401) return res;
-        const s = this.state(registry);
-        const fresh = parseChallenges(res.headerAll("www-authenticate"))[0];
-        const hadAuth = auth !== void 0;
-        if (fresh !== void 0) s.challenge = fresh;
-        s.tokens.delete(scopeKey(scopes));
-        if (!hadAuth && fresh === void 0) return res;
-        res.discard();
-        if (hadAuth && s.challenge?.scheme === "basic") throw await this.unauthorized(registry, req.what, 401);
-        auth = await this.authorization(registry, scopes, req.signal);
-        if (auth === void 0) throw await this.unauthorized(registry, req.what, void 0);
-        res = await this.sendFollowing(registry, req, auth);
-        if (res.status === 401) {
-          res.discard();
-          throw await this.unauthorized(registry, req.what, 401);
-        }
-        return res;
-      }
-      async unauthorized(registry, what, status) {
-        const creds = await this.credentials(registry);
-        if (creds === void 0) {
-          return new RegistryError(`${what}: ${registry} requires authentication and no credentials are configured for it`, {
-            status: 401,
-            ociCode: "UNAUTHORIZED",
-            hint: `run \`tsbuild login ${registry}\``
-          });
-        }
-        return new RegistryError(`${what}: ${registry} refused the credentials${status ? ` (${status} Unauthorized)` : ""}`, {
-          status: 401,
-          ociCode: "UNAUTHORIZED",
-          hint: `check the user name and password for ${registry} (\`tsbuild login ${registry}\`)`
-        });
-      }
-      async sendFollowing(registry, req, auth) {
-        let url = this.resolve(registry, req.path);
-        const origin = this.baseUrl(registry).origin;
-        for (let hop = 0; ; hop++) {
-          const headers = { ...req.headers };
-          if (auth !== void 0 && url.origin === origin) headers["authorization"] = auth;
-          let res;
-          try {
-            res = await this.transport.send({ method: req.method, url, headers, body: req.body, signal: req.signal });
-          } catch (e) {
-            if (req.signal?.aborted) throw new CancelledError(`${req.what}: cancelled`, { cause: e });
-            throw connectionError(e, req.what, url);
-          }
-          const location = res.header("location");
-          const redirect = [301, 302, 303, 307, 308].includes(res.status) && location !== void 0;
-          if (!redirect || req.method !== "GET" && req.method !== "HEAD") return res;
-          res.discard();
-          if (hop >= REDIRECTS) throw new RegistryError(`${req.what}: too many redirects from ${url.host}`);
-          url = new URL(location, url);
-        }
-      }
-      /** Finds out once per registry which authentication it wants (`GET /v2/`). */
-      async challenge(registry, signal) {
-        const s = this.state(registry);
-        if (s.challenge !== void 0) return s.challenge;
-        const what = `contact registry ${registry}`;
-        const res = await this.retry(what, signal, async () => {
-          const r = await this.sendFollowing(registry, { method: "GET", path: "/v2/", what, signal }, void 0);
-          if (r.status >= 500 || r.status === 429) throw await responseError(r, what);
-          return r;
-        });
-        res.discard();
-        if (res.status === 401) {
-          const all = parseChallenges(res.headerAll("www-authenticate"));
-          s.challenge = all.find((c) => c.scheme === "bearer") ?? all.find((c) => c.scheme === "basic") ?? all[0] ?? null;
-          if (s.challenge === null) throw new RegistryError(`${what}: 401 without a WWW-Authenticate challenge`, { status: 401 });
-        } else if (res.status >= 200 && res.status < 300) {
-          s.challenge = null;
-        } else if (res.status === 404) {
-          throw new RegistryError(`${what}: ${registry} does not serve the registry API (GET /v2/ answered 404)`, { status: 404 });
-        } else {
-          s.challenge = null;
-        }
-        return s.challenge;
-      }
-      async authorization(registry, scopes, signal) {
-        const ch = await this.challenge(registry, signal);
-        if (ch === null) return void 0;
-        if (ch.scheme === "basic") {
-          const c = await this.credentials(registry);
-          if (c === void 0) return void 0;
-          if (!("password" in c)) throw new UsageError(`${registry} uses Basic authentication, which cannot use an identity token`);
-          return `Basic ${Buffer.from(`${c.username}:${c.password}`).toString("base64")}`;
-        }
-        if (ch.scheme === "bearer") return `Bearer ${await this.token(registry, ch, scopes, signal)}`;
-        throw new RegistryError(`${registry} asks for unsupported authentication scheme "${ch.scheme}"`, { status: 401 });
-      }
-      async token(registry, ch, scopes, signal) {
-        const s = this.state(registry);
-        const key = scopeKey(scopes);
-        const cached = s.tokens.get(key);
-        if (cached !== void 0) {
-          const t = await cached.catch(() => void 0);
-          if (t !== void 0 && t.expiresAt > this.now()) return t.token;
-          if (s.tokens.get(key) !== cached) return this.token(registry, ch, scopes, signal);
-        }
-        const pending = this.fetchToken(registry, ch, scopes, signal);
-        s.tokens.set(key, pending);
-        try {
-          return (await pending).token;
-        } catch (e) {
-          if (s.tokens.get(key) === pending) s.tokens.delete(key);
-          throw e;
-        }
-      }
-      async fetchToken(registry, ch, scopes, signal) {
-        const realm = ch.params["realm"];
-        const what = `get a token for ${registry}`;
-        if (!realm) throw new RegistryError(`${what}: the Bearer challenge names no realm`);
-        let url;
-        try {
-          url = new URL(realm);
-        } catch {
-          throw new RegistryError(`${what}: the realm ${JSON.stringify(realm.slice(0, 200))} is not a URL`);
-        }
-        if (url.protocol !== "https:" && url.protocol !== "http:") throw new RegistryError(`${what}: the realm must be an http(s) URL`);
-        const creds = await this.credentials(registry);
-        const service = ch.params["service"];
-        const started = this.now();
-        const res = await this.retry(what, signal, async () => {
-          let r;
-          try {
-            if (creds !== void 0 && "identityToken" in creds) {
-              const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: creds.identityToken, client_id: "tsbuild" });
-              if (service) form.set("service", service);
-              if (scopes.length > 0) form.set("scope", scopes.join(" "));
-              const body = Buffer.from(form.toString());
-              r = await this.transport.send({ method: "POST", url, headers: { "content-type": "application/x-www-form-urlencoded" }, body: () => body, signal });
-            } else {
-              const u = new URL(url);
-              if (service) u.searchParams.set("service", service);
-              for (const sc of scopes) u.searchParams.append("scope", sc);
-              const headers = {};
-              if (creds !== void 0) {
-                u.searchParams.set("account", creds.username);
-                headers["authorization"] = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}`;
-              }
-              r = await this.transport.send({ method: "GET", url: u, headers, signal });
-            }
-          } catch (e) {
-            throw connectionError(e, what, url);
-          }
-          if (r.status >= 500 || r.status === 429) throw await responseError(r, what);
-          return r;
-        });
-        if (res.status === 401 || res.status === 403) {
-          res.discard();
-          throw new RegistryError(`${what}: the token server ${url.host} refused ${creds ? "the credentials" : "anonymous access"} (${res.status})`, {
-            status: res.status,
-            ociCode: "UNAUTHORIZED",
-            hint: creds ? `check the credentials for ${registry}` : `run \`tsbuild login ${registry}\``
-          });
-        }
-        if (res.status !== 200) throw await responseError(res, what);
-        let parsed;
-        try {
-          parsed = JSON.parse((await res.bytes(TOKEN_LIMIT)).toString("utf8"));
-        } catch (e) {
-          if (e instanceof TsbuildError) throw e;
-          throw new RegistryError(`${what}: the token server answered something that is not JSON`);
-        }
-        const token = typeof parsed.token === "string" && parsed.token ? parsed.token : typeof parsed.access_token === "string" ? parsed.access_token : "";
-        if (!token) throw new RegistryError(`${what}: the token server's answer has no token`);
-        const lifetime = typeof parsed.expires_in === "number" && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_LIFETIME_S;
-        const margin = Math.min(10, lifetime / 10);
-        return { token, expiresAt: started + (lifetime - margin) * 1e3 };
-      }
-      /**
-       * Checks credentials against a registry without storing them: the registry (or its token
-       * server) must accept them. Used by `login`.
-       */
-      async verifyCredentials(registry, signal) {
-        const ch = await this.challenge(registry, signal);
-        if (ch === null) return;
-        const what = `log in to ${registry}`;
-        if (ch.scheme === "bearer") {
-          this.state(registry).tokens.clear();
-          await this.token(registry, ch, [], signal);
-          return;
-        }
-        const res = await this.request(registry, { method: "GET", path: "/v2/", what, signal });
-        res.discard();
-        if (res.status === 401) throw await this.unauthorized(registry, what, 401);
-        if (res.status < 200 || res.status >= 300) throw await responseError(res, what);
-      }
-    };
-  }
-});
-
-// packages/registry/src/login.ts
-async function login(registry, username, password, opts = {}) {
-  const client = new RegistryClient({ ...opts, credentials: async () => ({ username, password }) });
-  try {
-    await client.verifyCredentials(registry, opts.signal);
-  } finally {
-    client.close();
-  }
-  await storeCredentials(registry, username, password, opts);
-}
-async function logout(registry, opts = {}) {
-  return removeCredentials(registry, opts);
-}
-var init_login = __esm({
-  "packages/registry/src/login.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_client();
-    init_credentials();
-  }
-});
-
-// packages/registry/src/verify.ts
-import { createHash as createHash9 } from "node:crypto";
-import { Transform as Transform4 } from "node:stream";
-function verifyBytes(bytes, expected, what) {
-  if (bytes.byteLength !== expected.size) {
-    throw new RegistryError(`${what}: ${expected.digest} is ${bytes.byteLength} bytes, its descriptor says ${expected.size}`);
-  }
-  const got = `sha256:${createHash9("sha256").update(bytes).digest("hex")}`;
-  if (got !== expected.digest) throw new RegistryError(`${what}: the registry served content for ${expected.digest} that hashes to ${got}; refusing it`);
-}
-function checkDescriptor(d, where, what) {
-  const o = d;
-  if (o === null || typeof o !== "object") throw new RegistryError(`${what}: ${where} is not a descriptor`);
-  if (typeof o.mediaType !== "string") throw new RegistryError(`${what}: ${where} has no mediaType`);
-  if (!isDigest(o.digest)) throw new RegistryError(`${what}: ${where} has an invalid or non-sha256 digest`);
-  if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) throw new RegistryError(`${what}: ${where} has an invalid size`);
-  return o;
-}
-function parseManifestJson(bytes, contentType, what) {
-  let json;
-  try {
-    json = JSON.parse(Buffer.from(bytes).toString("utf8"));
-  } catch {
-    throw new RegistryError(`${what}: the manifest is not valid JSON`);
-  }
-  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new RegistryError(`${what}: the manifest is not a JSON object`);
-  const o = json;
-  if (o["schemaVersion"] === 1) throw new RegistryError(`${what}: Docker schema 1 manifests are not supported`, { hint: "push the image again with a current client" });
-  if (o["schemaVersion"] !== 2) throw new RegistryError(`${what}: unsupported manifest schemaVersion ${JSON.stringify(o["schemaVersion"])}`);
-  const ct = contentType?.split(";")[0]?.trim();
-  const mediaType = typeof o["mediaType"] === "string" ? o["mediaType"] : ct ?? "";
-  if (Array.isArray(o["manifests"])) {
-    o["manifests"].forEach((d, i) => checkDescriptor(d, `manifests[${i}]`, what));
-    return { mediaType: mediaType || "application/vnd.oci.image.index.v1+json", manifest: o, isIndex: true };
-  }
-  checkDescriptor(o["config"], "config", what);
-  if (!Array.isArray(o["layers"])) throw new RegistryError(`${what}: the manifest has no layers array`);
-  o["layers"].forEach((d, i) => checkDescriptor(d, `layers[${i}]`, what));
-  return { mediaType: mediaType || "application/vnd.oci.image.manifest.v1+json", manifest: o, isIndex: false };
-}
-var DigestVerifier;
-var init_verify = __esm({
-  "packages/registry/src/verify.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_src2();
-    DigestVerifier = class extends Transform4 {
-      constructor(expected, what) {
-        super();
-        this.expected = expected;
-        this.what = what;
-      }
-      expected;
-      what;
-      hash = createHash9("sha256");
-      seen = 0;
-      get bytesSeen() {
-        return this.seen;
-      }
-      _transform(chunk, _enc, cb) {
-        this.seen += chunk.length;
-        if (this.seen > this.expected.size) {
-          cb(new RegistryError(`${this.what}: blob ${this.expected.digest} is larger than its descriptor's ${this.expected.size} bytes`));
-          return;
-        }
-        this.hash.update(chunk);
-        cb(null, chunk);
-      }
-      _flush(cb) {
-        if (this.seen !== this.expected.size) {
-          cb(new RegistryError(`${this.what}: blob ${this.expected.digest} ended after ${this.seen} of ${this.expected.size} bytes`, { temporary: true }));
-          return;
-        }
-        const got = `sha256:${this.hash.digest("hex")}`;
-        if (got !== this.expected.digest) {
-          cb(new RegistryError(`${this.what}: the registry served content for ${this.expected.digest} that hashes to ${got}; refusing it`));
-          return;
-        }
-        cb();
-      }
-    };
-  }
-});
-
-// packages/registry/src/pull.ts
-import { createHash as createHash10 } from "node:crypto";
-import { pipeline as pipeline7 } from "node:stream/promises";
-function parsePlatform2(p) {
-  if (typeof p !== "string") return p;
-  const [os2, architecture, variant, ...rest] = p.split("/");
-  if (!os2 || !architecture || rest.length > 0) throw new UsageError(`invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
-  return variant ? { os: os2, architecture, variant } : { os: os2, architecture };
-}
-function formatPlatform2(p) {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
-}
-function platformMatches(have, want) {
-  if (have === void 0 || have.os !== want.os || have.architecture !== want.architecture) return false;
-  if (want.variant === void 0) return true;
-  return (have.variant ?? (have.architecture === "arm64" ? "v8" : void 0)) === want.variant;
-}
-async function getManifest(client, ref, opts = {}) {
-  const what = `get manifest ${ref.toString()}`;
-  return client.retry(what, opts.signal, async () => {
-    const res = await client.request(ref.registry, {
-      method: "GET",
-      path: `/v2/${ref.repository}/manifests/${ref.identifier}`,
-      headers: { accept: ACCEPT },
-      scopes: [pullScope(ref.repository)],
-      what,
-      signal: opts.signal
-    });
-    if (res.status === 404) {
-      const err = await responseError(res, what, ref.toString());
-      throw new RegistryError(`${ref.toString()}: manifest not found (the image or tag does not exist)`, { status: 404, ociCode: err.ociCode ?? "MANIFEST_UNKNOWN", reference: ref.toString() });
-    }
-    if (res.status !== 200) throw await responseError(res, what, ref.toString());
-    const bytes = await res.bytes(MANIFEST_LIMIT);
-    const digest = `sha256:${createHash10("sha256").update(bytes).digest("hex")}`;
-    if (ref.digest !== void 0 && digest !== ref.digest) {
-      throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
-    }
-    const claimed = res.header("docker-content-digest");
-    if (claimed !== void 0 && claimed.startsWith("sha256:") && claimed !== digest) {
-      throw new RegistryError(`${what}: the registry says the manifest is ${claimed} but it hashes to ${digest}; refusing it`, { reference: ref.toString() });
-    }
-    const parsed = parseManifestJson(bytes, res.header("content-type"), what);
-    return { descriptor: { mediaType: parsed.mediaType, digest, size: bytes.length }, bytes, manifest: parsed.manifest, isIndex: parsed.isIndex };
-  });
-}
-async function resolveImage(client, ref, opts = {}) {
-  const top = await getManifest(client, ref, opts);
-  if (!top.isIndex) return { manifestDescriptor: top.descriptor, manifestBytes: top.bytes, manifest: top.manifest, index: void 0 };
-  const want = parsePlatform2(opts.platform ?? "linux/amd64");
-  const entries = top.manifest.manifests;
-  const pick = entries.find((d) => platformMatches(d.platform, want));
-  if (pick === void 0) {
-    const have = entries.map((d) => d.platform).filter((p) => p !== void 0 && p.os !== "unknown").map(formatPlatform2);
-    throw new RegistryError(`${ref.toString()} has no image for ${formatPlatform2(want)}; it has: ${have.length ? have.join(", ") : "no platform-tagged images"}`, {
-      reference: ref.toString(),
-      hint: "choose one of those with --platform"
-    });
-  }
-  const child = await getManifest(client, withDigest(ref, pick.digest), opts);
-  if (child.isIndex) throw new RegistryError(`${ref.toString()}: nested indexes are not supported (${pick.digest})`, { reference: ref.toString() });
-  if (child.bytes.length !== pick.size) throw new RegistryError(`${ref.toString()}: manifest ${pick.digest} is ${child.bytes.length} bytes, the index says ${pick.size}`);
-  return { manifestDescriptor: { ...child.descriptor, mediaType: pick.mediaType, platform: want }, manifestBytes: child.bytes, manifest: child.manifest, index: top };
-}
-async function fetchBlobBytes(client, ref, desc, opts = {}) {
-  const what = `get blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
-  if (desc.size > CONFIG_LIMIT) throw new RegistryError(`${what}: ${desc.size} bytes is too large to read into memory`);
-  return client.retry(what, opts.signal, async () => {
-    const res = await client.request(ref.registry, { method: "GET", path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
-    if (res.status !== 200) throw await responseError(res, what, ref.toString());
-    const bytes = await res.bytes(desc.size);
-    verifyBytes(bytes, desc, what);
-    return bytes;
-  });
-}
-async function getConfig(client, ref, opts = {}) {
-  const img = await resolveImage(client, ref, opts);
-  const configBytes = await fetchBlobBytes(client, ref, img.manifest.config, opts);
-  let config;
-  try {
-    config = JSON.parse(configBytes.toString("utf8"));
-  } catch {
-    throw new RegistryError(`${ref.toString()}: config ${img.manifest.config.digest} is not valid JSON`);
-  }
-  if (config === null || typeof config !== "object") throw new RegistryError(`${ref.toString()}: config ${img.manifest.config.digest} is not a JSON object`);
-  return { manifestDescriptor: img.manifestDescriptor, manifest: img.manifest, config, configBytes };
-}
-async function pullBlob(client, ref, desc, sink, opts = {}) {
-  const what = `pull blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
-  await client.retry(what, opts.signal, async () => {
-    const res = await client.request(ref.registry, { method: "GET", path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
-    if (res.status !== 200) throw await responseError(res, what, ref.toString());
-    const writer = await sink.write(desc);
-    try {
-      await pipeline7(res.body, new DigestVerifier(desc, what), writer.stream, opts.signal ? { signal: opts.signal } : {});
-    } catch (e) {
-      await writer.abort();
-      if (e instanceof RegistryError) throw e;
-      throw new RegistryError(`${what}: download interrupted: ${e.message}`, { cause: e, temporary: !opts.signal?.aborted });
-    }
-    await writer.commit();
-  });
-}
-async function eachLimit(items, limit, fn) {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
-async function writeBytes(sink, desc, bytes) {
-  if (await sink.has(desc.digest)) return;
-  const w = await sink.write(desc);
-  try {
-    await pipeline7(async function* () {
-      yield bytes;
-    }, w.stream);
-  } catch (e) {
-    await w.abort();
-    throw e;
-  }
-  await w.commit();
-}
-async function pullImage(client, ref, sink, opts = {}) {
-  const img = await resolveImage(client, ref, opts);
-  const configDesc = img.manifest.config;
-  const configBytes = await fetchBlobBytes(client, ref, configDesc, opts);
-  let config;
-  try {
-    config = JSON.parse(configBytes.toString("utf8"));
-  } catch {
-    throw new RegistryError(`${ref.toString()}: config ${configDesc.digest} is not valid JSON`);
-  }
-  const seen = /* @__PURE__ */ new Set([configDesc.digest]);
-  const layers = img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
-  for (const d of layers) {
-    if (d.urls !== void 0 && d.urls.length > 0) throw new RegistryError(`${ref.toString()}: layer ${d.digest} is a foreign layer (hosted elsewhere), which is not supported`);
-  }
-  await eachLimit(layers, opts.concurrency ?? 4, async (d) => {
-    if (await sink.has(d.digest)) {
-      opts.onBlob?.({ descriptor: d, status: "exists" });
-      return;
-    }
-    await pullBlob(client, ref, d, sink, opts);
-    opts.onBlob?.({ descriptor: d, status: "done" });
-  });
-  await writeBytes(sink, configDesc, configBytes);
-  await writeBytes(sink, img.manifestDescriptor, img.manifestBytes);
-  return { manifestDescriptor: img.manifestDescriptor, manifest: img.manifest, manifestBytes: img.manifestBytes, config };
-}
-var MANIFEST_LIMIT, CONFIG_LIMIT, ACCEPT;
-var init_pull = __esm({
-  "packages/registry/src/pull.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_src2();
-    init_client();
-    init_http();
-    init_reference();
-    init_verify();
-    MANIFEST_LIMIT = 4 * 1024 * 1024;
-    CONFIG_LIMIT = 16 * 1024 * 1024;
-    ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(", ");
-  }
-});
-
-// packages/registry/src/push.ts
-import { createHash as createHash11 } from "node:crypto";
-import { setTimeout as sleep3 } from "node:timers/promises";
-async function backoff(base, attempt, signal) {
-  await sleep3(Math.min(base * 2 ** attempt, 3e4), void 0, signal ? { signal } : void 0);
-}
-function rangeEnd(range) {
-  const m = /^(?:bytes=)?0-(\d+)$/.exec(range?.trim() ?? "");
-  if (m === null) return 0;
-  const end = Number(m[1]);
-  return end === 0 ? 0 : end + 1;
-}
-async function eachLimit2(items, limit, fn) {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
-async function pushBlob(client, ref, desc, source, opts = {}) {
-  return new BlobPusher(client, ref, source, opts).push(desc);
-}
-async function pushManifest(client, ref, bytes, mediaType, opts = {}) {
-  const digest = `sha256:${createHash11("sha256").update(bytes).digest("hex")}`;
-  if (ref.tag === void 0 && ref.digest !== void 0 && ref.digest !== digest) {
-    throw new UsageError(`cannot push to ${ref.toString()}: the manifest's digest is ${digest}`);
-  }
-  const what = `push manifest to ${ref.toString()}`;
-  const res = await client.request(ref.registry, {
-    method: "PUT",
-    path: `/v2/${ref.repository}/manifests/${ref.tag ?? digest}`,
-    headers: { "content-type": mediaType },
-    body: () => bytes,
-    scopes: [pushScope(ref.repository)],
-    what,
-    signal: opts.signal
-  });
-  if (res.status !== 201 && res.status !== 200 && res.status !== 202) throw await responseError(res, what, ref.toString());
-  res.discard();
-  const got = res.header("docker-content-digest");
-  if (got !== void 0 && got.startsWith("sha256:") && got !== digest) throw new RegistryError(`${what}: the registry stored the manifest as ${got}, expected ${digest}`);
-  return digest;
-}
-async function pushImage(client, ref, source, opts = {}) {
-  const { bytes, mediaType } = await source.manifest();
-  const parsed = parseManifestJson(bytes, mediaType, `push ${ref.toString()}`);
-  if (parsed.isIndex) throw new UsageError(`cannot push ${ref.toString()}: pushing an image index is not supported, push each platform's manifest`);
-  const manifest = parsed.manifest;
-  const seen = /* @__PURE__ */ new Set();
-  const blobs = [manifest.config, ...manifest.layers].filter((d) => !seen.has(d.digest) && seen.add(d.digest));
-  const pusher = new BlobPusher(client, ref, source, opts);
-  await eachLimit2(blobs, opts.concurrency ?? 3, async (d) => {
-    const status = await pusher.push(d);
-    opts.onBlob?.({ descriptor: d, status });
-  });
-  const digest = await pushManifest(client, ref, bytes, mediaType, opts);
-  return { digest, descriptor: { mediaType, digest, size: bytes.byteLength } };
-}
-var OCTET, ChunkReader, BlobPusher;
-var init_push = __esm({
-  "packages/registry/src/push.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_client();
-    init_http();
-    init_verify();
-    OCTET = "application/octet-stream";
-    ChunkReader = class {
-      constructor(stream) {
-        this.stream = stream;
-        this.it = stream[Symbol.asyncIterator]();
-      }
-      stream;
-      it;
-      pending = Buffer.alloc(0);
-      done = false;
-      async read(n) {
-        const parts = [];
-        let have = 0;
-        while (have < n) {
-          if (this.pending.length === 0) {
-            if (this.done) break;
-            const r = await this.it.next();
-            if (r.done) {
-              this.done = true;
-              break;
-            }
-            this.pending = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-          }
-          const take = this.pending.subarray(0, n - have);
-          this.pending = this.pending.subarray(take.length);
-          parts.push(take);
-          have += take.length;
-        }
-        return Buffer.concat(parts);
-      }
-      close() {
-        this.stream.destroy();
-      }
-    };
-    BlobPusher = class {
-      constructor(client, ref, source, opts) {
-        this.client = client;
-        this.ref = ref;
-        this.source = source;
-        this.opts = opts;
-      }
-      client;
-      ref;
-      source;
-      opts;
-      get repo() {
-        return this.ref.repository;
-      }
-      async call(method, path7, what, extra = {}) {
-        return this.client.request(this.ref.registry, {
-          method,
-          path: path7,
-          what,
-          signal: this.opts.signal,
-          scopes: extra.scopes ?? [pushScope(this.repo)],
-          ...extra.headers ? { headers: extra.headers } : {},
-          ...extra.body ? { body: extra.body } : {},
-          ...extra.idempotent === void 0 ? {} : { idempotent: extra.idempotent }
-        });
-      }
-      async exists(desc) {
-        const what = `check blob ${desc.digest} in ${this.ref.registry}/${this.repo}`;
-        const res = await this.call("HEAD", `/v2/${this.repo}/blobs/${desc.digest}`, what);
-        res.discard();
-        if (res.status === 200) return true;
-        if (res.status === 404) return false;
-        throw await responseError(res, what, this.ref.toString());
-      }
-      /** Starts an upload session, or mounts the blob from `from`; returns the upload URL or 'mounted'. */
-      async start(desc, from) {
-        const what = `start upload of ${desc.digest} to ${this.ref.registry}/${this.repo}`;
-        let path7 = `/v2/${this.repo}/blobs/uploads/`;
-        const scopes = [pushScope(this.repo)];
-        const mounting = from !== void 0 && from !== this.repo;
-        if (mounting) {
-          path7 += `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`;
-          scopes.push(pullScope(from));
-        }
-        const res = await this.call("POST", path7, what, { scopes });
-        res.discard();
-        if (res.status === 201 && mounting) return "mounted";
-        if (res.status !== 202) throw await responseError(res, what, this.ref.toString());
-        const location = res.header("location");
-        if (!location) throw new RegistryError(`${what}: the registry gave no upload location`);
-        const min = Number(res.header("oci-chunk-min-length") ?? 0);
-        return { location: this.absolute(location, res.url), minChunk: Number.isSafeInteger(min) && min > 0 ? min : 0 };
-      }
-      absolute(location, base) {
-        return new URL(location, base).toString();
-      }
-      withDigest(location, digest) {
-        const u = new URL(location);
-        u.searchParams.set("digest", digest);
-        return u.toString();
-      }
-      async push(desc) {
-        if (await this.exists(desc)) return "exists";
-        const from = typeof this.opts.mountFrom === "function" ? this.opts.mountFrom(desc) : this.opts.mountFrom;
-        const monolithicMax = this.opts.monolithicMax ?? 16 * 1024 * 1024;
-        const what = `push blob ${desc.digest} to ${this.ref.registry}/${this.repo}`;
-        let mountTried = false;
-        return this.client.retry(what, this.opts.signal, async () => {
-          const session = await this.start(desc, mountTried ? void 0 : from);
-          mountTried = true;
-          if (session === "mounted") return "mounted";
-          if (desc.size <= monolithicMax) await this.monolithic(desc, session.location, what);
-          else await this.chunked(desc, session, what);
-          return "uploaded";
-        });
-      }
-      async monolithic(desc, location, what) {
-        const res = await this.call("PUT", this.withDigest(location, desc.digest), what, {
-          headers: { "content-type": OCTET, "content-length": String(desc.size) },
-          body: () => this.source.openBlob(desc),
-          idempotent: false
-        });
-        await this.finish(res, desc, what);
-      }
-      async finish(res, desc, what) {
-        if (res.status === 201 || res.status === 204) {
-          res.discard();
-          const got = res.header("docker-content-digest");
-          if (got !== void 0 && got !== desc.digest) throw new RegistryError(`${what}: the registry stored it as ${got}`);
-          return;
-        }
-        const err = await responseError(res, what, this.ref.toString());
-        if (err.ociCode === "DIGEST_INVALID" || err.ociCode === "SIZE_INVALID") {
-          throw new RegistryError(`${what}: the registry refused the content: it does not match ${desc.digest} (${desc.size} bytes)`, { status: err.status, ociCode: err.ociCode, reference: this.ref.toString() });
-        }
-        throw err;
-      }
-      /** Where the registry says an upload stands: the next offset it expects, or undefined when the session is gone. */
-      async uploadedUpTo(location, what) {
-        const res = await this.call("GET", location, `${what} (upload status)`);
-        res.discard();
-        if (res.status === 404) return void 0;
-        if (res.status !== 204 && res.status !== 200) throw await responseError(res, what, this.ref.toString());
-        const next = res.header("location");
-        return { offset: rangeEnd(res.header("range")), location: next ? this.absolute(next, res.url) : location };
-      }
-      async chunked(desc, session, what) {
-        const chunkSize = Math.max(this.opts.chunkSize ?? 8 * 1024 * 1024, session.minChunk);
-        let location = session.location;
-        let reader = new ChunkReader(await this.source.openBlob(desc));
-        let readerAt = 0;
-        let offset = 0;
-        let chunk = Buffer.alloc(0);
-        let chunkStart = 0;
-        const hash = createHash11("sha256");
-        let hashed = 0;
-        let failures = 0;
-        try {
-          while (offset < desc.size) {
-            if (offset < chunkStart || offset >= chunkStart + chunk.length) {
-              if (offset !== readerAt) {
-                reader.close();
-                reader = new ChunkReader(await this.source.openBlob(desc));
-                readerAt = 0;
-                while (readerAt < offset) {
-                  const skipped = await reader.read(Math.min(chunkSize, offset - readerAt));
-                  if (skipped.length === 0) throw new RegistryError(`${what}: the local blob ended after ${readerAt} of ${desc.size} bytes`);
-                  readerAt += skipped.length;
-                }
-              }
-              chunkStart = offset;
-              chunk = await reader.read(Math.min(chunkSize, desc.size - offset));
-              readerAt += chunk.length;
-              if (chunk.length === 0) throw new RegistryError(`${what}: the local blob ended after ${offset} of ${desc.size} bytes`);
-              if (chunkStart <= hashed && chunkStart + chunk.length > hashed) {
-                hash.update(chunk.subarray(hashed - chunkStart));
-                hashed = chunkStart + chunk.length;
-              }
-            }
-            const body = chunk.subarray(offset - chunkStart);
-            try {
-              const res2 = await this.call("PATCH", location, what, {
-                headers: { "content-type": OCTET, "content-range": `${offset}-${offset + body.length - 1}` },
-                body: () => body,
-                idempotent: false
-              });
-              if (res2.status !== 202) throw await responseError(res2, what, this.ref.toString());
-              res2.discard();
-              const next = res2.header("location");
-              if (next) location = this.absolute(next, res2.url);
-              const range = res2.header("range");
-              offset = range === void 0 ? offset + body.length : rangeEnd(range);
-              failures = 0;
-              continue;
-            } catch (e) {
-              if (!(e instanceof RegistryError) || !e.temporary && e.status !== 416 || failures >= this.client.retries) throw e;
-              await backoff(this.client.retryDelayMs, failures++, this.opts.signal);
-              const status = await this.uploadedUpTo(location, what);
-              if (status === void 0) throw e;
-              if (status.offset > chunkStart + chunk.length) throw new RegistryError(`${what}: the registry claims ${status.offset} bytes, more than were sent`);
-              location = status.location;
-              offset = status.offset;
-            }
-          }
-        } finally {
-          reader.close();
-        }
-        if (hashed === desc.size && `sha256:${hash.digest("hex")}` !== desc.digest) {
-          throw new RegistryError(`${what}: the local content does not match ${desc.digest}; not committing the upload`);
-        }
-        const res = await this.call("PUT", this.withDigest(location, desc.digest), what, { idempotent: false });
-        await this.finish(res, desc, what);
-      }
-    };
-  }
-});
-
-// packages/registry/src/convert.ts
-function mapType(type, table, format, what) {
-  const mapped = table[type];
-  if (mapped !== void 0) return mapped;
-  if (Object.values(table).includes(type)) return type;
-  if (format === "docker" && type === MediaType.OciLayerZstd) {
-    throw new UsageError(`${what}: zstd layers have no Docker media type`, { hint: "push with --format oci, or compress with gzip" });
-  }
-  throw new UsageError(`${what}: media type ${type} has no ${format} equivalent`);
-}
-function convertDescriptor(d, table, format, what) {
-  const out = { mediaType: mapType(d.mediaType, table, format, what), digest: d.digest, size: d.size };
-  if (d.urls !== void 0) out.urls = d.urls;
-  if (format === "oci" && d.annotations !== void 0) out.annotations = d.annotations;
-  return out;
-}
-function convertManifest(manifest, format) {
-  const table = format === "docker" ? TO_DOCKER : TO_OCI;
-  const what = `convert manifest to ${format}`;
-  const out = {
-    schemaVersion: 2,
-    mediaType: format === "docker" ? MediaType.DockerManifest : MediaType.OciManifest,
-    config: convertDescriptor(manifest.config, table, format, what),
-    layers: manifest.layers.map((l) => convertDescriptor(l, table, format, what))
-  };
-  if (format === "oci" && manifest.annotations !== void 0) out.annotations = manifest.annotations;
-  return out;
-}
-function toDockerManifest(manifest) {
-  return convertManifest(manifest, "docker");
-}
-function toOciManifest(manifest) {
-  return convertManifest(manifest, "oci");
-}
-function manifestMediaType(format) {
-  return format === "docker" ? MediaType.DockerManifest : MediaType.OciManifest;
-}
-function formatOfManifest(manifest) {
-  return manifest.mediaType === MediaType.DockerManifest || manifest.config.mediaType === MediaType.DockerConfig ? "docker" : "oci";
-}
-var TO_DOCKER, TO_OCI;
-var init_convert = __esm({
-  "packages/registry/src/convert.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src();
-    init_src2();
-    TO_DOCKER = {
-      [MediaType.OciManifest]: MediaType.DockerManifest,
-      [MediaType.OciConfig]: MediaType.DockerConfig,
-      [MediaType.OciLayer]: MediaType.DockerLayer,
-      [MediaType.OciLayerGzip]: MediaType.DockerLayerGzip
-    };
-    TO_OCI = Object.fromEntries(Object.entries(TO_DOCKER).map(([oci, docker]) => [docker, oci]));
-    TO_OCI[MediaType.DockerForeignLayerGzip] = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-  }
-});
-
-// packages/registry/src/adapters.ts
-import { Readable as Readable6 } from "node:stream";
-function storeSink(store) {
-  return {
-    has: (d) => store.hasBlob(d),
-    write: (desc) => {
-      const w = store.blobWriter();
-      return {
-        stream: w.stream,
-        commit: async () => {
-          await w.commit({ digest: desc.digest, size: desc.size });
-        },
-        abort: () => w.abort()
-      };
-    }
-  };
-}
-function imageSource(image) {
-  let layers;
-  const byDigest = () => layers ??= image.layers().then(async (ls) => {
-    const m = /* @__PURE__ */ new Map();
-    for (const l of ls) m.set(await l.digest(), () => l.compressed());
-    return m;
-  });
-  return {
-    manifest: async () => {
-      const [bytes, manifest] = await Promise.all([image.rawManifest(), image.manifest()]);
-      return { bytes, mediaType: manifest.mediaType ?? MediaType.OciManifest };
-    },
-    openBlob: async (desc) => {
-      if (desc.digest === (await image.configDescriptor()).digest) return Readable6.from([await image.rawConfig()]);
-      const open6 = (await byDigest()).get(desc.digest);
-      if (open6 === void 0) throw new Error(`image has no blob ${desc.digest}`);
-      return open6();
-    }
-  };
-}
-var init_adapters = __esm({
-  "packages/registry/src/adapters.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_src2();
-  }
-});
-
-// packages/registry/src/index.ts
-var src_exports = {};
-__export(src_exports, {
-  DOCKER_HUB: () => DOCKER_HUB,
-  DigestVerifier: () => DigestVerifier,
-  RegistryClient: () => RegistryClient,
-  convertManifest: () => convertManifest,
-  dockerConfigCredentials: () => dockerConfigCredentials,
-  dockerConfigPath: () => dockerConfigPath,
-  fetchBlobBytes: () => fetchBlobBytes,
-  formatOfManifest: () => formatOfManifest,
-  formatPlatform: () => formatPlatform2,
-  getConfig: () => getConfig,
-  getManifest: () => getManifest,
-  imageSource: () => imageSource,
-  login: () => login,
-  logout: () => logout,
-  manifestMediaType: () => manifestMediaType,
-  parseChallenges: () => parseChallenges,
-  parsePlatform: () => parsePlatform2,
-  parseReference: () => parseReference,
-  pullBlob: () => pullBlob,
-  pullImage: () => pullImage,
-  pullScope: () => pullScope,
-  pushBlob: () => pushBlob,
-  pushImage: () => pushImage,
-  pushManifest: () => pushManifest,
-  pushScope: () => pushScope,
-  registryApiHost: () => registryApiHost,
-  removeCredentials: () => removeCredentials,
-  resolveImage: () => resolveImage,
-  storeCredentials: () => storeCredentials,
-  storeSink: () => storeSink,
-  toDockerManifest: () => toDockerManifest,
-  toOciManifest: () => toOciManifest,
-  withDigest: () => withDigest,
-  withTag: () => withTag
-});
-var init_src3 = __esm({
-  "packages/registry/src/index.ts"() {
-    "use strict";
-    init_define_TSBUILD_NATIVE_VERSIONS();
-    init_reference();
-    init_client();
-    init_challenge();
-    init_credentials();
-    init_login();
-    init_pull();
-    init_push();
-    init_convert();
-    init_verify();
-    init_adapters();
-  }
-});
-
 // packages/action/src/main.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { spawnSync } from "node:child_process";
@@ -2323,16 +275,104 @@ import { join as join14 } from "node:path";
 
 // packages/action/src/action.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { relative, isAbsolute as isAbsolute2, resolve as resolvePath7 } from "node:path";
 import { appendFileSync as appendFileSync2 } from "node:fs";
+
+// packages/errors/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/errors/src/errors.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var TsbuildError = class extends Error {
+  code;
+  hint;
+  /** Process exit code the CLI uses for this error. */
+  exitCode = 1;
+  constructor(code, message, options = {}) {
+    super(message, options.cause === void 0 ? void 0 : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.hint = options.hint;
+  }
+};
+var DockerfileError = class _DockerfileError extends TsbuildError {
+  file;
+  range;
+  excerpt;
+  /** The message without the location prefix. */
+  detail;
+  constructor(message, options = {}) {
+    const file = options.file ?? "Dockerfile";
+    const loc = options.range ? `${file}:${options.range.start.line}:${options.range.start.column}` : file;
+    super("DOCKERFILE", `${loc}: ${message}`, options);
+    this.file = file;
+    this.range = options.range;
+    this.excerpt = options.excerpt;
+    this.detail = message;
+  }
+  /** The same error attributed to another file name (the parser does not know the path). */
+  withFile(file, text) {
+    const excerpt = this.excerpt ?? (text !== void 0 && this.range ? excerptOf(text, this.range) : void 0);
+    const opts = { file, cause: this.cause };
+    if (this.hint !== void 0) opts.hint = this.hint;
+    if (this.range !== void 0) opts.range = this.range;
+    if (excerpt !== void 0) opts.excerpt = excerpt;
+    return new _DockerfileError(this.detail, opts);
+  }
+};
+function excerptOf(text, range) {
+  const lines = text.split(/\r?\n/);
+  const from = Math.max(1, range.start.line);
+  const to = Math.min(lines.length, Math.max(from, range.end.line), from + 4);
+  return lines.slice(from - 1, to).join("\n");
+}
+var RegistryError = class extends TsbuildError {
+  status;
+  ociCode;
+  temporary;
+  reference;
+  constructor(message, options = {}) {
+    super("REGISTRY", redactSecrets(message), options);
+    this.status = options.status;
+    this.ociCode = options.ociCode;
+    this.temporary = options.temporary ?? false;
+    this.reference = options.reference;
+  }
+};
+function redactSecrets(text) {
+  return text.replace(/(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]").replace(/\b((?:access_)?token|password|passwd|secret|auth)=([^&\s"']+)/gi, "$1=[redacted]").replace(/\/\/([^/@\s:]+):([^/@\s]+)@/g, "//[redacted]@");
+}
+var UnsafeArchiveError = class extends TsbuildError {
+  entry;
+  constructor(message, options = {}) {
+    super("UNSAFE_ARCHIVE", message, options);
+    this.entry = options.entry;
+  }
+};
+var UsageError = class extends TsbuildError {
+  constructor(message, options = {}) {
+    super("USAGE", message, options);
+    this.exitCode = 2;
+  }
+};
+var InternalError = class extends TsbuildError {
+  constructor(message, options = {}) {
+    super("INTERNAL", message, options);
+    this.exitCode = 70;
+  }
+};
+var CancelledError = class extends TsbuildError {
+  constructor(message = "cancelled", options = {}) {
+    super("CANCELLED", message, options);
+    this.exitCode = 130;
+  }
+};
 
 // packages/builder/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/builder/src/build.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
 import { join as join11, resolve as resolvePath5 } from "node:path";
 
@@ -2341,7 +381,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/dockerfile/src/parser.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 
 // packages/dockerfile/src/directives.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -3054,7 +1093,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/dockerfile/src/shell.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 var ShellError = class extends TsbuildError {
   /** The word as written. */
   word;
@@ -3450,15 +1488,12 @@ function replaceGlob(value, re, replacement, all) {
 
 // packages/dockerfile/src/stages.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 
 // packages/dockerfile/src/instructions.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 
 // packages/dockerfile/src/duration.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 var UNIT_NS = {
   ns: 1n,
   us: 1000n,
@@ -3527,7 +1562,6 @@ function fraction(v, div) {
 
 // packages/dockerfile/src/flags.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 function parseFlags(raw, spec, instruction) {
   const out = { strings: /* @__PURE__ */ new Map(), lists: /* @__PURE__ */ new Map(), bools: /* @__PURE__ */ new Map() };
   for (const arg of raw) {
@@ -3573,7 +1607,6 @@ function parseFlags(raw, spec, instruction) {
 
 // packages/dockerfile/src/mount.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 var TYPES = ["bind", "cache", "tmpfs", "secret", "ssh"];
 var SHARING = ["shared", "private", "locked"];
 function parseMount(spec, opts = {}) {
@@ -4198,7 +2231,6 @@ function lintStage(stage, warnings) {
 
 // packages/dockerfile/src/expand.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 function envExpander(env, opts = {}) {
   const matched = /* @__PURE__ */ new Set();
   const unmatched = /* @__PURE__ */ new Set();
@@ -4288,16 +2320,361 @@ function expand(inst, ex) {
   }
 }
 
-// packages/builder/src/build.ts
-init_src2();
+// packages/oci/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/oci/src/digest.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash } from "node:crypto";
+var DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
+function parseDigest(s) {
+  if (!DIGEST_RE.test(s)) {
+    throw new TsbuildError("BAD_DIGEST", `invalid digest ${JSON.stringify(s.slice(0, 100))}: expected sha256:<64 hex digits>`);
+  }
+  return s;
+}
+function isDigest(s) {
+  return typeof s === "string" && DIGEST_RE.test(s);
+}
+function digestHex(d) {
+  return d.slice("sha256:".length);
+}
+function sha256(data) {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+
+// packages/oci/src/types.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var MediaType = {
+  OciIndex: "application/vnd.oci.image.index.v1+json",
+  OciManifest: "application/vnd.oci.image.manifest.v1+json",
+  OciConfig: "application/vnd.oci.image.config.v1+json",
+  OciLayer: "application/vnd.oci.image.layer.v1.tar",
+  OciLayerGzip: "application/vnd.oci.image.layer.v1.tar+gzip",
+  OciLayerZstd: "application/vnd.oci.image.layer.v1.tar+zstd",
+  OciLayout: "application/vnd.oci.layout.header.v1+json",
+  DockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
+  DockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
+  DockerConfig: "application/vnd.docker.container.image.v1+json",
+  DockerLayerGzip: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+  DockerLayer: "application/vnd.docker.image.rootfs.diff.tar",
+  DockerForeignLayerGzip: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+};
+var ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name";
+
+// packages/oci/src/json.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function canonicalJson(value) {
+  return Buffer.from(canonicalString(value), "utf8");
+}
+function canonicalString(value) {
+  return JSON.stringify(sortKeys(value));
+}
+function sortKeys(value) {
+  if (Array.isArray(value)) return value.map((v) => v === void 0 ? null : sortKeys(v));
+  if (value !== null && typeof value === "object") {
+    const src = value;
+    const out = {};
+    for (const k of Object.keys(src).sort()) {
+      const v = src[k];
+      if (v !== void 0) out[k] = sortKeys(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+// packages/oci/src/media.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function isIndexMediaType(mt) {
+  return mt === MediaType.OciIndex || mt === MediaType.DockerManifestList;
+}
+function isManifestMediaType(mt) {
+  return mt === MediaType.OciManifest || mt === MediaType.DockerManifest;
+}
+var OCI_LAYER_RE = /^application\/vnd\.oci\.image\.layer\.(?:nondistributable\.)?v1\.tar(?:\+(gzip|zstd))?$/;
+var DOCKER_LAYER_RE = /^application\/vnd\.docker\.image\.rootfs\.(?:foreign\.)?diff\.tar(?:\.(gzip))?$/;
+function layerCompression(mediaType) {
+  const m = OCI_LAYER_RE.exec(mediaType) ?? DOCKER_LAYER_RE.exec(mediaType);
+  if (!m) {
+    throw new TsbuildError("UNSUPPORTED_MEDIA_TYPE", `unsupported layer media type ${JSON.stringify(mediaType)}`, {
+      hint: "tsbuild reads OCI and Docker schema2 layers (tar, tar+gzip, tar+zstd)"
+    });
+  }
+  return m[1] === "gzip" ? "gzip" : m[1] === "zstd" ? "zstd" : "none";
+}
+function layerMediaType(compression) {
+  switch (compression) {
+    case "none":
+      return MediaType.OciLayer;
+    case "gzip":
+      return MediaType.OciLayerGzip;
+    case "zstd":
+      return MediaType.OciLayerZstd;
+  }
+}
+
+// packages/oci/src/build.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function plain(d) {
+  const out = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+  if (d.annotations && Object.keys(d.annotations).length > 0) out.annotations = { ...d.annotations };
+  if (d.platform) out.platform = { ...d.platform };
+  if (d.urls) out.urls = [...d.urls];
+  if (d.artifactType) out.artifactType = d.artifactType;
+  return out;
+}
+function buildManifest(config, layers, annotations) {
+  const docker = config.mediaType === MediaType.DockerConfig;
+  const m = {
+    schemaVersion: 2,
+    mediaType: docker ? MediaType.DockerManifest : MediaType.OciManifest,
+    config: plain(config),
+    layers: layers.map(plain)
+  };
+  if (!docker && annotations && Object.keys(annotations).length > 0) m.annotations = { ...annotations };
+  return m;
+}
+function buildIndex(manifests, annotations) {
+  const idx = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: manifests.map(plain) };
+  if (annotations && Object.keys(annotations).length > 0) idx.annotations = { ...annotations };
+  return idx;
+}
+function chainIds(diffIds2) {
+  const out = [];
+  let prev;
+  for (const d of diffIds2) {
+    prev = prev === void 0 ? d : sha256(`${prev} ${d}`);
+    out.push(prev);
+  }
+  return out;
+}
+
+// packages/oci/src/parse.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var Checker = class {
+  constructor(code, what) {
+    this.code = code;
+    this.what = what;
+  }
+  code;
+  what;
+  fail(path7, problem) {
+    throw new TsbuildError(this.code, `${this.what}: ${path7 ? `${path7} ` : ""}${problem}`);
+  }
+  obj(v, path7) {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) this.fail(path7, `must be an object, got ${kind(v)}`);
+    return v;
+  }
+  str(v, path7) {
+    if (typeof v !== "string") this.fail(path7, `must be a string, got ${kind(v)}`);
+    return v;
+  }
+  optStr(v, path7) {
+    return v === void 0 ? void 0 : this.str(v, path7);
+  }
+  bool(v, path7) {
+    if (typeof v !== "boolean") this.fail(path7, `must be a boolean, got ${kind(v)}`);
+    return v;
+  }
+  size(v, path7) {
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) this.fail(path7, `must be a non-negative integer, got ${short(v)}`);
+    return v;
+  }
+  int(v, path7) {
+    if (typeof v !== "number" || !Number.isSafeInteger(v)) this.fail(path7, `must be an integer, got ${short(v)}`);
+    return v;
+  }
+  digest(v, path7) {
+    if (!isDigest(v)) this.fail(path7, `must be a sha256 digest (sha256:<64 hex>), got ${short(v)}`);
+    return v;
+  }
+  arr(v, path7) {
+    if (!Array.isArray(v)) this.fail(path7, `must be an array, got ${kind(v)}`);
+    return v;
+  }
+  strArr(v, path7) {
+    return this.arr(v, path7).map((x, i) => this.str(x, `${path7}[${i}]`));
+  }
+  strMap(v, path7) {
+    const o = this.obj(v, path7);
+    const out = {};
+    for (const [k, x] of Object.entries(o)) out[k] = this.str(x, `${path7}[${JSON.stringify(k)}]`);
+    return out;
+  }
+  emptyObjMap(v, path7) {
+    const o = this.obj(v, path7);
+    const out = {};
+    for (const k of Object.keys(o)) {
+      this.obj(o[k], `${path7}[${JSON.stringify(k)}]`);
+      out[k] = {};
+    }
+    return out;
+  }
+  platform(v, path7) {
+    const o = this.obj(v, path7);
+    const p = { architecture: this.str(o.architecture, `${path7}.architecture`), os: this.str(o.os, `${path7}.os`) };
+    if (o.variant !== void 0) p.variant = this.str(o.variant, `${path7}.variant`);
+    if (o["os.version"] !== void 0) p["os.version"] = this.str(o["os.version"], `${path7}.os.version`);
+    if (o["os.features"] !== void 0) p["os.features"] = this.strArr(o["os.features"], `${path7}.os.features`);
+    return p;
+  }
+  descriptor(v, path7) {
+    const o = this.obj(v, path7);
+    const d = {
+      mediaType: this.str(o.mediaType, `${path7}.mediaType`),
+      digest: this.digest(o.digest, `${path7}.digest`),
+      size: this.size(o.size, `${path7}.size`)
+    };
+    if (o.annotations !== void 0) d.annotations = this.strMap(o.annotations, `${path7}.annotations`);
+    if (o.platform !== void 0) d.platform = this.platform(o.platform, `${path7}.platform`);
+    if (o.urls !== void 0) d.urls = this.strArr(o.urls, `${path7}.urls`);
+    if (o.artifactType !== void 0) d.artifactType = this.str(o.artifactType, `${path7}.artifactType`);
+    return d;
+  }
+};
+function kind(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "undefined" ? "nothing" : `a ${typeof v}`;
+}
+function short(v) {
+  const s = v === void 0 ? "nothing" : JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+function parseJson(bytes, code, what) {
+  const text = typeof bytes === "string" ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new TsbuildError(code, `${what}: not valid JSON (${e.message})`, { cause: e });
+  }
+}
+function label(kindName, opts) {
+  return opts?.source ? `${kindName} ${opts.source}` : kindName;
+}
+function schemaVersion(c, v) {
+  if (v !== 2) c.fail("schemaVersion", `must be 2, got ${short(v)}`);
+  return 2;
+}
+function parseManifest(bytes, opts) {
+  const what = label("manifest", opts);
+  const c = new Checker("BAD_MANIFEST", what);
+  const o = c.obj(parseJson(bytes, "BAD_MANIFEST", what), "");
+  const m = {
+    schemaVersion: schemaVersion(c, o.schemaVersion),
+    config: c.descriptor(o.config, "config"),
+    layers: c.arr(o.layers, "layers").map((l, i) => c.descriptor(l, `layers[${i}]`))
+  };
+  if (o.mediaType !== void 0) {
+    m.mediaType = c.str(o.mediaType, "mediaType");
+    if (!isManifestMediaType(m.mediaType)) c.fail("mediaType", `is ${short(m.mediaType)}, not an image manifest type`);
+  }
+  if (o.annotations !== void 0) m.annotations = c.strMap(o.annotations, "annotations");
+  return m;
+}
+function parseIndex(bytes, opts) {
+  const what = label("image index", opts);
+  const c = new Checker("BAD_INDEX", what);
+  const o = c.obj(parseJson(bytes, "BAD_INDEX", what), "");
+  const idx = {
+    schemaVersion: schemaVersion(c, o.schemaVersion),
+    manifests: c.arr(o.manifests, "manifests").map((d, i) => c.descriptor(d, `manifests[${i}]`))
+  };
+  if (o.mediaType !== void 0) {
+    idx.mediaType = c.str(o.mediaType, "mediaType");
+    if (!isIndexMediaType(idx.mediaType)) c.fail("mediaType", `is ${short(idx.mediaType)}, not an image index type`);
+  }
+  if (o.annotations !== void 0) idx.annotations = c.strMap(o.annotations, "annotations");
+  return idx;
+}
+function nullableStrArr(c, v, path7) {
+  return v === null ? null : c.strArr(v, path7);
+}
+function containerConfig(c, v) {
+  const o = c.obj(v, "config");
+  const cc = {};
+  if (o.User !== void 0) cc.User = c.str(o.User, "config.User");
+  if (o.ExposedPorts != null) cc.ExposedPorts = c.emptyObjMap(o.ExposedPorts, "config.ExposedPorts");
+  if (o.Env != null) cc.Env = c.strArr(o.Env, "config.Env");
+  if (o.Entrypoint !== void 0) cc.Entrypoint = nullableStrArr(c, o.Entrypoint, "config.Entrypoint");
+  if (o.Cmd !== void 0) cc.Cmd = nullableStrArr(c, o.Cmd, "config.Cmd");
+  if (o.Volumes != null) cc.Volumes = c.emptyObjMap(o.Volumes, "config.Volumes");
+  if (o.WorkingDir !== void 0) cc.WorkingDir = c.str(o.WorkingDir, "config.WorkingDir");
+  if (o.Labels != null) cc.Labels = c.strMap(o.Labels, "config.Labels");
+  if (o.StopSignal !== void 0) cc.StopSignal = c.str(o.StopSignal, "config.StopSignal");
+  if (o.ArgsEscaped !== void 0) cc.ArgsEscaped = c.bool(o.ArgsEscaped, "config.ArgsEscaped");
+  if (o.OnBuild !== void 0) cc.OnBuild = nullableStrArr(c, o.OnBuild, "config.OnBuild");
+  if (o.Shell != null) cc.Shell = c.strArr(o.Shell, "config.Shell");
+  if (o.Healthcheck != null) {
+    const h = c.obj(o.Healthcheck, "config.Healthcheck");
+    const hc = {};
+    if (h.Test != null) hc.Test = c.strArr(h.Test, "config.Healthcheck.Test");
+    for (const k of ["Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"]) {
+      if (h[k] !== void 0) hc[k] = c.int(h[k], `config.Healthcheck.${k}`);
+    }
+    cc.Healthcheck = hc;
+  }
+  return cc;
+}
+function parseConfig(bytes, opts) {
+  const what = label("image config", opts);
+  const c = new Checker("BAD_CONFIG", what);
+  const o = c.obj(parseJson(bytes, "BAD_CONFIG", what), "");
+  const rootfs = c.obj(o.rootfs, "rootfs");
+  if (rootfs.type !== "layers") c.fail("rootfs.type", `must be "layers", got ${short(rootfs.type)}`);
+  const cfg = {
+    architecture: c.str(o.architecture, "architecture"),
+    os: c.str(o.os, "os"),
+    rootfs: {
+      type: "layers",
+      diff_ids: rootfs.diff_ids == null ? [] : c.arr(rootfs.diff_ids, "rootfs.diff_ids").map((d, i) => c.digest(d, `rootfs.diff_ids[${i}]`))
+    }
+  };
+  const variant = c.optStr(o.variant, "variant");
+  if (variant !== void 0) cfg.variant = variant;
+  const created = c.optStr(o.created, "created");
+  if (created !== void 0) cfg.created = created;
+  const author = c.optStr(o.author, "author");
+  if (author !== void 0) cfg.author = author;
+  if (o.config != null) cfg.config = containerConfig(c, o.config);
+  if (o.history != null) {
+    cfg.history = c.arr(o.history, "history").map((h, i) => {
+      const ho = c.obj(h, `history[${i}]`);
+      const e = {};
+      for (const k of ["created", "created_by", "author", "comment"]) {
+        const s = c.optStr(ho[k], `history[${i}].${k}`);
+        if (s !== void 0) e[k] = s;
+      }
+      if (ho.empty_layer !== void 0) e.empty_layer = c.bool(ho.empty_layer, `history[${i}].empty_layer`);
+      return e;
+    });
+  }
+  return cfg;
+}
+function sniffMediaType(bytes) {
+  let v;
+  try {
+    v = parseJson(bytes, "BAD_MANIFEST", "manifest");
+  } catch {
+    return void 0;
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return void 0;
+  const o = v;
+  if (typeof o.mediaType === "string") return o.mediaType;
+  if (Array.isArray(o.manifests)) return MediaType.OciIndex;
+  if (o.config !== void 0 && Array.isArray(o.layers)) return MediaType.OciManifest;
+  return void 0;
+}
+
+// packages/oci/src/image.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/store/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/store/src/store.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-init_src2();
 import { homedir } from "node:os";
 import { mkdir as mkdir2, open as open4, readFile as readFile3, readdir as readdir3, stat as stat4 } from "node:fs/promises";
 import { join as join4, resolve as resolvePath } from "node:path";
@@ -4306,7 +2683,6 @@ import { pipeline as pipeline2 } from "node:stream/promises";
 
 // packages/store/src/blob-writer.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { createHash as createHash2 } from "node:crypto";
 import { open as open2, rename as rename2, rm as rm2, stat, utimes } from "node:fs/promises";
 import { Writable } from "node:stream";
@@ -4468,7 +2844,6 @@ async function touch(p) {
 
 // packages/store/src/lock.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { open as open3, readFile, rm as rm3, stat as stat2 } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -4597,8 +2972,6 @@ async function acquire(file, opts) {
 
 // packages/store/src/meta.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-init_src2();
 import { mkdir, readdir, readFile as readFile2, rm as rm4 } from "node:fs/promises";
 import { join as join2 } from "node:path";
 var NS_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -4712,8 +3085,6 @@ var FileMetaStore = class {
 
 // packages/store/src/refs.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-init_src2();
 var DOMAIN_RE = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?$/;
 var COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 var TAG_RE = /^[\w][\w.-]{0,127}$/;
@@ -4762,8 +3133,6 @@ function normalizeName(name) {
 
 // packages/store/src/image.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-init_src2();
 import { spawn } from "node:child_process";
 import { PassThrough, pipeline } from "node:stream";
 import { createGunzip } from "node:zlib";
@@ -4866,7 +3235,6 @@ function zstdDecompress(src, digest) {
 
 // packages/store/src/gc.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src2();
 import { readdir as readdir2, rm as rm5, stat as stat3 } from "node:fs/promises";
 import { join as join3 } from "node:path";
 var SNIFF_LIMIT = 4 << 20;
@@ -5347,8 +3715,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/snapshot/src/snapshotter.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-init_src2();
 import { randomBytes as randomBytes2 } from "node:crypto";
 import { mkdir as mkdir3, readdir as readdir4, readFile as readFile6, readlink, realpath, rename as rename3, rm as rm6, rmdir, stat as stat5, symlink, writeFile } from "node:fs/promises";
 import { join as join5 } from "node:path";
@@ -5887,7 +4253,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/executor/src/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { spawn as spawn4 } from "node:child_process";
 import { constants as osConstants } from "node:os";
 import { lstat as lstat2, mkdir as mkdir5, readdir as readdir5, readFile as readFile7, rm as rm8, rmdir as rmdir2, unlink, utimes as utimes2, writeFile as writeFile2 } from "node:fs/promises";
@@ -5895,7 +4260,6 @@ import { isAbsolute, join as join7, posix, resolve } from "node:path";
 
 // packages/executor/src/rootpath.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { lstat, mkdir as mkdir4, readlink as readlink2 } from "node:fs/promises";
 var MAX_SYMLINKS = 40;
 function errCode2(e) {
@@ -5953,7 +4317,6 @@ async function mkdirInRoot(root, containerPath2) {
 
 // packages/executor/src/runtime.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { spawn as spawn3 } from "node:child_process";
 import { constants } from "node:fs";
 import { access, rm as rm7, stat as stat6 } from "node:fs/promises";
@@ -6425,14 +4788,12 @@ var Semaphore = class {
 
 // packages/builder/src/context.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import fs from "node:fs";
 import path2 from "node:path";
 
 // packages/builder/src/ignore.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 var import_dockerignore = __toESM(require_ignore(), 1);
-init_src();
 import { readFile as readFile8 } from "node:fs/promises";
 import path from "node:path";
 var loaded = import_dockerignore.default;
@@ -6836,7 +5197,6 @@ function cleanRel(p) {
 
 // packages/builder/src/plan.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 function findStage(df, ref, before) {
   const lower = ref.toLowerCase();
   const limit = before ?? df.stages.length;
@@ -6917,7 +5277,6 @@ function planStages(df, target, resolveFrom, file, text) {
 
 // packages/builder/src/platform.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 var HOST_PLATFORM = { os: "linux", architecture: "amd64", variant: "" };
 function formatPlatform(p) {
   return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
@@ -6965,7 +5324,6 @@ var PROXY_ARGS = /* @__PURE__ */ new Set([
 
 // packages/builder/src/session.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { mkdir as mkdir6 } from "node:fs/promises";
 import { join as join9 } from "node:path";
 import { availableParallelism as availableParallelism2 } from "node:os";
@@ -6975,7 +5333,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/layer/src/diff.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { closeSync as closeSync2, lstatSync, openSync as openSync2, readSync, readdirSync, readlinkSync } from "node:fs";
 import { createHash as createHash4 } from "node:crypto";
 import { Readable as Readable2 } from "node:stream";
@@ -6984,7 +5341,6 @@ import { resolve as resolvePath2 } from "node:path";
 
 // packages/layer/src/tar.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 var BLOCK = 512;
 var TYPEFLAG = {
   file: "0",
@@ -7322,7 +5678,6 @@ function verifyChecksum(block) {
 
 // packages/layer/src/xattr.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { spawn as spawn5 } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync as readFileSync2, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7677,7 +6032,6 @@ async function diff(upperDir, out, opts = {}) {
 
 // packages/layer/src/apply.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import {
   closeSync as closeSync3,
   constants as fsc,
@@ -7704,7 +6058,6 @@ import { resolve as resolvePath4 } from "node:path";
 
 // packages/layer/src/securejoin.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { lstatSync as lstatSync2, readlinkSync as readlinkSync2 } from "node:fs";
 import { resolve as resolvePath3 } from "node:path";
 var MAX_LINKS2 = 255;
@@ -7775,7 +6128,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/action/src/native.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -7846,7 +6198,6 @@ var DecompressStream = function DecompressStream2(...a) {
 };
 
 // packages/layer/src/compress.ts
-init_src();
 var DEFAULT_GZIP_LEVEL = 6;
 var DEFAULT_ZSTD_LEVEL = 3;
 var ZSTD_JOB_SIZE = 2 << 20;
@@ -8370,9 +6721,6 @@ async function applyEntry(root, parts, h, body, created, index, whiteouts) {
   return host;
 }
 
-// packages/builder/src/session.ts
-init_src2();
-
 // packages/builder/src/hash.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import fs2 from "node:fs";
@@ -8388,7 +6736,6 @@ var Blake3Hasher = function Blake3Hasher2(...a) {
 };
 
 // packages/builder/src/hash.ts
-init_src();
 var SMALL_FILE = 1 << 20;
 var CHUNK2 = 4 << 20;
 var chunkBuffer;
@@ -8624,12 +6971,10 @@ var BuildSession = class {
 
 // packages/builder/src/stage.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { mkdir as mkdir7, mkdtemp, readdir as readdir6, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
 import { join as join10, posix as posix2 } from "node:path";
 import { Writable as Writable3 } from "node:stream";
 import { createHash as createHash8 } from "node:crypto";
-init_src2();
 
 // packages/builder/src/history.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -8646,7 +6991,6 @@ function runCreatedBy(args, buildArgs) {
 
 // packages/builder/src/state.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src2();
 var DEFAULT_PATH2 = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 var DEFAULT_SHELL = ["/bin/sh", "-c"];
 function diffIds(s) {
@@ -8700,13 +7044,11 @@ function shellOf(s) {
 
 // packages/builder/src/copy.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import fs3 from "node:fs";
 import path4 from "node:path";
 
 // packages/builder/src/chmod.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 function invalid(spec) {
   throw new TsbuildError(
     "BAD_CHMOD",
@@ -9009,7 +7351,6 @@ var Copier = class {
 
 // packages/builder/src/chown.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { readFile as readFile9 } from "node:fs/promises";
 var ID = /^[0-9]+$/;
 var MAX_ID = 4294967295 - 1;
@@ -9124,7 +7465,6 @@ async function resolveUser(spec, rootfs) {
 
 // packages/builder/src/archive.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { spawn as spawn6 } from "node:child_process";
 import fs4 from "node:fs";
 import os from "node:os";
@@ -9249,7 +7589,6 @@ async function extractArchive(file, destDir, opts = {}) {
 
 // packages/builder/src/fetch.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { createHash as createHash7 } from "node:crypto";
 import fs5 from "node:fs";
 import path6 from "node:path";
@@ -10259,15 +8598,1265 @@ function checkPlatform(config, ref) {
 
 // packages/builder/src/images.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-init_src2();
 
 // packages/builder/src/distribution.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
-import { Readable as Readable7 } from "node:stream";
-init_src2();
-init_src3();
+import { Readable as Readable6 } from "node:stream";
+
+// packages/registry/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/registry/src/reference.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var DOCKER_HUB = "docker.io";
+var DOCKER_HUB_API = "registry-1.docker.io";
+var DEFAULT_TAG = "latest";
+var COMPONENT_RE2 = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+var TAG_RE2 = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+var HOST_LABEL = "(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])";
+var DOMAIN_RE2 = new RegExp(`^(?:${HOST_LABEL}(?:\\.${HOST_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?$`);
+var MAX_NAME = 255;
+function bad2(input, why) {
+  return new UsageError(`invalid image reference ${JSON.stringify(input)}: ${why}`, {
+    hint: "references look like [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST], with a lower-case NAME"
+  });
+}
+function parseReference(input) {
+  if (input.length === 0) throw bad2(input, "it is empty");
+  if (/\s/.test(input)) throw bad2(input, "it contains white space");
+  let rest = input;
+  let digest;
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    const d = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(d)) throw bad2(input, `"${d}" is not a digest`);
+    if (!d.startsWith("sha256:")) throw bad2(input, `digest algorithm "${d.split(":")[0]}" is not supported (only sha256)`);
+    if (!/^sha256:[a-f0-9]{64}$/.test(d)) throw bad2(input, "a sha256 digest has 64 lower-case hex digits");
+    digest = d;
+  }
+  let tag;
+  const lastSlash = rest.lastIndexOf("/");
+  const colon = rest.lastIndexOf(":");
+  if (colon > lastSlash) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!TAG_RE2.test(tag)) throw bad2(input, `"${tag}" is not a valid tag`);
+  }
+  if (rest.length === 0) throw bad2(input, "the repository name is empty");
+  let registry = DOCKER_HUB;
+  let repository = rest;
+  const slash = rest.indexOf("/");
+  if (slash >= 0) {
+    const first = rest.slice(0, slash);
+    if (first === "localhost" || /[.:]/.test(first) || /[A-Z]/.test(first)) {
+      if (!DOMAIN_RE2.test(first)) throw bad2(input, `"${first}" is not a valid registry host`);
+      registry = first;
+      repository = rest.slice(slash + 1);
+    }
+  }
+  if (registry === "index.docker.io") registry = DOCKER_HUB;
+  if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
+  if (repository.length === 0) throw bad2(input, "the repository name is empty");
+  for (const component of repository.split("/")) {
+    if (COMPONENT_RE2.test(component)) continue;
+    if (COMPONENT_RE2.test(component.toLowerCase())) throw bad2(input, "repository name must be lowercase");
+    throw bad2(input, `"${component}" is not a valid repository path component`);
+  }
+  if (registry.length + 1 + repository.length > MAX_NAME) throw bad2(input, `the name is longer than ${MAX_NAME} characters`);
+  if (tag === void 0 && digest === void 0) tag = DEFAULT_TAG;
+  return makeReference(registry, repository, tag, digest);
+}
+function makeReference(registry, repository, tag, digest) {
+  const suffix = (tag === void 0 ? "" : `:${tag}`) + (digest === void 0 ? "" : `@${digest}`);
+  let short2 = `${registry}/${repository}`;
+  if (registry === DOCKER_HUB) short2 = repository.startsWith("library/") && repository.split("/").length === 2 ? repository.slice(8) : repository;
+  const full = `${registry}/${repository}${suffix}`;
+  return {
+    registry,
+    repository,
+    tag,
+    digest,
+    familiar: short2 + suffix,
+    identifier: digest ?? tag ?? DEFAULT_TAG,
+    toString: () => full
+  };
+}
+function withDigest(ref, digest) {
+  return makeReference(ref.registry, ref.repository, void 0, digest);
+}
+function registryApiHost(registry) {
+  return registry === DOCKER_HUB ? DOCKER_HUB_API : registry;
+}
+
+// packages/registry/src/client.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readFileSync as readFileSync3 } from "node:fs";
+import { setTimeout as sleep2 } from "node:timers/promises";
+
+// packages/registry/src/challenge.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function parseChallenges(values) {
+  const out = [];
+  for (const value of values) {
+    let i = 0;
+    const s = value;
+    const skipWs = () => {
+      while (i < s.length && (s[i] === " " || s[i] === "	")) i++;
+    };
+    const readToken = () => {
+      const start = i;
+      while (i < s.length && /[A-Za-z0-9!#$%&'*+.^_`|~-]/.test(s[i] ?? "")) i++;
+      return s.slice(start, i);
+    };
+    let current;
+    while (i < s.length) {
+      skipWs();
+      if (s[i] === ",") {
+        i++;
+        continue;
+      }
+      const word = readToken();
+      if (word === "") {
+        i++;
+        continue;
+      }
+      skipWs();
+      if (s[i] === "=" && current !== void 0) {
+        i++;
+        skipWs();
+        let v = "";
+        if (s[i] === '"') {
+          i++;
+          while (i < s.length && s[i] !== '"') {
+            if (s[i] === "\\" && i + 1 < s.length) i++;
+            v += s[i];
+            i++;
+          }
+          i++;
+        } else {
+          const start = i;
+          while (i < s.length && s[i] !== "," && s[i] !== " ") i++;
+          v = s.slice(start, i);
+        }
+        current.params[word.toLowerCase()] = v;
+      } else {
+        current = { scheme: word.toLowerCase(), params: {} };
+        out.push(current);
+      }
+    }
+  }
+  return out;
+}
+
+// packages/registry/src/credentials.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn as spawn7 } from "node:child_process";
+import { open as open5, readFile as readFile11, rename as rename4, rm as rm10, mkdir as mkdir8 } from "node:fs/promises";
+import { homedir as homedir2 } from "node:os";
+import { dirname as dirname2, join as join12 } from "node:path";
+var HUB_KEY = "https://index.docker.io/v1/";
+var HUB_NAMES = /* @__PURE__ */ new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
+function dockerConfigPath(opts = {}) {
+  const env = opts.env ?? process.env;
+  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join12(env["HOME"] ?? homedir2(), ".docker");
+  return join12(dir, "config.json");
+}
+function keyHost(key) {
+  const host = key.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
+  return HUB_NAMES.has(host) ? "docker.io" : host;
+}
+function serverKey(registry) {
+  return keyHost(registry) === "docker.io" ? HUB_KEY : registry;
+}
+async function readConfig(path7) {
+  let text;
+  try {
+    text = await readFile11(path7, "utf8");
+  } catch (e) {
+    if (e.code === "ENOENT") return {};
+    throw new TsbuildError("DOCKER_CONFIG", `cannot read ${path7}: ${e.message}`, { cause: e });
+  }
+  try {
+    const parsed = JSON.parse(text);
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not a JSON object");
+    return parsed;
+  } catch (e) {
+    throw new TsbuildError("DOCKER_CONFIG", `${path7} is not valid JSON: ${e.message}`, { cause: e });
+  }
+}
+function helperFor(cfg, registry) {
+  const host = keyHost(registry);
+  for (const [key, helper] of Object.entries(cfg.credHelpers ?? {})) {
+    if (keyHost(key) === host && helper) return helper;
+  }
+  return cfg.credsStore || void 0;
+}
+function entryFor(cfg, registry) {
+  const host = keyHost(registry);
+  for (const [key, entry] of Object.entries(cfg.auths ?? {})) {
+    if (keyHost(key) === host) return entry;
+  }
+  return void 0;
+}
+function fromEntry(entry, path7) {
+  if (entry.identitytoken) return { identityToken: entry.identitytoken, ...entry.username ? { username: entry.username } : {} };
+  if (entry.auth) {
+    const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon < 0) throw new TsbuildError("DOCKER_CONFIG", `${path7}: an "auth" value is not base64 of user:password`);
+    return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+  }
+  if (entry.username && entry.password !== void 0) return { username: entry.username, password: entry.password };
+  return void 0;
+}
+async function runHelper(name, action, input, env) {
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new TsbuildError("CREDENTIAL_HELPER", `invalid credential helper name ${JSON.stringify(name)}`);
+  const program = `docker-credential-${name}`;
+  return new Promise((resolve2, reject) => {
+    const child = spawn7(program, [action], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const out = [];
+    const err = [];
+    child.stdout.on("data", (b) => out.push(b));
+    child.stderr.on("data", (b) => err.push(b));
+    child.on("error", (e) => {
+      const hint = e.code === "ENOENT" ? `install ${program} or remove it from config.json` : void 0;
+      reject(new TsbuildError("CREDENTIAL_HELPER", `cannot run ${program}: ${e.message}`, { cause: e, ...hint ? { hint } : {} }));
+    });
+    child.on("close", (code) => resolve2({ code: code ?? 1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") }));
+    child.stdin.on("error", () => {
+    });
+    child.stdin.end(input);
+  });
+}
+async function helperGet(name, registry, env) {
+  const r = await runHelper(name, "get", serverKey(registry), env);
+  if (r.code !== 0) {
+    if (/credentials not found/i.test(r.stdout + r.stderr)) return void 0;
+    const why = redactSecrets((r.stderr || r.stdout).trim()).slice(0, 200);
+    throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${name} get ${registry} failed (exit ${r.code})${why ? `: ${why}` : ""}`);
+  }
+  let parsed;
+  try {
+    parsed = JSON.parse(r.stdout);
+  } catch {
+    throw new TsbuildError("CREDENTIAL_HELPER", `docker-credential-${name} get ${registry} printed something that is not JSON`);
+  }
+  const user = typeof parsed.Username === "string" ? parsed.Username : "";
+  const secret = typeof parsed.Secret === "string" ? parsed.Secret : "";
+  if (!secret) return void 0;
+  if (user === "<token>") return { identityToken: secret };
+  return { username: user, password: secret };
+}
+function dockerConfigCredentials(opts = {}) {
+  return async (registry) => {
+    const path7 = dockerConfigPath(opts);
+    const cfg = await readConfig(path7);
+    const env = opts.env ?? process.env;
+    const helper = helperFor(cfg, registry);
+    if (helper !== void 0) {
+      const got = await helperGet(helper, registry, env);
+      if (got !== void 0) return got;
+    }
+    const entry = entryFor(cfg, registry);
+    return entry === void 0 ? void 0 : fromEntry(entry, path7);
+  };
+}
+
+// packages/registry/src/http.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import * as http from "node:http";
+import * as https from "node:https";
+import { rootCertificates } from "node:tls";
+var CONNECTION_ERRORS = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EAI_AGAIN", "UND_ERR_SOCKET", "ERR_STREAM_PREMATURE_CLOSE"]);
+function connectionError(err, what, url) {
+  const code = err?.code;
+  const msg = err instanceof Error ? err.message : String(err);
+  if (code === "ECONNREFUSED") {
+    return new RegistryError(`${what}: cannot connect to ${url.host}: connection refused (is the registry running?)`, { cause: err, temporary: false });
+  }
+  if (code === "ENOTFOUND") {
+    return new RegistryError(`${what}: cannot resolve host ${url.hostname}`, { cause: err, temporary: false });
+  }
+  if (typeof code === "string" && /^(?:CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_TLS)/.test(code)) {
+    return new RegistryError(`${what}: TLS verification of ${url.host} failed: ${msg}`, {
+      cause: err,
+      hint: "pass the registry CA with --ca-file, or mark the registry insecure to use plain HTTP"
+    });
+  }
+  const temporary = typeof code === "string" && CONNECTION_ERRORS.has(code) || /socket hang up|stalled|aborted|premature/i.test(msg);
+  return new RegistryError(`${what}: connection to ${url.host} failed: ${msg}`, { cause: err, temporary });
+}
+var Transport = class {
+  httpAgent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  httpsAgent;
+  timeoutMs;
+  userAgent;
+  constructor(opts = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 6e4;
+    this.userAgent = opts.userAgent ?? "tsbuild";
+    this.httpsAgent = new https.Agent({
+      keepAlive: true,
+      maxSockets: 8,
+      ...opts.ca === void 0 ? {} : { ca: [...rootCertificates, opts.ca] }
+    });
+  }
+  close() {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+  async send(req) {
+    const body = req.body === void 0 ? void 0 : await req.body();
+    const isHttps = req.url.protocol === "https:";
+    const mod = isHttps ? https : http;
+    const headers = { "user-agent": this.userAgent, ...req.headers };
+    if (body instanceof Uint8Array) headers["content-length"] = String(body.byteLength);
+    else if (body === void 0 && (req.method === "PUT" || req.method === "POST" || req.method === "PATCH")) headers["content-length"] = "0";
+    return new Promise((resolve2, reject) => {
+      let settled = false;
+      const fail = (e) => {
+        if (settled) return;
+        settled = true;
+        if (body !== void 0 && !(body instanceof Uint8Array)) body.destroy();
+        reject(e);
+      };
+      const cr = mod.request(
+        req.url,
+        {
+          method: req.method,
+          headers,
+          agent: isHttps ? this.httpsAgent : this.httpAgent,
+          ...req.signal === void 0 ? {} : { signal: req.signal }
+        },
+        (res) => {
+          if (settled) {
+            res.resume();
+            return;
+          }
+          settled = true;
+          resolve2(wrapResponse(res, req.url));
+        }
+      );
+      cr.setTimeout(this.timeoutMs, () => cr.destroy(new Error(`connection stalled for ${this.timeoutMs} ms`)));
+      cr.on("error", fail);
+      if (body === void 0) cr.end();
+      else if (body instanceof Uint8Array) cr.end(body);
+      else {
+        body.on("error", (e) => cr.destroy(e));
+        body.pipe(cr);
+      }
+    });
+  }
+};
+function wrapResponse(res, url) {
+  return {
+    status: res.statusCode ?? 0,
+    url,
+    body: res,
+    header(name) {
+      const v = res.headers[name.toLowerCase()];
+      return Array.isArray(v) ? v[0] : v;
+    },
+    headerAll(name) {
+      const v = res.headers[name.toLowerCase()];
+      return v === void 0 ? [] : Array.isArray(v) ? v : [v];
+    },
+    async bytes(limit) {
+      const declared = Number(res.headers["content-length"] ?? NaN);
+      if (declared > limit) {
+        res.destroy();
+        throw new RegistryError(`response from ${url.host}${url.pathname} is ${declared} bytes, more than the ${limit} allowed`);
+      }
+      const chunks = [];
+      let n = 0;
+      for await (const chunk of res) {
+        n += chunk.length;
+        if (n > limit) {
+          res.destroy();
+          throw new RegistryError(`response from ${url.host}${url.pathname} is larger than the ${limit} bytes allowed`);
+        }
+        chunks.push(chunk);
+      }
+      return Buffer.concat(chunks);
+    },
+    discard() {
+      res.resume();
+    }
+  };
+}
+async function responseError(res, what, reference) {
+  let ociCode;
+  let detail = "";
+  try {
+    const text = (await res.bytes(64 * 1024)).toString("utf8");
+    const parsed = JSON.parse(text);
+    const first = parsed.errors?.[0];
+    if (first !== void 0) {
+      ociCode = typeof first.code === "string" ? first.code : void 0;
+      const m = typeof first.message === "string" ? first.message : "";
+      detail = `${ociCode ?? "error"}${m ? `: ${m}` : ""}`;
+    }
+  } catch {
+  }
+  const status = res.status;
+  const temporary = status >= 500 || status === 429 || status === 408;
+  let message = `${what}: ${status} ${http.STATUS_CODES[status] ?? ""}`.trimEnd();
+  if (detail) message += ` (${detail.slice(0, 300)})`;
+  const options = { status, temporary };
+  if (ociCode !== void 0) options.ociCode = ociCode;
+  if (reference !== void 0) options.reference = reference;
+  return new RegistryError(message, options);
+}
+
+// packages/registry/src/client.ts
+var LOOPBACK = /^(?:localhost|127(?:\.\d+){3}|\[::1\]|::1)(?::\d+)?$/;
+var TOKEN_LIMIT = 1024 * 1024;
+var DEFAULT_TOKEN_LIFETIME_S = 60;
+var REDIRECTS = 5;
+var RegistryClient = class {
+  transport;
+  insecure;
+  credentialSource;
+  hosts = /* @__PURE__ */ new Map();
+  retries;
+  retryDelayMs;
+  now;
+  constructor(opts = {}) {
+    let ca;
+    if (opts.caFile !== void 0) {
+      try {
+        ca = readFileSync3(opts.caFile, "utf8");
+      } catch (e) {
+        throw new UsageError(`cannot read CA file ${opts.caFile}: ${e.message}`, { cause: e });
+      }
+    }
+    this.transport = new Transport({ ca, timeoutMs: opts.timeoutMs, userAgent: opts.userAgent });
+    this.insecure = new Set(opts.insecure ?? []);
+    this.credentialSource = opts.credentials ?? dockerConfigCredentials();
+    this.retries = opts.retries ?? 4;
+    this.retryDelayMs = opts.retryDelayMs ?? 500;
+    this.now = opts.now ?? Date.now;
+  }
+  /** Closes pooled connections (a CLI exits faster). */
+  close() {
+    this.transport.close();
+  }
+  baseUrl(registry) {
+    const host = registryApiHost(registry);
+    const plain2 = LOOPBACK.test(host) || this.insecure.has(host) || this.insecure.has(registry);
+    return new URL(`${plain2 ? "http" : "https"}://${host}/`);
+  }
+  state(registry) {
+    let s = this.hosts.get(registry);
+    if (s === void 0) {
+      s = { challenge: void 0, tokens: /* @__PURE__ */ new Map(), credentials: void 0 };
+      this.hosts.set(registry, s);
+    }
+    return s;
+  }
+  async credentials(registry) {
+    const s = this.state(registry);
+    if (s.credentials === void 0) s.credentials = await this.credentialSource(registry) ?? null;
+    return s.credentials ?? void 0;
+  }
+  /**
+   * Runs `fn` again on temporary failures, waiting 1×, 2×, 4×… the base delay (or the server's
+   * Retry-After when it is longer). Used for whole operations such as one blob transfer.
+   */
+  async retry(what, signal, fn) {
+    for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted) throw new CancelledError(`${what}: cancelled`);
+      try {
+        return await fn(attempt);
+      } catch (e) {
+        if (signal?.aborted) throw new CancelledError(`${what}: cancelled`, { cause: e });
+        if (!(e instanceof RegistryError) || !e.temporary || attempt >= this.retries) throw e;
+        const wait = Math.min(this.retryDelayMs * 2 ** attempt, 3e4) * (0.75 + Math.random() * 0.5);
+        await sleep2(Math.max(wait, retryAfterMs(e)), void 0, signal ? { signal } : void 0).catch(() => void 0);
+      }
+    }
+  }
+  /**
+   * Sends one request with authentication. 5xx/429/connection failures of idempotent requests
+   * are retried here; other statuses are returned for the caller to judge.
+   */
+  async request(registry, req) {
+    const once = async () => {
+      const res = await this.authorizedSend(registry, req);
+      if (res.status >= 500 || res.status === 429) {
+        const err = await responseError(res, req.what);
+        err.retryAfter = res.header("retry-after");
+        throw err;
+      }
+      return res;
+    };
+    if (req.idempotent === false) return once();
+    return this.retry(req.what, req.signal, once);
+  }
+  resolve(registry, path7) {
+    return /^https?:\/\//i.test(path7) ? new URL(path7) : new URL(path7, this.baseUrl(registry));
+  }
+  async authorizedSend(registry, req) {
+    const scopes = req.scopes ?? [];
+    let auth = await this.authorization(registry, scopes, req.signal);
+    let res = await this.sendFollowing(registry, req, auth);
+    if (res.status !== 401) return res;
+    const s = this.state(registry);
+    const fresh = parseChallenges(res.headerAll("www-authenticate"))[0];
+    const hadAuth = auth !== void 0;
+    if (fresh !== void 0) s.challenge = fresh;
+    s.tokens.delete(scopeKey(scopes));
+    if (!hadAuth && fresh === void 0) return res;
+    res.discard();
+    if (hadAuth && s.challenge?.scheme === "basic") throw await this.unauthorized(registry, req.what, 401);
+    auth = await this.authorization(registry, scopes, req.signal);
+    if (auth === void 0) throw await this.unauthorized(registry, req.what, void 0);
+    res = await this.sendFollowing(registry, req, auth);
+    if (res.status === 401) {
+      res.discard();
+      throw await this.unauthorized(registry, req.what, 401);
+    }
+    return res;
+  }
+  async unauthorized(registry, what, status) {
+    const creds = await this.credentials(registry);
+    if (creds === void 0) {
+      return new RegistryError(`${what}: ${registry} requires authentication and no credentials are configured for it`, {
+        status: 401,
+        ociCode: "UNAUTHORIZED",
+        hint: `run \`tsbuild login ${registry}\``
+      });
+    }
+    return new RegistryError(`${what}: ${registry} refused the credentials${status ? ` (${status} Unauthorized)` : ""}`, {
+      status: 401,
+      ociCode: "UNAUTHORIZED",
+      hint: `check the user name and password for ${registry} (\`tsbuild login ${registry}\`)`
+    });
+  }
+  async sendFollowing(registry, req, auth) {
+    let url = this.resolve(registry, req.path);
+    const origin = this.baseUrl(registry).origin;
+    for (let hop = 0; ; hop++) {
+      const headers = { ...req.headers };
+      if (auth !== void 0 && url.origin === origin) headers["authorization"] = auth;
+      let res;
+      try {
+        res = await this.transport.send({ method: req.method, url, headers, body: req.body, signal: req.signal });
+      } catch (e) {
+        if (req.signal?.aborted) throw new CancelledError(`${req.what}: cancelled`, { cause: e });
+        throw connectionError(e, req.what, url);
+      }
+      const location = res.header("location");
+      const redirect = [301, 302, 303, 307, 308].includes(res.status) && location !== void 0;
+      if (!redirect || req.method !== "GET" && req.method !== "HEAD") return res;
+      res.discard();
+      if (hop >= REDIRECTS) throw new RegistryError(`${req.what}: too many redirects from ${url.host}`);
+      url = new URL(location, url);
+    }
+  }
+  /** Finds out once per registry which authentication it wants (`GET /v2/`). */
+  async challenge(registry, signal) {
+    const s = this.state(registry);
+    if (s.challenge !== void 0) return s.challenge;
+    const what = `contact registry ${registry}`;
+    const res = await this.retry(what, signal, async () => {
+      const r = await this.sendFollowing(registry, { method: "GET", path: "/v2/", what, signal }, void 0);
+      if (r.status >= 500 || r.status === 429) throw await responseError(r, what);
+      return r;
+    });
+    res.discard();
+    if (res.status === 401) {
+      const all = parseChallenges(res.headerAll("www-authenticate"));
+      s.challenge = all.find((c) => c.scheme === "bearer") ?? all.find((c) => c.scheme === "basic") ?? all[0] ?? null;
+      if (s.challenge === null) throw new RegistryError(`${what}: 401 without a WWW-Authenticate challenge`, { status: 401 });
+    } else if (res.status >= 200 && res.status < 300) {
+      s.challenge = null;
+    } else if (res.status === 404) {
+      throw new RegistryError(`${what}: ${registry} does not serve the registry API (GET /v2/ answered 404)`, { status: 404 });
+    } else {
+      s.challenge = null;
+    }
+    return s.challenge;
+  }
+  async authorization(registry, scopes, signal) {
+    const ch = await this.challenge(registry, signal);
+    if (ch === null) return void 0;
+    if (ch.scheme === "basic") {
+      const c = await this.credentials(registry);
+      if (c === void 0) return void 0;
+      if (!("password" in c)) throw new UsageError(`${registry} uses Basic authentication, which cannot use an identity token`);
+      return `Basic ${Buffer.from(`${c.username}:${c.password}`).toString("base64")}`;
+    }
+    if (ch.scheme === "bearer") return `Bearer ${await this.token(registry, ch, scopes, signal)}`;
+    throw new RegistryError(`${registry} asks for unsupported authentication scheme "${ch.scheme}"`, { status: 401 });
+  }
+  async token(registry, ch, scopes, signal) {
+    const s = this.state(registry);
+    const key = scopeKey(scopes);
+    const cached = s.tokens.get(key);
+    if (cached !== void 0) {
+      const t = await cached.catch(() => void 0);
+      if (t !== void 0 && t.expiresAt > this.now()) return t.token;
+      if (s.tokens.get(key) !== cached) return this.token(registry, ch, scopes, signal);
+    }
+    const pending = this.fetchToken(registry, ch, scopes, signal);
+    s.tokens.set(key, pending);
+    try {
+      return (await pending).token;
+    } catch (e) {
+      if (s.tokens.get(key) === pending) s.tokens.delete(key);
+      throw e;
+    }
+  }
+  async fetchToken(registry, ch, scopes, signal) {
+    const realm = ch.params["realm"];
+    const what = `get a token for ${registry}`;
+    if (!realm) throw new RegistryError(`${what}: the Bearer challenge names no realm`);
+    let url;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new RegistryError(`${what}: the realm ${JSON.stringify(realm.slice(0, 200))} is not a URL`);
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") throw new RegistryError(`${what}: the realm must be an http(s) URL`);
+    const creds = await this.credentials(registry);
+    const service = ch.params["service"];
+    const started = this.now();
+    const res = await this.retry(what, signal, async () => {
+      let r;
+      try {
+        if (creds !== void 0 && "identityToken" in creds) {
+          const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: creds.identityToken, client_id: "tsbuild" });
+          if (service) form.set("service", service);
+          if (scopes.length > 0) form.set("scope", scopes.join(" "));
+          const body = Buffer.from(form.toString());
+          r = await this.transport.send({ method: "POST", url, headers: { "content-type": "application/x-www-form-urlencoded" }, body: () => body, signal });
+        } else {
+          const u = new URL(url);
+          if (service) u.searchParams.set("service", service);
+          for (const sc of scopes) u.searchParams.append("scope", sc);
+          const headers = {};
+          if (creds !== void 0) {
+            u.searchParams.set("account", creds.username);
+            headers["authorization"] = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}`;
+          }
+          r = await this.transport.send({ method: "GET", url: u, headers, signal });
+        }
+      } catch (e) {
+        throw connectionError(e, what, url);
+      }
+      if (r.status >= 500 || r.status === 429) throw await responseError(r, what);
+      return r;
+    });
+    if (res.status === 401 || res.status === 403) {
+      res.discard();
+      throw new RegistryError(`${what}: the token server ${url.host} refused ${creds ? "the credentials" : "anonymous access"} (${res.status})`, {
+        status: res.status,
+        ociCode: "UNAUTHORIZED",
+        hint: creds ? `check the credentials for ${registry}` : `run \`tsbuild login ${registry}\``
+      });
+    }
+    if (res.status !== 200) throw await responseError(res, what);
+    let parsed;
+    try {
+      parsed = JSON.parse((await res.bytes(TOKEN_LIMIT)).toString("utf8"));
+    } catch (e) {
+      if (e instanceof TsbuildError) throw e;
+      throw new RegistryError(`${what}: the token server answered something that is not JSON`);
+    }
+    const token = typeof parsed.token === "string" && parsed.token ? parsed.token : typeof parsed.access_token === "string" ? parsed.access_token : "";
+    if (!token) throw new RegistryError(`${what}: the token server's answer has no token`);
+    const lifetime = typeof parsed.expires_in === "number" && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+    const margin = Math.min(10, lifetime / 10);
+    return { token, expiresAt: started + (lifetime - margin) * 1e3 };
+  }
+  /**
+   * Checks credentials against a registry without storing them: the registry (or its token
+   * server) must accept them. Used by `login`.
+   */
+  async verifyCredentials(registry, signal) {
+    const ch = await this.challenge(registry, signal);
+    if (ch === null) return;
+    const what = `log in to ${registry}`;
+    if (ch.scheme === "bearer") {
+      this.state(registry).tokens.clear();
+      await this.token(registry, ch, [], signal);
+      return;
+    }
+    const res = await this.request(registry, { method: "GET", path: "/v2/", what, signal });
+    res.discard();
+    if (res.status === 401) throw await this.unauthorized(registry, what, 401);
+    if (res.status < 200 || res.status >= 300) throw await responseError(res, what);
+  }
+};
+function scopeKey(scopes) {
+  return [...scopes].sort().join(" ");
+}
+function retryAfterMs(e) {
+  const v = e.retryAfter;
+  if (v === void 0) return 0;
+  const secs = Number(v);
+  if (Number.isFinite(secs)) return Math.min(secs * 1e3, 3e4);
+  const at = Date.parse(v);
+  return Number.isFinite(at) ? Math.min(Math.max(at - Date.now(), 0), 3e4) : 0;
+}
+function pullScope(repository) {
+  return `repository:${repository}:pull`;
+}
+function pushScope(repository) {
+  return `repository:${repository}:pull,push`;
+}
+
+// packages/registry/src/login.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/registry/src/pull.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash10 } from "node:crypto";
+import { pipeline as pipeline7 } from "node:stream/promises";
+
+// packages/registry/src/verify.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash9 } from "node:crypto";
+import { Transform as Transform4 } from "node:stream";
+var DigestVerifier = class extends Transform4 {
+  constructor(expected, what) {
+    super();
+    this.expected = expected;
+    this.what = what;
+  }
+  expected;
+  what;
+  hash = createHash9("sha256");
+  seen = 0;
+  get bytesSeen() {
+    return this.seen;
+  }
+  _transform(chunk, _enc, cb) {
+    this.seen += chunk.length;
+    if (this.seen > this.expected.size) {
+      cb(new RegistryError(`${this.what}: blob ${this.expected.digest} is larger than its descriptor's ${this.expected.size} bytes`));
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  _flush(cb) {
+    if (this.seen !== this.expected.size) {
+      cb(new RegistryError(`${this.what}: blob ${this.expected.digest} ended after ${this.seen} of ${this.expected.size} bytes`, { temporary: true }));
+      return;
+    }
+    const got = `sha256:${this.hash.digest("hex")}`;
+    if (got !== this.expected.digest) {
+      cb(new RegistryError(`${this.what}: the registry served content for ${this.expected.digest} that hashes to ${got}; refusing it`));
+      return;
+    }
+    cb();
+  }
+};
+function verifyBytes(bytes, expected, what) {
+  if (bytes.byteLength !== expected.size) {
+    throw new RegistryError(`${what}: ${expected.digest} is ${bytes.byteLength} bytes, its descriptor says ${expected.size}`);
+  }
+  const got = `sha256:${createHash9("sha256").update(bytes).digest("hex")}`;
+  if (got !== expected.digest) throw new RegistryError(`${what}: the registry served content for ${expected.digest} that hashes to ${got}; refusing it`);
+}
+function checkDescriptor(d, where, what) {
+  const o = d;
+  if (o === null || typeof o !== "object") throw new RegistryError(`${what}: ${where} is not a descriptor`);
+  if (typeof o.mediaType !== "string") throw new RegistryError(`${what}: ${where} has no mediaType`);
+  if (!isDigest(o.digest)) throw new RegistryError(`${what}: ${where} has an invalid or non-sha256 digest`);
+  if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) throw new RegistryError(`${what}: ${where} has an invalid size`);
+  return o;
+}
+function parseManifestJson(bytes, contentType, what) {
+  let json;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString("utf8"));
+  } catch {
+    throw new RegistryError(`${what}: the manifest is not valid JSON`);
+  }
+  if (json === null || typeof json !== "object" || Array.isArray(json)) throw new RegistryError(`${what}: the manifest is not a JSON object`);
+  const o = json;
+  if (o["schemaVersion"] === 1) throw new RegistryError(`${what}: Docker schema 1 manifests are not supported`, { hint: "push the image again with a current client" });
+  if (o["schemaVersion"] !== 2) throw new RegistryError(`${what}: unsupported manifest schemaVersion ${JSON.stringify(o["schemaVersion"])}`);
+  const ct = contentType?.split(";")[0]?.trim();
+  const mediaType = typeof o["mediaType"] === "string" ? o["mediaType"] : ct ?? "";
+  if (Array.isArray(o["manifests"])) {
+    o["manifests"].forEach((d, i) => checkDescriptor(d, `manifests[${i}]`, what));
+    return { mediaType: mediaType || "application/vnd.oci.image.index.v1+json", manifest: o, isIndex: true };
+  }
+  checkDescriptor(o["config"], "config", what);
+  if (!Array.isArray(o["layers"])) throw new RegistryError(`${what}: the manifest has no layers array`);
+  o["layers"].forEach((d, i) => checkDescriptor(d, `layers[${i}]`, what));
+  return { mediaType: mediaType || "application/vnd.oci.image.manifest.v1+json", manifest: o, isIndex: false };
+}
+
+// packages/registry/src/pull.ts
+var MANIFEST_LIMIT = 4 * 1024 * 1024;
+var CONFIG_LIMIT = 16 * 1024 * 1024;
+var ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(", ");
+function parsePlatform2(p) {
+  if (typeof p !== "string") return p;
+  const [os2, architecture, variant, ...rest] = p.split("/");
+  if (!os2 || !architecture || rest.length > 0) throw new UsageError(`invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
+  return variant ? { os: os2, architecture, variant } : { os: os2, architecture };
+}
+function formatPlatform2(p) {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
+}
+function platformMatches(have, want) {
+  if (have === void 0 || have.os !== want.os || have.architecture !== want.architecture) return false;
+  if (want.variant === void 0) return true;
+  return (have.variant ?? (have.architecture === "arm64" ? "v8" : void 0)) === want.variant;
+}
+async function getManifest(client, ref, opts = {}) {
+  const what = `get manifest ${ref.toString()}`;
+  return client.retry(what, opts.signal, async () => {
+    const res = await client.request(ref.registry, {
+      method: "GET",
+      path: `/v2/${ref.repository}/manifests/${ref.identifier}`,
+      headers: { accept: ACCEPT },
+      scopes: [pullScope(ref.repository)],
+      what,
+      signal: opts.signal
+    });
+    if (res.status === 404) {
+      const err = await responseError(res, what, ref.toString());
+      throw new RegistryError(`${ref.toString()}: manifest not found (the image or tag does not exist)`, { status: 404, ociCode: err.ociCode ?? "MANIFEST_UNKNOWN", reference: ref.toString() });
+    }
+    if (res.status !== 200) throw await responseError(res, what, ref.toString());
+    const bytes = await res.bytes(MANIFEST_LIMIT);
+    const digest = `sha256:${createHash10("sha256").update(bytes).digest("hex")}`;
+    if (ref.digest !== void 0 && digest !== ref.digest) {
+      throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
+    }
+    const claimed = res.header("docker-content-digest");
+    if (claimed !== void 0 && claimed.startsWith("sha256:") && claimed !== digest) {
+      throw new RegistryError(`${what}: the registry says the manifest is ${claimed} but it hashes to ${digest}; refusing it`, { reference: ref.toString() });
+    }
+    const parsed = parseManifestJson(bytes, res.header("content-type"), what);
+    return { descriptor: { mediaType: parsed.mediaType, digest, size: bytes.length }, bytes, manifest: parsed.manifest, isIndex: parsed.isIndex };
+  });
+}
+async function resolveImage(client, ref, opts = {}) {
+  const top = await getManifest(client, ref, opts);
+  if (!top.isIndex) return { manifestDescriptor: top.descriptor, manifestBytes: top.bytes, manifest: top.manifest, index: void 0 };
+  const want = parsePlatform2(opts.platform ?? "linux/amd64");
+  const entries = top.manifest.manifests;
+  const pick = entries.find((d) => platformMatches(d.platform, want));
+  if (pick === void 0) {
+    const have = entries.map((d) => d.platform).filter((p) => p !== void 0 && p.os !== "unknown").map(formatPlatform2);
+    throw new RegistryError(`${ref.toString()} has no image for ${formatPlatform2(want)}; it has: ${have.length ? have.join(", ") : "no platform-tagged images"}`, {
+      reference: ref.toString(),
+      hint: "choose one of those with --platform"
+    });
+  }
+  const child = await getManifest(client, withDigest(ref, pick.digest), opts);
+  if (child.isIndex) throw new RegistryError(`${ref.toString()}: nested indexes are not supported (${pick.digest})`, { reference: ref.toString() });
+  if (child.bytes.length !== pick.size) throw new RegistryError(`${ref.toString()}: manifest ${pick.digest} is ${child.bytes.length} bytes, the index says ${pick.size}`);
+  return { manifestDescriptor: { ...child.descriptor, mediaType: pick.mediaType, platform: want }, manifestBytes: child.bytes, manifest: child.manifest, index: top };
+}
+async function fetchBlobBytes(client, ref, desc, opts = {}) {
+  const what = `get blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
+  if (desc.size > CONFIG_LIMIT) throw new RegistryError(`${what}: ${desc.size} bytes is too large to read into memory`);
+  return client.retry(what, opts.signal, async () => {
+    const res = await client.request(ref.registry, { method: "GET", path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
+    if (res.status !== 200) throw await responseError(res, what, ref.toString());
+    const bytes = await res.bytes(desc.size);
+    verifyBytes(bytes, desc, what);
+    return bytes;
+  });
+}
+async function pullBlob(client, ref, desc, sink, opts = {}) {
+  const what = `pull blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
+  await client.retry(what, opts.signal, async () => {
+    const res = await client.request(ref.registry, { method: "GET", path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
+    if (res.status !== 200) throw await responseError(res, what, ref.toString());
+    const writer = await sink.write(desc);
+    try {
+      await pipeline7(res.body, new DigestVerifier(desc, what), writer.stream, opts.signal ? { signal: opts.signal } : {});
+    } catch (e) {
+      await writer.abort();
+      if (e instanceof RegistryError) throw e;
+      throw new RegistryError(`${what}: download interrupted: ${e.message}`, { cause: e, temporary: !opts.signal?.aborted });
+    }
+    await writer.commit();
+  });
+}
+async function eachLimit(items, limit, fn) {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+async function writeBytes(sink, desc, bytes) {
+  if (await sink.has(desc.digest)) return;
+  const w = await sink.write(desc);
+  try {
+    await pipeline7(async function* () {
+      yield bytes;
+    }, w.stream);
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await w.commit();
+}
+async function pullImage(client, ref, sink, opts = {}) {
+  const img = await resolveImage(client, ref, opts);
+  const configDesc = img.manifest.config;
+  const configBytes = await fetchBlobBytes(client, ref, configDesc, opts);
+  let config;
+  try {
+    config = JSON.parse(configBytes.toString("utf8"));
+  } catch {
+    throw new RegistryError(`${ref.toString()}: config ${configDesc.digest} is not valid JSON`);
+  }
+  const seen = /* @__PURE__ */ new Set([configDesc.digest]);
+  const layers = img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+  for (const d of layers) {
+    if (d.urls !== void 0 && d.urls.length > 0) throw new RegistryError(`${ref.toString()}: layer ${d.digest} is a foreign layer (hosted elsewhere), which is not supported`);
+  }
+  await eachLimit(layers, opts.concurrency ?? 4, async (d) => {
+    if (await sink.has(d.digest)) {
+      opts.onBlob?.({ descriptor: d, status: "exists" });
+      return;
+    }
+    await pullBlob(client, ref, d, sink, opts);
+    opts.onBlob?.({ descriptor: d, status: "done" });
+  });
+  await writeBytes(sink, configDesc, configBytes);
+  await writeBytes(sink, img.manifestDescriptor, img.manifestBytes);
+  return { manifestDescriptor: img.manifestDescriptor, manifest: img.manifest, manifestBytes: img.manifestBytes, config };
+}
+
+// packages/registry/src/push.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash11 } from "node:crypto";
+import { setTimeout as sleep3 } from "node:timers/promises";
+var OCTET = "application/octet-stream";
+var ChunkReader = class {
+  constructor(stream) {
+    this.stream = stream;
+    this.it = stream[Symbol.asyncIterator]();
+  }
+  stream;
+  it;
+  pending = Buffer.alloc(0);
+  done = false;
+  async read(n) {
+    const parts = [];
+    let have = 0;
+    while (have < n) {
+      if (this.pending.length === 0) {
+        if (this.done) break;
+        const r = await this.it.next();
+        if (r.done) {
+          this.done = true;
+          break;
+        }
+        this.pending = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+      }
+      const take = this.pending.subarray(0, n - have);
+      this.pending = this.pending.subarray(take.length);
+      parts.push(take);
+      have += take.length;
+    }
+    return Buffer.concat(parts);
+  }
+  close() {
+    this.stream.destroy();
+  }
+};
+var BlobPusher = class {
+  constructor(client, ref, source, opts) {
+    this.client = client;
+    this.ref = ref;
+    this.source = source;
+    this.opts = opts;
+  }
+  client;
+  ref;
+  source;
+  opts;
+  get repo() {
+    return this.ref.repository;
+  }
+  async call(method, path7, what, extra = {}) {
+    return this.client.request(this.ref.registry, {
+      method,
+      path: path7,
+      what,
+      signal: this.opts.signal,
+      scopes: extra.scopes ?? [pushScope(this.repo)],
+      ...extra.headers ? { headers: extra.headers } : {},
+      ...extra.body ? { body: extra.body } : {},
+      ...extra.idempotent === void 0 ? {} : { idempotent: extra.idempotent }
+    });
+  }
+  async exists(desc) {
+    const what = `check blob ${desc.digest} in ${this.ref.registry}/${this.repo}`;
+    const res = await this.call("HEAD", `/v2/${this.repo}/blobs/${desc.digest}`, what);
+    res.discard();
+    if (res.status === 200) return true;
+    if (res.status === 404) return false;
+    throw await responseError(res, what, this.ref.toString());
+  }
+  /** Starts an upload session, or mounts the blob from `from`; returns the upload URL or 'mounted'. */
+  async start(desc, from) {
+    const what = `start upload of ${desc.digest} to ${this.ref.registry}/${this.repo}`;
+    let path7 = `/v2/${this.repo}/blobs/uploads/`;
+    const scopes = [pushScope(this.repo)];
+    const mounting = from !== void 0 && from !== this.repo;
+    if (mounting) {
+      path7 += `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`;
+      scopes.push(pullScope(from));
+    }
+    const res = await this.call("POST", path7, what, { scopes });
+    res.discard();
+    if (res.status === 201 && mounting) return "mounted";
+    if (res.status !== 202) throw await responseError(res, what, this.ref.toString());
+    const location = res.header("location");
+    if (!location) throw new RegistryError(`${what}: the registry gave no upload location`);
+    const min = Number(res.header("oci-chunk-min-length") ?? 0);
+    return { location: this.absolute(location, res.url), minChunk: Number.isSafeInteger(min) && min > 0 ? min : 0 };
+  }
+  absolute(location, base) {
+    return new URL(location, base).toString();
+  }
+  withDigest(location, digest) {
+    const u = new URL(location);
+    u.searchParams.set("digest", digest);
+    return u.toString();
+  }
+  async push(desc) {
+    if (await this.exists(desc)) return "exists";
+    const from = typeof this.opts.mountFrom === "function" ? this.opts.mountFrom(desc) : this.opts.mountFrom;
+    const monolithicMax = this.opts.monolithicMax ?? 16 * 1024 * 1024;
+    const what = `push blob ${desc.digest} to ${this.ref.registry}/${this.repo}`;
+    let mountTried = false;
+    return this.client.retry(what, this.opts.signal, async () => {
+      const session = await this.start(desc, mountTried ? void 0 : from);
+      mountTried = true;
+      if (session === "mounted") return "mounted";
+      if (desc.size <= monolithicMax) await this.monolithic(desc, session.location, what);
+      else await this.chunked(desc, session, what);
+      return "uploaded";
+    });
+  }
+  async monolithic(desc, location, what) {
+    const res = await this.call("PUT", this.withDigest(location, desc.digest), what, {
+      headers: { "content-type": OCTET, "content-length": String(desc.size) },
+      body: () => this.source.openBlob(desc),
+      idempotent: false
+    });
+    await this.finish(res, desc, what);
+  }
+  async finish(res, desc, what) {
+    if (res.status === 201 || res.status === 204) {
+      res.discard();
+      const got = res.header("docker-content-digest");
+      if (got !== void 0 && got !== desc.digest) throw new RegistryError(`${what}: the registry stored it as ${got}`);
+      return;
+    }
+    const err = await responseError(res, what, this.ref.toString());
+    if (err.ociCode === "DIGEST_INVALID" || err.ociCode === "SIZE_INVALID") {
+      throw new RegistryError(`${what}: the registry refused the content: it does not match ${desc.digest} (${desc.size} bytes)`, { status: err.status, ociCode: err.ociCode, reference: this.ref.toString() });
+    }
+    throw err;
+  }
+  /** Where the registry says an upload stands: the next offset it expects, or undefined when the session is gone. */
+  async uploadedUpTo(location, what) {
+    const res = await this.call("GET", location, `${what} (upload status)`);
+    res.discard();
+    if (res.status === 404) return void 0;
+    if (res.status !== 204 && res.status !== 200) throw await responseError(res, what, this.ref.toString());
+    const next = res.header("location");
+    return { offset: rangeEnd(res.header("range")), location: next ? this.absolute(next, res.url) : location };
+  }
+  async chunked(desc, session, what) {
+    const chunkSize = Math.max(this.opts.chunkSize ?? 8 * 1024 * 1024, session.minChunk);
+    let location = session.location;
+    let reader = new ChunkReader(await this.source.openBlob(desc));
+    let readerAt = 0;
+    let offset = 0;
+    let chunk = Buffer.alloc(0);
+    let chunkStart = 0;
+    const hash = createHash11("sha256");
+    let hashed = 0;
+    let failures = 0;
+    try {
+      while (offset < desc.size) {
+        if (offset < chunkStart || offset >= chunkStart + chunk.length) {
+          if (offset !== readerAt) {
+            reader.close();
+            reader = new ChunkReader(await this.source.openBlob(desc));
+            readerAt = 0;
+            while (readerAt < offset) {
+              const skipped = await reader.read(Math.min(chunkSize, offset - readerAt));
+              if (skipped.length === 0) throw new RegistryError(`${what}: the local blob ended after ${readerAt} of ${desc.size} bytes`);
+              readerAt += skipped.length;
+            }
+          }
+          chunkStart = offset;
+          chunk = await reader.read(Math.min(chunkSize, desc.size - offset));
+          readerAt += chunk.length;
+          if (chunk.length === 0) throw new RegistryError(`${what}: the local blob ended after ${offset} of ${desc.size} bytes`);
+          if (chunkStart <= hashed && chunkStart + chunk.length > hashed) {
+            hash.update(chunk.subarray(hashed - chunkStart));
+            hashed = chunkStart + chunk.length;
+          }
+        }
+        const body = chunk.subarray(offset - chunkStart);
+        try {
+          const res2 = await this.call("PATCH", location, what, {
+            headers: { "content-type": OCTET, "content-range": `${offset}-${offset + body.length - 1}` },
+            body: () => body,
+            idempotent: false
+          });
+          if (res2.status !== 202) throw await responseError(res2, what, this.ref.toString());
+          res2.discard();
+          const next = res2.header("location");
+          if (next) location = this.absolute(next, res2.url);
+          const range = res2.header("range");
+          offset = range === void 0 ? offset + body.length : rangeEnd(range);
+          failures = 0;
+          continue;
+        } catch (e) {
+          if (!(e instanceof RegistryError) || !e.temporary && e.status !== 416 || failures >= this.client.retries) throw e;
+          await backoff(this.client.retryDelayMs, failures++, this.opts.signal);
+          const status = await this.uploadedUpTo(location, what);
+          if (status === void 0) throw e;
+          if (status.offset > chunkStart + chunk.length) throw new RegistryError(`${what}: the registry claims ${status.offset} bytes, more than were sent`);
+          location = status.location;
+          offset = status.offset;
+        }
+      }
+    } finally {
+      reader.close();
+    }
+    if (hashed === desc.size && `sha256:${hash.digest("hex")}` !== desc.digest) {
+      throw new RegistryError(`${what}: the local content does not match ${desc.digest}; not committing the upload`);
+    }
+    const res = await this.call("PUT", this.withDigest(location, desc.digest), what, { idempotent: false });
+    await this.finish(res, desc, what);
+  }
+};
+async function backoff(base, attempt, signal) {
+  await sleep3(Math.min(base * 2 ** attempt, 3e4), void 0, signal ? { signal } : void 0);
+}
+function rangeEnd(range) {
+  const m = /^(?:bytes=)?0-(\d+)$/.exec(range?.trim() ?? "");
+  if (m === null) return 0;
+  const end = Number(m[1]);
+  return end === 0 ? 0 : end + 1;
+}
+async function eachLimit2(items, limit, fn) {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+async function pushManifest(client, ref, bytes, mediaType, opts = {}) {
+  const digest = `sha256:${createHash11("sha256").update(bytes).digest("hex")}`;
+  if (ref.tag === void 0 && ref.digest !== void 0 && ref.digest !== digest) {
+    throw new UsageError(`cannot push to ${ref.toString()}: the manifest's digest is ${digest}`);
+  }
+  const what = `push manifest to ${ref.toString()}`;
+  const res = await client.request(ref.registry, {
+    method: "PUT",
+    path: `/v2/${ref.repository}/manifests/${ref.tag ?? digest}`,
+    headers: { "content-type": mediaType },
+    body: () => bytes,
+    scopes: [pushScope(ref.repository)],
+    what,
+    signal: opts.signal
+  });
+  if (res.status !== 201 && res.status !== 200 && res.status !== 202) throw await responseError(res, what, ref.toString());
+  res.discard();
+  const got = res.header("docker-content-digest");
+  if (got !== void 0 && got.startsWith("sha256:") && got !== digest) throw new RegistryError(`${what}: the registry stored the manifest as ${got}, expected ${digest}`);
+  return digest;
+}
+async function pushImage(client, ref, source, opts = {}) {
+  const { bytes, mediaType } = await source.manifest();
+  const parsed = parseManifestJson(bytes, mediaType, `push ${ref.toString()}`);
+  if (parsed.isIndex) throw new UsageError(`cannot push ${ref.toString()}: pushing an image index is not supported, push each platform's manifest`);
+  const manifest = parsed.manifest;
+  const seen = /* @__PURE__ */ new Set();
+  const blobs = [manifest.config, ...manifest.layers].filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+  const pusher = new BlobPusher(client, ref, source, opts);
+  await eachLimit2(blobs, opts.concurrency ?? 3, async (d) => {
+    const status = await pusher.push(d);
+    opts.onBlob?.({ descriptor: d, status });
+  });
+  const digest = await pushManifest(client, ref, bytes, mediaType, opts);
+  return { digest, descriptor: { mediaType, digest, size: bytes.byteLength } };
+}
+
+// packages/registry/src/convert.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var TO_DOCKER = {
+  [MediaType.OciManifest]: MediaType.DockerManifest,
+  [MediaType.OciConfig]: MediaType.DockerConfig,
+  [MediaType.OciLayer]: MediaType.DockerLayer,
+  [MediaType.OciLayerGzip]: MediaType.DockerLayerGzip
+};
+var TO_OCI = Object.fromEntries(Object.entries(TO_DOCKER).map(([oci, docker]) => [docker, oci]));
+TO_OCI[MediaType.DockerForeignLayerGzip] = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+function mapType(type, table, format, what) {
+  const mapped = table[type];
+  if (mapped !== void 0) return mapped;
+  if (Object.values(table).includes(type)) return type;
+  if (format === "docker" && type === MediaType.OciLayerZstd) {
+    throw new UsageError(`${what}: zstd layers have no Docker media type`, { hint: "push with --format oci, or compress with gzip" });
+  }
+  throw new UsageError(`${what}: media type ${type} has no ${format} equivalent`);
+}
+function convertDescriptor(d, table, format, what) {
+  const out = { mediaType: mapType(d.mediaType, table, format, what), digest: d.digest, size: d.size };
+  if (d.urls !== void 0) out.urls = d.urls;
+  if (format === "oci" && d.annotations !== void 0) out.annotations = d.annotations;
+  return out;
+}
+function convertManifest(manifest, format) {
+  const table = format === "docker" ? TO_DOCKER : TO_OCI;
+  const what = `convert manifest to ${format}`;
+  const out = {
+    schemaVersion: 2,
+    mediaType: format === "docker" ? MediaType.DockerManifest : MediaType.OciManifest,
+    config: convertDescriptor(manifest.config, table, format, what),
+    layers: manifest.layers.map((l) => convertDescriptor(l, table, format, what))
+  };
+  if (format === "oci" && manifest.annotations !== void 0) out.annotations = manifest.annotations;
+  return out;
+}
+
+// packages/registry/src/adapters.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/builder/src/distribution.ts
 var ORIGINS = "blob-origins";
 function sinkFor(store) {
   return {
@@ -10287,25 +9876,33 @@ function sinkFor(store) {
 async function pullToStore(store, refText, opts = {}) {
   const ref = parseReference(refText);
   const client = new RegistryClient(opts);
-  const signal = opts.signal;
+  try {
+    return await pullWith(client, store, ref, refText, opts.signal);
+  } finally {
+    client.close();
+  }
+}
+async function pullWith(client, store, ref, refText, signal) {
   const r = await pullImage(client, ref, sinkFor(store), signal ? { signal } : {});
   if (ref.digest !== void 0 && ref.digest !== r.manifestDescriptor.digest) {
-    const { getManifest: getManifest2 } = await Promise.resolve().then(() => (init_src3(), src_exports));
-    const idx = await getManifest2(client, ref, signal ? { signal } : {});
+    const idx = await getManifest(client, ref, signal ? { signal } : {});
     if (idx.isIndex) await store.writeBlob(idx.bytes, { digest: idx.descriptor.digest, size: idx.descriptor.size });
   }
-  const origins = store.meta(ORIGINS);
-  for (const l of r.manifest.layers) {
-    await origins.update(l.digest, (old) => {
-      const list = Array.isArray(old) ? old : [];
-      const repo = `${ref.registry}/${ref.repository}`;
-      return list.includes(repo) ? list : [...list, repo].slice(-8);
-    });
-  }
+  await recordOrigin(store, [r.manifest.config, ...r.manifest.layers], ref);
   let tag;
   const desc = { mediaType: r.manifestDescriptor.mediaType, digest: r.manifestDescriptor.digest, size: r.manifestDescriptor.size };
   if (ref.digest === void 0) tag = await store.tag(refText, desc);
   return { ref, manifest: desc, tag };
+}
+async function recordOrigin(store, blobs, ref) {
+  const origins = store.meta(ORIGINS);
+  const repo = `${ref.registry}/${ref.repository}`;
+  for (const b of blobs) {
+    await origins.update(b.digest, (old) => {
+      const list = Array.isArray(old) ? old : [];
+      return list.includes(repo) ? list : [...list, repo].slice(-8);
+    });
+  }
 }
 async function pushFromStore(store, localRef, destText, opts = {}) {
   const dest = parseReference(destText);
@@ -10329,55 +9926,50 @@ async function pushFromStore(store, localRef, destText, opts = {}) {
     layers.push({ ...cd, mediaType: algo === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip });
   }
   let out = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers };
-  let configBytes;
   if (opts.format === "docker") {
     if (algo === "zstd") throw new UsageError("--format docker cannot carry zstd layers: use --compression gzip");
-    const conv = convertManifest(out, "docker");
-    out = conv;
-    configBytes = await store.readBlob(configDesc.digest);
+    out = convertManifest(out, "docker");
   }
   const bytes = Buffer.from(JSON.stringify(out));
+  const blobs = [configDesc, ...layers];
   const origins = store.meta(ORIGINS);
-  const client = new RegistryClient(opts);
   const mounts = /* @__PURE__ */ new Map();
-  for (const l of layers) {
-    const list = await origins.get(l.digest);
+  for (const b of blobs) {
+    const list = await origins.get(b.digest);
     const same = list?.find((r) => r.startsWith(`${dest.registry}/`) && r !== `${dest.registry}/${dest.repository}`);
-    if (same) mounts.set(l.digest, same.slice(dest.registry.length + 1));
+    if (same) mounts.set(b.digest, same.slice(dest.registry.length + 1));
   }
-  void configBytes;
-  const res = await pushImage(
-    client,
-    dest,
-    {
-      manifest: async () => ({ bytes, mediaType: out.mediaType ?? MediaType.OciManifest }),
-      openBlob: async (d) => d.digest === configDesc.digest ? Readable7.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)
-    },
-    {
-      ...opts.signal ? { signal: opts.signal } : {},
-      mountFrom: (d) => mounts.get(d.digest),
-      ...opts.onBlob ? { onBlob: opts.onBlob } : {}
-    }
-  );
-  for (const l of layers) {
-    await origins.update(l.digest, (old) => {
-      const list = Array.isArray(old) ? old : [];
-      const repo = `${dest.registry}/${dest.repository}`;
-      return list.includes(repo) ? list : [...list, repo].slice(-8);
-    });
+  const client = new RegistryClient(opts);
+  let digest;
+  try {
+    const res = await pushImage(
+      client,
+      dest,
+      {
+        manifest: async () => ({ bytes, mediaType: out.mediaType ?? MediaType.OciManifest }),
+        openBlob: async (d) => d.digest === configDesc.digest ? Readable6.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)
+      },
+      {
+        ...opts.signal ? { signal: opts.signal } : {},
+        mountFrom: (d) => mounts.get(d.digest),
+        ...opts.onBlob ? { onBlob: opts.onBlob } : {}
+      }
+    );
+    digest = res.digest;
+  } finally {
+    client.close();
   }
-  return res.digest;
+  await recordOrigin(store, blobs, dest);
+  return digest;
 }
 
 // packages/builder/src/export.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdtemp as mkdtemp2, readdir as readdir8, rename as rename5, rm as rm11, mkdir as mkdir9, stat as stat7 } from "node:fs/promises";
 import { dirname as dirname3, basename as basename4, join as join13, resolve as resolvePath6 } from "node:path";
-import { PassThrough as PassThrough4, Readable as Readable8, Writable as Writable4 } from "node:stream";
+import { PassThrough as PassThrough4, Readable as Readable7, Writable as Writable4 } from "node:stream";
 import { pipeline as pipeline8 } from "node:stream/promises";
-init_src2();
 var ANNOTATION_IMAGE_NAME = "io.containerd.image.name";
 var MAX_CONTROL = 4 * 1024 * 1024;
 var MAX_JSON_BLOB2 = 16 * 1024 * 1024;
@@ -10463,8 +10055,8 @@ async function writeTo(dest, gen, signal) {
   };
   try {
     const end = sink.out !== process.stdout;
-    if (end) await pipeline8(Readable8.from(counted()), sink.out, signal ? { signal } : {});
-    else await pipeline8(Readable8.from(counted()), sink.out, { end: false, ...signal ? { signal } : {} });
+    if (end) await pipeline8(Readable7.from(counted()), sink.out, signal ? { signal } : {});
+    else await pipeline8(Readable7.from(counted()), sink.out, { end: false, ...signal ? { signal } : {} });
     await sink.done();
   } catch (e) {
     await sink.fail().catch(() => {
@@ -10603,7 +10195,6 @@ async function writeFilesystemTar(store, img, dest, signal) {
 
 // packages/action/src/workflow.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-init_src();
 import { randomUUID } from "node:crypto";
 import { appendFileSync } from "node:fs";
 function inputName(name) {
