@@ -257,6 +257,9 @@ export class Store {
       throw new TsbuildError('BAD_TAG', `cannot tag ${ref}: ${desc.digest} has media type ${desc.mediaType}, not a manifest or index`);
     }
     const entry: Descriptor = { ...desc, annotations: { ...desc.annotations, [ANNOTATION_REF_NAME]: ref } };
+    // A rebuild that changed nothing re-tags the same manifest: leave index.json alone then.
+    const current = (await this.readIndex()).manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === ref);
+    if (current && current.digest === desc.digest && current.mediaType === desc.mediaType) return ref;
     // The presence check is made under the lock gc also holds, so gc cannot remove the manifest
     // between the check and the write.
     await withLock(
