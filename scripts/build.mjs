@@ -3,6 +3,28 @@
 import { build } from 'esbuild';
 import { chmodSync, readFileSync } from 'node:fs';
 
+/** Replaces imports of the native addons by stubs that `require` them the first time they are used. */
+function lazyNative() {
+  const exportsOf = {
+    '@napi-rs/blake-hash': { functions: ['blake3'], classes: ['Blake3Hasher'] },
+    'zstd-napi': { functions: [], classes: ['CompressStream', 'DecompressStream'] },
+  };
+  return {
+    name: 'tsbuild-lazy-native',
+    setup(b) {
+      b.onResolve({ filter: /^(@napi-rs\/blake-hash|zstd-napi)$/ }, (args) =>
+        args.namespace === 'tsbuild-lazy' ? { path: args.path, external: true } : { path: args.path, namespace: 'tsbuild-lazy' });
+      b.onLoad({ filter: /.*/, namespace: 'tsbuild-lazy' }, (args) => {
+        const { functions, classes } = exportsOf[args.path];
+        const lines = [`const name = ${JSON.stringify(args.path)}; let mod; const load = () => (mod ??= require(name));`];
+        for (const f of functions) lines.push(`export function ${f}(...a) { return load().${f}(...a); }`);
+        for (const c of classes) lines.push(`export const ${c} = function ${c}(...a) { return new (load().${c})(...a); };`);
+        return { contents: lines.join('\n'), loader: 'js' };
+      });
+    },
+  };
+}
+
 const version = JSON.parse(readFileSync(new URL('../packages/cli/package.json', import.meta.url), 'utf8')).version;
 const outfile = new URL('../packages/cli/dist/tsbuild.js', import.meta.url).pathname;
 
@@ -14,8 +36,9 @@ await build({
   target: 'node20',
   format: 'esm',
   sourcemap: 'linked',
-  external: ['@napi-rs/blake-hash', 'zstd-napi'],
   define: { TSBUILD_VERSION: JSON.stringify(version) },
+  // Native addons load on first use (a cached rebuild needs neither), from packages/cli/node_modules.
+  plugins: [lazyNative()],
   banner: {
     js: "#!/usr/bin/env node\nimport { createRequire as __tsbuildCreateRequire } from 'node:module';\nconst require = __tsbuildCreateRequire(import.meta.url);",
   },
