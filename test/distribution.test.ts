@@ -216,22 +216,22 @@ test('--format docker pushes Docker schema2 media types', async () => {
 });
 
 test('push and pull complete through failures, drops and stalls', async () => {
-  // A layer above 16 MiB goes up in chunks, so chunk faults are exercised too.
   const ctx = context('big', 'FROM busybox:latest\nRUN head -c 20m /dev/urandom > /big && echo big > /marker\n');
   ok(await tsbuild(root, ['build', '-q', '-t', 'big:1', ctx]), 'build big');
   px.resetCounters();
+  const upload = /\/blobs\/uploads\/./;
   px.inject(
     { action: 503, method: 'GET', path: /^\/v2\/$/ },
     { action: 429, method: 'HEAD', path: /\/blobs\/sha256:/ },
     { action: 500, method: 'POST', path: /\/blobs\/uploads\/$/ },
-    { action: 'drop', method: 'PUT', path: /\/blobs\/uploads\/./ },
-    { action: 'drop-request-midway', method: 'PATCH', after: 1 },
-    { action: 'stall', method: 'PATCH', after: 2 },
+    { action: 'drop', method: 'PUT', path: upload },
+    { action: 'drop-request-midway', method: 'PUT', path: upload },
+    { action: 'stall', method: 'PUT', path: upload },
     { action: 503, method: 'PUT', path: /\/manifests\// },
   );
   const pushed = ok(await tsbuild(root, ['push', '--registry-timeout', '2', 'big:1', `${px.host}/big:1`]), 'push through faults');
   assert.deepEqual(px.pending(), [], 'every push fault fired');
-  assert.ok(px.counters.uploadPatches >= 3, 'the big layer went up in chunks');
+  assert.equal(rawManifest(`${reg.host}/big:1`).layers.length, 2);
 
   px.inject(
     { action: 503, method: 'GET', path: /\/manifests\// },

@@ -138,6 +138,10 @@ export async function pushFromStore(store: Store, localRef: string, destText: st
       {
         ...(opts.signal ? { signal: opts.signal } : {}),
         mountFrom: (d: Descriptor) => mounts.get(d.digest),
+        // Every blob goes up as one streamed PUT, as docker and skopeo send it: measured against
+        // distribution 2.8 here, 1 GiB took 8.5 s that way and 17–26 s in 8 or 64 MiB PATCH chunks.
+        // A failed upload restarts that blob from its first byte.
+        monolithicMax: Number.POSITIVE_INFINITY,
         ...(opts.onBlob ? { onBlob: opts.onBlob } : {}),
       },
     );
