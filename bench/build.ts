@@ -3,7 +3,7 @@
  * contexts and base images, side by side in one run. See bench/README.md.
  *
  *   node --import tsx bench/build.ts [--quick] [--runs N] [--cases c1,c2,...] [--tools tsbuild,buildah,buildkit]
- *                                    [--dir PATH] [--write] [--profile]
+ *                                    [--dir PATH] [--write | --no-write] [--profile]
  *
  * Must run as root (runc, overlay mounts, a private dockerd). buildah and dockerd are used when
  * installed and skipped otherwise. Every tool works in its own temporary state directory; the
@@ -665,7 +665,7 @@ async function main(): Promise<void> {
     }
     const report = render(results, tools, versions, { quick, runs }, profiles);
     process.stdout.write(report);
-    if (flag('--write') || !quick) {
+    if (flag('--write') || (!quick && !flag('--no-write'))) {
       writeSection(report);
       log(`wrote ${resolve(HERE, 'RESULTS.md')}`);
     }
