@@ -5,31 +5,15 @@ import { MediaType, isIndexMediaType, layerCompression } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import {
-  RegistryClient, convertManifest, getConfig, getManifest, parseReference, pullImage, pushImage,
+  RegistryClient, convertManifest, getConfig, getManifest, parseReference, pullImage, pushImage, storeSink,
 } from '@tsbuild/registry';
-import type { BlobSink, ClientOptions, ImageFormat, Reference } from '@tsbuild/registry';
+import type { ClientOptions, ImageFormat, Reference } from '@tsbuild/registry';
 
 /** Where pulled blobs came from, so a push to the same registry can mount instead of upload. */
 const ORIGINS = 'blob-origins';
 
 export interface DistributionOptions extends ClientOptions {
   signal?: AbortSignal;
-}
-
-function sinkFor(store: Store): BlobSink {
-  return {
-    has: (d) => store.hasBlob(d),
-    write: (desc) => {
-      const w = store.blobWriter();
-      return {
-        stream: w.stream,
-        commit: async () => {
-          await w.commit({ digest: desc.digest, size: desc.size });
-        },
-        abort: () => w.abort(),
-      };
-    },
-  };
 }
 
 /** `tsbuild pull`: fetches an image (linux/amd64) into the store and tags it by the name given. */
@@ -55,7 +39,7 @@ async function pullWith(
   refText: string,
   signal: AbortSignal | undefined,
 ): Promise<{ ref: Reference; manifest: Descriptor; tag: string | undefined }> {
-  const r = await pullImage(client, ref, sinkFor(store), signal ? { signal } : {});
+  const r = await pullImage(client, ref, storeSink(store), signal ? { signal } : {});
   // A digest that named an index: keep the index too, so `name@sha256:<index>` resolves locally.
   if (ref.digest !== undefined && ref.digest !== r.manifestDescriptor.digest) {
     const idx = await getManifest(client, ref, signal ? { signal } : {});
