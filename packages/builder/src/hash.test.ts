@@ -50,7 +50,7 @@ test('the source digest follows content, names, types and modes — not clocks o
   const base = tempDir(t);
   writeTree(base);
   const want = await digestOf(base);
-  assert.match(want, /^blake3:[0-9a-f]{64}$/);
+  assert.match(want, /^sources:[0-9a-f]{64}$/);
   for (const [name, mutate, changes] of mutations) {
     const root = tempDir(t);
     writeTree(root);
