@@ -7,6 +7,7 @@ import { pullScope, type RegistryClient } from './client.ts';
 import { responseError } from './http.ts';
 import { withDigest, type Reference } from './reference.ts';
 import { DigestVerifier, parseManifestJson, verifyBytes } from './verify.ts';
+import { eachLimit } from './limit.ts';
 
 /** One blob being written by a sink: bytes go to `stream`; `commit` only after they verified. */
 export interface BlobWriter {
@@ -170,22 +171,6 @@ export async function pullBlob(client: RegistryClient, ref: Reference, desc: Des
   });
 }
 
-async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const item = items[next++] as T;
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
 
 async function writeBytes(sink: BlobSink, desc: Descriptor, bytes: Buffer): Promise<void> {
   if (await sink.has(desc.digest)) return;

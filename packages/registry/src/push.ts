@@ -7,6 +7,7 @@ import { pullScope, pushScope, type RegistryClient } from './client.ts';
 import { responseError, type HttpResponse } from './http.ts';
 import type { Reference } from './reference.ts';
 import { parseManifestJson } from './verify.ts';
+import { eachLimit } from './limit.ts';
 
 /** What a push reads from: the manifest as bytes and each blob as a stream. */
 export interface ImageSource {
@@ -268,22 +269,6 @@ function rangeEnd(range: string | undefined): number {
   return end === 0 ? 0 : end + 1;
 }
 
-async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const item = items[next++] as T;
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
 
 /** Pushes one blob (HEAD, mount, monolithic or chunked upload); says what it had to do. */
 export async function pushBlob(client: RegistryClient, ref: Reference, desc: Descriptor, source: ImageSource, opts: PushOptions = {}): Promise<BlobPushStatus> {
