@@ -13,7 +13,7 @@ import { BuildSession } from './session.ts';
 import type { ResourceLimits } from './session.ts';
 import { CacheIndex } from './cache.ts';
 import { DEFAULT_PATH } from './state.ts';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface ImportOptions {
@@ -166,7 +166,6 @@ export async function prune(env: { root: string; store: Store; snapshots: Snapsh
   }
   const removedSnaps = await env.snapshots.prune(keep);
   const gc = await env.store.gc();
-  const { rm } = await import('node:fs/promises');
   await rm(join(env.root, 'cache-mounts'), { recursive: true, force: true });
   return { cacheEntries, snapshots: removedSnaps.length, blobs: gc.removedBlobs, freedBytes: gc.freedBytes };
 }

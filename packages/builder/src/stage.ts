@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, rmdir, lstat, writeFile, chown, chmod } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, lstat, writeFile, chown, chmod } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
@@ -492,7 +492,7 @@ export class StageRunner {
           const id = m.id ?? '';
           const spec = this.env.secrets[id];
           let value: Buffer | undefined;
-          if (spec?.file !== undefined) value = await import('node:fs/promises').then((f) => f.readFile(spec.file as string));
+          if (spec?.file !== undefined) value = await readFile(spec.file);
           else if (spec?.env !== undefined && process.env[spec.env] !== undefined) value = Buffer.from(process.env[spec.env] as string);
           if (value === undefined) {
             if (m.required) throw this.fail(inst, `secret "${id}" is required but was not provided`, `pass it with --secret id=${id},src=FILE`);

@@ -216,6 +216,7 @@ export async function run(opts: RunOptions): Promise<RunResult> {
   const bundle = join(resolve(opts.stateDir), id);
   await mkdir(bundle, { mode: 0o700 });
   let stubs: Stubs = { missing: [], parentTimes: new Map() };
+  let ranToEnd = false;
   try {
     let resolv = '';
     if (network === 'host') {
@@ -249,10 +250,13 @@ export async function run(opts: RunOptions): Promise<RunResult> {
 
     await mkdirInRoot(rootfs, cwd);
     stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
-    return await runContainer(rt.path, id, bundle, opts);
+    const result = await runContainer(rt.path, id, bundle, opts);
+    ranToEnd = true;
+    return result;
   } finally {
-    // `runc run` deletes the container when it returns normally; this covers every other way out.
-    await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
+    // `runc run` deletes the container when its process ran to the end (whatever its exit code);
+    // every other way out (abort, a runtime that failed to start it) needs an explicit delete.
+    if (!ranToEnd) await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
     await removeStubs(rootfs, stubs);
     await rm(bundle, { recursive: true, force: true });
   }
