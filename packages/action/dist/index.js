@@ -373,7 +373,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/builder/src/build.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
+import { readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
 import { join as join11, resolve as resolvePath5 } from "node:path";
 
 // packages/dockerfile/src/index.ts
@@ -3497,6 +3497,8 @@ var Store = class {
       throw new TsbuildError("BAD_TAG", `cannot tag ${ref}: ${desc.digest} has media type ${desc.mediaType}, not a manifest or index`);
     }
     const entry = { ...desc, annotations: { ...desc.annotations, [ANNOTATION_REF_NAME]: ref } };
+    const current = (await this.readIndex()).manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === ref);
+    if (current && current.digest === desc.digest && current.mediaType === desc.mediaType) return ref;
     await withLock(
       this.indexLock,
       async () => {
@@ -4638,6 +4640,7 @@ async function run(opts) {
   const bundle = join7(resolve(opts.stateDir), id);
   await mkdir5(bundle, { mode: 448 });
   let stubs = { missing: [], parentTimes: /* @__PURE__ */ new Map() };
+  let ranToEnd = false;
   try {
     let resolv = "";
     if (network === "host") {
@@ -4671,9 +4674,11 @@ async function run(opts) {
     await writeFile2(join7(bundle, "config.json"), JSON.stringify(spec));
     await mkdirInRoot(rootfs, cwd);
     stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
-    return await runContainer(rt.path, id, bundle, opts);
+    const result = await runContainer(rt.path, id, bundle, opts);
+    ranToEnd = true;
+    return result;
   } finally {
-    await runCommand2(rt.path, [...globalArgs(opts), "delete", "--force", id]).catch(() => void 0);
+    if (!ranToEnd) await runCommand2(rt.path, [...globalArgs(opts), "delete", "--force", id]).catch(() => void 0);
     await removeStubs(rootfs, stubs);
     await rm8(bundle, { recursive: true, force: true });
   }
@@ -6304,13 +6309,23 @@ async function zstdStream(src, out, level, threads, signal) {
   await pipeline4(src, encoder, tap, out, signal ? { signal } : {});
   return { digest: `sha256:${hash.digest("hex")}`, size };
 }
+var PROBE_SIZE = 32 << 10;
+var STORE_RATIO = 0.97;
+function storeLevel(data, level) {
+  if (level === 0 || data.length < PROBE_SIZE * 4) return level;
+  const incompressible = (at) => zlib.deflateRawSync(data.subarray(at, at + PROBE_SIZE), { level: 1 }).length >= PROBE_SIZE * STORE_RATIO;
+  return [0, (data.length >> 1) - PROBE_SIZE / 2, data.length - PROBE_SIZE].every(incompressible) ? 0 : level;
+}
 var WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const zlib = require('node:zlib');
 parentPort.on('message', (m) => {
   try {
     const data = Buffer.from(m.input, 0, m.length);
-    const options = { level: m.level, chunkSize: m.chunkSize, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH };
+    const incompressible = (at) => zlib.deflateRawSync(data.subarray(at, at + ${PROBE_SIZE}), { level: 1 }).length >= ${PROBE_SIZE} * ${STORE_RATIO};
+    const probes = [0, (data.length >> 1) - ${PROBE_SIZE / 2}, data.length - ${PROBE_SIZE}];
+    const level = m.level > 0 && data.length >= ${PROBE_SIZE * 4} && probes.every(incompressible) ? 0 : m.level;
+    const options = { level, chunkSize: m.chunkSize, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH };
     const out = zlib.deflateRawSync(data, options);
     const crc = zlib.crc32(data);
     // Small outputs may share a pooled buffer, which cannot move: those are copied.
@@ -6326,7 +6341,7 @@ parentPort.on('message', (m) => {
 var OUT_CHUNK = BLOCK_SIZE + (64 << 10);
 function deflateBlock(data, last, level) {
   return zlib.deflateRawSync(data, {
-    level,
+    level: storeLevel(data, level),
     chunkSize: OUT_CHUNK,
     finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH
   });
@@ -6723,6 +6738,7 @@ async function applyEntry(root, parts, h, body, created, index, whiteouts) {
 
 // packages/builder/src/hash.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash7 } from "node:crypto";
 import fs2 from "node:fs";
 import path3 from "node:path";
 
@@ -6834,7 +6850,7 @@ var StatCache = class _StatCache {
 async function hashSources(ctx, matches, opts = {}) {
   const hashFile = opts.hashFile ?? hashFileContent;
   const cache = opts.statCache;
-  const out = new Blake3Hasher();
+  const out = createHash7("sha256");
   let n = 0;
   for (const match of matches) {
     out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join("\0")}
@@ -6861,7 +6877,7 @@ async function hashSources(ctx, matches, opts = {}) {
 `);
     }
   }
-  return "blake3:" + out.digest("hex");
+  return "sources:" + out.digest("hex");
 }
 function contentHash(abs, st, hashFile, cache) {
   const cached = cache?.lookup(abs, st);
@@ -6971,10 +6987,10 @@ var BuildSession = class {
 
 // packages/builder/src/stage.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { mkdir as mkdir7, mkdtemp, readdir as readdir6, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
+import { mkdir as mkdir7, mkdtemp, readdir as readdir6, readFile as readFile10, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
 import { join as join10, posix as posix2 } from "node:path";
 import { Writable as Writable3 } from "node:stream";
-import { createHash as createHash8 } from "node:crypto";
+import { createHash as createHash9 } from "node:crypto";
 
 // packages/builder/src/history.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -7589,7 +7605,7 @@ async function extractArchive(file, destDir, opts = {}) {
 
 // packages/builder/src/fetch.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash8 } from "node:crypto";
 import fs5 from "node:fs";
 import path6 from "node:path";
 import { Readable as Readable5, Transform as Transform3 } from "node:stream";
@@ -7662,7 +7678,7 @@ async function fetchUrl(url, destDir, opts = {}) {
   const name = downloadName(parsed, res.headers.get("content-disposition"));
   const final = `${destDir}/${name}`;
   const tmp = `${destDir}/.${name}.${process.pid}.partial`;
-  const hash = createHash7(algorithm);
+  const hash = createHash8(algorithm);
   const tee = new Transform3({
     transform(chunk, _enc, cb) {
       hash.update(chunk);
@@ -8081,7 +8097,7 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
           break;
         case "cache": {
           const id = m.id ?? abs;
-          const name = createHash8("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
+          const name = createHash9("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
           const dir = await this.s.cacheMountDir(name);
           if ((await readdir6(dir)).length === 0) {
             await chmod(dir, m.mode ?? 493);
@@ -8110,7 +8126,7 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
           const id = m.id ?? "";
           const spec = this.env.secrets[id];
           let value;
-          if (spec?.file !== void 0) value = await import("node:fs/promises").then((f) => f.readFile(spec.file));
+          if (spec?.file !== void 0) value = await readFile10(spec.file);
           else if (spec?.env !== void 0 && process.env[spec.env] !== void 0) value = Buffer.from(process.env[spec.env]);
           if (value === void 0) {
             if (m.required) throw this.fail(inst, `secret "${id}" is required but was not provided`, `pass it with --secret id=${id},src=FILE`);
@@ -8407,7 +8423,7 @@ async function build(opts) {
   let text = opts.dockerfileText;
   if (text === void 0) {
     try {
-      text = await readFile10(file, "utf8");
+      text = await readFile11(file, "utf8");
     } catch (e) {
       throw new UsageError(`cannot read Dockerfile ${file}: ${e.code ?? String(e)}`, {
         hint: "pass the Dockerfile with -f, or put one at the root of the build context"
@@ -8752,7 +8768,7 @@ function parseChallenges(values) {
 // packages/registry/src/credentials.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { spawn as spawn7 } from "node:child_process";
-import { open as open5, readFile as readFile11, rename as rename4, rm as rm10, mkdir as mkdir8 } from "node:fs/promises";
+import { open as open5, readFile as readFile12, rename as rename4, rm as rm10, mkdir as mkdir8 } from "node:fs/promises";
 import { homedir as homedir2 } from "node:os";
 import { dirname as dirname2, join as join12 } from "node:path";
 var HUB_KEY = "https://index.docker.io/v1/";
@@ -8772,7 +8788,7 @@ function serverKey(registry) {
 async function readConfig(path7) {
   let text;
   try {
-    text = await readFile11(path7, "utf8");
+    text = await readFile12(path7, "utf8");
   } catch (e) {
     if (e.code === "ENOENT") return {};
     throw new TsbuildError("DOCKER_CONFIG", `cannot read ${path7}: ${e.message}`, { cause: e });
@@ -9312,12 +9328,12 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/registry/src/pull.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash10 } from "node:crypto";
+import { createHash as createHash11 } from "node:crypto";
 import { pipeline as pipeline7 } from "node:stream/promises";
 
 // packages/registry/src/verify.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash9 } from "node:crypto";
+import { createHash as createHash10 } from "node:crypto";
 import { Transform as Transform4 } from "node:stream";
 var DigestVerifier = class extends Transform4 {
   constructor(expected, what) {
@@ -9327,7 +9343,7 @@ var DigestVerifier = class extends Transform4 {
   }
   expected;
   what;
-  hash = createHash9("sha256");
+  hash = createHash10("sha256");
   seen = 0;
   get bytesSeen() {
     return this.seen;
@@ -9358,7 +9374,7 @@ function verifyBytes(bytes, expected, what) {
   if (bytes.byteLength !== expected.size) {
     throw new RegistryError(`${what}: ${expected.digest} is ${bytes.byteLength} bytes, its descriptor says ${expected.size}`);
   }
-  const got = `sha256:${createHash9("sha256").update(bytes).digest("hex")}`;
+  const got = `sha256:${createHash10("sha256").update(bytes).digest("hex")}`;
   if (got !== expected.digest) throw new RegistryError(`${what}: the registry served content for ${expected.digest} that hashes to ${got}; refusing it`);
 }
 function checkDescriptor(d, where, what) {
@@ -9390,6 +9406,25 @@ function parseManifestJson(bytes, contentType, what) {
   if (!Array.isArray(o["layers"])) throw new RegistryError(`${what}: the manifest has no layers array`);
   o["layers"].forEach((d, i) => checkDescriptor(d, `layers[${i}]`, what));
   return { mediaType: mediaType || "application/vnd.oci.image.manifest.v1+json", manifest: o, isIndex: false };
+}
+
+// packages/registry/src/limit.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+async function eachLimit(items, limit, fn) {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
 // packages/registry/src/pull.ts
@@ -9427,7 +9462,7 @@ async function getManifest(client, ref, opts = {}) {
     }
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
     const bytes = await res.bytes(MANIFEST_LIMIT);
-    const digest = `sha256:${createHash10("sha256").update(bytes).digest("hex")}`;
+    const digest = `sha256:${createHash11("sha256").update(bytes).digest("hex")}`;
     if (ref.digest !== void 0 && digest !== ref.digest) {
       throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
     }
@@ -9484,22 +9519,6 @@ async function pullBlob(client, ref, desc, sink, opts = {}) {
     await writer.commit();
   });
 }
-async function eachLimit(items, limit, fn) {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
 async function writeBytes(sink, desc, bytes) {
   if (await sink.has(desc.digest)) return;
   const w = await sink.write(desc);
@@ -9543,7 +9562,7 @@ async function pullImage(client, ref, sink, opts = {}) {
 
 // packages/registry/src/push.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash11 } from "node:crypto";
+import { createHash as createHash12 } from "node:crypto";
 import { setTimeout as sleep3 } from "node:timers/promises";
 var OCTET = "application/octet-stream";
 var ChunkReader = class {
@@ -9693,7 +9712,7 @@ var BlobPusher = class {
     let offset = 0;
     let chunk = Buffer.alloc(0);
     let chunkStart = 0;
-    const hash = createHash11("sha256");
+    const hash = createHash12("sha256");
     let hashed = 0;
     let failures = 0;
     try {
@@ -9762,24 +9781,8 @@ function rangeEnd(range) {
   const end = Number(m[1]);
   return end === 0 ? 0 : end + 1;
 }
-async function eachLimit2(items, limit, fn) {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}
 async function pushManifest(client, ref, bytes, mediaType, opts = {}) {
-  const digest = `sha256:${createHash11("sha256").update(bytes).digest("hex")}`;
+  const digest = `sha256:${createHash12("sha256").update(bytes).digest("hex")}`;
   if (ref.tag === void 0 && ref.digest !== void 0 && ref.digest !== digest) {
     throw new UsageError(`cannot push to ${ref.toString()}: the manifest's digest is ${digest}`);
   }
@@ -9807,7 +9810,7 @@ async function pushImage(client, ref, source, opts = {}) {
   const seen = /* @__PURE__ */ new Set();
   const blobs = [manifest.config, ...manifest.layers].filter((d) => !seen.has(d.digest) && seen.add(d.digest));
   const pusher = new BlobPusher(client, ref, source, opts);
-  await eachLimit2(blobs, opts.concurrency ?? 3, async (d) => {
+  await eachLimit(blobs, opts.concurrency ?? 3, async (d) => {
     const status = await pusher.push(d);
     opts.onBlob?.({ descriptor: d, status });
   });
@@ -9855,10 +9858,7 @@ function convertManifest(manifest, format) {
 
 // packages/registry/src/adapters.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-
-// packages/builder/src/distribution.ts
-var ORIGINS = "blob-origins";
-function sinkFor(store) {
+function storeSink(store) {
   return {
     has: (d) => store.hasBlob(d),
     write: (desc) => {
@@ -9873,6 +9873,9 @@ function sinkFor(store) {
     }
   };
 }
+
+// packages/builder/src/distribution.ts
+var ORIGINS = "blob-origins";
 async function pullToStore(store, refText, opts = {}) {
   const ref = parseReference(refText);
   const client = new RegistryClient(opts);
@@ -9883,7 +9886,7 @@ async function pullToStore(store, refText, opts = {}) {
   }
 }
 async function pullWith(client, store, ref, refText, signal) {
-  const r = await pullImage(client, ref, sinkFor(store), signal ? { signal } : {});
+  const r = await pullImage(client, ref, storeSink(store), signal ? { signal } : {});
   if (ref.digest !== void 0 && ref.digest !== r.manifestDescriptor.digest) {
     const idx = await getManifest(client, ref, signal ? { signal } : {});
     if (idx.isIndex) await store.writeBlob(idx.bytes, { digest: idx.descriptor.digest, size: idx.descriptor.size });
@@ -9952,6 +9955,10 @@ async function pushFromStore(store, localRef, destText, opts = {}) {
       {
         ...opts.signal ? { signal: opts.signal } : {},
         mountFrom: (d) => mounts.get(d.digest),
+        // Every blob goes up as one streamed PUT, as docker and skopeo send it: measured against
+        // distribution 2.8 here, 1 GiB took 8.5 s that way and 17–26 s in 8 or 64 MiB PATCH chunks.
+        // A failed upload restarts that blob from its first byte.
+        monolithicMax: Number.POSITIVE_INFINITY,
         ...opts.onBlob ? { onBlob: opts.onBlob } : {}
       }
     );
