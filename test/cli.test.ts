@@ -1,12 +1,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDockerfile } from '../packages/dockerfile/src/index.ts';
 import { REPO, busyboxTar } from './helpers/base.ts';
-import { ensureCli, tsbuild, tsbuildAsync } from './helpers/cli.ts';
+import { CLI, ensureCli, tsbuild, tsbuildAsync } from './helpers/cli.ts';
 
 let work: string;
 let root: string;
@@ -217,4 +217,16 @@ test('-f - reads the Dockerfile from stdin; rawjson progress is one event a line
   assert.match(p.stdout, /Deleted \d+ cache entries, \d+ snapshots, [1-9]\d* blobs\nTotal reclaimed space: [\d.]+[kMG]?B/);
   // Tagged images survive a prune and still run.
   assert.equal(tsbuild(root, ['run', 'busybox:latest', 'echo', 'still here']).stdout, 'still here\n');
+});
+
+test('build and run as a non-root user fail at once with a clear message', () => {
+  const r = spawnSync('node', [CLI, 'build', join(REPO, 'fixtures/example')], {
+    encoding: 'utf8',
+    uid: 65534,
+    gid: 65534,
+    env: { ...process.env, TSBUILD_ROOT: join(tmpdir(), `tsbuild-nobody-${process.pid}`), HOME: tmpdir() },
+  });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /^error: tsbuild build needs root: it mounts overlayfs and runs containers with runc\nhint: run it as root/);
+  noStack(r.stderr);
 });

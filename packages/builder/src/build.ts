@@ -16,7 +16,7 @@ import { BuildContext } from './context.ts';
 import { loadIgnore } from './ignore.ts';
 import { planStages, findStage } from './plan.ts';
 import { parsePlatform, platformArgs } from './platform.ts';
-import { BuildSession } from './session.ts';
+import { BuildSession, requireRoot } from './session.ts';
 import type { ImageFetcher, ResourceLimits } from './session.ts';
 import { StageRunner } from './stage.ts';
 import { DEFAULT_PATH, envList, setEnv } from './state.ts';
@@ -144,6 +144,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
   }
 
+  requireRoot('tsbuild build');
   const { root, store, snapshots } = await openRoot(opts.root);
   const session = new BuildSession(root, store, snapshots, {
     noCache: opts.noCache ?? false,

@@ -9,7 +9,7 @@ import type { Snapshotter } from '@tsbuild/snapshot';
 import { run as runContainer } from '@tsbuild/executor';
 import { resolveUser } from './chown.ts';
 import { resolveInRoot } from './context.ts';
-import { BuildSession } from './session.ts';
+import { BuildSession, requireRoot } from './session.ts';
 import type { ResourceLimits } from './session.ts';
 import { CacheIndex } from './cache.ts';
 import { DEFAULT_PATH } from './state.ts';
@@ -87,6 +87,7 @@ export async function runImage(
   ref: string,
   opts: RunImageOptions,
 ): Promise<number> {
+  requireRoot('tsbuild run');
   const session = new BuildSession(env.root, env.store, env.snapshots, {
     noCache: false, pull: false, fetchImage: undefined, emit: () => {}, signal: opts.signal, sourceDateEpoch: undefined,
     runtime: opts.runtime, network: opts.network ?? 'host', limits: opts.limits ?? {},

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { CancelledError, TsbuildError } from '@tsbuild/errors';
+import { CancelledError, TsbuildError, UsageError } from '@tsbuild/errors';
 import { apply, decompress } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig } from '@tsbuild/oci';
@@ -10,6 +10,15 @@ import type { Snapshotter } from '@tsbuild/snapshot';
 import { CacheIndex, Semaphore } from './cache.ts';
 import { StatCache } from './hash.ts';
 import type { EventSink } from './events.ts';
+
+/** Overlay mounts, ownership changes and runc need root; say so before anything half-happens. */
+export function requireRoot(what: string): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new UsageError(`${what} needs root: it mounts overlayfs and runs containers with runc`, {
+      hint: 'run it as root (for example with sudo); rootless operation is not supported yet',
+    });
+  }
+}
 
 /** A resolved base image: what FROM and COPY --from=image need of it. */
 export interface BaseImage {
