@@ -44,11 +44,12 @@ test('resolveChown: names and ids through the image files', async (t) => {
 
 test('resolveUser: supplementary groups and numeric users', async (t) => {
   const root = imageRoot(t);
-  assert.deepEqual(await resolveUser('app', root), { uid: 1000, gid: 1001, additionalGids: [50, 10] });
-  assert.deepEqual(await resolveUser('1000', root), { uid: 1000, gid: 1001, additionalGids: [50, 10] });
-  assert.deepEqual(await resolveUser('app:docker', root), { uid: 1000, gid: 999, additionalGids: [] });
-  assert.deepEqual(await resolveUser('4242', root), { uid: 4242, gid: 0, additionalGids: [] });
-  assert.deepEqual(await resolveUser('4242:4343', root), { uid: 4242, gid: 4343, additionalGids: [] });
+  assert.deepEqual(await resolveUser('app', root), { uid: 1000, gid: 1001, additionalGids: [50, 10], home: '/home/app' });
+  assert.deepEqual(await resolveUser('1000', root), { uid: 1000, gid: 1001, additionalGids: [50, 10], home: '/home/app' });
+  assert.deepEqual(await resolveUser('app:docker', root), { uid: 1000, gid: 999, additionalGids: [], home: '/home/app' });
+  assert.deepEqual(await resolveUser('4242', root), { uid: 4242, gid: 0, additionalGids: [], home: '/' });
+  assert.equal((await resolveUser('root', root)).home, '/root');
+  assert.deepEqual(await resolveUser('4242:4343', root), { uid: 4242, gid: 4343, additionalGids: [], home: '/' });
   await assert.rejects(resolveUser('ghost', root), /unable to find user ghost/);
 });
 

@@ -10,12 +10,15 @@ export interface Owner {
 export interface ExecUser extends Owner {
   /** Supplementary groups from the image's /etc/group (only when no group was named). */
   additionalGids: number[];
+  /** The home directory for HOME: the passwd entry's, else `/root` for uid 0 and `/` otherwise. */
+  home: string;
 }
 
 interface PasswdEntry {
   name: string;
   uid: number;
   gid: number;
+  home: string;
 }
 
 interface GroupEntry {
@@ -52,7 +55,7 @@ function parsePasswd(text: string): PasswdEntry[] {
   for (const line of text.split('\n')) {
     const f = line.trim().split(':');
     if (f.length < 4 || f[0] === '' || !ID.test(f[2] ?? '') || !ID.test(f[3] ?? '')) continue;
-    out.push({ name: f[0] as string, uid: Number(f[2]), gid: Number(f[3]) });
+    out.push({ name: f[0] as string, uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? '' });
   }
   return out;
 }
@@ -150,5 +153,6 @@ export async function resolveUser(spec: string, rootfs: string): Promise<ExecUse
       }
     }
   }
-  return { uid, gid, additionalGids };
+  const home = entry?.home && entry.home.startsWith('/') ? entry.home : uid === 0 ? '/root' : '/';
+  return { uid, gid, additionalGids, home };
 }

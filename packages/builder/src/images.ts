@@ -106,6 +106,7 @@ export async function runImage(
     const user = await resolveUser(opts.user ?? (c.User || 'root'), active.rootfs);
     const envList = [...(c.Env ?? [])];
     if (!envList.some((e) => e.startsWith('PATH='))) envList.push(`PATH=${DEFAULT_PATH}`);
+    if (!envList.some((e) => e.startsWith('HOME='))) envList.push(`HOME=${user.home}`);
     for (const e of opts.env ?? []) {
       const k = e.split('=')[0];
       const i = envList.findIndex((x) => x.split('=')[0] === k);

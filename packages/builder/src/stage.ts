@@ -380,6 +380,8 @@ export class StageRunner {
       const cwd = c.WorkingDir || '/';
       await mkdir(resolveInRoot(active.rootfs, cwd), { recursive: true });
       const user = await resolveUser(c.User || 'root', active.rootfs);
+      // As under Docker, a step without HOME in its environment gets the user's home directory.
+      if (!env.some((kv) => kv.startsWith('HOME='))) env.push(`HOME=${user.home}`);
       const cleanup: (() => Promise<void>)[] = [];
       try {
         const mounts = await this.runMounts(inst, cwd, cleanup, env);
