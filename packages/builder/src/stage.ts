@@ -11,6 +11,7 @@ import { diff } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Digest, HistoryEntry } from '@tsbuild/oci';
 import type { Active } from '@tsbuild/snapshot';
+import { withLock } from '@tsbuild/store';
 import { run as runContainer } from '@tsbuild/executor';
 import type { RunMount as ExecMount } from '@tsbuild/executor';
 import { cacheKey } from './cache.ts';
@@ -465,7 +466,19 @@ export class StageRunner {
         case 'cache': {
           const id = m.id ?? (abs as string);
           const name = createHash('sha256').update(`${m.from ?? ''}\0${id}`).digest('hex').slice(0, 32);
-          const dir = await this.s.cacheMountDir(name);
+          let dir = await this.s.cacheMountDir(name);
+          // locked: one step at a time uses the cache; private: a step that finds it in use gets
+          // a fresh throwaway one; shared (the default): everyone at once.
+          if (m.sharing === 'locked' || m.sharing === 'private') {
+            const held = await this.holdLock(`${dir}.lock`, m.sharing === 'locked' ? 3_600_000 : 0);
+            if (held) cleanup.push(held);
+            else {
+              await mkdir(this.s.stateDir, { recursive: true });
+              dir = await mkdtemp(join(this.s.stateDir, 'cache-private-'));
+              const d = dir;
+              cleanup.push(() => rm(d, { recursive: true, force: true }));
+            }
+          }
           if ((await readdir(dir)).length === 0) {
             await chmod(dir, m.mode ?? 0o755);
             await chown(dir, m.uid ?? 0, m.gid ?? 0);
@@ -516,6 +529,26 @@ export class StageRunner {
       }
     }
     return out;
+  }
+
+  /** Takes a lock file and keeps it until the returned release is called; undefined if busy past the timeout. */
+  private async holdLock(file: string, timeoutMs: number): Promise<(() => Promise<void>) | undefined> {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let done!: Promise<unknown>;
+    const acquired = await new Promise<boolean>((resolve) => {
+      const lockOpts: { timeoutMs: number; signal?: AbortSignal } = { timeoutMs };
+      if (this.s.opts.signal) lockOpts.signal = this.s.opts.signal;
+      done = withLock(file, async () => {
+        resolve(true);
+        await held;
+      }, lockOpts).catch(() => resolve(false));
+    });
+    if (!acquired) return undefined;
+    return async () => {
+      release();
+      await done;
+    };
   }
 
   private async copyStep(state: ImageState, raw: CopyInstruction | AddInstruction, ctx: StepCtx) {
