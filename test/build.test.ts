@@ -264,6 +264,29 @@ test('changing an ARG reruns the RUN steps that see it, not the COPY steps that 
   assert.deepEqual(await rebuilt('2'), ['RUN echo $V > /v', 'LABEL v=${V}']);
 });
 
+test('ADD of a URL without --checksum is fetched every build and reruns when the content changed', async () => {
+  const ctx = mkdtempSync(join(work, 'ctx-url-'));
+  writeFileSync(join(ctx, 'Dockerfile'), 'FROM busybox:latest\nARG URL\nADD ${URL} /dl/\nRUN cat /dl/moving.txt > /copy.txt\n');
+  served.set('/moving.txt', 'version 1\n');
+  const url = `http://127.0.0.1:${port}/moving.txt`;
+  const once = async () => {
+    const ev: BuildEvent[] = [];
+    const r = await build({ context: ctx, root, tags: ['moving:latest'], buildArgs: { URL: url }, onEvent: (e) => ev.push(e) });
+    return { r, misses: ev.filter((e) => e.type === 'step-done' && !e.cached).length };
+  };
+  const a = await once();
+  const b = await once();
+  assert.equal(b.misses, 0, 'unchanged content: all cached');
+  assert.equal(b.r.manifest.digest, a.r.manifest.digest);
+  served.set('/moving.txt', 'version 2\n');
+  const c = await once();
+  assert.equal(c.misses, 2, 'the ADD and the RUN after it rerun');
+  const bundle = join(work, 'bundle-moving');
+  sh('umoci', ['unpack', '--image', `${root}/oci:moving:latest`, bundle]);
+  assert.equal(readFileSync(join(bundle, 'rootfs/copy.txt'), 'utf8'), 'version 2\n');
+  rmSync(bundle, { recursive: true, force: true });
+});
+
 test('two --no-cache builds with SOURCE_DATE_EPOCH give bit-identical images', async () => {
   const ex = JSON.parse(readFileSync(join(FIXTURES, 'basic', 'expect.json'), 'utf8')) as Expect;
   const a = await buildFixture('basic', ex, { noCache: true, epoch: 1700000000 });

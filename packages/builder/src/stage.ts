@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, lstat, writeFile, chown, chmod } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, lstat, writeFile, chown, chmod } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
@@ -573,87 +573,112 @@ export class StageRunner {
       const matches = await this.resolve(bctx, localSources, inst);
       sourceKey = ['context', await hashSources(bctx, matches, { statCache: await this.s.statCache() })];
     } else sourceKey = ['none'];
-    const flagsText = copyFlagsText(inst);
-    const createdBy = `${inst.kind.toUpperCase()} ${flagsText}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(' ')} ${inst.dest}`;
-    const key = cacheKey([
-      state.key, inst.kind, sourceKey, inst.heredocs.map((h) => [h.name, h.content]), urls,
-      inst.dest, workdir, inst.chown ?? '', inst.chmod ?? '', inst.parents, inst.exclude, inst.kind === 'add' ? [inst.checksum ?? '', inst.unpack ?? null] : [], used,
-    ]);
-    // A URL without a checksum may change on the server: like Docker, fetch it and key on its content.
-    return this.layerStep(state, key, createdBy, async (active) => {
-      const chownOwner = inst.chown !== undefined ? await resolveChown(inst.chown, active.rootfs) : undefined;
-      const chmodSpec = inst.chmod !== undefined ? parseChmod(inst.chmod) : undefined;
-      const copyOpts: Parameters<typeof copyInto>[4] = { workdir, parents: inst.parents };
-      if (chownOwner) copyOpts.chown = chownOwner;
-      if (chmodSpec) copyOpts.chmod = chmodSpec;
-      if (this.s.opts.signal) copyOpts.signal = this.s.opts.signal;
-      const cleanup: (() => Promise<void>)[] = [];
-      try {
-        // Heredocs and downloads are staged as files in a private dir and copied like context files.
-        const staged: string[] = [];
-        let stageDir: string | undefined;
-        const stagingDir = async () => {
-          if (!stageDir) {
-            await mkdir(this.s.stateDir, { recursive: true });
-            stageDir = await mkdtemp(join(this.s.stateDir, 'copy-'));
-            const d = stageDir;
-            cleanup.push(() => rm(d, { recursive: true, force: true }));
-          }
-          return stageDir;
-        };
-        for (const h of inst.heredocs) {
-          const dir = await stagingDir();
-          await writeFile(join(dir, h.name), h.content, { mode: 0o644 });
-          staged.push(h.name);
+    // A URL without --checksum may change on the server: like Docker, fetch it on every build and
+    // key the step on what came back. With --checksum the checksum is the content's identity.
+    const fetched = new Map<string, string>();
+    let fetchDir: string | undefined;
+    const urlKeys: unknown[] = [];
+    try {
+      for (const u of urls) {
+        if (inst.kind === 'add' && inst.checksum !== undefined) {
+          urlKeys.push([u, inst.checksum]);
+          continue;
         }
-        for (const u of urls) {
-          const dir = await stagingDir();
-          const fopts: Parameters<typeof fetchUrl>[2] = {};
-          if (inst.kind === 'add' && inst.checksum !== undefined) fopts.checksum = inst.checksum;
-          if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
-          const got = await fetchUrl(u, dir, fopts);
-          staged.push(posixBase(got));
+        if (fetchDir === undefined) {
+          await mkdir(this.s.stateDir, { recursive: true });
+          fetchDir = await mkdtemp(join(this.s.stateDir, 'add-url-'));
         }
-        if (staged.length > 0 && stageDir) {
-          const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
-          const matches = await sctx.resolveSources(staged);
-          const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith('/') ? `${inst.dest}/` : inst.dest;
-          await copyInto(sctx, matches, active.rootfs, destForStaged, { ...copyOpts, parents: false });
-        }
-        if (localSources.length === 0) return;
-        let bctx: BuildContext;
-        if (srcState) {
-          const parent = await this.s.ensureSnapshots(srcState.layers, diffIds(srcState));
-          const view = await this.s.snapshots.prepare(parent);
-          cleanup.push(() => view.release());
-          bctx = await BuildContext.open(view.rootfs, { ignore: NO_IGNORE });
-          copyOpts.keepOwnership = true;
-        } else {
-          bctx = await this.env.context();
-        }
-        const matches = await this.resolve(bctx, localSources, inst);
-        if (inst.kind === 'add' && inst.unpack !== false) {
-          const plain = [];
-          for (const m of matches) {
-            if (m.kind === 'file' && (await isArchive(m.realPath))) {
-              const destDir = resolveInRoot(active.rootfs, posix.resolve(workdir, inst.dest.endsWith('/') ? inst.dest : posix.dirname(inst.dest) === '.' ? inst.dest : inst.dest));
-              await mkdir(destDir, { recursive: true });
-              await mkdir(this.s.stateDir, { recursive: true });
-              const xopts: Parameters<typeof extractArchive>[2] = { tmpDir: this.s.stateDir };
-              if (chownOwner) xopts.chown = chownOwner;
-              if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
-              await extractArchive(m.realPath, destDir, xopts);
-            } else plain.push(m);
-          }
-          if (plain.length > 0) await copyInto(bctx, plain, active.rootfs, inst.dest, copyOpts);
-        } else {
-          await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
-        }
-      } finally {
-        for (const fn of cleanup.reverse()) await fn().catch(() => {});
+        const fopts: Parameters<typeof fetchUrl>[2] = {};
+        if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
+        const got = await fetchUrl(u, await mkdtemp(join(fetchDir, 'u')), fopts);
+        fetched.set(u, got);
+        urlKeys.push([u, posixBase(got), createHash('sha256').update(await readFile(got)).digest('hex')]);
       }
-      void ctx;
-    });
+      const flagsText = copyFlagsText(inst);
+      const createdBy = `${inst.kind.toUpperCase()} ${flagsText}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(' ')} ${inst.dest}`;
+      const key = cacheKey([
+        state.key, inst.kind, sourceKey, inst.heredocs.map((h) => [h.name, h.content]), urlKeys,
+        inst.dest, workdir, inst.chown ?? '', inst.chmod ?? '', inst.parents, inst.exclude, inst.kind === 'add' ? [inst.checksum ?? '', inst.unpack ?? null] : [], used,
+      ]);
+      return await this.layerStep(state, key, createdBy, async (active) => {
+        const chownOwner = inst.chown !== undefined ? await resolveChown(inst.chown, active.rootfs) : undefined;
+        const chmodSpec = inst.chmod !== undefined ? parseChmod(inst.chmod) : undefined;
+        const copyOpts: Parameters<typeof copyInto>[4] = { workdir, parents: inst.parents };
+        if (chownOwner) copyOpts.chown = chownOwner;
+        if (chmodSpec) copyOpts.chmod = chmodSpec;
+        if (this.s.opts.signal) copyOpts.signal = this.s.opts.signal;
+        const cleanup: (() => Promise<void>)[] = [];
+        try {
+          // Heredocs and downloads are staged as files in a private dir and copied like context files.
+          const staged: string[] = [];
+          let stageDir: string | undefined;
+          const stagingDir = async () => {
+            if (!stageDir) {
+              await mkdir(this.s.stateDir, { recursive: true });
+              stageDir = await mkdtemp(join(this.s.stateDir, 'copy-'));
+              const d = stageDir;
+              cleanup.push(() => rm(d, { recursive: true, force: true }));
+            }
+            return stageDir;
+          };
+          for (const h of inst.heredocs) {
+            const dir = await stagingDir();
+            await writeFile(join(dir, h.name), h.content, { mode: 0o644 });
+            staged.push(h.name);
+          }
+          for (const u of urls) {
+            const dir = await stagingDir();
+            const fopts: Parameters<typeof fetchUrl>[2] = {};
+            if (inst.kind === 'add' && inst.checksum !== undefined) fopts.checksum = inst.checksum;
+            if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
+            const pre = fetched.get(u);
+            const got = pre !== undefined ? join(dir, posixBase(pre)) : await fetchUrl(u, dir, fopts);
+            if (pre !== undefined) await copyFile(pre, got);
+            staged.push(posixBase(got));
+          }
+          if (staged.length > 0 && stageDir) {
+            const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
+            const matches = await sctx.resolveSources(staged);
+            const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith('/') ? `${inst.dest}/` : inst.dest;
+            await copyInto(sctx, matches, active.rootfs, destForStaged, { ...copyOpts, parents: false });
+          }
+          if (localSources.length === 0) return;
+          let bctx: BuildContext;
+          if (srcState) {
+            const parent = await this.s.ensureSnapshots(srcState.layers, diffIds(srcState));
+            const view = await this.s.snapshots.prepare(parent);
+            cleanup.push(() => view.release());
+            bctx = await BuildContext.open(view.rootfs, { ignore: NO_IGNORE });
+            copyOpts.keepOwnership = true;
+          } else {
+            bctx = await this.env.context();
+          }
+          const matches = await this.resolve(bctx, localSources, inst);
+          if (inst.kind === 'add' && inst.unpack !== false) {
+            const plain = [];
+            for (const m of matches) {
+              if (m.kind === 'file' && (await isArchive(m.realPath))) {
+                const destDir = resolveInRoot(active.rootfs, posix.resolve(workdir, inst.dest.endsWith('/') ? inst.dest : posix.dirname(inst.dest) === '.' ? inst.dest : inst.dest));
+                await mkdir(destDir, { recursive: true });
+                await mkdir(this.s.stateDir, { recursive: true });
+                const xopts: Parameters<typeof extractArchive>[2] = { tmpDir: this.s.stateDir };
+                if (chownOwner) xopts.chown = chownOwner;
+                if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
+                await extractArchive(m.realPath, destDir, xopts);
+              } else plain.push(m);
+            }
+            if (plain.length > 0) await copyInto(bctx, plain, active.rootfs, inst.dest, copyOpts);
+          } else {
+            await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
+          }
+        } finally {
+          for (const fn of cleanup.reverse()) await fn().catch(() => {});
+        }
+        void ctx;
+      });
+    } finally {
+      if (fetchDir !== undefined) await rm(fetchDir, { recursive: true, force: true });
+    }
   }
 
   private async resolve(bctx: BuildContext, sources: string[], inst: CopyInstruction | AddInstruction) {
