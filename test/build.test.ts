@@ -287,6 +287,25 @@ test('ADD of a URL without --checksum is fetched every build and reruns when the
   rmSync(bundle, { recursive: true, force: true });
 });
 
+test('COPY --link makes the same layer whatever lies below it', async () => {
+  const ctx = mkdtempSync(join(work, 'ctx-link-'));
+  writeFileSync(join(ctx, 'a.txt'), 'linked\n');
+  const lastLayer = async (dockerfile: string, tag: string) => {
+    writeFileSync(join(ctx, 'Dockerfile'), dockerfile);
+    await build({ context: ctx, root, tags: [tag], sourceDateEpoch: 1700000000 });
+    const { store } = await openRoot(root);
+    const config = await (await store.loadImage(tag)).config();
+    return config.rootfs.diff_ids.at(-1);
+  };
+  const a = await lastLayer('FROM busybox:latest\nCOPY --link --chown=app a.txt /app/a.txt\n', 'link-a:latest');
+  const b = await lastLayer('FROM busybox:latest\nRUN mkdir -p /app && echo other > /app/other\nCOPY --link --chown=app a.txt /app/a.txt\n', 'link-b:latest');
+  assert.equal(a, b, 'the --link layer does not depend on the base');
+  const bundle = join(work, 'bundle-link');
+  sh('umoci', ['unpack', '--image', `${root}/oci:link-b:latest`, bundle]);
+  checkFiles(join(bundle, 'rootfs'), { '/app/a.txt': { content: 'linked\n', uid: 1000 }, '/app/other': { content: 'other\n' } }, 'link');
+  rmSync(bundle, { recursive: true, force: true });
+});
+
 test('two --no-cache builds with SOURCE_DATE_EPOCH give bit-identical images', async () => {
   const ex = JSON.parse(readFileSync(join(FIXTURES, 'basic', 'expect.json'), 'utf8')) as Expect;
   const a = await buildFixture('basic', ex, { noCache: true, epoch: 1700000000 });

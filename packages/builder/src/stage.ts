@@ -256,7 +256,7 @@ export class StageRunner {
     key: string,
     createdBy: string,
     work: (active: Active, next: ImageState) => Promise<void>,
-    opts: { emptyIfUnchanged?: boolean } = {},
+    opts: { emptyIfUnchanged?: boolean; independent?: boolean } = {},
   ): Promise<{ state: ImageState; cached: boolean; layerSize?: number }> {
     const next = cloneState(state);
     next.key = key;
@@ -268,7 +268,9 @@ export class StageRunner {
       }
     }
     const rec = await this.s.heavy.run(async () => {
-      const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+      // An independent layer (COPY --link) is written over an empty tree, so its bytes do not
+      // depend on the layers below; its snapshot is unpacked from the blob when first needed.
+      const parent = opts.independent ? undefined : await this.s.ensureSnapshots(state.layers, diffIds(state));
       const active = await this.s.snapshots.prepare(parent, this.s.opts.signal ? { signal: this.s.opts.signal } : {});
       let committed = false;
       try {
@@ -290,9 +292,11 @@ export class StageRunner {
           await writer.abort().catch(() => {});
           throw e;
         }
-        const chain = chainIds([...diffIds(state), result.diffId]).at(-1) as Digest;
-        await active.commit(chain);
-        committed = true;
+        if (!opts.independent) {
+          const chain = chainIds([...diffIds(state), result.diffId]).at(-1) as Digest;
+          await active.commit(chain);
+          committed = true;
+        }
         return { v: 1, created, layer: { diffId: result.diffId, size: result.size } } as CacheRecord;
       } finally {
         if (!committed) await active.release().catch(() => {});
@@ -601,7 +605,7 @@ export class StageRunner {
         inst.dest, workdir, inst.chown ?? '', inst.chmod ?? '', inst.parents, inst.exclude, inst.kind === 'add' ? [inst.checksum ?? '', inst.unpack ?? null] : [], used,
       ]);
       return await this.layerStep(state, key, createdBy, async (active) => {
-        const chownOwner = inst.chown !== undefined ? await resolveChown(inst.chown, active.rootfs) : undefined;
+        const chownOwner = inst.chown !== undefined ? await this.chownFor(inst.chown, state, active, inst.link) : undefined;
         const chmodSpec = inst.chmod !== undefined ? parseChmod(inst.chmod) : undefined;
         const copyOpts: Parameters<typeof copyInto>[4] = { workdir, parents: inst.parents };
         if (chownOwner) copyOpts.chown = chownOwner;
@@ -675,9 +679,21 @@ export class StageRunner {
           for (const fn of cleanup.reverse()) await fn().catch(() => {});
         }
         void ctx;
-      });
+      }, { independent: inst.link });
     } finally {
       if (fetchDir !== undefined) await rm(fetchDir, { recursive: true, force: true });
+    }
+  }
+
+  /** `--chown` names resolve through the image's passwd/group files, also for a --link layer. */
+  private async chownFor(spec: string, state: ImageState, active: Active, link: boolean) {
+    if (!link || /^\d+(:\d+)?$/.test(spec)) return resolveChown(spec, active.rootfs);
+    const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    const view = await this.s.snapshots.prepare(parent);
+    try {
+      return await resolveChown(spec, view.rootfs);
+    } finally {
+      await view.release();
     }
   }
 
