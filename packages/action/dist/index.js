@@ -6894,6 +6894,13 @@ function contentHash(abs, st, hashFile, cache) {
 }
 
 // packages/builder/src/session.ts
+function requireRoot(what) {
+  if (typeof process.getuid === "function" && process.getuid() !== 0) {
+    throw new UsageError(`${what} needs root: it mounts overlayfs and runs containers with runc`, {
+      hint: "run it as root (for example with sudo); rootless operation is not supported yet"
+    });
+  }
+}
 var BuildSession = class {
   constructor(root, store, snapshots, opts) {
     this.root = root;
@@ -6987,7 +6994,7 @@ var BuildSession = class {
 
 // packages/builder/src/stage.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { mkdir as mkdir7, mkdtemp, readdir as readdir6, readFile as readFile10, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
+import { copyFile, mkdir as mkdir7, mkdtemp, readdir as readdir6, readFile as readFile10, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
 import { join as join10, posix as posix2 } from "node:path";
 import { Writable as Writable3 } from "node:stream";
 import { createHash as createHash9 } from "node:crypto";
@@ -7392,7 +7399,7 @@ function parsePasswd(text) {
   for (const line of text.split("\n")) {
     const f = line.trim().split(":");
     if (f.length < 4 || f[0] === "" || !ID.test(f[2] ?? "") || !ID.test(f[3] ?? "")) continue;
-    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]) });
+    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? "" });
   }
   return out;
 }
@@ -7476,7 +7483,8 @@ async function resolveUser(spec, rootfs) {
       }
     }
   }
-  return { uid, gid, additionalGids };
+  const home = entry?.home && entry.home.startsWith("/") ? entry.home : uid === 0 ? "/root" : "/";
+  return { uid, gid, additionalGids, home };
 }
 
 // packages/builder/src/archive.ts
@@ -7908,7 +7916,7 @@ var StageRunner = class {
       }
     }
     const rec = await this.s.heavy.run(async () => {
-      const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+      const parent = opts.independent ? void 0 : await this.s.ensureSnapshots(state.layers, diffIds(state));
       const active = await this.s.snapshots.prepare(parent, this.s.opts.signal ? { signal: this.s.opts.signal } : {});
       let committed = false;
       try {
@@ -7931,9 +7939,11 @@ var StageRunner = class {
           });
           throw e;
         }
-        const chain2 = chainIds([...diffIds(state), result.diffId]).at(-1);
-        await active.commit(chain2);
-        committed = true;
+        if (!opts.independent) {
+          const chain2 = chainIds([...diffIds(state), result.diffId]).at(-1);
+          await active.commit(chain2);
+          committed = true;
+        }
         return { v: 1, created, layer: { diffId: result.diffId, size: result.size } };
       } finally {
         if (!committed) await active.release().catch(() => {
@@ -8018,6 +8028,7 @@ var StageRunner = class {
       const cwd = c.WorkingDir || "/";
       await mkdir7(resolveInRoot2(active.rootfs, cwd), { recursive: true });
       const user = await resolveUser(c.User || "root", active.rootfs);
+      if (!env.some((kv) => kv.startsWith("HOME="))) env.push(`HOME=${user.home}`);
       const cleanup = [];
       try {
         const mounts = await this.runMounts(inst, cwd, cleanup, env);
@@ -8098,7 +8109,17 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
         case "cache": {
           const id = m.id ?? abs;
           const name = createHash9("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
-          const dir = await this.s.cacheMountDir(name);
+          let dir = await this.s.cacheMountDir(name);
+          if (m.sharing === "locked" || m.sharing === "private") {
+            const held = await this.holdLock(`${dir}.lock`, m.sharing === "locked" ? 36e5 : 0);
+            if (held) cleanup.push(held);
+            else {
+              await mkdir7(this.s.stateDir, { recursive: true });
+              dir = await mkdtemp(join10(this.s.stateDir, "cache-private-"));
+              const d = dir;
+              cleanup.push(() => rm9(d, { recursive: true, force: true }));
+            }
+          }
           if ((await readdir6(dir)).length === 0) {
             await chmod(dir, m.mode ?? 493);
             await chown(dir, m.uid ?? 0, m.gid ?? 0);
@@ -8149,6 +8170,25 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
     }
     return out;
   }
+  /** Takes a lock file and keeps it until the returned release is called; undefined if busy past the timeout. */
+  async holdLock(file, timeoutMs) {
+    let release;
+    const held = new Promise((r) => release = r);
+    let done;
+    const acquired = await new Promise((resolve2) => {
+      const lockOpts = { timeoutMs };
+      if (this.s.opts.signal) lockOpts.signal = this.s.opts.signal;
+      done = withLock(file, async () => {
+        resolve2(true);
+        await held;
+      }, lockOpts).catch(() => resolve2(false));
+    });
+    if (!acquired) return void 0;
+    return async () => {
+      release();
+      await done;
+    };
+  }
   async copyStep(state, raw, ctx) {
     const { inst, used } = this.expand(state, raw);
     const c = containerConfig2(state);
@@ -8169,97 +8209,132 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
       const matches = await this.resolve(bctx, localSources, inst);
       sourceKey = ["context", await hashSources(bctx, matches, { statCache: await this.s.statCache() })];
     } else sourceKey = ["none"];
-    const flagsText = copyFlagsText(inst);
-    const createdBy = `${inst.kind.toUpperCase()} ${flagsText}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(" ")} ${inst.dest}`;
-    const key = cacheKey([
-      state.key,
-      inst.kind,
-      sourceKey,
-      inst.heredocs.map((h) => [h.name, h.content]),
-      urls,
-      inst.dest,
-      workdir,
-      inst.chown ?? "",
-      inst.chmod ?? "",
-      inst.parents,
-      inst.exclude,
-      inst.kind === "add" ? [inst.checksum ?? "", inst.unpack ?? null] : [],
-      used
-    ]);
-    return this.layerStep(state, key, createdBy, async (active) => {
-      const chownOwner = inst.chown !== void 0 ? await resolveChown(inst.chown, active.rootfs) : void 0;
-      const chmodSpec = inst.chmod !== void 0 ? parseChmod(inst.chmod) : void 0;
-      const copyOpts = { workdir, parents: inst.parents };
-      if (chownOwner) copyOpts.chown = chownOwner;
-      if (chmodSpec) copyOpts.chmod = chmodSpec;
-      if (this.s.opts.signal) copyOpts.signal = this.s.opts.signal;
-      const cleanup = [];
-      try {
-        const staged = [];
-        let stageDir;
-        const stagingDir = async () => {
-          if (!stageDir) {
-            await mkdir7(this.s.stateDir, { recursive: true });
-            stageDir = await mkdtemp(join10(this.s.stateDir, "copy-"));
-            const d = stageDir;
-            cleanup.push(() => rm9(d, { recursive: true, force: true }));
-          }
-          return stageDir;
-        };
-        for (const h of inst.heredocs) {
-          const dir = await stagingDir();
-          await writeFile3(join10(dir, h.name), h.content, { mode: 420 });
-          staged.push(h.name);
+    const fetched = /* @__PURE__ */ new Map();
+    let fetchDir;
+    const urlKeys = [];
+    try {
+      for (const u of urls) {
+        if (inst.kind === "add" && inst.checksum !== void 0) {
+          urlKeys.push([u, inst.checksum]);
+          continue;
         }
-        for (const u of urls) {
-          const dir = await stagingDir();
-          const fopts = {};
-          if (inst.kind === "add" && inst.checksum !== void 0) fopts.checksum = inst.checksum;
-          if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
-          const got = await fetchUrl(u, dir, fopts);
-          staged.push(posixBase(got));
+        if (fetchDir === void 0) {
+          await mkdir7(this.s.stateDir, { recursive: true });
+          fetchDir = await mkdtemp(join10(this.s.stateDir, "add-url-"));
         }
-        if (staged.length > 0 && stageDir) {
-          const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
-          const matches2 = await sctx.resolveSources(staged);
-          const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith("/") ? `${inst.dest}/` : inst.dest;
-          await copyInto(sctx, matches2, active.rootfs, destForStaged, { ...copyOpts, parents: false });
-        }
-        if (localSources.length === 0) return;
-        let bctx;
-        if (srcState) {
-          const parent = await this.s.ensureSnapshots(srcState.layers, diffIds(srcState));
-          const view = await this.s.snapshots.prepare(parent);
-          cleanup.push(() => view.release());
-          bctx = await BuildContext.open(view.rootfs, { ignore: NO_IGNORE });
-          copyOpts.keepOwnership = true;
-        } else {
-          bctx = await this.env.context();
-        }
-        const matches = await this.resolve(bctx, localSources, inst);
-        if (inst.kind === "add" && inst.unpack !== false) {
-          const plain2 = [];
-          for (const m of matches) {
-            if (m.kind === "file" && await isArchive(m.realPath)) {
-              const destDir = resolveInRoot2(active.rootfs, posix2.resolve(workdir, inst.dest.endsWith("/") ? inst.dest : posix2.dirname(inst.dest) === "." ? inst.dest : inst.dest));
-              await mkdir7(destDir, { recursive: true });
-              await mkdir7(this.s.stateDir, { recursive: true });
-              const xopts = { tmpDir: this.s.stateDir };
-              if (chownOwner) xopts.chown = chownOwner;
-              if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
-              await extractArchive(m.realPath, destDir, xopts);
-            } else plain2.push(m);
-          }
-          if (plain2.length > 0) await copyInto(bctx, plain2, active.rootfs, inst.dest, copyOpts);
-        } else {
-          await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
-        }
-      } finally {
-        for (const fn of cleanup.reverse()) await fn().catch(() => {
-        });
+        const fopts = {};
+        if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
+        const got = await fetchUrl(u, await mkdtemp(join10(fetchDir, "u")), fopts);
+        fetched.set(u, got);
+        urlKeys.push([u, posixBase(got), createHash9("sha256").update(await readFile10(got)).digest("hex")]);
       }
-      void ctx;
-    });
+      const flagsText = copyFlagsText(inst);
+      const createdBy = `${inst.kind.toUpperCase()} ${flagsText}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(" ")} ${inst.dest}`;
+      const key = cacheKey([
+        state.key,
+        inst.kind,
+        sourceKey,
+        inst.heredocs.map((h) => [h.name, h.content]),
+        urlKeys,
+        inst.dest,
+        workdir,
+        inst.chown ?? "",
+        inst.chmod ?? "",
+        inst.parents,
+        inst.exclude,
+        inst.kind === "add" ? [inst.checksum ?? "", inst.unpack ?? null] : [],
+        used
+      ]);
+      return await this.layerStep(state, key, createdBy, async (active) => {
+        const chownOwner = inst.chown !== void 0 ? await this.chownFor(inst.chown, state, active, inst.link) : void 0;
+        const chmodSpec = inst.chmod !== void 0 ? parseChmod(inst.chmod) : void 0;
+        const copyOpts = { workdir, parents: inst.parents };
+        if (chownOwner) copyOpts.chown = chownOwner;
+        if (chmodSpec) copyOpts.chmod = chmodSpec;
+        if (this.s.opts.signal) copyOpts.signal = this.s.opts.signal;
+        const cleanup = [];
+        try {
+          const staged = [];
+          let stageDir;
+          const stagingDir = async () => {
+            if (!stageDir) {
+              await mkdir7(this.s.stateDir, { recursive: true });
+              stageDir = await mkdtemp(join10(this.s.stateDir, "copy-"));
+              const d = stageDir;
+              cleanup.push(() => rm9(d, { recursive: true, force: true }));
+            }
+            return stageDir;
+          };
+          for (const h of inst.heredocs) {
+            const dir = await stagingDir();
+            await writeFile3(join10(dir, h.name), h.content, { mode: 420 });
+            staged.push(h.name);
+          }
+          for (const u of urls) {
+            const dir = await stagingDir();
+            const fopts = {};
+            if (inst.kind === "add" && inst.checksum !== void 0) fopts.checksum = inst.checksum;
+            if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
+            const pre = fetched.get(u);
+            const got = pre !== void 0 ? join10(dir, posixBase(pre)) : await fetchUrl(u, dir, fopts);
+            if (pre !== void 0) await copyFile(pre, got);
+            staged.push(posixBase(got));
+          }
+          if (staged.length > 0 && stageDir) {
+            const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
+            const matches2 = await sctx.resolveSources(staged);
+            const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith("/") ? `${inst.dest}/` : inst.dest;
+            await copyInto(sctx, matches2, active.rootfs, destForStaged, { ...copyOpts, parents: false });
+          }
+          if (localSources.length === 0) return;
+          let bctx;
+          if (srcState) {
+            const parent = await this.s.ensureSnapshots(srcState.layers, diffIds(srcState));
+            const view = await this.s.snapshots.prepare(parent);
+            cleanup.push(() => view.release());
+            bctx = await BuildContext.open(view.rootfs, { ignore: NO_IGNORE });
+            copyOpts.keepOwnership = true;
+          } else {
+            bctx = await this.env.context();
+          }
+          const matches = await this.resolve(bctx, localSources, inst);
+          if (inst.kind === "add" && inst.unpack !== false) {
+            const plain2 = [];
+            for (const m of matches) {
+              if (m.kind === "file" && await isArchive(m.realPath)) {
+                const destDir = resolveInRoot2(active.rootfs, posix2.resolve(workdir, inst.dest.endsWith("/") ? inst.dest : posix2.dirname(inst.dest) === "." ? inst.dest : inst.dest));
+                await mkdir7(destDir, { recursive: true });
+                await mkdir7(this.s.stateDir, { recursive: true });
+                const xopts = { tmpDir: this.s.stateDir };
+                if (chownOwner) xopts.chown = chownOwner;
+                if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
+                await extractArchive(m.realPath, destDir, xopts);
+              } else plain2.push(m);
+            }
+            if (plain2.length > 0) await copyInto(bctx, plain2, active.rootfs, inst.dest, copyOpts);
+          } else {
+            await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
+          }
+        } finally {
+          for (const fn of cleanup.reverse()) await fn().catch(() => {
+          });
+        }
+        void ctx;
+      }, { independent: inst.link });
+    } finally {
+      if (fetchDir !== void 0) await rm9(fetchDir, { recursive: true, force: true });
+    }
+  }
+  /** `--chown` names resolve through the image's passwd/group files, also for a --link layer. */
+  async chownFor(spec, state, active, link) {
+    if (!link || /^\d+(:\d+)?$/.test(spec)) return resolveChown(spec, active.rootfs);
+    const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    const view = await this.s.snapshots.prepare(parent);
+    try {
+      return await resolveChown(spec, view.rootfs);
+    } finally {
+      await view.release();
+    }
   }
   async resolve(bctx, sources, inst) {
     try {
@@ -8480,6 +8555,7 @@ async function build(opts) {
       parsePlatform(envExpander(globalArgs2).word(s.from.platform), `${shownFile}:${s.from.range.start.line}: FROM --platform`);
     }
   }
+  requireRoot("tsbuild build");
   const { root, store, snapshots } = await openRoot(opts.root);
   const session = new BuildSession(root, store, snapshots, {
     noCache: opts.noCache ?? false,
