@@ -132,9 +132,9 @@ export class StageRunner {
         return this.runStep(state, raw, ctx);
       case 'copy':
       case 'add':
-        return this.copyStep(state, raw, ctx);
+        return this.copyStep(state, raw);
       case 'workdir':
-        return this.workdirStep(state, raw, ctx);
+        return this.workdirStep(state, raw);
       case 'from':
         throw this.fail(raw, 'FROM cannot be used here');
       default:
@@ -153,7 +153,6 @@ export class StageRunner {
       // Declaring an ARG is not a cache boundary: only steps that read its value depend on it.
       const names: string[] = [];
       for (const a of raw.args) {
-        const env = expansionEnv(next);
         let value: string | undefined;
         if (Object.hasOwn(this.env.buildArgs, a.key)) {
           value = this.env.buildArgs[a.key];
@@ -163,7 +162,6 @@ export class StageRunner {
         } else if (this.env.globalArgs.has(a.key)) {
           value = this.env.globalArgs.get(a.key);
         }
-        void env;
         if (value !== undefined) next.args.set(a.key, value);
         else next.args.delete(a.key);
         names.push(value !== undefined ? `${a.key}=${value}` : a.key);
@@ -236,7 +234,7 @@ export class StageRunner {
         if (!next.cmdSet) c.Cmd = null;
         return `ENTRYPOINT ${goQuoteList(c.Entrypoint)}`;
       case 'healthcheck':
-        return applyHealthcheck(c, inst, shellOf(next));
+        return applyHealthcheck(c, inst);
       case 'onbuild':
         c.OnBuild = [...(c.OnBuild ?? []), inst.expression];
         return `ONBUILD ${inst.expression}`;
@@ -317,7 +315,7 @@ export class StageRunner {
     }
   }
 
-  private async workdirStep(state: ImageState, raw: Extract<Instruction, { kind: 'workdir' }>, _ctx: StepCtx) {
+  private async workdirStep(state: ImageState, raw: Extract<Instruction, { kind: 'workdir' }>) {
     const { inst, used } = this.expand(state, raw);
     const c = containerConfig(state);
     const dir = posix.resolve(c.WorkingDir || '/', inst.path);
@@ -555,7 +553,7 @@ export class StageRunner {
     };
   }
 
-  private async copyStep(state: ImageState, raw: CopyInstruction | AddInstruction, ctx: StepCtx) {
+  private async copyStep(state: ImageState, raw: CopyInstruction | AddInstruction) {
     const { inst, used } = this.expand(state, raw);
     const c = containerConfig(state);
     const workdir = c.WorkingDir || '/';
@@ -678,7 +676,6 @@ export class StageRunner {
         } finally {
           for (const fn of cleanup.reverse()) await fn().catch(() => {});
         }
-        void ctx;
       }, { independent: inst.link });
     } finally {
       if (fetchDir !== undefined) await rm(fetchDir, { recursive: true, force: true });
@@ -824,14 +821,13 @@ function exposedPorts(inst: ExposeInstruction, fail: (m: string) => Error): stri
   return out;
 }
 
-function applyHealthcheck(c: ReturnType<typeof containerConfig>, inst: HealthcheckInstruction, shell: string[]): string {
+function applyHealthcheck(c: ReturnType<typeof containerConfig>, inst: HealthcheckInstruction): string {
   if (inst.test.type === 'none') {
     c.Healthcheck = { Test: ['NONE'] };
     return 'HEALTHCHECK NONE';
   }
   const cmd = inst.test.cmd;
   const test = cmd.form === 'exec' ? ['CMD', ...cmd.args] : ['CMD-SHELL', cmd.command];
-  void shell;
   const h: NonNullable<typeof c.Healthcheck> = { Test: test };
   if (inst.interval !== undefined) h.Interval = inst.interval;
   if (inst.timeout !== undefined) h.Timeout = inst.timeout;
