@@ -7793,9 +7793,9 @@ var StageRunner = class {
         return this.runStep(state, raw, ctx);
       case "copy":
       case "add":
-        return this.copyStep(state, raw, ctx);
+        return this.copyStep(state, raw);
       case "workdir":
-        return this.workdirStep(state, raw, ctx);
+        return this.workdirStep(state, raw);
       case "from":
         throw this.fail(raw, "FROM cannot be used here");
       default:
@@ -7811,7 +7811,6 @@ var StageRunner = class {
     if (raw.kind === "arg") {
       const names = [];
       for (const a of raw.args) {
-        const env = expansionEnv(next);
         let value;
         if (Object.hasOwn(this.env.buildArgs, a.key)) {
           value = this.env.buildArgs[a.key];
@@ -7821,7 +7820,6 @@ var StageRunner = class {
         } else if (this.env.globalArgs.has(a.key)) {
           value = this.env.globalArgs.get(a.key);
         }
-        void env;
         if (value !== void 0) next.args.set(a.key, value);
         else next.args.delete(a.key);
         names.push(value !== void 0 ? `${a.key}=${value}` : a.key);
@@ -7892,7 +7890,7 @@ var StageRunner = class {
         if (!next.cmdSet) c.Cmd = null;
         return `ENTRYPOINT ${goQuoteList(c.Entrypoint)}`;
       case "healthcheck":
-        return applyHealthcheck(c, inst, shellOf(next));
+        return applyHealthcheck(c, inst);
       case "onbuild":
         c.OnBuild = [...c.OnBuild ?? [], inst.expression];
         return `ONBUILD ${inst.expression}`;
@@ -7963,7 +7961,7 @@ var StageRunner = class {
       addHistory(next, { created: rec.created, created_by: createdBy, comment: "tsbuild", empty_layer: true });
     }
   }
-  async workdirStep(state, raw, _ctx) {
+  async workdirStep(state, raw) {
     const { inst, used } = this.expand(state, raw);
     const c = containerConfig2(state);
     const dir = posix2.resolve(c.WorkingDir || "/", inst.path);
@@ -8189,7 +8187,7 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
       await done;
     };
   }
-  async copyStep(state, raw, ctx) {
+  async copyStep(state, raw) {
     const { inst, used } = this.expand(state, raw);
     const c = containerConfig2(state);
     const workdir = c.WorkingDir || "/";
@@ -8319,7 +8317,6 @@ ${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
           for (const fn of cleanup.reverse()) await fn().catch(() => {
           });
         }
-        void ctx;
       }, { independent: inst.link });
     } finally {
       if (fetchDir !== void 0) await rm9(fetchDir, { recursive: true, force: true });
@@ -8447,14 +8444,13 @@ function exposedPorts(inst, fail) {
   }
   return out;
 }
-function applyHealthcheck(c, inst, shell) {
+function applyHealthcheck(c, inst) {
   if (inst.test.type === "none") {
     c.Healthcheck = { Test: ["NONE"] };
     return "HEALTHCHECK NONE";
   }
   const cmd = inst.test.cmd;
   const test = cmd.form === "exec" ? ["CMD", ...cmd.args] : ["CMD-SHELL", cmd.command];
-  void shell;
   const h = { Test: test };
   if (inst.interval !== void 0) h.Interval = inst.interval;
   if (inst.timeout !== void 0) h.Timeout = inst.timeout;
