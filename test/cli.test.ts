@@ -1,9 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseDockerfile } from '../packages/dockerfile/src/index.ts';
 import { REPO, busyboxTar } from './helpers/base.ts';
 import { CLI, ensureCli, tsbuild, tsbuildAsync } from './helpers/cli.ts';
@@ -220,12 +220,23 @@ test('-f - reads the Dockerfile from stdin; rawjson progress is one event a line
 });
 
 test('build and run as a non-root user fail at once with a clear message', () => {
-  const r = spawnSync('node', [CLI, 'build', join(REPO, 'fixtures/example')], {
-    encoding: 'utf8',
-    uid: 65534,
-    gid: 65534,
-    env: { ...process.env, TSBUILD_ROOT: join(tmpdir(), `tsbuild-nobody-${process.pid}`), HOME: tmpdir() },
-  });
+  // The checkout may sit under a directory other users cannot enter: give them a copy of the CLI.
+  const dir = mkdtempSync(join(tmpdir(), 'tsbuild-nobody-'));
+  chmodSync(dir, 0o755);
+  for (const f of ['tsbuild.js', 'tsbuild.cjs']) copyFileSync(join(dirname(CLI), f), join(dir, f));
+  mkdirSync(join(dir, 'ctx'));
+  writeFileSync(join(dir, 'ctx', 'Dockerfile'), 'FROM busybox:latest\nRUN true\n');
+  let r;
+  try {
+    r = spawnSync('node', [join(dir, 'tsbuild.js'), 'build', join(dir, 'ctx')], {
+      encoding: 'utf8',
+      uid: 65534,
+      gid: 65534,
+      env: { ...process.env, TSBUILD_ROOT: join(dir, 'root'), HOME: dir },
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /^error: tsbuild build needs root: it mounts overlayfs and runs containers with runc\nhint: run it as root/);
   noStack(r.stderr);

@@ -82,6 +82,7 @@ async function deadBundles(stateDir: string): Promise<boolean> {
 
 /** Builds a Dockerfile into an image in the local store and tags it. */
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  requireRoot('tsbuild build');
   const started = Date.now();
   const contextDir = resolvePath(opts.context);
   const file = opts.file && opts.file !== '-' ? opts.file : join(contextDir, 'Dockerfile');
@@ -144,7 +145,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
   }
 
-  requireRoot('tsbuild build');
   const { root, store, snapshots } = await openRoot(opts.root);
   const session = new BuildSession(root, store, snapshots, {
     noCache: opts.noCache ?? false,
