@@ -8487,6 +8487,7 @@ async function deadBundles(stateDir) {
   }
 }
 async function build(opts) {
+  requireRoot("tsbuild build");
   const started = Date.now();
   const contextDir = resolvePath5(opts.context);
   const file = opts.file && opts.file !== "-" ? opts.file : join11(contextDir, "Dockerfile");
@@ -8551,7 +8552,6 @@ async function build(opts) {
       parsePlatform(envExpander(globalArgs2).word(s.from.platform), `${shownFile}:${s.from.range.start.line}: FROM --platform`);
     }
   }
-  requireRoot("tsbuild build");
   const { root, store, snapshots } = await openRoot(opts.root);
   const session = new BuildSession(root, store, snapshots, {
     noCache: opts.noCache ?? false,
