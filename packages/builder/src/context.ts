@@ -190,7 +190,7 @@ function kindOf(st: fs.Stats | fs.BigIntStats): EntryKind | undefined {
   return undefined;
 }
 
-function lstatOrUndefined(p: string): fs.Stats | undefined {
+export function lstatOrUndefined(p: string): fs.Stats | undefined {
   try {
     return fs.lstatSync(p, { throwIfNoEntry: false });
   } catch {

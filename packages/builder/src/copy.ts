@@ -5,7 +5,7 @@ import { readXattrTree, writeXattrs } from '@tsbuild/layer';
 import { applyChmod } from './chmod.ts';
 import type { ModeSpec } from './chmod.ts';
 import type { Owner } from './chown.ts';
-import { cleanRel, resolveInRoot } from './context.ts';
+import { cleanRel, lstatOrUndefined, resolveInRoot } from './context.ts';
 import type { BuildContext, SourceEntry, SourceMatch } from './context.ts';
 
 export interface CopyOptions {
@@ -119,13 +119,6 @@ function statOrUndefined(p: string): fs.Stats | undefined {
   }
 }
 
-function lstatOrUndefined(p: string): fs.Stats | undefined {
-  try {
-    return fs.lstatSync(p, { throwIfNoEntry: false });
-  } catch {
-    return undefined;
-  }
-}
 
 class Copier {
   count = 0;

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import { open, rename, rm, stat, utimes } from 'node:fs/promises';
+import { open, rename, rm, utimes } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { TsbuildError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
-import { errnoCode, fsyncDir } from './fsutil.ts';
+import { errnoCode, exists, fsyncDir } from './fsutil.ts';
 
 export interface Expected {
   digest?: Digest;
@@ -128,15 +128,6 @@ export class FileBlobWriter implements BlobWriter {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return false;
-    throw e;
-  }
-}
 
 /** Sets a file's times to now; a file that vanished meanwhile is not an error. */
 export async function touch(p: string): Promise<void> {

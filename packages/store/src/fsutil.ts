@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export function errnoCode(e: unknown): string | undefined {
@@ -45,4 +45,15 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, t
     throw e;
   }
   await fsyncDir(dirname(file));
+}
+
+/** Whether a path exists; errors other than ENOENT are real failures and are thrown. */
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return false;
+    throw e;
+  }
 }

@@ -21,7 +21,7 @@ import {
 import type { Descriptor, Digest, Image, Index, Platform } from '@tsbuild/oci';
 import { FileBlobWriter, checkExpected, touch } from './blob-writer.ts';
 import type { BlobWriter, Expected } from './blob-writer.ts';
-import { errnoCode, tempName, writeFileAtomic } from './fsutil.ts';
+import { errnoCode, exists, tempName, writeFileAtomic } from './fsutil.ts';
 import { withLock } from './lock.ts';
 import type { LockOptions } from './lock.ts';
 import { FileMetaStore } from './meta.ts';
@@ -129,24 +129,14 @@ export class Store {
         throw new TsbuildError('BAD_STORE', `${layoutFile} is not an OCI image layout version ${LAYOUT_VERSION}`);
       }
     }
-    if (!(await this.exists(this.indexFile))) {
+    if (!(await exists(this.indexFile))) {
       await withLock(
         this.indexLock,
         async () => {
-          if (!(await this.exists(this.indexFile))) await this.writeIndex(buildIndex([]));
+          if (!(await exists(this.indexFile))) await this.writeIndex(buildIndex([]));
         },
         this.lockOpts,
       );
-    }
-  }
-
-  private async exists(p: string): Promise<boolean> {
-    try {
-      await stat(p);
-      return true;
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return false;
-      throw e;
     }
   }
 
