@@ -2684,14 +2684,14 @@ import { pipeline as pipeline2 } from "node:stream/promises";
 // packages/store/src/blob-writer.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { createHash as createHash2 } from "node:crypto";
-import { open as open2, rename as rename2, rm as rm2, stat, utimes } from "node:fs/promises";
+import { open as open2, rename as rename2, rm as rm2, utimes } from "node:fs/promises";
 import { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 
 // packages/store/src/fsutil.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes } from "node:crypto";
-import { open, rename, rm } from "node:fs/promises";
+import { open, rename, rm, stat } from "node:fs/promises";
 import { basename as basename2, dirname, join } from "node:path";
 function errnoCode(e) {
   return e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : void 0;
@@ -2726,6 +2726,15 @@ async function writeFileAtomic(file, data, tmpDir) {
     throw e;
   }
   await fsyncDir(dirname(file));
+}
+async function exists(p) {
+  try {
+    await stat(p);
+    return true;
+  } catch (e) {
+    if (errnoCode(e) === "ENOENT") return false;
+    throw e;
+  }
 }
 
 // packages/store/src/blob-writer.ts
@@ -2826,15 +2835,6 @@ var FileBlobWriter = class {
     await rm2(this.tmp, { force: true });
   }
 };
-async function exists(p) {
-  try {
-    await stat(p);
-    return true;
-  } catch (e) {
-    if (errnoCode(e) === "ENOENT") return false;
-    throw e;
-  }
-}
 async function touch(p) {
   const now = /* @__PURE__ */ new Date();
   await utimes(p, now, now).catch((e) => {
@@ -3383,23 +3383,14 @@ var Store = class {
         throw new TsbuildError("BAD_STORE", `${layoutFile} is not an OCI image layout version ${LAYOUT_VERSION}`);
       }
     }
-    if (!await this.exists(this.indexFile)) {
+    if (!await exists(this.indexFile)) {
       await withLock(
         this.indexLock,
         async () => {
-          if (!await this.exists(this.indexFile)) await this.writeIndex(buildIndex([]));
+          if (!await exists(this.indexFile)) await this.writeIndex(buildIndex([]));
         },
         this.lockOpts
       );
-    }
-  }
-  async exists(p) {
-    try {
-      await stat4(p);
-      return true;
-    } catch (e) {
-      if (errnoCode(e) === "ENOENT") return false;
-      throw e;
     }
   }
   // ---- blobs ----
@@ -7216,13 +7207,6 @@ function statOrUndefined(p) {
     return void 0;
   }
 }
-function lstatOrUndefined3(p) {
-  try {
-    return fs3.lstatSync(p, { throwIfNoEntry: false });
-  } catch {
-    return void 0;
-  }
-}
 var Copier = class {
   count = 0;
   links = /* @__PURE__ */ new Map();
@@ -7252,7 +7236,7 @@ var Copier = class {
     for (const part of target.slice(this.root.length).split("/")) {
       if (part === "") continue;
       cur += "/" + part;
-      const st = lstatOrUndefined3(cur);
+      const st = lstatOrUndefined(cur);
       if (st === void 0) {
         fs3.mkdirSync(cur, 493);
         fs3.chmodSync(cur, 493);
@@ -7283,7 +7267,7 @@ var Copier = class {
     for (let i = 0; i < parts.length - 1; i++) {
       target += "/" + parts[i];
       const srcDir = resolveInRoot2(ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join("/"));
-      const st = lstatOrUndefined3(target);
+      const st = lstatOrUndefined(target);
       if (st === void 0) {
         fs3.mkdirSync(target, 448);
         this.count++;
@@ -7311,7 +7295,7 @@ var Copier = class {
     }
   }
   copyEntry(e, to, overwriteMeta) {
-    const existing = lstatOrUndefined3(to);
+    const existing = lstatOrUndefined(to);
     if (e.kind === "dir") {
       let created = false;
       if (existing === void 0) {
