@@ -85,6 +85,7 @@ await build({
   outfile,
   bundle: true,
   platform: 'node',
+  // The CLI supports every Node from 20 on (package.json engines), not only the Action's.
   target: 'node20',
   format: 'cjs',
   sourcemap: 'linked',
@@ -120,7 +121,8 @@ await build({
   absWorkingDir: new URL('..', import.meta.url).pathname,
   bundle: true,
   platform: 'node',
-  target: 'node20',
+  // action.yml runs the bundle with `using: node24`.
+  target: 'node24',
   format: 'esm',
   legalComments: 'none',
   define: { TSBUILD_NATIVE_VERSIONS: JSON.stringify(nativeVersions) },
