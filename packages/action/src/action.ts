@@ -1,8 +1,8 @@
 import { relative, isAbsolute, resolve as resolvePath } from 'node:path';
 import { appendFileSync } from 'node:fs';
 import { DockerfileError, TsbuildError, UsageError } from '@tsbuild/errors';
-import { build, exportImage, openRoot, parseOutput, pullToStore, pushFromStore } from '@tsbuild/builder';
-import type { BuildEvent, BuildOptions, OutputSpec } from '@tsbuild/builder';
+import { build, parseOutput } from '@tsbuild/builder';
+import type { BuildEvent, BuildOptions, DistributionOptions } from '@tsbuild/builder';
 import type { Env, StepRow } from './workflow.ts';
 import { command, getBool, getInput, getList, keyValueList, summaryMarkdown, writeOutputs } from './workflow.ts';
 
@@ -73,6 +73,18 @@ export class GroupedLog {
         this.write(`#${e.id} ERROR: ${e.message.split('\n').join(`\n#${e.id} `)}\n`);
         break;
       }
+      case 'exported':
+        this.enter('outputs', `export type=${e.output}`);
+        this.write(`wrote ${e.dest}${e.size ? ` (${e.size} bytes)` : ''}\n`);
+        break;
+      case 'push-blob':
+        this.enter('outputs', `push ${e.ref}`);
+        this.write(`${e.digest.slice(7, 19)}: ${e.status}\n`);
+        break;
+      case 'pushed':
+        this.enter('outputs', `push ${e.ref}`);
+        this.write(`pushed ${e.ref}@${e.digest}\n`);
+        break;
       default:
         break;
     }
@@ -105,23 +117,10 @@ export function errorCommand(e: unknown, env: Env): string {
   return command('error', { title: 'tsbuild (internal error)' }, e instanceof Error ? (e.stack ?? e.message) : String(e));
 }
 
-interface Inputs {
-  build: BuildOptions;
-  tags: string[];
-  push: boolean;
-  outputs: OutputSpec[];
-  compression: 'gzip' | 'zstd';
-}
-
 let secretSeq = 0;
 
-function readInputs(env: Env): Inputs {
-  const context = getInput(env, 'context') || '.';
-  const file = getInput(env, 'file');
-  const outputs = getList(env, 'outputs', { commas: false }).map(parseOutput);
-  const tags = [...getList(env, 'tags'), ...outputs.flatMap((o) => ('names' in o ? o.names : []))];
-  const push = getBool(env, 'push') || outputs.some((o) => o.type === 'registry' || (o.type === 'image' && o.push));
-  if (push && tags.length === 0) throw new UsageError('push needs at least one tag', { hint: 'set the tags input' });
+/** The action's inputs as build options (build-push-action's names, plus tsbuild's registry settings). */
+function readInputs(env: Env): BuildOptions {
   const platforms = getList(env, 'platforms');
   if (platforms.length > 1) {
     throw new UsageError(`platforms: tsbuild builds one platform per run, got ${platforms.join(', ')}`, { hint: 'use a matrix job per platform' });
@@ -135,28 +134,45 @@ function readInputs(env: Env): Inputs {
     process.env[name] = value;
     secrets[id] = { env: name };
   }
+  const file = getInput(env, 'file');
   const opts: BuildOptions = {
-    context,
-    tags,
+    context: getInput(env, 'context') || '.',
+    file: file ? resolvePath(file) : undefined,
+    tags: getList(env, 'tags'),
+    outputs: getList(env, 'outputs', { commas: false }).map(parseOutput),
+    push: getBool(env, 'push'),
+    compression,
+    registry: registryInputs(env),
     buildArgs: keyValueList(getList(env, 'build-args', { commas: false }), 'build-args'),
     labels: keyValueList(getList(env, 'labels', { commas: false }), 'labels'),
     noCache: getBool(env, 'no-cache'),
     pull: getBool(env, 'pull'),
     secrets,
+    target: getInput(env, 'target') || undefined,
+    platform: platforms[0],
+    runtime: getInput(env, 'runtime') || undefined,
+    root: env.TSBUILD_ROOT || undefined,
   };
-  if (file) opts.file = resolvePath(file);
-  const target = getInput(env, 'target');
-  if (target) opts.target = target;
-  if (platforms[0]) opts.platform = platforms[0];
-  const runtime = getInput(env, 'runtime');
-  if (runtime) opts.runtime = runtime;
-  if (env.TSBUILD_ROOT) opts.root = env.TSBUILD_ROOT;
   const epoch = env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && epoch !== '') {
     if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, got ${JSON.stringify(epoch)}`);
     opts.sourceDateEpoch = Number(epoch);
   }
-  return { build: opts, tags, push, outputs, compression };
+  return opts;
+}
+
+/** The CLI's --insecure-registry, --ca-file and --registry-timeout, as inputs. */
+function registryInputs(env: Env): DistributionOptions {
+  const o: DistributionOptions = { insecure: getList(env, 'insecure-registry') };
+  const ca = getInput(env, 'ca-file');
+  if (ca) o.caFile = resolvePath(ca);
+  const t = getInput(env, 'registry-timeout');
+  if (t) {
+    const seconds = Number(t);
+    if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`registry-timeout: expected a positive number of seconds, got ${JSON.stringify(t)}`);
+    o.timeoutMs = Math.round(seconds * 1000);
+  }
+  return o;
 }
 
 /** Runs the action once; returns the process exit code. */
@@ -169,54 +185,18 @@ export async function runAction(o: ActionOptions): Promise<number> {
   try {
     const inputs = readInputs(env);
     // Secret values must never show up in the log, whatever a RUN step prints.
-    for (const spec of Object.values(inputs.build.secrets ?? {})) {
+    for (const spec of Object.values(inputs.secrets ?? {})) {
       const value = spec.env !== undefined ? process.env[spec.env] : undefined;
       for (const line of (value ?? '').split(/\r?\n/)) if (line.trim() !== '') write(command('add-mask', {}, line));
     }
-    title = `tsbuild: ${inputs.tags[0] ?? 'untagged image'}`;
-    const root = inputs.build.root;
-    const signal = o.signal;
-    const r = await build({
-      ...inputs.build,
-      onEvent: (e) => log.event(e),
-      ...(signal ? { signal } : {}),
-      fetchImage: async (ref, fo) => {
-        const { store } = await openRoot(root);
-        await pullToStore(store, ref, fo.signal ? { signal: fo.signal } : {});
-      },
-    });
+    title = `tsbuild: ${inputs.tags?.[0] ?? 'untagged image'}`;
+    const r = await build({ ...inputs, onEvent: (e) => log.event(e), signal: o.signal });
     log.close();
     for (const w of r.warnings) write(command('warning', { title: 'tsbuild' }, w));
-    const { store } = await openRoot(root);
-    for (const out of inputs.outputs) {
-      if (!('dest' in out)) continue;
-      write(command('group', {}, `export type=${out.type} dest=${out.dest}`));
-      const e = await exportImage(store, r.manifest.digest, { type: out.type, dest: out.dest, tags: r.tags, ...(signal ? { signal } : {}) });
-      write(`wrote ${out.dest}${e.size ? ` (${e.size} bytes)` : ''}\n::endgroup::\n`);
-    }
-    let digest: string = r.manifest.digest;
-    if (inputs.push) {
-      write(command('group', {}, `push ${r.tags.join(', ')}`));
-      for (const t of r.tags) {
-        digest = await pushFromStore(store, t, t, {
-          compression: inputs.compression,
-          ...(signal ? { signal } : {}),
-          onBlob: (b) => write(`${b.descriptor.digest.slice(7, 19)}: ${b.status}\n`),
-        });
-        write(`pushed ${t}@${digest}\n`);
-      }
-      write('::endgroup::\n');
-    }
-    const metadata = {
-      'containerimage.digest': digest,
-      'containerimage.config.digest': r.configDigest,
-      'containerimage.descriptor': r.manifest,
-      'image.name': r.tags.join(','),
-    };
-    writeOutputs(env, { imageid: r.configDigest, digest, metadata: JSON.stringify(metadata, null, 2) });
-    facts.push(['image id', r.configDigest], ['digest', digest], ['total', `${((Date.now() - started) / 1000).toFixed(1)}s`]);
+    writeOutputs(env, { imageid: r.configDigest, digest: r.digest, metadata: JSON.stringify(r.metadata, null, 2) });
+    facts.push(['image id', r.configDigest], ['digest', r.digest], ['total', `${((Date.now() - started) / 1000).toFixed(1)}s`]);
     if (r.tags.length > 0) facts.push(['tags', r.tags.join(', ')]);
-    if (inputs.push) facts.push(['pushed', 'yes']);
+    if (r.pushed.length > 0) facts.push(['pushed', 'yes']);
     writeSummary(env, title, facts, log);
     return 0;
   } catch (e) {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { TsbuildError } from '@tsbuild/errors';
-import { resolveInRoot } from './context.ts';
+import { secureJoin } from '@tsbuild/layer';
 
 export interface Owner {
   uid: number;
@@ -40,7 +40,7 @@ function parseId(text: string, what: string, spec: string): number {
 
 /** Reads `/etc/<name>` of an image root; a missing file is `undefined`. */
 async function readImageFile(rootfs: string, file: string): Promise<string | undefined> {
-  const abs = resolveInRoot(rootfs, file);
+  const abs = secureJoin(rootfs, file, { followLast: true });
   try {
     return await readFile(abs, 'utf8');
   } catch (e) {

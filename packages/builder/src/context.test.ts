@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BuildContext, SourceNotFoundError, compileGlob, hasWildcard, resolveInRoot } from './context.ts';
+import { secureJoin } from '@tsbuild/layer';
+import { BuildContext, SourceNotFoundError, compileFilepathMatch, hasWildcard } from './context.ts';
 import { createIgnoreMatcher, loadIgnore, parseIgnoreFile } from './ignore.ts';
 
 /** Builds a tree: `name/` = dir, `name -> target` = symlink, otherwise a file with its own name as content. */
@@ -30,7 +31,7 @@ function tempDir(t: { after(fn: () => void): void }, prefix = 'tsbuild-ctx-'): s
   return dir;
 }
 
-test('compileGlob follows Go filepath.Match', () => {
+test('compileFilepathMatch follows Go filepath.Match', () => {
   const cases: [string, string, boolean][] = [
     ['*.txt', 'a.txt', true],
     ['*.txt', '.txt', true],
@@ -51,17 +52,17 @@ test('compileGlob follows Go filepath.Match', () => {
     ['é?', 'éé', true],
   ];
   for (const [pattern, name, want] of cases) {
-    assert.equal(compileGlob(pattern).test(name), want, `${pattern} vs ${name}`);
+    assert.equal(compileFilepathMatch(pattern).test(name), want, `${pattern} vs ${name}`);
   }
   for (const bad of ['[', '[a-', '[]', 'a\\', '[z-a]', '[-a]']) {
-    assert.throws(() => compileGlob(bad), /invalid wildcard pattern/, bad);
+    assert.throws(() => compileFilepathMatch(bad), /invalid wildcard pattern/, bad);
   }
   assert.equal(hasWildcard('a\\*b'), false);
   assert.equal(hasWildcard('a/*'), true);
   assert.equal(hasWildcard('x[1]'), true);
 });
 
-test('resolveInRoot keeps every path inside the root', (t) => {
+test('secureJoin keeps every path inside the root', (t) => {
   const root = tempDir(t);
   makeTree(root, ['etc/passwd', 'a/b/', 'abs -> /etc', 'up -> ../../../../etc', 'rel -> a/b', 'loop -> loop', 'dang -> /nowhere/x']);
   const cases: [string, string, boolean?][] = [
@@ -75,10 +76,10 @@ test('resolveInRoot keeps every path inside the root', (t) => {
     ['a/../../..', ''],
   ];
   for (const [input, want, follow] of cases) {
-    const got = resolveInRoot(root, input, { followFinal: follow ?? true });
+    const got = secureJoin(root, input, { followLast: follow ?? true });
     assert.equal(got, want === '' ? root : root + '/' + want, input);
   }
-  assert.throws(() => resolveInRoot(root, 'loop/x'), /too many levels of symbolic links/);
+  assert.throws(() => secureJoin(root, 'loop/x', { followLast: true }), /too many levels of symbolic links/);
 });
 
 test('resolveSources: literal, wildcard, clamped and hostile sources', async (t) => {

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { TsbuildError } from '@tsbuild/errors';
+import { secureJoin } from '@tsbuild/layer';
 import { NO_IGNORE, createIgnoreMatcher } from './ignore.ts';
 import type { IgnoreMatcher } from './ignore.ts';
 
@@ -53,57 +54,6 @@ export class SourceNotFoundError extends TsbuildError {
   }
 }
 
-const MAX_LINKS = 255;
-
-/**
- * Resolves an untrusted path inside `root` the way the path would resolve if `root` were `/`:
- * `..` stops at the root, absolute symlink targets restart at the root, relative ones resolve
- * from the link's directory. Missing components are appended as they are. The result is
- * always `root` or below it.
- */
-export function resolveInRoot(root: string, unsafePath: string, opts: { followFinal?: boolean } = {}): string {
-  const followFinal = opts.followFinal ?? true;
-  let pending = splitPath(unsafePath);
-  const done: string[] = [];
-  let links = 0;
-  let missing = false;
-  while (pending.length > 0) {
-    const part = pending[0] as string;
-    pending = pending.slice(1);
-    if (part === '..') {
-      done.pop();
-      continue;
-    }
-    const candidate = joinUnder(root, [...done, part]);
-    if (missing || (pending.length === 0 && !followFinal)) {
-      done.push(part);
-      continue;
-    }
-    const st = lstatOrUndefined(candidate);
-    if (st === undefined) missing = true;
-    if (st?.isSymbolicLink()) {
-      if (++links > MAX_LINKS) {
-        throw new TsbuildError('SYMLINK_LOOP', `too many levels of symbolic links resolving ${unsafePath}`);
-      }
-      const target = fs.readlinkSync(candidate);
-      if (target.startsWith('/')) done.length = 0;
-      pending = [...splitPath(target), ...pending];
-      continue;
-    }
-    done.push(part);
-  }
-  return joinUnder(root, done);
-}
-
-function splitPath(p: string): string[] {
-  return p.split('/').filter((c) => c !== '' && c !== '.');
-}
-
-function joinUnder(root: string, parts: readonly string[]): string {
-  if (parts.length === 0) return root;
-  return (root.endsWith('/') ? root : root + '/') + parts.join('/');
-}
-
 /** True when a COPY source uses Go filepath.Match syntax (`\` escapes the next character). */
 export function hasWildcard(p: string): boolean {
   for (let i = 0; i < p.length; i++) {
@@ -118,7 +68,7 @@ export function hasWildcard(p: string): boolean {
  * Compiles one path component of a Go `filepath.Match` pattern: `*` and `?` never match `/`,
  * `[a-z]`/`[^x]` are classes, `\` escapes. A malformed pattern is an error, not a silent miss.
  */
-export function compileGlob(component: string): RegExp {
+export function compileFilepathMatch(component: string): RegExp {
   const bad = (): never => {
     throw new TsbuildError('BAD_PATTERN', `invalid wildcard pattern "${component}"`);
   };
@@ -262,8 +212,8 @@ export class BuildContext {
     const matches: SourceMatch[] = [];
     for (const name of named) {
       const realPath = follow
-        ? resolveInRoot(this.root, name)
-        : resolveInRoot(this.root, name, { followFinal: false });
+        ? secureJoin(this.root, name, { followLast: true })
+        : secureJoin(this.root, name);
       const st = lstatOrUndefined(realPath);
       const kind = st ? kindOf(st) : undefined;
       const realRel = this.relativeOf(realPath);
@@ -286,8 +236,8 @@ export class BuildContext {
     const parts = rel.split('/');
     const firstWild = parts.findIndex((c) => hasWildcard(c));
     const prefix = parts.slice(0, firstWild).join('/');
-    const globs = parts.slice(firstWild).map((c) => compileGlob(c));
-    const base = resolveInRoot(this.root, prefix);
+    const globs = parts.slice(firstWild).map((c) => compileFilepathMatch(c));
+    const base = secureJoin(this.root, prefix, { followLast: true });
     const baseSt = lstatOrUndefined(base);
     if (!baseSt?.isDirectory()) return [];
     const out: string[] = [];
@@ -320,8 +270,8 @@ export class BuildContext {
     const parts = rel.split('/');
     const firstWild = parts.findIndex((c) => hasWildcard(c));
     const prefix = parts.slice(0, firstWild).join('/');
-    const rest = parts.slice(firstWild).map((c) => (c === '**' ? null : compileGlob(c)));
-    const base = resolveInRoot(this.root, prefix);
+    const rest = parts.slice(firstWild).map((c) => (c === '**' ? null : compileFilepathMatch(c)));
+    const base = secureJoin(this.root, prefix, { followLast: true });
     if (!lstatOrUndefined(base)?.isDirectory()) return [];
     const found = new Set<string>();
     const seen = new Set<string>();

@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
-import { readXattrTree, writeXattrs } from '@tsbuild/layer';
+import { readXattrTree, secureJoin, writeXattrs } from '@tsbuild/layer';
 import { applyChmod } from './chmod.ts';
 import type { ModeSpec } from './chmod.ts';
 import type { Owner } from './chown.ts';
-import { cleanRel, lstatOrUndefined, resolveInRoot } from './context.ts';
+import { cleanRel, lstatOrUndefined } from './context.ts';
 import type { BuildContext, SourceEntry, SourceMatch } from './context.ts';
 
 export interface CopyOptions {
@@ -66,7 +66,7 @@ export async function copyInto(
   const rel = cleanRel(imageDest);
   const sources = new Set(matches.map((m) => m.source));
   if (!destIsDir && (matches.length > 1 || sources.size > 1)) {
-    const existing = statOrUndefined(resolveInRoot(root, rel));
+    const existing = statOrUndefined(secureJoin(root, rel, { followLast: true }));
     if (!existing?.isDirectory()) {
       throw new CopyError(
         `when using COPY with more than one source file, the destination must be a directory and end with a / (got "${dest}")`,
@@ -74,7 +74,7 @@ export async function copyInto(
     }
   }
   c.mkdirAll(destIsDir ? rel : path.posix.dirname(rel));
-  const destAbs = resolveInRoot(root, rel);
+  const destAbs = secureJoin(root, rel, { followLast: true });
   const xattrScans: Promise<Map<string, Map<string, Buffer>>>[] = [];
   try {
     for (const match of matches) {
@@ -148,7 +148,7 @@ class Copier {
 
   /** Creates `rel` and its missing parents (0755, `chown` or root), following the image's symlinks inside the root. */
   mkdirAll(rel: string): string {
-    const target = resolveInRoot(this.root, rel);
+    const target = secureJoin(this.root, rel, { followLast: true });
     const owner = this.opts.chown ?? ROOT_OWNER;
     let cur = this.root;
     for (const part of target.slice(this.root.length).split('/')) {
@@ -187,7 +187,7 @@ class Copier {
     // Parents the pattern passed through get the metadata of their source directory when created.
     for (let i = 0; i < parts.length - 1; i++) {
       target += '/' + parts[i];
-      const srcDir = resolveInRoot(ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join('/'));
+      const srcDir = secureJoin(ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join('/'), { followLast: true });
       const st = lstatOrUndefined(target);
       if (st === undefined) {
         fs.mkdirSync(target, 0o700);

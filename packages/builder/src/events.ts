@@ -25,6 +25,10 @@ export type BuildEvent =
       layerSize?: number;
     }
   | { type: 'step-error'; time: number; id: string; message: string }
-  | { type: 'build-done'; time: number; imageDigest: string; configDigest: string; durationMs: number };
+  | { type: 'build-done'; time: number; imageDigest: string; configDigest: string; durationMs: number }
+  /** Outputs, after the build: an archive or directory written, a blob and a name pushed. */
+  | { type: 'exported'; time: number; output: string; dest: string; size: number }
+  | { type: 'push-blob'; time: number; ref: string; digest: string; status: string }
+  | { type: 'pushed'; time: number; ref: string; digest: string };
 
 export type EventSink = (e: BuildEvent) => void;

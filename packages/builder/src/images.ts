@@ -8,7 +8,7 @@ import type { Store } from '@tsbuild/store';
 import type { Snapshotter } from '@tsbuild/snapshot';
 import { run as runContainer } from '@tsbuild/executor';
 import { resolveUser } from './chown.ts';
-import { resolveInRoot } from './context.ts';
+import { secureJoin } from '@tsbuild/layer';
 import { BuildSession, requireRoot } from './session.ts';
 import type { ResourceLimits } from './session.ts';
 import { CacheIndex } from './cache.ts';
@@ -89,7 +89,7 @@ export async function runImage(
 ): Promise<number> {
   requireRoot('tsbuild run');
   const session = new BuildSession(env.root, env.store, env.snapshots, {
-    noCache: false, pull: false, fetchImage: undefined, emit: () => {}, signal: opts.signal, sourceDateEpoch: undefined,
+    noCache: false, pull: false, registry: undefined, emit: () => {}, signal: opts.signal, sourceDateEpoch: undefined,
     runtime: opts.runtime, network: opts.network ?? 'host', limits: opts.limits ?? {},
   });
   const img = await session.image(ref);
@@ -102,7 +102,7 @@ export async function runImage(
   const active = await env.snapshots.prepare(parent);
   try {
     const cwd = opts.workdir ?? (c.WorkingDir || '/');
-    await mkdir(resolveInRoot(active.rootfs, cwd), { recursive: true });
+    await mkdir(secureJoin(active.rootfs, cwd, { followLast: true }), { recursive: true });
     const user = await resolveUser(opts.user ?? (c.User || 'root'), active.rootfs);
     const envList = [...(c.Env ?? [])];
     if (!envList.some((e) => e.startsWith('PATH='))) envList.push(`PATH=${DEFAULT_PATH}`);

@@ -1,9 +1,10 @@
 export { build, openRoot } from './build.ts';
+export { publish, planPublish } from './publish.ts';
+export type { PublishOptions, PublishPlan, Published, BuiltImage } from './publish.ts';
 export type { BuildOptions, BuildResult } from './build.ts';
 export type { BuildEvent, EventSink } from './events.ts';
-export type { ImageFetcher, ResourceLimits } from './session.ts';
+export type { ResourceLimits } from './session.ts';
 export { CacheIndex } from './cache.ts';
-export { parsePlatform, formatPlatform, HOST_PLATFORM } from './platform.ts';
 export { BuildContext } from './context.ts';
 export { loadIgnore } from './ignore.ts';
 export { hashSources, StatCache } from './hash.ts';

@@ -1,30 +1,17 @@
 import { UsageError } from '@tsbuild/errors';
+import { formatPlatform, hostPlatform, parsePlatform } from '@tsbuild/oci';
+import type { Platform } from '@tsbuild/oci';
 
-export interface PlatformSpec {
-  os: string;
-  architecture: string;
-  variant: string;
-}
-
-/** The one platform tsbuild builds for today: the host's, linux/amd64. */
-export const HOST_PLATFORM: PlatformSpec = { os: 'linux', architecture: 'amd64', variant: '' };
-
-export function formatPlatform(p: PlatformSpec): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
-}
-
-/** Parses `--platform` / `FROM --platform`; only the host platform can run RUN steps. */
-export function parsePlatform(spec: string | undefined, where = '--platform'): PlatformSpec {
-  if (spec === undefined || spec === '') return HOST_PLATFORM;
-  const parts = spec.toLowerCase().split('/');
-  const [os, arch0, variant = ''] = parts;
-  const arch = arch0 === 'x86_64' || arch0 === 'x86-64' ? 'amd64' : arch0;
-  if (parts.length < 2 || parts.length > 3 || !os || !arch) {
-    throw new UsageError(`${where}: invalid platform ${JSON.stringify(spec)}: expected os/arch[/variant], e.g. linux/amd64`);
-  }
-  const p = { os, architecture: arch, variant };
-  if (formatPlatform(p) !== formatPlatform(HOST_PLATFORM)) {
-    throw new UsageError(`${where}: platform ${formatPlatform(p)} is not supported: tsbuild builds linux/amd64 only`, {
+/**
+ * The platform a build targets, from `--platform` or `FROM --platform`: RUN steps run natively,
+ * so only the host's platform can be built (no emulation yet).
+ */
+export function targetPlatform(spec: string | undefined, where = '--platform'): Platform {
+  const host = hostPlatform();
+  if (spec === undefined || spec === '') return host;
+  const p = parsePlatform(spec, where);
+  if (formatPlatform(p) !== formatPlatform(host)) {
+    throw new UsageError(`${where}: platform ${formatPlatform(p)} is not supported: tsbuild builds ${formatPlatform(host)} only`, {
       hint: 'cross-platform builds need emulation, which tsbuild does not provide yet',
     });
   }
@@ -32,16 +19,16 @@ export function parsePlatform(spec: string | undefined, where = '--platform'): P
 }
 
 /** ARGs every build defines (usable after `ARG NAME` in a stage, or in FROM lines). */
-export function platformArgs(target: PlatformSpec, build: PlatformSpec = HOST_PLATFORM): Record<string, string> {
+export function platformArgs(target: Platform, build: Platform = hostPlatform()): Record<string, string> {
   return {
     TARGETPLATFORM: formatPlatform(target),
     TARGETOS: target.os,
     TARGETARCH: target.architecture,
-    TARGETVARIANT: target.variant,
+    TARGETVARIANT: target.variant ?? '',
     BUILDPLATFORM: formatPlatform(build),
     BUILDOS: build.os,
     BUILDARCH: build.architecture,
-    BUILDVARIANT: build.variant,
+    BUILDVARIANT: build.variant ?? '',
   };
 }
 

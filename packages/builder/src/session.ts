@@ -7,7 +7,10 @@ import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { Snapshotter } from '@tsbuild/snapshot';
+import { parseReference } from '@tsbuild/registry';
 import { CacheIndex, Semaphore } from './cache.ts';
+import { pullToStore } from './distribution.ts';
+import type { DistributionOptions } from './distribution.ts';
 import { StatCache } from './hash.ts';
 import type { EventSink } from './events.ts';
 
@@ -27,9 +30,6 @@ export interface BaseImage {
   config: ImageConfig;
   layers: Descriptor[];
 }
-
-/** Pulls `ref` into the store when it is not there (registry integration plugs in here). */
-export type ImageFetcher = (ref: string, opts: { signal?: AbortSignal }) => Promise<void>;
 
 export interface ResourceLimits {
   memory?: number;
@@ -52,7 +52,8 @@ export class BuildSession {
     readonly opts: {
       noCache: boolean;
       pull: boolean;
-      fetchImage: ImageFetcher | undefined;
+      /** How registries are reached when a base image must be pulled; undefined: never pull. */
+      registry: DistributionOptions | undefined;
       emit: EventSink;
       signal: AbortSignal | undefined;
       sourceDateEpoch: number | undefined;
@@ -110,10 +111,17 @@ export class BuildSession {
   }
 
   private async loadImage(ref: string): Promise<BaseImage> {
-    const fetch = this.opts.fetchImage;
     let desc = this.opts.pull ? undefined : await this.store.resolve(ref);
-    if (!desc && fetch) {
-      await fetch(ref, this.opts.signal ? { signal: this.opts.signal } : {});
+    if (!desc && this.opts.registry && isReference(ref)) {
+      try {
+        await pullToStore(this.store, ref, { ...this.opts.registry, signal: this.opts.signal });
+      } catch (e) {
+        if (!(e instanceof TsbuildError)) throw e;
+        throw new TsbuildError('IMAGE_NOT_FOUND', `image "${ref}" is not in the local store and pulling it failed: ${e.message}`, {
+          hint: `import it with "tsbuild import ROOTFS.tar -t ${ref}", or build it first`,
+          cause: e,
+        });
+      }
       desc = await this.store.resolve(ref);
     }
     if (!desc) {
@@ -146,5 +154,15 @@ export class BuildSession {
       });
     }
     return chain.at(-1);
+  }
+}
+
+/** Whether `ref` can name a registry image at all (anything else can only be local). */
+function isReference(ref: string): boolean {
+  try {
+    parseReference(ref);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -1,49 +1,29 @@
-import { lstat, mkdir, readlink } from 'node:fs/promises';
-import { TsbuildError } from '@tsbuild/errors';
-
-const MAX_SYMLINKS = 40;
-
-function errCode(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException | undefined)?.code;
-}
+import { lstat, mkdir } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
+import { TsbuildError, UnsafeArchiveError } from '@tsbuild/errors';
+import { secureJoin } from '@tsbuild/layer';
 
 /**
  * Resolves `unsafePath` (a path inside the container) against the rootfs at `root` the way the
- * container would see it: symlinks are followed, but absolute targets and `..` are confined to
- * the root. Components that do not exist are taken literally. Returns the clean in-container
- * path (always absolute); the host path is `root + result`.
+ * container would see it, with tsbuild's one secure join: symlinks are followed, absolute targets
+ * and `..` stay inside the root, missing components are taken literally. Returns the clean
+ * in-container path (always absolute); the host path is `root + result`.
  */
 export async function resolveInRoot(root: string, unsafePath: string): Promise<string> {
-  let pending = unsafePath.split('/').filter((c) => c !== '' && c !== '.');
-  const done: string[] = [];
-  let links = 0;
-  while (pending.length > 0) {
-    const part = pending.shift() as string;
-    if (part === '.') continue;
-    if (part === '..') {
-      done.pop();
-      continue;
-    }
-    const candidate = `/${[...done, part].join('/')}`;
-    let isLink = false;
-    try {
-      isLink = (await lstat(root + candidate)).isSymbolicLink();
-    } catch (e) {
-      const code = errCode(e);
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
-    }
-    if (!isLink) {
-      done.push(part);
-      continue;
-    }
-    if (++links > MAX_SYMLINKS) {
-      throw new TsbuildError('PATH_LOOP', `too many symbolic links resolving ${unsafePath} in the container`);
-    }
-    const target = await readlink(root + candidate);
-    if (target.startsWith('/')) done.length = 0;
-    pending = [...target.split('/').filter((c) => c !== '' && c !== '.'), ...pending];
+  const base = resolvePath(root);
+  let host: string;
+  try {
+    host = secureJoin(base, unsafePath, { followLast: true });
+  } catch (e) {
+    if (!(e instanceof UnsafeArchiveError)) throw e;
+    const loop = /symbolic links/.test(e.message);
+    throw new TsbuildError(loop ? 'PATH_LOOP' : 'PATH_INVALID', `${unsafePath} in the container: ${e.message}`, { cause: e });
   }
-  return `/${done.join('/')}`;
+  return host === base ? '/' : host.slice(base === '/' ? 0 : base.length);
+}
+
+function errCode(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | undefined)?.code;
 }
 
 /** Whether an in-container path names something under /proc. */

@@ -34,12 +34,17 @@ export interface SecureJoinOptions {
 }
 
 /**
- * Joins untrusted components under `root`, following symlinks in every component but the last
- * (unless `followLast`). Missing components are kept lexically. Returns an absolute host path
- * that is `root` or lies under it.
+ * Joins an untrusted path (a string, or components from `cleanArchivePath`) under `root`, the way
+ * the path would resolve if `root` were `/`: symlinks are followed in every component but the last
+ * (unless `followLast`), absolute targets restart at the root and `..` never climbs above it.
+ * Missing components are kept lexically. Returns an absolute host path that is `root` or lies
+ * under it. This is tsbuild's one secure join: layers, COPY sources and destinations, WORKDIR,
+ * mount targets and container paths all resolve through it.
  */
-export function secureJoin(root: string, unsafeParts: readonly string[], opts: SecureJoinOptions = {}): string {
+export function secureJoin(root: string, unsafe: string | readonly string[], opts: SecureJoinOptions = {}): string {
   const absRoot = resolvePath(root);
+  const prefix = absRoot === '/' ? '' : absRoot;
+  const unsafeParts = typeof unsafe === 'string' ? unsafe.split('/') : unsafe;
   const done: string[] = [];
   // Components still to walk, consumed from the end (so a stack in reverse order).
   const todo = [...unsafeParts].reverse();
@@ -53,14 +58,15 @@ export function secureJoin(root: string, unsafeParts: readonly string[], opts: S
     }
     if (part.includes('/') || part.includes('\0')) throw new UnsafeArchiveError(`invalid path component ${JSON.stringify(part)}`);
     const isLast = todo.length === 0;
-    const host = absRoot + '/' + [...done, part].join('/');
+    const host = prefix + '/' + [...done, part].join('/');
     if (isLast && !opts.followLast) {
       done.push(part);
       break;
     }
     let target: string | undefined;
     try {
-      if (lstatSync(host).isSymbolicLink()) target = readlinkSync(host);
+      // Missing is common (a COPY destination, a new WORKDIR): no exception for it.
+      if (lstatSync(host, { throwIfNoEntry: false })?.isSymbolicLink()) target = readlinkSync(host);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
     }
@@ -75,5 +81,5 @@ export function secureJoin(root: string, unsafeParts: readonly string[], opts: S
     const parts = target.split('/');
     for (let i = parts.length - 1; i >= 0; i--) todo.push(parts[i]!);
   }
-  return done.length === 0 ? absRoot : absRoot + '/' + done.join('/');
+  return done.length === 0 ? absRoot : prefix + '/' + done.join('/');
 }

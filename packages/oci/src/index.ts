@@ -21,3 +21,4 @@ export { parseManifest, parseIndex, parseConfig, sniffMediaType } from './parse.
 export type { ParseOptions } from './parse.ts';
 export { validateImage, hashStream } from './image.ts';
 export type { Blob, Layer, Image, ValidateOptions } from './image.ts';
+export { hostPlatform, parsePlatform, formatPlatform, platformMatches } from './platform.ts';

@@ -8,7 +8,7 @@ export { dockerConfigCredentials, dockerConfigPath, storeCredentials, removeCred
 export type { Credentials, CredentialSource, DockerConfigOptions } from './credentials.ts';
 export { login, logout } from './login.ts';
 export type { LoginOptions } from './login.ts';
-export { getManifest, resolveImage, getConfig, fetchBlobBytes, pullBlob, pullImage, parsePlatform, formatPlatform } from './pull.ts';
+export { getManifest, resolveImage, getConfig, fetchBlobBytes, pullBlob, pullImage } from './pull.ts';
 export type { BlobSink, BlobWriter, PullOptions, ManifestOptions, FetchedManifest, ResolvedImage } from './pull.ts';
 export { pushImage, pushBlob, pushManifest } from './push.ts';
 export type { ImageSource, PushOptions, BlobPushStatus } from './push.ts';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RegistryError, UsageError } from '@tsbuild/errors';
-import { MediaType, type Descriptor, type Digest, type ImageConfig, type Index, type Manifest, type Platform } from '@tsbuild/oci';
+import { MediaType, formatPlatform, parsePlatform, platformMatches, type Descriptor, type Digest, type ImageConfig, type Index, type Manifest, type Platform } from '@tsbuild/oci';
 import { pullScope, type RegistryClient } from './client.ts';
 import { responseError } from './http.ts';
 import { withDigest, type Reference } from './reference.ts';
@@ -56,24 +56,6 @@ const MANIFEST_LIMIT = 4 * 1024 * 1024;
 const CONFIG_LIMIT = 16 * 1024 * 1024;
 const ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(', ');
 
-export function parsePlatform(p: string | Platform): Platform {
-  if (typeof p !== 'string') return p;
-  const [os, architecture, variant, ...rest] = p.split('/');
-  if (!os || !architecture || rest.length > 0) throw new UsageError(`invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
-  return variant ? { os, architecture, variant } : { os, architecture };
-}
-
-export function formatPlatform(p: Platform): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-}
-
-function platformMatches(have: Platform | undefined, want: Platform): boolean {
-  if (have === undefined || have.os !== want.os || have.architecture !== want.architecture) return false;
-  if (want.variant === undefined) return true;
-  // arm64 images are often published without the v8 they imply.
-  return (have.variant ?? (have.architecture === 'arm64' ? 'v8' : undefined)) === want.variant;
-}
-
 /** GET one manifest or index exactly as the registry has it, verified against the reference's digest. */
 export async function getManifest(client: RegistryClient, ref: Reference, opts: { signal?: AbortSignal | undefined } = {}): Promise<FetchedManifest> {
   const what = `get manifest ${ref.toString()}`;
@@ -109,7 +91,7 @@ export async function getManifest(client: RegistryClient, ref: Reference, opts: 
 export async function resolveImage(client: RegistryClient, ref: Reference, opts: ManifestOptions = {}): Promise<ResolvedImage> {
   const top = await getManifest(client, ref, opts);
   if (!top.isIndex) return { manifestDescriptor: top.descriptor, manifestBytes: top.bytes, manifest: top.manifest as Manifest, index: undefined };
-  const want = parsePlatform(opts.platform ?? 'linux/amd64');
+  const want = typeof opts.platform === 'object' ? opts.platform : parsePlatform(opts.platform ?? 'linux/amd64');
   const entries = (top.manifest as Index).manifests;
   const pick = entries.find((d) => platformMatches(d.platform, want));
   if (pick === undefined) {

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, readlink, realpath, rename, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, realpath, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CancelledError, InternalError, TsbuildError } from '@tsbuild/errors';
 import { digestHex, parseDigest } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
+import { exists } from '@tsbuild/store';
 import { mountsUnder } from './mountinfo.ts';
 import { ownerAlive, ownerToken, parseOwnerToken, runCommand, selfOwner } from './proc.ts';
 import type { Owner } from './proc.ts';
@@ -565,16 +566,6 @@ class OverlayActive implements Active {
     } finally {
       this.s.unuse(this.used);
     }
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch (e) {
-    if (errCode(e) === 'ENOENT') return false;
-    throw e;
   }
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { lstat, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export function errnoCode(e: unknown): string | undefined {
@@ -47,13 +47,17 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, t
   await fsyncDir(dirname(file));
 }
 
-/** Whether a path exists; errors other than ENOENT are real failures and are thrown. */
+/**
+ * Whether a path exists (a symlink counts, whatever it points at); ENOENT and ENOTDIR mean no,
+ * other errors are real failures and are thrown. The one such check of every package.
+ */
 export async function exists(p: string): Promise<boolean> {
   try {
-    await stat(p);
+    await lstat(p);
     return true;
   } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return false;
+    const code = errnoCode(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
     throw e;
   }
 }

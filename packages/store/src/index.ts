@@ -1,4 +1,4 @@
-export { openStore, resolveRoot, hostPlatform, Store } from './store.ts';
+export { openStore, resolveRoot, Store } from './store.ts';
 export type { OpenStoreOptions, RootOptions, ImageEntry, CompressionAlgo, CompressFn } from './store.ts';
 export type { BlobWriter, Expected } from './blob-writer.ts';
 export type { MetaStore, SetOptions } from './meta.ts';
@@ -8,3 +8,4 @@ export { withLock } from './lock.ts';
 export type { LockOptions } from './lock.ts';
 export { parseRef, normalizeName } from './refs.ts';
 export type { ParsedRef } from './refs.ts';
+export { exists } from './fsutil.ts';

@@ -17,6 +17,9 @@ import {
   parseIndex,
   sha256,
   sniffMediaType,
+  formatPlatform,
+  hostPlatform,
+  platformMatches,
 } from '@tsbuild/oci';
 import type { Descriptor, Digest, Image, Index, Platform } from '@tsbuild/oci';
 import { FileBlobWriter, checkExpected, touch } from './blob-writer.ts';
@@ -70,12 +73,6 @@ const MAX_JSON_BLOB = 16 << 20;
 const ID_PREFIX_RE = /^(?:sha256:)?([0-9a-f]{12,64})$/;
 /** Internal namespace for diff_id ⇄ compressed-blob mappings. */
 const BLOBMAP_NS = 'blobmap';
-
-const GO_ARCH: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-
-export function hostPlatform(): Platform {
-  return { os: 'linux', architecture: GO_ARCH[process.arch] ?? process.arch };
-}
 
 /**
  * A local OCI image layout (`<root>/oci`) plus tsbuild's own areas beside it: `ingest/` for temp
@@ -349,11 +346,11 @@ export class Store {
     if (isIndexMediaType(desc.mediaType)) {
       const idx = parseIndex(await this.readBlob(desc.digest), { source: desc.digest });
       const match = idx.manifests.find(
-        (m) => m.platform?.os === platform.os && m.platform.architecture === platform.architecture && (platform.variant === undefined || m.platform.variant === platform.variant),
+        (m) => platformMatches(m.platform, platform),
       );
       if (!match) {
-        const have = idx.manifests.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}${m.platform.variant ? `/${m.platform.variant}` : ''}` : '?')).join(', ');
-        throw new UsageError(`image ${ref} has no manifest for ${platform.os}/${platform.architecture} (it has: ${have || 'none'})`);
+        const have = idx.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')).join(', ');
+        throw new UsageError(`image ${ref} has no manifest for ${formatPlatform(platform)} (it has: ${have || 'none'})`);
       }
       return this.imageAt(match, platform, ref);
     }

@@ -1,5 +1,6 @@
 import type { Argv } from 'yargs';
 import { UsageError } from '@tsbuild/errors';
+import type { DistributionOptions } from '@tsbuild/builder';
 
 /** `--root`, shared by every command that touches the store. */
 export function withRoot<T>(y: Argv<T>): Argv<T> {
@@ -81,4 +82,28 @@ export function signalController(): { signal: AbortSignal; dispose: () => void }
       process.off('SIGTERM', onSig);
     },
   };
+}
+
+/** The flags that say how registries are reached, shared by every command that talks to one. */
+export function withRegistryFlags<T>(y: Argv<T>): Argv<T> {
+  return y
+    .option('insecure-registry', { type: 'string', describe: 'registries reached over plain HTTP (repeatable)' })
+    .option('ca-file', { type: 'string', describe: 'PEM file of extra CAs for HTTPS registries' })
+    .option('registry-timeout', {
+      type: 'number',
+      describe: 'seconds a registry connection may stay silent before the request is retried (default 60)',
+    }) as unknown as Argv<T>;
+}
+
+/** The registry client options those flags give. */
+export function registryOptions(args: Record<string, unknown>): DistributionOptions {
+  const o: DistributionOptions = { insecure: asStrings(args['insecure-registry']) };
+  if (typeof args['ca-file'] === 'string') o.caFile = args['ca-file'];
+  const t = args['registry-timeout'];
+  if (t !== undefined) {
+    const seconds = Number(t);
+    if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--registry-timeout must be a positive number of seconds, got "${String(t)}"`);
+    o.timeoutMs = Math.round(seconds * 1000);
+  }
+  return o;
 }

@@ -1,23 +1,22 @@
 import { UsageError } from '@tsbuild/errors';
-import { openRoot, historyOf } from '@tsbuild/builder';
+import { openRoot, historyOf, remoteImage } from '@tsbuild/builder';
+import { parseReference } from '@tsbuild/registry';
 import type { Command } from '../command.ts';
 import { formatHistory } from '../format/history.ts';
 import type { HistoryRow } from '../format/history.ts';
-import { rootOf, withRoot } from './common.ts';
-import { remoteHistory } from '../registry.ts';
+import { registryOptions, rootOf, withRegistryFlags, withRoot } from './common.ts';
 
 export const history: Command = {
   command: 'history <image>',
   describe: 'Show the history of an image (local, or a registry reference)',
   builder: (y) =>
     withRoot(
-      y
+      withRegistryFlags(y)
         .positional('image', { type: 'string' })
         .option('no-trunc', { type: 'boolean', describe: 'do not truncate output' })
         .option('human', { alias: 'H', type: 'boolean', default: true, describe: 'sizes and dates in human-readable form' })
         .option('quiet', { alias: 'q', type: 'boolean', describe: 'only image ids' })
-        .option('format', { type: 'string', default: 'table', describe: 'table or json' })
-        .option('insecure-registry', { type: 'string', describe: 'registries reached over plain HTTP' }),
+        .option('format', { type: 'string', default: 'table', describe: 'table or json' }),
     ),
   handler: async (args) => {
     const ref = String(args.image);
@@ -33,9 +32,11 @@ export const history: Command = {
       layers = (await img.manifest()).layers;
       id = (await img.configDescriptor()).digest;
     } else {
-      const remote = await remoteHistory(ref, args);
-      if (!remote) throw new UsageError(`no such image: ${ref}`, { hint: 'list local images with tsbuild images' });
-      ({ config, layers, id } = remote);
+      if (!isRemote(ref)) throw new UsageError(`no such image: ${ref}`, { hint: 'list local images with tsbuild images' });
+      const remote = await remoteImage(ref, registryOptions(args));
+      config = remote.config;
+      layers = remote.manifest.layers;
+      id = remote.manifest.config.digest;
     }
     const items = historyOf(config, layers).reverse();
     const trunc = args['no-trunc'] !== true;
@@ -49,3 +50,13 @@ export const history: Command = {
     );
   },
 };
+
+/** Only names that point at a registry host are looked up remotely; bare names are local. */
+function isRemote(ref: string): boolean {
+  try {
+    parseReference(ref);
+  } catch {
+    return false;
+  }
+  return ref.includes('/') && /[.:]|^localhost/.test(ref.split('/')[0] ?? '');
+}

@@ -1,0 +1,213 @@
+/**
+ * The small kit every step family shares: errors that name the Dockerfile line, variable
+ * expansion that records what a step read (for its key), the cache lookup, and the one shape of a
+ * step that makes a layer (prepare an overlay, change it, diff the upper dir, commit).
+ */
+import { mkdir, mkdtemp, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DockerfileError, TsbuildError, CancelledError, excerptOf } from '@tsbuild/errors';
+import type { DockerfileErrorOptions } from '@tsbuild/errors';
+import { envExpander, expandInstruction } from '@tsbuild/dockerfile';
+import type { Instruction } from '@tsbuild/dockerfile';
+import { diff } from '@tsbuild/layer';
+import type { DiffOptions } from '@tsbuild/layer';
+import { chainIds, MediaType } from '@tsbuild/oci';
+import type { Digest } from '@tsbuild/oci';
+import type { Active } from '@tsbuild/snapshot';
+import type { CacheRecord } from '../cache.ts';
+import type { BuildContext } from '../context.ts';
+import type { BuildSession } from '../session.ts';
+import { addHistory, cloneState, diffIds, expansionEnv } from '../state.ts';
+import type { ImageState } from '../state.ts';
+
+/** What a stage's steps need from the build around them. */
+export interface StageEnv {
+  session: BuildSession;
+  file: string;
+  text: string;
+  escapeToken: string;
+  /** The build context (with .dockerignore applied). */
+  context: () => Promise<BuildContext>;
+  /** Content key of the whole context, for RUN --mount=type=bind without from=. */
+  contextKey: () => Promise<string>;
+  /** Values from --build-arg. */
+  buildArgs: Record<string, string>;
+  /** Build args consumed by an ARG line (for the "not consumed" warning). */
+  consumed: Set<string>;
+  /** Global ARG defaults (before the first FROM), already expanded. */
+  globalArgs: ReadonlyMap<string, string>;
+  /** A stage's final state, by stage name or index (for COPY --from and RUN --mount from=). */
+  stageResult: (ref: string) => Promise<ImageState> | undefined;
+  secrets: Record<string, { file?: string; env?: string }>;
+  stageLabel: string;
+}
+
+/** One step being run. */
+export interface StepCtx {
+  id: string;
+  inst: Instruction;
+  /** Tail of the step's output, for the error message of a failed RUN. */
+  tail: string[];
+}
+
+export interface StepResult {
+  state: ImageState;
+  cached: boolean;
+  /** Uncompressed size of the layer the step made or reused. */
+  layerSize?: number;
+}
+
+/** Marks history entries of steps that made a layer, as BuildKit marks its own. */
+const LAYER_SUFFIX = ' # tsbuild';
+
+export interface LayerStepOptions {
+  /** A step whose upper dir stays empty makes no layer (WORKDIR of an existing directory). */
+  emptyIfUnchanged?: boolean;
+  /** COPY --link: the layer is written over an empty tree, so it does not depend on the layers below. */
+  independent?: boolean;
+}
+
+export class StepKit {
+  readonly s: BuildSession;
+  constructor(readonly env: StageEnv) {
+    this.s = env.session;
+  }
+
+  /** A DockerfileError that points at the instruction's lines. */
+  fail(inst: { range: Instruction['range'] }, message: string, hint?: string, cause?: unknown): DockerfileError {
+    const opts: DockerfileErrorOptions = { file: this.env.file, range: inst.range, excerpt: excerptOf(this.env.text, inst.range) };
+    if (hint !== undefined) opts.hint = hint;
+    if (cause !== undefined) opts.cause = cause;
+    return new DockerfileError(message, opts);
+  }
+
+  /** Attributes any non-location error of a step to the step's Dockerfile line. */
+  wrap(inst: Instruction, e: unknown): unknown {
+    if (e instanceof DockerfileError || e instanceof CancelledError) return e;
+    if (e instanceof TsbuildError) return this.fail(inst, `${inst.original.split('\n')[0]}: ${e.message}`, e.hint, e);
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err.code === 'string') return this.fail(inst, `${inst.kind.toUpperCase()}: ${err.message}`, undefined, e);
+    return e;
+  }
+
+  /** Expands an instruction's words with ARG/ENV values; returns the values it read for the key. */
+  expand<T extends Instruction>(state: ImageState, inst: T): { inst: T; used: [string, string][] } {
+    const env = expansionEnv(state);
+    const ex = envExpander(env, { escapeToken: this.env.escapeToken });
+    const out = expandInstruction(inst, ex, { file: this.env.file, text: this.env.text });
+    const used = [...ex.matched].sort().map((k) => [k, env.get(k) ?? ''] as [string, string]);
+    return { inst: out, used };
+  }
+
+  /** A private directory under the root's state dir (removed by the caller). */
+  async tempDir(prefix: string): Promise<string> {
+    await mkdir(this.s.stateDir, { recursive: true });
+    return mkdtemp(join(this.s.stateDir, prefix));
+  }
+
+  /** The cache record of `key`, unless --no-cache. */
+  async lookup(key: string): Promise<CacheRecord | undefined> {
+    return this.s.opts.noCache ? undefined : this.s.cache.get(key);
+  }
+
+  /** Records a step that changes only the config; returns its `created` time (kept from the cache). */
+  async configRecord(key: string): Promise<{ created: string; cached: boolean }> {
+    const hit = await this.lookup(key);
+    if (hit && !hit.layer) return { created: hit.created, cached: true };
+    const rec: CacheRecord = { v: 1, created: this.s.now() };
+    await this.s.cache.set(key, rec);
+    return { created: rec.created, cached: false };
+  }
+
+  /**
+   * The shared shape of every layer step: look the key up; on a miss prepare an overlay over the
+   * parent, let `work` change it, diff the upper dir into the store and commit the snapshot.
+   */
+  async layerStep(
+    state: ImageState,
+    key: string,
+    createdBy: string,
+    work: (active: Active) => Promise<void>,
+    opts: LayerStepOptions = {},
+  ): Promise<StepResult> {
+    const next = cloneState(state);
+    next.key = key;
+    const hit = await this.lookup(key);
+    if (hit && (!hit.layer || (await this.s.store.hasBlob(hit.layer.diffId)))) return this.append(next, hit, createdBy, true);
+    const rec = await this.s.heavy.run(async (): Promise<CacheRecord> => {
+      // An independent layer is written over an empty tree, so its bytes do not depend on the
+      // layers below; its snapshot is unpacked from the blob when first needed.
+      const parent = opts.independent ? undefined : await this.s.ensureSnapshots(state.layers, diffIds(state));
+      const active = await this.s.snapshots.prepare(parent, { signal: this.s.opts.signal });
+      let committed = false;
+      try {
+        await work(active);
+        this.s.checkAbort();
+        const created = this.s.now();
+        if (opts.emptyIfUnchanged && (await readdir(active.upper)).length === 0) return { v: 1, created };
+        const writer = this.s.store.blobWriter();
+        let result: { diffId: Digest; size: number };
+        try {
+          const dopts: DiffOptions = { signal: this.s.opts.signal };
+          if (this.s.opts.sourceDateEpoch !== undefined) dopts.sourceDateEpoch = this.s.opts.sourceDateEpoch;
+          result = await diff(active.upper, writer.stream, dopts);
+          await writer.commit({ digest: result.diffId, size: result.size });
+        } catch (e) {
+          await writer.abort().catch(() => {});
+          throw e;
+        }
+        if (!opts.independent) {
+          await active.commit(chainIds([...diffIds(state), result.diffId]).at(-1) as Digest);
+          committed = true;
+        }
+        return { v: 1, created, layer: { diffId: result.diffId, size: result.size } };
+      } finally {
+        if (!committed) await active.release().catch(() => {});
+      }
+    });
+    await this.s.cache.set(key, rec);
+    return this.append(next, rec, createdBy, false);
+  }
+
+  private append(next: ImageState, rec: CacheRecord, createdBy: string, cached: boolean): StepResult {
+    if (!rec.layer) {
+      addHistory(next, { created: rec.created, created_by: createdBy, comment: 'tsbuild', empty_layer: true });
+      return { state: next, cached };
+    }
+    next.config.rootfs.diff_ids.push(rec.layer.diffId);
+    next.layers.push({ mediaType: MediaType.OciLayer, digest: rec.layer.diffId, size: rec.layer.size });
+    addHistory(next, { created: rec.created, created_by: createdBy + LAYER_SUFFIX, comment: 'tsbuild' });
+    return { state: next, cached, layerSize: rec.layer.size };
+  }
+
+  /** The state named by `--from=` / `from=`: a stage of this Dockerfile, else an image. */
+  async fromState(ref: string, inst: Instruction): Promise<ImageState> {
+    const st = this.env.stageResult(ref);
+    if (st) return st;
+    try {
+      const img = await this.s.image(ref);
+      return { config: img.config, layers: img.layers, key: img.digest, args: new Map(), cmdSet: false };
+    } catch (e) {
+      throw this.fail(inst, `--from=${ref}: no stage or image of that name`, e instanceof TsbuildError ? e.hint : undefined, e);
+    }
+  }
+
+  /** Mounts a read-only view of a state's filesystem; `cleanup` gets its release. */
+  async view(state: ImageState, cleanup: (() => Promise<void>)[]): Promise<string> {
+    const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    const view = await this.s.snapshots.prepare(parent);
+    cleanup.push(() => view.release());
+    return view.rootfs;
+  }
+}
+
+/** Runs the cleanups a step collected, last first, ignoring their failures. */
+export async function runCleanups(cleanup: (() => Promise<void>)[]): Promise<void> {
+  for (const fn of cleanup.reverse()) await fn().catch(() => {});
+}
+
+/** The first line of an instruction, short enough for a progress line. */
+export function summary(inst: Instruction): string {
+  const first = inst.original.split('\n')[0] ?? '';
+  return first.length > 120 ? first.slice(0, 119) + '…' : first;
+}
