@@ -79,7 +79,7 @@ export async function copyInto(
   try {
     for (const match of matches) {
       // The scan runs in another process while this thread copies.
-      if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, ...signalOpt(opts) }));
+      if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, signal: opts.signal }));
       const entries = ctx.walk(match);
       if (opts.parents) await c.copyWithParents(ctx, match, entries, destAbs);
       else await c.copyMatch(match, entries, destAbs);
@@ -97,13 +97,9 @@ export async function copyInto(
         if (to !== undefined) writes.push([to, attrs]);
       }
     }
-    await writeXattrs(writes, signalOpt(opts));
+    await writeXattrs(writes, { signal: opts.signal });
   }
   return { entries: c.count };
-}
-
-function signalOpt(opts: CopyOptions): { signal?: AbortSignal } {
-  return opts.signal ? { signal: opts.signal } : {};
 }
 
 /** overlayfs bookkeeping (an opaque marker would hide the lower layers) and host labels stay behind. */

@@ -164,8 +164,8 @@ async function writeTo(dest: string | Writable, gen: AsyncIterable<Buffer>, sign
   };
   try {
     const end = sink.out !== process.stdout;
-    if (end) await pipeline(Readable.from(counted()), sink.out, signal ? { signal } : {});
-    else await pipeline(Readable.from(counted()), sink.out, { end: false, ...(signal ? { signal } : {}) });
+    if (end) await pipeline(Readable.from(counted()), sink.out, { signal });
+    else await pipeline(Readable.from(counted()), sink.out, { end: false, signal });
     await sink.done();
   } catch (e) {
     await sink.fail().catch(() => {});
@@ -294,7 +294,7 @@ async function unpackImage(store: Store, img: LoadedImage, dest: string, signal:
   // A whiteout in a layer would delete what the directory already held, so it must start empty.
   if ((await readdir(dir)).length > 0) throw new UsageError(`output directory ${dest} is not empty`);
   for (const [i, l] of img.manifest.layers.entries()) {
-    const stats = await apply(await store.openBlob(l.digest), dir, signal ? { signal } : {});
+    const stats = await apply(await store.openBlob(l.digest), dir, { signal });
     const want = img.config.rootfs.diff_ids[i];
     if (stats.diffId !== want) {
       throw new TsbuildError('DIGEST_MISMATCH', `layer ${i + 1} (${l.digest}) unpacks to ${stats.diffId}, the image config says ${want ?? 'nothing'}`);
@@ -309,7 +309,7 @@ async function writeFilesystemTar(store: Store, img: LoadedImage, dest: string |
     await unpackImage(store, img, tree, signal);
     // The unpacked tree is a plain directory: its diff is the whole filesystem, in layer order.
     const pass = new PassThrough({ highWaterMark: 1 << 20 });
-    const diffing = diff(tree, pass, signal ? { signal } : {});
+    const diffing = diff(tree, pass, { signal });
     const [size] = await Promise.all([writeTo(dest, pass, signal), diffing]);
     return { size };
   } finally {
@@ -375,7 +375,7 @@ export async function loadArchive(store: Store, src: string | Readable, opts: Lo
   const files = new Map<string, { digest: Digest; size: number }>();
   const links = new Map<string, string>();
   const signal = opts.signal;
-  for await (const { header, body } of readTar(decompress(input), signal ? { signal } : {})) {
+  for await (const { header, body } of readTar(decompress(input), { signal })) {
     const name = archiveName(header.path);
     if (header.type === 'symlink' || header.type === 'hardlink') {
       const target = header.linkpath ?? '';
@@ -401,7 +401,7 @@ export async function loadArchive(store: Store, src: string | Readable, opts: Lo
     }
     const w = store.blobWriter();
     try {
-      await pipeline(Readable.from(body), w.stream, signal ? { signal } : {});
+      await pipeline(Readable.from(body), w.stream, { signal });
       const m = /^blobs\/sha256\/([0-9a-f]{64})$/.exec(name);
       const got = await w.commit(m ? { digest: `sha256:${m[1]}` as Digest } : undefined);
       files.set(name, got);

@@ -84,7 +84,7 @@ export async function fetchUrl(url: string, destDir: string, opts: FetchOptions 
 
   let res: Response;
   try {
-    res = await fetch(parsed, { redirect: 'follow', ...(opts.signal ? { signal: opts.signal } : {}) });
+    res = await fetch(parsed, { redirect: 'follow', signal: opts.signal });
   } catch (e) {
     if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
     const cause = (e as { cause?: { message?: string } }).cause;
@@ -111,7 +111,7 @@ export async function fetchUrl(url: string, destDir: string, opts: FetchOptions 
       Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>),
       tee,
       fs.createWriteStream(tmp, { mode: 0o600 }),
-      opts.signal ? { signal: opts.signal } : {},
+      { signal: opts.signal },
     );
     const got = `${algorithm}:${hash.digest('hex')}`;
     if (expected && got !== `${expected[0]}:${expected[1]}`) {

@@ -7,6 +7,7 @@ import type { Descriptor, Digest, HistoryEntry, ImageConfig } from '@tsbuild/oci
 import type { Store } from '@tsbuild/store';
 import type { Snapshotter } from '@tsbuild/snapshot';
 import { run as runContainer } from '@tsbuild/executor';
+import type { RunOptions } from '@tsbuild/executor';
 import { resolveUser } from './chown.ts';
 import { secureJoin } from '@tsbuild/layer';
 import { BuildSession, requireRoot } from './session.ts';
@@ -115,7 +116,7 @@ export async function runImage(
       else envList.push(val);
     }
     await mkdir(join(env.root, 'state'), { recursive: true });
-    const runOpts: Parameters<typeof runContainer>[0] = {
+    const runOpts: RunOptions = {
       rootfs: active.rootfs, args: argv, env: envList, cwd, user,
       network: opts.network ?? 'host', limits: opts.limits ?? {}, stateDir: join(env.root, 'state'),
       stdout: opts.stdout ?? process.stdout, stderr: opts.stderr ?? process.stderr,

@@ -150,7 +150,7 @@ export class BuildSession {
       await this.snapshots.unpack(id, chain[i - 1], async (dir) => {
         const blob = await this.store.openBlob(layer.digest);
         const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
-        await apply(tar, dir, this.opts.signal ? { signal: this.opts.signal } : {});
+        await apply(tar, dir, { signal: this.opts.signal });
       });
     }
     return chain.at(-1);

@@ -126,7 +126,7 @@ export class RegistryClient {
         if (signal?.aborted) throw new CancelledError(`${what}: cancelled`, { cause: e });
         if (!(e instanceof RegistryError) || !e.temporary || attempt >= this.retries) throw e;
         const wait = Math.min(this.retryDelayMs * 2 ** attempt, 30_000) * (0.75 + Math.random() * 0.5);
-        await sleep(Math.max(wait, retryAfterMs(e)), undefined, signal ? { signal } : undefined).catch(() => undefined);
+        await sleep(Math.max(wait, retryAfterMs(e)), undefined, { signal }).catch(() => undefined);
       }
     }
   }

@@ -3,6 +3,7 @@ import * as https from 'node:https';
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { RegistryError } from '@tsbuild/errors';
+import type { RegistryErrorOptions } from '@tsbuild/errors';
 
 /** A request body that can be produced again, so a failed attempt can be resent. */
 export type BodyFactory = () => Uint8Array | Readable | Promise<Uint8Array | Readable>;
@@ -185,7 +186,7 @@ export async function responseError(res: HttpResponse, what: string, reference?:
   const temporary = status >= 500 || status === 429 || status === 408;
   let message = `${what}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
   if (detail) message += ` (${detail.slice(0, 300)})`;
-  const options: ConstructorParameters<typeof RegistryError>[1] = { status, temporary };
+  const options: RegistryErrorOptions = { status, temporary };
   if (ociCode !== undefined) options.ociCode = ociCode;
   if (reference !== undefined) options.reference = reference;
   return new RegistryError(message, options);

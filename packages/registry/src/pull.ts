@@ -142,7 +142,7 @@ export async function pullBlob(client: RegistryClient, ref: Reference, desc: Des
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
     const writer = await sink.write(desc);
     try {
-      await pipeline(res.body, new DigestVerifier(desc, what), writer.stream, opts.signal ? { signal: opts.signal } : {});
+      await pipeline(res.body, new DigestVerifier(desc, what), writer.stream, { signal: opts.signal });
     } catch (e) {
       await writer.abort();
       if (e instanceof RegistryError) throw e;

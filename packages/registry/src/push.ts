@@ -258,7 +258,7 @@ class BlobPusher {
 }
 
 async function backoff(base: number, attempt: number, signal: AbortSignal | undefined): Promise<void> {
-  await sleep(Math.min(base * 2 ** attempt, 30_000), undefined, signal ? { signal } : undefined);
+  await sleep(Math.min(base * 2 ** attempt, 30_000), undefined, { signal });
 }
 
 /** `Range: 0-N` → N + 1, the next byte the registry expects. distribution writes `0-0` for an empty upload. */

@@ -149,7 +149,7 @@ async function acquire(file: string, opts: LockOptions): Promise<void> {
         hint: `if no tsbuild process with pid ${pid} is running, remove ${file}`,
       });
     }
-    await sleep(delay * (0.5 + Math.random()), undefined, opts.signal ? { signal: opts.signal } : undefined);
+    await sleep(delay * (0.5 + Math.random()), undefined, { signal: opts.signal });
     delay = Math.min(delay * 2, 100);
   }
 }

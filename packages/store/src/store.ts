@@ -160,7 +160,7 @@ export class Store {
     const w = this.blobWriter();
     try {
       const src = data instanceof Uint8Array ? Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]) : data;
-      await pipeline(src, w.stream, opts.signal ? { signal: opts.signal } : {});
+      await pipeline(src, w.stream, { signal: opts.signal });
     } catch (e) {
       await w.abort();
       throw e;
@@ -426,7 +426,7 @@ export class Store {
         await map.set(`diffid:${digest}`, diffId);
         return desc;
       },
-      { ...this.lockOpts, ...(opts.signal ? { signal: opts.signal } : {}) },
+      { ...this.lockOpts, signal: opts.signal },
     );
   }
 

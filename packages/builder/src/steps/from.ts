@@ -93,7 +93,7 @@ export class FromResolver {
       }
     } catch (e) {
       if (e instanceof TsbuildError && !(e instanceof DockerfileError)) {
-        throw this.fail(s, `FROM ${name}: ${e.message}`, { ...(e.hint ? { hint: e.hint } : {}), cause: e });
+        throw this.fail(s, `FROM ${name}: ${e.message}`, { hint: e.hint, cause: e });
       }
       throw e;
     }
