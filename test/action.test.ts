@@ -8,6 +8,7 @@ import { importImage, openRoot } from '../packages/builder/src/index.ts';
 import { REPO, busyboxTar } from './helpers/base.ts';
 import { startRegistry } from './helpers/registry.ts';
 import type { RunningRegistry } from './helpers/registry.ts';
+import { createNetns } from './helpers/netns.ts';
 
 const BUNDLE = join(REPO, 'packages/action/dist/index.js');
 const USER = 'ci-user';
@@ -46,7 +47,7 @@ interface RunResult {
 }
 
 /** Runs the committed bundle the way the runner does: inputs in INPUT_*, outputs and summary in files. */
-function runAction(workspace: string, inputs: Record<string, string>): RunResult {
+function runAction(workspace: string, inputs: Record<string, string>, extraEnv: Record<string, string> = {}): RunResult {
   const runnerTemp = mkdtempSync(join(work, 'runner-temp-'));
   const outputFile = join(runnerTemp, 'output');
   const summaryFile = join(runnerTemp, 'summary');
@@ -62,6 +63,7 @@ function runAction(workspace: string, inputs: Record<string, string>): RunResult
     GITHUB_OUTPUT: outputFile,
     GITHUB_STEP_SUMMARY: summaryFile,
     RUNNER_TEMP: runnerTemp,
+    ...extraEnv,
   };
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
   const r = spawnSync(process.execPath, [BUNDLE], { cwd: workspace, env, encoding: 'utf8', timeout: 300_000 });
@@ -148,4 +150,29 @@ test('inputs the action cannot honour are refused with an error annotation', () 
   const p = runAction(ws, { context: 'app', push: 'true' });
   assert.equal(p.code, 1);
   assert.match(p.stdout, /^::error title=tsbuild::push needs at least one tag/m);
+});
+
+test('a base image is pulled through the registry options the CLI has: a plain-HTTP registry off loopback needs insecure-registry', async (t) => {
+  const ns = createNetns();
+  t.after(() => ns.destroy());
+  const remote = await startRegistry({ netns: ns });
+  t.after(() => remote.stop());
+  // Put a base there with the CLI, which needs the same option.
+  const cliRoot = join(work, 'netns-root');
+  const push = spawnSync(process.execPath, [join(REPO, 'packages/cli/dist/tsbuild.js'), 'push', '--insecure-registry', remote.host, 'busybox:latest', `${remote.host}/base/busybox:1`], {
+    env: { ...process.env, TSBUILD_ROOT: root, DOCKER_CONFIG: dockerConfig },
+    encoding: 'utf8',
+  });
+  assert.equal(push.status, 0, push.stderr);
+  const ws = join(work, 'ws-netns');
+  mkdirSync(ws, { recursive: true });
+  writeFileSync(join(ws, 'Dockerfile'), `FROM ${remote.host}/base/busybox:1\nRUN echo pulled > /pulled\n`);
+  const env = { TSBUILD_ROOT: cliRoot };
+  // Without the option the registry is taken to be HTTPS, and the pull fails with a clear error.
+  const refused = runAction(ws, { context: '.', tags: 'netns-app:1' }, env);
+  assert.equal(refused.code, 1, refused.stdout);
+  assert.match(refused.stdout, /^::error file=Dockerfile,line=1,.*::FROM 10\.213\.[\d.]+:5000\/base\/busybox:1: .*does not speak HTTPS.*--insecure-registry/m);
+  const r = runAction(ws, { context: '.', tags: 'netns-app:1', 'insecure-registry': remote.host }, env);
+  assert.equal(r.code, 0, r.stdout);
+  assert.match(r.outputs.get('imageid') ?? '', /^sha256:[0-9a-f]{64}$/);
 });

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A docker-registry (distribution 2.8) process on a loopback port, with its own storage. */
 export interface RunningRegistry {
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (or the namespace's address) */
   url: string;
   /** `127.0.0.1:PORT`, the registry part of references. */
   host: string;
@@ -61,9 +61,14 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-export async function startRegistry(opts: { auth?: RegistryAuth } = {}): Promise<RunningRegistry> {
+/**
+ * Starts a registry on 127.0.0.1, or inside a test network namespace (`netns`: a host that is not
+ * loopback, so clients need --insecure-registry to use plain HTTP with it).
+ */
+export async function startRegistry(opts: { auth?: RegistryAuth; netns?: { name: string; ip: string } } = {}): Promise<RunningRegistry> {
   const dir = await mkdtemp(join(tmpdir(), 'tsbuild-registry-'));
-  const port = await freePort();
+  const port = opts.netns ? 5000 : await freePort();
+  const ip = opts.netns?.ip ?? '127.0.0.1';
   const lines = [
     'version: 0.1',
     'log:',
@@ -76,7 +81,7 @@ export async function startRegistry(opts: { auth?: RegistryAuth } = {}): Promise
     '  delete:',
     '    enabled: true',
     'http:',
-    `  addr: 127.0.0.1:${port}`,
+    `  addr: ${ip}:${port}`,
   ];
   if (opts.auth && 'htpasswd' in opts.auth) {
     const { user, password } = opts.auth.htpasswd;
@@ -98,14 +103,18 @@ export async function startRegistry(opts: { auth?: RegistryAuth } = {}): Promise
   await writeFile(config, `${lines.join('\n')}\n`);
   const logFile = join(dir, 'registry.log');
   const fd = openSync(logFile, 'w');
-  const child = spawn('/usr/bin/docker-registry', ['serve', config], { stdio: ['ignore', fd, fd] });
+  const argv = ['/usr/bin/docker-registry', 'serve', config];
+  // `ip netns exec` execs the registry in place, so the pid is the registry's own.
+  const child = opts.netns
+    ? spawn('ip', ['netns', 'exec', opts.netns.name, ...argv], { stdio: ['ignore', fd, fd] })
+    : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const pid = child.pid;
   if (pid === undefined) throw new Error('docker-registry did not start');
   live.add(pid);
   child.once('exit', () => live.delete(pid));
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${ip}:${port}`;
   const stop = async (): Promise<void> => {
     await stopChild(child);
     await rm(dir, { recursive: true, force: true });
@@ -129,5 +138,5 @@ export async function startRegistry(opts: { auth?: RegistryAuth } = {}): Promise
     }
     await sleep(50);
   }
-  return { url, host: `127.0.0.1:${port}`, pid, dir, stop };
+  return { url, host: `${ip}:${port}`, pid, dir, stop };
 }

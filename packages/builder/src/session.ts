@@ -118,7 +118,7 @@ export class BuildSession {
       } catch (e) {
         if (!(e instanceof TsbuildError)) throw e;
         throw new TsbuildError('IMAGE_NOT_FOUND', `image "${ref}" is not in the local store and pulling it failed: ${e.message}`, {
-          hint: `import it with "tsbuild import ROOTFS.tar -t ${ref}", or build it first`,
+          hint: e.hint ?? `import it with "tsbuild import ROOTFS.tar -t ${ref}", or build it first`,
           cause: e,
         });
       }

@@ -55,6 +55,14 @@ export function connectionError(err: unknown, what: string, url: URL): RegistryE
       hint: 'pass the registry CA with --ca-file, or mark the registry insecure to use plain HTTP',
     });
   }
+  if (url.protocol === 'https:' && /wrong version number|packet length too long|http request/i.test(msg)) {
+    // A plain-HTTP server answering a TLS handshake.
+    return new RegistryError(`${what}: ${url.host} does not speak HTTPS (it looks like a plain-HTTP registry)`, {
+      cause: err,
+      temporary: false,
+      hint: `to use it over plain HTTP, pass --insecure-registry ${url.host} (the insecure-registry input of the Action)`,
+    });
+  }
   const temporary = (typeof code === 'string' && CONNECTION_ERRORS.has(code)) || /socket hang up|stalled|aborted|premature/i.test(msg);
   return new RegistryError(`${what}: connection to ${url.host} failed: ${msg}`, { cause: err, temporary });
 }
