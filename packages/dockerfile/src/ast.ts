@@ -1,4 +1,5 @@
 import type { SourceRange } from '@tsbuild/errors';
+import type { RuleName } from './lint/rules.ts';
 
 /** A heredoc attached to a RUN, COPY or ADD line (`<<EOF`, `<<-EOF`, `<<'EOF'`). */
 export interface Heredoc {
@@ -34,10 +35,14 @@ export interface Node {
   prevComment: string[];
 }
 
+/**
+ * A check rule that fired while parsing (see lint/rules.ts for the rules). `checkDockerfile` turns
+ * these into CheckWarnings and applies the `# check=` settings; parsing alone reports them all.
+ */
 export interface Warning {
   message: string;
-  /** A short rule name, e.g. 'EmptyContinuation'. */
-  rule: string;
+  /** BuildKit's rule name, e.g. 'NoEmptyContinuation'. */
+  rule: RuleName;
   range: SourceRange;
   /** Documentation URL or hint; optional. */
   detail?: string;

@@ -20,3 +20,10 @@ export type { Mount, MountType, CacheSharing, ParseMountOptions } from './mount.
 export { parseFlags } from './flags.ts';
 export type { FlagKind, FlagSpec, ParsedFlags } from './flags.ts';
 export { parseDuration, formatDuration } from './duration.ts';
+export {
+  checkDockerfile, CHECK_BUILD_ARG, RULES, RULE_LIST, isRuleName, parseCheckSettings, findCheckDirective,
+  CheckOptionError,
+} from './lint/index.ts';
+export type {
+  CheckOptions, CheckResult, CheckWarning, CheckSettings, CheckDirective, RuleInfo, RuleName,
+} from './lint/index.ts';

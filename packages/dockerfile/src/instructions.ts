@@ -6,6 +6,8 @@ import { parseFlags } from './flags.ts';
 import type { FlagSpec, ParsedFlags } from './flags.ts';
 import { parseMount } from './mount.ts';
 import type { Mount } from './mount.ts';
+import { RULES } from './lint/rules.ts';
+import type { RuleName } from './lint/rules.ts';
 
 /** How RUN, CMD, ENTRYPOINT and HEALTHCHECK CMD were written: one shell string or an argv. */
 export type CommandLine = { form: 'shell'; command: string } | { form: 'exec'; args: string[] };
@@ -159,7 +161,7 @@ export interface ParseInstructionOptions {
   file?: string;
   /** The whole Dockerfile, for error excerpts (the instruction's own text is used otherwise). */
   text?: string;
-  /** Style warnings are appended here. */
+  /** Findings of the check rules that are visible while parsing one instruction are appended here. */
   warnings?: Warning[];
 }
 
@@ -187,13 +189,19 @@ export function locate(e: unknown, range: SourceRange, original: string, opts: {
 
 const COPY_FLAGS: FlagSpec = { chown: 'string', chmod: 'string', link: 'bool', parents: 'bool', exclude: 'list' };
 
+/** The instruction keyword as written (`From`, `copy`): BuildKit's messages quote it that way. */
+export function instructionKeyword(original: string, fallback = ''): string {
+  return /^\s*(\S+)/.exec(original)?.[1] ?? fallback;
+}
+
 function convert(node: Node, opts: ParseInstructionOptions): Instruction {
   const base: Base = { range: node.range, original: node.original };
   const kw = node.value.toLowerCase();
   const name = kw.toUpperCase();
+  const written = instructionKeyword(node.original, name);
   const args = argsOf(node);
   const flags = (spec: FlagSpec): ParsedFlags => parseFlags(node.flags, spec, name);
-  const warn = (rule: string, message: string): void => {
+  const warn = (rule: RuleName, message: string): void => {
     opts.warnings?.push({ rule, message, range: node.range });
   };
   const exactlyOne = (): string => {
@@ -210,16 +218,20 @@ function convert(node: Node, opts: ParseInstructionOptions): Instruction {
       const out: FromInstruction = { kind: 'from', ...base, image: '' };
       if (args.length === 3 && (args[1] as string).toLowerCase() === 'as') {
         const stage = args[2] as string;
+        // Reported before the name is validated, as BuildKit does (warnings come before the error).
+        if (stage !== stage.toLowerCase()) warn(RULES.StageNameCasing.name, RULES.StageNameCasing.format(stage));
+        const asWord = args[1] as string;
+        // A FROM keyword of mixed case is ConsistentInstructionCasing's business, not this rule's.
+        const fromLower = written === written.toLowerCase();
+        const fromUpper = written === written.toUpperCase();
+        if ((fromLower && asWord !== asWord.toLowerCase()) || (!fromLower && fromUpper && asWord !== asWord.toUpperCase())) {
+          warn(RULES.FromAsCasing.name, RULES.FromAsCasing.format(written, asWord));
+        }
         if (!/^[a-z][a-z0-9\-_.]*$/.test(stage.toLowerCase())) {
           throw new DockerfileError(
             `invalid name for build stage: ${JSON.stringify(stage)}, name can't start with a number or contain symbols`,
           );
         }
-        if (stage !== stage.toLowerCase()) warn('StageNameCasing', `Stage name '${stage}' should be lowercase`);
-        const fromWord = /^\s*(\S+)/.exec(node.original)?.[1] ?? 'FROM';
-        const asWord = args[1] as string;
-        const upper = (s: string): boolean => s === s.toUpperCase();
-        if (upper(fromWord) !== upper(asWord)) warn('FromAsCasing', `'${asWord}' and '${fromWord}' keywords' casing do not match`);
         out.stageName = stage.toLowerCase();
       } else if (args.length !== 1) {
         throw new DockerfileError('FROM requires either one or three arguments (FROM image [AS name])');
@@ -262,20 +274,18 @@ function convert(node: Node, opts: ParseInstructionOptions): Instruction {
     case 'entrypoint': {
       flags({});
       if (!node.attributes.json && args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
-      if (!node.attributes.json) {
-        warn('JSONArgsRecommended', `JSON arguments recommended for ${name} to prevent unintended behavior related to OS signals`);
-      }
+      // JSONArgsRecommended depends on the stage's SHELL: see lint/sequence.ts.
       return { kind: kw, ...base, cmd: commandLine(node, args) };
     }
     case 'env':
     case 'label': {
       flags({});
-      const pairs = keyValues(args, name, warn);
+      const pairs = keyValues(args, name, written, warn);
       return kw === 'env' ? { kind: 'env', ...base, env: pairs } : { kind: 'label', ...base, labels: pairs };
     }
     case 'maintainer':
       flags({});
-      warn('MaintainerDeprecated', 'Maintainer instruction is deprecated in favor of using label');
+      warn(RULES.MaintainerDeprecated.name, RULES.MaintainerDeprecated.format());
       return { kind: 'maintainer', ...base, maintainer: exactlyOne() };
     case 'expose':
       flags({});
@@ -327,8 +337,7 @@ function convert(node: Node, opts: ParseInstructionOptions): Instruction {
       return { kind: 'shell', ...base, shell: args };
     }
     default: {
-      const word = /^\s*(\S+)/.exec(node.original)?.[1] ?? node.value;
-      throw new DockerfileError(`unknown instruction: ${word.toUpperCase()}`);
+      throw new DockerfileError(`unknown instruction: ${instructionKeyword(node.original, node.value).toUpperCase()}`);
     }
   }
 }
@@ -359,7 +368,8 @@ function runMounts(specs: string[]): Mount[] {
 function keyValues(
   args: string[],
   name: string,
-  warn: (rule: string, message: string) => void,
+  written: string,
+  warn: (rule: RuleName, message: string) => void,
 ): KeyValue[] {
   if (args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
   if (args.length % 3 !== 0) throw new DockerfileError(`${name}: malformed key-value arguments`);
@@ -367,7 +377,7 @@ function keyValues(
   for (let i = 0; i < args.length; i += 3) {
     const key = args[i] as string;
     if (key === '') throw new DockerfileError(`${name} names can not be blank`);
-    if (args[i + 2] === '') warn('LegacyKeyValueFormat', `"${name} key=value" should be used instead of legacy "${name} key value" format`);
+    if (args[i + 2] === '') warn(RULES.LegacyKeyValueFormat.name, RULES.LegacyKeyValueFormat.format(written));
     out.push({ key, value: args[i + 1] as string });
   }
   return out;

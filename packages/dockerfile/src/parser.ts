@@ -2,6 +2,7 @@ import { DockerfileError, excerptOf } from '@tsbuild/errors';
 import type { SourceRange } from '@tsbuild/errors';
 import type { Ast, Heredoc, Node, ParseResult, Warning } from './ast.ts';
 import { DirectiveError, DirectiveScanner } from './directives.ts';
+import { RULES } from './lint/rules.ts';
 
 /*
  * Text → AST, reproducing BuildKit's frontend/dockerfile/parser behaviour: the same line joining,
@@ -662,11 +663,13 @@ export function parse(text: string): ParseResult {
 
     if (emptyContinuation) {
       const range: SourceRange = { start: { line: endLine, column: 1 }, end: { line: endLine, column: 1 } };
+      // BuildKit's parser words it this way; the check itself says RULES.NoEmptyContinuation.format().
+      const rule = RULES.NoEmptyContinuation;
       warnings.push({
         message: `Empty continuation line found in: ${buf}`,
-        rule: 'NoEmptyContinuation',
+        rule: rule.name,
         range,
-        detail: 'Empty continuation lines will become errors in a future release; https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/',
+        detail: `${rule.description}; ${rule.url}`,
       });
     }
 

@@ -4,6 +4,8 @@ import type { ParseResult, Warning } from './ast.ts';
 import { parseInstruction } from './instructions.ts';
 import type { ArgInstruction, FromInstruction, Instruction } from './instructions.ts';
 import { parse } from './parser.ts';
+import { childSequenceState, sequenceStep } from './lint/sequence.ts';
+import type { SequenceState } from './lint/sequence.ts';
 
 /** One build stage: a FROM and the instructions up to the next FROM. */
 export interface Stage {
@@ -106,21 +108,19 @@ export function stagesFromAst(result: ParseResult, opts: { file?: string; text?:
     const last = children[children.length - 1];
     fail('no FROM instruction: the Dockerfile defines no build stage', last?.range ?? result.ast.range, last?.original ?? '', 'add FROM <image>');
   }
-  for (const stage of stages) lintStage(stage, warnings);
+  lintStages(stages, warnings);
   return { stages, globalArgs, warnings, escapeToken: result.escapeToken, directives: { ...result.directives } };
 }
 
-/** Only the last CMD, ENTRYPOINT or HEALTHCHECK of a stage takes effect. */
-function lintStage(stage: Stage, warnings: Warning[]): void {
-  for (const kind of ['cmd', 'entrypoint', 'healthcheck'] as const) {
-    const all = stage.instructions.filter((i) => i.kind === kind);
-    for (const inst of all.slice(0, -1)) {
-      const name = kind.toUpperCase();
-      warnings.push({
-        rule: 'MultipleInstructionsDisallowed',
-        message: `Multiple ${name} instructions should not be used in the same stage because only the last one will be used`,
-        range: inst.range,
-      });
-    }
+/**
+ * The order-dependent rules (MultipleInstructionsDisallowed, JSONArgsRecommended) per stage. The
+ * base is matched as written here; `checkDockerfile` matches it after ARG expansion.
+ */
+function lintStages(stages: Stage[], warnings: Warning[]): void {
+  const finalState = new Map<string, SequenceState>();
+  for (const stage of stages) {
+    const state = childSequenceState(finalState.get(stage.from.image));
+    for (const inst of stage.instructions) sequenceStep(inst, state, (w) => warnings.push(w));
+    if (stage.name !== undefined) finalState.set(stage.name, state);
   }
 }
