@@ -13,7 +13,7 @@ import { DEFAULT_PLATFORM, parsePlatformSpec, predefinedArgs } from './platform.
 import { Reporter, escapeRegExp, wordPattern } from './report.ts';
 import type { CheckWarning } from './report.ts';
 import { RULES } from './rules.ts';
-import { CheckOptionError, DEFAULT_SETTINGS, findCheckDirective, parseCheckSettings } from './settings.ts';
+import { CheckOptionError, findCheckDirective, parseCheckSettings } from './settings.ts';
 import type { CheckDirective, CheckSettings } from './settings.ts';
 
 /** The build arg that carries check settings, as BuildKit spells it. */
@@ -70,7 +70,9 @@ export interface CheckResult {
  *
  * For a build: `const r = checkDockerfile(text, { file, buildArgs, isIgnored, ignorePatterns })`,
  * print `r.warnings`, and stop with `r.errors[0]` when `r.errors` is not empty; `r.dockerfile`
- * holds the parsed stages. Only an invalid BUILDKIT_DOCKERFILE_CHECK build arg throws (a UsageError).
+ * holds the parsed stages (its own `warnings` are the unfiltered parse-time subset: print
+ * `r.warnings` instead). `baseEnv`, when the caller has resolved base images, makes UndefinedVar
+ * exact. Only an invalid BUILDKIT_DOCKERFILE_CHECK build arg throws (a UsageError).
  * InvalidBaseImagePlatform is not among the rules: it needs the pulled image's platform.
  */
 export function checkDockerfile(text: string, opts: CheckOptions = {}): CheckResult {
@@ -81,7 +83,7 @@ export function checkDockerfile(text: string, opts: CheckOptions = {}): CheckRes
     warnings: [],
     errors: [],
     directive,
-    settings: DEFAULT_SETTINGS,
+    settings: parseCheckSettings(''),
     settingsFrom: 'default',
     dockerfile: undefined,
   };

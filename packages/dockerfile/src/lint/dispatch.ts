@@ -42,7 +42,7 @@ interface StageState {
   /** False when the base image's environment is unknown: UndefinedVar cannot decide then. */
   envKnown: boolean;
   /** ARG names declared in the stage (or its base stage), with or without a value. */
-  declared: string[];
+  declared: Set<string>;
   workdirSet: boolean;
   sequence: SequenceState;
 }
@@ -110,7 +110,7 @@ function checkFrom(
   const undeclared = (m: WordResult): void => {
     for (const name of m.unmatched) {
       if (known.has(name)) continue;
-      r.report('UndefinedArgInFrom', RULES.UndefinedArgInFrom.format(name, suggest(name, known)), r.word(inst.range, variablePattern(name)), node);
+      r.report('UndefinedArgInFrom', RULES.UndefinedArgInFrom.format(name, suggest(name, known, r.suggestions)), r.word(inst.range, variablePattern(name)), node);
     }
   };
   const base = expand(inst.image, global.env, { escapeToken });
@@ -186,6 +186,10 @@ function cleanPath(p: string): string {
   return joined === '' ? '.' : joined;
 }
 
+/**
+ * Every stage in order, each starting from its base stage's state (ARG values and SHELL carry
+ * over, as in BuildKit). ONBUILD triggers a base stage leaves for its children are not replayed.
+ */
 export function runDispatchRules(grouped: Grouped, opts: DispatchOptions, r: Reporter): void {
   checkDefaultBaseNames(grouped, opts, r);
   const global = metaArgs(grouped, opts.predefined, opts.buildArgs, opts.escapeToken);
@@ -206,7 +210,7 @@ function initialState(stage: LintStage, baseName: string | undefined, byName: Re
       name,
       env: new Map(base.env),
       envKnown: base.envKnown,
-      declared: [...base.declared],
+      declared: new Set(base.declared),
       workdirSet: base.workdirSet,
       sequence: childSequenceState(base.sequence),
     };
@@ -221,7 +225,7 @@ function initialState(stage: LintStage, baseName: string | undefined, byName: Re
     }
   }
   if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-  return { name, env, envKnown, declared: [], workdirSet: false, sequence: childSequenceState(undefined) };
+  return { name, env, envKnown, declared: new Set(), workdirSet: false, sequence: childSequenceState(undefined) };
 }
 
 function dispatch(
@@ -239,8 +243,8 @@ function dispatch(
     if (!m) return w;
     if (st.envKnown) {
       for (const name of m.unmatched) {
-        if (st.declared.includes(name) || NON_ENV_ARGS.has(name)) continue;
-        const message = RULES.UndefinedVar.format(name, suggest(name, st.env.keys()));
+        if (st.declared.has(name) || NON_ENV_ARGS.has(name)) continue;
+        const message = RULES.UndefinedVar.format(name, suggest(name, st.env.keys(), r.suggestions));
         r.report('UndefinedVar', message, r.word(inst.range, variablePattern(name)), node);
       }
     }
@@ -315,7 +319,7 @@ function dispatch(
         else if (def.value !== undefined) value = word(def.value);
         else value = globalEnv.get(def.key);
         if (value !== undefined && !NON_ENV_ARGS.has(def.key)) st.env.set(def.key, value);
-        st.declared.push(def.key);
+        st.declared.add(def.key);
       }
       return;
     case 'expose':

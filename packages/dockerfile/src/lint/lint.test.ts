@@ -423,3 +423,13 @@ test('image references and platforms are judged by the grammar Docker uses', () 
   assert.deepEqual(parsePlatformSpec('windows'), { os: 'windows', architecture: 'amd64', variant: '' });
   for (const bad of ['', 'linux/', 'a/b/c/d', 'linux/*', 'nonsense']) assert.equal(parsePlatformSpec(bad), undefined, bad);
 });
+
+test('thousands of variables are all reported; suggestions stop once their budget is spent', () => {
+  let text = 'FROM scratch\n';
+  for (let i = 0; i < 3000; i++) text += `ENV V_${i}=$U_${i}\n`;
+  const found = checkDockerfile(text).warnings;
+  assert.equal(found.length, 3000);
+  assert.ok(found.every((w, i) => w.rule === 'UndefinedVar' && w.message.startsWith(`Usage of undefined variable '$U_${i}'`) && w.range.start.line === i + 2));
+  assert.equal(found[1]?.message, "Usage of undefined variable '$U_1' (did you mean $V_0?)");
+  assert.equal(found[2999]?.message, "Usage of undefined variable '$U_2999'");
+});

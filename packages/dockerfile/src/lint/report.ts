@@ -4,6 +4,7 @@ import type { RuleName } from './rules.ts';
 import { RULES } from './rules.ts';
 import { ruleEnabled, withComments } from './settings.ts';
 import type { CheckSettings } from './settings.ts';
+import { SuggestBudget } from './suggest.ts';
 
 /** One finding of `checkDockerfile`: BuildKit's rule name, message, description and page. */
 export interface CheckWarning {
@@ -23,7 +24,11 @@ export interface CheckWarning {
  */
 export class Reporter {
   readonly warnings: CheckWarning[] = [];
+  /** Shared by every "did you mean" of this check. */
+  readonly suggestions = new SuggestBudget();
   private readonly lines: string[];
+  /** Characters `word` may still scan; past that a finding keeps the instruction's range. */
+  private scanBudget = 20_000_000;
   private readonly perComments = new WeakMap<readonly string[], CheckSettings>();
 
   constructor(
@@ -66,6 +71,8 @@ export class Reporter {
     for (let l = range.start.line; l <= range.end.line; l++) {
       const line = this.lines[l - 1];
       if (line === undefined) break;
+      this.scanBudget -= line.length + 1;
+      if (this.scanBudget < 0) return found ?? range;
       g.lastIndex = l === range.start.line ? Math.max(0, range.start.column - 1) : 0;
       for (let m = g.exec(line); m; m = g.exec(line)) {
         found = { start: { line: l, column: m.index + 1 }, end: { line: l, column: m.index + 1 + m[0].length } };

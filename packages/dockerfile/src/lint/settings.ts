@@ -19,13 +19,14 @@ export interface CheckSettings {
   error: boolean;
 }
 
-export const DEFAULT_SETTINGS: CheckSettings = Object.freeze({
+/** Every default rule on, nothing experimental, findings are warnings. */
+export const DEFAULT_SETTINGS: Readonly<CheckSettings> = Object.freeze({
   skipAll: false,
-  skip: [],
+  skip: Object.freeze([]) as unknown as string[],
   experimentalAll: false,
-  experimental: [],
+  experimental: Object.freeze([]) as unknown as string[],
   error: false,
-}) as CheckSettings;
+});
 
 /** A `# check=` value that cannot be read; the message is BuildKit's. */
 export class CheckOptionError extends Error {}

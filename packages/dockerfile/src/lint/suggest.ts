@@ -21,7 +21,7 @@ const MAX_NAME = 256;
  * The closest option within an edit distance of 2, as BuildKit suggests names ("did you mean …?");
  * '' when nothing is close, or when the value itself is one of the options.
  */
-export function suggest(value: string, options: Iterable<string>): string {
+export function suggest(value: string, options: Iterable<string>, budget?: SuggestBudget): string {
   let best = '';
   let min = 3;
   // Names come from untrusted text: keep the quadratic distance to short ones.
@@ -29,6 +29,7 @@ export function suggest(value: string, options: Iterable<string>): string {
   for (const option of options) {
     if (option === value) return '';
     if (option.length > MAX_NAME || Math.abs(option.length - value.length) >= min) continue;
+    if (budget && !budget.spend(value.length * option.length)) return '';
     const d = levenshtein(value, option);
     if (d < min) {
       best = option;
@@ -36,4 +37,20 @@ export function suggest(value: string, options: Iterable<string>): string {
     }
   }
   return best;
+}
+
+/**
+ * Caps the work all suggestions of one check may do: a hostile Dockerfile with thousands of
+ * variables would otherwise compare every name with every other. Once spent, no suggestions.
+ */
+export class SuggestBudget {
+  constructor(private left = 50_000_000) {}
+  spend(cost: number): boolean {
+    if (cost > this.left) {
+      this.left = 0;
+      return false;
+    }
+    this.left -= cost;
+    return true;
+  }
 }
