@@ -134,6 +134,8 @@ function median(xs: number[]): number {
 }
 
 interface Case {
+  /** For --cases: diff-small, diff-large, gzip-large, gzip-small, zstd-large. */
+  id: string;
   name: string;
   tree: string;
   reference: string;
@@ -154,11 +156,17 @@ interface Row {
   refSize: number | undefined;
 }
 
-async function bundle(workDir: string): Promise<string> {
+/*
+ * The bundle is written under packages/layer, so that what the layer package requires at run time
+ * (its optional zstd-napi addon, @napi-rs/xattr) resolves from there, as it does from the sources.
+ */
+const BUNDLE_DIR = resolve(REPO, 'packages/layer/node_modules/.cache/tsbuild-bench');
+
+async function bundle(): Promise<string> {
   const { build } = await import('esbuild');
-  const outfile = `${workDir}/bench-layer.mjs`;
-  // zstd-napi is a native addon: left out of the bundle and loaded from where pnpm put it.
-  const zstd = realpathSync(resolve(REPO, 'packages/layer/node_modules/zstd-napi'));
+  mkdirSync(BUNDLE_DIR, { recursive: true });
+  const outfile = `${BUNDLE_DIR}/bench-layer.mjs`;
+  const natives = ['@napi-rs/xattr', 'zstd-napi'];
   await build({
     entryPoints: [fileURLToPath(import.meta.url)],
     outfile,
@@ -170,9 +178,12 @@ async function bundle(workDir: string): Promise<string> {
     external: ['esbuild'],
     plugins: [
       {
+        // Native addons stay out of the bundle and load from where pnpm put them for the layer package.
         name: 'native-external',
         setup(b) {
-          b.onResolve({ filter: /^zstd-napi$/ }, () => ({ path: `${zstd}/dist/index.js`, external: true }));
+          b.onResolve({ filter: /^(@napi-rs\/xattr|zstd-napi)$/ }, (args) =>
+            natives.includes(args.path) ? { path: args.path, external: true } : undefined,
+          );
         },
       },
     ],
@@ -228,22 +239,29 @@ async function main(): Promise<void> {
   const large = `${tmp}/large`;
 
   try {
-    const script = await bundle(workDir);
+    const script = await bundle();
     const log = (s: string): void => void process.stderr.write(s + '\n');
     log(`building trees in ${tmp}: ${smallFiles} small files; ${largeBytes / MiB} MiB random + ${largeBytes / MiB} MiB zeros`);
-    makeSmallTree(small, smallFiles);
-    makeLargeTree(large, largeBytes);
+    const only = value('--cases')?.split(',');
+    // Only the trees the chosen cases use are built (2 GiB of large tree takes a while).
+    const wanted = (tree: 'small' | 'large'): boolean => !only || only.some((id) => id.endsWith(`-${tree}`));
+    if (wanted('small')) makeSmallTree(small, smallFiles);
+    else mkdirSync(small);
+    if (wanted('large')) makeLargeTree(large, largeBytes);
+    else mkdirSync(large);
     // Both sides read from the page cache: warm it once.
     shell(`tar -cf - -C ${small} . | cat >/dev/null; tar -cf - -C ${large} . | cat >/dev/null`);
 
     const cases: Case[] = [
-      { name: `diff, ${smallFiles} small files`, tree: small, reference: 'tar -c | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | sha256sum`, mode: 'diff', goal: '≤ 1.5× tar', goalRatio: 1.5 },
-      { name: `diff, ${(2 * largeBytes) / MiB} MiB (random + zeros)`, tree: large, reference: 'tar -c | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | sha256sum`, mode: 'diff', goal: '≤ 1.2× tar', goalRatio: 1.2 },
-      { name: `diff + gzip, ${(2 * largeBytes) / MiB} MiB`, tree: large, reference: 'tar -c | pigz | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | pigz -6 | sha256sum`, mode: 'gzip', goal: '≤ 1.0× pigz', goalRatio: 1.0 },
-      { name: `diff + gzip, ${smallFiles} small files`, tree: small, reference: 'tar -c | pigz | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | pigz -6 | sha256sum`, mode: 'gzip', goal: '≤ 1.0× pigz', goalRatio: 1.0 },
-      { name: `diff + zstd, ${(2 * largeBytes) / MiB} MiB`, tree: large, reference: 'tar -c | zstd -3 -T0 | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | zstd -3 -T0 -q -c | sha256sum`, mode: 'zstd', goal: '(none)', goalRatio: Infinity },
+      { id: 'diff-small', name: `diff, ${smallFiles} small files`, tree: small, reference: 'tar -c | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | sha256sum`, mode: 'diff', goal: '≤ 1.5× tar', goalRatio: 1.5 },
+      { id: 'diff-large', name: `diff, ${(2 * largeBytes) / MiB} MiB (random + zeros)`, tree: large, reference: 'tar -c | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | sha256sum`, mode: 'diff', goal: '≤ 1.2× tar', goalRatio: 1.2 },
+      { id: 'gzip-large', name: `diff + gzip, ${(2 * largeBytes) / MiB} MiB`, tree: large, reference: 'tar -c | pigz | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | pigz -6 | sha256sum`, mode: 'gzip', goal: '≤ 1.0× pigz', goalRatio: 1.0 },
+      { id: 'gzip-small', name: `diff + gzip, ${smallFiles} small files`, tree: small, reference: 'tar -c | pigz | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | pigz -6 | sha256sum`, mode: 'gzip', goal: '≤ 1.0× pigz', goalRatio: 1.0 },
+      { id: 'zstd-large', name: `diff + zstd, ${(2 * largeBytes) / MiB} MiB`, tree: large, reference: 'tar -c | zstd -3 -T0 | sha256sum', referenceCmd: (d) => `tar -cf - -C ${d} . | zstd -3 -T0 -q -c | sha256sum`, mode: 'zstd', goal: '(none)', goalRatio: Infinity },
     ];
-    const rows: Row[] = cases.map((c) => ({ c, refMs: [], ourMs: [], refCpuMs: [], ourCpuMs: [], ourRssKb: [], ourSize: 0, refSize: undefined }));
+    const unknown = only?.filter((id) => !cases.some((c) => c.id === id)) ?? [];
+    if (unknown.length > 0) throw new Error(`unknown --cases ${unknown.join(',')}: use ${cases.map((c) => c.id).join(',')}`);
+    const rows: Row[] = cases.filter((c) => !only || only.includes(c.id)).map((c) => ({ c, refMs: [], ourMs: [], refCpuMs: [], ourCpuMs: [], ourRssKb: [], ourSize: 0, refSize: undefined }));
 
     for (let run = 0; run < runs; run++) {
       for (const row of rows) {
@@ -289,7 +307,7 @@ async function main(): Promise<void> {
 
     const report = render(rows, { quick, runs, smallFiles, largeBytes }, profiles);
     process.stdout.write(report);
-    if (flag('--write') || !quick) writeSection(report);
+    if (!flag('--no-write') && (flag('--write') || (!quick && !only))) writeSection(report);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

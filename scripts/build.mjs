@@ -5,19 +5,23 @@
 import { build } from 'esbuild';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 
+/** The native addons tsbuild uses and what it imports from each: the bundles stub exactly these. */
+const nativeExports = {
+  '@napi-rs/blake-hash': { functions: ['blake3'], classes: ['Blake3Hasher'] },
+  '@napi-rs/xattr': { functions: ['getAttributeSync', 'listAttributesSync', 'setAttributeSync'], classes: [] },
+  'zstd-napi': { functions: [], classes: ['CompressStream', 'DecompressStream'] },
+};
+const nativeFilter = new RegExp(`^(${Object.keys(nativeExports).map((n) => n.replace(/[/.]/g, '\\$&')).join('|')})$`);
+
 /** Replaces imports of the native addons by stubs that `require` them the first time they are used. */
 function lazyNative() {
-  const exportsOf = {
-    '@napi-rs/blake-hash': { functions: ['blake3'], classes: ['Blake3Hasher'] },
-    'zstd-napi': { functions: [], classes: ['CompressStream', 'DecompressStream'] },
-  };
   return {
     name: 'tsbuild-lazy-native',
     setup(b) {
-      b.onResolve({ filter: /^(@napi-rs\/blake-hash|zstd-napi)$/ }, (args) =>
+      b.onResolve({ filter: nativeFilter }, (args) =>
         args.namespace === 'tsbuild-lazy' ? { path: args.path, external: true } : { path: args.path, namespace: 'tsbuild-lazy' });
       b.onLoad({ filter: /.*/, namespace: 'tsbuild-lazy' }, (args) => {
-        const { functions, classes } = exportsOf[args.path];
+        const { functions, classes } = nativeExports[args.path];
         const lines = [`const name = ${JSON.stringify(args.path)}; let mod; const load = () => (mod ??= require(name));`];
         for (const f of functions) lines.push(`export function ${f}(...a) { return load().${f}(...a); }`);
         for (const c of classes) lines.push(`export const ${c} = function ${c}(...a) { return new (load().${c})(...a); };`);
@@ -108,12 +112,8 @@ chmodSync(launcher, 0o755);
 // use through packages/action/src/native.ts, which knows the exact versions below.
 // TSBUILD_ACTION_OUTFILE lets CI rebuild to another path and compare with the committed file.
 const actionDir = new URL('../packages/action/', import.meta.url).pathname;
-const nativeShims = {
-  '@napi-rs/blake-hash': { functions: ['blake3'], classes: ['Blake3Hasher'] },
-  'zstd-napi': { functions: [], classes: ['CompressStream', 'DecompressStream'] },
-};
 const nativeVersions = Object.fromEntries(
-  Object.keys(nativeShims).map((name) => [name, JSON.parse(readFileSync(`${actionDir}node_modules/${name}/package.json`, 'utf8')).version]),
+  Object.keys(nativeExports).map((name) => [name, JSON.parse(readFileSync(`${actionDir}node_modules/${name}/package.json`, 'utf8')).version]),
 );
 await build({
   entryPoints: [`${actionDir}src/main.ts`],
@@ -133,10 +133,9 @@ await build({
     {
       name: 'tsbuild-native-shims',
       setup(b) {
-        const filter = new RegExp(`^(${Object.keys(nativeShims).map((n) => n.replace(/[/.]/g, '\\$&')).join('|')})$`);
-        b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'tsbuild-native' }));
+        b.onResolve({ filter: nativeFilter }, (args) => ({ path: args.path, namespace: 'tsbuild-native' }));
         b.onLoad({ filter: /.*/, namespace: 'tsbuild-native' }, (args) => {
-          const { functions, classes } = nativeShims[args.path];
+          const { functions, classes } = nativeExports[args.path];
           const m = `loadNative(${JSON.stringify(args.path)})`;
           const lines = [`import { loadNative } from './native.ts';`];
           for (const f of functions) lines.push(`export function ${f}(...a) { return ${m}.${f}(...a); }`);

@@ -7,8 +7,12 @@ export DEBIAN_FRONTEND=noninteractive
 export npm_config_nodedir=${npm_config_nodedir:-/usr}
 
 if [ "$(id -u)" != 0 ]; then echo "quickstart: run as root (overlay mounts and runc need it)" >&2; exit 1; fi
-command -v node >/dev/null || { echo "quickstart: Node.js 20 or newer is required" >&2; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then echo "quickstart: Node.js 20 or newer is required (24 recommended)" >&2; exit 1; fi
 
+# All tsbuild needs from the system: an OCI runtime, and busybox for the example's base image.
+# Extended attributes, BLAKE3 and (on Node 22.15+) zstd come with Node or as prebuilt addons;
+# on older Nodes zstd needs the zstd-napi addon, which pnpm builds only where a compiler is found.
 missing=()
 for p in runc busybox-static; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -17,8 +21,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 want_pnpm=$(node -p 'require("./package.json").packageManager.split("@")[1]')
 [ "$(pnpm --version 2>/dev/null || true)" = "$want_pnpm" ] || npm install -g "pnpm@$want_pnpm" >/dev/null
-[ -d node_modules/.pnpm ] || pnpm install --frozen-lockfile
-[ -f packages/cli/dist/tsbuild.js ] || pnpm build
+# Both are quick when nothing changed, and keep a checkout that was updated since the last run
+# from running with old dependencies or an old bundle.
+pnpm install --frozen-lockfile
+pnpm build
 
 tsbuild() { node packages/cli/dist/tsbuild.js "$@"; }
 base=$(mktemp -d)/busybox.tar

@@ -1,6 +1,7 @@
 /**
- * The two native addons tsbuild uses (`@napi-rs/blake-hash` for context hashing, `zstd-napi` for
- * zstd layers) cannot be bundled into one JavaScript file, and an action's checkout has no
+ * The native addons tsbuild uses (`@napi-rs/blake-hash` for context hashing, `@napi-rs/xattr` for
+ * the extended attributes of layers, `zstd-napi` for zstd layers; scripts/build.mjs lists them)
+ * cannot be bundled into one JavaScript file, and an action's checkout has no
  * node_modules. The bundle therefore reaches them through this loader, on first use only: from
  * `TSBUILD_NATIVE_DIR`, from a node_modules above the bundle (a checkout that ran `pnpm install`),
  * or from a per-version cache directory that `npm install` fills once with the exact versions the

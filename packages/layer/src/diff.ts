@@ -14,7 +14,7 @@ import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
 import { BLOCK, encodeHeader, encodeHeaderInto, endOfArchive, padding } from './tar.ts';
 import type { TarHeader } from './tar.ts';
-import { readXattrTree } from './xattr.ts';
+import { readXattrs } from './xattr.ts';
 
 export interface DiffOptions {
   /** Clamp every mtime to at most this (seconds since the epoch), for reproducible layers. */
@@ -161,27 +161,9 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   }
   if (!lstatSync(root).isDirectory()) throw new TsbuildError('NOT_A_DIRECTORY', `${upperDir} is not a directory`);
 
-  const opaque = new Set<string>();
-  // The xattr scan runs in another process while this thread walks the tree.
-  const scanning = readXattrTree(root, {
-    ...(signal ? { signal } : {}),
-    keep: (path, name, value) => {
-      if (!isOverlayXattr(name)) return true;
-      if ((name === 'trusted.overlay.opaque' || name === 'user.overlay.opaque') && value.toString('latin1') === 'y') opaque.add(path);
-      return false;
-    },
-  });
-
   let plan: Planned[];
-  let xattrs: Awaited<typeof scanning>;
   try {
-    try {
-      plan = await planWalk(root, opts.exclude, signal);
-    } catch (e) {
-      await scanning.catch(() => undefined);
-      throw e;
-    }
-    xattrs = await scanning;
+    plan = await planWalk(root, opts.exclude, signal);
   } catch (e) {
     // Nothing was written: close the destination so its owner does not wait for an end.
     out.destroy();
@@ -216,8 +198,18 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
     for (const e of plan) {
       const { host, outPath, kind } = e;
       const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
-      const attrs = xattrs.get(host);
-      const withXattrs = (h: TarHeader): TarHeader => (attrs && attrs.size > 0 ? { ...h, xattrs: attrs } : h);
+      // Whiteouts carry no attributes into the layer; overlayfs's own never go in, but its
+      // opaque marker becomes a `.wh..wh..opq` entry.
+      let opaque = false;
+      const attrs =
+        kind === 'whiteout' || kind === 'socket'
+          ? undefined
+          : readXattrs(host, (_path, name, value) => {
+              if (!isOverlayXattr(name)) return true;
+              if ((name === 'trusted.overlay.opaque' || name === 'user.overlay.opaque') && value.toString('latin1') === 'y') opaque = true;
+              return false;
+            });
+      const withXattrs = (h: TarHeader): TarHeader => (attrs ? { ...h, xattrs: attrs } : h);
 
       const headers: TarHeader[] = [];
       const push = (h: TarHeader): void => {
@@ -228,7 +220,7 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
         push({ ...base, mode: 0, path: outPath, type: 'file' });
       } else if (kind === 'dir') {
         push(withXattrs({ ...base, path: outPath + '/', type: 'dir' }));
-        if (opaque.has(host)) {
+        if (opaque) {
           push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' });
         }
       } else if (kind === 'socket') {

@@ -1,132 +1,127 @@
 /**
- * Extended attributes through the `attr` tools. Node has no xattr API; one `getfattr -R` over a
- * whole tree (or one `setfattr --restore` for a whole extraction) costs a single process, where a
- * call per file would dominate the run time.
+ * Extended attributes through `@napi-rs/xattr`, a prebuilt Node-API addon (Node has no xattr API).
+ *
+ * Its calls never follow symlinks: they are llistxattr, lgetxattr and lsetxattr (the Rust `xattr`
+ * crate's defaults, and xattr.test.ts checks it), which is what a layer needs: a symlink's own
+ * attributes (trusted.*, security.*) go into the tar, never those of whatever it points at. The
+ * kernel refuses user.* on symlinks, so a layer entry asking for one fails to apply, as it does
+ * with `setfattr -h`.
+ *
+ * A call costs a few microseconds, less than the process a `getfattr` over the tree would take for
+ * any tree smaller than tens of thousands of files, so everything runs in this thread.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { lstatSync, readdirSync } from 'node:fs';
+import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { TsbuildError } from '@tsbuild/errors';
 
 /** Absolute host path → attribute name → raw value. Files without xattrs are absent. */
 export type XattrTable = Map<string, Map<string, Buffer>>;
 
-/** getfattr/setfattr write names with `\ooo` escapes for bytes outside printable ASCII. */
-function unescapeName(s: Buffer): Buffer {
-  const out: number[] = [];
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i]!;
-    if (c === 0x5c && i + 3 < s.length && /^[0-7]{3}$/.test(s.toString('latin1', i + 1, i + 4))) {
-      out.push(parseInt(s.toString('latin1', i + 1, i + 4), 8));
-      i += 3;
-    } else out.push(c);
-  }
-  return Buffer.from(out);
+/** Decides, per attribute, whether it is kept. */
+export type XattrFilter = (path: string, name: string, value: Buffer) => boolean;
+
+/** The addon reports failures as plain errors whose message ends in "(os error N)". */
+function errnoOf(e: unknown): number | undefined {
+  const m = /\(os error (\d+)\)/.exec(e instanceof Error ? e.message : String(e));
+  return m ? Number(m[1]) : undefined;
 }
 
-function escapeName(name: Buffer): string {
-  let s = '';
-  for (const c of name) {
-    if (c <= 0x20 || c >= 0x7f || c === 0x5c || c === 0x3d) s += '\\' + c.toString(8).padStart(3, '0');
-    else s += String.fromCharCode(c);
-  }
-  return s;
-}
+const ENOENT = 2;
+const ENOTDIR = 20;
+/** ENOTSUP and EOPNOTSUPP are the same number on Linux: a filesystem without xattrs. */
+const EOPNOTSUPP = 95;
 
-/** Runs a tool with its stdout in `stdoutFd`, so it keeps working while this thread is busy. */
-function run(cmd: string, args: string[], signal: AbortSignal | undefined, stdoutFd: number | 'ignore'): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', stdoutFd, 'pipe'], ...(signal ? { signal } : {}) });
-    const err: Buffer[] = [];
-    child.stderr?.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => {
-      const code = (e as NodeJS.ErrnoException).code;
-      reject(
-        code === 'ENOENT'
-          ? new TsbuildError('MISSING_TOOL', `${cmd} not found`, { hint: 'install the "attr" package (apt-get install attr)', cause: e })
-          : e,
-      );
-    });
-    child.on('close', (code) => {
-      if (code === 0) resolve();
-      else reject(new TsbuildError('XATTR', `${cmd} failed (exit ${code}): ${Buffer.concat(err).toString().trim().slice(0, 500)}`));
-    });
-  });
+/**
+ * The xattrs of one path, not following a symlink, sorted by name; undefined when it has none.
+ * Attributes that vanish between listing and reading are left out, as is a file that vanished.
+ */
+export function readXattrs(path: string, keep?: XattrFilter): Map<string, Buffer> | undefined {
+  let names: string[];
+  try {
+    names = listAttributesSync(path);
+  } catch (e) {
+    const errno = errnoOf(e);
+    if (errno === EOPNOTSUPP || errno === ENOENT || errno === ENOTDIR) return undefined;
+    if (e instanceof Error && /Invalid attribute/.test(e.message)) {
+      throw new TsbuildError('UNSUPPORTED_NAME', `${path} has an extended attribute whose name is not valid UTF-8`, { cause: e });
+    }
+    throw new TsbuildError('XATTR', `cannot list the extended attributes of ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  if (names.length === 0) return undefined;
+  let out: Map<string, Buffer> | undefined;
+  for (const name of names.sort()) {
+    const value = getAttributeSync(path, name);
+    if (value === null) continue;
+    if (keep && !keep(path, name, value)) continue;
+    (out ??= new Map()).set(name, value);
+  }
+  return out;
 }
 
 /**
- * Every xattr in the tree under `root` (not following symlinks). `keep` filters names as they are
- * parsed so dropped attributes never accumulate. The scan starts when this is called and runs in
- * another process, so the caller can do synchronous work before awaiting the result.
+ * Every xattr in the tree under `root` (`root` included; symlinks are not followed, nor are
+ * directories behind them). `keep` filters names as they are read so dropped attributes never
+ * accumulate. Paths are `root` joined with the names below it, as given.
  */
-export async function readXattrTree(
-  root: string,
-  opts: { signal?: AbortSignal; keep?: (path: string, name: string, value: Buffer) => boolean } = {},
-): Promise<XattrTable> {
+export async function readXattrTree(root: string, opts: { signal?: AbortSignal; keep?: XattrFilter } = {}): Promise<XattrTable> {
+  const { signal, keep } = opts;
+  signal?.throwIfAborted();
   const table: XattrTable = new Map();
-  let current: Map<string, Buffer> | undefined;
-  let currentPath = '';
-  const line = (l: Buffer): void => {
-    if (l.length === 0) return;
-    if (l.toString('latin1', 0, 8) === '# file: ') {
-      currentPath = unescapeName(l.subarray(8)).toString('utf8');
-      current = undefined;
-      return;
-    }
-    const eq = l.indexOf(0x3d);
-    if (eq === -1) return;
-    const name = unescapeName(l.subarray(0, eq)).toString('utf8');
-    const raw = l.toString('latin1', eq + 1);
-    let value: Buffer;
-    if (raw.startsWith('0x')) value = Buffer.from(raw.slice(2), 'hex');
-    else if (raw.startsWith('0s')) value = Buffer.from(raw.slice(2), 'base64');
-    else if (raw.startsWith('"') && raw.endsWith('"')) value = unescapeName(Buffer.from(raw.slice(1, -1), 'latin1'));
-    else value = Buffer.from(raw, 'latin1');
-    if (opts.keep && !opts.keep(currentPath, name, value)) return;
-    if (current === undefined) {
-      current = new Map();
-      table.set(currentPath, current);
-    }
-    current.set(name, value);
+  const visit = (path: string): void => {
+    const attrs = readXattrs(path, keep);
+    if (attrs) table.set(path, attrs);
   };
-  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
-  try {
-    const fd = openSync(`${dir}/dump`, 'w');
-    let running: Promise<void>;
+  visit(root);
+  const dirs: string[] = [];
+  if (isDirectory(root)) dirs.push(root);
+  while (dirs.length > 0) {
+    const dir = dirs.pop()!;
+    signal?.throwIfAborted();
+    let entries;
     try {
-      running = run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '--', root], opts.signal, fd);
-    } finally {
-      closeSync(fd);
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      // Removed while the scan ran: nothing left to read there.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw e;
     }
-    await running;
-    const dump = readFileSync(`${dir}/dump`);
-    let start = 0;
-    for (let nl = dump.indexOf(0x0a); nl !== -1; nl = dump.indexOf(0x0a, start)) {
-      line(dump.subarray(start, nl));
-      start = nl + 1;
+    const prefix = dir.endsWith('/') ? dir : dir + '/';
+    for (const entry of entries) {
+      const path = prefix + entry.name;
+      visit(path);
+      if (entry.isDirectory()) dirs.push(path);
     }
-    if (start < dump.length) line(dump.subarray(start));
-    return table;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
+  return table;
 }
 
-/** Sets xattrs on many paths (not following symlinks) with one process. */
+function isDirectory(path: string): boolean {
+  return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
+}
+
+/**
+ * Sets xattrs on many paths (not following symlinks). Every attribute is tried; the failures, if
+ * any, are reported together afterwards.
+ */
 export async function writeXattrs(entries: Iterable<[path: string, attrs: ReadonlyMap<string, Uint8Array>]>, opts: { signal?: AbortSignal } = {}): Promise<void> {
-  const parts: string[] = [];
+  const failures: string[] = [];
+  let failed = 0;
+  let first: unknown;
   for (const [path, attrs] of entries) {
-    if (attrs.size === 0) continue;
-    parts.push(`# file: ${escapeName(Buffer.from(path, 'utf8'))}\n`);
-    for (const [name, value] of attrs) parts.push(`${escapeName(Buffer.from(name, 'utf8'))}=0x${Buffer.from(value).toString('hex')}\n`);
-    parts.push('\n');
+    opts.signal?.throwIfAborted();
+    for (const [name, value] of attrs) {
+      try {
+        setAttributeSync(path, name, value);
+      } catch (e) {
+        failed++;
+        first ??= e;
+        if (failures.length < 5) failures.push(`${name} on ${path}: ${(e as Error).message}`);
+      }
+    }
   }
-  if (parts.length === 0) return;
-  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
-  try {
-    writeFileSync(`${dir}/restore`, parts.join(''));
-    await run('setfattr', ['-h', `--restore=${dir}/restore`], opts.signal, 'ignore');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  if (failed > 0) {
+    throw new TsbuildError('XATTR', `cannot set ${failed} extended attribute${failed === 1 ? '' : 's'}: ${failures.join('; ')}${failed > failures.length ? '; …' : ''}`, {
+      cause: first,
+    });
   }
 }
