@@ -9,7 +9,15 @@ import type { Platform } from '@tsbuild/oci';
 export function targetPlatform(spec: string | undefined, where = '--platform'): Platform {
   const host = hostPlatform();
   if (spec === undefined || spec === '') return host;
-  const p = parsePlatform(spec, where);
+  // `--platform a,b` asks for a multi-platform image; a list of one platform is that platform.
+  const parsed = spec.split(',').map((s) => s.trim()).filter((s) => s !== '').map((s) => parsePlatform(s, where));
+  const names = [...new Set(parsed.map(formatPlatform))];
+  if (names.length > 1) {
+    throw new UsageError(`${where}: tsbuild builds one platform per run, not ${names.join(', ')}`, {
+      hint: 'run one build per platform (a matrix job in CI); multi-platform images are not supported yet',
+    });
+  }
+  const p = parsed[0] ?? parsePlatform(spec, where);
   if (formatPlatform(p) !== formatPlatform(host)) {
     throw new UsageError(`${where}: platform ${formatPlatform(p)} is not supported: tsbuild builds ${formatPlatform(host)} only`, {
       hint: 'cross-platform builds need emulation, which tsbuild does not provide yet',

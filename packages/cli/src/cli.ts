@@ -1,6 +1,8 @@
 import yargs from 'yargs';
 import { commands } from './commands/index.ts';
 import { splitRunArgv } from './commands/run.ts';
+import { commandIndex, unknownFlag } from './argv.ts';
+import type { KnownOptions } from './argv.ts';
 import { reportError, CliUsageError } from './report.ts';
 
 declare const TSBUILD_VERSION: string | undefined;
@@ -11,7 +13,8 @@ export async function run(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
   let exitCode = 0;
   try {
-    let parser = yargs(splitRunArgv(argv))
+    const args = splitRunArgv(argv);
+    let parser = yargs(args)
       .scriptName('tsbuild')
       .usage('$0 <command> [options]\n\nBuild OCI images from Dockerfiles without a daemon.')
       .version(version)
@@ -24,7 +27,9 @@ export async function run(argv: string[]): Promise<number> {
       .wrap(argv.some((a) => a === '--help' || a === '-h') || argv.length === 0 ? Math.min(110, process.stdout.columns || 100) : null)
       .fail((msg, err) => {
         if (err) throw err;
-        throw new CliUsageError(msg ?? 'invalid arguments');
+        // A flag the command does not know is the likelier cause of whatever yargs reports.
+        const flag = unknownFlagIn(args);
+        throw new CliUsageError(flag !== undefined ? `Unknown argument: ${flag}` : (msg ?? 'invalid arguments'));
       });
     for (const c of commands) {
       parser = parser.command({
@@ -43,4 +48,13 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
-
+/** The first flag the command named in `argv` does not accept (undefined when no command is named). */
+function unknownFlagIn(argv: string[]): string | undefined {
+  const nameOf = (c: (typeof commands)[number]) => String(Array.isArray(c.command) ? c.command[0] : c.command).split(' ')[0];
+  const at = commandIndex(argv);
+  const command = commands.find((c) => nameOf(c) === argv[at]) ?? commands.find((c) => argv.includes(nameOf(c) ?? ''));
+  if (!command) return undefined;
+  // getOptions() is yargs's own record of an instance's options (not in its type declarations).
+  const known = (command.builder(yargs([])) as unknown as { getOptions(): KnownOptions }).getOptions();
+  return unknownFlag(argv, { ...known, key: { ...known.key, debug: true }, boolean: [...known.boolean, 'debug'] });
+}

@@ -65,9 +65,14 @@ class PlainRenderer implements ProgressRenderer {
       case 'step-error':
         this.out.write(`#${this.n(e.id)} ERROR: ${e.message}\n`);
         break;
-      case 'build-done':
-        this.out.write(`#${this.ids.size + 1} DONE ${seconds(e.durationMs)} writing image ${e.imageDigest}\n`);
+      case 'build-done': {
+        // As docker build says it: the image (its id, the config digest) is written; the manifest
+        // that names it is exported, and its digest is what registries and `name@digest` use.
+        const n = this.ids.size + 1;
+        this.out.write(`#${n} exporting manifest ${e.imageDigest}\n`);
+        this.out.write(`#${n} DONE ${seconds(e.durationMs)} writing image ${e.configDigest}\n`);
         break;
+      }
       default:
         break;
     }
@@ -81,6 +86,7 @@ class TtyRenderer implements ProgressRenderer {
   private drawn = 0;
   private timer: NodeJS.Timeout | undefined;
   private started = Date.now();
+  private written: string[] = [];
   constructor(private out: NodeJS.WriteStream) {}
   event(e: BuildEvent): void {
     if (e.type === 'step-start') {
@@ -99,6 +105,8 @@ class TtyRenderer implements ProgressRenderer {
     } else if (e.type === 'step-error') {
       const s = this.steps.get(e.id);
       if (s) Object.assign(s, { done: true, error: true, duration: e.time - s.start });
+    } else if (e.type === 'build-done') {
+      this.written = [` => exporting manifest ${e.imageDigest}`, ` => writing image ${e.configDigest}`];
     }
     if (e.type !== 'step-log') this.draw();
   }
@@ -111,6 +119,7 @@ class TtyRenderer implements ProgressRenderer {
       lines.push(cut(` => ${s.name}  ${status}`));
       if (!s.done || s.error) for (const l of [...s.tail, s.partial].filter(Boolean).slice(-6)) lines.push(cut(` => > ${l}`));
     }
+    for (const l of this.written) lines.push(cut(l));
     let buf = this.drawn > 0 ? `\x1b[${this.drawn}F` : '';
     buf += lines.map((l) => `${l}\x1b[K`).join('\n') + '\n\x1b[J';
     this.out.write(buf);

@@ -1,6 +1,7 @@
 import { openRoot, runImage } from '@tsbuild/builder';
 import type { RunImageOptions } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
+import { commandIndex } from '../argv.ts';
 import { asStrings, cpuLimits, parseBytes, parseIntFlag, rootOf, signalController, withRoot } from './common.ts';
 
 const VALUE_FLAGS = new Set([
@@ -13,8 +14,9 @@ const VALUE_FLAGS = new Set([
  * insert `--` after the image so the flag parser leaves the command alone.
  */
 export function splitRunArgv(argv: string[]): string[] {
-  const at = argv.indexOf('run');
-  if (at < 0 || argv.slice(0, at).some((a) => !a.startsWith('-'))) return argv;
+  // Flags may stand before the command (`tsbuild --root DIR run …`): find the command word itself.
+  const at = commandIndex(argv);
+  if (at < 0 || argv[at] !== 'run') return argv;
   for (let i = at + 1; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a === '--') return argv;
