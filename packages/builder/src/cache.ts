@@ -29,6 +29,10 @@ export class CacheIndex {
     await this.meta.set(key, rec, rec.layer ? { roots: [rec.layer.diffId] } : {});
   }
 
+  async forget(key: string): Promise<void> {
+    await this.meta.delete(key);
+  }
+
   async clear(): Promise<number> {
     const keys = await this.meta.keys();
     for (const k of keys) await this.meta.delete(k);

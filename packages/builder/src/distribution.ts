@@ -4,29 +4,36 @@ import { compress } from '@tsbuild/layer';
 import { MediaType, isIndexMediaType, layerCompression } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
+import { mountSource, recordOrigins } from '@tsbuild/cache';
 import {
   RegistryClient, convertManifest, getConfig, getManifest, parseReference, pullImage, pushImage, storeSink,
 } from '@tsbuild/registry';
 import type { ClientOptions, ImageFormat, Reference } from '@tsbuild/registry';
 
-/** Where pulled blobs came from, so a push to the same registry can mount instead of upload. */
-const ORIGINS = 'blob-origins';
-
 export interface DistributionOptions extends ClientOptions {
   signal?: AbortSignal;
+}
+
+export interface PullToStoreOptions extends DistributionOptions {
+  /**
+   * Only the manifest and config: the layers stay in the registry and are fetched when something
+   * reads them (a step that needs the filesystem, an export), or mounted when pushed to the same
+   * registry. What a build does with its base images.
+   */
+  lazy?: boolean;
 }
 
 /** `tsbuild pull`: fetches an image (linux/amd64) into the store and tags it by the name given. */
 export async function pullToStore(
   store: Store,
   refText: string,
-  opts: DistributionOptions = {},
+  opts: PullToStoreOptions = {},
 ): Promise<{ ref: Reference; manifest: Descriptor; tag: string | undefined }> {
   const ref = parseReference(refText);
   const client = new RegistryClient(opts);
   // Pooled keep-alive sockets would otherwise outlive the command.
   try {
-    return await pullWith(client, store, ref, refText, opts.signal);
+    return await pullWith(client, store, ref, refText, opts.signal, opts.lazy === true);
   } finally {
     client.close();
   }
@@ -38,36 +45,27 @@ async function pullWith(
   ref: Reference,
   refText: string,
   signal: AbortSignal | undefined,
+  lazy: boolean,
 ): Promise<{ ref: Reference; manifest: Descriptor; tag: string | undefined }> {
-  const r = await pullImage(client, ref, storeSink(store), { signal });
+  const r = await pullImage(client, ref, storeSink(store), { signal, layers: !lazy });
   // A digest that named an index: keep the index too, so `name@sha256:<index>` resolves locally.
   if (ref.digest !== undefined && ref.digest !== r.manifestDescriptor.digest) {
     const idx = await getManifest(client, ref, { signal });
     if (idx.isIndex) await store.writeBlob(idx.bytes, { digest: idx.descriptor.digest, size: idx.descriptor.size });
   }
-  await recordOrigin(store, [r.manifest.config, ...r.manifest.layers], ref);
+  await recordOrigins(store, [r.manifest.config, ...r.manifest.layers], { kind: 'registry', repo: `${ref.registry}/${ref.repository}` });
   let tag: string | undefined;
   const desc: Descriptor = { mediaType: r.manifestDescriptor.mediaType, digest: r.manifestDescriptor.digest, size: r.manifestDescriptor.size };
   if (ref.digest === undefined) tag = await store.tag(refText, desc);
   return { ref, manifest: desc, tag };
 }
 
-/** Remembers that `ref`'s repository holds these blobs, so a later push there can mount them. */
-async function recordOrigin(store: Store, blobs: readonly Descriptor[], ref: Reference): Promise<void> {
-  const origins = store.meta(ORIGINS);
-  const repo = `${ref.registry}/${ref.repository}`;
-  for (const b of blobs) {
-    await origins.update(b.digest, (old) => {
-      const list = Array.isArray(old) ? (old as string[]) : [];
-      return list.includes(repo) ? list : [...list, repo].slice(-8);
-    });
-  }
-}
-
 export interface PushFromStoreOptions extends DistributionOptions {
   compression?: 'gzip' | 'zstd';
   format?: ImageFormat;
   onBlob?: (e: { descriptor: Descriptor; status: string }) => void;
+  /** Annotations of the pushed manifest (an inline cache travels this way). */
+  annotations?: Record<string, string>;
 }
 
 /**
@@ -96,18 +94,17 @@ export async function pushFromStore(store: Store, localRef: string, destText: st
     layers.push({ ...cd, mediaType: algo === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayerGzip });
   }
   let out: Manifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers };
+  if (opts.annotations && Object.keys(opts.annotations).length > 0) out.annotations = { ...opts.annotations };
   if (opts.format === 'docker') {
     if (algo === 'zstd') throw new UsageError('--format docker cannot carry zstd layers: use --compression gzip');
     out = convertManifest(out, 'docker');
   }
   const bytes = Buffer.from(JSON.stringify(out));
   const blobs = [configDesc, ...layers];
-  const origins = store.meta(ORIGINS);
   const mounts = new Map<string, string>();
   for (const b of blobs) {
-    const list = (await origins.get(b.digest)) as string[] | undefined;
-    const same = list?.find((r) => r.startsWith(`${dest.registry}/`) && r !== `${dest.registry}/${dest.repository}`);
-    if (same) mounts.set(b.digest, same.slice(dest.registry.length + 1));
+    const from = await mountSource(store, b.digest, dest.registry, dest.repository);
+    if (from !== undefined) mounts.set(b.digest, from);
   }
   const client = new RegistryClient(opts);
   let digest: Digest;
@@ -133,7 +130,7 @@ export async function pushFromStore(store: Store, localRef: string, destText: st
   } finally {
     client.close();
   }
-  await recordOrigin(store, blobs, dest);
+  await recordOrigins(store, blobs, { kind: 'registry', repo: `${dest.registry}/${dest.repository}` });
   return digest;
 }
 

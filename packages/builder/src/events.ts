@@ -29,6 +29,12 @@ export type BuildEvent =
   /** Outputs, after the build: an archive or directory written, a blob and a name pushed. */
   | { type: 'exported'; time: number; output: string; dest: string; size: number }
   | { type: 'push-blob'; time: number; ref: string; digest: string; status: string }
-  | { type: 'pushed'; time: number; ref: string; digest: string };
+  | { type: 'pushed'; time: number; ref: string; digest: string }
+  /** Something the build left alone and went on without (an unreadable cache, an oversized cache mount). */
+  | { type: 'warning'; time: number; message: string }
+  /** A cache mount filled from a remote cache before its first use. */
+  | { type: 'cache-mount-restored'; time: number; id: string; source: string; size: number }
+  /** The cache written to a --cache-to. */
+  | { type: 'cache-exported'; time: number; target: string; records: number; mounts: number; uploaded: number; skipped: number };
 
 export type EventSink = (e: BuildEvent) => void;

@@ -14,3 +14,6 @@ export { pullToStore, pushFromStore, remoteImage } from './distribution.ts';
 export type { DistributionOptions, PushFromStoreOptions } from './distribution.ts';
 export { exportImage, saveImages, loadArchive, parseOutput } from './export.ts';
 export type { OutputSpec, ExportType, ExportOptions, ExportResult, SaveOptions, LoadOptions, LoadResult } from './export.ts';
+export { parseCacheFrom, parseCacheTo } from '@tsbuild/cache';
+export type { CacheImport, CacheExport, ExportReport } from '@tsbuild/cache';
+export type { OpenRootOptions } from './build.ts';

@@ -66,7 +66,12 @@ export interface Published {
 export async function publish(
   store: Store,
   image: BuiltImage,
-  opts: PublishOptions & { emit?: EventSink; signal?: AbortSignal | undefined },
+  opts: PublishOptions & {
+    emit?: EventSink;
+    signal?: AbortSignal | undefined;
+    /** Annotations of the pushed manifest, made only when something is pushed (an inline cache). */
+    pushAnnotations?: (() => Promise<Record<string, string>>) | undefined;
+  },
 ): Promise<Published> {
   const plan = planPublish(opts);
   const emit = opts.emit ?? (() => {});
@@ -81,9 +86,11 @@ export async function publish(
   }
   const pushed: Published['pushed'] = [];
   if (plan.push) {
+    const annotations = await opts.pushAnnotations?.();
     for (const t of tags) {
       const digest = await pushFromStore(store, t, t, {
         ...opts.registry,
+        annotations,
         compression: opts.compression ?? 'gzip',
         signal: opts.signal,
         onBlob: (b) => emit({ type: 'push-blob', time: Date.now(), ref: t, digest: b.descriptor.digest, status: b.status }),

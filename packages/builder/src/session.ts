@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { CancelledError, TsbuildError, UsageError } from '@tsbuild/errors';
@@ -8,7 +8,10 @@ import type { Descriptor, Digest, ImageConfig } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { Snapshotter } from '@tsbuild/snapshot';
 import { parseReference } from '@tsbuild/registry';
+import { RemoteCaches, restoreMount } from '@tsbuild/cache';
+import type { BuildRecord } from '@tsbuild/cache';
 import { CacheIndex, Semaphore } from './cache.ts';
+import type { CacheRecord } from './cache.ts';
 import { pullToStore } from './distribution.ts';
 import type { DistributionOptions } from './distribution.ts';
 import { StatCache } from './hash.ts';
@@ -44,6 +47,17 @@ export class BuildSession {
   readonly heavy = new Semaphore(Math.max(1, availableParallelism()));
   private images = new Map<string, Promise<BaseImage>>();
   private stepCounter = 0;
+  /** The caches --cache-from names (none by default). */
+  remote: RemoteCaches;
+  /** Keys whose remote results turned out to lie: they are not taken from a remote cache again. */
+  readonly distrusted = new Set<string>();
+  /** diff_id → keys whose result came from a remote cache with that layer. */
+  readonly remoteLayers = new Map<string, string[]>();
+  /** Every step this build ran or reused, for --cache-to. */
+  readonly journal = new Map<string, BuildRecord>();
+  /** Cache mounts the build used: directory name → id as written. */
+  readonly mountsUsed = new Map<string, string>();
+  private readonly mountRestores = new Map<string, Promise<void>>();
 
   constructor(
     readonly root: string,
@@ -63,6 +77,46 @@ export class BuildSession {
     },
   ) {
     this.cache = new CacheIndex(store.meta('build-cache'));
+    this.remote = RemoteCaches.empty(store);
+  }
+
+  /**
+   * A step's cached result: the local index first, then each --cache-from in order. A remote
+   * result is copied into the local index; its layer stays remote until something reads it.
+   */
+  async lookup(key: string): Promise<CacheRecord | undefined> {
+    if (this.opts.noCache) return undefined;
+    const local = await this.cache.get(key);
+    if (local && (!local.layer || (await this.store.available(local.layer.diffId)))) return local;
+    const hit = await this.remote.lookup(key, this.distrusted);
+    if (!hit) return undefined;
+    const rec: CacheRecord = { v: 1, created: hit.entry.created };
+    if (hit.entry.layer) {
+      rec.layer = { diffId: hit.entry.layer.diffId, size: hit.entry.layer.size };
+      const keys = this.remoteLayers.get(rec.layer.diffId) ?? [];
+      this.remoteLayers.set(rec.layer.diffId, [...keys, key]);
+    }
+    await this.cache.set(key, rec);
+    return rec;
+  }
+
+  /** Notes what a step did, for the cache export. */
+  record(r: BuildRecord): void {
+    this.journal.set(r.key, r);
+  }
+
+  /**
+   * A remote layer did not match the diff_id its cache claimed: the steps that took it are
+   * forgotten (locally too) and not taken from a remote cache again, so a rebuild runs them.
+   */
+  async distrust(diffId: string): Promise<string[]> {
+    const keys = this.remoteLayers.get(diffId) ?? [];
+    for (const k of keys) {
+      this.distrusted.add(k);
+      await this.cache.forget(k);
+    }
+    this.remoteLayers.delete(diffId);
+    return keys;
   }
 
   private stat: Promise<StatCache> | undefined;
@@ -94,11 +148,36 @@ export class BuildSession {
     return new Date(e !== undefined ? e * 1000 : Date.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
   }
 
-  async cacheMountDir(name: string): Promise<string> {
+  /**
+   * The directory of cache mount `name` (a hash of its id). An empty one is first filled from a
+   * --cache-from that carries it (exported with mounts=true).
+   */
+  async cacheMountDir(name: string, id: string = name): Promise<string> {
     const dir = join(this.root, 'cache-mounts', name);
     await mkdir(dir, { recursive: true });
+    this.mountsUsed.set(name, id);
+    let restoring = this.mountRestores.get(name);
+    if (!restoring) {
+      restoring = (async () => {
+        if (this.opts.noCache || this.remote.size === 0 || (await readdir(dir)).length > 0) return;
+        const hit = await this.remote.mount(name);
+        if (!hit) return;
+        const restored = await restoreMount(this.store, hit.entry, dir, { signal: this.opts.signal, warn: (m) => this.warn(m) });
+        if (restored) this.opts.emit({ type: 'cache-mount-restored', time: Date.now(), id: hit.entry.id, source: hit.source, size: hit.entry.layer.size });
+      })();
+      this.mountRestores.set(name, restoring);
+    }
+    await restoring;
     return dir;
   }
+
+  /** A warning for the end of the build (and the progress stream). */
+  warn(message: string): void {
+    this.warnings.push(message);
+    this.opts.emit({ type: 'warning', time: Date.now(), message });
+  }
+
+  readonly warnings: string[] = [];
 
   /** Loads an image from the store, pulling it first when absent (or always with --pull). */
   image(ref: string): Promise<BaseImage> {
@@ -114,7 +193,8 @@ export class BuildSession {
     let desc = this.opts.pull ? undefined : await this.store.resolve(ref);
     if (!desc && this.opts.registry && isReference(ref)) {
       try {
-        await pullToStore(this.store, ref, { ...this.opts.registry, signal: this.opts.signal });
+        // Lazily: layers are fetched when a step needs the filesystem, or mounted when pushed to the same registry.
+        await pullToStore(this.store, ref, { ...this.opts.registry, signal: this.opts.signal, lazy: true });
       } catch (e) {
         if (!(e instanceof TsbuildError)) throw e;
         throw new TsbuildError('IMAGE_NOT_FOUND', `image "${ref}" is not in the local store and pulling it failed: ${e.message}`, {

@@ -12,3 +12,16 @@ export type {
   GhaTwirpMethod,
   GhaCacheErrorOptions,
 } from './gha.ts';
+export { parseCacheFrom, parseCacheTo, parseSize, describeCache } from './spec.ts';
+export type { CacheImport, CacheExport, CacheMode } from './spec.ts';
+export {
+  CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE, INLINE_ANNOTATION, parseCacheDocument, serializeCacheDocument, documentBlobs,
+} from './format.ts';
+export type { CacheDocument, CacheEntry, CacheLayer, CacheMountEntry } from './format.ts';
+export { recordOrigins, originsOf, mountSource } from './origins.ts';
+export type { Origin } from './origins.ts';
+export { RemoteFetcher, CacheMismatchError, ghaBlobKey } from './fetcher.ts';
+export type { FetcherOptions } from './fetcher.ts';
+export { inlineAnnotation, cacheManifest } from './backends.ts';
+export { RemoteCaches, restoreMount, cacheDocument, exportCaches } from './remote.ts';
+export type { RemoteCacheOptions, RemoteHit, BuildRecord, ExportInput, ExportReport } from './remote.ts';

@@ -34,6 +34,8 @@ export interface ManifestOptions {
 export interface PullOptions extends ManifestOptions {
   /** Blobs downloaded at once. Default 4. */
   concurrency?: number | undefined;
+  /** false: only the manifest and config (the caller fetches layers when it needs them). Default true. */
+  layers?: boolean | undefined;
   onBlob?: ((event: { descriptor: Descriptor; status: 'exists' | 'done' }) => void) | undefined;
 }
 
@@ -186,7 +188,8 @@ export async function pullImage(client: RegistryClient, ref: Reference, sink: Bl
   }
 
   const seen = new Set<string>([configDesc.digest]);
-  const layers = img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+  // A lazy pull leaves the layers where they are: they are fetched when something reads them.
+  const layers = opts.layers === false ? [] : img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
   for (const d of layers) {
     if (d.urls !== undefined && d.urls.length > 0) throw new RegistryError(`${ref.toString()}: layer ${d.digest} is a foreign layer (hosted elsewhere), which is not supported`);
   }

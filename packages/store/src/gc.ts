@@ -97,7 +97,7 @@ export async function collectGarbage(store: Store, opts: GcOptions): Promise<GcR
   for (const key of mapKeys) {
     const v = await map.get(key);
     const target = key.startsWith('diffid:') ? key.slice('diffid:'.length) : (v as { digest?: unknown } | undefined)?.digest;
-    if (!isDigest(target) || !(await store.hasBlob(target))) await map.delete(key);
+    if (!isDigest(target) || !(await store.available(target))) await map.delete(key);
   }
 
   const maxAge = opts.tempMaxAgeMs ?? 3600_000;

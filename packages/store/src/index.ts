@@ -1,5 +1,5 @@
 export { openStore, resolveRoot, Store } from './store.ts';
-export type { OpenStoreOptions, RootOptions, ImageEntry, CompressionAlgo, CompressFn } from './store.ts';
+export type { OpenStoreOptions, RootOptions, ImageEntry, CompressionAlgo, CompressFn, BlobFetcher } from './store.ts';
 export type { BlobWriter, Expected } from './blob-writer.ts';
 export type { MetaStore, SetOptions } from './meta.ts';
 export type { GcOptions, GcResult } from './gc.ts';

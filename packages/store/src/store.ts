@@ -75,6 +75,18 @@ const ID_PREFIX_RE = /^(?:sha256:)?([0-9a-f]{12,64})$/;
 const BLOBMAP_NS = 'blobmap';
 
 /**
+ * Brings blobs the store does not hold from where they are known to be: a registry an image was
+ * pulled from lazily, a remote build cache. The store asks it when a blob it is asked to read is
+ * missing; what it writes goes through the store's verified ingest like any other blob.
+ */
+export interface BlobFetcher {
+  /** Whether `digest` can be fetched, without fetching it. */
+  knows(digest: Digest): Promise<boolean>;
+  /** Writes `digest` into the store; false when it is not known. A blob that does not match its digest is an error. */
+  fetch(digest: Digest, opts: { signal?: AbortSignal | undefined }): Promise<boolean>;
+}
+
+/**
  * A local OCI image layout (`<root>/oci`) plus tsbuild's own areas beside it: `ingest/` for temp
  * files (same filesystem, so renames are atomic), `locks/`, and `meta/<namespace>/`.
  */
@@ -88,6 +100,8 @@ export class Store {
   private readonly indexFile: string;
   private readonly indexLock: string;
   private readonly lockOpts: LockOptions;
+  private fetcher: BlobFetcher | undefined;
+  private readonly fetching = new Map<Digest, Promise<boolean>>();
 
   constructor(root: string, opts: OpenStoreOptions = {}) {
     this.root = root;
@@ -184,7 +198,31 @@ export class Store {
     }
   }
 
-  async openBlob(d: Digest): Promise<Readable> {
+  /** Lets missing blobs be fetched from where they are known to be (lazy pulls, remote caches). */
+  setFetcher(fetcher: BlobFetcher | undefined): void {
+    this.fetcher = fetcher;
+  }
+
+  /** Whether the blob is here or can be fetched on first read. */
+  async available(d: Digest): Promise<boolean> {
+    return (await this.hasBlob(d)) || ((await this.fetcher?.knows(d)) ?? false);
+  }
+
+  /** Makes a blob local if it is not (fetching it once, however many readers ask at the same time). */
+  async ensureBlob(d: Digest, opts: { signal?: AbortSignal | undefined } = {}): Promise<boolean> {
+    if (await this.hasBlob(d)) return true;
+    const fetcher = this.fetcher;
+    if (!fetcher) return false;
+    let p = this.fetching.get(d);
+    if (!p) {
+      p = fetcher.fetch(d, opts).finally(() => this.fetching.delete(d));
+      this.fetching.set(d, p);
+    }
+    return p;
+  }
+
+  async openBlob(d: Digest, opts: { signal?: AbortSignal | undefined } = {}): Promise<Readable> {
+    await this.ensureBlob(d, opts);
     const p = this.blobPath(d);
     try {
       const fh = await open(p, 'r');
@@ -198,6 +236,7 @@ export class Store {
   /** Reads a small (JSON) blob whole and checks its content against its digest. */
   async readBlob(d: Digest, opts: { maxSize?: number } = {}): Promise<Buffer> {
     const max = opts.maxSize ?? MAX_JSON_BLOB;
+    await this.ensureBlob(d);
     const p = this.blobPath(d);
     let buf: Buffer;
     try {
@@ -432,8 +471,13 @@ export class Store {
 
   private async cachedCompressed(key: string): Promise<Descriptor | undefined> {
     const v = (await this.blobMap().get(key)) as Descriptor | undefined;
-    if (v && typeof v.digest === 'string' && (await this.hasBlob(v.digest))) return v;
+    if (v && typeof v.digest === 'string' && (await this.available(v.digest))) return v;
     return undefined;
+  }
+
+  /** A recorded `algo`-compressed variant of `diffId`, here or fetchable, without making one. */
+  async compressedVariant(diffId: Digest, algo: CompressionAlgo): Promise<Descriptor | undefined> {
+    return this.cachedCompressed(`${algo}:${diffId}`);
   }
 
   /** The diff_id of a compressed blob this store made, if it made it. */

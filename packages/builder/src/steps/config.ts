@@ -28,6 +28,7 @@ export async function configStep(kit: StepKit, state: ImageState, raw: Instructi
   next.key = cacheKey([state.key, ...keyParts]);
   const rec = await kit.configRecord(next.key);
   addHistory(next, { created: rec.created, created_by: createdBy, comment: 'tsbuild', empty_layer: true });
+  kit.journal(state, next, { v: 1, created: rec.created });
   return { state: next, cached: rec.cached };
 }
 

@@ -14,6 +14,7 @@ import type { DiffOptions } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
 import type { Active } from '@tsbuild/snapshot';
+import type { BuildRecord } from '@tsbuild/cache';
 import type { CacheRecord } from '../cache.ts';
 import type { BuildContext } from '../context.ts';
 import type { BuildSession } from '../session.ts';
@@ -105,18 +106,22 @@ export class StepKit {
     return mkdtemp(join(this.s.stateDir, prefix));
   }
 
-  /** The cache record of `key`, unless --no-cache. */
-  async lookup(key: string): Promise<CacheRecord | undefined> {
-    return this.s.opts.noCache ? undefined : this.s.cache.get(key);
-  }
-
   /** Records a step that changes only the config; returns its `created` time (kept from the cache). */
   async configRecord(key: string): Promise<{ created: string; cached: boolean }> {
-    const hit = await this.lookup(key);
+    const hit = await this.s.lookup(key);
     if (hit && !hit.layer) return { created: hit.created, cached: true };
     const rec: CacheRecord = { v: 1, created: this.s.now() };
     await this.s.cache.set(key, rec);
     return { created: rec.created, cached: false };
+  }
+
+  /** Tells the session what a step produced, for --cache-to. */
+  journal(parent: ImageState, next: ImageState, rec: CacheRecord): void {
+    const history = next.config.history?.at(-1);
+    const r: BuildRecord = { key: next.key, parent: parent.key, created: rec.created, config: configChanges(parent, next) };
+    if (history) r.history = history;
+    if (rec.layer) r.layer = rec.layer;
+    this.s.record(r);
   }
 
   /**
@@ -132,8 +137,8 @@ export class StepKit {
   ): Promise<StepResult> {
     const next = cloneState(state);
     next.key = key;
-    const hit = await this.lookup(key);
-    if (hit && (!hit.layer || (await this.s.store.hasBlob(hit.layer.diffId)))) return this.append(next, hit, createdBy, true);
+    const hit = await this.s.lookup(key);
+    if (hit) return this.append(state, next, hit, createdBy, true);
     const rec = await this.s.heavy.run(async (): Promise<CacheRecord> => {
       // An independent layer is written over an empty tree, so its bytes do not depend on the
       // layers below; its snapshot is unpacked from the blob when first needed.
@@ -166,17 +171,19 @@ export class StepKit {
       }
     });
     await this.s.cache.set(key, rec);
-    return this.append(next, rec, createdBy, false);
+    return this.append(state, next, rec, createdBy, false);
   }
 
-  private append(next: ImageState, rec: CacheRecord, createdBy: string, cached: boolean): StepResult {
+  private append(state: ImageState, next: ImageState, rec: CacheRecord, createdBy: string, cached: boolean): StepResult {
     if (!rec.layer) {
       addHistory(next, { created: rec.created, created_by: createdBy, comment: 'tsbuild', empty_layer: true });
+      this.journal(state, next, rec);
       return { state: next, cached };
     }
     next.config.rootfs.diff_ids.push(rec.layer.diffId);
     next.layers.push({ mediaType: MediaType.OciLayer, digest: rec.layer.diffId, size: rec.layer.size });
     addHistory(next, { created: rec.created, created_by: createdBy + LAYER_SUFFIX, comment: 'tsbuild' });
+    this.journal(state, next, rec);
     return { state: next, cached, layerSize: rec.layer.size };
   }
 
@@ -199,6 +206,18 @@ export class StepKit {
     cleanup.push(() => view.release());
     return view.rootfs;
   }
+}
+
+/** The container-config fields a step changed, with their new values (null: removed). */
+function configChanges(before: ImageState, after: ImageState): Record<string, unknown> {
+  const a = (before.config.config ?? {}) as Record<string, unknown>;
+  const b = (after.config.config ?? {}) as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) out[k] = b[k] ?? null;
+  }
+  if (before.config.author !== after.config.author) out.author = after.config.author ?? null;
+  return out;
 }
 
 /** Runs the cleanups a step collected, last first, ignoring their failures. */
