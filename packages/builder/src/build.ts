@@ -10,6 +10,9 @@ import type { Store } from '@tsbuild/store';
 import { openSnapshotter } from '@tsbuild/snapshot';
 import type { Snapshotter } from '@tsbuild/snapshot';
 import { cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
+import { CacheMismatchError, GhaCacheClient, RemoteCaches, RemoteFetcher, cacheDocument, exportCaches, inlineAnnotation } from '@tsbuild/cache';
+import type { CacheExport, CacheImport, ExportInput, ExportReport } from '@tsbuild/cache';
+import type { ClientOptions } from '@tsbuild/registry';
 import type { EventSink } from './events.ts';
 import { BuildContext } from './context.ts';
 import { hashSources } from './hash.ts';
@@ -47,6 +50,10 @@ export interface BuildOptions extends PublishOptions {
   root?: string;
   onEvent?: EventSink;
   signal?: AbortSignal;
+  /** `--cache-from`: caches to reuse steps from, in order (the local cache is always asked first). */
+  cacheFrom?: CacheImport[];
+  /** `--cache-to`: where to write what this build did. */
+  cacheTo?: CacheExport[];
 }
 
 export interface BuildResult extends Published {
@@ -55,12 +62,26 @@ export interface BuildResult extends Published {
   /** The image id: the config digest, as Docker shows it. */
   configDigest: Digest;
   warnings: string[];
+  /** What each --cache-to received. */
+  cacheExports: ExportReport[];
 }
 
-/** Opens the store and snapshotter under one root, cleaning what a killed tsbuild left behind. */
-export async function openRoot(root?: string): Promise<{ root: string; store: Store; snapshots: Snapshotter }> {
+export interface OpenRootOptions {
+  /** How registries are reached for blobs the store holds lazily (layers of base images, remote cache hits). */
+  registry?: ClientOptions;
+  /** GitHub's cache, for blobs that came from it. */
+  gha?: GhaCacheClient | undefined;
+}
+
+/**
+ * Opens the store and snapshotter under one root, cleaning what a killed tsbuild left behind. The
+ * store fetches blobs it knows only by where they are (lazily pulled layers, remote cache hits)
+ * when something first reads them.
+ */
+export async function openRoot(root?: string, opts: OpenRootOptions = {}): Promise<{ root: string; store: Store; snapshots: Snapshotter }> {
   const r = resolveRoot(root ? { root } : {});
   const store = await openStore({ root: r });
+  store.setFetcher(new RemoteFetcher(store, opts));
   // Containers of dead builds go first, so the snapshotter can then unmount what they held. A
   // dead run leaves its bundle in <root>/state, so the runtime is only asked when one is there.
   if (await deadBundles(join(r, 'state'))) await cleanupContainers().catch(() => {});
@@ -101,7 +122,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const plan = planStages(df, opts.target, (s) => from.image(s), shownFile, text);
   for (const s of plan.order) from.checkPlatform(s);
 
-  const { root, store, snapshots } = await openRoot(opts.root);
+  const caches = [...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])];
+  const gha = caches.some((c) => c.type === 'gha') ? GhaCacheClient.tryFromEnv(process.env) : undefined;
+  const { root, store, snapshots } = await openRoot(opts.root, { registry: opts.registry, gha });
   const session = new BuildSession(root, store, snapshots, {
     noCache: opts.noCache ?? false,
     pull: opts.pull ?? false,
@@ -113,33 +136,76 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     network: opts.network ?? 'default',
     limits: opts.limits ?? {},
   });
-
-  let ctxPromise: Promise<BuildContext> | undefined;
-  const context = () => (ctxPromise ??= loadIgnore(contextDir, file).then((ignore) => BuildContext.open(contextDir, { ignore })));
-  let ctxKey: Promise<string> | undefined;
-  const contextKey = () =>
-    (ctxKey ??= context().then(async (c) => hashSources(c, await c.resolveSources(['.']), { statCache: await session.statCache() })));
-
-  const stages = new StageScheduler({
-    session, src, from, deps: plan.deps, platform, context, contextKey, buildArgs, consumed, globalArgs: args, secrets: opts.secrets ?? {},
-  });
-  emit({ type: 'build-start', time: Date.now(), stages: plan.order.length, steps: plan.order.reduce((n, s) => n + s.instructions.length + 1, 0) });
-  let state: ImageState;
+  const remoteOpts = { store, registry: opts.registry, gha, signal: opts.signal, warn: (m: string) => session.warn(m) };
   try {
-    state = await stages.run(plan.order.at(-1)!);
-  } finally {
-    // Let stages started in parallel settle before the store is left alone.
-    await stages.settle();
-    await session.saveStatCache().catch(() => {});
-  }
+    if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await RemoteCaches.load(opts.cacheFrom, remoteOpts);
 
-  const image = await writeImage(store, state, platform, opts.labels);
-  const warnings = df.warnings.map((w) => `${shownFile}:${w.range.start.line}: ${w.message}`);
-  const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !args.has(k));
-  if (unused.length > 0) warnings.push(`one or more build args were not consumed: ${unused.sort().join(', ')}`);
-  emit({ type: 'build-done', time: Date.now(), imageDigest: image.manifest.digest, configDigest: image.configDigest, durationMs: Date.now() - started });
-  const published = await publish(store, image, { ...opts, emit, signal: opts.signal });
-  return { ...published, ...image, warnings };
+    let ctxPromise: Promise<BuildContext> | undefined;
+    const context = () => (ctxPromise ??= loadIgnore(contextDir, file).then((ignore) => BuildContext.open(contextDir, { ignore })));
+    let ctxKey: Promise<string> | undefined;
+    const contextKey = () =>
+      (ctxKey ??= context().then(async (c) => hashSources(c, await c.resolveSources(['.']), { statCache: await session.statCache() })));
+
+    emit({ type: 'build-start', time: Date.now(), stages: plan.order.length, steps: plan.order.reduce((n, s) => n + s.instructions.length + 1, 0) });
+    const inlineCache = opts.cacheTo?.find((c) => c.type === 'inline');
+    if (inlineCache && !planPublish(opts).push) session.warn('--cache-to type=inline travels with a pushed image, and nothing is pushed: no cache was written');
+    // A layer from a remote cache that turns out not to be what the cache claimed (found when its
+    // bytes are read) makes the build start over without the steps that took it: they run.
+    for (let attempt = 0; ; attempt++) {
+      const stages = new StageScheduler({
+        session, src, from, deps: plan.deps, platform, context, contextKey, buildArgs, consumed, globalArgs: args, secrets: opts.secrets ?? {},
+      });
+      try {
+        let state: ImageState;
+        try {
+          state = await stages.run(plan.order.at(-1)!);
+        } finally {
+          // Let stages started in parallel settle before the store is left alone.
+          await stages.settle();
+          await session.saveStatCache().catch(() => {});
+        }
+        const image = await writeImage(store, state, platform, opts.labels);
+        emit({ type: 'build-done', time: Date.now(), imageDigest: image.manifest.digest, configDigest: image.configDigest, durationMs: Date.now() - started });
+        const input = exportInput(session, state.key);
+        const published = await publish(store, image, {
+          ...opts,
+          emit,
+          signal: opts.signal,
+          pushAnnotations: inlineCache ? async () => inlineAnnotation(await cacheDocument(input, { ...inlineCache, compression: opts.compression ?? 'gzip' }, remoteOpts)) : undefined,
+        });
+        const cacheExports = await exportCaches(opts.cacheTo ?? [], input, remoteOpts);
+        for (const r of cacheExports) emit({ type: 'cache-exported', time: Date.now(), ...r });
+        const warnings = df.warnings.map((w) => `${shownFile}:${w.range.start.line}: ${w.message}`);
+        const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !args.has(k));
+        if (unused.length > 0) warnings.push(`one or more build args were not consumed: ${unused.sort().join(', ')}`);
+        return { ...published, ...image, warnings: [...warnings, ...session.warnings], cacheExports };
+      } catch (e) {
+        const lie = causeOf(e, CacheMismatchError);
+        if (!lie || attempt >= 20) throw e;
+        const keys = await session.distrust(lie.diffId);
+        if (keys.length === 0) throw e;
+        session.warn(`${lie.message}: running the ${keys.length === 1 ? 'step' : `${keys.length} steps`} that took it again`);
+      }
+    }
+  } finally {
+    gha?.close();
+  }
+}
+
+/** What the cache export needs of a finished build. */
+function exportInput(session: BuildSession, finalKey: string): ExportInput {
+  return {
+    records: [...session.journal.values()],
+    finalKey,
+    mounts: [...session.mountsUsed].map(([name, id]) => ({ name, id, dir: join(session.root, 'cache-mounts', name) })),
+    sourceDateEpoch: session.opts.sourceDateEpoch,
+  };
+}
+
+/** `e` or the first error in its chain of causes that is a `T`. */
+function causeOf<T>(e: unknown, type: new (...a: never[]) => T): T | undefined {
+  for (let c = e, depth = 0; c instanceof Error && depth < 10; c = c.cause, depth++) if (c instanceof type) return c;
+  return undefined;
 }
 
 /** A missing context is named as such, not as the Dockerfile that cannot be read inside it. */

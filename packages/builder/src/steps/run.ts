@@ -170,7 +170,7 @@ async function runMounts(kit: StepKit, inst: RunInstruction, cwd: string, cleanu
         const id = m.id ?? (abs as string);
         // Ids are hashed to directory names, so no id can name a path outside the cache dir.
         const name = createHash('sha256').update(`${m.from ?? ''}\0${id}`).digest('hex').slice(0, 32);
-        let dir = await kit.s.cacheMountDir(name);
+        let dir = await kit.s.cacheMountDir(name, id);
         // locked: one step at a time uses the cache; private: a step that finds it in use gets
         // a fresh throwaway one; shared (the default): everyone at once.
         if (m.sharing === 'locked' || m.sharing === 'private') {

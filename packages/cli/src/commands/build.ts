@@ -1,5 +1,5 @@
 import { UsageError } from '@tsbuild/errors';
-import { build as runBuild, parseOutput } from '@tsbuild/builder';
+import { build as runBuild, parseCacheFrom, parseCacheTo, parseOutput } from '@tsbuild/builder';
 import type { BuildOptions, ResourceLimits } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
 import { createRenderer } from '../progress.ts';
@@ -25,6 +25,11 @@ export const build: Command = {
           .option('build-arg', { type: 'string', describe: 'set a build-time variable (K=V, or K to take it from the environment)' })
           .option('target', { type: 'string', describe: 'build this stage and stop' })
           .option('no-cache', { type: 'boolean', describe: 'do not use the build cache' })
+          .option('cache-from', { type: 'string', describe: 'reuse steps from a cache: type=registry,ref=REF | type=local,src=DIR | type=gha[,scope=S]; repeatable' })
+          .option('cache-to', {
+            type: 'string',
+            describe: 'write the cache: type=registry,ref=REF | type=local,dest=DIR | type=inline | type=gha, with [mode=min|max][,mounts=true][,ignore-error=true]; repeatable',
+          })
           .option('pull', { type: 'boolean', describe: 'always pull base images again' })
           .option('label', { type: 'string', describe: 'set image labels (K=V)' })
           .option('network', { type: 'string', choices: ['default', 'none', 'host'], default: 'default', describe: 'network for RUN steps' })
@@ -69,6 +74,8 @@ export const build: Command = {
       buildArgs: keyValues('build-arg', args['build-arg'], true),
       labels: keyValues('label', args.label, false),
       noCache: args['no-cache'] === true,
+      cacheFrom: asStrings(args['cache-from']).map((c) => parseCacheFrom(c)),
+      cacheTo: asStrings(args['cache-to']).map((c) => parseCacheTo(c)),
       pull: args.pull === true,
       network: String(args.network) as 'default' | 'none' | 'host',
       limits,
