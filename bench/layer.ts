@@ -8,14 +8,16 @@
  * CLI ships), so its peak RSS is that of a real process, not of a test harness.
  */
 import { spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash, randomFillSync } from 'node:crypto';
+import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 // @tsbuild/layer's entry point (the repository root does not depend on workspace packages).
-import { compress, diff } from '../packages/layer/src/index.ts';
+import { compress, createZstdCompressor, createZstdDecompressor, diff } from '../packages/layer/src/index.ts';
+import type { ZstdEngine } from '../packages/layer/src/index.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -58,6 +60,33 @@ async function child(mode: string, dir: string): Promise<void> {
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
   const ru = process.resourceUsage();
   const report: ChildReport = { ms, cpuMs: (ru.userCPUTime + ru.systemCPUTime) / 1000, maxRssKb: ru.maxRSS, size, digest };
+  process.stdout.write(JSON.stringify(report) + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// zstd engines: Node's zlib against zstd-napi, each direction, on the same realistic layer data.
+
+/** Child side: one engine, one direction, over `file`; the output is hashed and dropped. */
+async function engineChild(mode: string, file: string): Promise<void> {
+  const [direction, engine] = mode.split(':') as ['compress' | 'decompress', ZstdEngine];
+  const hash = createHash('sha256');
+  let size = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      size += chunk.length;
+      done();
+    },
+  });
+  const start = process.hrtime.bigint();
+  const codec =
+    direction === 'compress'
+      ? createZstdCompressor({ level: 3, workers: availableParallelism(), jobSize: 2 << 20 }, engine)
+      : createZstdDecompressor(engine);
+  await pipeline(createReadStream(file, { highWaterMark: MiB }), codec, sink);
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  const ru = process.resourceUsage();
+  const report: ChildReport = { ms, cpuMs: (ru.userCPUTime + ru.systemCPUTime) / 1000, maxRssKb: ru.maxRSS, size, digest: `sha256:${hash.digest('hex')}` };
   process.stdout.write(JSON.stringify(report) + '\n');
 }
 
@@ -157,8 +186,8 @@ interface Row {
 }
 
 /*
- * The bundle is written under packages/layer, so that what the layer package requires at run time
- * (its optional zstd-napi addon, @napi-rs/xattr) resolves from there, as it does from the sources.
+ * The bundle is written under packages/layer, so that the native addons the layer package loads
+ * (@napi-rs/xattr, and zstd-napi, which it requires at run time) resolve from there, as from the sources.
  */
 const BUNDLE_DIR = resolve(REPO, 'packages/layer/node_modules/.cache/tsbuild-bench');
 
@@ -166,7 +195,6 @@ async function bundle(): Promise<string> {
   const { build } = await import('esbuild');
   mkdirSync(BUNDLE_DIR, { recursive: true });
   const outfile = `${BUNDLE_DIR}/bench-layer.mjs`;
-  const natives = ['@napi-rs/xattr', 'zstd-napi'];
   await build({
     entryPoints: [fileURLToPath(import.meta.url)],
     outfile,
@@ -181,9 +209,7 @@ async function bundle(): Promise<string> {
         // Native addons stay out of the bundle and load from where pnpm put them for the layer package.
         name: 'native-external',
         setup(b) {
-          b.onResolve({ filter: /^(@napi-rs\/xattr|zstd-napi)$/ }, (args) =>
-            natives.includes(args.path) ? { path: args.path, external: true } : undefined,
-          );
+          b.onResolve({ filter: /^@napi-rs\/xattr$/ }, (args) => ({ path: args.path, external: true }));
         },
       },
     ],
@@ -225,7 +251,12 @@ async function main(): Promise<void> {
     const i = argv.indexOf(name);
     return i >= 0 ? argv[i + 1] : undefined;
   };
-  if (flag('--child')) return child(value('--child')!, argv[argv.indexOf('--child') + 2]!);
+  if (flag('--child')) {
+    const mode = value('--child')!;
+    const target = argv[argv.indexOf('--child') + 2]!;
+    return mode.includes(':') ? engineChild(mode, target) : child(mode, target);
+  }
+  if (flag('--zstd-engines')) return zstdEngines(value);
 
   const quick = flag('--quick');
   const runs = Number(value('--runs') ?? 3);
@@ -360,3 +391,77 @@ function render(rows: Row[], p: { quick: boolean; runs: number; smallFiles: numb
 
 if (!existsSync(REPO)) throw new Error('run from the repository');
 await main();
+
+// ---------------------------------------------------------------------------------------------
+// --zstd-engines: Node's zlib zstd against zstd-napi, in both directions (Node 22.15+ only).
+
+async function zstdEngines(value: (name: string) => string | undefined): Promise<void> {
+  const layerSources = ['/var/cache/tsbuild-test/debian-bookworm.tar'];
+  const runs = Number(value('--runs') ?? 3);
+  const mib = Number(value('--mib') ?? 400);
+  const log = (s: string): void => void process.stderr.write(s + '\n');
+  const tmp = mkdtempSync(`${value('--dir') ?? tmpdir()}/tsbuild-zstd-`);
+  try {
+    const script = await bundle();
+    const data = `${tmp}/layer.tar`;
+    // Realistic layer bytes: a Debian root filesystem (made by fixtures/bases/debian.sh for the
+    // tests) followed by a tar of this machine's /usr/lib and /usr/share, cut at --mib MiB.
+    const sources = layerSources.filter((f) => existsSync(f));
+    const r = spawnSync('bash', ['-c', `{ cat ${sources.join(' ')}; tar -cf - -C / usr/lib/x86_64-linux-gnu usr/share 2>/dev/null; } | head -c ${mib * MiB} > ${data}`]);
+    if (r.status !== 0) throw new Error(`cannot make ${data}: ${r.stderr}`);
+    // statSync, not readFileSync: a child's maxRSS starts from its parent's at the fork.
+    const size = statSync(data).size;
+    shell(`zstd -3 -T0 -q -c ${data} > ${data}.zst`);
+    shell(`cat ${data} ${data}.zst > /dev/null`);
+    const engines: ZstdEngine[] = ['node', 'zstd-napi'];
+    type Cell = { ms: number[]; cpuMs: number[]; rssKb: number[]; digests: Set<string>; out: number };
+    const cells = new Map<string, Cell>();
+    const refs = new Map<string, { ms: number[]; cpuMs: number[] }>();
+    for (let run = 0; run < runs; run++) {
+      for (const direction of ['compress', 'decompress'] as const) {
+        const order = run % 2 === 0 ? engines : [...engines].reverse();
+        for (const engine of order) {
+          const key = `${direction}:${engine}`;
+          const rep = runChild(script, key, direction === 'compress' ? data : `${data}.zst`, undefined);
+          const c = cells.get(key) ?? { ms: [], cpuMs: [], rssKb: [], digests: new Set(), out: 0 };
+          c.ms.push(rep.ms);
+          c.cpuMs.push(rep.cpuMs);
+          c.rssKb.push(rep.maxRssKb);
+          c.digests.add(rep.digest);
+          c.out = rep.size;
+          cells.set(key, c);
+          log(`run ${run + 1}/${runs} ${key}: ${rep.ms.toFixed(0)} ms`);
+        }
+        const cmd = direction === 'compress' ? `zstd -3 -T0 -q -c ${data} | sha256sum` : `zstd -dc -q ${data}.zst | sha256sum`;
+        const ref = shell(cmd);
+        const rr = refs.get(direction) ?? { ms: [], cpuMs: [] };
+        rr.ms.push(ref.ms);
+        rr.cpuMs.push(ref.cpuMs);
+        refs.set(direction, rr);
+      }
+    }
+    const zstdVersion = spawnSync('zstd', ['--version'], { encoding: 'utf8' }).stdout.trim();
+    const lines = [
+      `zstd engines, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, \`node --import tsx bench/layer.ts --zstd-engines --runs ${runs}\`:`,
+      `Node ${process.version} (zlib zstd ${process.versions['zstd' as keyof typeof process.versions] ?? 'none'}), ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${zstdVersion}.`,
+      `Input: ${(size / MiB).toFixed(0)} MiB (${sources.join(', ') || 'no Debian rootfs'} + tar of /usr/lib/x86_64-linux-gnu and /usr/share); level 3, ${availableParallelism()} workers, 2 MiB jobs, checksums, as \`compress\` uses.`,
+      '',
+      '| direction | engine | median ms | MB/s | CPU s | peak RSS | output |',
+      '|---|---|---:|---:|---:|---:|---|',
+    ];
+    for (const direction of ['compress', 'decompress'] as const) {
+      for (const engine of engines) {
+        const c = cells.get(`${direction}:${engine}`)!;
+        const ms = median(c.ms);
+        lines.push(`| ${direction} | ${engine} | ${ms.toFixed(0)} | ${(size / 1e6 / (ms / 1000)).toFixed(0)} | ${(median(c.cpuMs) / 1000).toFixed(2)} | ${(Math.max(...c.rssKb) / 1024).toFixed(0)} MB | ${(c.out / MiB).toFixed(1)} MiB, ${[...c.digests].map((d) => d.slice(7, 19)).join(' / ')} |`);
+      }
+      const rr = refs.get(direction)!;
+      lines.push(`| ${direction} | zstd CLI (\`${direction === 'compress' ? 'zstd -3 -T0' : 'zstd -d'} \| sha256sum\`) | ${median(rr.ms).toFixed(0)} | ${(size / 1e6 / (median(rr.ms) / 1000)).toFixed(0)} | ${(median(rr.cpuMs) / 1000).toFixed(2)} | | |`);
+    }
+    lines.push('', 'Raw times (ms), in run order:', '');
+    for (const [key, c] of cells) lines.push(`- ${key}: ${c.ms.map((x) => x.toFixed(0)).join(', ')}`);
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}

@@ -5,11 +5,15 @@
 import { build } from 'esbuild';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 
-/** The native addons tsbuild uses and what it imports from each: the bundles stub exactly these. */
+/**
+ * The native addons tsbuild imports and what it imports from each: the bundles stub exactly these.
+ * The optional zstd-napi is not among them: @tsbuild/layer requires it at run time where it is
+ * installed (packages/cli/node_modules for the CLI) and uses Node's own zstd where it is not, as
+ * in the Action, which runs on Node 24.
+ */
 const nativeExports = {
   '@napi-rs/blake-hash': { functions: ['blake3'], classes: ['Blake3Hasher'] },
   '@napi-rs/xattr': { functions: ['getAttributeSync', 'listAttributesSync', 'setAttributeSync'], classes: [] },
-  'zstd-napi': { functions: [], classes: ['CompressStream', 'DecompressStream'] },
 };
 const nativeFilter = new RegExp(`^(${Object.keys(nativeExports).map((n) => n.replace(/[/.]/g, '\\$&')).join('|')})$`);
 

@@ -1,7 +1,7 @@
 /**
- * The native addons tsbuild uses (`@napi-rs/blake-hash` for context hashing, `@napi-rs/xattr` for
- * the extended attributes of layers, `zstd-napi` for zstd layers; scripts/build.mjs lists them)
- * cannot be bundled into one JavaScript file, and an action's checkout has no
+ * The native addons tsbuild imports (`@napi-rs/blake-hash` for context hashing, `@napi-rs/xattr`
+ * for the extended attributes of layers; scripts/build.mjs lists them; zstd comes from Node 24's
+ * zlib here) cannot be bundled into one JavaScript file, and an action's checkout has no
  * node_modules. The bundle therefore reaches them through this loader, on first use only: from
  * `TSBUILD_NATIVE_DIR`, from a node_modules above the bundle (a checkout that ran `pnpm install`),
  * or from a per-version cache directory that `npm install` fills once with the exact versions the
@@ -56,7 +56,7 @@ export function loadNative<T>(name: string): T {
       mkdirSync(dir, { recursive: true });
       const spec = `${name}@${version}`;
       process.stderr.write(`tsbuild: installing ${spec} into ${dir}\n`);
-      // zstd-napi falls back to node-gyp without a prebuilt binary; a distribution's Node keeps its headers in /usr.
+      // An addon without a prebuilt binary falls back to node-gyp; a distribution's Node keeps its headers in /usr.
       const npmEnv = { ...env };
       if (npmEnv.npm_config_nodedir === undefined && existsSync('/usr/include/node/node.h')) npmEnv.npm_config_nodedir = '/usr';
       try {

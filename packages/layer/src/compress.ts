@@ -5,9 +5,9 @@ import type { Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
-import { CompressStream, DecompressStream } from 'zstd-napi';
 import { CancelledError, InternalError, TsbuildError, UsageError } from '@tsbuild/errors';
 import type { Compression, Digest } from '@tsbuild/oci';
+import { createZstdCompressor, createZstdDecompressor } from './zstd.ts';
 
 export type CompressionAlgorithm = 'gzip' | 'zstd';
 
@@ -115,7 +115,7 @@ export function decompress(src: Readable): Readable {
     const kind = sniffCompression(head);
     const stages: Transform[] = [];
     if (kind === 'gzip') stages.push(zlib.createGunzip());
-    else if (kind === 'zstd') stages.push(new DecompressStream());
+    else if (kind === 'zstd') stages.push(createZstdDecompressor());
     await pipeline([stream, ...stages, out]);
   })().catch((err: unknown) => {
     out.destroy(err instanceof Error ? err : new Error(String(err)));
@@ -178,14 +178,9 @@ async function zstdStream(
 ): Promise<CompressResult> {
   const hash = createHash('sha256');
   let size = 0;
-  // nbWorkers ≥ 1 always: zstd's multi-threaded format is the same for any worker count but
+  // workers ≥ 1 always: zstd's multi-threaded format is the same for any worker count but
   // differs from its single-threaded one, and digests must not depend on the machine.
-  const encoder = new CompressStream({
-    compressionLevel: level,
-    nbWorkers: threads,
-    jobSize: ZSTD_JOB_SIZE,
-    checksumFlag: true,
-  });
+  const encoder = createZstdCompressor({ level, workers: threads, jobSize: ZSTD_JOB_SIZE });
   const tap = new Transform({
     transform(chunk: Buffer, _enc, done) {
       hash.update(chunk);

@@ -10,3 +10,5 @@ export { compress, decompress, sniffCompression, crc32Combine } from './compress
 export type { CompressOptions, CompressResult, CompressionAlgorithm } from './compress.ts';
 export { readXattrTree, writeXattrs } from './xattr.ts';
 export type { XattrTable } from './xattr.ts';
+export { createZstdCompressor, createZstdDecompressor, zstdEngine } from './zstd.ts';
+export type { ZstdCompressParams, ZstdEngine } from './zstd.ts';
