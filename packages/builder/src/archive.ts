@@ -1,29 +1,19 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, Transform } from 'node:stream';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import { TsbuildError } from '@tsbuild/errors';
-import { apply } from '@tsbuild/layer';
+import { apply, decompressAs, sniffArchiveCompression } from '@tsbuild/layer';
+import type { ArchiveCompression } from '@tsbuild/layer';
 import type { Owner } from './chown.ts';
 import { BuildContext } from './context.ts';
 import { copyInto } from './copy.ts';
+import type { CopyOptions } from './copy.ts';
 import { NO_IGNORE } from './ignore.ts';
 
-export type ArchiveCompression = 'none' | 'gzip' | 'bzip2' | 'xz' | 'zstd';
-
-/** The compression a file starts with, from its magic bytes. */
-export function sniffArchiveCompression(head: Uint8Array): ArchiveCompression {
-  const at = (i: number): number | undefined => head[i];
-  if (at(0) === 0x1f && at(1) === 0x8b) return 'gzip';
-  if (at(0) === 0x42 && at(1) === 0x5a && at(2) === 0x68) return 'bzip2';
-  if (at(0) === 0xfd && at(1) === 0x37 && at(2) === 0x7a && at(3) === 0x58 && at(4) === 0x5a && at(5) === 0x00) return 'xz';
-  if (at(0) === 0x28 && at(1) === 0xb5 && at(2) === 0x2f && at(3) === 0xfd) return 'zstd';
-  return 'none';
-}
+// The magic numbers live with every other decompression, in @tsbuild/layer.
+export { sniffArchiveCompression };
+export type { ArchiveCompression };
 
 /**
  * Whether a 512-byte block is a tar header: its checksum must hold (ustar, GNU and old V7
@@ -47,8 +37,6 @@ export function isTarHeader(block: Uint8Array): boolean {
   return want === unsigned || want === signed;
 }
 
-const TOOL: Partial<Record<ArchiveCompression, string>> = { bzip2: 'bzip2', xz: 'xz', zstd: 'zstd' };
-
 function readHead(file: string, n: number): Buffer {
   const fd = fs.openSync(file, 'r');
   try {
@@ -60,50 +48,18 @@ function readHead(file: string, n: number): Buffer {
   }
 }
 
-/** The decompressed bytes of `file` (gzip in-process; bzip2, xz and zstd through their tools). */
+/** The decompressed bytes of `file` (gzip, zstd, xz or bzip2, told by its first bytes). */
 export function openDecompressed(file: string, opts: { signal?: AbortSignal } = {}): Readable {
-  const kind = sniffArchiveCompression(readHead(file, 6));
+  const kind: ArchiveCompression = sniffArchiveCompression(readHead(file, 6));
   if (kind === 'none') return fs.createReadStream(file);
-  const out = new PassThrough();
-  if (kind === 'gzip') {
-    pipeline(fs.createReadStream(file), zlib.createGunzip(), out, opts.signal ? { signal: opts.signal } : {}).catch((e: unknown) => {
-      out.destroy(new TsbuildError('DECOMPRESS', `cannot decompress ${path.basename(file)} (gzip): ${(e as Error).message}`, { cause: e }));
-    });
-    return out;
-  }
-  const tool = TOOL[kind] as string;
-  const child = spawn(tool, ['-dcq', '--', file], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.signal ? { signal: opts.signal } : {}) });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    if (stderr.length < 4096) stderr += d;
+  return decompressAs(fs.createReadStream(file), kind, {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    errorMessage: (reason) => `cannot decompress ${path.basename(file)} (${kind}): ${reason}`,
   });
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve(code));
-  });
-  exited.catch(() => {});
-  // The stream ends only once the tool has exited cleanly, so a corrupt input is an error, not a short file.
-  const gate = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      cb(null, chunk);
-    },
-    flush(cb) {
-      exited.then(
-        (code) => cb(code === 0 ? null : new Error(`${tool} exited with ${code}: ${stderr.trim()}`)),
-        (e: unknown) => cb(e as Error),
-      );
-    },
-  });
-  pipeline(child.stdout, gate, out).catch((e: unknown) => {
-    if (child.exitCode === null) child.kill();
-    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? `${tool} is not installed` : (e as Error).message;
-    out.destroy(new TsbuildError('DECOMPRESS', `cannot decompress ${path.basename(file)} (${kind}): ${why}`, { cause: e }));
-  });
-  out.on('close', () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill();
-  });
-  return out;
 }
+
+/** Failures that say the machine lacks something, not that the file is no archive. */
+const MISSING = new Set(['MISSING_TOOL', 'ZSTD_UNAVAILABLE']);
 
 /**
  * Whether ADD unpacks `file`: it must be a tar, plain or compressed with gzip, bzip2, xz or
@@ -121,7 +77,9 @@ export async function isArchive(file: string, opts: { signal?: AbortSignal } = {
       have += chunk.length;
       if (have >= 512) break;
     }
-  } catch {
+  } catch (e) {
+    // Copying a .tar.xz as it is because xz is not installed would be a silent wrong result.
+    if (e instanceof TsbuildError && MISSING.has(e.code)) throw e;
     return false;
   } finally {
     stream.destroy();
@@ -155,7 +113,7 @@ export async function extractArchive(file: string, destDir: string, opts: Extrac
     await fs.promises.mkdir(destDir, { recursive: true });
     const ctx = await BuildContext.open(staging, { ignore: NO_IGNORE });
     const matches = await ctx.resolveSources(['.']);
-    const copyOpts: Parameters<typeof copyInto>[4] = { workdir: '/', keepOwnership: true };
+    const copyOpts: CopyOptions = { workdir: '/', keepOwnership: true };
     if (opts.chown) copyOpts.chown = opts.chown;
     if (opts.signal) copyOpts.signal = opts.signal;
     const r = await copyInto(ctx, matches, destDir, '/', copyOpts);

@@ -34,7 +34,7 @@ import type { TarHeader } from './tar.ts';
 import { cleanArchivePath, secureJoin } from './securejoin.ts';
 import { writeXattrs } from './xattr.ts';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './diff.ts';
-import { decompress } from './compress.ts';
+import { decompress } from './decompress.ts';
 
 export interface ApplyOptions {
   signal?: AbortSignal;

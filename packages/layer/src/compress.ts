@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { PassThrough, Readable, Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import { CancelledError, InternalError, TsbuildError, UsageError } from '@tsbuild/errors';
-import type { Compression, Digest } from '@tsbuild/oci';
-import { createZstdCompressor, createZstdDecompressor } from './zstd.ts';
+import type { Digest } from '@tsbuild/oci';
+import { createZstdCompressor } from './zstd.ts';
 
 export type CompressionAlgorithm = 'gzip' | 'zstd';
 
@@ -89,82 +89,8 @@ export async function compress(src: Readable, out: Writable, opts: CompressOptio
   }
 }
 
-/** Which compression a blob starts with, from its first bytes (at least 4 to tell zstd). */
-export function sniffCompression(head: Uint8Array): Compression {
-  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
-  if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return 'zstd';
-  return 'none';
-}
-
-/**
- * The uncompressed bytes of a gzip, zstd or plain stream, told apart by their magic numbers,
- * so a pulled layer can be applied whatever its media type claims.
- */
-export function decompress(src: Readable): Readable {
-  // Whatever fails on the way (a truncated or corrupt blob, a broken source) reaches the reader
-  // as a TsbuildError naming what went wrong.
-  const out = new PassThrough({
-    destroy(err, callback) {
-      callback(err === null || err instanceof TsbuildError
-        ? err
-        : new TsbuildError('DECOMPRESS', `cannot decompress layer: ${errorMessage(err)}`, { cause: err }));
-    },
-  });
-  void (async () => {
-    const { head, stream } = await peek(src, 4);
-    const kind = sniffCompression(head);
-    const stages: Transform[] = [];
-    if (kind === 'gzip') stages.push(zlib.createGunzip());
-    else if (kind === 'zstd') stages.push(createZstdDecompressor());
-    await pipeline([stream, ...stages, out]);
-  })().catch((err: unknown) => {
-    out.destroy(err instanceof Error ? err : new Error(String(err)));
-    if (!src.destroyed) src.destroy();
-  });
-  return out;
-}
-
-/**
- * Reads the first `n` bytes (fewer if the stream is shorter) and returns them with a stream
- * that still starts at byte 0.
- */
-async function peek(src: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
-  const parts: Buffer[] = [];
-  let have = 0;
-  while (have < n && !src.readableEnded) {
-    const chunk: unknown = src.read();
-    if (chunk === null) {
-      if (src.errored) throw src.errored;
-      await nextReadable(src);
-      continue;
-    }
-    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk as Uint8Array);
-    parts.push(buf);
-    have += buf.length;
-  }
-  const head = Buffer.concat(parts);
-  // unshift is refused once 'end' has been emitted; a stream that short is replayed instead.
-  if (src.readableEnded) return { head, stream: Readable.from(head.length > 0 ? [head] : []) };
-  if (head.length > 0) src.unshift(head);
-  return { head, stream: src };
-}
-
-/** Resolves at the next 'readable' or 'end', rejects on 'error'. */
-function nextReadable(src: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error): void => {
-      src.off('readable', onReady);
-      src.off('end', onReady);
-      src.off('error', done);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onReady = (): void => done();
-    src.on('readable', onReady);
-    src.on('end', onReady);
-    src.on('error', done);
-  });
-}
+// Decompression lives in decompress.ts; these names stay here for the code that imports them from here.
+export { decompress, sniffCompression } from './decompress.ts';
 
 // ---------------------------------------------------------------------------------------------
 // zstd

@@ -6,9 +6,11 @@ export { readTar, encodeHeader, endOfArchive, padding, compareUtf8 } from './tar
 export type { TarHeader, TarEntryType, TarReadEntry, ReadTarOptions } from './tar.ts';
 export { secureJoin, cleanArchivePath } from './securejoin.ts';
 export type { SecureJoinOptions } from './securejoin.ts';
-export { compress, decompress, sniffCompression, crc32Combine } from './compress.ts';
+export { compress, crc32Combine } from './compress.ts';
+export { decompress, decompressAs, sniffArchiveCompression, sniffCompression } from './decompress.ts';
+export type { ArchiveCompression, DecompressOptions } from './decompress.ts';
 export type { CompressOptions, CompressResult, CompressionAlgorithm } from './compress.ts';
-export { readXattrTree, writeXattrs } from './xattr.ts';
-export type { XattrTable } from './xattr.ts';
+export { readXattrTree, readXattrs, writeXattrs } from './xattr.ts';
+export type { XattrFilter, XattrTable } from './xattr.ts';
 export { createZstdCompressor, createZstdDecompressor, zstdEngine } from './zstd.ts';
 export type { ZstdCompressParams, ZstdEngine } from './zstd.ts';

@@ -1,8 +1,6 @@
-import { spawn } from 'node:child_process';
-import { PassThrough, pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { TsbuildError } from '@tsbuild/errors';
+import { decompressAs } from '@tsbuild/layer';
 import { layerCompression, parseConfig, parseManifest } from '@tsbuild/oci';
 import type { Descriptor, Digest, Image, ImageConfig, Layer, Manifest } from '@tsbuild/oci';
 
@@ -81,35 +79,7 @@ export class StoreLayer implements Layer {
     // The uncompressed tar is often stored too (a layer built here, or unpacked before).
     if (this.diff !== undefined && (await this.src.hasBlob(this.diff))) return this.src.openBlob(this.diff);
     const blob = await this.src.openBlob(this.desc.digest);
-    return compression === 'gzip' ? through(blob, createGunzip()) : zstdDecompress(blob, this.desc.digest);
+    const digest = this.desc.digest;
+    return decompressAs(blob, compression, { errorMessage: (reason) => `${compression} layer ${digest} failed to decompress: ${reason}` });
   }
-}
-
-function through(src: Readable, t: NodeJS.ReadWriteStream & Readable): Readable {
-  pipeline(src, t, () => undefined);
-  return t;
-}
-
-/** Node 20 has no zstd: the zstd binary decompresses, streaming both ways. */
-function zstdDecompress(src: Readable, digest: Digest): Readable {
-  const out = new PassThrough();
-  const child = spawn('zstd', ['-dc', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => {
-    if (stderr.length < 2000) stderr += b.toString();
-  });
-  child.on('error', (e) => {
-    src.destroy();
-    out.destroy(new TsbuildError('ZSTD_UNAVAILABLE', `cannot decompress zstd layer ${digest}: ${e.message}`, { hint: 'install zstd', cause: e }));
-  });
-  pipeline(src, child.stdin, () => undefined);
-  child.stdout.pipe(out, { end: false });
-  child.on('close', (code) => {
-    if (code === 0) out.end();
-    else out.destroy(new TsbuildError('BAD_LAYER', `zstd layer ${digest} failed to decompress: ${stderr.trim() || `exit code ${code}`}`));
-  });
-  out.on('close', () => {
-    if (child.exitCode === null) child.kill();
-  });
-  return out;
 }
