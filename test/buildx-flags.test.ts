@@ -133,3 +133,167 @@ test('--platform: a list of several platforms is refused naming them; a list of 
   assert.equal(same.stdout, one.stdout);
   assert.equal(tsbuild(root, ['run', 'platforms:1', 'cat', '/p']).stdout, 'linux/amd64\n');
 });
+
+/** The build's plain progress output of one step, by its `[stage i/n]` label. */
+function stepLines(stderr: string, label: string): string[] {
+  const n = new RegExp(`^#(\\d+) \\[${label.replace(/[[\]/]/g, '\\$&')}\\]`, 'm').exec(stderr)?.[1];
+  assert.ok(n, `no step ${label} in:\n${stderr}`);
+  return stderr.split('\n').filter((l) => l.startsWith(`#${n} `)).map((l) => l.slice(`#${n} `.length));
+}
+
+test('--add-host writes /etc/hosts of RUN steps, not of the image, and is part of the step key', () => {
+  const ctx = context('hosts', 'FROM busybox:latest\nRUN cat /etc/hosts > /hosts-seen\n');
+  const fs = join(work, 'hosts-fs');
+  const r = tsbuild(root, ['build', '-q', '--add-host', 'db.internal:10.1.2.3', '--add-host', 'v6.internal=[fd00::7]', '-t', 'hosts:1', '-o', fs, ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  const seen = readFileSync(join(fs, 'hosts-seen'), 'utf8').split('\n');
+  assert.ok(seen.includes('10.1.2.3\tdb.internal'), seen.join('\n'));
+  assert.ok(seen.includes('fd00::7\tv6.internal'), seen.join('\n'));
+  // The generated file is mounted for the step only: the image keeps its own /etc.
+  assert.ok(!existsSync(join(fs, 'etc/hosts')));
+  // Another mapping is another step; the same one is served from the cache.
+  const again = tsbuild(root, ['build', '--progress', 'plain', '--add-host', 'db.internal:10.1.2.3', '--add-host', 'v6.internal=[fd00::7]', ctx]);
+  assert.deepEqual(stepLines(again.stderr, 'stage-0 2/2').at(-1), 'CACHED');
+  const other = tsbuild(root, ['build', '--progress', 'plain', '--add-host', 'db.internal:10.9.9.9', ctx]);
+  assert.match(stepLines(other.stderr, 'stage-0 2/2').at(-1) ?? '', /^DONE /);
+  for (const bad of ['nocolon', 'db:not-an-ip', 'db:host-gateway']) {
+    const b = tsbuild(root, ['build', '--add-host', bad, ctx]);
+    assert.equal(b.code, 2, `${bad}: ${b.stderr}`);
+    assert.match(b.stderr, new RegExp(`^error: --add-host ${bad}: `));
+  }
+});
+
+/** This process's hard limit of open files, and whether it may raise hard limits (CAP_SYS_RESOURCE). */
+function nofileHard(): { hard: number; canRaise: boolean } {
+  const hard = Number(/^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1]);
+  const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]}`);
+  return { hard, canRaise: ((capEff >> 24n) & 1n) === 1n };
+}
+
+test('--ulimit sets RUN rlimits as docker spells them; a hard limit the runtime cannot raise is refused before anything runs', () => {
+  const ctx = context('ulimits', 'FROM busybox:latest\nRUN echo "$(ulimit -Sn) $(ulimit -Hn) $(ulimit -c) $(ulimit -Su)" > /limits\n');
+  const r = tsbuild(root, ['build', '-q', '--ulimit', 'nofile=1024:2048', '--ulimit', 'core=-1', '--ulimit', 'nproc=500', '--ulimit', 'nproc=400', '-t', 'ulimits:1', ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  // As with docker, a later --ulimit of the same type wins, and SOFT alone sets both.
+  assert.equal(tsbuild(root, ['run', 'ulimits:1', 'cat', '/limits']).stdout, '1024 2048 unlimited 400\n');
+  const other = tsbuild(root, ['build', '--progress', 'plain', '--ulimit', 'nofile=1000:2048', ctx]);
+  assert.match(stepLines(other.stderr, 'stage-0 2/2').at(-1) ?? '', /^DONE /, 'another limit is another step');
+
+  const { hard, canRaise } = nofileHard();
+  const above = tsbuild(root, ['build', '--progress', 'plain', '--no-cache', '--ulimit', `nofile=${hard + 1}`, ctx]);
+  if (canRaise) assert.equal(above.code, 0, above.stderr);
+  else {
+    assert.equal(above.code, 1, above.stderr);
+    assert.match(above.stderr, new RegExp(`^error: ulimit nofile=${hard + 1}:${hard + 1}: the hard limit here is ${hard}, and raising it needs CAP_SYS_RESOURCE`, 'm'));
+    assert.match(above.stderr, new RegExp(`^hint: ask for at most nofile=${hard} `, 'm'));
+    assert.doesNotMatch(above.stderr, /^#\d+ \[stage-0 2\/2\]/m, 'refused before any step ran');
+  }
+  for (const [bad, want] of [['nofile=10:5', /soft limit must not be above the hard limit/], ['files=10', /unknown type "files".*\nhint: one of core, cpu, /], ['nofile', /expected TYPE=SOFT\[:HARD\]/], ['nofile=1:2:3', /expected SOFT\[:HARD\]/]] as const) {
+    const b = tsbuild(root, ['build', '--ulimit', bad, ctx]);
+    assert.equal(b.code, 2, `${bad}: ${b.stderr}`);
+    assert.match(b.stderr, want, bad);
+  }
+});
+
+test('--shm-size sizes /dev/shm of RUN steps', () => {
+  const ctx = context('shm', 'FROM busybox:latest\nRUN df -k /dev/shm | tail -n 1 | tr -s " " | cut -d " " -f 2 > /shm\n');
+  const r = tsbuild(root, ['build', '-q', '--shm-size', '128m', '-t', 'shm:1', ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(tsbuild(root, ['run', 'shm:1', 'cat', '/shm']).stdout, '131072\n');
+  const dflt = tsbuild(root, ['build', '-q', '-t', 'shm:2', ctx]);
+  assert.equal(dflt.code, 0, dflt.stderr);
+  assert.equal(tsbuild(root, ['run', 'shm:2', 'cat', '/shm']).stdout, '65536\n', "Docker's default: 64 MiB");
+  assert.equal(tsbuild(root, ['build', '--shm-size', 'lots', ctx]).code, 2);
+});
+
+/** Starts an ssh-agent on `sock` holding `keys`; returns its pid. */
+function startAgent(sock: string, keys: string[]): number {
+  const out = execFileSync('ssh-agent', ['-a', sock], { encoding: 'utf8' });
+  const pid = Number(/SSH_AGENT_PID=(\d+)/.exec(out)![1]);
+  for (const k of keys) execFileSync('ssh-add', ['-q', k], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+  return pid;
+}
+
+/** Layer blobs of an image in the store, as text (uncompressed tars), for searching. */
+function layersOf(ref: string): string {
+  const manifest = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', `oci:${root}/oci:${ref}`], { encoding: 'utf8' })) as { layers: { digest: string }[] };
+  return manifest.layers.map((l) => readFileSync(join(root, 'oci/blobs/sha256', l.digest.slice(7)), 'latin1')).join('');
+}
+
+test('--ssh and RUN --mount=type=ssh: the agent answers inside RUN, keys never reach a layer or the cache key', (t) => {
+  // ssh-add inside the step: the host's binary and the libraries it loads, on top of busybox.
+  const ctx = join(work, 'ssh');
+  const lib = join(ctx, 'root');
+  mkdirSync(join(lib, 'usr/bin'), { recursive: true });
+  execFileSync('cp', ['/usr/bin/ssh-add', join(lib, 'usr/bin/')]);
+  for (const so of execFileSync('ldd', ['/usr/bin/ssh-add'], { encoding: 'utf8' }).match(/\/\S+/g) ?? []) {
+    mkdirSync(join(lib, so, '..'), { recursive: true });
+    execFileSync('cp', ['-L', so, join(lib, so)]);
+  }
+  writeFileSync(
+    join(ctx, 'Dockerfile'),
+    'FROM busybox:latest\nCOPY root/ /\n' +
+      'RUN --mount=type=ssh echo "sock=$SSH_AUTH_SOCK" && ssh-add -l\n' +
+      'RUN --mount=type=ssh,id=deploy,uid=1000,gid=1000,mode=0640,target=/tmp/agent.sock stat -c "%u:%g %a" /tmp/agent.sock && SSH_AUTH_SOCK=/tmp/agent.sock ssh-add -l\n',
+  );
+  const keys = join(work, 'ssh-keys');
+  mkdirSync(keys, { mode: 0o700 });
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tsbuild-test-key', '-f', join(keys, 'id')]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tsbuild-deploy-key', '-f', join(keys, 'deploy')]);
+  const fingerprint = (f: string) => execFileSync('ssh-keygen', ['-lf', f], { encoding: 'utf8' }).split(' ')[1]!;
+  const agents: number[] = [];
+  t.after(() => {
+    for (const pid of agents) process.kill(pid, 'SIGTERM');
+  });
+  const sockA = join(keys, 'agent-a.sock');
+  agents.push(startAgent(sockA, [join(keys, 'id')]));
+
+  // default: the agent at $SSH_AUTH_SOCK; deploy: key files, for which tsbuild runs an agent of its own.
+  const env = { SSH_AUTH_SOCK: sockA };
+  const b = tsbuild(root, ['build', '--progress', 'plain', '--ssh', 'default', '--ssh', `deploy=${join(keys, 'deploy')}`, '-t', 'ssh:1', ctx], { env });
+  assert.equal(b.code, 0, b.stderr);
+  const first = stepLines(b.stderr, 'stage-0 3/4');
+  assert.equal(first[1], 'sock=/run/buildkit/ssh_agent.0');
+  assert.match(first[2] ?? '', new RegExp(`^256 ${fingerprint(join(keys, 'id')).replace(/[+/]/g, '\\$&')} tsbuild-test-key \\(ED25519\\)$`));
+  const second = stepLines(b.stderr, 'stage-0 4/4');
+  assert.equal(second[1], '1000:1000 640');
+  assert.match(second[2] ?? '', /^256 SHA256:\S+ tsbuild-deploy-key \(ED25519\)$/);
+  assert.equal(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('ssh-agent -D')).length, 0, 'the agent tsbuild ran is gone');
+
+  // Nothing of the agent or the keys is in the image: not in a layer, not in the config.
+  const layers = layersOf('ssh:1');
+  const privateKey = readFileSync(join(keys, 'id'), 'utf8').split('\n')[1]!;
+  const publicKey = readFileSync(join(keys, 'id.pub'), 'utf8').split(' ')[1]!;
+  for (const s of [privateKey, publicKey, 'ssh_agent', 'agent.sock', keys]) assert.ok(!layers.includes(s), `a layer holds ${s}`);
+  const config = tsbuild(root, ['inspect', 'ssh:1']).stdout;
+  assert.doesNotMatch(config, /ssh_agent\.0|agent-a|tsbuild-ssh-/);
+  const inspected = JSON.parse(config) as { Config: { config: { Env?: string[] } } };
+  assert.ok(!(inspected.Config.config.Env ?? []).some((e) => e.startsWith('SSH_AUTH_SOCK=')));
+
+  // Another socket path holding the same key: the same steps, served from the cache. (BuildKit
+  // keys an ssh mount by its id, target, mode and owner only: the agent behind it, and which keys
+  // it holds, are not part of the key, so a different key would be served from the cache too.)
+  const sockB = join(keys, 'agent-b.sock');
+  agents.push(startAgent(sockB, [join(keys, 'id')]));
+  const c = tsbuild(root, ['build', '--progress', 'plain', '--ssh', `default=${sockB}`, '--ssh', `deploy=${join(keys, 'deploy')}`, '-t', 'ssh:2', ctx]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal(stepLines(c.stderr, 'stage-0 3/4').at(-1), 'CACHED');
+  assert.equal(stepLines(c.stderr, 'stage-0 4/4').at(-1), 'CACHED');
+  assert.equal(c.stdout, b.stdout);
+
+  // An optional agent that was not given is left out; a required one fails naming its id.
+  const none = tsbuild(root, ['build', '--progress', 'plain', '--no-cache', ctx], { env: { SSH_AUTH_SOCK: '' } });
+  assert.equal(none.code, 1, none.stderr);
+  assert.match(none.stderr, /ssh-add -l|Could not open a connection|Error connecting to agent/i);
+  writeFileSync(join(ctx, 'Dockerfile.required'), 'FROM busybox:latest\nRUN --mount=type=ssh,id=gone,required=true true\n');
+  const req = tsbuild(root, ['build', '-f', join(ctx, 'Dockerfile.required'), ctx]);
+  assert.equal(req.code, 1, req.stderr);
+  assert.match(req.stderr, /Dockerfile\.required:2:1: ssh agent "gone" is required but was not provided\n[^]*hint: pass it with --ssh gone=/);
+  const missing = tsbuild(root, ['build', '--ssh', `default=${join(keys, 'nowhere.sock')}`, ctx]);
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.stderr, /^error: --ssh default=\S+nowhere\.sock: \S+nowhere\.sock does not exist\n/);
+  const unset = tsbuild(root, ['build', '--ssh', 'default', ctx], { env: { SSH_AUTH_SOCK: '' } });
+  assert.equal(unset.code, 2);
+  assert.match(unset.stderr, /^error: --ssh default: no path given and SSH_AUTH_SOCK is not set\n/);
+  noStack(missing.stderr);
+});

@@ -9,7 +9,8 @@ import { openStore, resolveRoot } from '@tsbuild/store';
 import type { Store } from '@tsbuild/store';
 import { openSnapshotter } from '@tsbuild/snapshot';
 import type { Snapshotter } from '@tsbuild/snapshot';
-import { cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
+import { checkRlimits, cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
+import type { Rlimit } from '@tsbuild/executor';
 import { CacheMismatchError, GhaCacheClient, RemoteCaches, RemoteFetcher, cacheDocument, exportCaches, inlineAnnotation } from '@tsbuild/cache';
 import type { CacheExport, CacheImport, ExportInput, ExportReport } from '@tsbuild/cache';
 import type { ClientOptions } from '@tsbuild/registry';
@@ -46,6 +47,14 @@ export interface BuildOptions extends PublishOptions {
   platform?: string;
   /** Secrets for RUN --mount=type=secret: id → a file or an environment variable. */
   secrets?: Record<string, { file?: string; env?: string }>;
+  /** `--add-host`: extra /etc/hosts entries of RUN steps. */
+  extraHosts?: { host: string; ip: string }[];
+  /** `--ulimit`: setrlimit values of RUN steps. */
+  ulimits?: Rlimit[];
+  /** `--shm-size`: bytes of RUN steps' /dev/shm. */
+  shmSize?: number;
+  /** `--ssh`: by id, an agent socket or key files for RUN --mount=type=ssh. */
+  ssh?: Record<string, string[]>;
   /** The tsbuild root (store, snapshots, cache); see resolveRoot. */
   root?: string;
   onEvent?: EventSink;
@@ -121,6 +130,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const from = new FromResolver(src, args);
   const plan = planStages(df, opts.target, (s) => from.image(s), shownFile, text);
   for (const s of plan.order) from.checkPlatform(s);
+  // A limit the runtime cannot set fails now, before any step has run.
+  await checkRlimits(opts.ulimits ?? []);
 
   const caches = [...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])];
   const gha = caches.some((c) => c.type === 'gha') ? GhaCacheClient.tryFromEnv(process.env) : undefined;
@@ -135,6 +146,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     runtime: opts.runtime,
     network: opts.network ?? 'default',
     limits: opts.limits ?? {},
+    run: { extraHosts: opts.extraHosts, ulimits: opts.ulimits, shmSize: opts.shmSize, ssh: opts.ssh },
   });
   const remoteOpts = { store, registry: opts.registry, gha, signal: opts.signal, warn: (m: string) => session.warn(m) };
   try {

@@ -16,6 +16,7 @@ import { pullToStore } from './distribution.ts';
 import type { DistributionOptions } from './distribution.ts';
 import { StatCache } from './hash.ts';
 import type { EventSink } from './events.ts';
+import type { RunSettings } from './steps/run.ts';
 
 /** Overlay mounts, ownership changes and runc need root; say so before anything half-happens. */
 export function requireRoot(what: string): void {
@@ -74,6 +75,8 @@ export class BuildSession {
       runtime: string | undefined;
       network: 'default' | 'none' | 'host';
       limits: ResourceLimits;
+      /** What --add-host, --ulimit, --shm-size and --ssh give RUN steps. */
+      run?: RunSettings;
     },
   ) {
     this.cache = new CacheIndex(store.meta('build-cache'));

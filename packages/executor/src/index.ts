@@ -1,7 +1,7 @@
-export { run } from './run.ts';
+export { checkRlimits, run } from './run.ts';
 export type { RunOptions, RunResult, RunUser, RunMount } from './run.ts';
-export type { Limits } from './spec.ts';
-export { buildSpec, DEFAULT_CAPABILITIES } from './spec.ts';
+export type { Limits, Rlimit } from './spec.ts';
+export { buildSpec, DEFAULT_CAPABILITIES, RLIM_INFINITY, RLIMIT_TYPES, specJson } from './spec.ts';
 export type { RuntimeSpec, SpecInput, SpecMount } from './spec.ts';
 export { cleanupContainers, findRuntime, runtimeInfo, ownerPid, pidAlive } from './runtime.ts';
 export type { RuntimeInfo, RuntimeOptions } from './runtime.ts';

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
-import { cleanupContainers, run, runtimeInfo } from './index.ts';
+import { cleanupContainers, RLIM_INFINITY, run, runtimeInfo, specJson } from './index.ts';
 import type { RunOptions, RunResult } from './index.ts';
 
 const repo = fileURLToPath(new URL('../../..', import.meta.url));
@@ -214,6 +214,23 @@ describe('executor.run with runc', () => {
       await rm(join(rootfs, 'tmp/to-proc'));
     }
     assert.deepEqual(existsSync(stateDir) ? await readdir(stateDir) : [], []);
+  });
+
+  it('sets the rlimits asked for (RLIM_INFINITY as an exact literal), /dev/shm size, and refuses limits it cannot set', async () => {
+    const r = await sh('ulimit -Sn; ulimit -Hn; ulimit -c; df -k /dev/shm | tail -n 1', {
+      rlimits: [
+        { type: 'RLIMIT_NOFILE', soft: 512n, hard: 1024n },
+        { type: 'RLIMIT_CORE', soft: RLIM_INFINITY, hard: RLIM_INFINITY },
+      ],
+      shmSize: 32 * 1024 * 1024,
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    const [soft, hard, core, shm] = r.out.trim().split('\n');
+    assert.deepEqual([soft, hard, core], ['512', '1024', 'unlimited']);
+    assert.match(shm ?? '', /\s32768\s/);
+    assert.match(specJson({ process: { rlimits: [{ type: 'RLIMIT_CORE', soft: RLIM_INFINITY, hard: 5n }] } } as never), /"soft":18446744073709551615,"hard":5/);
+    await assert.rejects(sh('true', { rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10n, hard: 5n }] }), /soft limit is above the hard limit/);
+    await assert.rejects(sh('true', { rlimits: [{ type: 'RLIMIT_BOGUS', soft: 1n, hard: 1n }] }), /unknown rlimit type/);
   });
 
   it('reports a runtime that is missing or a program that cannot start', async () => {

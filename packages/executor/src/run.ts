@@ -6,8 +6,8 @@ import type { Writable } from 'node:stream';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import { isUnderProc, mkdirInRoot, resolveInRoot } from './rootpath.ts';
 import { globalArgs, newContainerId, runCommand, runtimeInfo } from './runtime.ts';
-import { buildSpec } from './spec.ts';
-import type { Limits, SpecMount } from './spec.ts';
+import { buildSpec, RLIM_INFINITY, RLIMIT_TYPES, specJson } from './spec.ts';
+import type { Limits, Rlimit, SpecMount } from './spec.ts';
 
 export type RunMount =
   | {
@@ -54,6 +54,10 @@ export interface RunOptions {
   etcFiles?: boolean;
   mounts?: RunMount[];
   limits?: Limits;
+  /** setrlimit values of the process (`--ulimit`); unnamed ones are inherited from this process. */
+  rlimits?: Rlimit[];
+  /** Size of `/dev/shm` in bytes (default 64 MiB). */
+  shmSize?: number;
   stdout?: Writable;
   stderr?: Writable;
   /** OCI runtime name (looked up in PATH) or path; default `runc`. */
@@ -193,6 +197,9 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     });
   }
 
+  if (opts.shmSize !== undefined && (!Number.isSafeInteger(opts.shmSize) || opts.shmSize <= 0)) throw badInput(`invalid /dev/shm size ${opts.shmSize}`);
+  await checkRlimits(opts.rlimits ?? []);
+
   const mounts: SpecMount[] = [];
   const mountPoints: string[] = [];
   for (const m of opts.mounts ?? []) {
@@ -245,8 +252,10 @@ export async function run(opts: RunOptions): Promise<RunResult> {
       mounts: [...etcMounts, ...mounts],
       cgroupsPath: `tsbuild/${id}`,
       limits: opts.limits ?? {},
+      ...(opts.rlimits ? { rlimits: opts.rlimits } : {}),
+      ...(opts.shmSize !== undefined ? { shmSize: opts.shmSize } : {}),
     });
-    await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+    await writeFile(join(bundle, 'config.json'), specJson(spec));
 
     await mkdirInRoot(rootfs, cwd);
     stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
@@ -259,6 +268,57 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     if (!ranToEnd) await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
     await removeStubs(rootfs, stubs);
     await rm(bundle, { recursive: true, force: true });
+  }
+}
+
+/** `/proc/self/limits` row names, by OCI rlimit type. */
+const LIMIT_ROWS: Record<string, string> = {
+  RLIMIT_CPU: 'Max cpu time', RLIMIT_FSIZE: 'Max file size', RLIMIT_DATA: 'Max data size', RLIMIT_STACK: 'Max stack size',
+  RLIMIT_CORE: 'Max core file size', RLIMIT_RSS: 'Max resident set', RLIMIT_NPROC: 'Max processes', RLIMIT_NOFILE: 'Max open files',
+  RLIMIT_MEMLOCK: 'Max locked memory', RLIMIT_AS: 'Max address space', RLIMIT_LOCKS: 'Max file locks', RLIMIT_SIGPENDING: 'Max pending signals',
+  RLIMIT_MSGQUEUE: 'Max msgqueue size', RLIMIT_NICE: 'Max nice priority', RLIMIT_RTPRIO: 'Max realtime priority', RLIMIT_RTTIME: 'Max realtime timeout',
+};
+const CAP_SYS_RESOURCE = 24;
+
+function limitText(n: bigint): string {
+  return n === RLIM_INFINITY ? 'unlimited' : String(n);
+}
+
+/**
+ * Refuses, before the container starts, an rlimit the runtime would fail to set: a soft limit
+ * above its hard limit, or a hard limit above this process's own when raising it needs
+ * CAP_SYS_RESOURCE, which this process lacks (root in a container often does), or open files
+ * beyond the kernel's fs.nr_open.
+ */
+export async function checkRlimits(limits: readonly Rlimit[]): Promise<void> {
+  if (limits.length === 0) return;
+  const [limitsText, status, nrOpen] = await Promise.all([
+    readFile('/proc/self/limits', 'utf8').catch(() => ''),
+    readFile('/proc/self/status', 'utf8').catch(() => ''),
+    readFile('/proc/sys/fs/nr_open', 'utf8').catch(() => ''),
+  ]);
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  const canRaise = capEff !== undefined && ((BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
+  const seen = new Set<string>();
+  for (const l of limits) {
+    const name = l.type.replace(/^RLIMIT_/, '').toLowerCase();
+    const shown = `ulimit ${name}=${limitText(l.soft)}:${limitText(l.hard)}`;
+    if (!RLIMIT_TYPES.includes(l.type)) throw badInput(`unknown rlimit type ${JSON.stringify(l.type)}`);
+    if (seen.has(l.type)) throw badInput(`${shown}: ${name} is limited twice`);
+    seen.add(l.type);
+    for (const v of [l.soft, l.hard]) if (v < 0n || v > RLIM_INFINITY) throw badInput(`${shown}: ${v} is out of range`);
+    if (l.soft > l.hard) throw badInput(`${shown}: the soft limit is above the hard limit`);
+    if (l.type === 'RLIMIT_NOFILE' && /^\d+\s*$/.test(nrOpen) && l.hard > BigInt(nrOpen.trim())) {
+      throw new TsbuildError('RLIMIT', `${shown}: the kernel allows at most ${nrOpen.trim()} open files (fs.nr_open)`, { hint: `ask for at most nofile=${nrOpen.trim()}` });
+    }
+    const rowName = LIMIT_ROWS[l.type];
+    const row = rowName === undefined ? null : new RegExp(`^${rowName}\\s+(\\S+)\\s+(\\S+)`, 'm').exec(limitsText);
+    const hardNow = row?.[2] === undefined ? undefined : row[2] === 'unlimited' ? RLIM_INFINITY : /^\d+$/.test(row[2]) ? BigInt(row[2]) : undefined;
+    if (!canRaise && hardNow !== undefined && l.hard > hardNow) {
+      throw new TsbuildError('RLIMIT', `${shown}: the hard limit here is ${limitText(hardNow)}, and raising it needs CAP_SYS_RESOURCE, which tsbuild's process does not have`, {
+        hint: `ask for at most ${name}=${limitText(hardNow)} (a process may lower its limits, never raise its hard limit without that capability)`,
+      });
+    }
   }
 }
 

@@ -19,6 +19,7 @@ export interface RuntimeSpec {
     cwd: string;
     capabilities: { bounding: string[]; effective: string[]; permitted: string[] };
     noNewPrivileges: boolean;
+    rlimits?: { type: string; soft: number | bigint; hard: number | bigint }[];
   };
   root: { path: string; readonly: boolean };
   hostname: string;
@@ -83,6 +84,23 @@ export interface Limits {
   pidsLimit?: number;
 }
 
+/** One resource limit of the process (setrlimit), `type` as the OCI spec names it: `RLIMIT_NOFILE`. */
+export interface Rlimit {
+  type: string;
+  /** A count or size; `RLIM_INFINITY` for no limit. */
+  soft: bigint;
+  hard: bigint;
+}
+
+/** "unlimited" in setrlimit terms (what `ulimit -n unlimited` asks for). */
+export const RLIM_INFINITY = 2n ** 64n - 1n;
+
+/** The rlimit types runc sets, as the OCI spec spells them. */
+export const RLIMIT_TYPES: readonly string[] = [
+  'RLIMIT_AS', 'RLIMIT_CORE', 'RLIMIT_CPU', 'RLIMIT_DATA', 'RLIMIT_FSIZE', 'RLIMIT_LOCKS', 'RLIMIT_MEMLOCK', 'RLIMIT_MSGQUEUE',
+  'RLIMIT_NICE', 'RLIMIT_NOFILE', 'RLIMIT_NPROC', 'RLIMIT_RSS', 'RLIMIT_RTPRIO', 'RLIMIT_RTTIME', 'RLIMIT_SIGPENDING', 'RLIMIT_STACK',
+];
+
 export interface SpecInput {
   rootfs: string;
   args: string[];
@@ -97,6 +115,10 @@ export interface SpecInput {
   mounts: SpecMount[];
   cgroupsPath: string;
   limits: Limits;
+  /** Limits to set; every other one is inherited from tsbuild's own process. */
+  rlimits?: Rlimit[];
+  /** Size of `/dev/shm` in bytes (default 64 MiB, as Docker's). */
+  shmSize?: number;
 }
 
 export function buildSpec(i: SpecInput): RuntimeSpec {
@@ -126,7 +148,9 @@ export function buildSpec(i: SpecInput): RuntimeSpec {
       cwd: i.cwd,
       capabilities: { bounding: caps, effective: userCaps, permitted: userCaps },
       noNewPrivileges: true,
-      // No rlimits: the container inherits ours, and root here cannot raise them anyway.
+      // Only the limits asked for: the others are inherited from this process, since a runtime
+      // cannot raise a hard limit without CAP_SYS_RESOURCE (which root in a container may lack).
+      ...(i.rlimits && i.rlimits.length > 0 ? { rlimits: i.rlimits.map((r) => ({ type: r.type, soft: r.soft, hard: r.hard })) } : {}),
     },
     root: { path: i.rootfs, readonly: false },
     hostname: i.hostname,
@@ -139,7 +163,7 @@ export function buildSpec(i: SpecInput): RuntimeSpec {
         source: 'devpts',
         options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
       },
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', i.shmSize !== undefined ? `size=${i.shmSize}` : 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
@@ -153,4 +177,12 @@ export function buildSpec(i: SpecInput): RuntimeSpec {
       readonlyPaths: READONLY_PATHS,
     },
   };
+}
+
+/**
+ * config.json text. Rlimit values are 64-bit (`RLIM_INFINITY` is 2^64-1), beyond what a JSON
+ * number read into a double can hold, so they are written as exact integer literals.
+ */
+export function specJson(spec: RuntimeSpec): string {
+  return JSON.stringify(spec, (_k, v: unknown) => (typeof v === 'bigint' ? `\u0000big:${v}` : v)).replace(/"\\u0000big:(\d+)"/g, '$1');
 }

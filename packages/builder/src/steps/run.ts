@@ -9,19 +9,43 @@ import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import type { RunInstruction } from '@tsbuild/dockerfile';
 import { run as runContainer } from '@tsbuild/executor';
-import type { RunMount, RunOptions } from '@tsbuild/executor';
+import type { Rlimit, RunMount, RunOptions } from '@tsbuild/executor';
 import { secureJoin } from '@tsbuild/layer';
 import { exists, withLock } from '@tsbuild/store';
 import { cacheKey } from '../cache.ts';
 import { resolveUser } from '../chown.ts';
 import { runCreatedBy } from '../history.ts';
 import { PROXY_ARGS } from '../platform.ts';
+import { agentSocket } from '../ssh.ts';
 import { containerConfig, DEFAULT_PATH, envList, shellOf, topChain } from '../state.ts';
 import type { ImageState } from '../state.ts';
 import { runCleanups, summary } from './kit.ts';
 import type { StepCtx, StepKit, StepResult } from './kit.ts';
 
 type Cleanup = (() => Promise<void>)[];
+
+/** What the build's flags give every RUN step: `--add-host`, `--ulimit`, `--shm-size` and `--ssh`. */
+export interface RunSettings {
+  extraHosts?: { host: string; ip: string }[];
+  ulimits?: Rlimit[];
+  /** Bytes of /dev/shm. */
+  shmSize?: number;
+  /** `--ssh` by id: an agent socket, or key files for an agent of the step's own. */
+  ssh?: Record<string, string[]>;
+}
+
+/**
+ * Hosts, limits and the size of /dev/shm change what a step may do, so they are part of its key
+ * (BuildKit keeps them in the exec op). Nothing is added when none is set, so keys stay as they
+ * were. `--ssh` is not here: like BuildKit, a step is keyed by its ssh mount (id, target, mode,
+ * owner), never by the agent or the keys behind it.
+ */
+function settingsKey(r: RunSettings): unknown[] {
+  const hosts = (r.extraHosts ?? []).map((h) => `${h.host}=${h.ip}`);
+  const ulimits = (r.ulimits ?? []).map((u) => `${u.type}=${u.soft}:${u.hard}`).sort();
+  if (hosts.length === 0 && ulimits.length === 0 && r.shmSize === undefined) return [];
+  return [{ hosts, ulimits, shm: r.shmSize ?? null }];
+}
 
 export async function runStep(kit: StepKit, state: ImageState, raw: RunInstruction, ctx: StepCtx): Promise<StepResult> {
   const { inst } = kit.expand(state, raw);
@@ -31,7 +55,10 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
   const network = inst.network && inst.network !== 'default' ? inst.network : kit.s.opts.network;
   // Proxy settings reach the step but, as in Docker, do not make it a different step.
   const keyEnv = env.filter((kv) => !PROXY_ARGS.has(kv.slice(0, kv.indexOf('='))) || state.args.has(kv.slice(0, kv.indexOf('='))));
-  const key = cacheKey([state.key, 'run', argv, keyEnv, c.User ?? '', c.WorkingDir ?? '', network, await mountKeys(kit, inst), inst.security ?? '']);
+  const settings = kit.s.opts.run ?? {};
+  const key = cacheKey([
+    state.key, 'run', argv, keyEnv, c.User ?? '', c.WorkingDir ?? '', network, await mountKeys(kit, inst), inst.security ?? '', ...settingsKey(settings),
+  ]);
   return kit.layerStep(state, key, runCreatedBy(argv, argsForHistory), async (active) => {
     const cwd = c.WorkingDir || '/';
     await mkdir(secureJoin(active.rootfs, cwd, { followLast: true }), { recursive: true });
@@ -52,11 +79,14 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
         mounts,
         limits: kit.s.opts.limits,
         stateDir: kit.s.stateDir,
+        extraHosts: settings.extraHosts ?? [],
         stdout: logSink(kit, ctx, 'stdout'),
         stderr: logSink(kit, ctx, 'stderr'),
         signal: kit.s.opts.signal,
       };
       if (kit.s.opts.runtime) runOpts.runtime = kit.s.opts.runtime;
+      if (settings.ulimits && settings.ulimits.length > 0) runOpts.rlimits = settings.ulimits;
+      if (settings.shmSize !== undefined) runOpts.shmSize = settings.shmSize;
       const res = await runContainer(runOpts);
       await removeCreatedMountpoints(created);
       kit.s.checkAbort();
@@ -154,9 +184,10 @@ function logSink(kit: StepKit, ctx: StepCtx, stream: 'stdout' | 'stderr'): Writa
 
 async function runMounts(kit: StepKit, inst: RunInstruction, cwd: string, cleanup: Cleanup, env: string[]): Promise<RunMount[]> {
   const out: RunMount[] = [];
+  let sshCount = 0;
   for (const m of inst.mounts) {
-    const target = m.target ?? (m.type === 'secret' ? `/run/secrets/${m.id ?? ''}` : undefined);
-    if (m.type === 'ssh') throw kit.fail(inst, 'RUN --mount=type=ssh is not supported by tsbuild yet');
+    // As in BuildKit: the n-th ssh mount of a RUN defaults to /run/buildkit/ssh_agent.<n>.
+    const target = m.target ?? (m.type === 'secret' ? `/run/secrets/${m.id ?? ''}` : m.type === 'ssh' ? `/run/buildkit/ssh_agent.${sshCount}` : undefined);
     if (target === undefined && m.type !== 'secret') throw kit.fail(inst, `--mount=${m.spec}: target is required`);
     const abs = target === undefined ? undefined : posix.resolve(cwd, target);
     switch (m.type) {
@@ -195,6 +226,21 @@ async function runMounts(kit: StepKit, inst: RunInstruction, cwd: string, cleanu
         if (!(await exists(src))) throw kit.fail(inst, `--mount=${m.spec}: source "${m.source ?? '/'}" not found`);
         // A context bind is read-only: writes from the build must never reach the user's files.
         out.push({ type: 'bind', source: src, destination: abs as string, readonly: m.from === undefined ? true : m.readonly });
+        break;
+      }
+      case 'ssh': {
+        const id = m.id ?? 'default';
+        if (m.source !== undefined) throw kit.fail(inst, `--mount=${m.spec}: ssh does not support source`);
+        // The first ssh mount is the step's agent, unless the step sets SSH_AUTH_SOCK itself.
+        if (sshCount++ === 0 && !env.some((kv) => kv.startsWith('SSH_AUTH_SOCK='))) env.push(`SSH_AUTH_SOCK=${abs as string}`);
+        const paths = kit.s.opts.run?.ssh?.[id];
+        if (paths === undefined) {
+          if (m.required) throw kit.fail(inst, `ssh agent "${id}" is required but was not provided`, `pass it with --ssh ${id === 'default' ? 'default' : `${id}=SOCKET_OR_KEYFILE`}`);
+          break;
+        }
+        const sock = await agentSocket(id, paths, { uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 0o600 });
+        cleanup.push(() => sock.close());
+        out.push({ type: 'bind', source: sock.path, destination: abs as string, readonly: true });
         break;
       }
       case 'secret': {

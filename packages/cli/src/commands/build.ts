@@ -1,6 +1,7 @@
 import { UsageError } from '@tsbuild/errors';
 import { build as runBuild, parseCacheFrom, parseCacheTo, parseOutput } from '@tsbuild/builder';
 import type { BuildOptions, ResourceLimits } from '@tsbuild/builder';
+import { parseAddHost, parseSsh, parseUlimits } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
 import { createRenderer } from '../progress.ts';
 import type { ProgressMode } from '../progress.ts';
@@ -40,6 +41,10 @@ export const build: Command = {
           .option('pids-limit', { type: 'string', describe: 'process limit for RUN steps' })
           .option('runtime', { type: 'string', describe: 'OCI runtime name or path (default runc)' })
           .option('secret', { type: 'string', describe: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
+          .option('ssh', { type: 'string', describe: 'SSH agent for RUN --mount=type=ssh: default | ID=SOCKET | ID=KEYFILE[,KEYFILE]; repeatable' })
+          .option('add-host', { type: 'string', describe: 'add a host-to-IP mapping to RUN steps (HOST:IP); repeatable' })
+          .option('ulimit', { type: 'string', describe: 'resource limit of RUN steps (TYPE=SOFT[:HARD], e.g. nofile=1024:2048); repeatable' })
+          .option('shm-size', { type: 'string', describe: 'size of /dev/shm in RUN steps (e.g. 256m)' })
           .option('progress', { type: 'string', choices: [...PROGRESS], default: 'auto', describe: 'progress output' })
           .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only the image id' })
           .option('iidfile', { type: 'string', describe: 'write the image id to this file' })
@@ -80,6 +85,10 @@ export const build: Command = {
       network: String(args.network) as 'default' | 'none' | 'host',
       limits,
       secrets: parseSecrets(asStrings(args.secret)),
+      ssh: Object.fromEntries(asStrings(args.ssh).map((s) => parseSsh(s)).map((s) => [s.id, s.paths])),
+      extraHosts: asStrings(args['add-host']).map(parseAddHost),
+      ulimits: parseUlimits(asStrings(args.ulimit)),
+      shmSize: parseBytes('shm-size', args['shm-size']),
       target: typeof args.target === 'string' ? args.target : undefined,
       runtime: typeof args.runtime === 'string' ? args.runtime : undefined,
       platform: typeof args.platform === 'string' ? args.platform : undefined,
