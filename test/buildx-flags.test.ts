@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { busyboxTar } from './helpers/base.ts';
 import { CLI, ensureCli, tsbuild } from './helpers/cli.ts';
+import { startRegistry } from './helpers/registry.ts';
 
 let work: string;
 let root: string;
@@ -296,4 +297,45 @@ test('--ssh and RUN --mount=type=ssh: the agent answers inside RUN, keys never r
   assert.equal(unset.code, 2);
   assert.match(unset.stderr, /^error: --ssh default: no path given and SSH_AUTH_SOCK is not set\n/);
   noStack(missing.stderr);
+});
+
+test('--annotation: manifest annotations in the store, an OCI archive and the registry; the descriptor ones beside them; index ones refused', async (t) => {
+  const registry = await startRegistry();
+  t.after(() => registry.stop());
+  const ctx = context('annotations', 'FROM busybox:latest\nRUN echo annotated > /a\n');
+  const tag = `${registry.host}/buildx/annotated:1`;
+  const archive = join(work, 'annotated.tar');
+  const r = tsbuild(root, [
+    'build', '-q', '-t', tag, '--push', '-o', `type=oci,dest=${archive}`,
+    '--annotation', 'org.opencontainers.image.title=annotated',
+    '--annotation', 'manifest:org.opencontainers.image.version=1.0',
+    '--annotation', 'manifest-descriptor:com.example.descriptor=yes',
+    '--annotation', 'manifest[linux/arm64]:com.example.arm=only-there',
+    '--annotation', 'manifest[linux/amd64],manifest-descriptor:com.example.both=here',
+    ctx,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const want = { 'org.opencontainers.image.title': 'annotated', 'org.opencontainers.image.version': '1.0', 'com.example.both': 'here' };
+  const local = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', `oci:${root}/oci:${tag}`], { encoding: 'utf8' })) as { annotations?: Record<string, string> };
+  assert.deepEqual(local.annotations, want);
+  const pushed = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${tag}`], { encoding: 'utf8' })) as { annotations?: Record<string, string> };
+  assert.deepEqual(pushed.annotations, want);
+  const fromArchive = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', `oci-archive:${archive}`], { encoding: 'utf8' })) as { annotations?: Record<string, string> };
+  assert.deepEqual(fromArchive.annotations, want);
+  // manifest-descriptor: on the descriptor that points at the manifest (there is no index to hold another).
+  const index = JSON.parse(execFileSync('tar', ['-xOf', archive, 'index.json'], { encoding: 'utf8' })) as { manifests: { annotations: Record<string, string> }[] };
+  assert.equal(index.manifests[0]!.annotations['com.example.descriptor'], 'yes');
+  assert.equal(index.manifests[0]!.annotations['com.example.both'], 'here');
+  const store = JSON.parse(readFileSync(join(root, 'oci/index.json'), 'utf8')) as { manifests: { annotations?: Record<string, string> }[] };
+  const entry = store.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
+  assert.equal(entry?.annotations?.['com.example.descriptor'], 'yes');
+
+  for (const level of ['index', 'index-descriptor']) {
+    const bad = tsbuild(root, ['build', '--annotation', `${level}:com.example.x=1`, ctx]);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, new RegExp(`^error: --annotation ${level}:com.example.x: index annotations are not supported for a single-platform image`));
+  }
+  const unknown = tsbuild(root, ['build', '--annotation', 'layer:x=1', ctx]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /unknown annotation type "layer"/);
 });

@@ -11,6 +11,8 @@ import { openSnapshotter } from '@tsbuild/snapshot';
 import type { Snapshotter } from '@tsbuild/snapshot';
 import { checkRlimits, cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
 import type { Rlimit } from '@tsbuild/executor';
+import { imageAnnotations } from './flags.ts';
+import type { Annotation } from './flags.ts';
 import { CacheMismatchError, GhaCacheClient, RemoteCaches, RemoteFetcher, cacheDocument, exportCaches, inlineAnnotation } from '@tsbuild/cache';
 import type { CacheExport, CacheImport, ExportInput, ExportReport } from '@tsbuild/cache';
 import type { ClientOptions } from '@tsbuild/registry';
@@ -55,6 +57,8 @@ export interface BuildOptions extends PublishOptions {
   shmSize?: number;
   /** `--ssh`: by id, an agent socket or key files for RUN --mount=type=ssh. */
   ssh?: Record<string, string[]>;
+  /** `--annotation`: of the manifest, or of the descriptor that points at it. */
+  annotations?: Annotation[];
   /** The tsbuild root (store, snapshots, cache); see resolveRoot. */
   root?: string;
   onEvent?: EventSink;
@@ -122,6 +126,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const df = parseDockerfile(text, { file: shownFile });
   const src = { df, file: shownFile, text };
   const platform = targetPlatform(opts.platform);
+  const annotations = imageAnnotations(opts.annotations ?? [], platform);
   const emit: EventSink = opts.onEvent ?? (() => {});
   const buildArgs = { ...(opts.buildArgs ?? {}) };
   const predefined = platformArgs(platform);
@@ -176,7 +181,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           await stages.settle();
           await session.saveStatCache().catch(() => {});
         }
-        const image = await writeImage(store, state, platform, opts.labels);
+        const image = await writeImage(store, state, platform, opts.labels, annotations);
         emit({ type: 'build-done', time: Date.now(), imageDigest: image.manifest.digest, configDigest: image.configDigest, durationMs: Date.now() - started });
         const input = exportInput(session, state.key);
         const published = await publish(store, image, {
@@ -251,6 +256,7 @@ async function writeImage(
   state: ImageState,
   platform: { os: string; architecture: string },
   labels: Record<string, string> | undefined,
+  annotations: { manifest: Record<string, string>; descriptor: Record<string, string> },
 ): Promise<{ manifest: Descriptor; configDigest: Digest }> {
   const config: ImageConfig = structuredClone(state.config);
   const cc = (config.config ??= {});
@@ -261,7 +267,8 @@ async function writeImage(
   config.architecture = platform.architecture;
   config.os = platform.os;
   const configDesc = await store.putJson(MediaType.OciConfig, config);
-  const manifest = await store.putJson(MediaType.OciManifest, buildManifest(configDesc, state.layers));
+  const manifest = await store.putJson(MediaType.OciManifest, buildManifest(configDesc, state.layers, annotations.manifest));
+  if (Object.keys(annotations.descriptor).length > 0) manifest.annotations = { ...annotations.descriptor };
   return { manifest, configDigest: configDesc.digest };
 }
 

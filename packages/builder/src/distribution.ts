@@ -94,7 +94,9 @@ export async function pushFromStore(store: Store, localRef: string, destText: st
     layers.push({ ...cd, mediaType: algo === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayerGzip });
   }
   let out: Manifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers };
-  if (opts.annotations && Object.keys(opts.annotations).length > 0) out.annotations = { ...opts.annotations };
+  // The manifest's own annotations (--annotation) travel with it, with those of the push added.
+  const annotations = { ...(manifest.annotations ?? {}), ...(opts.annotations ?? {}) };
+  if (Object.keys(annotations).length > 0) out.annotations = annotations;
   if (opts.format === 'docker') {
     if (algo === 'zstd') throw new UsageError('--format docker cannot carry zstd layers: use --compression gzip');
     out = convertManifest(out, 'docker');

@@ -27,6 +27,8 @@ export interface ExportOptions {
   dest: string | Writable;
   /** Names recorded in the archive (ref.name annotations, RepoTags); default the ref itself. */
   tags?: string[];
+  /** Annotations of the manifest's descriptor in an OCI archive's index.json (`--annotation manifest-descriptor:`). */
+  annotations?: Record<string, string>;
   signal?: AbortSignal;
 }
 
@@ -48,6 +50,7 @@ interface LoadedImage {
   rawConfig: Buffer;
   config: ImageConfig;
   names: string[];
+  descriptorAnnotations?: Record<string, string> | undefined;
 }
 
 /** An image named by digest or id prefix is exported without a name. */
@@ -69,7 +72,7 @@ async function loadFromStore(store: Store, ref: string, names: string[]): Promis
 /** Writes an image from the store as an archive, a directory or a filesystem tarball. */
 export async function exportImage(store: Store, ref: string, opts: ExportOptions): Promise<ExportResult> {
   const names = opts.tags && opts.tags.length > 0 ? opts.tags : defaultNames(ref);
-  const images = [await loadFromStore(store, ref, names)];
+  const images = [{ ...(await loadFromStore(store, ref, names)), descriptorAnnotations: opts.annotations }];
   switch (opts.type) {
     case 'oci':
     case 'docker':
@@ -248,9 +251,10 @@ async function writeArchive(store: Store, images: LoadedImage[], format: 'oci' |
       yield* bytesEntry('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
       const manifests: Descriptor[] = [];
       for (const img of images) {
-        const base = { mediaType: img.manifestDesc.mediaType, digest: img.manifestDesc.digest, size: img.manifestDesc.size };
-        if (img.names.length === 0) manifests.push(base);
-        for (const n of img.names) manifests.push({ ...base, annotations: { [ANNOTATION_REF_NAME]: n, [ANNOTATION_IMAGE_NAME]: fullName(n) } });
+        const base: Descriptor = { mediaType: img.manifestDesc.mediaType, digest: img.manifestDesc.digest, size: img.manifestDesc.size };
+        const extra = img.descriptorAnnotations ?? {};
+        if (img.names.length === 0) manifests.push(Object.keys(extra).length > 0 ? { ...base, annotations: { ...extra } } : base);
+        for (const n of img.names) manifests.push({ ...base, annotations: { ...extra, [ANNOTATION_REF_NAME]: n, [ANNOTATION_IMAGE_NAME]: fullName(n) } });
       }
       yield* bytesEntry('index.json', Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests })));
     } else {

@@ -10,7 +10,7 @@ import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { UsageError } from '@tsbuild/errors';
 import { RLIM_INFINITY } from '@tsbuild/executor';
 import type { Rlimit } from '@tsbuild/executor';
-import { parseDigest, parsePlatform } from '@tsbuild/oci';
+import { formatPlatform, parseDigest, parsePlatform } from '@tsbuild/oci';
 import type { Digest, Platform } from '@tsbuild/oci';
 import { parseReference } from '@tsbuild/registry';
 
@@ -224,6 +224,26 @@ export function parseAnnotation(spec: string): Annotation[] {
     const a: Annotation = { level, key, value };
     if (m[2] !== undefined) a.platform = parsePlatform(m[2], `--annotation ${spec}`);
     out.push(a);
+  }
+  return out;
+}
+
+/**
+ * Where a single-platform image keeps the annotations asked for: the manifest itself, and the
+ * descriptor that points at it (in the store's index.json and an OCI archive's). There is no
+ * image index, so `index` and `index-descriptor` are refused, as BuildKit refuses them for a
+ * single-platform export; an annotation for another platform does not apply.
+ */
+export function imageAnnotations(list: readonly Annotation[], platform: Platform): { manifest: Record<string, string>; descriptor: Record<string, string> } {
+  const out = { manifest: {} as Record<string, string>, descriptor: {} as Record<string, string> };
+  for (const a of list) {
+    if (a.level === 'index' || a.level === 'index-descriptor') {
+      throw new UsageError(`--annotation ${a.level}:${a.key}: index annotations are not supported for a single-platform image, which has no image index`, {
+        hint: 'annotate the manifest (manifest:KEY=VALUE, the default) or its descriptor (manifest-descriptor:KEY=VALUE)',
+      });
+    }
+    if (a.platform && formatPlatform(a.platform) !== formatPlatform(platform)) continue;
+    (a.level === 'manifest' ? out.manifest : out.descriptor)[a.key] = a.value;
   }
   return out;
 }

@@ -80,7 +80,7 @@ export async function publish(
   if (opts.iidFile !== undefined) await writeFile(opts.iidFile, image.configDigest);
   const exported: Published['exported'] = [];
   for (const o of plan.files) {
-    const r = await exportImage(store, image.manifest.digest, { type: o.type, dest: o.dest, tags, signal: opts.signal });
+    const r = await exportImage(store, image.manifest.digest, { type: o.type, dest: o.dest, tags, annotations: image.manifest.annotations, signal: opts.signal });
     exported.push({ type: o.type, dest: o.dest, size: r.size });
     emit({ type: 'exported', time: Date.now(), output: o.type, dest: o.dest, size: r.size });
   }
