@@ -339,3 +339,101 @@ test('--annotation: manifest annotations in the store, an OCI archive and the re
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /unknown annotation type "layer"/);
 });
+
+test('--build-context NAME=DIR replaces a stage in COPY --from, RUN --mount from= and FROM, keyed by content, never by path', () => {
+  const shared = join(work, 'shared-src');
+  mkdirSync(join(shared, 'sub'), { recursive: true });
+  writeFileSync(join(shared, 'sub/f'), 'from the named context\n');
+  writeFileSync(join(shared, 'secret'), 'kept out by its .dockerignore\n');
+  writeFileSync(join(shared, '.dockerignore'), 'secret\n');
+  const ctx = context(
+    'named-dir',
+    'FROM busybox:latest AS src\nRUN mkdir /sub && echo "from the stage" > /sub/f\n\n' +
+      'FROM busybox:latest\nCOPY --from=src /sub/f /copied\nRUN --mount=from=src,target=/m ls -A /m > /mounted\n',
+  );
+  // Without the context the stage is used.
+  const plain = tsbuild(root, ['build', '-q', '-t', 'named-dir:stage', ctx]);
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(tsbuild(root, ['run', 'named-dir:stage', 'cat', '/copied']).stdout, 'from the stage\n');
+
+  const r = tsbuild(root, ['build', '--progress', 'plain', '-t', 'named-dir:1', '--build-context', `src=${shared}`, ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /from the stage|RUN mkdir/, 'the stage the context replaces does not run');
+  assert.equal(tsbuild(root, ['run', 'named-dir:1', 'cat', '/copied']).stdout, 'from the named context\n');
+  assert.equal(tsbuild(root, ['run', 'named-dir:1', 'cat', '/mounted']).stdout, '.dockerignore\nsub\n');
+
+  // The same files at another path, with other times: the same key, so every step is cached.
+  const moved = join(work, 'shared-elsewhere');
+  execFileSync('cp', ['-r', shared, moved]);
+  execFileSync('touch', ['-d', '2001-02-03', join(moved, 'sub/f')]);
+  const again = tsbuild(root, ['build', '--progress', 'plain', '-t', 'named-dir:2', '--build-context', `src=${moved}`, ctx]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stdout, r.stdout);
+  assert.equal(stepLines(again.stderr, 'stage-1 2/3').at(-1), 'CACHED');
+  assert.equal(stepLines(again.stderr, 'stage-1 3/3').at(-1), 'CACHED');
+  // Other content is another key.
+  writeFileSync(join(moved, 'sub/f'), 'changed\n');
+  const changed = tsbuild(root, ['build', '--progress', 'plain', '-t', 'named-dir:3', '--build-context', `src=${moved}`, ctx]);
+  assert.match(stepLines(changed.stderr, 'stage-1 2/3').at(-1) ?? '', /^DONE /);
+  assert.equal(tsbuild(root, ['run', 'named-dir:3', 'cat', '/copied']).stdout, 'changed\n');
+
+  // FROM a directory: its files are the stage's filesystem.
+  const fromDir = context('from-dir', 'FROM tree\nCOPY --from=busybox:latest /bin/busybox /bin/busybox\n');
+  const f = tsbuild(root, ['build', '-q', '-t', 'from-dir:1', '--build-context', `tree=${shared}`, fromDir]);
+  assert.equal(f.code, 0, f.stderr);
+  // (It has no /etc/passwd, so the user is given by number.)
+  assert.equal(tsbuild(root, ['run', '-u', '0:0', 'from-dir:1', '/bin/busybox', 'cat', '/sub/f']).stdout, 'from the named context\n');
+
+  const missing = tsbuild(root, ['build', '--build-context', `src=${join(work, 'no-such-dir')}`, ctx]);
+  assert.equal(missing.code, 1, missing.stderr);
+  assert.match(missing.stderr, /--build-context src=\S+no-such-dir: directory \S+no-such-dir does not exist/);
+  for (const [bad, want] of [['src', /expected NAME=VALUE/], ['Src=.', /"Src" is not a valid context name/], ['src=https://example.com/x.git', /https contexts are not supported/]] as const) {
+    const b = tsbuild(root, ['build', '--build-context', bad, ctx]);
+    assert.equal(b.code, 2, `${bad}: ${b.stderr}`);
+    assert.match(b.stderr, want, bad);
+  }
+});
+
+test('--build-context NAME=docker-image://REF (store or registry) and NAME=oci-layout://DIR[:TAG|@DIGEST] stand for images', async (t) => {
+  const registry = await startRegistry();
+  t.after(() => registry.stop());
+  // An image that exists only in the registry, with a file that tells it apart from busybox.
+  const marked = context('marked', 'FROM busybox:latest\nRUN echo marked > /marker\n');
+  assert.equal(tsbuild(root, ['build', '-q', '-t', 'marked:1', marked]).code, 0);
+  const remote = `${registry.host}/buildx/marked:1`;
+  assert.equal(tsbuild(root, ['push', 'marked:1', remote]).code, 0);
+  assert.equal(tsbuild(root, ['rm', 'marked:1']).code, 0);
+
+  // FROM busybox:latest finds the context named busybox (names are matched as buildx normalises them).
+  const ctx = context(
+    'named-image',
+    'FROM scratch AS tools\n\nFROM busybox:latest\nCOPY --from=tools /marker /copied-marker\nRUN --mount=from=tools,target=/t cat /t/marker > /mounted-marker && cat /marker > /own-marker\n',
+  );
+  const r = tsbuild(root, ['build', '-q', '-t', 'named-image:1', '--build-context', `busybox=docker-image://${remote}`, '--build-context', `tools=docker-image://${remote}`, ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(tsbuild(root, ['run', 'named-image:1', 'cat', '/own-marker', '/copied-marker', '/mounted-marker']).stdout, 'marked\nmarked\nmarked\n');
+  // From the store: the local busybox stands in for the stage named tools.
+  const local = tsbuild(root, ['build', '-q', '-t', 'named-image:2', '--build-context', 'tools=docker-image://busybox:latest', context('named-local', 'FROM scratch AS tools\nFROM tools\nRUN echo "runs in busybox" > /ok\n')]);
+  assert.equal(local.code, 0, local.stderr);
+  assert.equal(tsbuild(root, ['run', 'named-image:2', 'cat', '/ok']).stdout, 'runs in busybox\n');
+
+  // An OCI layout written by skopeo, by tag and by digest.
+  const layout = join(work, 'layout');
+  execFileSync('skopeo', ['copy', '-q', `oci:${root}/oci:named-image:1`, `oci:${layout}:v1`]);
+  const digest = (JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] }).manifests[0]!.digest;
+  const fromLayout = context('from-layout', 'FROM base\nRUN cat /own-marker > /via-layout\n');
+  for (const spec of [`oci-layout://${layout}:v1`, `oci-layout://${layout}@${digest}`]) {
+    const l = tsbuild(root, ['build', '-q', '-t', 'from-layout:1', '--build-context', `base=${spec}`, fromLayout]);
+    assert.equal(l.code, 0, `${spec}: ${l.stderr}`);
+    assert.equal(tsbuild(root, ['run', 'from-layout:1', 'cat', '/via-layout']).stdout, 'marked\n');
+  }
+  const noTag = tsbuild(root, ['build', '--build-context', `base=oci-layout://${layout}:v2`, fromLayout]);
+  assert.equal(noTag.code, 2, noTag.stderr);
+  assert.match(noTag.stderr, /^error: --build-context base=oci-layout:\/\/\S+:v2: no image tagged "v2"\nhint: tags in the layout: v1\n/m);
+  const noLayout = tsbuild(root, ['build', '--build-context', `base=oci-layout://${work}`, fromLayout]);
+  assert.match(noLayout.stderr, /is not an OCI image layout \(no index\.json\)/);
+  const noImage = tsbuild(root, ['build', '--build-context', 'base=docker-image://nosuch/image:1', fromLayout]);
+  assert.equal(noImage.code, 1);
+  assert.match(noImage.stderr, /--build-context base=docker-image:\/\/nosuch\/image:1: image "nosuch\/image:1" /);
+  noStack(noImage.stderr);
+});

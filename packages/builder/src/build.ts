@@ -12,7 +12,7 @@ import type { Snapshotter } from '@tsbuild/snapshot';
 import { checkRlimits, cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
 import type { Rlimit } from '@tsbuild/executor';
 import { imageAnnotations } from './flags.ts';
-import type { Annotation } from './flags.ts';
+import type { Annotation, NamedContext } from './flags.ts';
 import { CacheMismatchError, GhaCacheClient, RemoteCaches, RemoteFetcher, cacheDocument, exportCaches, inlineAnnotation } from '@tsbuild/cache';
 import type { CacheExport, CacheImport, ExportInput, ExportReport } from '@tsbuild/cache';
 import type { ClientOptions } from '@tsbuild/registry';
@@ -20,7 +20,7 @@ import type { EventSink } from './events.ts';
 import { BuildContext } from './context.ts';
 import { hashSources } from './hash.ts';
 import { loadIgnore } from './ignore.ts';
-import { planStages } from './plan.ts';
+import { planStages, withContexts } from './plan.ts';
 import { platformArgs, targetPlatform } from './platform.ts';
 import { planPublish, publish } from './publish.ts';
 import type { PublishOptions, Published } from './publish.ts';
@@ -57,6 +57,8 @@ export interface BuildOptions extends PublishOptions {
   shmSize?: number;
   /** `--ssh`: by id, an agent socket or key files for RUN --mount=type=ssh. */
   ssh?: Record<string, string[]>;
+  /** `--build-context`: names FROM, COPY --from and RUN --mount from= take as a directory or an image. */
+  buildContexts?: NamedContext[];
   /** `--annotation`: of the manifest, or of the descriptor that points at it. */
   annotations?: Annotation[];
   /** The tsbuild root (store, snapshots, cache); see resolveRoot. */
@@ -123,7 +125,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const file = opts.file && opts.file !== '-' ? opts.file : join(contextDir, 'Dockerfile');
   const shownFile = opts.file === '-' ? '<stdin>' : file;
   const text = opts.dockerfileText ?? (await readDockerfile(file));
-  const df = parseDockerfile(text, { file: shownFile });
+  const df = withContexts(parseDockerfile(text, { file: shownFile }), opts.buildContexts ?? []);
   const src = { df, file: shownFile, text };
   const platform = targetPlatform(opts.platform);
   const annotations = imageAnnotations(opts.annotations ?? [], platform);

@@ -1,8 +1,50 @@
 import { DockerfileError, UsageError, excerptOf } from '@tsbuild/errors';
 import type { Dockerfile, Stage } from '@tsbuild/dockerfile';
+import { contextName } from './flags.ts';
+import type { NamedContext } from './flags.ts';
 
-/** How one stage refers to another: by `AS` name (case-insensitive) or by index. */
+/**
+ * A Dockerfile seen with `--build-context` names: each name stands for a stage of its own, with
+ * no instructions, whose base is the context. It wins over a stage or an image of that name
+ * wherever FROM, COPY --from or RUN --mount from= names it, as in BuildKit.
+ */
+export interface ContextualDockerfile extends Dockerfile {
+  contexts: ReadonlyMap<string, { stage: Stage; context: NamedContext }>;
+}
+
+/** The named context stage `s` stands for (undefined for the Dockerfile's own stages). */
+export function contextOf(df: Dockerfile, s: Stage): NamedContext | undefined {
+  if (s.index >= 0) return undefined;
+  for (const c of (df as Partial<ContextualDockerfile>).contexts?.values() ?? []) if (c.stage === s) return c.context;
+  return undefined;
+}
+
+/** `df` with a stage of its own for each named context (index -1: no `--from=N` reaches one). */
+export function withContexts(df: Dockerfile, contexts: readonly NamedContext[]): Dockerfile {
+  if (contexts.length === 0) return df;
+  const map = new Map<string, { stage: Stage; context: NamedContext }>();
+  const at = { line: 0, column: 0 };
+  for (const c of contexts) {
+    const range = { start: at, end: at };
+    const value = c.spec.slice(c.spec.indexOf('=') + 1);
+    const stage: Stage = { name: c.name, index: -1, from: { kind: 'from', image: value, original: `FROM ${value}`, range }, instructions: [], range };
+    map.set(c.name, { stage, context: c });
+  }
+  const out: ContextualDockerfile = { ...df, contexts: map };
+  return out;
+}
+
+function contextStage(df: Dockerfile, ref: string): Stage | undefined {
+  const contexts = (df as Partial<ContextualDockerfile>).contexts;
+  if (!contexts || contexts.size === 0) return undefined;
+  const name = contextName(ref);
+  return name === undefined ? undefined : contexts.get(name)?.stage;
+}
+
+/** How one stage refers to another: by `AS` name (case-insensitive) or by index; a named context first. */
 export function findStage(df: Dockerfile, ref: string, before?: number): Stage | undefined {
+  const ctx = contextStage(df, ref);
+  if (ctx) return ctx;
   const lower = ref.toLowerCase();
   const limit = before ?? df.stages.length;
   for (let i = limit - 1; i >= 0; i--) {
@@ -49,12 +91,14 @@ export function planStages(
     final = df.stages.at(-1);
   }
   if (!final) throw new DockerfileError('the Dockerfile has no stages', { file });
+  // A context named like the target stage replaces it too.
+  if (final.name !== undefined) final = contextStage(df, final.name) ?? final;
 
   const deps = new Map<Stage, StageDeps>();
   const depsOf = (s: Stage): StageDeps => {
     let d = deps.get(s);
     if (d) return d;
-    const base = findStage(df, resolveFrom(s), s.index);
+    const base = contextOf(df, s) ? undefined : findStage(df, resolveFrom(s), s.index);
     const reads: Stage[] = [];
     for (const inst of s.instructions) {
       const refs: { ref: string; range: typeof inst.range }[] = [];

@@ -73,7 +73,7 @@ export class StageScheduler {
     emit({ type: 'step-start', time: t0, id, name: `[${label} 1/${total}] FROM ${from.image(stage)}`, stage: label, index: 1, total });
     let base: { state: ImageState; triggers: Instruction[] };
     try {
-      base = await from.baseState(this.s, stage, deps?.base ? await this.run(deps.base) : undefined, this.env.platform);
+      base = await from.baseState(this.s, stage, deps?.base ? await this.run(deps.base) : undefined, this.env.platform, kit);
     } catch (e) {
       emit({ type: 'step-error', time: Date.now(), id, message: e instanceof Error ? e.message : String(e) });
       throw e;

@@ -3,16 +3,27 @@
  * a stage starts from (another stage, scratch, or an image from the store or a registry) with
  * its ONBUILD triggers.
  */
-import { DockerfileError, TsbuildError, excerptOf } from '@tsbuild/errors';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DockerfileError, TsbuildError, UsageError, excerptOf } from '@tsbuild/errors';
 import { envExpander, parse, parseInstruction } from '@tsbuild/dockerfile';
 import type { Dockerfile, Instruction, Stage } from '@tsbuild/dockerfile';
 import { formatPlatform, hostPlatform } from '@tsbuild/oci';
 import type { ImageConfig, Platform } from '@tsbuild/oci';
 import { cacheKey } from '../cache.ts';
+import { BuildContext } from '../context.ts';
+import { copyInto } from '../copy.ts';
+import type { NamedContext } from '../flags.ts';
+import { hashSources } from '../hash.ts';
+import { NO_IGNORE, createIgnoreMatcher, parseIgnoreFile } from '../ignore.ts';
+import type { IgnoreMatcher } from '../ignore.ts';
+import { importFromLayout } from '../layout.ts';
+import { contextOf } from '../plan.ts';
 import { targetPlatform } from '../platform.ts';
-import type { BuildSession } from '../session.ts';
+import type { BaseImage, BuildSession } from '../session.ts';
 import { DEFAULT_PATH, envList, setEnv } from '../state.ts';
 import type { ImageState } from '../state.ts';
+import type { StepKit } from './kit.ts';
 
 /** The Dockerfile text a FROM line came from, for errors that point at it. */
 export interface Source {
@@ -58,6 +69,7 @@ export class FromResolver {
   image(s: Stage): string {
     let w = this.names.get(s);
     if (w !== undefined) return w;
+    if (contextOf(this.src.df, s)) return s.from.image;
     try {
       w = envExpander(this.args, { escapeToken: this.src.df.escapeToken }).word(s.from.image);
     } catch (e) {
@@ -78,7 +90,16 @@ export class FromResolver {
    * The state stage `s` starts from and the ONBUILD triggers it inherits. `base` is the state of
    * the stage it builds on, when it builds on a stage.
    */
-  async baseState(session: BuildSession, s: Stage, base: ImageState | undefined, platform: Platform): Promise<{ state: ImageState; triggers: Instruction[] }> {
+  async baseState(
+    session: BuildSession,
+    s: Stage,
+    base: ImageState | undefined,
+    platform: Platform,
+    kit?: StepKit,
+  ): Promise<{ state: ImageState; triggers: Instruction[] }> {
+    // A named context is taken as it is: an image's ONBUILD triggers run in the stage built on it.
+    const named = contextOf(this.src.df, s);
+    if (named) return { state: await contextState(session, named, platform, kit), triggers: [] };
     const name = this.image(s);
     let state: ImageState;
     try {
@@ -120,6 +141,68 @@ export class FromResolver {
     }
     return out;
   }
+}
+
+function imageState(img: BaseImage): ImageState {
+  return { config: img.config, layers: img.layers, key: cacheKey(['from', img.digest]), args: new Map(), cmdSet: false };
+}
+
+/** The state a `--build-context` stands for: an image (from the store, a registry or an OCI layout) or a directory. */
+async function contextState(session: BuildSession, c: NamedContext, platform: Platform, kit: StepKit | undefined): Promise<ImageState> {
+  try {
+    switch (c.source.type) {
+      case 'image': {
+        const img = await session.image(c.source.ref);
+        checkImagePlatform(img.config, c.source.ref);
+        return imageState(img);
+      }
+      case 'oci-layout': {
+        const img = await importFromLayout(session.store, c.source, platform, session.opts.signal);
+        checkImagePlatform(img.config, c.spec);
+        return imageState(img);
+      }
+      case 'local':
+        if (!kit) throw new TsbuildError('INTERNAL', 'a directory context needs the step kit');
+        return await directoryState(kit, c.source.dir, c.name, platform);
+    }
+  } catch (e) {
+    if (e instanceof TsbuildError && !e.message.startsWith('--build-context')) {
+      const wrapped = new TsbuildError(e.code, `--build-context ${c.spec}: ${e.message}`, { hint: e.hint, cause: e });
+      wrapped.exitCode = e.exitCode;
+      throw wrapped;
+    }
+    throw e;
+  }
+}
+
+/** A context directory's own .dockerignore applies to it, as BuildKit applies it to a named context. */
+async function contextIgnore(dir: string): Promise<IgnoreMatcher> {
+  const file = join(dir, '.dockerignore');
+  try {
+    return createIgnoreMatcher(parseIgnoreFile(await readFile(file, 'utf8')), file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return NO_IGNORE;
+    throw e;
+  }
+}
+
+/**
+ * A directory as a stage: one layer holding its files (owned by root, as COPY from the context
+ * writes them). The layer is keyed by the directory's content alone, never by its path, so the
+ * same files anywhere give the same key, and a rebuild of unchanged files unpacks nothing.
+ */
+async function directoryState(kit: StepKit, dir: string, name: string, platform: Platform): Promise<ImageState> {
+  const st = await stat(dir).catch(() => undefined);
+  if (!st) throw new UsageError(`directory ${dir} does not exist`);
+  if (!st.isDirectory()) throw new UsageError(`${dir} is not a directory`, { hint: 'a context is a directory, docker-image://REF or oci-layout://DIR' });
+  const ctx = await BuildContext.open(dir, { ignore: await contextIgnore(dir) });
+  const matches = await ctx.resolveSources(['.']);
+  const content = await hashSources(ctx, matches, { statCache: await kit.s.statCache(), signal: kit.s.opts.signal });
+  const key = cacheKey(['build-context', content]);
+  const r = await kit.layerStep(scratchState(platform), key, `COPY --from=${name} / /`, async (active) => {
+    await copyInto(ctx, matches, active.rootfs, '/', { workdir: '/', signal: kit.s.opts.signal });
+  });
+  return r.state;
 }
 
 function scratchState(platform: Platform): ImageState {

@@ -1,7 +1,7 @@
 import { UsageError } from '@tsbuild/errors';
 import { build as runBuild, parseCacheFrom, parseCacheTo, parseOutput } from '@tsbuild/builder';
 import type { BuildOptions, ResourceLimits } from '@tsbuild/builder';
-import { parseAddHost, parseAnnotation, parseSsh, parseUlimits } from '@tsbuild/builder';
+import { parseAddHost, parseAnnotation, parseBuildContext, parseSsh, parseUlimits } from '@tsbuild/builder';
 import type { Command } from '../command.ts';
 import { createRenderer } from '../progress.ts';
 import type { ProgressMode } from '../progress.ts';
@@ -45,6 +45,7 @@ export const build: Command = {
           .option('add-host', { type: 'string', describe: 'add a host-to-IP mapping to RUN steps (HOST:IP); repeatable' })
           .option('ulimit', { type: 'string', describe: 'resource limit of RUN steps (TYPE=SOFT[:HARD], e.g. nofile=1024:2048); repeatable' })
           .option('shm-size', { type: 'string', describe: 'size of /dev/shm in RUN steps (e.g. 256m)' })
+          .option('build-context', { type: 'string', describe: 'named context: NAME=DIR | NAME=docker-image://REF | NAME=oci-layout://DIR[:TAG|@DIGEST]; repeatable' })
           .option('annotation', { type: 'string', describe: 'annotate the image: [manifest:|manifest-descriptor:]KEY=VALUE; repeatable' })
           .option('progress', { type: 'string', choices: [...PROGRESS], default: 'auto', describe: 'progress output' })
           .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only the image id' })
@@ -91,6 +92,7 @@ export const build: Command = {
       ulimits: parseUlimits(asStrings(args.ulimit)),
       shmSize: parseBytes('shm-size', args['shm-size']),
       annotations: asStrings(args.annotation).flatMap(parseAnnotation),
+      buildContexts: asStrings(args['build-context']).map((c) => parseBuildContext(c)),
       target: typeof args.target === 'string' ? args.target : undefined,
       runtime: typeof args.runtime === 'string' ? args.runtime : undefined,
       platform: typeof args.platform === 'string' ? args.platform : undefined,
