@@ -4,6 +4,7 @@ import { DockerfileError, TsbuildError, UsageError } from '@tsbuild/errors';
 import { build, parseOutput } from '@tsbuild/builder';
 import type { BuildEvent, BuildOptions, DistributionOptions } from '@tsbuild/builder';
 import type { Env, StepRow } from './workflow.ts';
+import { applyBuildxInputs, summaryEnabled } from './inputs.ts';
 import { command, getBool, getInput, getList, keyValueList, summaryMarkdown, writeOutputs } from './workflow.ts';
 
 export interface ActionOptions {
@@ -153,6 +154,7 @@ function readInputs(env: Env): BuildOptions {
     runtime: getInput(env, 'runtime') || undefined,
     root: env.TSBUILD_ROOT || undefined,
   };
+  applyBuildxInputs(env, opts);
   const epoch = env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && epoch !== '') {
     if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, got ${JSON.stringify(epoch)}`);
@@ -209,7 +211,7 @@ export async function runAction(o: ActionOptions): Promise<number> {
 }
 
 function writeSummary(env: Env, title: string, facts: Array<[string, string]>, log: GroupedLog): void {
-  if (!env.GITHUB_STEP_SUMMARY) return;
+  if (!env.GITHUB_STEP_SUMMARY || !summaryEnabled(env)) return;
   try {
     appendFileSync(env.GITHUB_STEP_SUMMARY, summaryMarkdown(title, facts, [...log.steps.values()]));
   } catch {
