@@ -43,6 +43,12 @@ function noStack(s: string): void {
   assert.doesNotMatch(s, /\n\s+at .+\(.*:\d+:\d+\)/, `unexpected stack trace:\n${s}`);
 }
 
+test('build --help lists the buildx flags', () => {
+  const help = tsbuild(root, ['build', '--help']).stdout;
+  for (const f of ['--build-context', '--add-host', '--ulimit', '--shm-size', '--ssh', '--annotation']) assert.ok(help.includes(f), `build --help lists ${f}`);
+  assert.match(help, /"quiet"/);
+});
+
 test('run: everything after the image is the command, also with global flags before run', () => {
   const r = spawnSync('node', [CLI, '--root', root, 'run', 'busybox:latest', 'sh', '-c', 'echo hi'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
