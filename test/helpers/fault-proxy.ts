@@ -35,6 +35,8 @@ export interface ProxyCounters {
   uploadPuts: number;
   manifestPuts: number;
   faults: number;
+  /** `METHOD /path` of every request, in order. */
+  log: string[];
 }
 
 export interface FaultProxy {
@@ -50,12 +52,13 @@ export interface FaultProxy {
 }
 
 function zero(): ProxyCounters {
-  return { requests: 0, blobHeads: 0, blobGets: 0, uploadStarts: 0, mounts: 0, uploadPatches: 0, uploadPuts: 0, manifestPuts: 0, faults: 0 };
+  return { requests: 0, blobHeads: 0, blobGets: 0, uploadStarts: 0, mounts: 0, uploadPatches: 0, uploadPuts: 0, manifestPuts: 0, faults: 0, log: [] };
 }
 
 function count(c: ProxyCounters, method: string, url: URL): void {
   c.requests++;
   const p = url.pathname;
+  c.log.push(`${method} ${p}`);
   if (/\/blobs\/sha256:/.test(p)) {
     if (method === 'HEAD') c.blobHeads++;
     if (method === 'GET') c.blobGets++;

@@ -1,7 +1,7 @@
 import { relative, isAbsolute, resolve as resolvePath } from 'node:path';
 import { appendFileSync } from 'node:fs';
 import { DockerfileError, TsbuildError, UsageError } from '@tsbuild/errors';
-import { build, parseOutput } from '@tsbuild/builder';
+import { build, parseCacheFrom, parseCacheTo, parseOutput } from '@tsbuild/builder';
 import type { BuildEvent, BuildOptions, DistributionOptions } from '@tsbuild/builder';
 import type { Env, StepRow } from './workflow.ts';
 import { applyBuildxInputs, summaryEnabled } from './inputs.ts';
@@ -147,6 +147,8 @@ function readInputs(env: Env): BuildOptions {
     buildArgs: keyValueList(getList(env, 'build-args', { commas: false }), 'build-args'),
     labels: keyValueList(getList(env, 'labels', { commas: false }), 'labels'),
     noCache: getBool(env, 'no-cache'),
+    cacheFrom: getList(env, 'cache-from', { commas: false }).map((c) => parseCacheFrom(c, env)),
+    cacheTo: getList(env, 'cache-to', { commas: false }).map((c) => parseCacheTo(c, env)),
     pull: getBool(env, 'pull'),
     secrets,
     target: getInput(env, 'target') || undefined,
