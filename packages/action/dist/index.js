@@ -48,7 +48,7 @@ var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__ge
 var define_TSBUILD_NATIVE_VERSIONS_default;
 var init_define_TSBUILD_NATIVE_VERSIONS = __esm({
   "<define:TSBUILD_NATIVE_VERSIONS>"() {
-    define_TSBUILD_NATIVE_VERSIONS_default = { "@napi-rs/blake-hash": "1.3.6", "zstd-napi": "0.0.13" };
+    define_TSBUILD_NATIVE_VERSIONS_default = { "@napi-rs/blake-hash": "1.3.6", "@napi-rs/xattr": "1.0.3" };
   }
 });
 
@@ -119,10 +119,10 @@ var require_ignore = __commonJS({
           return;
         }
         if (this._checkPattern(pattern)) {
-          const rule = this._createRule(pattern.trim());
-          if (rule !== null) {
+          const rule2 = this._createRule(pattern.trim());
+          if (rule2 !== null) {
             this._added = true;
-            this._rules.push(rule);
+            this._rules.push(rule2);
           }
         }
       }
@@ -196,43 +196,43 @@ var require_ignore = __commonJS({
         const parentPath = cleanPath(path7.dirname(file));
         const parentPathDirs = parentPath.split(path7.sep);
         let matched = false;
-        this._rules.forEach((rule) => {
-          let match = this._match(file, rule);
+        this._rules.forEach((rule2) => {
+          let match = this._match(file, rule2);
           if (!match && parentPath !== ".") {
-            if (rule.dirs.includes("**")) {
-              for (let i = rule.dirs.filter((x) => x !== "**").length; i <= parentPathDirs.length; i++) {
-                match = match || this._match(parentPathDirs.slice(0, i).join(path7.sep), rule);
+            if (rule2.dirs.includes("**")) {
+              for (let i = rule2.dirs.filter((x) => x !== "**").length; i <= parentPathDirs.length; i++) {
+                match = match || this._match(parentPathDirs.slice(0, i).join(path7.sep), rule2);
               }
-            } else if (rule.dirs.length <= parentPathDirs.length) {
-              match = this._match(parentPathDirs.slice(0, rule.dirs.length).join(path7.sep), rule);
+            } else if (rule2.dirs.length <= parentPathDirs.length) {
+              match = this._match(parentPathDirs.slice(0, rule2.dirs.length).join(path7.sep), rule2);
             }
           }
           if (match) {
-            matched = !rule.negative;
+            matched = !rule2.negative;
           }
         });
         return !matched;
       }
       // @returns {Boolean} true if a file is matched by a rule
-      _match(file, rule) {
-        return this._compile(rule).regexp.test(file);
+      _match(file, rule2) {
+        return this._compile(rule2).regexp.test(file);
       }
       // https://github.com/moby/moby/blob/v19.03.8/pkg/fileutils/fileutils.go#L139
-      _compile(rule) {
-        if (rule.regexp) {
-          return rule;
+      _compile(rule2) {
+        if (rule2.regexp) {
+          return rule2;
         }
         let regStr = "^";
         let escapedSlash = path7.sep === "\\" ? "\\\\" : path7.sep;
-        for (let i = 0; i < rule.pattern.length; i++) {
-          const ch = rule.pattern[i];
+        for (let i = 0; i < rule2.pattern.length; i++) {
+          const ch = rule2.pattern[i];
           if (ch === "*") {
-            if (rule.pattern[i + 1] === "*") {
+            if (rule2.pattern[i + 1] === "*") {
               i++;
-              if (rule.pattern[i + 1] === path7.sep) {
+              if (rule2.pattern[i + 1] === path7.sep) {
                 i++;
               }
-              if (rule.pattern[i + 1] === void 0) {
+              if (rule2.pattern[i + 1] === void 0) {
                 regStr += ".*";
               } else {
                 regStr += `(.*${escapedSlash})?`;
@@ -249,8 +249,8 @@ var require_ignore = __commonJS({
               regStr += escapedSlash;
               continue;
             }
-            if (rule.pattern[i + 1] !== void 0) {
-              regStr += "\\" + rule.pattern[i + 1];
+            if (rule2.pattern[i + 1] !== void 0) {
+              regStr += "\\" + rule2.pattern[i + 1];
               i++;
             } else {
               regStr += "\\";
@@ -260,8 +260,8 @@ var require_ignore = __commonJS({
           }
         }
         regStr += "$";
-        rule.regexp = new RegExp(regStr, this._ignorecase ? "i" : "");
-        return rule;
+        rule2.regexp = new RegExp(regStr, this._ignorecase ? "i" : "");
+        return rule2;
       }
     };
   }
@@ -271,11 +271,11 @@ var require_ignore = __commonJS({
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { spawnSync } from "node:child_process";
 import { homedir as homedir3 } from "node:os";
-import { join as join14 } from "node:path";
+import { join as join21 } from "node:path";
 
 // packages/action/src/action.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { relative, isAbsolute as isAbsolute2, resolve as resolvePath7 } from "node:path";
+import { relative, isAbsolute as isAbsolute3, resolve as resolvePath11 } from "node:path";
 import { appendFileSync as appendFileSync2 } from "node:fs";
 
 // packages/errors/src/index.ts
@@ -373,8 +373,8 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/builder/src/build.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
-import { join as join11, resolve as resolvePath5 } from "node:path";
+import { readFile as readFile16, readdir as readdir11, stat as stat9 } from "node:fs/promises";
+import { join as join20, resolve as resolvePath9 } from "node:path";
 
 // packages/dockerfile/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -431,6 +431,127 @@ var DirectiveScanner = class {
     return { name, value };
   }
 };
+
+// packages/dockerfile/src/lint/rules.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function kebabRuleName(name) {
+  return name.replace(/([a-z0-9])([A-Z])/g, "$1-$2").replace(/([A-Z]+)([A-Z][a-z])/g, "$1-$2").toLowerCase();
+}
+function rule(name, description, format, experimental = false) {
+  return { name, description, url: `https://docs.docker.com/go/dockerfile/rule/${kebabRuleName(name)}/`, experimental, format };
+}
+function q(s) {
+  return JSON.stringify(s);
+}
+var RULES = {
+  StageNameCasing: rule(
+    "StageNameCasing",
+    "Stage names should be lowercase",
+    (stage) => `Stage name '${stage}' should be lowercase`
+  ),
+  FromAsCasing: rule(
+    "FromAsCasing",
+    "The 'as' keyword should match the case of the 'from' keyword",
+    (from, as) => `'${as}' and '${from}' keywords' casing do not match`
+  ),
+  NoEmptyContinuation: rule(
+    "NoEmptyContinuation",
+    "Empty continuation lines will become errors in a future release",
+    () => "Empty continuation line"
+  ),
+  ConsistentInstructionCasing: rule(
+    "ConsistentInstructionCasing",
+    "All commands within the Dockerfile should use the same casing (either upper or lower)",
+    (command2, casing) => `Command '${command2}' should match the case of the command majority (${casing})`
+  ),
+  DuplicateStageName: rule(
+    "DuplicateStageName",
+    "Stage names should be unique",
+    (stage) => `Duplicate stage name ${q(stage)}, stage names should be unique`
+  ),
+  ReservedStageName: rule(
+    "ReservedStageName",
+    "Reserved words should not be used as stage names",
+    (stage) => `Stage name should not use the same name as reserved stage ${q(stage)}`
+  ),
+  JSONArgsRecommended: rule(
+    "JSONArgsRecommended",
+    "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+    (instruction) => `JSON arguments recommended for ${instruction} to prevent unintended behavior related to OS signals`
+  ),
+  MaintainerDeprecated: rule(
+    "MaintainerDeprecated",
+    "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
+    () => "Maintainer instruction is deprecated in favor of using label"
+  ),
+  UndefinedArgInFrom: rule(
+    "UndefinedArgInFrom",
+    "FROM command must use declared ARGs",
+    (arg, suggestion) => `FROM argument '${arg}' is not declared${suggestion ? ` (did you mean ${suggestion}?)` : ""}`
+  ),
+  WorkdirRelativePath: rule(
+    "WorkdirRelativePath",
+    "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
+    (workdir) => `Relative workdir ${q(workdir)} can have unexpected results if the base image changes`
+  ),
+  UndefinedVar: rule(
+    "UndefinedVar",
+    "Variables should be defined before their use",
+    (name, suggestion) => `Usage of undefined variable '$${name}'${suggestion ? ` (did you mean $${suggestion}?)` : ""}`
+  ),
+  MultipleInstructionsDisallowed: rule(
+    "MultipleInstructionsDisallowed",
+    "Multiple instructions of the same type should not be used in the same stage",
+    (instruction) => `Multiple ${instruction} instructions should not be used in the same stage because only the last one will be used`
+  ),
+  LegacyKeyValueFormat: rule(
+    "LegacyKeyValueFormat",
+    "Legacy key/value format with whitespace separator should not be used",
+    (instruction) => `"${instruction} key=value" should be used instead of legacy "${instruction} key value" format`
+  ),
+  RedundantTargetPlatform: rule(
+    "RedundantTargetPlatform",
+    "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+    (platform) => `Setting platform to predefined ${platform} in FROM is redundant as this is the default behavior`
+  ),
+  SecretsUsedInArgOrEnv: rule(
+    "SecretsUsedInArgOrEnv",
+    "Sensitive data should not be used in the ARG or ENV commands",
+    (instruction, key) => `Do not use ARG or ENV instructions for sensitive data (${instruction} ${q(key)})`
+  ),
+  InvalidDefaultArgInFrom: rule(
+    "InvalidDefaultArgInFrom",
+    "Default value for global ARG results in an empty or invalid base image name",
+    (image) => `Default value for ARG ${image} results in empty or invalid base image name`
+  ),
+  FromPlatformFlagConstDisallowed: rule(
+    "FromPlatformFlagConstDisallowed",
+    "FROM --platform flag should not use a constant value",
+    (platform) => `FROM --platform flag should not use constant value ${q(platform)}`
+  ),
+  CopyIgnoredFile: rule(
+    "CopyIgnoredFile",
+    "Attempting to Copy file that is excluded by .dockerignore",
+    (instruction, file) => `Attempting to ${instruction} file ${q(file)} that is excluded by .dockerignore`
+  ),
+  InvalidDefinitionDescription: rule(
+    "InvalidDefinitionDescription",
+    "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
+    (instruction, name) => `Comment for ${instruction} should follow the format: \`# ${name} <description>\``,
+    true
+  ),
+  ExposeProtoCasing: rule(
+    "ExposeProtoCasing",
+    "Protocol in EXPOSE instruction should be lowercase",
+    (port) => `Defined protocol '${port}' in EXPOSE instruction should be lowercase`
+  ),
+  ExposeInvalidFormat: rule(
+    "ExposeInvalidFormat",
+    "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+    (port) => `EXPOSE instruction should not define an IP address or host-port mapping, found '${port}'`
+  )
+};
+var RULE_LIST = Object.values(RULES);
 
 // packages/dockerfile/src/parser.ts
 function isSpace(c) {
@@ -914,7 +1035,7 @@ function parse(text) {
   const warnings = [];
   const children = [];
   let comments = [];
-  const fail = (message, startLine, endLine, hint) => {
+  const fail2 = (message, startLine, endLine, hint) => {
     const last = trimNewline(lines[endLine - 1] ?? "");
     const range = {
       start: { line: startLine, column: 1 },
@@ -938,7 +1059,7 @@ function parse(text) {
         if (found.name === "escape") {
           if (found.value !== "\\" && found.value !== "`") {
             const shown = found.value.length > 20 ? `${found.value.slice(0, 20)}\u2026` : found.value;
-            fail(
+            fail2(
               `invalid escape token '${shown}' does not match \` or \\`,
               lineNo,
               lineNo,
@@ -949,7 +1070,7 @@ function parse(text) {
         }
       }
     } catch (err) {
-      if (err instanceof DirectiveError) fail(err.message, lineNo, lineNo);
+      if (err instanceof DirectiveError) fail2(err.message, lineNo, lineNo);
       throw err;
     }
     return { line: isComment(line) ? "" : line, directive };
@@ -989,18 +1110,19 @@ function parse(text) {
     let endLine = i;
     if (emptyContinuation) {
       const range2 = { start: { line: endLine, column: 1 }, end: { line: endLine, column: 1 } };
+      const rule2 = RULES.NoEmptyContinuation;
       warnings.push({
         message: `Empty continuation line found in: ${buf}`,
-        rule: "NoEmptyContinuation",
+        rule: rule2.name,
         range: range2,
-        detail: "Empty continuation lines will become errors in a future release; https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
+        detail: `${rule2.description}; ${rule2.url}`
       });
     }
     let child;
     try {
       child = nodeFromLine(buf, { escape, depth: 0 }, comments);
     } catch (err) {
-      if (err instanceof LineError) return fail(err.message, startLine, endLine, err.hint);
+      if (err instanceof LineError) return fail2(err.message, startLine, endLine, err.hint);
       throw err;
     }
     if (buf.includes("<<") && canContainHeredoc(child)) {
@@ -1020,7 +1142,7 @@ function parse(text) {
         }
         endLine = i;
         if (!terminated) {
-          fail(
+          fail2(
             `unterminated heredoc ${doc.name}`,
             startLine,
             endLine,
@@ -1044,7 +1166,7 @@ function parse(text) {
   const lastChild = children[children.length - 1];
   if (!firstChild || !lastChild) {
     const at = Math.max(1, lines.length);
-    return fail("file with no instructions", at, at, "a Dockerfile needs at least a FROM instruction");
+    return fail2("file with no instructions", at, at, "a Dockerfile needs at least a FROM instruction");
   }
   const ast = {
     children,
@@ -1205,25 +1327,25 @@ var Lexer = class {
     this.pattern = pattern;
     try {
       let text = "";
-      const fields = new Fields();
+      const fields2 = new Fields();
       while (this.peek() !== EOF) {
         const ch = this.peek();
         if (stop !== void 0 && ch === stop) {
           this.next();
-          return { text, words: fields.finish() };
+          return { text, words: fields2.finish() };
         }
         if (ch === "$") {
           const v = this.dollar();
           text += v;
-          fields.addSplit(v);
+          fields2.addSplit(v);
         } else if (!this.skipQuotes && ch === "'") {
           const v = this.singleQuote();
           text += v;
-          fields.addRaw(v);
+          fields2.addRaw(v);
         } else if (!this.skipQuotes && ch === '"') {
           const v = this.doubleQuote();
           text += v;
-          fields.addRaw(v);
+          fields2.addRaw(v);
         } else {
           this.next();
           if (ch === this.escape) {
@@ -1231,18 +1353,18 @@ var Lexer = class {
             if (escaped === EOF) break;
             const out = this.pattern ? `\\${escaped}` : escaped;
             text += out;
-            fields.addRaw(out);
+            fields2.addRaw(out);
           } else {
             const out = this.pattern && ch === "\\" ? "\\\\" : ch;
             text += out;
-            fields.addChar(out);
+            fields2.addChar(out);
           }
         }
       }
       if (stop !== void 0) {
         throw new SyntaxFailure(`unexpected end of statement while looking for matching ${stop}`);
       }
-      return { text, words: fields.finish() };
+      return { text, words: fields2.finish() };
     } finally {
       this.pattern = saved;
     }
@@ -1404,8 +1526,8 @@ function compileGlob(pattern) {
   }
   return new RegExp(`^(?:${src})$`, "u");
 }
-function readClass(chars, open6, code) {
-  let i = open6 + 1;
+function readClass(chars, open7, code) {
+  let i = open7 + 1;
   let negate = false;
   if (chars[i] === "!" || chars[i] === "^") {
     negate = true;
@@ -1574,9 +1696,9 @@ function parseFlags(raw, spec, instruction) {
     const value = eq < 0 ? void 0 : body.slice(eq + 1);
     const kind2 = Object.hasOwn(spec, name) ? spec[name] : void 0;
     if (kind2 === void 0) {
-      const known = Object.keys(spec).map((k) => `--${k}`);
+      const known2 = Object.keys(spec).map((k) => `--${k}`);
       throw new DockerfileError(`${instruction}: unknown flag: --${name}`, {
-        hint: known.length ? `${instruction} accepts ${known.join(", ")}` : `${instruction} accepts no flags`
+        hint: known2.length ? `${instruction} accepts ${known2.join(", ")}` : `${instruction} accepts no flags`
       });
     }
     if (kind2 === "bool") {
@@ -1610,18 +1732,18 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 var TYPES = ["bind", "cache", "tmpfs", "secret", "ssh"];
 var SHARING = ["shared", "private", "locked"];
 function parseMount(spec, opts = {}) {
-  const fail = (msg) => new DockerfileError(`--mount=${spec}: ${msg}`);
-  const fields = parseCsvRecord(spec, fail);
+  const fail2 = (msg) => new DockerfileError(`--mount=${spec}: ${msg}`);
+  const fields2 = parseCsvRecord(spec, fail2);
   const values = /* @__PURE__ */ new Map();
-  for (const field of fields) {
+  for (const field of fields2) {
     const eq = field.indexOf("=");
     const key = (eq < 0 ? field : field.slice(0, eq)).toLowerCase();
     let value = eq < 0 ? void 0 : field.slice(eq + 1);
     const canon = CANONICAL[key];
-    if (canon === void 0) throw fail(`unexpected key '${key}' in '${field}'`);
-    if (value === void 0 && !FLAG_KEYS.has(canon)) throw fail(`invalid field '${field}' must be a key=value pair`);
+    if (canon === void 0) throw fail2(`unexpected key '${key}' in '${field}'`);
+    if (value === void 0 && !FLAG_KEYS.has(canon)) throw fail2(`invalid field '${field}' must be a key=value pair`);
     if (canon === "from" && value !== void 0 && /\$(?!$)/.test(value)) {
-      throw fail("'from' doesn't support variable expansion, define alias stage instead");
+      throw fail2("'from' doesn't support variable expansion, define alias stage instead");
     }
     if (value !== void 0 && opts.expand) value = opts.expand(value);
     if ((canon === "readonly" || canon === "readwrite") && values.has(canon === "readonly" ? "readwrite" : "readonly")) {
@@ -1637,7 +1759,7 @@ function parseMount(spec, opts = {}) {
   if (typeText !== void 0 && typeKnown) {
     const t = typeText.toLowerCase();
     if (!TYPES.includes(t)) {
-      throw fail(`unsupported mount type ${JSON.stringify(typeText)} (use one of ${TYPES.join(", ")})`);
+      throw fail2(`unsupported mount type ${JSON.stringify(typeText)} (use one of ${TYPES.join(", ")})`);
     }
     type = t;
   }
@@ -1648,41 +1770,41 @@ function parseMount(spec, opts = {}) {
     if (entry.value === void 0) return true;
     if (!ready(entry.value)) return void 0;
     const b = parseGoBool(entry.value);
-    if (b === void 0) throw fail(`invalid value for ${entry.key}: ${entry.value}`);
+    if (b === void 0) throw fail2(`invalid value for ${entry.key}: ${entry.value}`);
     return b;
   };
   const ro = boolOf("readonly");
   const rw = boolOf("readwrite");
   if (ro !== void 0) m.readonly = ro;
   if (rw !== void 0) m.readonly = !rw;
-  const str = (k) => {
+  const str2 = (k) => {
     const v = text(k);
     if (v !== void 0) m[k] = v;
   };
-  str("target");
-  str("source");
-  str("from");
-  str("id");
-  str("env");
+  str2("target");
+  str2("source");
+  str2("from");
+  str2("id");
+  str2("env");
   if (!typeKnown) return m;
   const onlyFor = (k, allowed) => {
     const entry = values.get(k);
     if (!entry) return false;
-    if (!allowed.includes(type)) throw fail(`unexpected key '${entry.key}' for mount type '${type}'`);
+    if (!allowed.includes(type)) throw fail2(`unexpected key '${entry.key}' for mount type '${type}'`);
     return true;
   };
   if (onlyFor("required", ["secret", "ssh"])) m.required = boolOf("required") ?? false;
   if (onlyFor("size", ["tmpfs"])) {
     const v = text("size");
-    if (ready(v)) m.size = parseByteSize(v, fail);
+    if (ready(v)) m.size = parseByteSize(v, fail2);
   }
   if (values.has("sharing")) {
-    if (type !== "cache") throw fail(`invalid cache sharing set for ${type} mount`);
+    if (type !== "cache") throw fail2(`invalid cache sharing set for ${type} mount`);
     const v = text("sharing");
     if (ready(v)) {
       const s = v.toLowerCase();
       if (!SHARING.includes(s)) {
-        throw fail(`unsupported sharing value ${JSON.stringify(v)} (use one of ${SHARING.join(", ")})`);
+        throw fail2(`unsupported sharing value ${JSON.stringify(v)} (use one of ${SHARING.join(", ")})`);
       }
       m.sharing = s;
     }
@@ -1690,35 +1812,35 @@ function parseMount(spec, opts = {}) {
   for (const k of ["mode", "uid", "gid"]) {
     const v = text(k);
     if (v === void 0) continue;
-    if (type !== "cache" && type !== "secret" && type !== "ssh") throw fail(`${k} not allowed for "${type}" type mounts`);
+    if (type !== "cache" && type !== "secret" && type !== "ssh") throw fail2(`${k} not allowed for "${type}" type mounts`);
     if (!ready(v)) continue;
     const n = k === "mode" ? parseUnsigned(v, 8) : parseUnsigned(v, 10);
-    if (n === void 0) throw fail(`invalid value ${v} for ${k}`);
+    if (n === void 0) throw fail2(`invalid value ${v} for ${k}`);
     m[k] = n;
   }
-  if (values.has("env") && type !== "secret") throw fail(`unexpected key 'env' for mount type '${type}'`);
+  if (values.has("env") && type !== "secret") throw fail2(`unexpected key 'env' for mount type '${type}'`);
   switch (type) {
     case "bind":
     case "tmpfs":
-      if (!m.target) throw fail(`mount type ${type} requires a target`);
+      if (!m.target) throw fail2(`mount type ${type} requires a target`);
       break;
     case "cache":
-      if (!m.target) throw fail("mount type cache requires a target");
+      if (!m.target) throw fail2("mount type cache requires a target");
       if (m.id === void 0 || m.id === "") m.id = m.target;
       if (!values.has("sharing")) m.sharing = "shared";
       break;
     case "secret": {
-      if (m.from !== void 0) throw fail("secret mount should not have a from");
-      if (m.source && m.id) throw fail("both source and id can't be set");
+      if (m.from !== void 0) throw fail2("secret mount should not have a from");
+      if (m.source && m.id) throw fail2("both source and id can't be set");
       const id = m.id || m.source || (m.target ? basename(m.target) : "");
-      if (!id) throw fail("invalid secret mount: one of id, source or target is required");
+      if (!id) throw fail2("invalid secret mount: one of id, source or target is required");
       m.id = id;
       delete m.source;
       if (!m.target && m.env === void 0) m.target = `/run/secrets/${basename(id)}`;
       break;
     }
     case "ssh":
-      if (m.from !== void 0) throw fail("ssh mount should not have a from");
+      if (m.from !== void 0) throw fail2("ssh mount should not have a from");
       if (!m.id) m.id = "default";
       break;
   }
@@ -1762,23 +1884,23 @@ function parseUnsigned(v, radix) {
   const n = parseInt(v, radix);
   return n <= 4294967295 ? n : void 0;
 }
-function parseByteSize(v, fail) {
+function parseByteSize(v, fail2) {
   const m = /^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$/i.exec(v);
-  if (!m) throw fail(`invalid value for size: ${v}`);
+  if (!m) throw fail2(`invalid value for size: ${v}`);
   const mult = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[(m[2] ?? "").toLowerCase()] ?? 1;
   const n = Math.floor(Number(m[1]) * mult);
-  if (!Number.isSafeInteger(n)) throw fail(`invalid value for size: ${v}`);
+  if (!Number.isSafeInteger(n)) throw fail2(`invalid value for size: ${v}`);
   return n;
 }
-function parseCsvRecord(text, fail = (m) => new DockerfileError(m)) {
-  const fields = [];
+function parseCsvRecord(text, fail2 = (m) => new DockerfileError(m)) {
+  const fields2 = [];
   let i = 0;
   for (; ; ) {
     let field = "";
     if (text[i] === '"') {
       i++;
       for (; ; ) {
-        if (i >= text.length) throw fail('failed to parse csv mounts: extraneous or missing " in quoted-field');
+        if (i >= text.length) throw fail2('failed to parse csv mounts: extraneous or missing " in quoted-field');
         const ch = text[i];
         if (ch === '"') {
           if (text[i + 1] === '"') {
@@ -1788,7 +1910,7 @@ function parseCsvRecord(text, fail = (m) => new DockerfileError(m)) {
           }
           i++;
           if (i < text.length && text[i] !== ",") {
-            throw fail('failed to parse csv mounts: extraneous or missing " in quoted-field');
+            throw fail2('failed to parse csv mounts: extraneous or missing " in quoted-field');
           }
           break;
         }
@@ -1797,13 +1919,13 @@ function parseCsvRecord(text, fail = (m) => new DockerfileError(m)) {
       }
     } else {
       while (i < text.length && text[i] !== ",") {
-        if (text[i] === '"') throw fail('failed to parse csv mounts: bare " in non-quoted-field');
+        if (text[i] === '"') throw fail2('failed to parse csv mounts: bare " in non-quoted-field');
         field += text[i];
         i++;
       }
     }
-    fields.push(field);
-    if (i >= text.length) return fields;
+    fields2.push(field);
+    if (i >= text.length) return fields2;
     i++;
   }
 }
@@ -1828,14 +1950,18 @@ function locate(e, range, original, opts) {
   return new DockerfileError(e.detail, options);
 }
 var COPY_FLAGS = { chown: "string", chmod: "string", link: "bool", parents: "bool", exclude: "list" };
+function instructionKeyword(original, fallback = "") {
+  return /^\s*(\S+)/.exec(original)?.[1] ?? fallback;
+}
 function convert(node2, opts) {
   const base = { range: node2.range, original: node2.original };
   const kw = node2.value.toLowerCase();
   const name = kw.toUpperCase();
+  const written = instructionKeyword(node2.original, name);
   const args = argsOf(node2);
   const flags = (spec) => parseFlags(node2.flags, spec, name);
-  const warn = (rule, message) => {
-    opts.warnings?.push({ rule, message, range: node2.range });
+  const warn = (rule2, message) => {
+    opts.warnings?.push({ rule: rule2, message, range: node2.range });
   };
   const exactlyOne = () => {
     if (args.length !== 1) throw new DockerfileError(`${name} requires exactly one argument`);
@@ -1850,16 +1976,18 @@ function convert(node2, opts) {
       const out = { kind: "from", ...base, image: "" };
       if (args.length === 3 && args[1].toLowerCase() === "as") {
         const stage = args[2];
+        if (stage !== stage.toLowerCase()) warn(RULES.StageNameCasing.name, RULES.StageNameCasing.format(stage));
+        const asWord = args[1];
+        const fromLower = written === written.toLowerCase();
+        const fromUpper = written === written.toUpperCase();
+        if (fromLower && asWord !== asWord.toLowerCase() || !fromLower && fromUpper && asWord !== asWord.toUpperCase()) {
+          warn(RULES.FromAsCasing.name, RULES.FromAsCasing.format(written, asWord));
+        }
         if (!/^[a-z][a-z0-9\-_.]*$/.test(stage.toLowerCase())) {
           throw new DockerfileError(
             `invalid name for build stage: ${JSON.stringify(stage)}, name can't start with a number or contain symbols`
           );
         }
-        if (stage !== stage.toLowerCase()) warn("StageNameCasing", `Stage name '${stage}' should be lowercase`);
-        const fromWord = /^\s*(\S+)/.exec(node2.original)?.[1] ?? "FROM";
-        const asWord = args[1];
-        const upper = (s) => s === s.toUpperCase();
-        if (upper(fromWord) !== upper(asWord)) warn("FromAsCasing", `'${asWord}' and '${fromWord}' keywords' casing do not match`);
         out.stageName = stage.toLowerCase();
       } else if (args.length !== 1) {
         throw new DockerfileError("FROM requires either one or three arguments (FROM image [AS name])");
@@ -1902,20 +2030,17 @@ function convert(node2, opts) {
     case "entrypoint": {
       flags({});
       if (!node2.attributes.json && args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
-      if (!node2.attributes.json) {
-        warn("JSONArgsRecommended", `JSON arguments recommended for ${name} to prevent unintended behavior related to OS signals`);
-      }
       return { kind: kw, ...base, cmd: commandLine(node2, args) };
     }
     case "env":
     case "label": {
       flags({});
-      const pairs = keyValues(args, name, warn);
+      const pairs = keyValues(args, name, written, warn);
       return kw === "env" ? { kind: "env", ...base, env: pairs } : { kind: "label", ...base, labels: pairs };
     }
     case "maintainer":
       flags({});
-      warn("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label");
+      warn(RULES.MaintainerDeprecated.name, RULES.MaintainerDeprecated.format());
       return { kind: "maintainer", ...base, maintainer: exactlyOne() };
     case "expose":
       flags({});
@@ -1964,8 +2089,7 @@ function convert(node2, opts) {
       return { kind: "shell", ...base, shell: args };
     }
     default: {
-      const word = /^\s*(\S+)/.exec(node2.original)?.[1] ?? node2.value;
-      throw new DockerfileError(`unknown instruction: ${word.toUpperCase()}`);
+      throw new DockerfileError(`unknown instruction: ${instructionKeyword(node2.original, node2.value).toUpperCase()}`);
     }
   }
 }
@@ -1988,14 +2112,14 @@ function runMounts(specs) {
   }
   return mounts;
 }
-function keyValues(args, name, warn) {
+function keyValues(args, name, written, warn) {
   if (args.length === 0) throw new DockerfileError(`${name} requires at least one argument`);
   if (args.length % 3 !== 0) throw new DockerfileError(`${name}: malformed key-value arguments`);
   const out = [];
   for (let i = 0; i < args.length; i += 3) {
     const key = args[i];
     if (key === "") throw new DockerfileError(`${name} names can not be blank`);
-    if (args[i + 2] === "") warn("LegacyKeyValueFormat", `"${name} key=value" should be used instead of legacy "${name} key value" format`);
+    if (args[i + 2] === "") warn(RULES.LegacyKeyValueFormat.name, RULES.LegacyKeyValueFormat.format(written));
     out.push({ key, value: args[i + 1] });
   }
   return out;
@@ -2029,12 +2153,12 @@ function copyLike(kind2, base, node2, args, f) {
     parents: f.bools.get("parents") ?? false,
     exclude: f.lists.get("exclude") ?? []
   };
-  const chown2 = f.strings.get("chown");
-  if (chown2 !== void 0) common.chown = chown2;
-  const chmod2 = f.strings.get("chmod");
-  if (chmod2 !== void 0) {
-    checkChmod(chmod2);
-    common.chmod = chmod2;
+  const chown4 = f.strings.get("chown");
+  if (chown4 !== void 0) common.chown = chown4;
+  const chmod3 = f.strings.get("chmod");
+  if (chmod3 !== void 0) {
+    checkChmod(chmod3);
+    common.chmod = chmod3;
   }
   if (kind2 === "copy") {
     const out2 = { kind: "copy", ...common };
@@ -2063,11 +2187,11 @@ function copyLike(kind2, base, node2, args, f) {
   if (unpack !== void 0) out.unpack = unpack;
   return out;
 }
-function checkChmod(chmod2) {
-  if (chmod2.includes("$")) return;
+function checkChmod(chmod3) {
+  if (chmod3.includes("$")) return;
   const clause = "[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+";
-  if (!/^[0-7]{1,4}$/.test(chmod2) && !new RegExp(`^${clause}(?:,${clause})*$`).test(chmod2)) {
-    throw new DockerfileError(`invalid --chmod value ${JSON.stringify(chmod2)}: expected an octal mode such as 0755 or symbolic clauses such as u+x,g-w`);
+  if (!/^[0-7]{1,4}$/.test(chmod3) && !new RegExp(`^${clause}(?:,${clause})*$`).test(chmod3)) {
+    throw new DockerfileError(`invalid --chmod value ${JSON.stringify(chmod3)}: expected an octal mode such as 0755 or symbolic clauses such as u+x,g-w`);
   }
 }
 function onbuild(node2, base, opts) {
@@ -2140,6 +2264,37 @@ function healthcheck(node2, base, args) {
   return out;
 }
 
+// packages/dockerfile/src/lint/sequence.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function childSequenceState(base) {
+  return { shell: base?.shell ?? false };
+}
+function sequenceStep(inst, state, emit) {
+  switch (inst.kind) {
+    case "shell":
+      state.shell = true;
+      return;
+    case "cmd":
+    case "entrypoint":
+    case "healthcheck": {
+      const keyword = instructionKeyword(inst.original, inst.kind.toUpperCase());
+      const previous = state[inst.kind];
+      if (previous) {
+        const r = RULES.MultipleInstructionsDisallowed;
+        emit({ rule: r.name, message: r.format(keyword), range: previous.range }, inst);
+      }
+      state[inst.kind] = inst;
+      if (inst.kind !== "healthcheck" && inst.cmd.form === "shell" && !state.shell) {
+        const r = RULES.JSONArgsRecommended;
+        emit({ rule: r.name, message: r.format(keyword), range: inst.range }, inst);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
 // packages/dockerfile/src/stages.ts
 function parseDockerfile(text, opts = {}) {
   const file = opts.file ?? "Dockerfile";
@@ -2156,7 +2311,7 @@ function stagesFromAst(result, opts = {}) {
   const file = opts.file ?? "Dockerfile";
   const warnings = [...result.warnings];
   const ctx = opts.text === void 0 ? { file, warnings } : { file, text: opts.text, warnings };
-  const fail = (message, range, original, hint) => {
+  const fail2 = (message, range, original, hint) => {
     const options = {
       file,
       range,
@@ -2167,10 +2322,10 @@ function stagesFromAst(result, opts = {}) {
   };
   const children = result.ast.children;
   if (children.length === 0) {
-    fail("the Dockerfile has no instructions", result.ast.range, "", "a Dockerfile starts with FROM <image>");
+    fail2("the Dockerfile has no instructions", result.ast.range, "", "a Dockerfile starts with FROM <image>");
   }
   const stages = [];
-  const globalArgs2 = [];
+  const globalArgs3 = [];
   const names = /* @__PURE__ */ new Map();
   for (const node2 of children) {
     const inst = parseInstruction(node2, ctx);
@@ -2178,7 +2333,7 @@ function stagesFromAst(result, opts = {}) {
       if (inst.stageName !== void 0) {
         const previous = names.get(inst.stageName);
         if (previous) {
-          fail(
+          fail2(
             `duplicate stage name ${JSON.stringify(inst.stageName)} (first defined on line ${previous.range.start.line})`,
             inst.range,
             inst.original
@@ -2194,10 +2349,10 @@ function stagesFromAst(result, opts = {}) {
     const current = stages[stages.length - 1];
     if (!current) {
       if (inst.kind === "arg") {
-        globalArgs2.push(inst);
+        globalArgs3.push(inst);
         continue;
       }
-      fail(
+      fail2(
         `no FROM before ${inst.kind.toUpperCase()}: only ARG may come before the first FROM (no build stage in current context)`,
         inst.range,
         inst.original,
@@ -2210,22 +2365,17 @@ function stagesFromAst(result, opts = {}) {
   }
   if (stages.length === 0) {
     const last = children[children.length - 1];
-    fail("no FROM instruction: the Dockerfile defines no build stage", last?.range ?? result.ast.range, last?.original ?? "", "add FROM <image>");
+    fail2("no FROM instruction: the Dockerfile defines no build stage", last?.range ?? result.ast.range, last?.original ?? "", "add FROM <image>");
   }
-  for (const stage of stages) lintStage(stage, warnings);
-  return { stages, globalArgs: globalArgs2, warnings, escapeToken: result.escapeToken, directives: { ...result.directives } };
+  lintStages(stages, warnings);
+  return { stages, globalArgs: globalArgs3, warnings, escapeToken: result.escapeToken, directives: { ...result.directives } };
 }
-function lintStage(stage, warnings) {
-  for (const kind2 of ["cmd", "entrypoint", "healthcheck"]) {
-    const all = stage.instructions.filter((i) => i.kind === kind2);
-    for (const inst of all.slice(0, -1)) {
-      const name = kind2.toUpperCase();
-      warnings.push({
-        rule: "MultipleInstructionsDisallowed",
-        message: `Multiple ${name} instructions should not be used in the same stage because only the last one will be used`,
-        range: inst.range
-      });
-    }
+function lintStages(stages, warnings) {
+  const finalState = /* @__PURE__ */ new Map();
+  for (const stage of stages) {
+    const state = childSequenceState(finalState.get(stage.from.image));
+    for (const inst of stage.instructions) sequenceStep(inst, state, (w) => warnings.push(w));
+    if (stage.name !== void 0) finalState.set(stage.name, state);
   }
 }
 
@@ -2319,6 +2469,51 @@ function expand(inst, ex) {
       return inst;
   }
 }
+
+// packages/dockerfile/src/lint/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/lint/check.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/lint/dispatch.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/lint/platform.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/lint/reference.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var ALNUM = "[a-z0-9]+";
+var SEPARATOR = "(?:[._]|__|[-]+)";
+var PATH_COMPONENT = `${ALNUM}(?:${SEPARATOR}${ALNUM})*`;
+var DOMAIN_COMPONENT = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+var DOMAIN_NAME = `${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*`;
+var IPV6 = "\\[(?:[a-fA-F0-9:]+)\\]";
+var DOMAIN = `(?:${DOMAIN_NAME}|${IPV6})(?::[0-9]+)?`;
+var NAME = `(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*`;
+var TAG = "[\\w][\\w.-]{0,127}";
+var DIGEST = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
+var REFERENCE = new RegExp(`^(${NAME})(?::${TAG})?(?:@(${DIGEST}))?$`);
+
+// packages/dockerfile/src/lint/report.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/lint/settings.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var DEFAULT_SETTINGS = Object.freeze({
+  skipAll: false,
+  skip: Object.freeze([]),
+  experimentalAll: false,
+  experimental: Object.freeze([]),
+  error: false
+});
+
+// packages/dockerfile/src/lint/suggest.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/dockerfile/src/lint/names.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/oci/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -2670,16 +2865,41 @@ function sniffMediaType(bytes) {
 // packages/oci/src/image.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 
+// packages/oci/src/platform.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var GO_ARCH = { x64: "amd64", ia32: "386", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+var ARCH_ALIASES = { x86_64: "amd64", "x86-64": "amd64", aarch64: "arm64" };
+function hostPlatform() {
+  return { os: "linux", architecture: GO_ARCH[process.arch] ?? process.arch };
+}
+function parsePlatform(spec, where = "platform") {
+  const parts = spec.toLowerCase().split("/");
+  const [os2, arch0, variant] = parts;
+  const architecture = arch0 !== void 0 ? ARCH_ALIASES[arch0] ?? arch0 : void 0;
+  if (parts.length < 2 || parts.length > 3 || !os2 || !architecture || variant === "") {
+    throw new UsageError(`${where}: invalid platform ${JSON.stringify(spec)}: expected os/arch[/variant], e.g. linux/amd64`);
+  }
+  return variant ? { os: os2, architecture, variant } : { os: os2, architecture };
+}
+function formatPlatform(p) {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
+}
+function platformMatches(have, want) {
+  if (have === void 0 || have.os !== want.os || have.architecture !== want.architecture) return false;
+  if (want.variant === void 0) return true;
+  return (have.variant ?? (have.architecture === "arm64" ? "v8" : void 0)) === want.variant;
+}
+
 // packages/store/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/store/src/store.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { homedir } from "node:os";
-import { mkdir as mkdir2, open as open4, readFile as readFile3, readdir as readdir3, stat as stat4 } from "node:fs/promises";
-import { join as join4, resolve as resolvePath } from "node:path";
-import { Readable } from "node:stream";
-import { pipeline as pipeline2 } from "node:stream/promises";
+import { mkdir as mkdir2, open as open4, readFile as readFile3, readdir as readdir3, stat as stat3 } from "node:fs/promises";
+import { join as join5, resolve as resolvePath4 } from "node:path";
+import { Readable as Readable5 } from "node:stream";
+import { pipeline as pipeline4 } from "node:stream/promises";
 
 // packages/store/src/blob-writer.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -2691,7 +2911,7 @@ import { finished } from "node:stream/promises";
 // packages/store/src/fsutil.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes } from "node:crypto";
-import { open, rename, rm, stat } from "node:fs/promises";
+import { lstat, open, rename, rm } from "node:fs/promises";
 import { basename as basename2, dirname, join } from "node:path";
 function errnoCode(e) {
   return e instanceof Error && "code" in e && typeof e.code === "string" ? e.code : void 0;
@@ -2729,10 +2949,11 @@ async function writeFileAtomic(file, data, tmpDir) {
 }
 async function exists(p) {
   try {
-    await stat(p);
+    await lstat(p);
     return true;
   } catch (e) {
-    if (errnoCode(e) === "ENOENT") return false;
+    const code = errnoCode(e);
+    if (code === "ENOENT" || code === "ENOTDIR") return false;
     throw e;
   }
 }
@@ -2844,7 +3065,7 @@ async function touch(p) {
 
 // packages/store/src/lock.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { open as open3, readFile, rm as rm3, stat as stat2 } from "node:fs/promises";
+import { open as open3, readFile, rm as rm3, stat } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 var EMPTY_LOCK_STALE_MS = 1e4;
@@ -2858,8 +3079,8 @@ function readBootId() {
 function startTime(pid) {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return fields[19];
+    const fields2 = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return fields2[19];
   } catch {
     return void 0;
   }
@@ -2893,7 +3114,7 @@ async function readHolder(file) {
 }
 async function ageMs(file) {
   try {
-    return Date.now() - (await stat2(file)).mtimeMs;
+    return Date.now() - (await stat(file)).mtimeMs;
   } catch {
     return void 0;
   }
@@ -2965,7 +3186,7 @@ async function acquire(file, opts) {
         hint: `if no tsbuild process with pid ${pid} is running, remove ${file}`
       });
     }
-    await sleep(delay * (0.5 + Math.random()), void 0, opts.signal ? { signal: opts.signal } : void 0);
+    await sleep(delay * (0.5 + Math.random()), void 0, { signal: opts.signal });
     delay = Math.min(delay * 2, 100);
   }
 }
@@ -3133,2207 +3354,17 @@ function normalizeName(name) {
 
 // packages/store/src/image.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn } from "node:child_process";
-import { PassThrough, pipeline } from "node:stream";
-import { createGunzip } from "node:zlib";
-var StoreImage = class {
-  constructor(src, desc) {
-    this.src = src;
-    this.desc = desc;
-  }
-  src;
-  desc;
-  rawM;
-  m;
-  rawC;
-  c;
-  async descriptor() {
-    return this.desc;
-  }
-  async digest() {
-    return this.desc.digest;
-  }
-  rawManifest() {
-    return this.rawM ??= this.src.readBlob(this.desc.digest);
-  }
-  manifest() {
-    return this.m ??= this.rawManifest().then((b) => parseManifest(b, { source: this.desc.digest }));
-  }
-  async configDescriptor() {
-    return (await this.manifest()).config;
-  }
-  rawConfig() {
-    return this.rawC ??= this.configDescriptor().then((d) => this.src.readBlob(d.digest));
-  }
-  config() {
-    return this.c ??= Promise.all([this.rawConfig(), this.configDescriptor()]).then(([b, d]) => parseConfig(b, { source: d.digest }));
-  }
-  async layers() {
-    const [m, c] = await Promise.all([this.manifest(), this.config()]);
-    return m.layers.map((d, i) => new StoreLayer(this.src, d, c.rootfs.diff_ids[i]));
-  }
-};
-var StoreLayer = class {
-  constructor(src, desc, diff2) {
-    this.src = src;
-    this.desc = desc;
-    this.diff = diff2;
-  }
-  src;
-  desc;
-  diff;
-  async diffId() {
-    if (this.diff === void 0) throw new TsbuildError("INVALID_IMAGE", `layer ${this.desc.digest} has no diff_id in the image config`);
-    return this.diff;
-  }
-  async digest() {
-    return this.desc.digest;
-  }
-  async size() {
-    return this.desc.size;
-  }
-  async mediaType() {
-    return this.desc.mediaType;
-  }
-  async compressed() {
-    return this.src.openBlob(this.desc.digest);
-  }
-  async uncompressed() {
-    const compression = layerCompression(this.desc.mediaType);
-    if (compression === "none") return this.src.openBlob(this.desc.digest);
-    if (this.diff !== void 0 && await this.src.hasBlob(this.diff)) return this.src.openBlob(this.diff);
-    const blob = await this.src.openBlob(this.desc.digest);
-    return compression === "gzip" ? through(blob, createGunzip()) : zstdDecompress(blob, this.desc.digest);
-  }
-};
-function through(src, t) {
-  pipeline(src, t, () => void 0);
-  return t;
-}
-function zstdDecompress(src, digest) {
-  const out = new PassThrough();
-  const child = spawn("zstd", ["-dc", "-q"], { stdio: ["pipe", "pipe", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (b) => {
-    if (stderr.length < 2e3) stderr += b.toString();
-  });
-  child.on("error", (e) => {
-    src.destroy();
-    out.destroy(new TsbuildError("ZSTD_UNAVAILABLE", `cannot decompress zstd layer ${digest}: ${e.message}`, { hint: "install zstd", cause: e }));
-  });
-  pipeline(src, child.stdin, () => void 0);
-  child.stdout.pipe(out, { end: false });
-  child.on("close", (code) => {
-    if (code === 0) out.end();
-    else out.destroy(new TsbuildError("BAD_LAYER", `zstd layer ${digest} failed to decompress: ${stderr.trim() || `exit code ${code}`}`));
-  });
-  out.on("close", () => {
-    if (child.exitCode === null) child.kill();
-  });
-  return out;
-}
-
-// packages/store/src/gc.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { readdir as readdir2, rm as rm5, stat as stat3 } from "node:fs/promises";
-import { join as join3 } from "node:path";
-var SNIFF_LIMIT = 4 << 20;
-async function collectGarbage(store, opts) {
-  const reachable = /* @__PURE__ */ new Set();
-  const queue = [];
-  for (const m of (await store.readIndex()).manifests) queue.push({ digest: m.digest, mediaType: m.mediaType });
-  for (const d of opts.keep ?? []) queue.push({ digest: d });
-  for (const ns of await store.metaNamespaces()) {
-    if (ns === "blobmap") continue;
-    for (const d of await store.meta(ns).roots()) queue.push({ digest: d });
-  }
-  const visit = async (digest, mediaType) => {
-    if (reachable.has(digest)) return;
-    reachable.add(digest);
-    if (!await store.hasBlob(digest)) return;
-    let mt = mediaType;
-    let bytes;
-    if (!isManifestMediaType(mt) && !isIndexMediaType(mt)) {
-      if (mt !== void 0) return;
-      if ((await stat3(store.blobPath(digest))).size > SNIFF_LIMIT) return;
-      bytes = await store.readBlob(digest);
-      mt = sniffMediaType(bytes);
-    }
-    if (isIndexMediaType(mt)) {
-      for (const m of parseIndex(bytes ?? await store.readBlob(digest), { source: digest }).manifests) queue.push({ digest: m.digest, mediaType: m.mediaType });
-    } else if (isManifestMediaType(mt)) {
-      const m = parseManifest(bytes ?? await store.readBlob(digest), { source: digest });
-      queue.push({ digest: m.config.digest, mediaType: m.config.mediaType });
-      for (const l of m.layers) queue.push({ digest: l.digest, mediaType: l.mediaType });
-    }
-  };
-  for (let item = queue.shift(); item; item = queue.shift()) {
-    opts.signal?.throwIfAborted();
-    await visit(item.digest, item.mediaType);
-  }
-  const map = store.blobMap();
-  const mapKeys = await map.keys();
-  for (const key of mapKeys) {
-    const [algo, ...rest] = key.split(":");
-    const diffId = rest.join(":");
-    if ((algo === "gzip" || algo === "zstd") && isDigest(diffId) && reachable.has(diffId)) {
-      const desc = await map.get(key);
-      if (isDigest(desc?.digest)) reachable.add(desc.digest);
-    }
-  }
-  const result = { removedBlobs: 0, freedBytes: 0, removedTempFiles: 0 };
-  const now = Date.now();
-  const grace = opts.gracePeriodMs ?? 0;
-  for (const name of await readdir2(store.blobsDir)) {
-    const digest = `sha256:${name}`;
-    if (isDigest(digest) && reachable.has(digest)) continue;
-    const p = join3(store.blobsDir, name);
-    try {
-      const s = await stat3(p);
-      if (grace > 0 && now - s.mtimeMs < grace) continue;
-      await rm5(p, { recursive: true, force: true });
-      result.removedBlobs++;
-      result.freedBytes += s.size;
-    } catch (e) {
-      if (errnoCode(e) !== "ENOENT") throw e;
-    }
-  }
-  if (result.removedBlobs > 0) await fsyncDir(store.blobsDir);
-  for (const key of mapKeys) {
-    const v = await map.get(key);
-    const target = key.startsWith("diffid:") ? key.slice("diffid:".length) : v?.digest;
-    if (!isDigest(target) || !await store.hasBlob(target)) await map.delete(key);
-  }
-  const maxAge = opts.tempMaxAgeMs ?? 36e5;
-  for (const name of await readdir2(store.ingestDir)) {
-    const p = join3(store.ingestDir, name);
-    try {
-      if (now - (await stat3(p)).mtimeMs > maxAge) {
-        await rm5(p, { recursive: true, force: true });
-        result.removedTempFiles++;
-      }
-    } catch (e) {
-      if (errnoCode(e) !== "ENOENT") throw e;
-    }
-  }
-  return result;
-}
-
-// packages/store/src/store.ts
-function resolveRoot(opts = {}) {
-  const env = opts.env ?? process.env;
-  if (opts.root) return resolvePath(opts.root);
-  if (env.TSBUILD_ROOT) return resolvePath(env.TSBUILD_ROOT);
-  const uid = opts.uid ?? process.getuid?.() ?? -1;
-  if (uid === 0) return "/var/lib/tsbuild";
-  const data = env.XDG_DATA_HOME || join4(env.HOME || homedir(), ".local", "share");
-  return resolvePath(data, "tsbuild");
-}
-var LAYOUT_VERSION = "1.0.0";
-var MAX_JSON_BLOB = 16 << 20;
-var ID_PREFIX_RE = /^(?:sha256:)?([0-9a-f]{12,64})$/;
-var BLOBMAP_NS = "blobmap";
-var GO_ARCH = { x64: "amd64", ia32: "386", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
-function hostPlatform() {
-  return { os: "linux", architecture: GO_ARCH[process.arch] ?? process.arch };
-}
-var Store = class {
-  root;
-  layoutDir;
-  blobsDir;
-  ingestDir;
-  locksDir;
-  metaDir;
-  indexFile;
-  indexLock;
-  lockOpts;
-  constructor(root, opts = {}) {
-    this.root = root;
-    this.layoutDir = join4(root, "oci");
-    this.blobsDir = join4(this.layoutDir, "blobs", "sha256");
-    this.ingestDir = join4(root, "ingest");
-    this.locksDir = join4(root, "locks");
-    this.metaDir = join4(root, "meta");
-    this.indexFile = join4(this.layoutDir, "index.json");
-    this.indexLock = join4(this.locksDir, "index.lock");
-    this.lockOpts = {};
-    if (opts.lockTimeoutMs !== void 0) this.lockOpts.timeoutMs = opts.lockTimeoutMs;
-    if (opts.signal !== void 0) this.lockOpts.signal = opts.signal;
-  }
-  /** @internal creates the layout if missing and checks it if present. */
-  async init() {
-    for (const d of [this.blobsDir, this.ingestDir, this.locksDir, this.metaDir]) await mkdir2(d, { recursive: true });
-    const layoutFile = join4(this.layoutDir, "oci-layout");
-    let text;
-    try {
-      text = await readFile3(layoutFile, "utf8");
-    } catch (e) {
-      if (errnoCode(e) !== "ENOENT") throw e;
-    }
-    if (text === void 0) {
-      await writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }), this.ingestDir);
-    } else {
-      let version;
-      try {
-        version = JSON.parse(text).imageLayoutVersion;
-      } catch {
-        version = void 0;
-      }
-      if (version !== LAYOUT_VERSION) {
-        throw new TsbuildError("BAD_STORE", `${layoutFile} is not an OCI image layout version ${LAYOUT_VERSION}`);
-      }
-    }
-    if (!await exists(this.indexFile)) {
-      await withLock(
-        this.indexLock,
-        async () => {
-          if (!await exists(this.indexFile)) await this.writeIndex(buildIndex([]));
-        },
-        this.lockOpts
-      );
-    }
-  }
-  // ---- blobs ----
-  blobPath(d) {
-    return join4(this.blobsDir, digestHex(parseDigest(d)));
-  }
-  blobWriter() {
-    return new FileBlobWriter(tempName(this.ingestDir, "blob"), (d) => this.blobPath(d));
-  }
-  /** Stores bytes or a stream; a blob already present is not written again. */
-  async writeBlob(data, expected, opts = {}) {
-    if (data instanceof Uint8Array) {
-      const got = { digest: sha256(data), size: data.byteLength };
-      checkExpected(got, expected);
-      if (await this.hasBlob(got.digest)) {
-        await touch(this.blobPath(got.digest));
-        return got;
-      }
-    }
-    const w = this.blobWriter();
-    try {
-      const src = data instanceof Uint8Array ? Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]) : data;
-      await pipeline2(src, w.stream, opts.signal ? { signal: opts.signal } : {});
-    } catch (e) {
-      await w.abort();
-      throw e;
-    }
-    return w.commit(expected);
-  }
-  /** Serialises a manifest, index or config canonically and stores it. */
-  async putJson(mediaType, value) {
-    const bytes = canonicalJson(value);
-    const { digest, size } = await this.writeBlob(bytes);
-    return { mediaType, digest, size };
-  }
-  async hasBlob(d) {
-    try {
-      return (await stat4(this.blobPath(d))).isFile();
-    } catch (e) {
-      if (errnoCode(e) === "ENOENT") return false;
-      throw e;
-    }
-  }
-  async openBlob(d) {
-    const p = this.blobPath(d);
-    try {
-      const fh = await open4(p, "r");
-      return fh.createReadStream({ highWaterMark: 1 << 20 });
-    } catch (e) {
-      if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
-      throw e;
-    }
-  }
-  /** Reads a small (JSON) blob whole and checks its content against its digest. */
-  async readBlob(d, opts = {}) {
-    const max = opts.maxSize ?? MAX_JSON_BLOB;
-    const p = this.blobPath(d);
-    let buf;
-    try {
-      const s = await stat4(p);
-      if (s.size > max) throw new TsbuildError("BLOB_TOO_LARGE", `blob ${d} is ${s.size} bytes, more than the ${max} allowed for a manifest or config`);
-      buf = await readFile3(p);
-    } catch (e) {
-      if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
-      throw e;
-    }
-    const actual = sha256(buf);
-    if (actual !== d) throw new TsbuildError("CORRUPT_BLOB", `blob ${d} in the store is corrupt: its content hashes to ${actual}`, { hint: `remove ${p}` });
-    return buf;
-  }
-  // ---- index.json and tags ----
-  async readIndex() {
-    return parseIndex(await readFile3(this.indexFile), { source: this.indexFile });
-  }
-  async writeIndex(idx) {
-    await writeFileAtomic(this.indexFile, canonicalJson(idx), this.ingestDir);
-  }
-  /** Read-modify-write of index.json under the store-wide lock. */
-  async updateIndex(fn) {
-    return withLock(
-      this.indexLock,
-      async () => {
-        const idx = await this.readIndex();
-        const { manifests, result } = fn(idx.manifests);
-        if (manifests !== idx.manifests) await this.writeIndex({ ...idx, manifests });
-        return result;
-      },
-      this.lockOpts
-    );
-  }
-  /** Points `name` (`:latest` added when untagged) at a manifest or index already in the store. */
-  async tag(name, desc) {
-    const ref = normalizeName(name);
-    if (!isManifestMediaType(desc.mediaType) && !isIndexMediaType(desc.mediaType)) {
-      throw new TsbuildError("BAD_TAG", `cannot tag ${ref}: ${desc.digest} has media type ${desc.mediaType}, not a manifest or index`);
-    }
-    const entry = { ...desc, annotations: { ...desc.annotations, [ANNOTATION_REF_NAME]: ref } };
-    const current = (await this.readIndex()).manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === ref);
-    if (current && current.digest === desc.digest && current.mediaType === desc.mediaType) return ref;
-    await withLock(
-      this.indexLock,
-      async () => {
-        if (!await this.hasBlob(desc.digest)) {
-          throw new TsbuildError("BLOB_NOT_FOUND", `cannot tag ${ref}: manifest ${desc.digest} is not in the store`);
-        }
-        const idx = await this.readIndex();
-        await this.writeIndex({ ...idx, manifests: [...idx.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref), entry] });
-      },
-      this.lockOpts
-    );
-    return ref;
-  }
-  async untag(name) {
-    const ref = normalizeName(name);
-    return this.updateIndex((ms) => {
-      const kept = ms.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref);
-      return kept.length === ms.length ? { manifests: ms, result: false } : { manifests: kept, result: true };
-    });
-  }
-  async listImages() {
-    const out = [];
-    for (const m of (await this.readIndex()).manifests) {
-      const name = m.annotations?.[ANNOTATION_REF_NAME];
-      if (name !== void 0) out.push({ name, descriptor: withoutRefName(m) });
-    }
-    return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-  }
-  /**
-   * Finds an image by tag, `name@sha256:…`, full manifest digest, or an unambiguous hex prefix
-   * (12+ characters) of a manifest or config digest, like a docker image id.
-   */
-  async resolve(ref) {
-    const idx = await this.readIndex();
-    if (ref.includes("@")) return this.byDigest(idx, parseRef(ref).digest);
-    if (ref.startsWith("sha256:") && ref.length === 71) return this.byDigest(idx, parseDigest(ref));
-    const prefix = ID_PREFIX_RE.exec(ref)?.[1];
-    if (prefix === void 0 || !ref.startsWith("sha256:")) {
-      let name;
-      try {
-        name = normalizeName(ref);
-      } catch (e) {
-        if (prefix === void 0) throw e;
-      }
-      const hit = idx.manifests.find((m) => name !== void 0 && m.annotations?.[ANNOTATION_REF_NAME] === name);
-      if (hit) return withoutRefName(hit);
-    }
-    if (prefix === void 0) return void 0;
-    const found = /* @__PURE__ */ new Map();
-    for (const m of idx.manifests) {
-      if (digestHex(m.digest).startsWith(prefix)) found.set(m.digest, withoutRefName(m));
-      else if (isManifestMediaType(m.mediaType)) {
-        const config = await this.configDigestOf(m.digest);
-        if (config !== void 0 && digestHex(config).startsWith(prefix)) found.set(m.digest, withoutRefName(m));
-      }
-    }
-    if (found.size > 1) {
-      throw new UsageError(`image id prefix ${ref} is ambiguous: it matches ${[...found.keys()].join(", ")}`, { hint: "give more characters" });
-    }
-    return found.values().next().value;
-  }
-  async configDigestOf(manifest) {
-    try {
-      const m = JSON.parse((await this.readBlob(manifest)).toString("utf8"));
-      const d = m.config?.digest;
-      return typeof d === "string" && /^sha256:[0-9a-f]{64}$/.test(d) ? d : void 0;
-    } catch (e) {
-      if (e instanceof TsbuildError && e.code === "BLOB_NOT_FOUND") return void 0;
-      throw e;
-    }
-  }
-  async byDigest(idx, d) {
-    const hit = idx.manifests.find((m) => m.digest === d);
-    if (hit) return withoutRefName(hit);
-    if (!await this.hasBlob(d)) return void 0;
-    const bytes = await this.readBlob(d);
-    const mediaType = sniffMediaType(bytes);
-    if (!isManifestMediaType(mediaType) && !isIndexMediaType(mediaType)) return void 0;
-    return { mediaType, digest: d, size: bytes.length };
-  }
-  /** The image a reference names; an index is narrowed to the platform (the host's by default). */
-  async loadImage(ref, opts = {}) {
-    const desc = await this.resolve(ref);
-    if (!desc) throw new UsageError(`no image ${JSON.stringify(ref)} in the store at ${this.root}`, { hint: "see the images the store holds with `tsbuild images`" });
-    return this.imageAt(desc, opts.platform ?? hostPlatform(), ref);
-  }
-  async imageAt(desc, platform, ref) {
-    if (isIndexMediaType(desc.mediaType)) {
-      const idx = parseIndex(await this.readBlob(desc.digest), { source: desc.digest });
-      const match = idx.manifests.find(
-        (m) => m.platform?.os === platform.os && m.platform.architecture === platform.architecture && (platform.variant === void 0 || m.platform.variant === platform.variant)
-      );
-      if (!match) {
-        const have = idx.manifests.map((m) => m.platform ? `${m.platform.os}/${m.platform.architecture}${m.platform.variant ? `/${m.platform.variant}` : ""}` : "?").join(", ");
-        throw new UsageError(`image ${ref} has no manifest for ${platform.os}/${platform.architecture} (it has: ${have || "none"})`);
-      }
-      return this.imageAt(match, platform, ref);
-    }
-    if (!isManifestMediaType(desc.mediaType)) throw new TsbuildError("BAD_MANIFEST", `${ref} (${desc.digest}) has media type ${desc.mediaType}, not an image manifest`);
-    return new StoreImage(this, desc);
-  }
-  /**
-   * Removes a tag; given a digest or id prefix instead, removes every tag of that image. Blobs go
-   * at the next gc. Returns the names removed.
-   */
-  async removeImage(ref) {
-    let byName;
-    try {
-      if (!ref.includes("@")) byName = normalizeName(ref);
-    } catch {
-      byName = void 0;
-    }
-    const idx = await this.readIndex();
-    let digest;
-    if (byName === void 0 || !idx.manifests.some((m) => m.annotations?.[ANNOTATION_REF_NAME] === byName)) {
-      digest = (await this.resolve(ref))?.digest;
-      if (digest === void 0) throw new UsageError(`no image ${JSON.stringify(ref)} in the store at ${this.root}`);
-    }
-    return this.updateIndex((ms) => {
-      const gone = ms.filter((m) => digest !== void 0 ? m.digest === digest : m.annotations?.[ANNOTATION_REF_NAME] === byName);
-      const names = gone.map((m) => m.annotations?.[ANNOTATION_REF_NAME]).filter((n) => n !== void 0);
-      return { manifests: gone.length === 0 ? ms : ms.filter((m) => !gone.includes(m)), result: names };
-    });
-  }
-  // ---- metadata and compressed variants ----
-  meta(namespace) {
-    return new FileMetaStore(this.metaDir, namespace, this.ingestDir, this.locksDir, this.lockOpts);
-  }
-  /** @internal */
-  blobMap() {
-    return new FileMetaStore(this.metaDir, BLOBMAP_NS, this.ingestDir, this.locksDir, this.lockOpts);
-  }
-  /**
-   * The `algo`-compressed blob of the uncompressed layer `diffId`, made at most once: the first
-   * call streams the stored tar through `make` into a new blob and records the mapping after the
-   * blob is committed; later calls (in any process) return the recorded descriptor.
-   */
-  async compressedBlob(diffId, algo, make, opts = {}) {
-    const map = this.blobMap();
-    const key = `${algo}:${diffId}`;
-    const cached = await this.cachedCompressed(key);
-    if (cached) return cached;
-    const lock = join4(this.locksDir, `compress-${algo}-${digestHex(diffId)}.lock`);
-    return withLock(
-      lock,
-      async () => {
-        const again = await this.cachedCompressed(key);
-        if (again) return again;
-        const src = await this.openBlob(diffId);
-        const w = this.blobWriter();
-        try {
-          await make(src, w.stream);
-        } catch (e) {
-          src.destroy();
-          await w.abort();
-          throw e;
-        }
-        src.destroy();
-        opts.signal?.throwIfAborted();
-        const { digest, size } = await w.commit();
-        const desc = { mediaType: layerMediaType(algo), digest, size };
-        await map.set(key, desc);
-        await map.set(`diffid:${digest}`, diffId);
-        return desc;
-      },
-      { ...this.lockOpts, ...opts.signal ? { signal: opts.signal } : {} }
-    );
-  }
-  async cachedCompressed(key) {
-    const v = await this.blobMap().get(key);
-    if (v && typeof v.digest === "string" && await this.hasBlob(v.digest)) return v;
-    return void 0;
-  }
-  /** The diff_id of a compressed blob this store made, if it made it. */
-  async uncompressedFor(digest) {
-    const v = await this.blobMap().get(`diffid:${digest}`);
-    return typeof v === "string" && /^sha256:[0-9a-f]{64}$/.test(v) ? v : void 0;
-  }
-  /** Records that `compressed` is `diffId` compressed with `algo` (e.g. a layer pulled from a registry). */
-  async recordCompressed(diffId, algo, compressed) {
-    const map = this.blobMap();
-    await map.set(`${algo}:${diffId}`, { mediaType: compressed.mediaType, digest: compressed.digest, size: compressed.size });
-    await map.set(`diffid:${compressed.digest}`, diffId);
-  }
-  // ---- garbage collection ----
-  async gc(opts = {}) {
-    return withLock(this.indexLock, () => collectGarbage(this, opts), this.lockOpts);
-  }
-  /** @internal names of every meta namespace. */
-  async metaNamespaces() {
-    try {
-      return (await readdir3(this.metaDir)).filter((n) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(n));
-    } catch (e) {
-      if (errnoCode(e) === "ENOENT") return [];
-      throw e;
-    }
-  }
-};
-function withoutRefName(d) {
-  const out = { ...d };
-  if (d.annotations) {
-    const { [ANNOTATION_REF_NAME]: _ref, ...rest } = d.annotations;
-    if (Object.keys(rest).length > 0) out.annotations = rest;
-    else delete out.annotations;
-  }
-  return out;
-}
-async function openStore(opts = {}) {
-  const store = new Store(resolveRoot(opts.root !== void 0 ? { root: opts.root } : {}), opts);
-  await store.init();
-  return store;
-}
-
-// packages/snapshot/src/index.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-
-// packages/snapshot/src/snapshotter.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { randomBytes as randomBytes2 } from "node:crypto";
-import { mkdir as mkdir3, readdir as readdir4, readFile as readFile6, readlink, realpath, rename as rename3, rm as rm6, rmdir, stat as stat5, symlink, writeFile } from "node:fs/promises";
-import { join as join5 } from "node:path";
-
-// packages/snapshot/src/mountinfo.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile4 } from "node:fs/promises";
-function unescape(s) {
-  return s.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8)));
-}
-function parseMountinfo(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    if (!line) continue;
-    const fields = line.split(" ");
-    const sep = fields.indexOf("-", 6);
-    const mp = fields[4];
-    const fsType = sep >= 0 ? fields[sep + 1] : void 0;
-    if (mp === void 0 || fsType === void 0) continue;
-    out.push({ mountPoint: unescape(mp), fsType });
-  }
-  return out;
-}
-async function readMounts() {
-  return parseMountinfo(await readFile4("/proc/self/mountinfo", "utf8"));
-}
-async function mountsUnder(dir) {
-  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
-  return (await readMounts()).map((m) => m.mountPoint).filter((p) => p === dir || p.startsWith(prefix)).sort((a, b) => b.length - a.length);
-}
-
-// packages/snapshot/src/proc.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn as spawn2 } from "node:child_process";
-import { readFile as readFile5 } from "node:fs/promises";
-function runCommand(cmd, args, opts = {}) {
-  return new Promise((resolve2, reject) => {
-    const child = spawn2(cmd, args, { cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d) => stdout += d);
-    child.stderr.setEncoding("utf8").on("data", (d) => stderr += d);
-    child.once("error", reject);
-    child.once("close", (code, signal) => resolve2({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
-  });
-}
-async function startTime2(pid) {
-  let stat8;
-  try {
-    stat8 = await readFile5(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return void 0;
-  }
-  const rest = stat8.slice(stat8.lastIndexOf(")") + 2).split(" ");
-  const v = Number(rest[19]);
-  return Number.isFinite(v) ? v : void 0;
-}
-var self;
-function selfOwner() {
-  self ??= startTime2(process.pid).then((start) => ({ pid: process.pid, start: start ?? 0 }));
-  return self;
-}
-async function ownerAlive(o) {
-  const start = await startTime2(o.pid);
-  return start !== void 0 && (o.start === 0 || start === o.start);
-}
-function ownerToken(o) {
-  return `${o.pid}-${o.start}`;
-}
-function parseOwnerToken(name) {
-  const m = /^(\d+)-(\d+)-/.exec(name);
-  if (!m) return void 0;
-  return { pid: Number(m[1]), start: Number(m[2]) };
-}
-
-// packages/snapshot/src/snapshotter.ts
-var ID_RE = /^[0-9a-z]{1,12}$/;
-var OVERLAY_FLAGS = "redirect_dir=off,metacopy=off,index=off";
-function errCode(e) {
-  return e?.code;
-}
-function notFound(chainId) {
-  return new TsbuildError("SNAPSHOT_NOT_FOUND", `snapshot ${chainId} does not exist`, {
-    hint: "the layer cache was pruned or is damaged; rebuild without the cache"
-  });
-}
-async function openSnapshotter(opts) {
-  await mkdir3(opts.root, { recursive: true });
-  const root = await realpath(opts.root);
-  for (const d of ["keys", "l", "f", "a", "t", "e"]) await mkdir3(join5(root, d), { recursive: true });
-  const s = new OverlaySnapshotter(root, await selfOwner(), opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095);
-  await s.init();
-  return s;
-}
-var OverlaySnapshotter = class {
-  constructor(root, owner, maxLayers, maxOptionBytes) {
-    this.root = root;
-    this.owner = owner;
-    this.maxLayers = maxLayers;
-    this.maxOptionBytes = maxOptionBytes;
-  }
-  root;
-  owner;
-  maxLayers;
-  maxOptionBytes;
-  next = 0;
-  inflight = /* @__PURE__ */ new Map();
-  /** Publishes in progress in this process: their layer dirs briefly have no key. */
-  publishing = 0;
-  flattening = /* @__PURE__ */ new Map();
-  /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
-  inUse = /* @__PURE__ */ new Map();
-  async init() {
-    for (const name of await readdir4(join5(this.root, "l"))) {
-      if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
-    }
-    await this.recover();
-  }
-  keyPath(chainId) {
-    return join5(this.root, "keys", digestHex(parseDigest(chainId)));
-  }
-  async idOf(chainId) {
-    let target;
-    try {
-      target = await readlink(this.keyPath(chainId));
-    } catch (e) {
-      if (errCode(e) === "ENOENT") return void 0;
-      throw e;
-    }
-    const id = target.slice("../l/".length);
-    if (!target.startsWith("../l/") || !ID_RE.test(id)) {
-      throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot index entry for ${chainId} is damaged (${target})`, {
-        hint: `remove ${this.root} to reset the layer cache`
-      });
-    }
-    return id;
-  }
-  async meta(chainId) {
-    const id = await this.idOf(chainId);
-    if (id === void 0) return void 0;
-    let raw;
-    try {
-      raw = await readFile6(join5(this.root, "l", id, "meta.json"), "utf8");
-    } catch (e) {
-      if (errCode(e) === "ENOENT") return void 0;
-      throw e;
-    }
-    const m = JSON.parse(raw);
-    if (m.chainId !== chainId) return void 0;
-    return { chainId, parent: m.parent ? parseDigest(m.parent) : void 0, id };
-  }
-  async has(chainId) {
-    return await this.meta(chainId) !== void 0;
-  }
-  async get(chainId) {
-    const m = await this.meta(chainId);
-    return m && { chainId, parent: m.parent, dir: join5(this.root, "l", m.id, "fs") };
-  }
-  /** The chain from `top` down to its base layer, newest first. */
-  async chain(top) {
-    const out = [];
-    const seen = /* @__PURE__ */ new Set();
-    for (let cur = top; cur !== void 0; ) {
-      if (seen.has(cur)) throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot chain of ${top} loops at ${cur}`);
-      seen.add(cur);
-      const m = await this.meta(cur);
-      if (!m) throw notFound(cur);
-      out.push(m);
-      cur = m.parent;
-    }
-    return out;
-  }
-  async tempDir() {
-    const dir = join5(this.root, "t", `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}`);
-    await mkdir3(dir);
-    return dir;
-  }
-  /** Renames a prepared `{fs, meta.json}` dir to a fresh l/<id>, then claims the key. */
-  async publish(dir, chainId, parent) {
-    this.publishing++;
-    try {
-      await this.publishUnlocked(dir, chainId, parent);
-    } finally {
-      this.publishing--;
-    }
-  }
-  async publishUnlocked(dir, chainId, parent) {
-    await writeFile(join5(dir, "meta.json"), JSON.stringify({ chainId, parent: parent ?? null, owner: this.owner }));
-    let id;
-    for (; ; ) {
-      id = (this.next++).toString(36);
-      try {
-        await rename3(dir, join5(this.root, "l", id));
-        break;
-      } catch (e) {
-        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
-      }
-    }
-    try {
-      await symlink(`../l/${id}`, this.keyPath(chainId));
-    } catch (e) {
-      if (errCode(e) !== "EEXIST") throw e;
-      if (await this.has(chainId)) {
-        await this.discard(join5(this.root, "l", id));
-        return;
-      }
-      const link = join5(this.root, "t", `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}.lnk`);
-      await symlink(`../l/${id}`, link);
-      await rename3(link, this.keyPath(chainId));
-    }
-  }
-  /** Atomically moves `path` out of sight, then deletes it. */
-  async discard(path7) {
-    const trash = await this.tempDir();
-    try {
-      await rename3(path7, join5(trash, "x"));
-    } catch (e) {
-      if (errCode(e) !== "ENOENT") throw e;
-    }
-    await this.removeTree(trash);
-  }
-  /** Deletes a transient tree, but never through a mount that is still there. */
-  async removeTree(dir) {
-    for (const mp of await mountsUnder(dir)) await unmount(mp);
-    if ((await mountsUnder(dir)).length > 0) {
-      throw new TsbuildError("SNAPSHOT_BUSY", `cannot remove ${dir}: something is still mounted below it`);
-    }
-    await rm6(dir, { recursive: true, force: true });
-  }
-  unpack(chainId, parent, fill) {
-    parseDigest(chainId);
-    const running = this.inflight.get(chainId);
-    if (running) return running;
-    const p = this.doUnpack(chainId, parent, fill).finally(() => this.inflight.delete(chainId));
-    this.inflight.set(chainId, p);
-    return p;
-  }
-  async doUnpack(chainId, parent, fill) {
-    if (await this.has(chainId)) return;
-    if (parent !== void 0 && !await this.has(parent)) throw notFound(parent);
-    const dir = await this.tempDir();
-    try {
-      await mkdir3(join5(dir, "fs"), { mode: 493 });
-      await fill(join5(dir, "fs"));
-      if (await this.has(chainId)) return;
-      await this.publish(dir, chainId, parent);
-    } finally {
-      await this.removeTree(dir);
-    }
-  }
-  async prepare(parent, opts = {}) {
-    if (opts.signal?.aborted) throw new CancelledError();
-    const chain2 = await this.chain(parent);
-    const name = `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}`;
-    const rel = `a/${name}`;
-    const tail = `,upperdir=${rel}/u,workdir=${rel}/w,${OVERLAY_FLAGS}`;
-    const lowers = chain2.length === 0 ? ["e"] : await this.lowerDirs(chain2, tail.length);
-    const dir = join5(this.root, rel);
-    await mkdir3(dir);
-    for (const d of ["u", "w", "r"]) await mkdir3(join5(dir, d), { mode: 493 });
-    const used = chain2.map((m) => m.id);
-    for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
-    try {
-      if (opts.signal?.aborted) throw new CancelledError();
-      await this.mountOverlay(`lowerdir=${lowers.join(":")}${tail}`, join5(dir, "r"));
-    } catch (e) {
-      this.unuse(used);
-      await this.removeTree(dir);
-      throw e;
-    }
-    return new OverlayActive(this, dir, parent, used);
-  }
-  unuse(ids) {
-    for (const id of ids) {
-      const n = (this.inUse.get(id) ?? 1) - 1;
-      if (n <= 0) this.inUse.delete(id);
-      else this.inUse.set(id, n);
-    }
-  }
-  /** Called by OverlayActive.commit once unmounted. */
-  async commitDir(dir, chainId, parent) {
-    parseDigest(chainId);
-    try {
-      if (!await this.has(chainId)) {
-        await rm6(join5(dir, "w"), { recursive: true, force: true });
-        await rmdir(join5(dir, "r"));
-        await rename3(join5(dir, "u"), join5(dir, "fs"));
-        await this.publish(dir, chainId, parent);
-      }
-    } finally {
-      await this.removeTree(dir);
-    }
-    const info = await this.get(chainId);
-    if (!info) throw notFound(chainId);
-    return info.dir;
-  }
-  async removeActive(dir) {
-    await this.removeTree(dir);
-  }
-  /**
-   * Lower dir paths (relative to the root), newest first, for a chain. When the chain is deeper
-   * than one overlay mount allows, its oldest part is replaced by a flattened copy.
-   */
-  async lowerDirs(chain2, reservedBytes, reservedLayers = 0) {
-    const paths = chain2.map((m) => `l/${m.id}/fs`);
-    const budget = this.maxOptionBytes - "lowerdir=".length - reservedBytes;
-    const maxLayers = this.maxLayers - reservedLayers;
-    if (paths.length <= maxLayers && paths.join(":").length <= budget) return paths;
-    const oldest = chain2[chain2.length - 1];
-    if (!oldest) throw new InternalError("empty chain has no lower dirs");
-    const flatLen = `:f/${oldest.id}`.length + 8;
-    let keep = 0;
-    let len = 0;
-    while (keep < chain2.length - 1 && keep + 1 < maxLayers) {
-      const add = (paths[keep] ?? "").length + 1;
-      if (len + add + flatLen > budget) break;
-      len += add;
-      keep++;
-    }
-    if (keep === 0) throw new InternalError(`overlay limits (${this.maxLayers} layers, ${this.maxOptionBytes} bytes) leave no room`);
-    const block = Math.max(1, Math.floor(maxLayers / 2));
-    const flatCount = Math.min(chain2.length - 1, Math.ceil((chain2.length - keep) / block) * block);
-    keep = chain2.length - flatCount;
-    const flat = await this.flattened(chain2.slice(keep));
-    return [...paths.slice(0, keep), flat];
-  }
-  /** f/<id of chain[0]>: the merged contents of the whole chain, made once and cached. */
-  flattened(chain2) {
-    const top = chain2[0];
-    if (!top) throw new InternalError("cannot flatten an empty chain");
-    if (chain2.length === 1) return Promise.resolve(`l/${top.id}/fs`);
-    const rel = `f/${top.id}`;
-    const running = this.flattening.get(rel);
-    if (running) return running;
-    const p = this.doFlatten(chain2, rel).finally(() => this.flattening.delete(rel));
-    this.flattening.set(rel, p);
-    return p;
-  }
-  async doFlatten(chain2, rel) {
-    const target = join5(this.root, rel);
-    if (await exists2(target)) return rel;
-    const tmp = await this.tempDir();
-    try {
-      const lowers = await this.lowerDirs(chain2, OVERLAY_FLAGS.length + ":e,".length, 1);
-      const mnt = join5(tmp, "m");
-      const out = join5(tmp, "out");
-      await mkdir3(mnt);
-      await mkdir3(out);
-      await this.mountOverlay(`lowerdir=${[...lowers, "e"].join(":")},${OVERLAY_FLAGS}`, mnt);
-      try {
-        const r = await runCommand("cp", ["-a", "--", `${mnt}/.`, out]);
-        if (r.code !== 0) throw new TsbuildError("SNAPSHOT_FLATTEN", `flattening ${chain2.length} layers failed: ${r.stderr.trim()}`);
-      } finally {
-        await unmount(mnt);
-      }
-      try {
-        await rename3(out, target);
-      } catch (e) {
-        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
-      }
-    } finally {
-      await this.removeTree(tmp);
-    }
-    return rel;
-  }
-  async mountOverlay(options, mountPoint) {
-    if (options.length > this.maxOptionBytes) {
-      throw new InternalError(`overlay options are ${options.length} bytes, over the ${this.maxOptionBytes} limit`);
-    }
-    const r = await runCommand("mount", ["-n", "-t", "overlay", "overlay", "-o", options, mountPoint], { cwd: this.root });
-    if (r.code !== 0) {
-      throw new TsbuildError("SNAPSHOT_MOUNT", `mounting overlay at ${mountPoint} failed: ${r.stderr.trim() || `exit ${r.code}`}`, {
-        hint: "tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)"
-      });
-    }
-  }
-  async list() {
-    const out = [];
-    for (const hex2 of await readdir4(join5(this.root, "keys"))) {
-      if (!/^[a-f0-9]{64}$/.test(hex2)) continue;
-      const info = await this.get(`sha256:${hex2}`);
-      if (info) out.push(info);
-    }
-    return out;
-  }
-  async remove(chainId) {
-    const all = await this.list();
-    const doomed = /* @__PURE__ */ new Set([chainId]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const s of all) {
-        if (!doomed.has(s.chainId) && s.parent !== void 0 && doomed.has(s.parent)) {
-          doomed.add(s.chainId);
-          grew = true;
-        }
-      }
-    }
-    const present = [...doomed].filter((d) => all.some((s) => s.chainId === d));
-    for (const d of present) {
-      const m = await this.meta(d);
-      if (m && this.inUse.has(m.id)) {
-        throw new TsbuildError("SNAPSHOT_IN_USE", `snapshot ${d} is mounted by a running step and cannot be removed`);
-      }
-    }
-    for (const d of present) await this.removeOne(d);
-    return present;
-  }
-  async removeOne(chainId) {
-    const id = await this.idOf(chainId);
-    if (id === void 0) return;
-    await rm6(this.keyPath(chainId), { force: true });
-    await this.discard(join5(this.root, "f", id));
-    await this.discard(join5(this.root, "l", id));
-  }
-  async prune(keep) {
-    const all = await this.list();
-    const byChain = new Map(all.map((s) => [s.chainId, s]));
-    const kept = /* @__PURE__ */ new Set();
-    for (const k of keep) {
-      for (let cur = k; cur !== void 0 && !kept.has(cur); cur = byChain.get(cur)?.parent) {
-        kept.add(cur);
-      }
-    }
-    const removed = [];
-    for (const s of all) {
-      if (kept.has(s.chainId)) continue;
-      const m = await this.meta(s.chainId);
-      if (m && this.inUse.has(m.id)) continue;
-      await this.removeOne(s.chainId);
-      removed.push(s.chainId);
-    }
-    await this.sweepLayers();
-    return removed;
-  }
-  async recover() {
-    for (const area of ["a", "t"]) {
-      for (const name of await readdir4(join5(this.root, area))) {
-        const owner = parseOwnerToken(name);
-        if (!owner || await ownerAlive(owner)) continue;
-        await this.removeTree(join5(this.root, area, name));
-      }
-    }
-    await this.sweepLayers();
-  }
-  /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
-  async sweepLayers() {
-    for (const id of await readdir4(join5(this.root, "l"))) {
-      if (!ID_RE.test(id)) continue;
-      let meta;
-      try {
-        meta = JSON.parse(await readFile6(join5(this.root, "l", id, "meta.json"), "utf8"));
-      } catch {
-        continue;
-      }
-      if (typeof meta.chainId !== "string" || !/^sha256:[a-f0-9]{64}$/.test(meta.chainId)) continue;
-      const linked = await this.idOf(meta.chainId).catch(() => void 0);
-      if (linked === id) continue;
-      if (meta.owner && await ownerAlive(meta.owner)) {
-        const mine = meta.owner.pid === this.owner.pid && meta.owner.start === this.owner.start;
-        if (!mine || this.publishing > 0) continue;
-      }
-      await this.discard(join5(this.root, "l", id));
-    }
-    for (const id of await readdir4(join5(this.root, "f"))) {
-      if (!await exists2(join5(this.root, "l", id))) await this.discard(join5(this.root, "f", id));
-    }
-  }
-};
-var OverlayActive = class {
-  constructor(s, dir, parent, used) {
-    this.s = s;
-    this.dir = dir;
-    this.parent = parent;
-    this.used = used;
-    this.rootfs = join5(dir, "r");
-    this.upper = join5(dir, "u");
-  }
-  s;
-  dir;
-  parent;
-  used;
-  rootfs;
-  upper;
-  done = false;
-  finish() {
-    if (this.done) throw new InternalError("snapshot was already committed or released");
-    this.done = true;
-  }
-  async commit(chainId, parent) {
-    if (parent !== void 0 && parent !== this.parent) {
-      throw new InternalError(`commit of ${chainId} names parent ${parent}, but the snapshot was prepared from ${this.parent ?? "scratch"}`);
-    }
-    this.finish();
-    try {
-      await unmount(this.rootfs);
-      return await this.s.commitDir(this.dir, chainId, this.parent);
-    } finally {
-      this.s.unuse(this.used);
-    }
-  }
-  async release() {
-    this.finish();
-    try {
-      await unmount(this.rootfs);
-      await this.s.removeActive(this.dir);
-    } finally {
-      this.s.unuse(this.used);
-    }
-  }
-};
-async function exists2(p) {
-  try {
-    await stat5(p);
-    return true;
-  } catch (e) {
-    if (errCode(e) === "ENOENT") return false;
-    throw e;
-  }
-}
-async function unmount(mountPoint) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if ((await mountsUnder(mountPoint)).every((m) => m !== mountPoint)) return;
-    const r2 = await runCommand("umount", ["-n", mountPoint]);
-    if (r2.code === 0) continue;
-    if (!/busy/i.test(r2.stderr)) {
-      throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r2.stderr.trim()}`);
-    }
-    await new Promise((res) => setTimeout(res, 50 * (attempt + 1)));
-  }
-  const r = await runCommand("umount", ["-n", "-l", mountPoint]);
-  if (r.code !== 0) throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
-}
-
-// packages/executor/src/index.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-
-// packages/executor/src/run.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn as spawn4 } from "node:child_process";
-import { constants as osConstants } from "node:os";
-import { lstat as lstat2, mkdir as mkdir5, readdir as readdir5, readFile as readFile7, rm as rm8, rmdir as rmdir2, unlink, utimes as utimes2, writeFile as writeFile2 } from "node:fs/promises";
-import { isAbsolute, join as join7, posix, resolve } from "node:path";
-
-// packages/executor/src/rootpath.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { lstat, mkdir as mkdir4, readlink as readlink2 } from "node:fs/promises";
-var MAX_SYMLINKS = 40;
-function errCode2(e) {
-  return e?.code;
-}
-async function resolveInRoot(root, unsafePath) {
-  let pending = unsafePath.split("/").filter((c) => c !== "" && c !== ".");
-  const done = [];
-  let links = 0;
-  while (pending.length > 0) {
-    const part = pending.shift();
-    if (part === ".") continue;
-    if (part === "..") {
-      done.pop();
-      continue;
-    }
-    const candidate = `/${[...done, part].join("/")}`;
-    let isLink = false;
-    try {
-      isLink = (await lstat(root + candidate)).isSymbolicLink();
-    } catch (e) {
-      const code = errCode2(e);
-      if (code !== "ENOENT" && code !== "ENOTDIR") throw e;
-    }
-    if (!isLink) {
-      done.push(part);
-      continue;
-    }
-    if (++links > MAX_SYMLINKS) {
-      throw new TsbuildError("PATH_LOOP", `too many symbolic links resolving ${unsafePath} in the container`);
-    }
-    const target = await readlink2(root + candidate);
-    if (target.startsWith("/")) done.length = 0;
-    pending = [...target.split("/").filter((c) => c !== "" && c !== "."), ...pending];
-  }
-  return `/${done.join("/")}`;
-}
-function isUnderProc(containerPath2) {
-  return containerPath2 === "/proc" || containerPath2.startsWith("/proc/");
-}
-async function mkdirInRoot(root, containerPath2) {
-  let cur = "/";
-  for (const part of containerPath2.split("/").filter(Boolean)) {
-    cur = await resolveInRoot(root, `${cur === "/" ? "" : cur}/${part}`);
-    try {
-      await mkdir4(root + cur, { mode: 493 });
-    } catch (e) {
-      if (errCode2(e) !== "EEXIST") throw e;
-      if (!(await lstat(root + cur)).isDirectory()) {
-        throw new TsbuildError("NOT_A_DIRECTORY", `${containerPath2}: ${cur} exists in the container and is not a directory`);
-      }
-    }
-  }
-}
-
-// packages/executor/src/runtime.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn as spawn3 } from "node:child_process";
-import { constants } from "node:fs";
-import { access, rm as rm7, stat as stat6 } from "node:fs/promises";
-import { basename as basename3, delimiter, join as join6 } from "node:path";
-function runCommand2(cmd, args) {
-  return new Promise((resolve2, reject) => {
-    const child = spawn3(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d) => stdout += d);
-    child.stderr.setEncoding("utf8").on("data", (d) => stderr += d);
-    child.once("error", reject);
-    child.once("close", (code) => resolve2({ code: code ?? 1, stdout, stderr }));
-  });
-}
-async function isExecutable(p) {
-  try {
-    await access(p, constants.X_OK);
-    return (await stat6(p)).isFile();
-  } catch {
-    return false;
-  }
-}
-function notFound2(runtime) {
-  const name = basename3(runtime);
-  return new TsbuildError("RUNTIME_NOT_FOUND", `runtime '${runtime}' not found`, {
-    hint: name === "runc" ? "apt-get install runc" : `install ${name} or pass the runtime's full path`
-  });
-}
-async function findRuntime(runtime) {
-  if (runtime.includes("/")) {
-    if (await isExecutable(runtime)) return runtime;
-    throw notFound2(runtime);
-  }
-  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-  for (const dir of dirs) {
-    if (!dir.startsWith("/")) continue;
-    const p = join6(dir, runtime);
-    if (await isExecutable(p)) return p;
-  }
-  throw notFound2(runtime);
-}
-function atLeast(version, min) {
-  const parts = version.split(".").map(Number);
-  for (let i = 0; i < 3; i++) {
-    const a = parts[i] ?? 0;
-    const b = min[i] ?? 0;
-    if (a !== b) return a > b;
-  }
-  return true;
-}
-var infoCache = /* @__PURE__ */ new Map();
-function runtimeInfo(runtime = "runc") {
-  let p = infoCache.get(runtime);
-  if (!p) {
-    p = probe(runtime);
-    infoCache.set(runtime, p);
-    p.catch(() => infoCache.delete(runtime));
-  }
-  return p;
-}
-async function probe(runtime) {
-  const path7 = await findRuntime(runtime);
-  const r = await runCommand2(path7, ["--version"]);
-  const m = /^(\S+) version v?(\d+\.\d+\.\d+)/m.exec(r.stdout);
-  const name = m?.[1] ?? basename3(path7);
-  const version = m?.[2];
-  const fixesCve202421626 = name !== "runc" || version !== void 0 && atLeast(version, [1, 1, 12]);
-  return { path: path7, name, version, fixesCve202421626 };
-}
-function globalArgs(opts) {
-  return opts.runtimeRoot === void 0 ? [] : ["--root", opts.runtimeRoot];
-}
-var ID_PREFIX = "tsbuild-";
-var counter = 0;
-function newContainerId() {
-  return `${ID_PREFIX}${process.pid}-${counter++}-${Math.random().toString(36).slice(2, 8)}`;
-}
-function ownerPid(id) {
-  const m = /^tsbuild-(\d+)-/.exec(id);
-  return m ? Number(m[1]) : void 0;
-}
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return e.code === "EPERM";
-  }
-}
-async function destroyContainer(path7, id, opts) {
-  await runCommand2(path7, [...globalArgs(opts), "kill", id, "KILL"]);
-  const r = await runCommand2(path7, [...globalArgs(opts), "delete", "--force", id]);
-  if (r.code !== 0 && !/does not exist|not found/i.test(r.stderr)) {
-    throw new TsbuildError("RUNTIME", `deleting container ${id} failed: ${r.stderr.trim()}`);
-  }
-}
-async function cleanupContainers(runtime = "runc", opts = {}) {
-  const { path: path7 } = await runtimeInfo(runtime);
-  const r = await runCommand2(path7, [...globalArgs(opts), "list", "--format", "json"]);
-  if (r.code !== 0) throw new TsbuildError("RUNTIME", `${runtime} list failed: ${r.stderr.trim()}`);
-  const listed = JSON.parse(r.stdout.trim() || "null") ?? [];
-  const removed = [];
-  for (const c of listed) {
-    if (typeof c.id !== "string") continue;
-    const pid = ownerPid(c.id);
-    if (pid === void 0 || pidAlive(pid)) continue;
-    await destroyContainer(path7, c.id, opts);
-    if (typeof c.bundle === "string" && c.bundle.startsWith("/") && basename3(c.bundle) === c.id) {
-      await rm7(c.bundle, { recursive: true, force: true });
-    }
-    removed.push(c.id);
-  }
-  return removed;
-}
-
-// packages/executor/src/spec.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-var DEFAULT_CAPABILITIES = [
-  "CAP_CHOWN",
-  "CAP_DAC_OVERRIDE",
-  "CAP_FSETID",
-  "CAP_FOWNER",
-  "CAP_MKNOD",
-  "CAP_NET_RAW",
-  "CAP_SETGID",
-  "CAP_SETUID",
-  "CAP_SETFCAP",
-  "CAP_SETPCAP",
-  "CAP_NET_BIND_SERVICE",
-  "CAP_SYS_CHROOT",
-  "CAP_KILL",
-  "CAP_AUDIT_WRITE"
-];
-var MASKED_PATHS = [
-  "/proc/asound",
-  "/proc/acpi",
-  "/proc/kcore",
-  "/proc/keys",
-  "/proc/latency_stats",
-  "/proc/timer_list",
-  "/proc/timer_stats",
-  "/proc/sched_debug",
-  "/proc/scsi",
-  "/sys/firmware",
-  "/sys/devices/virtual/powercap"
-];
-var READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-var DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-function buildSpec(i) {
-  const caps = [...DEFAULT_CAPABILITIES];
-  const userCaps = i.uid === 0 ? caps : [];
-  const env = i.env.some((e) => e.startsWith("PATH=")) ? i.env : [DEFAULT_PATH, ...i.env];
-  const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
-  if (i.network === "none") namespaces.push({ type: "network" });
-  const resources = { devices: [{ allow: false, access: "rwm" }] };
-  if (i.limits.memory !== void 0) resources.memory = { limit: i.limits.memory };
-  if (i.limits.cpuQuota !== void 0 || i.limits.cpuPeriod !== void 0) {
-    resources.cpu = {};
-    if (i.limits.cpuQuota !== void 0) resources.cpu.quota = i.limits.cpuQuota;
-    if (i.limits.cpuPeriod !== void 0) resources.cpu.period = i.limits.cpuPeriod;
-  }
-  if (i.limits.pidsLimit !== void 0) resources.pids = { limit: i.limits.pidsLimit };
-  return {
-    ociVersion: "1.0.2",
-    process: {
-      terminal: false,
-      user: { uid: i.uid, gid: i.gid, ...i.additionalGids.length > 0 ? { additionalGids: i.additionalGids } : {} },
-      args: i.args,
-      env,
-      cwd: i.cwd,
-      capabilities: { bounding: caps, effective: userCaps, permitted: userCaps },
-      noNewPrivileges: true
-      // No rlimits: the container inherits ours, and root here cannot raise them anyway.
-    },
-    root: { path: i.rootfs, readonly: false },
-    hostname: i.hostname,
-    mounts: [
-      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-      {
-        destination: "/dev/pts",
-        type: "devpts",
-        source: "devpts",
-        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
-      },
-      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
-      { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
-      ...i.mounts
-    ],
-    linux: {
-      namespaces,
-      cgroupsPath: i.cgroupsPath,
-      resources,
-      maskedPaths: MASKED_PATHS,
-      readonlyPaths: READONLY_PATHS
-    }
-  };
-}
-
-// packages/executor/src/run.ts
-var RUNTIME_PATHS = ["/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/proc", "/dev", "/sys"];
-var SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
-function errCode3(e) {
-  return e?.code;
-}
-function badInput(message) {
-  return new TsbuildError("BAD_RUN", message);
-}
-function containerPath(p, what) {
-  if (!p.startsWith("/")) throw badInput(`${what} ${JSON.stringify(p)} must be an absolute path`);
-  return posix.normalize(p);
-}
-async function recordStubs(root, paths) {
-  const all = /* @__PURE__ */ new Set();
-  for (const p of paths) {
-    const parts = p.split("/").filter(Boolean);
-    for (let i = 1; i <= parts.length; i++) all.add(`/${parts.slice(0, i).join("/")}`);
-  }
-  const missing = /* @__PURE__ */ new Set();
-  const parentTimes = /* @__PURE__ */ new Map();
-  for (const p of all) {
-    const resolved = await resolveInRoot(root, p);
-    try {
-      await lstat2(root + resolved);
-    } catch (e) {
-      if (errCode3(e) !== "ENOENT" && errCode3(e) !== "ENOTDIR") throw e;
-      missing.add(resolved);
-      const parent = posix.dirname(resolved);
-      try {
-        const st = await lstat2(root + parent, { bigint: true });
-        if (st.isDirectory()) {
-          parentTimes.set(parent, { atime: Number(st.atimeNs) / 1e9, mtime: Number(st.mtimeNs) / 1e9 });
-        }
-      } catch (e2) {
-        if (errCode3(e2) !== "ENOENT" && errCode3(e2) !== "ENOTDIR") throw e2;
-      }
-    }
-  }
-  return { missing: [...missing], parentTimes };
-}
-async function removeStubs(root, stubs) {
-  for (const p of [...stubs.missing].sort((a, b) => b.length - a.length)) {
-    const host = root + await resolveInRoot(root, p);
-    let st;
-    try {
-      st = await lstat2(host);
-    } catch {
-      continue;
-    }
-    if (st.isFile() && st.size === 0) await unlink(host);
-    else if (st.isDirectory() && (await readdir5(host)).length === 0) await rmdir2(host);
-  }
-  for (const [dir, t] of stubs.parentTimes) {
-    const host = root + await resolveInRoot(root, dir);
-    await utimes2(host, t.atime, t.mtime).catch(() => void 0);
-  }
-}
-function hostsFile(hostname, extra) {
-  const lines = [
-    `127.0.0.1	localhost ${hostname}`,
-    "::1	localhost ip6-localhost ip6-loopback",
-    ...extra.map((e) => `${e.ip}	${e.host}`)
-  ];
-  return `${lines.join("\n")}
-`;
-}
-function checkLine(what, v) {
-  if (/[\n\0]/.test(v)) throw badInput(`${what} ${JSON.stringify(v)} contains a newline or NUL`);
-  return v;
-}
-async function run(opts) {
-  if (opts.signal?.aborted) throw new CancelledError();
-  if (opts.args.length === 0 || opts.args[0] === "") throw badInput("no program to run");
-  const rt = await runtimeInfo(opts.runtime ?? "runc");
-  const rootfs = resolve(opts.rootfs);
-  const network = opts.network ?? "host";
-  const hostname = checkLine("hostname", opts.hostname ?? "tsbuild");
-  const user = opts.user ?? { uid: 0, gid: 0 };
-  for (const id2 of [user.uid, user.gid, ...user.additionalGids ?? []]) {
-    if (!Number.isInteger(id2) || id2 < 0 || id2 > 4294967294) throw badInput(`invalid user or group id ${id2}`);
-  }
-  for (const e of opts.env ?? []) {
-    if (!/^[^=\0]+=/.test(e) || e.includes("\0")) throw badInput(`environment entry ${JSON.stringify(e)} is not KEY=value`);
-  }
-  const cwd = await resolveInRoot(rootfs, containerPath(opts.cwd ?? "/", "working directory"));
-  if (isUnderProc(cwd)) {
-    throw new TsbuildError("UNSAFE_CWD", `working directory ${opts.cwd} resolves to ${cwd}, inside /proc`, {
-      hint: "a working directory under /proc can escape the container (CVE-2024-21626)"
-    });
-  }
-  const program = opts.args[0] ?? "";
-  if (!rt.fixesCve202421626 && program.startsWith("/") && isUnderProc(await resolveInRoot(rootfs, program))) {
-    throw new TsbuildError("UNSAFE_PROGRAM", `refusing to run ${program}: a program under /proc can escape ${rt.name} ${rt.version}`, {
-      hint: "upgrade runc to 1.1.12 or later (CVE-2024-21626)"
-    });
-  }
-  const mounts = [];
-  const mountPoints = [];
-  for (const m of opts.mounts ?? []) {
-    const dest = containerPath(m.destination, "mount target");
-    if (dest === "/" || isUnderProc(dest) || isUnderProc(await resolveInRoot(rootfs, dest))) {
-      throw badInput(`cannot mount over ${dest}`);
-    }
-    mountPoints.push(dest);
-    if (m.type === "bind") {
-      if (!isAbsolute(m.source)) throw badInput(`bind mount source ${m.source} must be absolute`);
-      mounts.push({ destination: dest, type: "bind", source: m.source, options: ["rbind", m.readonly ? "ro" : "rw"] });
-    } else {
-      const options = ["nosuid", "nodev", `mode=${(m.mode ?? 493).toString(8)}`];
-      if (m.size !== void 0) options.push(`size=${m.size}`);
-      mounts.push({ destination: dest, type: "tmpfs", source: "tmpfs", options });
-    }
-  }
-  const id = newContainerId();
-  await mkdir5(opts.stateDir, { recursive: true });
-  const bundle = join7(resolve(opts.stateDir), id);
-  await mkdir5(bundle, { mode: 448 });
-  let stubs = { missing: [], parentTimes: /* @__PURE__ */ new Map() };
-  let ranToEnd = false;
-  try {
-    let resolv = "";
-    if (network === "host") {
-      resolv = await readFile7("/etc/resolv.conf", "utf8").catch(() => "");
-    }
-    await writeFile2(join7(bundle, "resolv.conf"), resolv, { mode: 420 });
-    for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
-    await writeFile2(join7(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 });
-    await writeFile2(join7(bundle, "hostname"), `${hostname}
-`, { mode: 420 });
-    const etcMounts = (opts.etcFiles === false ? [] : ["resolv.conf", "hosts", "hostname"]).map((f) => ({
-      destination: `/etc/${f}`,
-      type: "bind",
-      source: join7(bundle, f),
-      options: ["rbind", "ro"]
-    }));
-    const spec = buildSpec({
-      rootfs,
-      args: opts.args,
-      env: opts.env ?? [],
-      cwd,
-      uid: user.uid,
-      gid: user.gid,
-      additionalGids: user.additionalGids ?? [],
-      hostname,
-      network,
-      mounts: [...etcMounts, ...mounts],
-      cgroupsPath: `tsbuild/${id}`,
-      limits: opts.limits ?? {}
-    });
-    await writeFile2(join7(bundle, "config.json"), JSON.stringify(spec));
-    await mkdirInRoot(rootfs, cwd);
-    stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
-    const result = await runContainer(rt.path, id, bundle, opts);
-    ranToEnd = true;
-    return result;
-  } finally {
-    if (!ranToEnd) await runCommand2(rt.path, [...globalArgs(opts), "delete", "--force", id]).catch(() => void 0);
-    await removeStubs(rootfs, stubs);
-    await rm8(bundle, { recursive: true, force: true });
-  }
-}
-async function runContainer(runtime, id, bundle, opts) {
-  if (opts.signal?.aborted) throw new CancelledError();
-  const log = join7(bundle, "runtime.log");
-  const args = [...globalArgs(opts), "--log", log, "--log-format", "json", "run", "--bundle", bundle, id];
-  const child = spawn4(runtime, args, {
-    cwd: bundle,
-    stdio: ["ignore", opts.stdout ? "pipe" : "ignore", opts.stderr ? "pipe" : "ignore"]
-  });
-  if (opts.stdout) child.stdout?.pipe(opts.stdout, { end: false });
-  if (opts.stderr) child.stderr?.pipe(opts.stderr, { end: false });
-  let exited = false;
-  let aborted = false;
-  const onAbort = () => {
-    aborted = true;
-    void (async () => {
-      for (let i = 0; !exited; i++) {
-        await runCommand2(runtime, [...globalArgs(opts), "kill", id, "KILL"]);
-        if (i === 50) child.kill("SIGKILL");
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })();
-  };
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
-  let code;
-  try {
-    code = await new Promise((res, rej) => {
-      child.once("error", rej);
-      child.once("close", (c) => res(c));
-    });
-  } finally {
-    exited = true;
-    opts.signal?.removeEventListener("abort", onAbort);
-  }
-  if (aborted) throw new CancelledError();
-  const exitCode = code ?? 137;
-  if (exitCode !== 0) {
-    const failure = await runtimeFailure(log);
-    if (failure !== void 0) {
-      throw new TsbuildError("RUNTIME_START", `cannot run ${JSON.stringify(opts.args[0])}: ${failure}`);
-    }
-  }
-  const sig = exitCode > 128 ? SIGNAL_NAMES.get(exitCode - 128) : void 0;
-  return sig === void 0 ? { exitCode } : { exitCode, signal: sig };
-}
-async function runtimeFailure(log) {
-  let text;
-  try {
-    text = await readFile7(log, "utf8");
-  } catch {
-    return void 0;
-  }
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    try {
-      const entry = JSON.parse(line);
-      if (entry.level === "error" || entry.level === "fatal") {
-        return (entry.msg ?? "the runtime failed").replace(/^runc run failed: /, "");
-      }
-    } catch {
-      continue;
-    }
-  }
-  return void 0;
-}
-
-// packages/builder/src/cache.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash3 } from "node:crypto";
-function cacheKey(parts) {
-  return createHash3("sha256").update(JSON.stringify(parts)).digest("hex");
-}
-var CacheIndex = class {
-  constructor(meta) {
-    this.meta = meta;
-  }
-  meta;
-  async get(key) {
-    const v = await this.meta.get(key);
-    return v && v.v === 1 && typeof v.created === "string" ? v : void 0;
-  }
-  async set(key, rec) {
-    await this.meta.set(key, rec, rec.layer ? { roots: [rec.layer.diffId] } : {});
-  }
-  async clear() {
-    const keys = await this.meta.keys();
-    for (const k of keys) await this.meta.delete(k);
-    return keys.length;
-  }
-};
-var Semaphore = class {
-  constructor(limit) {
-    this.limit = limit;
-  }
-  limit;
-  waiting = [];
-  active = 0;
-  async run(fn) {
-    if (this.active >= this.limit) await new Promise((r) => this.waiting.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
-  }
-};
-
-// packages/builder/src/context.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import fs from "node:fs";
-import path2 from "node:path";
-
-// packages/builder/src/ignore.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-var import_dockerignore = __toESM(require_ignore(), 1);
-import { readFile as readFile8 } from "node:fs/promises";
-import path from "node:path";
-var loaded = import_dockerignore.default;
-var newEngine = typeof loaded === "function" ? loaded : loaded.default;
-function parseIgnoreFile(text) {
-  const out = [];
-  const body = text.charCodeAt(0) === 65279 ? text.slice(1) : text;
-  for (const raw of body.split("\n")) {
-    const line = raw.replace(/\r$/, "");
-    if (line.startsWith("#")) continue;
-    const trimmed = line.trim();
-    if (trimmed === "" || trimmed === "!") continue;
-    out.push(trimmed);
-  }
-  return out;
-}
-function createIgnoreMatcher(patterns, source) {
-  const list = [...patterns];
-  const engine = newEngine();
-  engine.add(list);
-  const hasExceptions = list.some((p) => p.startsWith("!"));
-  const memo = /* @__PURE__ */ new Map();
-  return {
-    patterns: list,
-    hasExceptions,
-    source,
-    ignores(relPath) {
-      if (list.length === 0) return false;
-      const key = normalizeRel(relPath);
-      if (key === "") return false;
-      const seen = memo.get(key);
-      if (seen !== void 0) return seen;
-      const hit = engine.ignores(key);
-      memo.set(key, hit);
-      return hit;
-    }
-  };
-}
-var NO_IGNORE = createIgnoreMatcher([]);
-function normalizeRel(p) {
-  const n = path.posix.normalize("/" + p).slice(1);
-  return n.endsWith("/") ? n.slice(0, -1) : n;
-}
-async function loadIgnore(contextDir, dockerfilePath) {
-  const candidates = [
-    path.resolve(path.dirname(dockerfilePath), path.basename(dockerfilePath) + ".dockerignore"),
-    path.resolve(contextDir, ".dockerignore")
-  ];
-  for (const file of candidates) {
-    let text;
-    try {
-      text = await readFile8(file, "utf8");
-    } catch (e) {
-      const code = e.code;
-      if (code === "ENOENT" || code === "ENOTDIR") continue;
-      throw new TsbuildError("IGNORE_FILE", `cannot read ignore file ${file}: ${e.message}`, { cause: e });
-    }
-    return createIgnoreMatcher(parseIgnoreFile(text), file);
-  }
-  return NO_IGNORE;
-}
-
-// packages/builder/src/context.ts
-var SourceNotFoundError = class extends TsbuildError {
-  source;
-  constructor(source, root, ignoreFile) {
-    super(
-      "SOURCE_NOT_FOUND",
-      `"${source}": not found in build context` + (ignoreFile ? " or excluded by " + path2.basename(ignoreFile) : ""),
-      { hint: `source paths are relative to the context root ${root}; "../" cannot leave it` }
-    );
-    this.source = source;
-  }
-};
-var MAX_LINKS = 255;
-function resolveInRoot2(root, unsafePath, opts = {}) {
-  const followFinal = opts.followFinal ?? true;
-  let pending = splitPath(unsafePath);
-  const done = [];
-  let links = 0;
-  let missing = false;
-  while (pending.length > 0) {
-    const part = pending[0];
-    pending = pending.slice(1);
-    if (part === "..") {
-      done.pop();
-      continue;
-    }
-    const candidate = joinUnder(root, [...done, part]);
-    if (missing || pending.length === 0 && !followFinal) {
-      done.push(part);
-      continue;
-    }
-    const st = lstatOrUndefined(candidate);
-    if (st === void 0) missing = true;
-    if (st?.isSymbolicLink()) {
-      if (++links > MAX_LINKS) {
-        throw new TsbuildError("SYMLINK_LOOP", `too many levels of symbolic links resolving ${unsafePath}`);
-      }
-      const target = fs.readlinkSync(candidate);
-      if (target.startsWith("/")) done.length = 0;
-      pending = [...splitPath(target), ...pending];
-      continue;
-    }
-    done.push(part);
-  }
-  return joinUnder(root, done);
-}
-function splitPath(p) {
-  return p.split("/").filter((c) => c !== "" && c !== ".");
-}
-function joinUnder(root, parts) {
-  if (parts.length === 0) return root;
-  return (root.endsWith("/") ? root : root + "/") + parts.join("/");
-}
-function hasWildcard(p) {
-  for (let i = 0; i < p.length; i++) {
-    const c = p[i];
-    if (c === "\\") i++;
-    else if (c === "*" || c === "?" || c === "[") return true;
-  }
-  return false;
-}
-function compileGlob2(component) {
-  const bad3 = () => {
-    throw new TsbuildError("BAD_PATTERN", `invalid wildcard pattern "${component}"`);
-  };
-  const lit = (ch) => ch.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
-  const inClass = (ch) => ch.replace(/[\\^\]\[-]/g, "\\$&");
-  const chars = Array.from(component);
-  let re = "^";
-  let i = 0;
-  const classChar = () => {
-    const ch = chars[i];
-    if (ch === void 0 || ch === "-" || ch === "]") bad3();
-    i++;
-    if (ch !== "\\") return ch;
-    const esc = chars[i];
-    if (esc === void 0) bad3();
-    i++;
-    return esc;
-  };
-  while (i < chars.length) {
-    const c = chars[i];
-    if (c === "*") {
-      re += "[^/]*";
-      i++;
-    } else if (c === "?") {
-      re += "[^/]";
-      i++;
-    } else if (c === "\\") {
-      const next = chars[i + 1];
-      if (next === void 0) bad3();
-      re += lit(next);
-      i += 2;
-    } else if (c === "[") {
-      i++;
-      let cls = "[";
-      if (chars[i] === "^") {
-        cls += "^/";
-        i++;
-      }
-      let ranges = 0;
-      for (; ; ) {
-        if (chars[i] === "]" && ranges > 0) {
-          i++;
-          break;
-        }
-        const lo = classChar();
-        let hi = lo;
-        if (chars[i] === "-") {
-          i++;
-          hi = classChar();
-          if (hi < lo) bad3();
-        }
-        cls += lo === hi ? inClass(lo) : inClass(lo) + "-" + inClass(hi);
-        ranges++;
-      }
-      re += cls + "]";
-    } else {
-      re += lit(c);
-      i++;
-    }
-  }
-  return new RegExp(re + "$", "su");
-}
-function kindOf(st) {
-  if (st.isFile()) return "file";
-  if (st.isDirectory()) return "dir";
-  if (st.isSymbolicLink()) return "symlink";
-  return void 0;
-}
-function lstatOrUndefined(p) {
-  try {
-    return fs.lstatSync(p, { throwIfNoEntry: false });
-  } catch {
-    return void 0;
-  }
-}
-var BuildContext = class _BuildContext {
-  root;
-  ignore;
-  constructor(root, ignore) {
-    this.root = root;
-    this.ignore = ignore;
-  }
-  static async open(dir, opts = {}) {
-    let root;
-    try {
-      root = await fs.promises.realpath(dir);
-      if (!(await fs.promises.stat(root)).isDirectory()) throw new Error("not a directory");
-    } catch (e) {
-      throw new TsbuildError("CONTEXT", `build context ${dir} is not a readable directory`, { cause: e });
-    }
-    return new _BuildContext(root, opts.ignore ?? NO_IGNORE);
-  }
-  /** Root-relative path of an absolute path under the root. */
-  relativeOf(abs) {
-    return abs === this.root ? "" : abs.slice(this.root.length + 1);
-  }
-  /** Whether .dockerignore hides a root-relative path (a directory with re-included contents is visible). */
-  isHidden(rel, isDir, realPath) {
-    if (!this.ignore.ignores(rel)) return false;
-    if (!isDir || !this.ignore.hasExceptions || realPath === void 0) return true;
-    return this.walkDir(realPath, rel, "", NO_IGNORE, []) === 0;
-  }
-  async resolveSources(patterns, opts = {}) {
-    const out = [];
-    for (const p of patterns) out.push(...this.resolveOne(p, opts));
-    return out;
-  }
-  resolveOne(source, opts) {
-    const follow = opts.followTopLevelSymlink ?? true;
-    const excludes = [...opts.excludes ?? []];
-    let pivot = "";
-    let pattern = source;
-    if (opts.parents) {
-      const cut = source.indexOf("/./");
-      if (cut >= 0) {
-        pivot = cleanRel(source.slice(0, cut));
-        pattern = source.slice(0, cut) + "/" + source.slice(cut + 3);
-      }
-    }
-    const rel = cleanRel(pattern);
-    const wildcard = hasWildcard(rel);
-    const excluder = excludes.length > 0 ? createIgnoreMatcher(excludes) : NO_IGNORE;
-    const named = !wildcard ? [rel] : opts.parents && rel.split("/").includes("**") ? this.expandDeep(rel) : this.expand(rel);
-    const matches = [];
-    for (const name of named) {
-      const realPath = follow ? resolveInRoot2(this.root, name) : resolveInRoot2(this.root, name, { followFinal: false });
-      const st = lstatOrUndefined(realPath);
-      const kind2 = st ? kindOf(st) : void 0;
-      const realRel = this.relativeOf(realPath);
-      const hidden = kind2 === void 0 || this.isHidden(realRel, kind2 === "dir", realPath) || name !== realRel && this.isHidden(name, kind2 === "dir", realPath);
-      if (hidden || name !== "" && excluder.ignores(name)) {
-        if (!wildcard) throw new SourceNotFoundError(source, this.root, this.ignore.source);
-        continue;
-      }
-      matches.push({ source, path: name, realPath, kind: kind2, wildcard, pivot, excludes });
-    }
-    return matches;
-  }
-  /** Go filepath.Match over root-relative paths, in lexical order, never descending a symlink. */
-  expand(rel) {
-    const parts = rel.split("/");
-    const firstWild = parts.findIndex((c) => hasWildcard(c));
-    const prefix = parts.slice(0, firstWild).join("/");
-    const globs = parts.slice(firstWild).map((c) => compileGlob2(c));
-    const base = resolveInRoot2(this.root, prefix);
-    const baseSt = lstatOrUndefined(base);
-    if (!baseSt?.isDirectory()) return [];
-    const out = [];
-    const visit = (dirAbs, dirNamed, depth) => {
-      const glob = globs[depth];
-      const last = depth === globs.length - 1;
-      let names;
-      try {
-        names = fs.readdirSync(dirAbs).sort();
-      } catch {
-        return;
-      }
-      for (const name of names) {
-        if (!glob.test(name)) continue;
-        const named = dirNamed === "" ? name : dirNamed + "/" + name;
-        if (last) {
-          out.push(named);
-          continue;
-        }
-        const abs = dirAbs + "/" + name;
-        if (lstatOrUndefined(abs)?.isDirectory()) visit(abs, named, depth + 1);
-      }
-    };
-    visit(base, prefix, 0);
-    return out;
-  }
-  /** Like `expand`, with `**` components matching zero or more directories; nested hits fold into their ancestor. */
-  expandDeep(rel) {
-    const parts = rel.split("/");
-    const firstWild = parts.findIndex((c) => hasWildcard(c));
-    const prefix = parts.slice(0, firstWild).join("/");
-    const rest = parts.slice(firstWild).map((c) => c === "**" ? null : compileGlob2(c));
-    const base = resolveInRoot2(this.root, prefix);
-    if (!lstatOrUndefined(base)?.isDirectory()) return [];
-    const found = /* @__PURE__ */ new Set();
-    const seen = /* @__PURE__ */ new Set();
-    const visit = (dirAbs, dirNamed, depth) => {
-      const key = `${depth}\0${dirNamed}`;
-      if (seen.has(key)) return;
-      seen.add(key);
-      const glob = rest[depth];
-      if (glob === void 0) return;
-      const last = depth === rest.length - 1;
-      let names;
-      try {
-        names = fs.readdirSync(dirAbs).sort();
-      } catch {
-        return;
-      }
-      if (glob === null) {
-        if (last) {
-          for (const name of names) found.add(dirNamed === "" ? name : dirNamed + "/" + name);
-          return;
-        }
-        visit(dirAbs, dirNamed, depth + 1);
-      }
-      for (const name of names) {
-        if (glob !== null && !glob.test(name)) continue;
-        const named = dirNamed === "" ? name : dirNamed + "/" + name;
-        const abs = dirAbs + "/" + name;
-        const isDir = lstatOrUndefined(abs)?.isDirectory() === true;
-        if (glob === null) {
-          if (isDir) visit(abs, named, depth);
-          continue;
-        }
-        if (last) found.add(named);
-        else if (isDir) visit(abs, named, depth + 1);
-      }
-    };
-    visit(base, prefix, 0);
-    const underAnother = (p) => {
-      for (let i = p.indexOf("/"); i >= 0; i = p.indexOf("/", i + 1)) if (found.has(p.slice(0, i))) return true;
-      return false;
-    };
-    return [...found].sort().filter((p) => !underAnother(p));
-  }
-  /**
-   * Every entry a match selects, `.dockerignore` and `--exclude` applied, in the order hashing
-   * and copying use. Symlinks below the match are entries, never followed.
-   */
-  walk(match) {
-    const st = fs.lstatSync(match.realPath, { bigint: true });
-    const top = {
-      rel: "",
-      abs: match.realPath,
-      kind: match.kind,
-      stat: st,
-      linkTarget: match.kind === "symlink" ? fs.readlinkSync(match.realPath) : void 0
-    };
-    if (match.kind !== "dir") return [top];
-    const excluder = match.excludes.length > 0 ? createIgnoreMatcher(match.excludes) : NO_IGNORE;
-    const out = [top];
-    this.walkDir(match.realPath, this.relativeOf(match.realPath), "", excluder, out);
-    return out;
-  }
-  /** Appends the visible entries below `dirAbs` to `out`; returns how many it appended. */
-  walkDir(dirAbs, ctxRel, rel, excluder, out) {
-    const start = out.length;
-    let names;
-    try {
-      names = fs.readdirSync(dirAbs).sort();
-    } catch (e) {
-      throw new TsbuildError("CONTEXT_READ", `cannot read directory ${dirAbs}: ${e.message}`, { cause: e });
-    }
-    for (const name of names) {
-      const abs = dirAbs + "/" + name;
-      const childCtx = ctxRel === "" ? name : ctxRel + "/" + name;
-      const childRel = rel === "" ? name : rel + "/" + name;
-      const st = fs.lstatSync(abs, { bigint: true });
-      const kind2 = kindOf(st);
-      if (kind2 === void 0) continue;
-      const hidden = this.ignore.ignores(childCtx) || excluder.ignores(childRel);
-      if (kind2 === "dir") {
-        const canHoldVisible = this.ignore.hasExceptions || excluder.hasExceptions;
-        if (hidden && !canHoldVisible) continue;
-        const at = out.length;
-        out.push({ rel: childRel, abs, kind: kind2, stat: st, linkTarget: void 0 });
-        const below = this.walkDir(abs, childCtx, childRel, excluder, out);
-        if (hidden && below === 0) out.splice(at, 1);
-        continue;
-      }
-      if (hidden) continue;
-      out.push({ rel: childRel, abs, kind: kind2, stat: st, linkTarget: kind2 === "symlink" ? fs.readlinkSync(abs) : void 0 });
-    }
-    return out.length - start;
-  }
-};
-function cleanRel(p) {
-  const n = path2.posix.normalize("/" + p);
-  return n.replace(/^\/+/, "").replace(/\/+$/, "");
-}
-
-// packages/builder/src/plan.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-function findStage(df, ref, before) {
-  const lower = ref.toLowerCase();
-  const limit = before ?? df.stages.length;
-  for (let i = limit - 1; i >= 0; i--) {
-    const s = df.stages[i];
-    if (s.name === lower) return s;
-  }
-  if (/^\d+$/.test(ref)) {
-    const s = df.stages[Number(ref)];
-    if (s && s.index < limit) return s;
-  }
-  return void 0;
-}
-function planStages(df, target, resolveFrom, file, text) {
-  let final;
-  if (target !== void 0) {
-    final = df.stages.find((s) => s.name === target.toLowerCase());
-    if (!final) {
-      const names = df.stages.map((s) => s.name).filter(Boolean);
-      throw new UsageError(`target stage "${target}" could not be found in ${file}`, {
-        hint: names.length > 0 ? `stages: ${names.join(", ")}` : "the Dockerfile names no stages (FROM image AS name)"
-      });
-    }
-  } else {
-    final = df.stages.at(-1);
-  }
-  if (!final) throw new DockerfileError("the Dockerfile has no stages", { file });
-  const deps = /* @__PURE__ */ new Map();
-  const depsOf = (s) => {
-    let d = deps.get(s);
-    if (d) return d;
-    const base = findStage(df, resolveFrom(s), s.index);
-    const reads = [];
-    for (const inst of s.instructions) {
-      const refs = [];
-      if (inst.kind === "copy" && inst.from !== void 0) refs.push({ ref: inst.from, range: inst.range });
-      if (inst.kind === "run") {
-        for (const m of inst.mounts) if (m.from !== void 0) refs.push({ ref: m.from, range: inst.range });
-      }
-      for (const r of refs) {
-        const st = findStage(df, r.ref);
-        if (st === s) {
-          throw new DockerfileError(`${inst.kind.toUpperCase()} --from=${r.ref} refers to its own stage`, {
-            file,
-            range: r.range,
-            excerpt: excerptOf(text, r.range)
-          });
-        }
-        if (st) reads.push(st);
-      }
-    }
-    d = { base, reads };
-    deps.set(s, d);
-    return d;
-  };
-  const order = [];
-  const state = /* @__PURE__ */ new Map();
-  const visit = (s, path7) => {
-    const st = state.get(s);
-    if (st === "done") return;
-    if (st === "visiting") {
-      const cycle = [...path7.slice(path7.indexOf(s)), s].map((x) => x.name ?? String(x.index)).join(" -> ");
-      throw new DockerfileError(`circular dependency between stages: ${cycle}`, {
-        file,
-        range: s.from.range,
-        excerpt: excerptOf(text, s.from.range)
-      });
-    }
-    state.set(s, "visiting");
-    const d = depsOf(s);
-    for (const dep of [...d.base ? [d.base] : [], ...d.reads]) visit(dep, [...path7, s]);
-    state.set(s, "done");
-    order.push(s);
-  };
-  visit(final, []);
-  return { order, deps };
-}
-
-// packages/builder/src/platform.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-var HOST_PLATFORM = { os: "linux", architecture: "amd64", variant: "" };
-function formatPlatform(p) {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
-}
-function parsePlatform(spec, where = "--platform") {
-  if (spec === void 0 || spec === "") return HOST_PLATFORM;
-  const parts = spec.toLowerCase().split("/");
-  const [os2, arch0, variant = ""] = parts;
-  const arch = arch0 === "x86_64" || arch0 === "x86-64" ? "amd64" : arch0;
-  if (parts.length < 2 || parts.length > 3 || !os2 || !arch) {
-    throw new UsageError(`${where}: invalid platform ${JSON.stringify(spec)}: expected os/arch[/variant], e.g. linux/amd64`);
-  }
-  const p = { os: os2, architecture: arch, variant };
-  if (formatPlatform(p) !== formatPlatform(HOST_PLATFORM)) {
-    throw new UsageError(`${where}: platform ${formatPlatform(p)} is not supported: tsbuild builds linux/amd64 only`, {
-      hint: "cross-platform builds need emulation, which tsbuild does not provide yet"
-    });
-  }
-  return p;
-}
-function platformArgs(target, build2 = HOST_PLATFORM) {
-  return {
-    TARGETPLATFORM: formatPlatform(target),
-    TARGETOS: target.os,
-    TARGETARCH: target.architecture,
-    TARGETVARIANT: target.variant,
-    BUILDPLATFORM: formatPlatform(build2),
-    BUILDOS: build2.os,
-    BUILDARCH: build2.architecture,
-    BUILDVARIANT: build2.variant
-  };
-}
-var PROXY_ARGS = /* @__PURE__ */ new Set([
-  "HTTP_PROXY",
-  "http_proxy",
-  "HTTPS_PROXY",
-  "https_proxy",
-  "FTP_PROXY",
-  "ftp_proxy",
-  "NO_PROXY",
-  "no_proxy",
-  "ALL_PROXY",
-  "all_proxy"
-]);
-
-// packages/builder/src/session.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { mkdir as mkdir6 } from "node:fs/promises";
-import { join as join9 } from "node:path";
-import { availableParallelism as availableParallelism2 } from "node:os";
 
 // packages/layer/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/layer/src/diff.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { closeSync as closeSync2, lstatSync, openSync as openSync2, readSync, readdirSync, readlinkSync } from "node:fs";
-import { createHash as createHash4 } from "node:crypto";
-import { Readable as Readable2 } from "node:stream";
-import { pipeline as pipeline3 } from "node:stream/promises";
-import { resolve as resolvePath2 } from "node:path";
+import { closeSync, lstatSync as lstatSync2, openSync, readSync, readdirSync as readdirSync2, readlinkSync } from "node:fs";
+import { createHash as createHash3 } from "node:crypto";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { resolve as resolvePath } from "node:path";
 
 // packages/layer/src/tar.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -5423,7 +3454,7 @@ function encodeHeader(h) {
     const keys = [...h.xattrs.keys()].sort(compareUtf8);
     for (const k of keys) records.push(paxRecord(XATTR_PREFIX + k, h.xattrs.get(k)));
   }
-  const fields = {
+  const fields2 = {
     mode: h.mode & 4095,
     uid: h.uid > MAX_OCTAL_7 ? 0 : h.uid,
     gid: h.gid > MAX_OCTAL_7 ? 0 : h.gid,
@@ -5434,10 +3465,10 @@ function encodeHeader(h) {
   };
   const uname = truncateUtf8(h.uname ?? "", 32);
   const gname = truncateUtf8(h.gname ?? "", 32);
-  const main2 = ustarBlock(name.subarray(0, 100), TYPEFLAG[h.type], fields, link.subarray(0, 100), uname, gname);
+  const main2 = ustarBlock(name.subarray(0, 100), TYPEFLAG[h.type], fields2, link.subarray(0, 100), uname, gname);
   if (records.length === 0) return main2;
   const pax = Buffer.concat(records);
-  const paxFields = { mode: 420, uid: 0, gid: 0, size: pax.length, mtime: fields.mtime, devmajor: 0, devminor: 0 };
+  const paxFields = { mode: 420, uid: 0, gid: 0, size: pax.length, mtime: fields2.mtime, devmajor: 0, devminor: 0 };
   const paxHeader = ustarBlock(paxName(name), "x", paxFields, Buffer.alloc(0), "", "");
   return Buffer.concat([paxHeader, pax, Buffer.alloc(padding(pax.length)), main2]);
 }
@@ -5674,111 +3705,168 @@ function verifyChecksum(block) {
 
 // packages/layer/src/xattr.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn as spawn5 } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync as readFileSync2, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, readdirSync } from "node:fs";
+
+// tsbuild-native:@napi-rs/xattr
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/action/src/native.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-function unescapeName(s) {
-  const out = [];
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i];
-    if (c === 92 && i + 3 < s.length && /^[0-7]{3}$/.test(s.toString("latin1", i + 1, i + 4))) {
-      out.push(parseInt(s.toString("latin1", i + 1, i + 4), 8));
-      i += 3;
-    } else out.push(c);
-  }
-  return Buffer.from(out);
+import { join as join3 } from "node:path";
+var loaded = /* @__PURE__ */ new Map();
+function versions() {
+  return typeof define_TSBUILD_NATIVE_VERSIONS_default === "undefined" ? {} : define_TSBUILD_NATIVE_VERSIONS_default;
 }
-function escapeName(name) {
-  let s = "";
-  for (const c of name) {
-    if (c <= 32 || c >= 127 || c === 92 || c === 61) s += "\\" + c.toString(8).padStart(3, "0");
-    else s += String.fromCharCode(c);
-  }
-  return s;
+function nativeCacheDir(env = process.env) {
+  const base = env.TSBUILD_NATIVE_CACHE || env.RUNNER_TOOL_CACHE || env.RUNNER_TEMP || tmpdir();
+  const key = Object.entries(versions()).map(([n, v]) => `${n.replace(/[@/]/g, "_")}-${v}`).join("+") || "unversioned";
+  return join3(base, "tsbuild-native", `${process.platform}-${process.arch}-node${process.versions.modules}`, key);
 }
-function run2(cmd, args, signal, stdoutFd) {
-  return new Promise((resolve2, reject) => {
-    const child = spawn5(cmd, args, { stdio: ["ignore", stdoutFd, "pipe"], ...signal ? { signal } : {} });
-    const err = [];
-    child.stderr?.on("data", (c) => err.push(c));
-    child.on("error", (e) => {
-      const code = e.code;
-      reject(
-        code === "ENOENT" ? new TsbuildError("MISSING_TOOL", `${cmd} not found`, { hint: 'install the "attr" package (apt-get install attr)', cause: e }) : e
-      );
-    });
-    child.on("close", (code) => {
-      if (code === 0) resolve2();
-      else reject(new TsbuildError("XATTR", `${cmd} failed (exit ${code}): ${Buffer.concat(err).toString().trim().slice(0, 500)}`));
-    });
-  });
+function tryRequire(from, name) {
+  try {
+    return createRequire(from)(name);
+  } catch (e) {
+    if (e.code === "MODULE_NOT_FOUND") return void 0;
+    throw e;
+  }
+}
+function loadNative(name) {
+  const hit = loaded.get(name);
+  if (hit !== void 0) return hit;
+  const env = process.env;
+  let mod;
+  if (env.TSBUILD_NATIVE_DIR) mod = tryRequire(join3(env.TSBUILD_NATIVE_DIR, "noop.js"), name);
+  mod ??= tryRequire(import.meta.url, name);
+  if (mod === void 0) {
+    const dir = nativeCacheDir(env);
+    const anchor = join3(dir, "noop.js");
+    mod = tryRequire(anchor, name);
+    if (mod === void 0) {
+      const version = versions()[name];
+      if (version === void 0) throw new TsbuildError("NATIVE_MODULE", `${name} is not installed and this build of tsbuild does not pin its version`);
+      mkdirSync(dir, { recursive: true });
+      const spec = `${name}@${version}`;
+      process.stderr.write(`tsbuild: installing ${spec} into ${dir}
+`);
+      const npmEnv = { ...env };
+      if (npmEnv.npm_config_nodedir === void 0 && existsSync("/usr/include/node/node.h")) npmEnv.npm_config_nodedir = "/usr";
+      try {
+        execFileSync("npm", ["install", "--no-save", "--no-audit", "--no-fund", "--no-package-lock", "--prefix", dir, spec], {
+          stdio: ["ignore", "ignore", "inherit"],
+          env: npmEnv
+        });
+      } catch (e) {
+        throw new TsbuildError("NATIVE_MODULE", `cannot install ${spec}: ${e.message}`, {
+          hint: `install it yourself and point TSBUILD_NATIVE_DIR at the directory holding node_modules/${name}`,
+          cause: e
+        });
+      }
+      mod = tryRequire(anchor, name);
+      if (mod === void 0) throw new TsbuildError("NATIVE_MODULE", `${spec} was installed into ${dir} but cannot be loaded`);
+    }
+  }
+  loaded.set(name, mod);
+  return mod;
+}
+
+// tsbuild-native:@napi-rs/xattr
+function getAttributeSync(...a) {
+  return loadNative("@napi-rs/xattr").getAttributeSync(...a);
+}
+function listAttributesSync(...a) {
+  return loadNative("@napi-rs/xattr").listAttributesSync(...a);
+}
+function setAttributeSync(...a) {
+  return loadNative("@napi-rs/xattr").setAttributeSync(...a);
+}
+
+// packages/layer/src/xattr.ts
+function errnoOf(e) {
+  const m = /\(os error (\d+)\)/.exec(e instanceof Error ? e.message : String(e));
+  return m ? Number(m[1]) : void 0;
+}
+var ENOENT = 2;
+var ENOTDIR = 20;
+var EOPNOTSUPP = 95;
+function readXattrs(path7, keep) {
+  let names;
+  try {
+    names = listAttributesSync(path7);
+  } catch (e) {
+    const errno = errnoOf(e);
+    if (errno === EOPNOTSUPP || errno === ENOENT || errno === ENOTDIR) return void 0;
+    if (e instanceof Error && /Invalid attribute/.test(e.message)) {
+      throw new TsbuildError("UNSUPPORTED_NAME", `${path7} has an extended attribute whose name is not valid UTF-8`, { cause: e });
+    }
+    throw new TsbuildError("XATTR", `cannot list the extended attributes of ${path7}: ${e.message}`, { cause: e });
+  }
+  if (names.length === 0) return void 0;
+  let out;
+  for (const name of names.sort()) {
+    const value = getAttributeSync(path7, name);
+    if (value === null) continue;
+    if (keep && !keep(path7, name, value)) continue;
+    (out ??= /* @__PURE__ */ new Map()).set(name, value);
+  }
+  return out;
 }
 async function readXattrTree(root, opts = {}) {
+  const { signal, keep } = opts;
+  signal?.throwIfAborted();
   const table = /* @__PURE__ */ new Map();
-  let current;
-  let currentPath = "";
-  const line = (l) => {
-    if (l.length === 0) return;
-    if (l.toString("latin1", 0, 8) === "# file: ") {
-      currentPath = unescapeName(l.subarray(8)).toString("utf8");
-      current = void 0;
-      return;
-    }
-    const eq = l.indexOf(61);
-    if (eq === -1) return;
-    const name = unescapeName(l.subarray(0, eq)).toString("utf8");
-    const raw = l.toString("latin1", eq + 1);
-    let value;
-    if (raw.startsWith("0x")) value = Buffer.from(raw.slice(2), "hex");
-    else if (raw.startsWith("0s")) value = Buffer.from(raw.slice(2), "base64");
-    else if (raw.startsWith('"') && raw.endsWith('"')) value = unescapeName(Buffer.from(raw.slice(1, -1), "latin1"));
-    else value = Buffer.from(raw, "latin1");
-    if (opts.keep && !opts.keep(currentPath, name, value)) return;
-    if (current === void 0) {
-      current = /* @__PURE__ */ new Map();
-      table.set(currentPath, current);
-    }
-    current.set(name, value);
+  const visit = (path7) => {
+    const attrs = readXattrs(path7, keep);
+    if (attrs) table.set(path7, attrs);
   };
-  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
-  try {
-    const fd = openSync(`${dir}/dump`, "w");
-    let running;
+  visit(root);
+  const dirs = [];
+  if (isDirectory(root)) dirs.push(root);
+  while (dirs.length > 0) {
+    const dir = dirs.pop();
+    signal?.throwIfAborted();
+    let entries;
     try {
-      running = run2("getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", "--", root], opts.signal, fd);
-    } finally {
-      closeSync(fd);
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      if (e.code === "ENOENT") continue;
+      throw e;
     }
-    await running;
-    const dump = readFileSync2(`${dir}/dump`);
-    let start = 0;
-    for (let nl = dump.indexOf(10); nl !== -1; nl = dump.indexOf(10, start)) {
-      line(dump.subarray(start, nl));
-      start = nl + 1;
+    const prefix = dir.endsWith("/") ? dir : dir + "/";
+    for (const entry of entries) {
+      const path7 = prefix + entry.name;
+      visit(path7);
+      if (entry.isDirectory()) dirs.push(path7);
     }
-    if (start < dump.length) line(dump.subarray(start));
-    return table;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
+  return table;
+}
+function isDirectory(path7) {
+  return lstatSync(path7, { throwIfNoEntry: false })?.isDirectory() ?? false;
 }
 async function writeXattrs(entries, opts = {}) {
-  const parts = [];
+  const failures = [];
+  let failed = 0;
+  let first;
   for (const [path7, attrs] of entries) {
-    if (attrs.size === 0) continue;
-    parts.push(`# file: ${escapeName(Buffer.from(path7, "utf8"))}
-`);
-    for (const [name, value] of attrs) parts.push(`${escapeName(Buffer.from(name, "utf8"))}=0x${Buffer.from(value).toString("hex")}
-`);
-    parts.push("\n");
+    opts.signal?.throwIfAborted();
+    for (const [name, value] of attrs) {
+      try {
+        setAttributeSync(path7, name, value);
+      } catch (e) {
+        failed++;
+        first ??= e;
+        if (failures.length < 5) failures.push(`${name} on ${path7}: ${e.message}`);
+      }
+    }
   }
-  if (parts.length === 0) return;
-  const dir = mkdtempSync(`${tmpdir()}/tsbuild-xattr-`);
-  try {
-    writeFileSync(`${dir}/restore`, parts.join(""));
-    await run2("setfattr", ["-h", `--restore=${dir}/restore`], opts.signal, "ignore");
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  if (failed > 0) {
+    throw new TsbuildError("XATTR", `cannot set ${failed} extended attribute${failed === 1 ? "" : "s"}: ${failures.join("; ")}${failed > failures.length ? "; \u2026" : ""}`, {
+      cause: first
+    });
   }
 }
 
@@ -5789,7 +3877,7 @@ var CHUNK = 1 << 20;
 function isOverlayXattr(name) {
   return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.");
 }
-function kindOf2(st) {
+function kindOf(st) {
   if (st.isDirectory()) return "dir";
   if (st.isFile()) return "file";
   if (st.isSymbolicLink()) return "symlink";
@@ -5808,14 +3896,14 @@ function devNumbers(rdev) {
 }
 function childrenOf(hostDir, relDir) {
   const out = [];
-  for (const raw of readdirSync(hostDir, { encoding: "buffer" })) {
+  for (const raw of readdirSync2(hostDir, { encoding: "buffer" })) {
     const name = raw.toString("utf8");
     if (!Buffer.from(name, "utf8").equals(raw)) {
       throw new TsbuildError("UNSUPPORTED_NAME", `file name ${JSON.stringify(relDir + name)} in ${hostDir} is not valid UTF-8; layers need UTF-8 names`);
     }
     const host = `${hostDir}/${name}`;
-    const st = lstatSync(host);
-    const kind2 = kindOf2(st);
+    const st = lstatSync2(host);
+    const kind2 = kindOf(st);
     const outName = kind2 === "whiteout" ? WHITEOUT_PREFIX + name : name;
     const entry = {
       host,
@@ -5861,38 +3949,22 @@ async function planWalk(root, exclude, signal) {
   return plan;
 }
 async function diff(upperDir, out, opts = {}) {
-  const root = resolvePath2(upperDir);
+  const root = resolvePath(upperDir);
   const signal = opts.signal;
   const epoch = opts.sourceDateEpoch;
   if (epoch !== void 0 && (!Number.isFinite(epoch) || epoch < 0)) {
     throw new TsbuildError("BAD_SOURCE_DATE_EPOCH", `SOURCE_DATE_EPOCH must be a non-negative number of seconds, got ${epoch}`);
   }
-  if (!lstatSync(root).isDirectory()) throw new TsbuildError("NOT_A_DIRECTORY", `${upperDir} is not a directory`);
-  const opaque = /* @__PURE__ */ new Set();
-  const scanning = readXattrTree(root, {
-    ...signal ? { signal } : {},
-    keep: (path7, name, value) => {
-      if (!isOverlayXattr(name)) return true;
-      if ((name === "trusted.overlay.opaque" || name === "user.overlay.opaque") && value.toString("latin1") === "y") opaque.add(path7);
-      return false;
-    }
-  });
+  if (!lstatSync2(root).isDirectory()) throw new TsbuildError("NOT_A_DIRECTORY", `${upperDir} is not a directory`);
   let plan;
-  let xattrs;
   try {
-    try {
-      plan = await planWalk(root, opts.exclude, signal);
-    } catch (e) {
-      await scanning.catch(() => void 0);
-      throw e;
-    }
-    xattrs = await scanning;
+    plan = await planWalk(root, opts.exclude, signal);
   } catch (e) {
     out.destroy();
     if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
     throw e;
   }
-  const hash = createHash4("sha256");
+  const hash = createHash3("sha256");
   let size = 0;
   const links = /* @__PURE__ */ new Map();
   const clamp = (m) => epoch === void 0 ? m : Math.min(m, Math.floor(epoch));
@@ -5915,8 +3987,13 @@ async function diff(upperDir, out, opts = {}) {
     for (const e of plan) {
       const { host, outPath, kind: kind2 } = e;
       const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
-      const attrs = xattrs.get(host);
-      const withXattrs = (h) => attrs && attrs.size > 0 ? { ...h, xattrs: attrs } : h;
+      let opaque = false;
+      const attrs = kind2 === "whiteout" || kind2 === "socket" ? void 0 : readXattrs(host, (_path, name, value) => {
+        if (!isOverlayXattr(name)) return true;
+        if ((name === "trusted.overlay.opaque" || name === "user.overlay.opaque") && value.toString("latin1") === "y") opaque = true;
+        return false;
+      });
+      const withXattrs = (h) => attrs ? { ...h, xattrs: attrs } : h;
       const headers = [];
       const push = (h) => {
         headers.push(h);
@@ -5926,14 +4003,14 @@ async function diff(upperDir, out, opts = {}) {
         push({ ...base, mode: 0, path: outPath, type: "file" });
       } else if (kind2 === "dir") {
         push(withXattrs({ ...base, path: outPath + "/", type: "dir" }));
-        if (opaque.has(host)) {
+        if (opaque) {
           push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: "file" });
         }
       } else if (kind2 === "socket") {
       } else {
         let linked;
         if (e.nlink > 1) {
-          const big = lstatSync(host, { bigint: true });
+          const big = lstatSync2(host, { bigint: true });
           const id = `${big.dev}:${big.ino}`;
           linked = links.get(id);
           if (linked === void 0) links.set(id, outPath);
@@ -5968,7 +4045,7 @@ async function diff(upperDir, out, opts = {}) {
         }
       }
       if (file && file.size > 0) {
-        const fd = openSync2(host, "r");
+        const fd = openSync(host, "r");
         try {
           const readExactly = (buf, off, len) => {
             let got = 0;
@@ -6004,7 +4081,7 @@ async function diff(upperDir, out, opts = {}) {
             }
           }
         } finally {
-          closeSync2(fd);
+          closeSync(fd);
         }
       }
       if (pos >= CHUNK - BLOCK) {
@@ -6018,7 +4095,7 @@ async function diff(upperDir, out, opts = {}) {
     yield take();
   }
   try {
-    await pipeline3(Readable2.from(chunks(), { objectMode: false, highWaterMark: CHUNK }), out, ...signal ? [{ signal }] : []);
+    await pipeline(Readable.from(chunks(), { objectMode: false, highWaterMark: CHUNK }), out, ...signal ? [{ signal }] : []);
   } catch (e) {
     if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
     throw e;
@@ -6029,34 +4106,34 @@ async function diff(upperDir, out, opts = {}) {
 // packages/layer/src/apply.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import {
-  closeSync as closeSync3,
+  closeSync as closeSync2,
   constants as fsc,
   fchmodSync,
   fchownSync,
   futimesSync,
   lchownSync,
   linkSync,
-  lstatSync as lstatSync3,
+  lstatSync as lstatSync4,
   lutimesSync,
   mkdirSync as mkdirSync2,
-  openSync as openSync3,
-  readdirSync as readdirSync2,
-  rmSync as rmSync2,
+  openSync as openSync2,
+  readdirSync as readdirSync3,
+  rmSync,
   chmodSync,
   symlinkSync,
   unlinkSync,
   writeSync
 } from "node:fs";
 import { execFileSync as execFileSync2 } from "node:child_process";
-import { createHash as createHash6 } from "node:crypto";
-import { Readable as Readable4 } from "node:stream";
-import { resolve as resolvePath4 } from "node:path";
+import { createHash as createHash4 } from "node:crypto";
+import { Readable as Readable3 } from "node:stream";
+import { resolve as resolvePath3 } from "node:path";
 
 // packages/layer/src/securejoin.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { lstatSync as lstatSync2, readlinkSync as readlinkSync2 } from "node:fs";
-import { resolve as resolvePath3 } from "node:path";
-var MAX_LINKS2 = 255;
+import { lstatSync as lstatSync3, readlinkSync as readlinkSync2 } from "node:fs";
+import { resolve as resolvePath2 } from "node:path";
+var MAX_LINKS = 255;
 function cleanArchivePath(unsafePath) {
   if (unsafePath.includes("\0")) throw new UnsafeArchiveError(`path ${JSON.stringify(unsafePath)} contains NUL`, { entry: unsafePath });
   const out = [];
@@ -6071,8 +4148,10 @@ function cleanArchivePath(unsafePath) {
   }
   return out;
 }
-function secureJoin(root, unsafeParts, opts = {}) {
-  const absRoot = resolvePath3(root);
+function secureJoin(root, unsafe, opts = {}) {
+  const absRoot = resolvePath2(root);
+  const prefix = absRoot === "/" ? "" : absRoot;
+  const unsafeParts = typeof unsafe === "string" ? unsafe.split("/") : unsafe;
   const done = [];
   const todo = [...unsafeParts].reverse();
   let links = 0;
@@ -6085,14 +4164,14 @@ function secureJoin(root, unsafeParts, opts = {}) {
     }
     if (part.includes("/") || part.includes("\0")) throw new UnsafeArchiveError(`invalid path component ${JSON.stringify(part)}`);
     const isLast = todo.length === 0;
-    const host = absRoot + "/" + [...done, part].join("/");
+    const host = prefix + "/" + [...done, part].join("/");
     if (isLast && !opts.followLast) {
       done.push(part);
       break;
     }
     let target;
     try {
-      if (lstatSync2(host).isSymbolicLink()) target = readlinkSync2(host);
+      if (lstatSync3(host, { throwIfNoEntry: false })?.isSymbolicLink()) target = readlinkSync2(host);
     } catch (e) {
       if (e.code !== "ENOENT" && e.code !== "ENOTDIR") throw e;
     }
@@ -6100,100 +4179,428 @@ function secureJoin(root, unsafeParts, opts = {}) {
       done.push(part);
       continue;
     }
-    if (++links > MAX_LINKS2) {
+    if (++links > MAX_LINKS) {
       throw new UnsafeArchiveError(`too many levels of symbolic links resolving ${JSON.stringify(unsafeParts.join("/"))}`, { entry: unsafeParts.join("/") });
     }
     if (target.startsWith("/")) done.length = 0;
     const parts = target.split("/");
     for (let i = parts.length - 1; i >= 0; i--) todo.push(parts[i]);
   }
-  return done.length === 0 ? absRoot : absRoot + "/" + done.join("/");
+  return done.length === 0 ? absRoot : prefix + "/" + done.join("/");
+}
+
+// packages/layer/src/decompress.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn } from "node:child_process";
+import { Duplex, PassThrough, Readable as Readable2, Transform as Transform2 } from "node:stream";
+import { pipeline as pipeline2 } from "node:stream/promises";
+import zlib2 from "node:zlib";
+
+// packages/layer/src/zstd.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createRequire as createRequire2 } from "node:module";
+import { Transform } from "node:stream";
+import zlib from "node:zlib";
+var nodeZstd = zlib;
+var zc = zlib.constants;
+var NODE_CHUNK = 1 << 20;
+var ENGINE_ORDER = {
+  compress: ["zstd-napi", "node"],
+  decompress: ["zstd-napi", "node"]
+};
+var addon;
+function loadAddon() {
+  if (addon) return addon;
+  try {
+    addon = { mod: createRequire2(import.meta.url)("zstd-napi") };
+  } catch (e) {
+    const err = e;
+    addon = {
+      why: err.code === "MODULE_NOT_FOUND" && /'zstd-napi'/.test(err.message) ? "zstd-napi is not installed" : `zstd-napi does not load: ${err.message.split("\n")[0]}`
+    };
+  }
+  return addon;
+}
+function available(engine) {
+  return engine === "node" ? typeof nodeZstd.createZstdCompress === "function" : loadAddon().mod !== void 0;
+}
+function zstdEngine(direction) {
+  return ENGINE_ORDER[direction].find(available);
+}
+function unavailable() {
+  return new TsbuildError(
+    "ZSTD_UNAVAILABLE",
+    `zstd is not available: Node ${process.version} has no zstd of its own (it came in Node 22.15) and ${loadAddon().why ?? "zstd-napi is missing"}`,
+    {
+      hint: "run tsbuild on Node 22.15 or newer (24 recommended), or install zstd-napi, which builds with node-gyp: apt-get install g++ make python3, then pnpm install (or npm install zstd-napi); gzip works without either"
+    }
+  );
+}
+function pick(direction, engine) {
+  if (engine !== void 0) {
+    if (!available(engine)) {
+      throw engine === "node" ? new TsbuildError("ZSTD_UNAVAILABLE", `Node ${process.version} has no zstd of its own`) : new TsbuildError("ZSTD_UNAVAILABLE", loadAddon().why ?? "zstd-napi is missing");
+    }
+    return engine;
+  }
+  const e = zstdEngine(direction);
+  if (e === void 0) throw unavailable();
+  return e;
+}
+function createZstdCompressor(p, engine) {
+  if (pick("compress", engine) === "node") {
+    const level = zc.ZSTD_c_compressionLevel;
+    const checksum = zc.ZSTD_c_checksumFlag;
+    if (level === void 0 || checksum === void 0) throw new TsbuildError("ZSTD_UNAVAILABLE", `Node ${process.version}'s zlib lacks zstd's parameters`);
+    return new OneWriteAtATime(nodeZstd.createZstdCompress({ params: { [level]: p.level, [checksum]: 1 }, chunkSize: NODE_CHUNK }));
+  }
+  const { CompressStream } = loadAddon().mod;
+  return new CompressStream({ compressionLevel: p.level, nbWorkers: p.workers, jobSize: p.jobSize, checksumFlag: true });
+}
+var OneWriteAtATime = class extends Transform {
+  #inner;
+  constructor(inner) {
+    super();
+    this.#inner = inner;
+    inner.on("data", (chunk) => {
+      if (!this.push(chunk)) inner.pause();
+    });
+    inner.on("error", (err) => this.destroy(err));
+  }
+  _read(size) {
+    this.#inner.resume();
+    super._read(size);
+  }
+  _transform(chunk, _enc, done) {
+    this.#inner.write(chunk, (err) => done(err));
+  }
+  _flush(done) {
+    this.#inner.once("end", () => done());
+    this.#inner.end();
+  }
+  _destroy(err, done) {
+    this.#inner.destroy();
+    done(err);
+  }
+};
+function createZstdDecompressor(engine) {
+  if (pick("decompress", engine) === "node") return nodeZstd.createZstdDecompress({ chunkSize: NODE_CHUNK });
+  const { DecompressStream } = loadAddon().mod;
+  return new DecompressStream();
+}
+
+// packages/layer/src/decompress.ts
+function sniffArchiveCompression(head) {
+  const at = (i) => head[i];
+  if (at(0) === 31 && at(1) === 139) return "gzip";
+  if (at(0) === 66 && at(1) === 90 && at(2) === 104) return "bzip2";
+  if (at(0) === 253 && at(1) === 55 && at(2) === 122 && at(3) === 88 && at(4) === 90 && at(5) === 0) return "xz";
+  if (at(0) === 40 && at(1) === 181 && at(2) === 47 && at(3) === 253) return "zstd";
+  return "none";
+}
+function decompress(src, opts = {}) {
+  return run(src, opts, async () => {
+    const { head, stream } = await peek(src, 6);
+    const kind2 = sniffArchiveCompression(head);
+    const layerKind = kind2 === "gzip" || kind2 === "zstd" ? kind2 : "none";
+    return { stream, kind: opts.archives ? kind2 : layerKind };
+  });
+}
+function decompressAs(src, kind2, opts = {}) {
+  return run(src, opts, async () => ({ stream: src, kind: kind2 }));
+}
+var TOOLS = { xz: { cmd: "xz", pkg: "xz-utils" }, bzip2: { cmd: "bzip2", pkg: "bzip2" } };
+function run(src, opts, open7) {
+  const message = opts.errorMessage ?? ((reason) => `cannot decompress layer: ${reason}`);
+  let cause;
+  const toError = (err) => {
+    const e = cause ?? err;
+    return e instanceof TsbuildError ? new TsbuildError(e.code, message(e.message), { ...e.hint === void 0 ? {} : { hint: e.hint }, cause: e }) : new TsbuildError("DECOMPRESS", message(e.message), { cause: e });
+  };
+  let stopTool;
+  const out = new PassThrough({
+    destroy(err, callback) {
+      stopTool?.();
+      if (!src.destroyed) src.destroy();
+      callback(err === null ? null : toError(err));
+    }
+  });
+  void (async () => {
+    const { stream, kind: kind2 } = await open7();
+    const stages = [];
+    if (kind2 === "gzip") stages.push(zlib2.createGunzip());
+    else if (kind2 === "zstd") stages.push(createZstdDecompressor());
+    else if (kind2 === "xz" || kind2 === "bzip2") {
+      const tool = toolDecoder(TOOLS[kind2], (e) => cause ??= e);
+      stopTool = tool.stop;
+      stages.push(tool.stage);
+    }
+    await pipeline2([stream, ...stages, out], opts.signal ? { signal: opts.signal } : {});
+  })().catch((err) => {
+    out.destroy(err instanceof Error ? err : new Error(String(err)));
+  });
+  return out;
+}
+function toolDecoder(tool, failed) {
+  const child = spawn(tool.cmd, ["-dcq"], { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (d) => {
+    if (stderr.length < 4096) stderr += d;
+  });
+  const exited = new Promise((resolve3, reject) => {
+    child.on("error", (e) => {
+      const err = e.code === "ENOENT" ? new TsbuildError("MISSING_TOOL", `the ${tool.cmd} command is not installed (Node has no ${tool.cmd} decoder)`, {
+        hint: `install the "${tool.pkg}" package (apt-get install ${tool.pkg})`,
+        cause: e
+      }) : e;
+      failed(err);
+      reject(err);
+    });
+    child.on("close", (code) => resolve3(code));
+  });
+  exited.catch(() => {
+  });
+  const gate = new Transform2({
+    transform(chunk, _enc, cb) {
+      cb(null, chunk);
+    },
+    flush(cb) {
+      exited.then(
+        (code) => cb(code === 0 ? null : new Error(`${tool.cmd} exited with ${code}: ${stderr.trim()}`)),
+        (e) => cb(e)
+      );
+    }
+  });
+  child.stdout.pipe(gate);
+  child.stdout.on("error", (e) => gate.destroy(e));
+  child.stdin.on("error", () => {
+  });
+  const stop = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill();
+  };
+  return { stage: Duplex.from({ writable: child.stdin, readable: gate }), stop };
+}
+async function peek(src, n) {
+  const parts = [];
+  let have = 0;
+  while (have < n && !src.readableEnded) {
+    const chunk = src.read();
+    if (chunk === null) {
+      if (src.errored) throw src.errored;
+      await nextReadable(src);
+      continue;
+    }
+    const buf = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk);
+    parts.push(buf);
+    have += buf.length;
+  }
+  const head = Buffer.concat(parts);
+  if (src.readableEnded) return { head, stream: Readable2.from(head.length > 0 ? [head] : []) };
+  if (head.length > 0) src.unshift(head);
+  return { head, stream: src };
+}
+function nextReadable(src) {
+  return new Promise((resolve3, reject) => {
+    const done = (err) => {
+      src.off("readable", onReady);
+      src.off("end", onReady);
+      src.off("error", done);
+      if (err) reject(err);
+      else resolve3();
+    };
+    const onReady = () => done();
+    src.on("readable", onReady);
+    src.on("end", onReady);
+    src.on("error", done);
+  });
+}
+
+// packages/layer/src/apply.ts
+function lstatOrUndefined(p) {
+  try {
+    return lstatSync4(p);
+  } catch (e) {
+    const code = e.code;
+    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
+    throw e;
+  }
+}
+function isOverlayXattr2(name) {
+  return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.");
+}
+async function apply(tar, dir, opts = {}) {
+  const root = resolvePath3(dir);
+  const signal = opts.signal;
+  mkdirSync2(root, { recursive: true });
+  const hash = createHash4("sha256");
+  let size = 0;
+  let entries = 0;
+  let whiteouts = 0;
+  const created = /* @__PURE__ */ new Map();
+  const dirTimes = [];
+  const xattrs = [];
+  try {
+    const source = decompress(tar instanceof Readable3 ? tar : Readable3.from(tar));
+    const reader = readTar(source, {
+      ...signal ? { signal } : {},
+      onBytes: (c) => {
+        hash.update(c);
+        size += c.length;
+      }
+    });
+    for await (const { header, body } of reader) {
+      signal?.throwIfAborted();
+      entries++;
+      const parts = cleanArchivePath(header.path);
+      try {
+        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true);
+        if (r === "whiteout") whiteouts++;
+        else if (r) {
+          if (header.type === "dir") dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
+          if (header.xattrs && header.type !== "hardlink") {
+            const attrs = /* @__PURE__ */ new Map();
+            for (const [k, v] of header.xattrs) {
+              if (isOverlayXattr2(k)) continue;
+              if (!/^[a-z]+\.[^\0\n]+$/.test(k)) {
+                throw new UnsafeArchiveError(`entry ${JSON.stringify(header.path)} has an invalid xattr name ${JSON.stringify(k)}`, { entry: header.path });
+              }
+              attrs.set(k, v);
+            }
+            if (attrs.size > 0) xattrs.push({ parts, host: r, index: entries, attrs });
+          }
+        }
+      } catch (e) {
+        if (e instanceof TsbuildError) throw e;
+        const err = e;
+        throw new TsbuildError("APPLY", `cannot apply layer entry ${JSON.stringify(header.path)}: ${err.message}`, { cause: e });
+      }
+    }
+    const stillThere = (d) => created.get(d.host) === d.index && secureJoin(root, d.parts) === d.host && lstatOrUndefined(d.host) !== void 0;
+    await writeXattrs(
+      xattrs.filter(stillThere).map((x) => [x.host, x.attrs]),
+      signal ? { signal } : {}
+    );
+    for (const d of dirTimes) if (stillThere(d)) lutimesSync(d.host, d.mtime, d.mtime);
+  } catch (e) {
+    if (signal?.aborted && !(e instanceof CancelledError)) throw new CancelledError(`applying a layer to ${dir} was cancelled`, { cause: e });
+    throw e;
+  }
+  return { diffId: `sha256:${hash.digest("hex")}`, size, entries, whiteouts };
+}
+async function drain(body) {
+  for await (const _ of body) ;
+}
+function removeAll(host) {
+  rmSync(host, { recursive: true, force: true });
+}
+async function applyEntry(root, parts, h, body, created, index, whiteouts) {
+  if (parts.length === 0) {
+    if (h.type !== "dir") throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
+    lchownSync(root, h.uid, h.gid);
+    chmodSync(root, h.mode);
+    created.set(root, index);
+    return root;
+  }
+  const base = parts[parts.length - 1];
+  const parentParts = parts.slice(0, -1);
+  const parent = secureJoin(root, parentParts, { followLast: true });
+  if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
+    await drain(body);
+    const parentSt = lstatOrUndefined(parent);
+    if (base === OPAQUE_MARKER) {
+      if (parentSt?.isDirectory()) {
+        for (const name of readdirSync3(parent)) {
+          const child = `${parent}/${name}`;
+          if (!created.has(child)) removeAll(child);
+        }
+      }
+      return "whiteout";
+    }
+    const victim = base.slice(WHITEOUT_PREFIX.length);
+    if (victim === "" || victim === "." || victim === "..") {
+      throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} does not name a file in its directory`, { entry: h.path });
+    }
+    const target = `${parent}/${victim}`;
+    if (parentSt?.isDirectory() && !created.has(target)) removeAll(target);
+    return "whiteout";
+  }
+  mkdirSync2(parent, { recursive: true, mode: 493 });
+  const host = `${parent}/${base}`;
+  const existing = lstatOrUndefined(host);
+  if (existing && !(h.type === "dir" && existing.isDirectory())) {
+    if (existing.isDirectory()) removeAll(host);
+    else unlinkSync(host);
+  }
+  created.set(host, index);
+  switch (h.type) {
+    case "dir": {
+      if (!existing?.isDirectory()) mkdirSync2(host, { mode: 448 });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+    case "file": {
+      const fd = openSync2(host, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 384);
+      try {
+        let written = 0;
+        for await (const chunk of body) {
+          let off = 0;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off, written + off);
+          written += chunk.length;
+        }
+        fchownSync(fd, h.uid, h.gid);
+        fchmodSync(fd, h.mode);
+        futimesSync(fd, h.mtime, h.mtime);
+      } finally {
+        closeSync2(fd);
+      }
+      return host;
+    }
+    case "hardlink": {
+      const targetParts = cleanArchivePath(h.linkpath ?? "");
+      const target = secureJoin(root, targetParts);
+      const st = lstatOrUndefined(target);
+      if (targetParts.length === 0 || !st || st.isDirectory()) {
+        throw new UnsafeArchiveError(`hardlink ${JSON.stringify(h.path)} points to ${JSON.stringify(h.linkpath)}, which is not a file in the layer's root`, {
+          entry: h.path
+        });
+      }
+      linkSync(target, host);
+      return void 0;
+    }
+    case "symlink": {
+      symlinkSync(h.linkpath ?? "", host);
+      lchownSync(host, h.uid, h.gid);
+      break;
+    }
+    case "char":
+    case "block": {
+      execFileSync2("mknod", ["-m", (h.mode & 4095).toString(8), host, h.type === "char" ? "c" : "b", String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
+        stdio: ["ignore", "ignore", "pipe"]
+      });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+    case "fifo": {
+      execFileSync2("mkfifo", ["-m", (h.mode & 4095).toString(8), host], { stdio: ["ignore", "ignore", "pipe"] });
+      lchownSync(host, h.uid, h.gid);
+      chmodSync(host, h.mode);
+      break;
+    }
+  }
+  if (h.type !== "dir") lutimesSync(host, h.mtime, h.mtime);
+  return host;
 }
 
 // packages/layer/src/compress.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { createHash as createHash5 } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { PassThrough as PassThrough2, Readable as Readable3, Transform } from "node:stream";
-import { finished as finished2, pipeline as pipeline4 } from "node:stream/promises";
+import { Transform as Transform3 } from "node:stream";
+import { finished as finished2, pipeline as pipeline3 } from "node:stream/promises";
 import { Worker } from "node:worker_threads";
-import zlib from "node:zlib";
-
-// tsbuild-native:zstd-napi
-init_define_TSBUILD_NATIVE_VERSIONS();
-
-// packages/action/src/native.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir as tmpdir2 } from "node:os";
-import { join as join8 } from "node:path";
-var loaded2 = /* @__PURE__ */ new Map();
-function versions() {
-  return typeof define_TSBUILD_NATIVE_VERSIONS_default === "undefined" ? {} : define_TSBUILD_NATIVE_VERSIONS_default;
-}
-function nativeCacheDir(env = process.env) {
-  const base = env.TSBUILD_NATIVE_CACHE || env.RUNNER_TOOL_CACHE || env.RUNNER_TEMP || tmpdir2();
-  const key = Object.entries(versions()).map(([n, v]) => `${n.replace(/[@/]/g, "_")}-${v}`).join("+") || "unversioned";
-  return join8(base, "tsbuild-native", `${process.platform}-${process.arch}-node${process.versions.modules}`, key);
-}
-function tryRequire(from, name) {
-  try {
-    return createRequire(from)(name);
-  } catch (e) {
-    if (e.code === "MODULE_NOT_FOUND") return void 0;
-    throw e;
-  }
-}
-function loadNative(name) {
-  const hit = loaded2.get(name);
-  if (hit !== void 0) return hit;
-  const env = process.env;
-  let mod;
-  if (env.TSBUILD_NATIVE_DIR) mod = tryRequire(join8(env.TSBUILD_NATIVE_DIR, "noop.js"), name);
-  mod ??= tryRequire(import.meta.url, name);
-  if (mod === void 0) {
-    const dir = nativeCacheDir(env);
-    const anchor = join8(dir, "noop.js");
-    mod = tryRequire(anchor, name);
-    if (mod === void 0) {
-      const version = versions()[name];
-      if (version === void 0) throw new TsbuildError("NATIVE_MODULE", `${name} is not installed and this build of tsbuild does not pin its version`);
-      mkdirSync(dir, { recursive: true });
-      const spec = `${name}@${version}`;
-      process.stderr.write(`tsbuild: installing ${spec} into ${dir}
-`);
-      const npmEnv = { ...env };
-      if (npmEnv.npm_config_nodedir === void 0 && existsSync("/usr/include/node/node.h")) npmEnv.npm_config_nodedir = "/usr";
-      try {
-        execFileSync("npm", ["install", "--no-save", "--no-audit", "--no-fund", "--no-package-lock", "--prefix", dir, spec], {
-          stdio: ["ignore", "ignore", "inherit"],
-          env: npmEnv
-        });
-      } catch (e) {
-        throw new TsbuildError("NATIVE_MODULE", `cannot install ${spec}: ${e.message}`, {
-          hint: `install it yourself and point TSBUILD_NATIVE_DIR at the directory holding node_modules/${name}`,
-          cause: e
-        });
-      }
-      mod = tryRequire(anchor, name);
-      if (mod === void 0) throw new TsbuildError("NATIVE_MODULE", `${spec} was installed into ${dir} but cannot be loaded`);
-    }
-  }
-  loaded2.set(name, mod);
-  return mod;
-}
-
-// tsbuild-native:zstd-napi
-var CompressStream = function CompressStream2(...a) {
-  return new (loadNative("zstd-napi")).CompressStream(...a);
-};
-var DecompressStream = function DecompressStream2(...a) {
-  return new (loadNative("zstd-napi")).DecompressStream(...a);
-};
-
-// packages/layer/src/compress.ts
+import zlib3 from "node:zlib";
 var DEFAULT_GZIP_LEVEL = 6;
 var DEFAULT_ZSTD_LEVEL = 3;
 var ZSTD_JOB_SIZE = 2 << 20;
@@ -6223,88 +4630,25 @@ async function compress(src, out, opts) {
     throw new TsbuildError("COMPRESS", `${algorithm} compression failed: ${errorMessage(err)}`, { cause: err });
   }
 }
-function sniffCompression(head) {
-  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
-  if (head.length >= 4 && head[0] === 40 && head[1] === 181 && head[2] === 47 && head[3] === 253) return "zstd";
-  return "none";
-}
-function decompress(src) {
-  const out = new PassThrough2({
-    destroy(err, callback) {
-      callback(err === null || err instanceof TsbuildError ? err : new TsbuildError("DECOMPRESS", `cannot decompress layer: ${errorMessage(err)}`, { cause: err }));
-    }
-  });
-  void (async () => {
-    const { head, stream } = await peek(src, 4);
-    const kind2 = sniffCompression(head);
-    const stages = [];
-    if (kind2 === "gzip") stages.push(zlib.createGunzip());
-    else if (kind2 === "zstd") stages.push(new DecompressStream());
-    await pipeline4([stream, ...stages, out]);
-  })().catch((err) => {
-    out.destroy(err instanceof Error ? err : new Error(String(err)));
-    if (!src.destroyed) src.destroy();
-  });
-  return out;
-}
-async function peek(src, n) {
-  const parts = [];
-  let have = 0;
-  while (have < n && !src.readableEnded) {
-    const chunk = src.read();
-    if (chunk === null) {
-      if (src.errored) throw src.errored;
-      await nextReadable(src);
-      continue;
-    }
-    const buf = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk);
-    parts.push(buf);
-    have += buf.length;
-  }
-  const head = Buffer.concat(parts);
-  if (src.readableEnded) return { head, stream: Readable3.from(head.length > 0 ? [head] : []) };
-  if (head.length > 0) src.unshift(head);
-  return { head, stream: src };
-}
-function nextReadable(src) {
-  return new Promise((resolve2, reject) => {
-    const done = (err) => {
-      src.off("readable", onReady);
-      src.off("end", onReady);
-      src.off("error", done);
-      if (err) reject(err);
-      else resolve2();
-    };
-    const onReady = () => done();
-    src.on("readable", onReady);
-    src.on("end", onReady);
-    src.on("error", done);
-  });
-}
 async function zstdStream(src, out, level, threads, signal) {
   const hash = createHash5("sha256");
   let size = 0;
-  const encoder = new CompressStream({
-    compressionLevel: level,
-    nbWorkers: threads,
-    jobSize: ZSTD_JOB_SIZE,
-    checksumFlag: true
-  });
-  const tap = new Transform({
+  const encoder = createZstdCompressor({ level, workers: threads, jobSize: ZSTD_JOB_SIZE });
+  const tap = new Transform3({
     transform(chunk, _enc, done) {
       hash.update(chunk);
       size += chunk.length;
       done(null, chunk);
     }
   });
-  await pipeline4(src, encoder, tap, out, signal ? { signal } : {});
+  await pipeline3(src, encoder, tap, out, signal ? { signal } : {});
   return { digest: `sha256:${hash.digest("hex")}`, size };
 }
 var PROBE_SIZE = 32 << 10;
 var STORE_RATIO = 0.97;
 function storeLevel(data, level) {
   if (level === 0 || data.length < PROBE_SIZE * 4) return level;
-  const incompressible = (at) => zlib.deflateRawSync(data.subarray(at, at + PROBE_SIZE), { level: 1 }).length >= PROBE_SIZE * STORE_RATIO;
+  const incompressible = (at) => zlib3.deflateRawSync(data.subarray(at, at + PROBE_SIZE), { level: 1 }).length >= PROBE_SIZE * STORE_RATIO;
   return [0, (data.length >> 1) - PROBE_SIZE / 2, data.length - PROBE_SIZE].every(incompressible) ? 0 : level;
 }
 var WORKER_SOURCE = `
@@ -6331,10 +4675,10 @@ parentPort.on('message', (m) => {
 `;
 var OUT_CHUNK = BLOCK_SIZE + (64 << 10);
 function deflateBlock(data, last, level) {
-  return zlib.deflateRawSync(data, {
+  return zlib3.deflateRawSync(data, {
     level: storeLevel(data, level),
     chunkSize: OUT_CHUNK,
-    finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH
+    finishFlush: last ? zlib3.constants.Z_FINISH : zlib3.constants.Z_SYNC_FLUSH
   });
 }
 var JOBS_PER_WORKER = 2;
@@ -6359,9 +4703,9 @@ var DeflatePool = class {
     }
   }
   run(input, length, last) {
-    return new Promise((resolve2, reject) => {
+    return new Promise((resolve3, reject) => {
       if (this.#failure) return reject(this.#failure);
-      this.#queue.push({ id: this.#nextId++, input, length, last, resolve: resolve2, reject });
+      this.#queue.push({ id: this.#nextId++, input, length, last, resolve: resolve3, reject });
       this.#dispatch();
     });
   }
@@ -6451,7 +4795,7 @@ async function gzipParallel(src, out, level, threads, signal) {
     if (last && pending.length === 0 && pool === void 0) {
       const view = Buffer.from(block, 0, length);
       const deflated = deflateBlock(view, true, level);
-      pending.push(Promise.resolve({ deflated, crc: zlib.crc32(view), length, input: block }));
+      pending.push(Promise.resolve({ deflated, crc: zlib3.crc32(view), length, input: block }));
     } else {
       pool ??= new DeflatePool(threads, level);
       const job = pool.run(block, length, last);
@@ -6496,13 +4840,13 @@ async function gzipParallel(src, out, level, threads, signal) {
 }
 function drained(out) {
   if (out.destroyed) return Promise.reject(out.errored ?? new Error("destination closed early"));
-  return new Promise((resolve2, reject) => {
+  return new Promise((resolve3, reject) => {
     const done = (err) => {
       out.off("drain", onDrain);
       out.off("error", done);
       out.off("close", onClose);
       if (err) reject(err);
-      else resolve2();
+      else resolve3();
     };
     const onDrain = () => done();
     const onClose = () => done(out.errored ?? new Error("destination closed early"));
@@ -6549,2131 +4893,1666 @@ function errorMessage(err) {
   return err instanceof Error ? err.message : String(err);
 }
 
-// packages/layer/src/apply.ts
-function lstatOrUndefined2(p) {
-  try {
-    return lstatSync3(p);
-  } catch (e) {
-    const code = e.code;
-    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
-    throw e;
+// packages/store/src/image.ts
+var StoreImage = class {
+  constructor(src, desc) {
+    this.src = src;
+    this.desc = desc;
   }
-}
-function isOverlayXattr2(name) {
-  return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.");
-}
-async function apply(tar, dir, opts = {}) {
-  const root = resolvePath4(dir);
-  const signal = opts.signal;
-  mkdirSync2(root, { recursive: true });
-  const hash = createHash6("sha256");
-  let size = 0;
-  let entries = 0;
-  let whiteouts = 0;
-  const created = /* @__PURE__ */ new Map();
-  const dirTimes = [];
-  const xattrs = [];
-  try {
-    const source = decompress(tar instanceof Readable4 ? tar : Readable4.from(tar));
-    const reader = readTar(source, {
-      ...signal ? { signal } : {},
-      onBytes: (c) => {
-        hash.update(c);
-        size += c.length;
-      }
-    });
-    for await (const { header, body } of reader) {
-      signal?.throwIfAborted();
-      entries++;
-      const parts = cleanArchivePath(header.path);
-      try {
-        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true);
-        if (r === "whiteout") whiteouts++;
-        else if (r) {
-          if (header.type === "dir") dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
-          if (header.xattrs && header.type !== "hardlink") {
-            const attrs = /* @__PURE__ */ new Map();
-            for (const [k, v] of header.xattrs) {
-              if (isOverlayXattr2(k)) continue;
-              if (!/^[a-z]+\.[^\0\n]+$/.test(k)) {
-                throw new UnsafeArchiveError(`entry ${JSON.stringify(header.path)} has an invalid xattr name ${JSON.stringify(k)}`, { entry: header.path });
-              }
-              attrs.set(k, v);
-            }
-            if (attrs.size > 0) xattrs.push({ parts, host: r, index: entries, attrs });
-          }
-        }
-      } catch (e) {
-        if (e instanceof TsbuildError) throw e;
-        const err = e;
-        throw new TsbuildError("APPLY", `cannot apply layer entry ${JSON.stringify(header.path)}: ${err.message}`, { cause: e });
-      }
-    }
-    const stillThere = (d) => created.get(d.host) === d.index && secureJoin(root, d.parts) === d.host && lstatOrUndefined2(d.host) !== void 0;
-    await writeXattrs(
-      xattrs.filter(stillThere).map((x) => [x.host, x.attrs]),
-      signal ? { signal } : {}
-    );
-    for (const d of dirTimes) if (stillThere(d)) lutimesSync(d.host, d.mtime, d.mtime);
-  } catch (e) {
-    if (signal?.aborted && !(e instanceof CancelledError)) throw new CancelledError(`applying a layer to ${dir} was cancelled`, { cause: e });
-    throw e;
+  src;
+  desc;
+  rawM;
+  m;
+  rawC;
+  c;
+  async descriptor() {
+    return this.desc;
   }
-  return { diffId: `sha256:${hash.digest("hex")}`, size, entries, whiteouts };
-}
-async function drain(body) {
-  for await (const _ of body) ;
-}
-function removeAll(host) {
-  rmSync2(host, { recursive: true, force: true });
-}
-async function applyEntry(root, parts, h, body, created, index, whiteouts) {
-  if (parts.length === 0) {
-    if (h.type !== "dir") throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
-    lchownSync(root, h.uid, h.gid);
-    chmodSync(root, h.mode);
-    created.set(root, index);
-    return root;
+  async digest() {
+    return this.desc.digest;
   }
-  const base = parts[parts.length - 1];
-  const parentParts = parts.slice(0, -1);
-  const parent = secureJoin(root, parentParts, { followLast: true });
-  if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
-    await drain(body);
-    const parentSt = lstatOrUndefined2(parent);
-    if (base === OPAQUE_MARKER) {
-      if (parentSt?.isDirectory()) {
-        for (const name of readdirSync2(parent)) {
-          const child = `${parent}/${name}`;
-          if (!created.has(child)) removeAll(child);
-        }
-      }
-      return "whiteout";
-    }
-    const victim = base.slice(WHITEOUT_PREFIX.length);
-    if (victim === "" || victim === "." || victim === "..") {
-      throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} does not name a file in its directory`, { entry: h.path });
-    }
-    const target = `${parent}/${victim}`;
-    if (parentSt?.isDirectory() && !created.has(target)) removeAll(target);
-    return "whiteout";
+  rawManifest() {
+    return this.rawM ??= this.src.readBlob(this.desc.digest);
   }
-  mkdirSync2(parent, { recursive: true, mode: 493 });
-  const host = `${parent}/${base}`;
-  const existing = lstatOrUndefined2(host);
-  if (existing && !(h.type === "dir" && existing.isDirectory())) {
-    if (existing.isDirectory()) removeAll(host);
-    else unlinkSync(host);
+  manifest() {
+    return this.m ??= this.rawManifest().then((b) => parseManifest(b, { source: this.desc.digest }));
   }
-  created.set(host, index);
-  switch (h.type) {
-    case "dir": {
-      if (!existing?.isDirectory()) mkdirSync2(host, { mode: 448 });
-      lchownSync(host, h.uid, h.gid);
-      chmodSync(host, h.mode);
-      break;
-    }
-    case "file": {
-      const fd = openSync3(host, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 384);
-      try {
-        let written = 0;
-        for await (const chunk of body) {
-          let off = 0;
-          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off, written + off);
-          written += chunk.length;
-        }
-        fchownSync(fd, h.uid, h.gid);
-        fchmodSync(fd, h.mode);
-        futimesSync(fd, h.mtime, h.mtime);
-      } finally {
-        closeSync3(fd);
-      }
-      return host;
-    }
-    case "hardlink": {
-      const targetParts = cleanArchivePath(h.linkpath ?? "");
-      const target = secureJoin(root, targetParts);
-      const st = lstatOrUndefined2(target);
-      if (targetParts.length === 0 || !st || st.isDirectory()) {
-        throw new UnsafeArchiveError(`hardlink ${JSON.stringify(h.path)} points to ${JSON.stringify(h.linkpath)}, which is not a file in the layer's root`, {
-          entry: h.path
-        });
-      }
-      linkSync(target, host);
-      return void 0;
-    }
-    case "symlink": {
-      symlinkSync(h.linkpath ?? "", host);
-      lchownSync(host, h.uid, h.gid);
-      break;
-    }
-    case "char":
-    case "block": {
-      execFileSync2("mknod", ["-m", (h.mode & 4095).toString(8), host, h.type === "char" ? "c" : "b", String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
-        stdio: ["ignore", "ignore", "pipe"]
-      });
-      lchownSync(host, h.uid, h.gid);
-      chmodSync(host, h.mode);
-      break;
-    }
-    case "fifo": {
-      execFileSync2("mkfifo", ["-m", (h.mode & 4095).toString(8), host], { stdio: ["ignore", "ignore", "pipe"] });
-      lchownSync(host, h.uid, h.gid);
-      chmodSync(host, h.mode);
-      break;
-    }
+  async configDescriptor() {
+    return (await this.manifest()).config;
   }
-  if (h.type !== "dir") lutimesSync(host, h.mtime, h.mtime);
-  return host;
-}
-
-// packages/builder/src/hash.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash7 } from "node:crypto";
-import fs2 from "node:fs";
-import path3 from "node:path";
-
-// tsbuild-native:@napi-rs/blake-hash
-init_define_TSBUILD_NATIVE_VERSIONS();
-function blake3(...a) {
-  return loadNative("@napi-rs/blake-hash").blake3(...a);
-}
-var Blake3Hasher = function Blake3Hasher2(...a) {
-  return new (loadNative("@napi-rs/blake-hash")).Blake3Hasher(...a);
-};
-
-// packages/builder/src/hash.ts
-var SMALL_FILE = 1 << 20;
-var CHUNK2 = 4 << 20;
-var chunkBuffer;
-function hashFileContent(absPath, size) {
-  if (size < SMALL_FILE) return blake3(fs2.readFileSync(absPath)).toString("hex");
-  const fd = fs2.openSync(absPath, "r");
-  try {
-    const hasher = new Blake3Hasher();
-    chunkBuffer ??= Buffer.allocUnsafe(CHUNK2);
-    for (; ; ) {
-      const n = fs2.readSync(fd, chunkBuffer, 0, CHUNK2, null);
-      if (n === 0) break;
-      hasher.update(chunkBuffer.subarray(0, n));
-    }
-    return hasher.digest("hex");
-  } finally {
-    fs2.closeSync(fd);
+  rawConfig() {
+    return this.rawC ??= this.configDescriptor().then((d) => this.src.readBlob(d.digest));
   }
-}
-var RACY_WINDOW_MS = 100;
-var MAX_UNUSED_ENTRIES = 5e5;
-var StatCache = class _StatCache {
-  file;
-  rows;
-  used = /* @__PURE__ */ new Set();
-  dirty = false;
-  racyNs;
-  constructor(file, rows, racyWindowMs) {
-    this.file = file;
-    this.rows = rows;
-    this.racyNs = BigInt(Math.round(racyWindowMs * 1e6));
+  config() {
+    return this.c ??= Promise.all([this.rawConfig(), this.configDescriptor()]).then(([b, d]) => parseConfig(b, { source: d.digest }));
   }
-  /**
-   * Loads the cache; a missing or unreadable file starts an empty one (it is only a cache).
-   * `racyWindowMs`: how recent a change must be, relative to the moment it was hashed, for the
-   * hash not to be trusted (default 100 ms, well above the kernel's timestamp granularity).
-   */
-  static async load(file, opts = {}) {
-    let rows = /* @__PURE__ */ new Map();
-    try {
-      const parsed = JSON.parse(await fs2.promises.readFile(file, "utf8"));
-      if (parsed.version === 1 && parsed.entries && typeof parsed.entries === "object") {
-        rows = new Map(Object.entries(parsed.entries).filter(([, r]) => Array.isArray(r) && r.length === 7));
-      }
-    } catch {
-      rows = /* @__PURE__ */ new Map();
-    }
-    return new _StatCache(file, rows, opts.racyWindowMs ?? RACY_WINDOW_MS);
-  }
-  get size() {
-    return this.rows.size;
-  }
-  lookup(absPath, st) {
-    const row = this.rows.get(absPath);
-    if (!row) return void 0;
-    if (row[0] !== String(st.dev) || row[1] !== String(st.ino) || row[2] !== String(st.size)) return void 0;
-    if (row[3] !== String(st.mtimeNs) || row[4] !== String(st.ctimeNs)) return void 0;
-    const newest = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
-    if (newest + this.racyNs >= BigInt(row[5])) return void 0;
-    this.used.add(absPath);
-    return row[6];
-  }
-  store(absPath, st, hashedAtNs, hash) {
-    this.rows.set(absPath, [
-      String(st.dev),
-      String(st.ino),
-      String(st.size),
-      String(st.mtimeNs),
-      String(st.ctimeNs),
-      String(hashedAtNs),
-      hash
-    ]);
-    this.used.add(absPath);
-    this.dirty = true;
-  }
-  /** Writes the cache (temp file + rename) if anything changed; returns whether it wrote. */
-  async save() {
-    if (!this.dirty) return false;
-    if (this.rows.size > MAX_UNUSED_ENTRIES) {
-      for (const key of this.rows.keys()) if (!this.used.has(key)) this.rows.delete(key);
-    }
-    const body = { version: 1, entries: Object.fromEntries(this.rows) };
-    await fs2.promises.mkdir(path3.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.${Date.now()}.tmp`;
-    try {
-      await fs2.promises.writeFile(tmp, JSON.stringify(body));
-      await fs2.promises.rename(tmp, this.file);
-    } catch (e) {
-      await fs2.promises.rm(tmp, { force: true });
-      throw new TsbuildError("STAT_CACHE", `cannot write stat cache ${this.file}: ${e.message}`, { cause: e });
-    }
-    this.dirty = false;
-    return true;
+  async layers() {
+    const [m, c] = await Promise.all([this.manifest(), this.config()]);
+    return m.layers.map((d, i) => new StoreLayer(this.src, d, c.rootfs.diff_ids[i]));
   }
 };
-async function hashSources(ctx, matches, opts = {}) {
-  const hashFile = opts.hashFile ?? hashFileContent;
-  const cache = opts.statCache;
-  const out = createHash7("sha256");
-  let n = 0;
-  for (const match of matches) {
-    out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join("\0")}
-`);
-    const seenInodes = /* @__PURE__ */ new Map();
-    for (const e of ctx.walk(match)) {
-      if ((n++ & 1023) === 0) {
-        await new Promise((resolve2) => setImmediate(resolve2));
-        if (opts.signal?.aborted) throw new CancelledError("hashing cancelled", { cause: opts.signal.reason });
-      }
-      const perm = (Number(e.stat.mode) & 4095).toString(8);
-      let content = "";
-      if (e.kind === "symlink") content = e.linkTarget ?? "";
-      else if (e.kind === "file") {
-        const inode = `${e.stat.dev}:${e.stat.ino}`;
-        const first = e.stat.nlink > 1n ? seenInodes.get(inode) : void 0;
-        if (first !== void 0) content = "link:" + first;
-        else {
-          if (e.stat.nlink > 1n) seenInodes.set(inode, e.rel);
-          content = contentHash(e.abs, e.stat, hashFile, cache);
-        }
-      }
-      out.update(`${e.rel}\0${e.kind}\0${perm}\0${content}
-`);
-    }
+var StoreLayer = class {
+  constructor(src, desc, diff2) {
+    this.src = src;
+    this.desc = desc;
+    this.diff = diff2;
   }
-  return "sources:" + out.digest("hex");
-}
-function contentHash(abs, st, hashFile, cache) {
-  const cached = cache?.lookup(abs, st);
-  if (cached !== void 0) return cached;
-  const hashedAt = BigInt(Date.now()) * 1000000n;
-  let hash;
-  try {
-    hash = hashFile(abs, Number(st.size));
-  } catch (e) {
-    throw new TsbuildError("CONTEXT_READ", `cannot read ${abs}: ${e.message}`, { cause: e });
+  src;
+  desc;
+  diff;
+  async diffId() {
+    if (this.diff === void 0) throw new TsbuildError("INVALID_IMAGE", `layer ${this.desc.digest} has no diff_id in the image config`);
+    return this.diff;
   }
-  cache?.store(abs, st, hashedAt, hash);
-  return hash;
-}
-
-// packages/builder/src/session.ts
-function requireRoot(what) {
-  if (typeof process.getuid === "function" && process.getuid() !== 0) {
-    throw new UsageError(`${what} needs root: it mounts overlayfs and runs containers with runc`, {
-      hint: "run it as root (for example with sudo); rootless operation is not supported yet"
-    });
+  async digest() {
+    return this.desc.digest;
   }
-}
-var BuildSession = class {
-  constructor(root, store, snapshots, opts) {
-    this.root = root;
-    this.store = store;
-    this.snapshots = snapshots;
-    this.opts = opts;
-    this.cache = new CacheIndex(store.meta("build-cache"));
+  async size() {
+    return this.desc.size;
   }
-  root;
-  store;
-  snapshots;
-  opts;
-  cache;
-  heavy = new Semaphore(Math.max(1, availableParallelism2()));
-  images = /* @__PURE__ */ new Map();
-  stepCounter = 0;
-  stat;
-  /** The context stat cache, kept under the root so an unchanged context is not read again. */
-  statCache() {
-    return this.stat ??= StatCache.load(join9(this.root, "stat-cache.json"));
+  async mediaType() {
+    return this.desc.mediaType;
   }
-  async saveStatCache() {
-    if (this.stat) await (await this.stat).save();
+  async compressed() {
+    return this.src.openBlob(this.desc.digest);
   }
-  get stateDir() {
-    return join9(this.root, "state");
-  }
-  nextStepId() {
-    return `s${++this.stepCounter}`;
-  }
-  checkAbort() {
-    if (this.opts.signal?.aborted) throw new CancelledError("build cancelled");
-  }
-  /** The `created` time for a new history entry: SOURCE_DATE_EPOCH when set, else now. */
-  now() {
-    const e = this.opts.sourceDateEpoch;
-    return new Date(e !== void 0 ? e * 1e3 : Date.now()).toISOString().replace(/\.\d{3}Z$/, "Z");
-  }
-  async cacheMountDir(name) {
-    const dir = join9(this.root, "cache-mounts", name);
-    await mkdir6(dir, { recursive: true });
-    return dir;
-  }
-  /** Loads an image from the store, pulling it first when absent (or always with --pull). */
-  image(ref) {
-    let p = this.images.get(ref);
-    if (!p) {
-      p = this.loadImage(ref);
-      this.images.set(ref, p);
-    }
-    return p;
-  }
-  async loadImage(ref) {
-    const fetch2 = this.opts.fetchImage;
-    let desc = this.opts.pull ? void 0 : await this.store.resolve(ref);
-    if (!desc && fetch2) {
-      await fetch2(ref, this.opts.signal ? { signal: this.opts.signal } : {});
-      desc = await this.store.resolve(ref);
-    }
-    if (!desc) {
-      throw new TsbuildError("IMAGE_NOT_FOUND", `image "${ref}" not found in the local store`, {
-        hint: `import it with "tsbuild import ROOTFS.tar -t ${ref}", pull it with "tsbuild pull ${ref}", or build it first`
-      });
-    }
-    const img = await this.store.loadImage(ref);
-    const manifest = await img.manifest();
-    const d = await img.descriptor();
-    const config = structuredClone(await img.config());
-    return { digest: d.digest, config, layers: manifest.layers.map((l) => ({ ...l })) };
-  }
-  /**
-   * Makes sure every layer of the stack is unpacked as a snapshot and returns the top chain id.
-   * Only called when a step needs a filesystem, so a fully cached build never unpacks anything.
-   */
-  async ensureSnapshots(layers, diffIds2) {
-    const chain2 = chainIds([...diffIds2]);
-    for (let i = 0; i < chain2.length; i++) {
-      const id = chain2[i];
-      if (await this.snapshots.has(id)) continue;
-      const layer = layers[i];
-      if (!layer) throw new TsbuildError("IMAGE_INVALID", `image has ${diffIds2.length} diff_ids but ${layers.length} layers`);
-      await this.snapshots.unpack(id, chain2[i - 1], async (dir) => {
-        const blob = await this.store.openBlob(layer.digest);
-        const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
-        await apply(tar, dir, this.opts.signal ? { signal: this.opts.signal } : {});
-      });
-    }
-    return chain2.at(-1);
+  async uncompressed() {
+    const compression = layerCompression(this.desc.mediaType);
+    if (compression === "none") return this.src.openBlob(this.desc.digest);
+    if (this.diff !== void 0 && await this.src.hasBlob(this.diff)) return this.src.openBlob(this.diff);
+    const blob = await this.src.openBlob(this.desc.digest);
+    const digest = this.desc.digest;
+    return decompressAs(blob, compression, { errorMessage: (reason) => `${compression} layer ${digest} failed to decompress: ${reason}` });
   }
 };
 
-// packages/builder/src/stage.ts
+// packages/store/src/gc.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { copyFile, mkdir as mkdir7, mkdtemp, readdir as readdir6, readFile as readFile10, rm as rm9, rmdir as rmdir3, lstat as lstat3, writeFile as writeFile3, chown, chmod } from "node:fs/promises";
-import { join as join10, posix as posix2 } from "node:path";
-import { Writable as Writable3 } from "node:stream";
-import { createHash as createHash9 } from "node:crypto";
-
-// packages/builder/src/history.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-function goQuoteList(args) {
-  return `[${args.map((a) => JSON.stringify(a)).join(" ")}]`;
-}
-function commandArgs(cmd, shell) {
-  return cmd.form === "exec" ? [...cmd.args] : [...shell, cmd.command];
-}
-function runCreatedBy(args, buildArgs) {
-  const prefix = buildArgs.length > 0 ? `|${buildArgs.length} ${buildArgs.map(([k, v]) => `${k}=${v}`).join(" ")} ` : "";
-  return `RUN ${prefix}${args.join(" ")} # tsbuild`;
-}
-
-// packages/builder/src/state.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-var DEFAULT_PATH2 = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-var DEFAULT_SHELL = ["/bin/sh", "-c"];
-function diffIds(s) {
-  return s.config.rootfs.diff_ids;
-}
-function topChain(s) {
-  return chainIds(diffIds(s)).at(-1);
-}
-function containerConfig2(s) {
-  return s.config.config ??= {};
-}
-function cloneState(s) {
-  return {
-    config: structuredClone(s.config),
-    layers: s.layers.map((l) => ({ ...l })),
-    key: s.key,
-    args: new Map(s.args),
-    cmdSet: s.cmdSet
+import { readdir as readdir2, rm as rm5, stat as stat2 } from "node:fs/promises";
+import { join as join4 } from "node:path";
+var SNIFF_LIMIT = 4 << 20;
+async function collectGarbage(store, opts) {
+  const reachable = /* @__PURE__ */ new Set();
+  const queue = [];
+  for (const m of (await store.readIndex()).manifests) queue.push({ digest: m.digest, mediaType: m.mediaType });
+  for (const d of opts.keep ?? []) queue.push({ digest: d });
+  for (const ns of await store.metaNamespaces()) {
+    if (ns === "blobmap") continue;
+    for (const d of await store.meta(ns).roots()) queue.push({ digest: d });
+  }
+  const visit = async (digest, mediaType) => {
+    if (reachable.has(digest)) return;
+    reachable.add(digest);
+    if (!await store.hasBlob(digest)) return;
+    let mt = mediaType;
+    let bytes;
+    if (!isManifestMediaType(mt) && !isIndexMediaType(mt)) {
+      if (mt !== void 0) return;
+      if ((await stat2(store.blobPath(digest))).size > SNIFF_LIMIT) return;
+      bytes = await store.readBlob(digest);
+      mt = sniffMediaType(bytes);
+    }
+    if (isIndexMediaType(mt)) {
+      for (const m of parseIndex(bytes ?? await store.readBlob(digest), { source: digest }).manifests) queue.push({ digest: m.digest, mediaType: m.mediaType });
+    } else if (isManifestMediaType(mt)) {
+      const m = parseManifest(bytes ?? await store.readBlob(digest), { source: digest });
+      queue.push({ digest: m.config.digest, mediaType: m.config.mediaType });
+      for (const l of m.layers) queue.push({ digest: l.digest, mediaType: l.mediaType });
+    }
   };
-}
-function envList(s) {
-  return containerConfig2(s).Env ?? [];
-}
-function envMap(s) {
-  const m = /* @__PURE__ */ new Map();
-  for (const kv of envList(s)) {
-    const eq = kv.indexOf("=");
-    if (eq > 0) m.set(kv.slice(0, eq), kv.slice(eq + 1));
-    else m.set(kv, "");
+  for (let item = queue.shift(); item; item = queue.shift()) {
+    opts.signal?.throwIfAborted();
+    await visit(item.digest, item.mediaType);
   }
-  return m;
-}
-function setEnv(s, key, value) {
-  const c = containerConfig2(s);
-  const list = (c.Env ?? []).filter((kv) => kv !== key && !kv.startsWith(`${key}=`));
-  list.push(`${key}=${value}`);
-  c.Env = list;
-}
-function expansionEnv(s) {
-  const m = new Map(s.args);
-  for (const [k, v] of envMap(s)) m.set(k, v);
-  return m;
-}
-function addHistory(s, entry) {
-  (s.config.history ??= []).push(entry);
-}
-function shellOf(s) {
-  const sh = containerConfig2(s).Shell;
-  return sh && sh.length > 0 ? sh : DEFAULT_SHELL;
+  const map = store.blobMap();
+  const mapKeys = await map.keys();
+  for (const key of mapKeys) {
+    const [algo, ...rest] = key.split(":");
+    const diffId = rest.join(":");
+    if ((algo === "gzip" || algo === "zstd") && isDigest(diffId) && reachable.has(diffId)) {
+      const desc = await map.get(key);
+      if (isDigest(desc?.digest)) reachable.add(desc.digest);
+    }
+  }
+  const result = { removedBlobs: 0, freedBytes: 0, removedTempFiles: 0 };
+  const now = Date.now();
+  const grace = opts.gracePeriodMs ?? 0;
+  for (const name of await readdir2(store.blobsDir)) {
+    const digest = `sha256:${name}`;
+    if (isDigest(digest) && reachable.has(digest)) continue;
+    const p = join4(store.blobsDir, name);
+    try {
+      const s = await stat2(p);
+      if (grace > 0 && now - s.mtimeMs < grace) continue;
+      await rm5(p, { recursive: true, force: true });
+      result.removedBlobs++;
+      result.freedBytes += s.size;
+    } catch (e) {
+      if (errnoCode(e) !== "ENOENT") throw e;
+    }
+  }
+  if (result.removedBlobs > 0) await fsyncDir(store.blobsDir);
+  for (const key of mapKeys) {
+    const v = await map.get(key);
+    const target = key.startsWith("diffid:") ? key.slice("diffid:".length) : v?.digest;
+    if (!isDigest(target) || !await store.available(target)) await map.delete(key);
+  }
+  const maxAge = opts.tempMaxAgeMs ?? 36e5;
+  for (const name of await readdir2(store.ingestDir)) {
+    const p = join4(store.ingestDir, name);
+    try {
+      if (now - (await stat2(p)).mtimeMs > maxAge) {
+        await rm5(p, { recursive: true, force: true });
+        result.removedTempFiles++;
+      }
+    } catch (e) {
+      if (errnoCode(e) !== "ENOENT") throw e;
+    }
+  }
+  return result;
 }
 
-// packages/builder/src/copy.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import fs3 from "node:fs";
-import path4 from "node:path";
-
-// packages/builder/src/chmod.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-function invalid(spec) {
-  throw new TsbuildError(
-    "BAD_CHMOD",
-    `invalid --chmod value "${spec}": expected an octal mode up to 07777 or symbolic clauses like u+x,g-w`
-  );
+// packages/store/src/store.ts
+function resolveRoot(opts = {}) {
+  const env = opts.env ?? process.env;
+  if (opts.root) return resolvePath4(opts.root);
+  if (env.TSBUILD_ROOT) return resolvePath4(env.TSBUILD_ROOT);
+  const uid = opts.uid ?? process.getuid?.() ?? -1;
+  if (uid === 0) return "/var/lib/tsbuild";
+  const data = env.XDG_DATA_HOME || join5(env.HOME || homedir(), ".local", "share");
+  return resolvePath4(data, "tsbuild");
 }
-function parseChmod(spec) {
-  if (/^[0-7]+$/.test(spec)) {
-    const mode = parseInt(spec, 8);
-    if (mode > 4095) invalid(spec);
-    return { kind: "octal", mode, text: spec };
-  }
-  const clauses = [];
-  for (const part of spec.split(",")) {
-    const m = /^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$/.exec(part);
-    if (!m) invalid(spec);
-    const whoText = m[1];
-    const who = /* @__PURE__ */ new Set();
-    for (const w of whoText) {
-      if (w === "a") ["u", "g", "o"].forEach((x) => who.add(x));
-      else who.add(w);
-    }
-    const actions = [];
-    const re = /([-+=])([ugo]|[rwxXst]*)/g;
-    for (const a of m[2].matchAll(re)) {
-      const perms = a[2];
-      const copy = perms === "u" || perms === "g" || perms === "o" ? perms : void 0;
-      actions.push({ op: a[1], perms: copy ? "" : perms, copyFrom: copy });
-    }
-    clauses.push({ who: [...who], actions });
-  }
-  return { kind: "symbolic", clauses, text: spec };
-}
-var SHIFT = { u: 6, g: 3, o: 0 };
-function applyChmod(mode, spec, isDir) {
-  const type = mode & ~4095;
-  if (spec.kind === "octal") return type | spec.mode;
-  let perm = mode & 4095;
-  for (const clause of spec.clauses) {
-    const who = clause.who.length > 0 ? clause.who : ["u", "g", "o"];
-    for (const action of clause.actions) {
-      let bits = 0;
-      if (action.copyFrom) {
-        const rwx = perm >> SHIFT[action.copyFrom] & 7;
-        for (const w of who) bits |= rwx << SHIFT[w];
-      } else {
-        for (const p of action.perms) {
-          for (const w of who) {
-            if (p === "r") bits |= 4 << SHIFT[w];
-            else if (p === "w") bits |= 2 << SHIFT[w];
-            else if (p === "x") bits |= 1 << SHIFT[w];
-            else if (p === "X") {
-              if (isDir || (perm & 73) !== 0) bits |= 1 << SHIFT[w];
-            } else if (p === "s") {
-              if (w === "u") bits |= 2048;
-              if (w === "g") bits |= 1024;
-            } else if (p === "t") {
-              if (w === "o") bits |= 512;
-            }
-          }
-        }
-      }
-      if (action.op === "+") perm |= bits;
-      else if (action.op === "-") perm &= ~bits;
-      else {
-        let clear = 0;
-        for (const w of who) {
-          clear |= 7 << SHIFT[w];
-          if (w === "u") clear |= 2048;
-          if (w === "g") clear |= 1024;
-          if (w === "o") clear |= 512;
-        }
-        if (isDir) clear &= ~3072 | bits & 3072;
-        perm = perm & ~clear | bits;
-      }
-    }
-  }
-  return type | perm;
-}
-
-// packages/builder/src/copy.ts
-var ROOT_OWNER = { uid: 0, gid: 0 };
-var CopyError = class extends TsbuildError {
-  constructor(message, options = {}) {
-    super("COPY", message, options);
-  }
-};
-async function copyInto(ctx, matches, rootfs, dest, opts) {
-  const root = fs3.realpathSync(rootfs);
-  const c = new Copier(root, opts);
-  c.checkCancel();
-  if (matches.length === 0) return { entries: 0 };
-  const destIsDir = opts.parents === true || dest === "" || dest === "." || dest.endsWith("/") || dest.endsWith("/.");
-  const imageDest = dest.startsWith("/") ? dest : path4.posix.join(opts.workdir || "/", dest);
-  const rel = cleanRel(imageDest);
-  const sources = new Set(matches.map((m) => m.source));
-  if (!destIsDir && (matches.length > 1 || sources.size > 1)) {
-    const existing = statOrUndefined(resolveInRoot2(root, rel));
-    if (!existing?.isDirectory()) {
-      throw new CopyError(
-        `when using COPY with more than one source file, the destination must be a directory and end with a / (got "${dest}")`
-      );
-    }
-  }
-  c.mkdirAll(destIsDir ? rel : path4.posix.dirname(rel));
-  const destAbs = resolveInRoot2(root, rel);
-  const xattrScans = [];
-  try {
-    for (const match of matches) {
-      if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, ...signalOpt(opts) }));
-      const entries = ctx.walk(match);
-      if (opts.parents) await c.copyWithParents(ctx, match, entries, destAbs);
-      else await c.copyMatch(match, entries, destAbs);
-    }
-    c.finish();
-  } catch (e) {
-    await Promise.allSettled(xattrScans);
-    throw e;
-  }
-  if (xattrScans.length > 0) {
-    const writes = [];
-    for (const table of await Promise.all(xattrScans)) {
-      for (const [src, attrs] of table) {
-        const to = c.targetOf(src);
-        if (to !== void 0) writes.push([to, attrs]);
-      }
-    }
-    await writeXattrs(writes, signalOpt(opts));
-  }
-  return { entries: c.count };
-}
-function signalOpt(opts) {
-  return opts.signal ? { signal: opts.signal } : {};
-}
-function keepXattr(_path, name) {
-  return !name.startsWith("trusted.overlay.") && !name.startsWith("user.overlay.") && name !== "security.selinux";
-}
-function statOrUndefined(p) {
-  try {
-    return fs3.statSync(p, { throwIfNoEntry: false });
-  } catch {
-    return void 0;
-  }
-}
-var Copier = class {
-  count = 0;
-  links = /* @__PURE__ */ new Map();
-  dirs = [];
-  /** Source path → where it was written, for entries that carry their xattrs along. */
-  targets = /* @__PURE__ */ new Map();
+var LAYOUT_VERSION = "1.0.0";
+var MAX_JSON_BLOB = 16 << 20;
+var ID_PREFIX_RE = /^(?:sha256:)?([0-9a-f]{12,64})$/;
+var BLOBMAP_NS = "blobmap";
+var Store = class {
   root;
-  opts;
-  constructor(root, opts) {
+  layoutDir;
+  blobsDir;
+  ingestDir;
+  locksDir;
+  metaDir;
+  indexFile;
+  indexLock;
+  lockOpts;
+  fetcher;
+  fetching = /* @__PURE__ */ new Map();
+  constructor(root, opts = {}) {
     this.root = root;
-    this.opts = opts;
+    this.layoutDir = join5(root, "oci");
+    this.blobsDir = join5(this.layoutDir, "blobs", "sha256");
+    this.ingestDir = join5(root, "ingest");
+    this.locksDir = join5(root, "locks");
+    this.metaDir = join5(root, "meta");
+    this.indexFile = join5(this.layoutDir, "index.json");
+    this.indexLock = join5(this.locksDir, "index.lock");
+    this.lockOpts = {};
+    if (opts.lockTimeoutMs !== void 0) this.lockOpts.timeoutMs = opts.lockTimeoutMs;
+    if (opts.signal !== void 0) this.lockOpts.signal = opts.signal;
   }
-  targetOf(src) {
-    return this.targets.get(src);
-  }
-  imagePath(abs) {
-    return abs === this.root ? "/" : abs.slice(this.root.length);
-  }
-  checkCancel() {
-    if (this.opts.signal?.aborted) throw new CancelledError("copy cancelled", { cause: this.opts.signal.reason });
-  }
-  /** Creates `rel` and its missing parents (0755, `chown` or root), following the image's symlinks inside the root. */
-  mkdirAll(rel) {
-    const target = resolveInRoot2(this.root, rel);
-    const owner = this.opts.chown ?? ROOT_OWNER;
-    let cur = this.root;
-    for (const part of target.slice(this.root.length).split("/")) {
-      if (part === "") continue;
-      cur += "/" + part;
-      const st = lstatOrUndefined(cur);
-      if (st === void 0) {
-        fs3.mkdirSync(cur, 493);
-        fs3.chmodSync(cur, 493);
-        fs3.lchownSync(cur, owner.uid, owner.gid);
-        this.count++;
-      } else if (!st.isDirectory()) {
-        throw new CopyError(`cannot create directory ${this.imagePath(target)}: ${this.imagePath(cur)} is not a directory`);
-      }
-    }
-    return target;
-  }
-  async copyMatch(match, entries, destAbs) {
-    const destSt = statOrUndefined(destAbs);
-    if (match.kind === "dir") {
-      if (destSt === void 0) this.mkdirAll(destAbs.slice(this.root.length));
-      else if (!destSt.isDirectory()) throw new CopyError(`cannot copy to non-directory: ${this.imagePath(destAbs)}`);
-      await this.copyEntries(entries, 1, destAbs, true);
-      return;
-    }
-    const target = destSt?.isDirectory() ? destAbs + "/" + path4.posix.basename(match.path) : destAbs;
-    await this.copyEntries(entries, 0, target, true);
-  }
-  async copyWithParents(ctx, match, entries, destAbs) {
-    const underPivot = match.pivot !== "" && (match.path === match.pivot || match.path.startsWith(match.pivot + "/"));
-    const relPath = underPivot ? match.path.slice(match.pivot.length).replace(/^\//, "") : match.path;
-    const parts = relPath === "" ? [] : relPath.split("/");
-    let target = destAbs;
-    for (let i = 0; i < parts.length - 1; i++) {
-      target += "/" + parts[i];
-      const srcDir = resolveInRoot2(ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join("/"));
-      const st = lstatOrUndefined(target);
-      if (st === void 0) {
-        fs3.mkdirSync(target, 448);
-        this.count++;
-        this.dirs.push({ target, stat: fs3.statSync(srcDir, { bigint: true }) });
-      } else if (!st.isDirectory()) {
-        throw new CopyError(`cannot copy to non-directory: ${this.imagePath(target)}`);
-      }
-    }
-    if (parts.length > 0) target += "/" + parts[parts.length - 1];
-    if (target === destAbs && match.kind === "dir") {
-      await this.copyEntries(entries, 1, destAbs, true);
-      return;
-    }
-    await this.copyEntries(entries, 0, target, true);
-  }
-  /** Copies entries[from..]; an entry with relative path `rel` lands at `target/rel`. */
-  async copyEntries(entries, from, target, overwriteMeta) {
-    for (let i = from; i < entries.length; i++) {
-      if ((i & 1023) === 0) {
-        await new Promise((resolve2) => setImmediate(resolve2));
-        this.checkCancel();
-      }
-      const e = entries[i];
-      this.copyEntry(e, e.rel === "" ? target : target + "/" + e.rel, overwriteMeta);
-    }
-  }
-  copyEntry(e, to, overwriteMeta) {
-    const existing = lstatOrUndefined(to);
-    if (e.kind === "dir") {
-      let created = false;
-      if (existing === void 0) {
-        fs3.mkdirSync(to, 448);
-        created = true;
-        this.count++;
-      } else if (!existing.isDirectory()) {
-        throw new CopyError(`cannot copy to non-directory: ${this.imagePath(to)}`);
-      }
-      if (created || overwriteMeta) {
-        this.dirs.push({ target: to, stat: e.stat });
-        if (this.opts.keepOwnership) this.targets.set(e.abs, to);
-      }
-      return;
-    }
-    if (existing?.isDirectory()) throw new CopyError(`cannot replace directory ${this.imagePath(to)} with a file`);
-    if (existing !== void 0) fs3.unlinkSync(to);
-    this.count++;
-    if (this.opts.keepOwnership) this.targets.set(e.abs, to);
-    if (e.kind === "symlink") {
-      fs3.symlinkSync(e.linkTarget, to);
-      this.applyMeta(to, e.stat, "symlink");
-      return;
-    }
-    if (e.stat.nlink > 1n) {
-      const key = `${e.stat.dev}:${e.stat.ino}`;
-      const first = this.links.get(key);
-      if (first !== void 0) {
-        this.targets.delete(e.abs);
-        fs3.linkSync(first, to);
-        return;
-      }
-      this.links.set(key, to);
-    }
+  /** @internal creates the layout if missing and checks it if present. */
+  async init() {
+    for (const d of [this.blobsDir, this.ingestDir, this.locksDir, this.metaDir]) await mkdir2(d, { recursive: true });
+    const layoutFile = join5(this.layoutDir, "oci-layout");
+    let text;
     try {
-      fs3.copyFileSync(e.abs, to);
-    } catch (err) {
-      throw new CopyError(`cannot copy ${e.abs} to ${this.imagePath(to)}: ${err.message}`, { cause: err });
+      text = await readFile3(layoutFile, "utf8");
+    } catch (e) {
+      if (errnoCode(e) !== "ENOENT") throw e;
     }
-    this.applyMeta(to, e.stat, "file");
-  }
-  applyMeta(to, st, kind2) {
-    const owner = this.opts.chown ?? (this.opts.keepOwnership ? { uid: Number(st.uid), gid: Number(st.gid) } : ROOT_OWNER);
-    fs3.lchownSync(to, owner.uid, owner.gid);
-    if (kind2 !== "symlink") {
-      const mode = Number(st.mode);
-      const perm = this.opts.chmod ? applyChmod(mode, this.opts.chmod, kind2 === "dir") & 4095 : mode & 4095;
-      fs3.chmodSync(to, perm);
-    }
-    fs3.lutimesSync(to, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
-  }
-  /** Directory metadata last, deepest first, so writing their contents does not bump their mtimes. */
-  finish() {
-    for (let i = this.dirs.length - 1; i >= 0; i--) {
-      const d = this.dirs[i];
-      this.applyMeta(d.target, d.stat, "dir");
-    }
-  }
-};
-
-// packages/builder/src/chown.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile9 } from "node:fs/promises";
-var ID = /^[0-9]+$/;
-var MAX_ID = 4294967295 - 1;
-function parseId(text, what, spec) {
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n > MAX_ID) {
-    throw new TsbuildError("BAD_USER", `invalid ${what} id "${text}" in "${spec}"`);
-  }
-  return n;
-}
-async function readImageFile(rootfs, file) {
-  const abs = resolveInRoot2(rootfs, file);
-  try {
-    return await readFile9(abs, "utf8");
-  } catch (e) {
-    const code = e.code;
-    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
-    throw new TsbuildError("IMAGE_FILE", `cannot read ${file} in the image: ${e.message}`, { cause: e });
-  }
-}
-function parsePasswd(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    const f = line.trim().split(":");
-    if (f.length < 4 || f[0] === "" || !ID.test(f[2] ?? "") || !ID.test(f[3] ?? "")) continue;
-    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? "" });
-  }
-  return out;
-}
-function parseGroup(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    const f = line.trim().split(":");
-    if (f.length < 3 || f[0] === "" || !ID.test(f[2] ?? "")) continue;
-    const members = (f[3] ?? "").split(",").map((m) => m.trim()).filter((m) => m !== "");
-    out.push({ name: f[0], gid: Number(f[2]), members });
-  }
-  return out;
-}
-function splitSpec(spec) {
-  const trimmed = spec.trim();
-  if (trimmed === "") throw new TsbuildError("BAD_USER", "empty user specification");
-  const i = trimmed.indexOf(":");
-  if (i < 0) return [trimmed, void 0];
-  const user = trimmed.slice(0, i);
-  const group = trimmed.slice(i + 1);
-  if (user === "" || group === "") throw new TsbuildError("BAD_USER", `invalid user specification "${spec}"`);
-  return [user, group];
-}
-async function lookupGroup(rootfs, group, spec) {
-  if (ID.test(group)) return parseId(group, "group", spec);
-  const text = await readImageFile(rootfs, "/etc/group");
-  if (text === void 0) {
-    throw new TsbuildError("UNKNOWN_GROUP", `unable to find group ${group}: the image has no /etc/group`);
-  }
-  const hit = parseGroup(text).find((g) => g.name === group);
-  if (!hit) throw new TsbuildError("UNKNOWN_GROUP", `unable to find group ${group}: no matching entry in /etc/group`);
-  return hit.gid;
-}
-async function resolveChown(spec, rootfs) {
-  const [user, group] = splitSpec(spec);
-  let uid;
-  let gid;
-  if (ID.test(user)) {
-    uid = parseId(user, "user", spec);
-    gid = uid;
-  } else {
-    const text = await readImageFile(rootfs, "/etc/passwd");
     if (text === void 0) {
-      throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: the image has no /etc/passwd`);
-    }
-    const hit = parsePasswd(text).find((p) => p.name === user);
-    if (!hit) throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: no matching entry in /etc/passwd`);
-    uid = hit.uid;
-    gid = hit.gid;
-  }
-  if (group !== void 0) gid = await lookupGroup(rootfs, group, spec);
-  return { uid, gid };
-}
-async function resolveUser(spec, rootfs) {
-  const [user, group] = splitSpec(spec);
-  const passwdText = await readImageFile(rootfs, "/etc/passwd");
-  const passwd = passwdText === void 0 ? [] : parsePasswd(passwdText);
-  let entry;
-  let uid;
-  let gid = 0;
-  if (ID.test(user)) {
-    uid = parseId(user, "user", spec);
-    entry = passwd.find((p) => p.uid === uid);
-  } else {
-    entry = passwd.find((p) => p.name === user);
-    if (!entry) {
-      const why = passwdText === void 0 ? "the image has no /etc/passwd" : "no matching entry in /etc/passwd";
-      throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: ${why}`);
-    }
-    uid = entry.uid;
-  }
-  if (entry) gid = entry.gid;
-  const additionalGids = [];
-  if (group !== void 0) {
-    gid = await lookupGroup(rootfs, group, spec);
-  } else if (entry) {
-    const groupText = await readImageFile(rootfs, "/etc/group");
-    if (groupText !== void 0) {
-      for (const g of parseGroup(groupText)) {
-        if (g.members.includes(entry.name) && g.gid !== gid && !additionalGids.includes(g.gid)) additionalGids.push(g.gid);
+      await writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }), this.ingestDir);
+    } else {
+      let version;
+      try {
+        version = JSON.parse(text).imageLayoutVersion;
+      } catch {
+        version = void 0;
+      }
+      if (version !== LAYOUT_VERSION) {
+        throw new TsbuildError("BAD_STORE", `${layoutFile} is not an OCI image layout version ${LAYOUT_VERSION}`);
       }
     }
-  }
-  const home = entry?.home && entry.home.startsWith("/") ? entry.home : uid === 0 ? "/root" : "/";
-  return { uid, gid, additionalGids, home };
-}
-
-// packages/builder/src/archive.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn as spawn6 } from "node:child_process";
-import fs4 from "node:fs";
-import os from "node:os";
-import path5 from "node:path";
-import { PassThrough as PassThrough3, Transform as Transform2 } from "node:stream";
-import { pipeline as pipeline5 } from "node:stream/promises";
-import zlib2 from "node:zlib";
-function sniffArchiveCompression(head) {
-  const at = (i) => head[i];
-  if (at(0) === 31 && at(1) === 139) return "gzip";
-  if (at(0) === 66 && at(1) === 90 && at(2) === 104) return "bzip2";
-  if (at(0) === 253 && at(1) === 55 && at(2) === 122 && at(3) === 88 && at(4) === 90 && at(5) === 0) return "xz";
-  if (at(0) === 40 && at(1) === 181 && at(2) === 47 && at(3) === 253) return "zstd";
-  return "none";
-}
-function isTarHeader(block) {
-  if (block.length < 512) return false;
-  let unsigned = 0;
-  let signed = 0;
-  let zero = true;
-  for (let i = 0; i < 512; i++) {
-    const b = i >= 148 && i < 156 ? 32 : block[i];
-    if (block[i] !== 0) zero = false;
-    unsigned += b;
-    signed += b > 127 ? b - 256 : b;
-  }
-  if (zero) return false;
-  const field = Buffer.from(block.subarray(148, 156)).toString("latin1").replace(/[\0 ]+$/, "").trim();
-  if (!/^[0-7]+$/.test(field)) return false;
-  const want = parseInt(field, 8);
-  return want === unsigned || want === signed;
-}
-var TOOL = { bzip2: "bzip2", xz: "xz", zstd: "zstd" };
-function readHead(file, n) {
-  const fd = fs4.openSync(file, "r");
-  try {
-    const buf = Buffer.alloc(n);
-    const got = fs4.readSync(fd, buf, 0, n, 0);
-    return buf.subarray(0, got);
-  } finally {
-    fs4.closeSync(fd);
-  }
-}
-function openDecompressed(file, opts = {}) {
-  const kind2 = sniffArchiveCompression(readHead(file, 6));
-  if (kind2 === "none") return fs4.createReadStream(file);
-  const out = new PassThrough3();
-  if (kind2 === "gzip") {
-    pipeline5(fs4.createReadStream(file), zlib2.createGunzip(), out, opts.signal ? { signal: opts.signal } : {}).catch((e) => {
-      out.destroy(new TsbuildError("DECOMPRESS", `cannot decompress ${path5.basename(file)} (gzip): ${e.message}`, { cause: e }));
-    });
-    return out;
-  }
-  const tool = TOOL[kind2];
-  const child = spawn6(tool, ["-dcq", "--", file], { stdio: ["ignore", "pipe", "pipe"], ...opts.signal ? { signal: opts.signal } : {} });
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (d) => {
-    if (stderr.length < 4096) stderr += d;
-  });
-  const exited = new Promise((resolve2, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => resolve2(code));
-  });
-  exited.catch(() => {
-  });
-  const gate = new Transform2({
-    transform(chunk, _enc, cb) {
-      cb(null, chunk);
-    },
-    flush(cb) {
-      exited.then(
-        (code) => cb(code === 0 ? null : new Error(`${tool} exited with ${code}: ${stderr.trim()}`)),
-        (e) => cb(e)
+    if (!await exists(this.indexFile)) {
+      await withLock(
+        this.indexLock,
+        async () => {
+          if (!await exists(this.indexFile)) await this.writeIndex(buildIndex([]));
+        },
+        this.lockOpts
       );
     }
-  });
-  pipeline5(child.stdout, gate, out).catch((e) => {
-    if (child.exitCode === null) child.kill();
-    const why = e.code === "ENOENT" ? `${tool} is not installed` : e.message;
-    out.destroy(new TsbuildError("DECOMPRESS", `cannot decompress ${path5.basename(file)} (${kind2}): ${why}`, { cause: e }));
-  });
-  out.on("close", () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill();
-  });
-  return out;
-}
-async function isArchive(file, opts = {}) {
-  const head = readHead(file, 512);
-  if (sniffArchiveCompression(head) === "none") return isTarHeader(head);
-  const stream = openDecompressed(file, opts);
-  const parts = [];
-  let have = 0;
-  try {
-    for await (const chunk of stream) {
-      parts.push(chunk);
-      have += chunk.length;
-      if (have >= 512) break;
+  }
+  // ---- blobs ----
+  blobPath(d) {
+    return join5(this.blobsDir, digestHex(parseDigest(d)));
+  }
+  blobWriter() {
+    return new FileBlobWriter(tempName(this.ingestDir, "blob"), (d) => this.blobPath(d));
+  }
+  /** Stores bytes or a stream; a blob already present is not written again. */
+  async writeBlob(data, expected, opts = {}) {
+    if (data instanceof Uint8Array) {
+      const got = { digest: sha256(data), size: data.byteLength };
+      checkExpected(got, expected);
+      if (await this.hasBlob(got.digest)) {
+        await touch(this.blobPath(got.digest));
+        return got;
+      }
     }
-  } catch {
-    return false;
-  } finally {
-    stream.destroy();
-  }
-  return isTarHeader(Buffer.concat(parts).subarray(0, 512));
-}
-async function extractArchive(file, destDir, opts = {}) {
-  const staging = await fs4.promises.mkdtemp(path5.join(opts.tmpDir ?? os.tmpdir(), "tsbuild-add-"));
-  try {
-    await apply(openDecompressed(file, opts.signal ? { signal: opts.signal } : {}), staging, opts.signal ? { signal: opts.signal } : {});
-    await fs4.promises.mkdir(destDir, { recursive: true });
-    const ctx = await BuildContext.open(staging, { ignore: NO_IGNORE });
-    const matches = await ctx.resolveSources(["."]);
-    const copyOpts = { workdir: "/", keepOwnership: true };
-    if (opts.chown) copyOpts.chown = opts.chown;
-    if (opts.signal) copyOpts.signal = opts.signal;
-    const r = await copyInto(ctx, matches, destDir, "/", copyOpts);
-    return { entries: r.entries };
-  } finally {
-    await fs4.promises.rm(staging, { recursive: true, force: true });
-  }
-}
-
-// packages/builder/src/fetch.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash8 } from "node:crypto";
-import fs5 from "node:fs";
-import path6 from "node:path";
-import { Readable as Readable5, Transform as Transform3 } from "node:stream";
-import { pipeline as pipeline6 } from "node:stream/promises";
-var ALGORITHMS = { sha256: 64, sha384: 96, sha512: 128 };
-var UNNAMED = "__unnamed__";
-function fetchError(url, message, cause) {
-  return new TsbuildError("FETCH", redactSecrets(`ADD ${url}: ${message}`), cause === void 0 ? {} : { cause });
-}
-function parseChecksum(checksum) {
-  const m = /^([a-z0-9]+):([0-9a-f]+)$/.exec(checksum);
-  const want = m ? ALGORITHMS[m[1]] : void 0;
-  if (!m || want === void 0 || m[2].length !== want) {
-    throw new TsbuildError("BAD_CHECKSUM", `invalid --checksum "${checksum}": expected sha256:<64 hex digits> (or sha384/sha512)`);
-  }
-  return [m[1], m[2]];
-}
-function safeName(candidate) {
-  if (candidate === void 0) return void 0;
-  const name = candidate.trim();
-  if (name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0")) return void 0;
-  return name;
-}
-function nameFromDisposition(header) {
-  if (!header) return void 0;
-  const star = /filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)/.exec(header);
-  if (star) {
+    const w = this.blobWriter();
     try {
-      return decodeURIComponent(star[1].trim());
-    } catch {
-      return void 0;
-    }
-  }
-  const plain2 = /filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/.exec(header);
-  if (!plain2) return void 0;
-  return plain2[1] !== void 0 ? plain2[1].replace(/\\(.)/g, "$1") : plain2[2];
-}
-function downloadName(url, contentDisposition) {
-  let base;
-  try {
-    base = decodeURIComponent(path6.posix.basename(url.pathname));
-  } catch {
-    base = path6.posix.basename(url.pathname);
-  }
-  return safeName(base) ?? safeName(nameFromDisposition(contentDisposition)) ?? UNNAMED;
-}
-async function fetchUrl(url, destDir, opts = {}) {
-  let parsed;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw fetchError(url, "not a valid URL");
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw fetchError(url, "only http and https URLs can be fetched");
-  const expected = opts.checksum !== void 0 ? parseChecksum(opts.checksum) : void 0;
-  const algorithm = expected?.[0] ?? "sha256";
-  let res;
-  try {
-    res = await fetch(parsed, { redirect: "follow", ...opts.signal ? { signal: opts.signal } : {} });
-  } catch (e) {
-    if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
-    const cause = e.cause;
-    throw fetchError(url, `request failed: ${cause?.message ?? e.message}`, e);
-  }
-  if (!res.ok || res.body === null) {
-    await res.body?.cancel().catch(() => {
-    });
-    throw fetchError(url, `server answered ${res.status} ${res.statusText}`.trim());
-  }
-  const name = downloadName(parsed, res.headers.get("content-disposition"));
-  const final = `${destDir}/${name}`;
-  const tmp = `${destDir}/.${name}.${process.pid}.partial`;
-  const hash = createHash8(algorithm);
-  const tee = new Transform3({
-    transform(chunk, _enc, cb) {
-      hash.update(chunk);
-      cb(null, chunk);
-    }
-  });
-  try {
-    await pipeline6(
-      Readable5.fromWeb(res.body),
-      tee,
-      fs5.createWriteStream(tmp, { mode: 384 }),
-      opts.signal ? { signal: opts.signal } : {}
-    );
-    const got = `${algorithm}:${hash.digest("hex")}`;
-    if (expected && got !== `${expected[0]}:${expected[1]}`) {
-      throw new TsbuildError(
-        "CHECKSUM_MISMATCH",
-        redactSecrets(`ADD ${url}: checksum mismatch: expected ${expected[0]}:${expected[1]}, got ${got}`)
-      );
-    }
-    await fs5.promises.chmod(tmp, 384);
-    const lastModified = res.headers.get("last-modified");
-    const mtime = lastModified ? Date.parse(lastModified) : NaN;
-    if (Number.isFinite(mtime)) await fs5.promises.utimes(tmp, mtime / 1e3, mtime / 1e3);
-    await fs5.promises.rename(tmp, final);
-    return final;
-  } catch (e) {
-    await fs5.promises.rm(tmp, { force: true });
-    if (e instanceof TsbuildError) throw e;
-    if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
-    throw fetchError(url, `download failed: ${e.message}`, e);
-  }
-}
-
-// packages/builder/src/stage.ts
-var LAYER_SUFFIX = " # tsbuild";
-var StageRunner = class {
-  constructor(env) {
-    this.env = env;
-    this.s = env.session;
-  }
-  env;
-  s;
-  fail(inst, message, hint, cause) {
-    const opts = {
-      file: this.env.file,
-      range: inst.range,
-      excerpt: excerptOf(this.env.text, inst.range)
-    };
-    if (hint !== void 0) opts.hint = hint;
-    if (cause !== void 0) opts.cause = cause;
-    return new DockerfileError(message, opts);
-  }
-  /** Attributes any non-location error of a step to the step's Dockerfile line. */
-  wrap(inst, e) {
-    if (e instanceof DockerfileError || e instanceof CancelledError) return e;
-    if (e instanceof TsbuildError) return this.fail(inst, `${inst.original.split("\n")[0]}: ${e.message}`, e.hint, e);
-    const err = e;
-    if (err && typeof err.code === "string") return this.fail(inst, `${inst.kind.toUpperCase()}: ${err.message}`, void 0, e);
-    return e;
-  }
-  async runSteps(state, steps, index0, total) {
-    let cur = state;
-    for (let i = 0; i < steps.length; i++) {
-      const inst = steps[i];
-      this.s.checkAbort();
-      const id = this.s.nextStepId();
-      const name = `[${this.env.stageLabel} ${index0 + i + 1}/${total}] ${summary(inst)}`;
-      const start = Date.now();
-      this.s.opts.emit({ type: "step-start", time: start, id, name, stage: this.env.stageLabel, index: index0 + i + 1, total });
-      const ctx = { id, inst, tail: [] };
-      try {
-        const r = await this.step(cur, ctx);
-        cur = r.state;
-        const done = {
-          type: "step-done",
-          time: Date.now(),
-          id,
-          cached: r.cached,
-          durationMs: Date.now() - start
-        };
-        if (r.layerSize !== void 0) done.layerSize = r.layerSize;
-        this.s.opts.emit(done);
-      } catch (e) {
-        const err = this.wrap(inst, e);
-        this.s.opts.emit({ type: "step-error", time: Date.now(), id, message: err instanceof Error ? err.message : String(err) });
-        throw err;
-      }
-    }
-    return cur;
-  }
-  /** Expands an instruction's words with ARG/ENV values; returns the values it read for the key. */
-  expand(state, inst) {
-    const env = expansionEnv(state);
-    const ex = envExpander(env, { escapeToken: this.env.escapeToken });
-    const out = expandInstruction(inst, ex, { file: this.env.file, text: this.env.text });
-    const used = [...ex.matched].sort().map((k) => [k, env.get(k) ?? ""]);
-    return { inst: out, used };
-  }
-  async step(state, ctx) {
-    const raw = ctx.inst;
-    switch (raw.kind) {
-      case "run":
-        return this.runStep(state, raw, ctx);
-      case "copy":
-      case "add":
-        return this.copyStep(state, raw);
-      case "workdir":
-        return this.workdirStep(state, raw);
-      case "from":
-        throw this.fail(raw, "FROM cannot be used here");
-      default:
-        return this.configStep(state, raw);
-    }
-  }
-  // ---- config-only steps -------------------------------------------------------------------
-  async configStep(state, raw) {
-    const next = cloneState(state);
-    const c = containerConfig2(next);
-    let createdBy;
-    let keyParts;
-    if (raw.kind === "arg") {
-      const names = [];
-      for (const a of raw.args) {
-        let value;
-        if (Object.hasOwn(this.env.buildArgs, a.key)) {
-          value = this.env.buildArgs[a.key];
-          this.env.consumed.add(a.key);
-        } else if (a.value !== void 0) {
-          value = this.expand(next, { ...raw, args: [{ key: a.key, value: a.value }] }).inst.args[0]?.value ?? "";
-        } else if (this.env.globalArgs.has(a.key)) {
-          value = this.env.globalArgs.get(a.key);
-        }
-        if (value !== void 0) next.args.set(a.key, value);
-        else next.args.delete(a.key);
-        names.push(value !== void 0 ? `${a.key}=${value}` : a.key);
-      }
-      createdBy = `ARG ${names.join(" ")}`;
-      keyParts = ["arg", raw.args.map((a) => a.key)];
-    } else {
-      const { inst, used } = this.expand(next, raw);
-      keyParts = [inst.kind, configKeyOf(inst), used];
-      createdBy = this.applyConfig(next, inst, c);
-    }
-    next.key = cacheKey([state.key, ...keyParts]);
-    const created = await this.recordConfigStep(next.key);
-    const entry = { created: created.created, created_by: createdBy, comment: "tsbuild", empty_layer: true };
-    addHistory(next, entry);
-    return { state: next, cached: created.cached };
-  }
-  async recordConfigStep(key) {
-    if (!this.s.opts.noCache) {
-      const hit = await this.s.cache.get(key);
-      if (hit && !hit.layer) return { created: hit.created, cached: true };
-    }
-    const rec = { v: 1, created: this.s.now() };
-    await this.s.cache.set(key, rec);
-    return { created: rec.created, cached: false };
-  }
-  /** Applies one expanded config instruction; returns its history `created_by`. */
-  applyConfig(next, inst, c) {
-    switch (inst.kind) {
-      case "env":
-        for (const kv of inst.env) setEnv(next, kv.key, kv.value);
-        return `ENV ${inst.env.map((kv) => `${kv.key}=${kv.value}`).join(" ")}`;
-      case "label":
-        c.Labels = { ...c.Labels ?? {} };
-        for (const kv of inst.labels) c.Labels[kv.key] = kv.value;
-        return `LABEL ${inst.labels.map((kv) => `${kv.key}=${kv.value}`).join(" ")}`;
-      case "maintainer":
-        next.config.author = inst.maintainer;
-        return `MAINTAINER ${inst.maintainer}`;
-      case "expose": {
-        c.ExposedPorts = { ...c.ExposedPorts ?? {} };
-        const ports = exposedPorts(inst, (m) => this.fail(inst, m));
-        for (const p of ports) c.ExposedPorts[p] = {};
-        return `EXPOSE ${ports.join(" ")}`;
-      }
-      case "volume":
-        c.Volumes = { ...c.Volumes ?? {} };
-        for (const v of inst.volumes) {
-          if (v.trim() === "") throw this.fail(inst, "VOLUME specified can not be an empty string");
-          c.Volumes[v] = {};
-        }
-        return `VOLUME [${inst.volumes.join(" ")}]`;
-      case "user":
-        c.User = inst.user;
-        return `USER ${inst.user}`;
-      case "stopsignal":
-        c.StopSignal = inst.signal;
-        return `STOPSIGNAL ${inst.signal}`;
-      case "shell":
-        c.Shell = [...inst.shell];
-        return `SHELL [${inst.shell.join(" ")}]`;
-      case "cmd":
-        c.Cmd = commandArgs(inst.cmd, shellOf(next));
-        next.cmdSet = true;
-        return `CMD ${goQuoteList(c.Cmd)}`;
-      case "entrypoint":
-        c.Entrypoint = commandArgs(inst.cmd, shellOf(next));
-        if (!next.cmdSet) c.Cmd = null;
-        return `ENTRYPOINT ${goQuoteList(c.Entrypoint)}`;
-      case "healthcheck":
-        return applyHealthcheck(c, inst);
-      case "onbuild":
-        c.OnBuild = [...c.OnBuild ?? [], inst.expression];
-        return `ONBUILD ${inst.expression}`;
-      default:
-        throw this.fail(inst, `${inst.kind.toUpperCase()} is not a configuration instruction`);
-    }
-  }
-  // ---- steps that make layers --------------------------------------------------------------
-  /**
-   * The shared shape of every layer step: look the key up; on a miss prepare an overlay over the
-   * parent, let `work` change it, diff the upper dir into the store and commit the snapshot.
-   */
-  async layerStep(state, key, createdBy, work, opts = {}) {
-    const next = cloneState(state);
-    next.key = key;
-    if (!this.s.opts.noCache) {
-      const hit = await this.s.cache.get(key);
-      if (hit && (!hit.layer || await this.s.store.hasBlob(hit.layer.diffId))) {
-        this.appendLayer(next, hit, createdBy);
-        return hit.layer ? { state: next, cached: true, layerSize: hit.layer.size } : { state: next, cached: true };
-      }
-    }
-    const rec = await this.s.heavy.run(async () => {
-      const parent = opts.independent ? void 0 : await this.s.ensureSnapshots(state.layers, diffIds(state));
-      const active = await this.s.snapshots.prepare(parent, this.s.opts.signal ? { signal: this.s.opts.signal } : {});
-      let committed = false;
-      try {
-        await work(active, next);
-        this.s.checkAbort();
-        const created = this.s.now();
-        if (opts.emptyIfUnchanged && (await readdir6(active.upper)).length === 0) {
-          return { v: 1, created };
-        }
-        const writer = this.s.store.blobWriter();
-        let result;
-        try {
-          const dopts = {};
-          if (this.s.opts.sourceDateEpoch !== void 0) dopts.sourceDateEpoch = this.s.opts.sourceDateEpoch;
-          if (this.s.opts.signal) dopts.signal = this.s.opts.signal;
-          result = await diff(active.upper, writer.stream, dopts);
-          await writer.commit({ digest: result.diffId, size: result.size });
-        } catch (e) {
-          await writer.abort().catch(() => {
-          });
-          throw e;
-        }
-        if (!opts.independent) {
-          const chain2 = chainIds([...diffIds(state), result.diffId]).at(-1);
-          await active.commit(chain2);
-          committed = true;
-        }
-        return { v: 1, created, layer: { diffId: result.diffId, size: result.size } };
-      } finally {
-        if (!committed) await active.release().catch(() => {
-        });
-      }
-    });
-    await this.s.cache.set(key, rec);
-    this.appendLayer(next, rec, createdBy);
-    return rec.layer ? { state: next, cached: false, layerSize: rec.layer.size } : { state: next, cached: false };
-  }
-  appendLayer(next, rec, createdBy) {
-    if (rec.layer) {
-      next.config.rootfs.diff_ids.push(rec.layer.diffId);
-      next.layers.push({ mediaType: MediaType.OciLayer, digest: rec.layer.diffId, size: rec.layer.size });
-      addHistory(next, { created: rec.created, created_by: createdBy + LAYER_SUFFIX, comment: "tsbuild" });
-    } else {
-      addHistory(next, { created: rec.created, created_by: createdBy, comment: "tsbuild", empty_layer: true });
-    }
-  }
-  async workdirStep(state, raw) {
-    const { inst, used } = this.expand(state, raw);
-    const c = containerConfig2(state);
-    const dir = posix2.resolve(c.WorkingDir || "/", inst.path);
-    const user = c.User || "";
-    const key = cacheKey([state.key, "workdir", dir, user, used]);
-    const r = await this.layerStep(
-      state,
-      key,
-      `WORKDIR ${dir}`,
-      async (active) => {
-        const target = resolveInRoot2(active.rootfs, dir);
-        const existed = await exists3(target);
-        await mkdir7(target, { recursive: true, mode: 493 });
-        if (!existed && user && user !== "root" && user !== "0") {
-          const u = await resolveUser(user, active.rootfs);
-          await chown(target, u.uid, u.gid);
-        }
-      },
-      { emptyIfUnchanged: true }
-    );
-    containerConfig2(r.state).WorkingDir = dir;
-    return r;
-  }
-  runEnv(state) {
-    const list = [...envList(state)];
-    const envKeys = new Set(list.map((kv) => kv.split("=")[0]));
-    if (!envKeys.has("PATH")) list.push(`PATH=${DEFAULT_PATH2}`);
-    const hist = [];
-    for (const [k, v] of state.args) {
-      if (!envKeys.has(k)) list.push(`${k}=${v}`);
-      if (!PROXY_ARGS.has(k)) hist.push([k, v]);
-    }
-    for (const k of PROXY_ARGS) {
-      const v = this.env.buildArgs[k];
-      if (v !== void 0 && !state.args.has(k) && !envKeys.has(k)) {
-        list.push(`${k}=${v}`);
-        this.env.consumed.add(k);
-      }
-    }
-    return { env: list, argsForHistory: hist };
-  }
-  async runStep(state, raw, ctx) {
-    const { inst } = this.expand(state, raw);
-    const shell = shellOf(state);
-    const c = containerConfig2(state);
-    const { env, argsForHistory } = this.runEnv(state);
-    const argv = runArgv(inst, shell);
-    const network = inst.network && inst.network !== "default" ? inst.network : this.s.opts.network;
-    const createdBy = runCreatedBy(argv, argsForHistory);
-    const mountKeys = [];
-    for (const m of inst.mounts) {
-      if (m.type === "bind" && m.from === void 0) mountKeys.push([m.spec, await this.env.contextKey()]);
-      else if ((m.type === "bind" || m.type === "cache") && m.from !== void 0) {
-        const src = await this.fromState(m.from, inst);
-        mountKeys.push([m.spec, topChain(src) ?? "scratch"]);
-      } else if (m.type === "secret") mountKeys.push([m.type, m.id, m.target, m.env]);
-      else mountKeys.push([m.spec]);
-    }
-    const keyEnv = env.filter((kv) => !PROXY_ARGS.has(kv.slice(0, kv.indexOf("="))) || state.args.has(kv.slice(0, kv.indexOf("="))));
-    const key = cacheKey([state.key, "run", argv, keyEnv, c.User ?? "", c.WorkingDir ?? "", network, mountKeys, inst.security ?? ""]);
-    return this.layerStep(state, key, createdBy, async (active) => {
-      const cwd = c.WorkingDir || "/";
-      await mkdir7(resolveInRoot2(active.rootfs, cwd), { recursive: true });
-      const user = await resolveUser(c.User || "root", active.rootfs);
-      if (!env.some((kv) => kv.startsWith("HOME="))) env.push(`HOME=${user.home}`);
-      const cleanup = [];
-      try {
-        const mounts = await this.runMounts(inst, cwd, cleanup, env);
-        const created = await recordMountpoints(active.rootfs, mounts.map((m) => m.destination));
-        const runOpts = {
-          rootfs: active.rootfs,
-          args: argv,
-          env,
-          cwd,
-          user,
-          network: network === "host" || network === "default" ? "host" : "none",
-          mounts,
-          limits: this.s.opts.limits,
-          stateDir: this.s.stateDir,
-          stdout: this.logSink(ctx, "stdout"),
-          stderr: this.logSink(ctx, "stderr")
-        };
-        if (this.s.opts.runtime) runOpts.runtime = this.s.opts.runtime;
-        if (this.s.opts.signal) runOpts.signal = this.s.opts.signal;
-        const res = await run(runOpts);
-        await removeCreatedMountpoints(created);
-        this.s.checkAbort();
-        if (res.exitCode !== 0) {
-          const tail = ctx.tail.slice(-10);
-          throw this.fail(
-            inst,
-            `${summary(inst)}: exit code ${res.exitCode}${res.signal ? ` (${res.signal})` : ""}` + (tail.length > 0 ? `
-${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
-            "no layer was written and the cache is unchanged"
-          );
-        }
-      } finally {
-        for (const fn of cleanup.reverse()) await fn().catch(() => {
-        });
-      }
-    });
-  }
-  logSink(ctx, stream) {
-    const emit = this.s.opts.emit;
-    let partial = "";
-    return new Writable3({
-      write(chunk, _enc, cb) {
-        const data = chunk.toString("utf8");
-        emit({ type: "step-log", time: Date.now(), id: ctx.id, stream, data });
-        const lines = (partial + data).split("\n");
-        partial = lines.pop() ?? "";
-        ctx.tail.push(...lines);
-        if (ctx.tail.length > 50) ctx.tail.splice(0, ctx.tail.length - 50);
-        cb();
-      },
-      final(cb) {
-        if (partial) ctx.tail.push(partial);
-        cb();
-      }
-    });
-  }
-  async fromState(ref, inst) {
-    const st = this.env.stageResult(ref);
-    if (st) return st;
-    try {
-      const img = await this.s.image(ref);
-      return { config: img.config, layers: img.layers, key: img.digest, args: /* @__PURE__ */ new Map(), cmdSet: false };
+      const src = data instanceof Uint8Array ? Readable5.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]) : data;
+      await pipeline4(src, w.stream, { signal: opts.signal });
     } catch (e) {
-      throw this.fail(inst, `--from=${ref}: no stage or image of that name`, e instanceof TsbuildError ? e.hint : void 0, e);
+      await w.abort();
+      throw e;
     }
+    return w.commit(expected);
   }
-  async runMounts(inst, cwd, cleanup, env) {
-    const out = [];
-    for (const m of inst.mounts) {
-      const target = m.target ?? (m.type === "secret" ? `/run/secrets/${m.id ?? ""}` : void 0);
-      if (m.type === "ssh") throw this.fail(inst, "RUN --mount=type=ssh is not supported by tsbuild yet");
-      if (target === void 0 && m.type !== "secret") throw this.fail(inst, `--mount=${m.spec}: target is required`);
-      const abs = target === void 0 ? void 0 : posix2.resolve(cwd, target);
-      switch (m.type) {
-        case "tmpfs":
-          out.push({ type: "tmpfs", destination: abs, ...m.size !== void 0 ? { size: m.size } : {} });
-          break;
-        case "cache": {
-          const id = m.id ?? abs;
-          const name = createHash9("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
-          let dir = await this.s.cacheMountDir(name);
-          if (m.sharing === "locked" || m.sharing === "private") {
-            const held = await this.holdLock(`${dir}.lock`, m.sharing === "locked" ? 36e5 : 0);
-            if (held) cleanup.push(held);
-            else {
-              await mkdir7(this.s.stateDir, { recursive: true });
-              dir = await mkdtemp(join10(this.s.stateDir, "cache-private-"));
-              const d = dir;
-              cleanup.push(() => rm9(d, { recursive: true, force: true }));
-            }
-          }
-          if ((await readdir6(dir)).length === 0) {
-            await chmod(dir, m.mode ?? 493);
-            await chown(dir, m.uid ?? 0, m.gid ?? 0);
-          }
-          out.push({ type: "bind", source: dir, destination: abs, readonly: m.readonly });
-          break;
-        }
-        case "bind": {
-          let rootDir;
-          if (m.from === void 0) {
-            rootDir = (await this.env.context()).root;
-          } else {
-            const st = await this.fromState(m.from, inst);
-            const parent = await this.s.ensureSnapshots(st.layers, diffIds(st));
-            const view = await this.s.snapshots.prepare(parent);
-            cleanup.push(() => view.release());
-            rootDir = view.rootfs;
-          }
-          const src = resolveInRoot2(rootDir, m.source ?? "/");
-          if (!await exists3(src)) throw this.fail(inst, `--mount=${m.spec}: source "${m.source ?? "/"}" not found`);
-          out.push({ type: "bind", source: src, destination: abs, readonly: m.from === void 0 ? true : m.readonly });
-          break;
-        }
-        case "secret": {
-          const id = m.id ?? "";
-          const spec = this.env.secrets[id];
-          let value;
-          if (spec?.file !== void 0) value = await readFile10(spec.file);
-          else if (spec?.env !== void 0 && process.env[spec.env] !== void 0) value = Buffer.from(process.env[spec.env]);
-          if (value === void 0) {
-            if (m.required) throw this.fail(inst, `secret "${id}" is required but was not provided`, `pass it with --secret id=${id},src=FILE`);
-            break;
-          }
-          if (m.env !== void 0) env.push(`${m.env}=${value.toString("utf8")}`);
-          if (abs !== void 0 || m.env === void 0) {
-            await mkdir7(this.s.stateDir, { recursive: true });
-            const dir = await mkdtemp(join10(this.s.stateDir, "secret-"));
-            cleanup.push(() => rm9(dir, { recursive: true, force: true }));
-            const f = join10(dir, "value");
-            await writeFile3(f, value, { mode: 384 });
-            await chown(f, m.uid ?? 0, m.gid ?? 0);
-            await chmod(f, m.mode ?? 256);
-            out.push({ type: "bind", source: f, destination: abs ?? `/run/secrets/${id}`, readonly: true });
-          }
-          break;
-        }
-      }
-    }
-    return out;
+  /** Serialises a manifest, index or config canonically and stores it. */
+  async putJson(mediaType, value) {
+    const bytes = canonicalJson(value);
+    const { digest, size } = await this.writeBlob(bytes);
+    return { mediaType, digest, size };
   }
-  /** Takes a lock file and keeps it until the returned release is called; undefined if busy past the timeout. */
-  async holdLock(file, timeoutMs) {
-    let release;
-    const held = new Promise((r) => release = r);
-    let done;
-    const acquired = await new Promise((resolve2) => {
-      const lockOpts = { timeoutMs };
-      if (this.s.opts.signal) lockOpts.signal = this.s.opts.signal;
-      done = withLock(file, async () => {
-        resolve2(true);
-        await held;
-      }, lockOpts).catch(() => resolve2(false));
-    });
-    if (!acquired) return void 0;
-    return async () => {
-      release();
-      await done;
-    };
-  }
-  async copyStep(state, raw) {
-    const { inst, used } = this.expand(state, raw);
-    const c = containerConfig2(state);
-    const workdir = c.WorkingDir || "/";
-    const from = inst.kind === "copy" ? inst.from : void 0;
-    let srcState;
-    if (from !== void 0) srcState = await this.fromState(from, inst);
-    const urls = inst.kind === "add" ? inst.sources.filter(isUrl) : [];
-    const localSources = inst.sources.filter((s) => !isUrl(s));
-    if (inst.kind === "add" && inst.checksum !== void 0 && urls.length === 0) {
-      throw this.fail(inst, "ADD --checksum can only be used with a URL source");
-    }
-    if (inst.sources.length === 0 && inst.heredocs.length === 0) throw this.fail(inst, `${inst.kind.toUpperCase()} requires at least one source`);
-    let sourceKey;
-    if (srcState) sourceKey = ["stage", topChain(srcState) ?? "scratch", localSources];
-    else if (localSources.length > 0) {
-      const bctx = await this.env.context();
-      const matches = await this.resolve(bctx, localSources, inst);
-      sourceKey = ["context", await hashSources(bctx, matches, { statCache: await this.s.statCache() })];
-    } else sourceKey = ["none"];
-    const fetched = /* @__PURE__ */ new Map();
-    let fetchDir;
-    const urlKeys = [];
+  async hasBlob(d) {
     try {
-      for (const u of urls) {
-        if (inst.kind === "add" && inst.checksum !== void 0) {
-          urlKeys.push([u, inst.checksum]);
-          continue;
-        }
-        if (fetchDir === void 0) {
-          await mkdir7(this.s.stateDir, { recursive: true });
-          fetchDir = await mkdtemp(join10(this.s.stateDir, "add-url-"));
-        }
-        const fopts = {};
-        if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
-        const got = await fetchUrl(u, await mkdtemp(join10(fetchDir, "u")), fopts);
-        fetched.set(u, got);
-        urlKeys.push([u, posixBase(got), createHash9("sha256").update(await readFile10(got)).digest("hex")]);
-      }
-      const flagsText = copyFlagsText(inst);
-      const createdBy = `${inst.kind.toUpperCase()} ${flagsText}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(" ")} ${inst.dest}`;
-      const key = cacheKey([
-        state.key,
-        inst.kind,
-        sourceKey,
-        inst.heredocs.map((h) => [h.name, h.content]),
-        urlKeys,
-        inst.dest,
-        workdir,
-        inst.chown ?? "",
-        inst.chmod ?? "",
-        inst.parents,
-        inst.exclude,
-        inst.kind === "add" ? [inst.checksum ?? "", inst.unpack ?? null] : [],
-        used
-      ]);
-      return await this.layerStep(state, key, createdBy, async (active) => {
-        const chownOwner = inst.chown !== void 0 ? await this.chownFor(inst.chown, state, active, inst.link) : void 0;
-        const chmodSpec = inst.chmod !== void 0 ? parseChmod(inst.chmod) : void 0;
-        const copyOpts = { workdir, parents: inst.parents };
-        if (chownOwner) copyOpts.chown = chownOwner;
-        if (chmodSpec) copyOpts.chmod = chmodSpec;
-        if (this.s.opts.signal) copyOpts.signal = this.s.opts.signal;
-        const cleanup = [];
-        try {
-          const staged = [];
-          let stageDir;
-          const stagingDir = async () => {
-            if (!stageDir) {
-              await mkdir7(this.s.stateDir, { recursive: true });
-              stageDir = await mkdtemp(join10(this.s.stateDir, "copy-"));
-              const d = stageDir;
-              cleanup.push(() => rm9(d, { recursive: true, force: true }));
-            }
-            return stageDir;
-          };
-          for (const h of inst.heredocs) {
-            const dir = await stagingDir();
-            await writeFile3(join10(dir, h.name), h.content, { mode: 420 });
-            staged.push(h.name);
-          }
-          for (const u of urls) {
-            const dir = await stagingDir();
-            const fopts = {};
-            if (inst.kind === "add" && inst.checksum !== void 0) fopts.checksum = inst.checksum;
-            if (this.s.opts.signal) fopts.signal = this.s.opts.signal;
-            const pre = fetched.get(u);
-            const got = pre !== void 0 ? join10(dir, posixBase(pre)) : await fetchUrl(u, dir, fopts);
-            if (pre !== void 0) await copyFile(pre, got);
-            staged.push(posixBase(got));
-          }
-          if (staged.length > 0 && stageDir) {
-            const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
-            const matches2 = await sctx.resolveSources(staged);
-            const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith("/") ? `${inst.dest}/` : inst.dest;
-            await copyInto(sctx, matches2, active.rootfs, destForStaged, { ...copyOpts, parents: false });
-          }
-          if (localSources.length === 0) return;
-          let bctx;
-          if (srcState) {
-            const parent = await this.s.ensureSnapshots(srcState.layers, diffIds(srcState));
-            const view = await this.s.snapshots.prepare(parent);
-            cleanup.push(() => view.release());
-            bctx = await BuildContext.open(view.rootfs, { ignore: NO_IGNORE });
-            copyOpts.keepOwnership = true;
-          } else {
-            bctx = await this.env.context();
-          }
-          const matches = await this.resolve(bctx, localSources, inst);
-          if (inst.kind === "add" && inst.unpack !== false) {
-            const plain2 = [];
-            for (const m of matches) {
-              if (m.kind === "file" && await isArchive(m.realPath)) {
-                const destDir = resolveInRoot2(active.rootfs, posix2.resolve(workdir, inst.dest.endsWith("/") ? inst.dest : posix2.dirname(inst.dest) === "." ? inst.dest : inst.dest));
-                await mkdir7(destDir, { recursive: true });
-                await mkdir7(this.s.stateDir, { recursive: true });
-                const xopts = { tmpDir: this.s.stateDir };
-                if (chownOwner) xopts.chown = chownOwner;
-                if (this.s.opts.signal) xopts.signal = this.s.opts.signal;
-                await extractArchive(m.realPath, destDir, xopts);
-              } else plain2.push(m);
-            }
-            if (plain2.length > 0) await copyInto(bctx, plain2, active.rootfs, inst.dest, copyOpts);
-          } else {
-            await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
-          }
-        } finally {
-          for (const fn of cleanup.reverse()) await fn().catch(() => {
-          });
-        }
-      }, { independent: inst.link });
-    } finally {
-      if (fetchDir !== void 0) await rm9(fetchDir, { recursive: true, force: true });
-    }
-  }
-  /** `--chown` names resolve through the image's passwd/group files, also for a --link layer. */
-  async chownFor(spec, state, active, link) {
-    if (!link || /^\d+(:\d+)?$/.test(spec)) return resolveChown(spec, active.rootfs);
-    const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
-    const view = await this.s.snapshots.prepare(parent);
-    try {
-      return await resolveChown(spec, view.rootfs);
-    } finally {
-      await view.release();
-    }
-  }
-  async resolve(bctx, sources, inst) {
-    try {
-      return await bctx.resolveSources(sources, { excludes: inst.exclude, parents: inst.parents });
+      return (await stat3(this.blobPath(d))).isFile();
     } catch (e) {
-      if (e instanceof SourceNotFoundError) {
-        throw this.fail(inst, `${inst.kind.toUpperCase()} failed: ${e.message}`, e.hint, e);
-      }
+      if (errnoCode(e) === "ENOENT") return false;
       throw e;
     }
   }
-  /** Runs ONBUILD triggers of a base image, parsed as the instructions they were written as. */
-  parseTriggers(triggers, from) {
+  /** Lets missing blobs be fetched from where they are known to be (lazy pulls, remote caches). */
+  setFetcher(fetcher) {
+    this.fetcher = fetcher;
+  }
+  /** Whether the blob is here or can be fetched on first read. */
+  async available(d) {
+    return await this.hasBlob(d) || (await this.fetcher?.knows(d) ?? false);
+  }
+  /** Makes a blob local if it is not (fetching it once, however many readers ask at the same time). */
+  async ensureBlob(d, opts = {}) {
+    if (await this.hasBlob(d)) return true;
+    const fetcher = this.fetcher;
+    if (!fetcher) return false;
+    let p = this.fetching.get(d);
+    if (!p) {
+      p = fetcher.fetch(d, opts).finally(() => this.fetching.delete(d));
+      this.fetching.set(d, p);
+    }
+    return p;
+  }
+  async openBlob(d, opts = {}) {
+    await this.ensureBlob(d, opts);
+    const p = this.blobPath(d);
+    try {
+      const fh = await open4(p, "r");
+      return fh.createReadStream({ highWaterMark: 1 << 20 });
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
+      throw e;
+    }
+  }
+  /** Reads a small (JSON) blob whole and checks its content against its digest. */
+  async readBlob(d, opts = {}) {
+    const max = opts.maxSize ?? MAX_JSON_BLOB;
+    await this.ensureBlob(d);
+    const p = this.blobPath(d);
+    let buf;
+    try {
+      const s = await stat3(p);
+      if (s.size > max) throw new TsbuildError("BLOB_TOO_LARGE", `blob ${d} is ${s.size} bytes, more than the ${max} allowed for a manifest or config`);
+      buf = await readFile3(p);
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
+      throw e;
+    }
+    const actual = sha256(buf);
+    if (actual !== d) throw new TsbuildError("CORRUPT_BLOB", `blob ${d} in the store is corrupt: its content hashes to ${actual}`, { hint: `remove ${p}` });
+    return buf;
+  }
+  // ---- index.json and tags ----
+  async readIndex() {
+    return parseIndex(await readFile3(this.indexFile), { source: this.indexFile });
+  }
+  async writeIndex(idx) {
+    await writeFileAtomic(this.indexFile, canonicalJson(idx), this.ingestDir);
+  }
+  /** Read-modify-write of index.json under the store-wide lock. */
+  async updateIndex(fn) {
+    return withLock(
+      this.indexLock,
+      async () => {
+        const idx = await this.readIndex();
+        const { manifests, result } = fn(idx.manifests);
+        if (manifests !== idx.manifests) await this.writeIndex({ ...idx, manifests });
+        return result;
+      },
+      this.lockOpts
+    );
+  }
+  /** Points `name` (`:latest` added when untagged) at a manifest or index already in the store. */
+  async tag(name, desc) {
+    const ref = normalizeName(name);
+    if (!isManifestMediaType(desc.mediaType) && !isIndexMediaType(desc.mediaType)) {
+      throw new TsbuildError("BAD_TAG", `cannot tag ${ref}: ${desc.digest} has media type ${desc.mediaType}, not a manifest or index`);
+    }
+    const entry = { ...desc, annotations: { ...desc.annotations, [ANNOTATION_REF_NAME]: ref } };
+    const current = (await this.readIndex()).manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === ref);
+    if (current && current.digest === desc.digest && current.mediaType === desc.mediaType) return ref;
+    await withLock(
+      this.indexLock,
+      async () => {
+        if (!await this.hasBlob(desc.digest)) {
+          throw new TsbuildError("BLOB_NOT_FOUND", `cannot tag ${ref}: manifest ${desc.digest} is not in the store`);
+        }
+        const idx = await this.readIndex();
+        await this.writeIndex({ ...idx, manifests: [...idx.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref), entry] });
+      },
+      this.lockOpts
+    );
+    return ref;
+  }
+  async untag(name) {
+    const ref = normalizeName(name);
+    return this.updateIndex((ms) => {
+      const kept = ms.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== ref);
+      return kept.length === ms.length ? { manifests: ms, result: false } : { manifests: kept, result: true };
+    });
+  }
+  async listImages() {
     const out = [];
-    for (const t of triggers) {
+    for (const m of (await this.readIndex()).manifests) {
+      const name = m.annotations?.[ANNOTATION_REF_NAME];
+      if (name !== void 0) out.push({ name, descriptor: withoutRefName(m) });
+    }
+    return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+  /**
+   * Finds an image by tag, `name@sha256:…`, full manifest digest, or an unambiguous hex prefix
+   * (12+ characters) of a manifest or config digest, like a docker image id.
+   */
+  async resolve(ref) {
+    const idx = await this.readIndex();
+    if (ref.includes("@")) return this.byDigest(idx, parseRef(ref).digest);
+    if (ref.startsWith("sha256:") && ref.length === 71) return this.byDigest(idx, parseDigest(ref));
+    const prefix = ID_PREFIX_RE.exec(ref)?.[1];
+    if (prefix === void 0 || !ref.startsWith("sha256:")) {
+      let name;
       try {
-        const r = parse(t);
-        for (const node2 of r.ast.children) out.push(parseInstruction(node2, { file: `ONBUILD trigger of ${from.image}` }));
+        name = normalizeName(ref);
       } catch (e) {
-        throw this.fail(from, `invalid ONBUILD trigger in base image: ${e instanceof Error ? e.message : String(e)}`);
+        if (prefix === void 0) throw e;
+      }
+      const hit = idx.manifests.find((m) => name !== void 0 && m.annotations?.[ANNOTATION_REF_NAME] === name);
+      if (hit) return withoutRefName(hit);
+    }
+    if (prefix === void 0) return void 0;
+    const found = /* @__PURE__ */ new Map();
+    for (const m of idx.manifests) {
+      if (digestHex(m.digest).startsWith(prefix)) found.set(m.digest, withoutRefName(m));
+      else if (isManifestMediaType(m.mediaType)) {
+        const config = await this.configDigestOf(m.digest);
+        if (config !== void 0 && digestHex(config).startsWith(prefix)) found.set(m.digest, withoutRefName(m));
       }
     }
-    return out;
+    if (found.size > 1) {
+      throw new UsageError(`image id prefix ${ref} is ambiguous: it matches ${[...found.keys()].join(", ")}`, { hint: "give more characters" });
+    }
+    return found.values().next().value;
+  }
+  async configDigestOf(manifest) {
+    try {
+      const m = JSON.parse((await this.readBlob(manifest)).toString("utf8"));
+      const d = m.config?.digest;
+      return typeof d === "string" && /^sha256:[0-9a-f]{64}$/.test(d) ? d : void 0;
+    } catch (e) {
+      if (e instanceof TsbuildError && e.code === "BLOB_NOT_FOUND") return void 0;
+      throw e;
+    }
+  }
+  async byDigest(idx, d) {
+    const hit = idx.manifests.find((m) => m.digest === d);
+    if (hit) return withoutRefName(hit);
+    if (!await this.hasBlob(d)) return void 0;
+    const bytes = await this.readBlob(d);
+    const mediaType = sniffMediaType(bytes);
+    if (!isManifestMediaType(mediaType) && !isIndexMediaType(mediaType)) return void 0;
+    return { mediaType, digest: d, size: bytes.length };
+  }
+  /** The image a reference names; an index is narrowed to the platform (the host's by default). */
+  async loadImage(ref, opts = {}) {
+    const desc = await this.resolve(ref);
+    if (!desc) throw new UsageError(`no image ${JSON.stringify(ref)} in the store at ${this.root}`, { hint: "see the images the store holds with `tsbuild images`" });
+    return this.imageAt(desc, opts.platform ?? hostPlatform(), ref);
+  }
+  async imageAt(desc, platform, ref) {
+    if (isIndexMediaType(desc.mediaType)) {
+      const idx = parseIndex(await this.readBlob(desc.digest), { source: desc.digest });
+      const match = idx.manifests.find(
+        (m) => platformMatches(m.platform, platform)
+      );
+      if (!match) {
+        const have = idx.manifests.map((m) => m.platform ? formatPlatform(m.platform) : "?").join(", ");
+        throw new UsageError(`image ${ref} has no manifest for ${formatPlatform(platform)} (it has: ${have || "none"})`);
+      }
+      return this.imageAt(match, platform, ref);
+    }
+    if (!isManifestMediaType(desc.mediaType)) throw new TsbuildError("BAD_MANIFEST", `${ref} (${desc.digest}) has media type ${desc.mediaType}, not an image manifest`);
+    return new StoreImage(this, desc);
+  }
+  /**
+   * Removes a tag; given a digest or id prefix instead, removes every tag of that image. Blobs go
+   * at the next gc. Returns the names removed.
+   */
+  async removeImage(ref) {
+    let byName;
+    try {
+      if (!ref.includes("@")) byName = normalizeName(ref);
+    } catch {
+      byName = void 0;
+    }
+    const idx = await this.readIndex();
+    let digest;
+    if (byName === void 0 || !idx.manifests.some((m) => m.annotations?.[ANNOTATION_REF_NAME] === byName)) {
+      digest = (await this.resolve(ref))?.digest;
+      if (digest === void 0) throw new UsageError(`no image ${JSON.stringify(ref)} in the store at ${this.root}`);
+    }
+    return this.updateIndex((ms) => {
+      const gone = ms.filter((m) => digest !== void 0 ? m.digest === digest : m.annotations?.[ANNOTATION_REF_NAME] === byName);
+      const names = gone.map((m) => m.annotations?.[ANNOTATION_REF_NAME]).filter((n) => n !== void 0);
+      return { manifests: gone.length === 0 ? ms : ms.filter((m) => !gone.includes(m)), result: names };
+    });
+  }
+  // ---- metadata and compressed variants ----
+  meta(namespace) {
+    return new FileMetaStore(this.metaDir, namespace, this.ingestDir, this.locksDir, this.lockOpts);
+  }
+  /** @internal */
+  blobMap() {
+    return new FileMetaStore(this.metaDir, BLOBMAP_NS, this.ingestDir, this.locksDir, this.lockOpts);
+  }
+  /**
+   * The `algo`-compressed blob of the uncompressed layer `diffId`, made at most once: the first
+   * call streams the stored tar through `make` into a new blob and records the mapping after the
+   * blob is committed; later calls (in any process) return the recorded descriptor.
+   */
+  async compressedBlob(diffId, algo, make, opts = {}) {
+    const map = this.blobMap();
+    const key = `${algo}:${diffId}`;
+    const cached = await this.cachedCompressed(key);
+    if (cached) return cached;
+    const lock = join5(this.locksDir, `compress-${algo}-${digestHex(diffId)}.lock`);
+    return withLock(
+      lock,
+      async () => {
+        const again = await this.cachedCompressed(key);
+        if (again) return again;
+        const src = await this.openBlob(diffId);
+        const w = this.blobWriter();
+        try {
+          await make(src, w.stream);
+        } catch (e) {
+          src.destroy();
+          await w.abort();
+          throw e;
+        }
+        src.destroy();
+        opts.signal?.throwIfAborted();
+        const { digest, size } = await w.commit();
+        const desc = { mediaType: layerMediaType(algo), digest, size };
+        await map.set(key, desc);
+        await map.set(`diffid:${digest}`, diffId);
+        return desc;
+      },
+      { ...this.lockOpts, signal: opts.signal }
+    );
+  }
+  async cachedCompressed(key) {
+    const v = await this.blobMap().get(key);
+    if (v && typeof v.digest === "string" && await this.available(v.digest)) return v;
+    return void 0;
+  }
+  /** A recorded `algo`-compressed variant of `diffId`, here or fetchable, without making one. */
+  async compressedVariant(diffId, algo) {
+    return this.cachedCompressed(`${algo}:${diffId}`);
+  }
+  /** The diff_id of a compressed blob this store made, if it made it. */
+  async uncompressedFor(digest) {
+    const v = await this.blobMap().get(`diffid:${digest}`);
+    return typeof v === "string" && /^sha256:[0-9a-f]{64}$/.test(v) ? v : void 0;
+  }
+  /** Records that `compressed` is `diffId` compressed with `algo` (e.g. a layer pulled from a registry). */
+  async recordCompressed(diffId, algo, compressed) {
+    const map = this.blobMap();
+    await map.set(`${algo}:${diffId}`, { mediaType: compressed.mediaType, digest: compressed.digest, size: compressed.size });
+    await map.set(`diffid:${compressed.digest}`, diffId);
+  }
+  // ---- garbage collection ----
+  async gc(opts = {}) {
+    return withLock(this.indexLock, () => collectGarbage(this, opts), this.lockOpts);
+  }
+  /** @internal names of every meta namespace. */
+  async metaNamespaces() {
+    try {
+      return (await readdir3(this.metaDir)).filter((n) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(n));
+    } catch (e) {
+      if (errnoCode(e) === "ENOENT") return [];
+      throw e;
+    }
   }
 };
-function isUrl(s) {
-  return /^https?:\/\//i.test(s);
-}
-function posixBase(p) {
-  return p.split("/").pop() ?? p;
-}
-async function exists3(p) {
-  try {
-    await lstat3(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-async function recordMountpoints(rootfs, targets) {
-  const created = [];
-  for (const t of targets) {
-    const parts = posix2.resolve("/", t).split("/").filter(Boolean);
-    for (let i = 1; i <= parts.length; i++) {
-      const p = resolveInRoot2(rootfs, "/" + parts.slice(0, i).join("/"));
-      if (!await exists3(p) && !created.includes(p)) created.push(p);
-    }
-  }
-  return created;
-}
-async function removeCreatedMountpoints(created) {
-  for (const p of [...created].sort((a, b) => b.length - a.length)) {
-    try {
-      const st = await lstat3(p);
-      if (st.isDirectory()) await rmdir3(p);
-      else if (st.size === 0) await rm9(p);
-    } catch {
-    }
-  }
-}
-function runArgv(inst, shell) {
-  if (inst.cmd.form === "exec") return [...inst.cmd.args];
-  const cmd = inst.cmd.command.trim();
-  const only = inst.heredocs.length === 1 ? inst.heredocs[0] : void 0;
-  if (only && /^<<-?\s*["']?[^\s"']+["']?$/.test(cmd)) {
-    const body = only.content;
-    if (body.startsWith("#!")) {
-      const interp = body.split("\n")[0].slice(2).trim().split(/\s+/);
-      return [...interp, "-c", body.split("\n").slice(1).join("\n")];
-    }
-    return [...shell, body];
-  }
-  if (inst.heredocs.length > 0) {
-    let script = cmd;
-    for (const h of inst.heredocs) script += `
-${h.content}${h.name}`;
-    return [...shell, script];
-  }
-  return [...shell, inst.cmd.command];
-}
-function summary(inst) {
-  const first = inst.original.split("\n")[0] ?? "";
-  return first.length > 120 ? first.slice(0, 119) + "\u2026" : first;
-}
-function configKeyOf(inst) {
-  const { range: _r, original: _o, ...rest } = inst;
-  return rest;
-}
-function copyFlagsText(inst) {
-  const f = [];
-  if (inst.kind === "copy" && inst.from !== void 0) f.push(`--from=${inst.from}`);
-  if (inst.chown !== void 0) f.push(`--chown=${inst.chown}`);
-  if (inst.chmod !== void 0) f.push(`--chmod=${inst.chmod}`);
-  if (inst.parents) f.push("--parents");
-  if (inst.link) f.push("--link");
-  for (const e of inst.exclude) f.push(`--exclude=${e}`);
-  if (inst.kind === "add" && inst.checksum !== void 0) f.push(`--checksum=${inst.checksum}`);
-  return f.length > 0 ? `${f.join(" ")} ` : "";
-}
-function exposedPorts(inst, fail) {
-  const out = [];
-  for (const spec of inst.ports) {
-    const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec.trim());
-    if (!m) throw fail(`EXPOSE: invalid port "${spec}": expected PORT[-PORT][/tcp|udp|sctp]`);
-    const a = Number(m[1]);
-    const b = m[2] !== void 0 ? Number(m[2]) : a;
-    const proto = (m[3] ?? "tcp").toLowerCase();
-    if (a < 0 || b > 65535 || b < a) throw fail(`EXPOSE: invalid port range "${spec}"`);
-    for (let p = a; p <= b; p++) out.push(`${p}/${proto}`);
+function withoutRefName(d) {
+  const out = { ...d };
+  if (d.annotations) {
+    const { [ANNOTATION_REF_NAME]: _ref, ...rest } = d.annotations;
+    if (Object.keys(rest).length > 0) out.annotations = rest;
+    else delete out.annotations;
   }
   return out;
 }
-function applyHealthcheck(c, inst) {
-  if (inst.test.type === "none") {
-    c.Healthcheck = { Test: ["NONE"] };
-    return "HEALTHCHECK NONE";
-  }
-  const cmd = inst.test.cmd;
-  const test = cmd.form === "exec" ? ["CMD", ...cmd.args] : ["CMD-SHELL", cmd.command];
-  const h = { Test: test };
-  if (inst.interval !== void 0) h.Interval = inst.interval;
-  if (inst.timeout !== void 0) h.Timeout = inst.timeout;
-  if (inst.startPeriod !== void 0) h.StartPeriod = inst.startPeriod;
-  if (inst.startInterval !== void 0) h.StartInterval = inst.startInterval;
-  if (inst.retries !== void 0) h.Retries = inst.retries;
-  c.Healthcheck = h;
-  const opts = [
-    inst.interval !== void 0 ? `--interval=${formatDuration(inst.interval)}` : "",
-    inst.timeout !== void 0 ? `--timeout=${formatDuration(inst.timeout)}` : "",
-    inst.startPeriod !== void 0 ? `--start-period=${formatDuration(inst.startPeriod)}` : "",
-    inst.retries !== void 0 ? `--retries=${inst.retries}` : ""
-  ].filter(Boolean);
-  return `HEALTHCHECK ${opts.length ? opts.join(" ") + " " : ""}${test[0]} ${test.slice(1).join(" ")}`;
+async function openStore(opts = {}) {
+  const store = new Store(resolveRoot(opts.root !== void 0 ? { root: opts.root } : {}), opts);
+  await store.init();
+  return store;
 }
 
-// packages/builder/src/build.ts
-async function openRoot(root) {
-  const r = resolveRoot(root ? { root } : {});
-  const store = await openStore({ root: r });
-  if (await deadBundles(join11(r, "state"))) await cleanupContainers().catch(() => {
-  });
-  const snapshots = await openSnapshotter({ root: join11(r, "snapshots") });
-  return { root: r, store, snapshots };
+// packages/snapshot/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/snapshot/src/snapshotter.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { randomBytes as randomBytes2 } from "node:crypto";
+import { mkdir as mkdir3, readdir as readdir4, readFile as readFile6, readlink, realpath, rename as rename3, rm as rm6, rmdir, symlink, writeFile } from "node:fs/promises";
+import { join as join6 } from "node:path";
+
+// packages/snapshot/src/mountinfo.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readFile as readFile4 } from "node:fs/promises";
+function unescape(s) {
+  return s.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8)));
 }
-async function deadBundles(stateDir) {
+function parseMountinfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const fields2 = line.split(" ");
+    const sep = fields2.indexOf("-", 6);
+    const mp = fields2[4];
+    const fsType = sep >= 0 ? fields2[sep + 1] : void 0;
+    if (mp === void 0 || fsType === void 0) continue;
+    out.push({ mountPoint: unescape(mp), fsType });
+  }
+  return out;
+}
+async function readMounts() {
+  return parseMountinfo(await readFile4("/proc/self/mountinfo", "utf8"));
+}
+async function mountsUnder(dir) {
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  return (await readMounts()).map((m) => m.mountPoint).filter((p) => p === dir || p.startsWith(prefix)).sort((a, b) => b.length - a.length);
+}
+
+// packages/snapshot/src/proc.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn as spawn2 } from "node:child_process";
+import { readFile as readFile5 } from "node:fs/promises";
+function runCommand(cmd, args, opts = {}) {
+  return new Promise((resolve3, reject) => {
+    const child = spawn2(cmd, args, { cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d) => stdout += d);
+    child.stderr.setEncoding("utf8").on("data", (d) => stderr += d);
+    child.once("error", reject);
+    child.once("close", (code, signal) => resolve3({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+  });
+}
+async function startTime2(pid) {
+  let stat10;
   try {
-    return (await readdir7(stateDir)).some((n) => {
-      const pid = ownerPid(n);
-      return pid !== void 0 && !pidAlive(pid);
-    });
+    stat10 = await readFile5(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return void 0;
+  }
+  const rest = stat10.slice(stat10.lastIndexOf(")") + 2).split(" ");
+  const v = Number(rest[19]);
+  return Number.isFinite(v) ? v : void 0;
+}
+var self;
+function selfOwner() {
+  self ??= startTime2(process.pid).then((start) => ({ pid: process.pid, start: start ?? 0 }));
+  return self;
+}
+async function ownerAlive(o) {
+  const start = await startTime2(o.pid);
+  return start !== void 0 && (o.start === 0 || start === o.start);
+}
+function ownerToken(o) {
+  return `${o.pid}-${o.start}`;
+}
+function parseOwnerToken(name) {
+  const m = /^(\d+)-(\d+)-/.exec(name);
+  if (!m) return void 0;
+  return { pid: Number(m[1]), start: Number(m[2]) };
+}
+
+// packages/snapshot/src/snapshotter.ts
+var ID_RE = /^[0-9a-z]{1,12}$/;
+var OVERLAY_FLAGS = "redirect_dir=off,metacopy=off,index=off";
+function errCode(e) {
+  return e?.code;
+}
+function notFound(chainId) {
+  return new TsbuildError("SNAPSHOT_NOT_FOUND", `snapshot ${chainId} does not exist`, {
+    hint: "the layer cache was pruned or is damaged; rebuild without the cache"
+  });
+}
+async function openSnapshotter(opts) {
+  await mkdir3(opts.root, { recursive: true });
+  const root = await realpath(opts.root);
+  for (const d of ["keys", "l", "f", "a", "t", "e"]) await mkdir3(join6(root, d), { recursive: true });
+  const s = new OverlaySnapshotter(root, await selfOwner(), opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095);
+  await s.init();
+  return s;
+}
+var OverlaySnapshotter = class {
+  constructor(root, owner, maxLayers, maxOptionBytes) {
+    this.root = root;
+    this.owner = owner;
+    this.maxLayers = maxLayers;
+    this.maxOptionBytes = maxOptionBytes;
+  }
+  root;
+  owner;
+  maxLayers;
+  maxOptionBytes;
+  next = 0;
+  inflight = /* @__PURE__ */ new Map();
+  /** Publishes in progress in this process: their layer dirs briefly have no key. */
+  publishing = 0;
+  flattening = /* @__PURE__ */ new Map();
+  /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
+  inUse = /* @__PURE__ */ new Map();
+  async init() {
+    for (const name of await readdir4(join6(this.root, "l"))) {
+      if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
+    }
+    await this.recover();
+  }
+  keyPath(chainId) {
+    return join6(this.root, "keys", digestHex(parseDigest(chainId)));
+  }
+  async idOf(chainId) {
+    let target;
+    try {
+      target = await readlink(this.keyPath(chainId));
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    const id = target.slice("../l/".length);
+    if (!target.startsWith("../l/") || !ID_RE.test(id)) {
+      throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot index entry for ${chainId} is damaged (${target})`, {
+        hint: `remove ${this.root} to reset the layer cache`
+      });
+    }
+    return id;
+  }
+  async meta(chainId) {
+    const id = await this.idOf(chainId);
+    if (id === void 0) return void 0;
+    let raw;
+    try {
+      raw = await readFile6(join6(this.root, "l", id, "meta.json"), "utf8");
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    const m = JSON.parse(raw);
+    if (m.chainId !== chainId) return void 0;
+    return { chainId, parent: m.parent ? parseDigest(m.parent) : void 0, id };
+  }
+  async has(chainId) {
+    return await this.meta(chainId) !== void 0;
+  }
+  async get(chainId) {
+    const m = await this.meta(chainId);
+    return m && { chainId, parent: m.parent, dir: join6(this.root, "l", m.id, "fs") };
+  }
+  /** The chain from `top` down to its base layer, newest first. */
+  async chain(top) {
+    const out = [];
+    const seen = /* @__PURE__ */ new Set();
+    for (let cur = top; cur !== void 0; ) {
+      if (seen.has(cur)) throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot chain of ${top} loops at ${cur}`);
+      seen.add(cur);
+      const m = await this.meta(cur);
+      if (!m) throw notFound(cur);
+      out.push(m);
+      cur = m.parent;
+    }
+    return out;
+  }
+  async tempDir() {
+    const dir = join6(this.root, "t", `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}`);
+    await mkdir3(dir);
+    return dir;
+  }
+  /** Renames a prepared `{fs, meta.json}` dir to a fresh l/<id>, then claims the key. */
+  async publish(dir, chainId, parent) {
+    this.publishing++;
+    try {
+      await this.publishUnlocked(dir, chainId, parent);
+    } finally {
+      this.publishing--;
+    }
+  }
+  async publishUnlocked(dir, chainId, parent) {
+    await writeFile(join6(dir, "meta.json"), JSON.stringify({ chainId, parent: parent ?? null, owner: this.owner }));
+    let id;
+    for (; ; ) {
+      id = (this.next++).toString(36);
+      try {
+        await rename3(dir, join6(this.root, "l", id));
+        break;
+      } catch (e) {
+        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
+      }
+    }
+    try {
+      await symlink(`../l/${id}`, this.keyPath(chainId));
+    } catch (e) {
+      if (errCode(e) !== "EEXIST") throw e;
+      if (await this.has(chainId)) {
+        await this.discard(join6(this.root, "l", id));
+        return;
+      }
+      const link = join6(this.root, "t", `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}.lnk`);
+      await symlink(`../l/${id}`, link);
+      await rename3(link, this.keyPath(chainId));
+    }
+  }
+  /** Atomically moves `path` out of sight, then deletes it. */
+  async discard(path7) {
+    const trash = await this.tempDir();
+    try {
+      await rename3(path7, join6(trash, "x"));
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw e;
+    }
+    await this.removeTree(trash);
+  }
+  /** Deletes a transient tree, but never through a mount that is still there. */
+  async removeTree(dir) {
+    for (const mp of await mountsUnder(dir)) await unmount(mp);
+    if ((await mountsUnder(dir)).length > 0) {
+      throw new TsbuildError("SNAPSHOT_BUSY", `cannot remove ${dir}: something is still mounted below it`);
+    }
+    await rm6(dir, { recursive: true, force: true });
+  }
+  unpack(chainId, parent, fill) {
+    parseDigest(chainId);
+    const running = this.inflight.get(chainId);
+    if (running) return running;
+    const p = this.doUnpack(chainId, parent, fill).finally(() => this.inflight.delete(chainId));
+    this.inflight.set(chainId, p);
+    return p;
+  }
+  async doUnpack(chainId, parent, fill) {
+    if (await this.has(chainId)) return;
+    if (parent !== void 0 && !await this.has(parent)) throw notFound(parent);
+    const dir = await this.tempDir();
+    try {
+      await mkdir3(join6(dir, "fs"), { mode: 493 });
+      await fill(join6(dir, "fs"));
+      if (await this.has(chainId)) return;
+      await this.publish(dir, chainId, parent);
+    } finally {
+      await this.removeTree(dir);
+    }
+  }
+  async prepare(parent, opts = {}) {
+    if (opts.signal?.aborted) throw new CancelledError();
+    const chain2 = await this.chain(parent);
+    const name = `${ownerToken(this.owner)}-${randomBytes2(4).toString("hex")}`;
+    const rel = `a/${name}`;
+    const tail = `,upperdir=${rel}/u,workdir=${rel}/w,${OVERLAY_FLAGS}`;
+    const lowers = chain2.length === 0 ? ["e"] : await this.lowerDirs(chain2, tail.length);
+    const dir = join6(this.root, rel);
+    await mkdir3(dir);
+    for (const d of ["u", "w", "r"]) await mkdir3(join6(dir, d), { mode: 493 });
+    const used = chain2.map((m) => m.id);
+    for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
+    try {
+      if (opts.signal?.aborted) throw new CancelledError();
+      await this.mountOverlay(`lowerdir=${lowers.join(":")}${tail}`, join6(dir, "r"));
+    } catch (e) {
+      this.unuse(used);
+      await this.removeTree(dir);
+      throw e;
+    }
+    return new OverlayActive(this, dir, parent, used);
+  }
+  unuse(ids) {
+    for (const id of ids) {
+      const n = (this.inUse.get(id) ?? 1) - 1;
+      if (n <= 0) this.inUse.delete(id);
+      else this.inUse.set(id, n);
+    }
+  }
+  /** Called by OverlayActive.commit once unmounted. */
+  async commitDir(dir, chainId, parent) {
+    parseDigest(chainId);
+    try {
+      if (!await this.has(chainId)) {
+        await rm6(join6(dir, "w"), { recursive: true, force: true });
+        await rmdir(join6(dir, "r"));
+        await rename3(join6(dir, "u"), join6(dir, "fs"));
+        await this.publish(dir, chainId, parent);
+      }
+    } finally {
+      await this.removeTree(dir);
+    }
+    const info = await this.get(chainId);
+    if (!info) throw notFound(chainId);
+    return info.dir;
+  }
+  async removeActive(dir) {
+    await this.removeTree(dir);
+  }
+  /**
+   * Lower dir paths (relative to the root), newest first, for a chain. When the chain is deeper
+   * than one overlay mount allows, its oldest part is replaced by a flattened copy.
+   */
+  async lowerDirs(chain2, reservedBytes, reservedLayers = 0) {
+    const paths = chain2.map((m) => `l/${m.id}/fs`);
+    const budget = this.maxOptionBytes - "lowerdir=".length - reservedBytes;
+    const maxLayers = this.maxLayers - reservedLayers;
+    if (paths.length <= maxLayers && paths.join(":").length <= budget) return paths;
+    const oldest = chain2[chain2.length - 1];
+    if (!oldest) throw new InternalError("empty chain has no lower dirs");
+    const flatLen = `:f/${oldest.id}`.length + 8;
+    let keep = 0;
+    let len = 0;
+    while (keep < chain2.length - 1 && keep + 1 < maxLayers) {
+      const add = (paths[keep] ?? "").length + 1;
+      if (len + add + flatLen > budget) break;
+      len += add;
+      keep++;
+    }
+    if (keep === 0) throw new InternalError(`overlay limits (${this.maxLayers} layers, ${this.maxOptionBytes} bytes) leave no room`);
+    const block = Math.max(1, Math.floor(maxLayers / 2));
+    const flatCount = Math.min(chain2.length - 1, Math.ceil((chain2.length - keep) / block) * block);
+    keep = chain2.length - flatCount;
+    const flat = await this.flattened(chain2.slice(keep));
+    return [...paths.slice(0, keep), flat];
+  }
+  /** f/<id of chain[0]>: the merged contents of the whole chain, made once and cached. */
+  flattened(chain2) {
+    const top = chain2[0];
+    if (!top) throw new InternalError("cannot flatten an empty chain");
+    if (chain2.length === 1) return Promise.resolve(`l/${top.id}/fs`);
+    const rel = `f/${top.id}`;
+    const running = this.flattening.get(rel);
+    if (running) return running;
+    const p = this.doFlatten(chain2, rel).finally(() => this.flattening.delete(rel));
+    this.flattening.set(rel, p);
+    return p;
+  }
+  async doFlatten(chain2, rel) {
+    const target = join6(this.root, rel);
+    if (await exists(target)) return rel;
+    const tmp = await this.tempDir();
+    try {
+      const lowers = await this.lowerDirs(chain2, OVERLAY_FLAGS.length + ":e,".length, 1);
+      const mnt = join6(tmp, "m");
+      const out = join6(tmp, "out");
+      await mkdir3(mnt);
+      await mkdir3(out);
+      await this.mountOverlay(`lowerdir=${[...lowers, "e"].join(":")},${OVERLAY_FLAGS}`, mnt);
+      try {
+        const r = await runCommand("cp", ["-a", "--", `${mnt}/.`, out]);
+        if (r.code !== 0) throw new TsbuildError("SNAPSHOT_FLATTEN", `flattening ${chain2.length} layers failed: ${r.stderr.trim()}`);
+      } finally {
+        await unmount(mnt);
+      }
+      try {
+        await rename3(out, target);
+      } catch (e) {
+        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
+      }
+    } finally {
+      await this.removeTree(tmp);
+    }
+    return rel;
+  }
+  async mountOverlay(options, mountPoint) {
+    if (options.length > this.maxOptionBytes) {
+      throw new InternalError(`overlay options are ${options.length} bytes, over the ${this.maxOptionBytes} limit`);
+    }
+    const r = await runCommand("mount", ["-n", "-t", "overlay", "overlay", "-o", options, mountPoint], { cwd: this.root });
+    if (r.code !== 0) {
+      throw new TsbuildError("SNAPSHOT_MOUNT", `mounting overlay at ${mountPoint} failed: ${r.stderr.trim() || `exit ${r.code}`}`, {
+        hint: "tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)"
+      });
+    }
+  }
+  async list() {
+    const out = [];
+    for (const hex2 of await readdir4(join6(this.root, "keys"))) {
+      if (!/^[a-f0-9]{64}$/.test(hex2)) continue;
+      const info = await this.get(`sha256:${hex2}`);
+      if (info) out.push(info);
+    }
+    return out;
+  }
+  async remove(chainId) {
+    const all = await this.list();
+    const doomed = /* @__PURE__ */ new Set([chainId]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const s of all) {
+        if (!doomed.has(s.chainId) && s.parent !== void 0 && doomed.has(s.parent)) {
+          doomed.add(s.chainId);
+          grew = true;
+        }
+      }
+    }
+    const present = [...doomed].filter((d) => all.some((s) => s.chainId === d));
+    for (const d of present) {
+      const m = await this.meta(d);
+      if (m && this.inUse.has(m.id)) {
+        throw new TsbuildError("SNAPSHOT_IN_USE", `snapshot ${d} is mounted by a running step and cannot be removed`);
+      }
+    }
+    for (const d of present) await this.removeOne(d);
+    return present;
+  }
+  async removeOne(chainId) {
+    const id = await this.idOf(chainId);
+    if (id === void 0) return;
+    await rm6(this.keyPath(chainId), { force: true });
+    await this.discard(join6(this.root, "f", id));
+    await this.discard(join6(this.root, "l", id));
+  }
+  async prune(keep) {
+    const all = await this.list();
+    const byChain = new Map(all.map((s) => [s.chainId, s]));
+    const kept = /* @__PURE__ */ new Set();
+    for (const k of keep) {
+      for (let cur = k; cur !== void 0 && !kept.has(cur); cur = byChain.get(cur)?.parent) {
+        kept.add(cur);
+      }
+    }
+    const removed = [];
+    for (const s of all) {
+      if (kept.has(s.chainId)) continue;
+      const m = await this.meta(s.chainId);
+      if (m && this.inUse.has(m.id)) continue;
+      await this.removeOne(s.chainId);
+      removed.push(s.chainId);
+    }
+    await this.sweepLayers();
+    return removed;
+  }
+  async recover() {
+    for (const area of ["a", "t"]) {
+      for (const name of await readdir4(join6(this.root, area))) {
+        const owner = parseOwnerToken(name);
+        if (!owner || await ownerAlive(owner)) continue;
+        await this.removeTree(join6(this.root, area, name));
+      }
+    }
+    await this.sweepLayers();
+  }
+  /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
+  async sweepLayers() {
+    for (const id of await readdir4(join6(this.root, "l"))) {
+      if (!ID_RE.test(id)) continue;
+      let meta;
+      try {
+        meta = JSON.parse(await readFile6(join6(this.root, "l", id, "meta.json"), "utf8"));
+      } catch {
+        continue;
+      }
+      if (typeof meta.chainId !== "string" || !/^sha256:[a-f0-9]{64}$/.test(meta.chainId)) continue;
+      const linked = await this.idOf(meta.chainId).catch(() => void 0);
+      if (linked === id) continue;
+      if (meta.owner && await ownerAlive(meta.owner)) {
+        const mine = meta.owner.pid === this.owner.pid && meta.owner.start === this.owner.start;
+        if (!mine || this.publishing > 0) continue;
+      }
+      await this.discard(join6(this.root, "l", id));
+    }
+    for (const id of await readdir4(join6(this.root, "f"))) {
+      if (!await exists(join6(this.root, "l", id))) await this.discard(join6(this.root, "f", id));
+    }
+  }
+};
+var OverlayActive = class {
+  constructor(s, dir, parent, used) {
+    this.s = s;
+    this.dir = dir;
+    this.parent = parent;
+    this.used = used;
+    this.rootfs = join6(dir, "r");
+    this.upper = join6(dir, "u");
+  }
+  s;
+  dir;
+  parent;
+  used;
+  rootfs;
+  upper;
+  done = false;
+  finish() {
+    if (this.done) throw new InternalError("snapshot was already committed or released");
+    this.done = true;
+  }
+  async commit(chainId, parent) {
+    if (parent !== void 0 && parent !== this.parent) {
+      throw new InternalError(`commit of ${chainId} names parent ${parent}, but the snapshot was prepared from ${this.parent ?? "scratch"}`);
+    }
+    this.finish();
+    try {
+      await unmount(this.rootfs);
+      return await this.s.commitDir(this.dir, chainId, this.parent);
+    } finally {
+      this.s.unuse(this.used);
+    }
+  }
+  async release() {
+    this.finish();
+    try {
+      await unmount(this.rootfs);
+      await this.s.removeActive(this.dir);
+    } finally {
+      this.s.unuse(this.used);
+    }
+  }
+};
+async function unmount(mountPoint) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if ((await mountsUnder(mountPoint)).every((m) => m !== mountPoint)) return;
+    const r2 = await runCommand("umount", ["-n", mountPoint]);
+    if (r2.code === 0) continue;
+    if (!/busy/i.test(r2.stderr)) {
+      throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r2.stderr.trim()}`);
+    }
+    await new Promise((res) => setTimeout(res, 50 * (attempt + 1)));
+  }
+  const r = await runCommand("umount", ["-n", "-l", mountPoint]);
+  if (r.code !== 0) throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
+}
+
+// packages/executor/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/executor/src/run.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn as spawn4 } from "node:child_process";
+import { constants as osConstants } from "node:os";
+import { lstat as lstat3, mkdir as mkdir5, readdir as readdir5, readFile as readFile7, rm as rm8, rmdir as rmdir2, unlink, utimes as utimes2, writeFile as writeFile2 } from "node:fs/promises";
+import { isAbsolute, join as join8, posix, resolve } from "node:path";
+
+// packages/executor/src/rootpath.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { lstat as lstat2, mkdir as mkdir4 } from "node:fs/promises";
+import { resolve as resolvePath5 } from "node:path";
+async function resolveInRoot(root, unsafePath) {
+  const base = resolvePath5(root);
+  let host;
+  try {
+    host = secureJoin(base, unsafePath, { followLast: true });
+  } catch (e) {
+    if (!(e instanceof UnsafeArchiveError)) throw e;
+    const loop = /symbolic links/.test(e.message);
+    throw new TsbuildError(loop ? "PATH_LOOP" : "PATH_INVALID", `${unsafePath} in the container: ${e.message}`, { cause: e });
+  }
+  return host === base ? "/" : host.slice(base === "/" ? 0 : base.length);
+}
+function errCode2(e) {
+  return e?.code;
+}
+function isUnderProc(containerPath2) {
+  return containerPath2 === "/proc" || containerPath2.startsWith("/proc/");
+}
+async function mkdirInRoot(root, containerPath2) {
+  let cur = "/";
+  for (const part of containerPath2.split("/").filter(Boolean)) {
+    cur = await resolveInRoot(root, `${cur === "/" ? "" : cur}/${part}`);
+    try {
+      await mkdir4(root + cur, { mode: 493 });
+    } catch (e) {
+      if (errCode2(e) !== "EEXIST") throw e;
+      if (!(await lstat2(root + cur)).isDirectory()) {
+        throw new TsbuildError("NOT_A_DIRECTORY", `${containerPath2}: ${cur} exists in the container and is not a directory`);
+      }
+    }
+  }
+}
+
+// packages/executor/src/runtime.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn as spawn3 } from "node:child_process";
+import { constants } from "node:fs";
+import { access, rm as rm7, stat as stat4 } from "node:fs/promises";
+import { basename as basename3, delimiter, join as join7 } from "node:path";
+function runCommand2(cmd, args) {
+  return new Promise((resolve3, reject) => {
+    const child = spawn3(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d) => stdout += d);
+    child.stderr.setEncoding("utf8").on("data", (d) => stderr += d);
+    child.once("error", reject);
+    child.once("close", (code) => resolve3({ code: code ?? 1, stdout, stderr }));
+  });
+}
+async function isExecutable(p) {
+  try {
+    await access(p, constants.X_OK);
+    return (await stat4(p)).isFile();
   } catch {
     return false;
   }
 }
-async function build(opts) {
-  requireRoot("tsbuild build");
-  const started = Date.now();
-  const contextDir = resolvePath5(opts.context);
-  const file = opts.file && opts.file !== "-" ? opts.file : join11(contextDir, "Dockerfile");
-  const shownFile = opts.file === "-" ? "<stdin>" : file;
-  let text = opts.dockerfileText;
-  if (text === void 0) {
-    try {
-      text = await readFile11(file, "utf8");
-    } catch (e) {
-      throw new UsageError(`cannot read Dockerfile ${file}: ${e.code ?? String(e)}`, {
-        hint: "pass the Dockerfile with -f, or put one at the root of the build context"
-      });
-    }
-  }
-  const df = parseDockerfile(text, { file: shownFile });
-  const platform = parsePlatform(opts.platform);
-  const emit = opts.onEvent ?? (() => {
+function notFound2(runtime) {
+  const name = basename3(runtime);
+  return new TsbuildError("RUNTIME_NOT_FOUND", `runtime '${runtime}' not found`, {
+    hint: name === "runc" ? "apt-get install runc" : `install ${name} or pass the runtime's full path`
   });
-  const buildArgs = { ...opts.buildArgs ?? {} };
-  const predefined = platformArgs(platform);
-  const consumed = /* @__PURE__ */ new Set();
-  const globalArgs2 = new Map(Object.entries(predefined));
-  for (const a of df.globalArgs) {
-    for (const kv of a.args) {
-      let v;
-      if (Object.hasOwn(buildArgs, kv.key)) {
-        v = buildArgs[kv.key];
-        consumed.add(kv.key);
-      } else if (kv.value !== void 0) {
-        v = envExpander(globalArgs2, { escapeToken: df.escapeToken }).word(kv.value);
-      }
-      if (v !== void 0) globalArgs2.set(kv.key, v);
-    }
+}
+async function findRuntime(runtime) {
+  if (runtime.includes("/")) {
+    if (await isExecutable(runtime)) return runtime;
+    throw notFound2(runtime);
   }
-  const fromImage = /* @__PURE__ */ new Map();
-  const resolveFrom = (s) => {
-    let w = fromImage.get(s);
-    if (w === void 0) {
-      try {
-        w = envExpander(globalArgs2, { escapeToken: df.escapeToken }).word(s.from.image);
-      } catch (e) {
-        throw new DockerfileError(`FROM: ${e instanceof Error ? e.message : String(e)}`, {
-          file: shownFile,
-          range: s.from.range,
-          excerpt: excerptOf(text, s.from.range)
-        });
-      }
-      if (w === "") {
-        throw new DockerfileError(`FROM: base name (${s.from.image}) should not be blank`, {
-          file: shownFile,
-          range: s.from.range,
-          excerpt: excerptOf(text, s.from.range)
-        });
-      }
-      fromImage.set(s, w);
-    }
-    return w;
-  };
-  const plan = planStages(df, opts.target, resolveFrom, shownFile, text);
-  for (const s of plan.order) {
-    if (s.from.platform !== void 0) {
-      parsePlatform(envExpander(globalArgs2).word(s.from.platform), `${shownFile}:${s.from.range.start.line}: FROM --platform`);
-    }
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+  for (const dir of dirs) {
+    if (!dir.startsWith("/")) continue;
+    const p = join7(dir, runtime);
+    if (await isExecutable(p)) return p;
   }
-  const { root, store, snapshots } = await openRoot(opts.root);
-  const session = new BuildSession(root, store, snapshots, {
-    noCache: opts.noCache ?? false,
-    pull: opts.pull ?? false,
-    fetchImage: opts.fetchImage,
-    emit,
-    signal: opts.signal,
-    sourceDateEpoch: opts.sourceDateEpoch,
-    runtime: opts.runtime,
-    network: opts.network ?? "default",
-    limits: opts.limits ?? {}
-  });
-  let ctxPromise;
-  const context = () => ctxPromise ??= (async () => {
-    const ignore = await loadIgnore(contextDir, file);
-    return BuildContext.open(contextDir, { ignore });
-  })();
-  let ctxKey;
-  const contextKey = () => ctxKey ??= context().then(async (c) => hashSources(c, await c.resolveSources(["."]), { statCache: await session.statCache() }));
-  const results = /* @__PURE__ */ new Map();
-  const totalSteps = plan.order.reduce((n, s) => n + s.instructions.length + 1, 0);
-  emit({ type: "build-start", time: Date.now(), stages: plan.order.length, steps: totalSteps });
-  const runStage = (s) => {
-    let p = results.get(s);
-    if (p) return p;
-    p = (async () => {
-      const deps = plan.deps.get(s);
-      const label2 = s.name ?? `stage-${s.index}`;
-      const runner = new StageRunner({
-        session,
-        file: shownFile,
-        text,
-        escapeToken: df.escapeToken,
-        context,
-        contextKey,
-        buildArgs,
-        consumed,
-        globalArgs: globalArgs2,
-        secrets: opts.secrets ?? {},
-        stageLabel: label2,
-        stageResult: (ref) => {
-          const st = findStage(df, ref);
-          return st ? runStage(st) : void 0;
-        }
-      });
-      for (const r of deps?.reads ?? []) void runStage(r).catch(() => {
-      });
-      const total = s.instructions.length + 1;
-      const fromId = session.nextStepId();
-      const fromName = `[${label2} 1/${total}] FROM ${resolveFrom(s)}`;
-      const t0 = Date.now();
-      emit({ type: "step-start", time: t0, id: fromId, name: fromName, stage: label2, index: 1, total });
-      let base;
-      let triggers = [];
-      try {
-        if (deps?.base) {
-          const b = await runStage(deps.base);
-          base = { ...b, config: structuredClone(b.config), layers: [...b.layers], args: /* @__PURE__ */ new Map(), cmdSet: false };
-        } else if (resolveFrom(s).toLowerCase() === "scratch") {
-          base = scratchState(platform);
-        } else {
-          const img = await session.image(resolveFrom(s));
-          checkPlatform(img.config, resolveFrom(s));
-          base = { config: img.config, layers: img.layers, key: cacheKey(["from", img.digest]), args: /* @__PURE__ */ new Map(), cmdSet: false };
-        }
-        if (!envList(base).some((kv) => kv.startsWith("PATH="))) setEnv(base, "PATH", DEFAULT_PATH2);
-        triggers = base.config.config?.OnBuild ?? [];
-        if (base.config.config) base.config.config.OnBuild = null;
-        if (triggers.length === 0 && base.config.config?.OnBuild === null) delete base.config.config.OnBuild;
-      } catch (e) {
-        emit({ type: "step-error", time: Date.now(), id: fromId, message: e instanceof Error ? e.message : String(e) });
-        if (e instanceof TsbuildError && !(e instanceof DockerfileError)) {
-          throw new DockerfileError(`FROM ${resolveFrom(s)}: ${e.message}`, {
-            file: shownFile,
-            range: s.from.range,
-            excerpt: excerptOf(text, s.from.range),
-            ...e.hint ? { hint: e.hint } : {},
-            cause: e
-          });
-        }
-        throw e;
-      }
-      emit({ type: "step-done", time: Date.now(), id: fromId, cached: true, durationMs: Date.now() - t0 });
-      const steps = [...runner.parseTriggers(triggers, s.from), ...s.instructions];
-      return runner.runSteps(base, steps, 1, Math.max(total, steps.length + 1));
-    })();
-    results.set(s, p);
-    return p;
-  };
-  const final = plan.order.at(-1);
-  let state;
+  throw notFound2(runtime);
+}
+function atLeast(version, min) {
+  const parts = version.split(".").map(Number);
+  for (let i = 0; i < 3; i++) {
+    const a = parts[i] ?? 0;
+    const b = min[i] ?? 0;
+    if (a !== b) return a > b;
+  }
+  return true;
+}
+var infoCache = /* @__PURE__ */ new Map();
+function runtimeInfo(runtime = "runc") {
+  let p = infoCache.get(runtime);
+  if (!p) {
+    p = probe(runtime);
+    infoCache.set(runtime, p);
+    p.catch(() => infoCache.delete(runtime));
+  }
+  return p;
+}
+async function probe(runtime) {
+  const path7 = await findRuntime(runtime);
+  const r = await runCommand2(path7, ["--version"]);
+  const m = /^(\S+) version v?(\d+\.\d+\.\d+)/m.exec(r.stdout);
+  const name = m?.[1] ?? basename3(path7);
+  const version = m?.[2];
+  const fixesCve202421626 = name !== "runc" || version !== void 0 && atLeast(version, [1, 1, 12]);
+  return { path: path7, name, version, fixesCve202421626 };
+}
+function globalArgs(opts) {
+  return opts.runtimeRoot === void 0 ? [] : ["--root", opts.runtimeRoot];
+}
+var ID_PREFIX = "tsbuild-";
+var counter = 0;
+function newContainerId() {
+  return `${ID_PREFIX}${process.pid}-${counter++}-${Math.random().toString(36).slice(2, 8)}`;
+}
+function ownerPid(id) {
+  const m = /^tsbuild-(\d+)-/.exec(id);
+  return m ? Number(m[1]) : void 0;
+}
+function pidAlive(pid) {
   try {
-    state = await runStage(final);
-  } finally {
-    await Promise.allSettled([...results.values()]);
-    await session.saveStatCache().catch(() => {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === "EPERM";
+  }
+}
+async function destroyContainer(path7, id, opts) {
+  await runCommand2(path7, [...globalArgs(opts), "kill", id, "KILL"]);
+  const r = await runCommand2(path7, [...globalArgs(opts), "delete", "--force", id]);
+  if (r.code !== 0 && !/does not exist|not found/i.test(r.stderr)) {
+    throw new TsbuildError("RUNTIME", `deleting container ${id} failed: ${r.stderr.trim()}`);
+  }
+}
+async function cleanupContainers(runtime = "runc", opts = {}) {
+  const { path: path7 } = await runtimeInfo(runtime);
+  const r = await runCommand2(path7, [...globalArgs(opts), "list", "--format", "json"]);
+  if (r.code !== 0) throw new TsbuildError("RUNTIME", `${runtime} list failed: ${r.stderr.trim()}`);
+  const listed = JSON.parse(r.stdout.trim() || "null") ?? [];
+  const removed = [];
+  for (const c of listed) {
+    if (typeof c.id !== "string") continue;
+    const pid = ownerPid(c.id);
+    if (pid === void 0 || pidAlive(pid)) continue;
+    await destroyContainer(path7, c.id, opts);
+    if (typeof c.bundle === "string" && c.bundle.startsWith("/") && basename3(c.bundle) === c.id) {
+      await rm7(c.bundle, { recursive: true, force: true });
+    }
+    removed.push(c.id);
+  }
+  return removed;
+}
+
+// packages/executor/src/spec.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var DEFAULT_CAPABILITIES = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE"
+];
+var MASKED_PATHS = [
+  "/proc/asound",
+  "/proc/acpi",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/sys/firmware",
+  "/sys/devices/virtual/powercap"
+];
+var READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+var DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+var RLIM_INFINITY = 2n ** 64n - 1n;
+var RLIMIT_TYPES = [
+  "RLIMIT_AS",
+  "RLIMIT_CORE",
+  "RLIMIT_CPU",
+  "RLIMIT_DATA",
+  "RLIMIT_FSIZE",
+  "RLIMIT_LOCKS",
+  "RLIMIT_MEMLOCK",
+  "RLIMIT_MSGQUEUE",
+  "RLIMIT_NICE",
+  "RLIMIT_NOFILE",
+  "RLIMIT_NPROC",
+  "RLIMIT_RSS",
+  "RLIMIT_RTPRIO",
+  "RLIMIT_RTTIME",
+  "RLIMIT_SIGPENDING",
+  "RLIMIT_STACK"
+];
+function buildSpec(i) {
+  const caps = [...DEFAULT_CAPABILITIES];
+  const userCaps = i.uid === 0 ? caps : [];
+  const env = i.env.some((e) => e.startsWith("PATH=")) ? i.env : [DEFAULT_PATH, ...i.env];
+  const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  if (i.network === "none") namespaces.push({ type: "network" });
+  const resources = { devices: [{ allow: false, access: "rwm" }] };
+  if (i.limits.memory !== void 0) resources.memory = { limit: i.limits.memory };
+  if (i.limits.cpuQuota !== void 0 || i.limits.cpuPeriod !== void 0) {
+    resources.cpu = {};
+    if (i.limits.cpuQuota !== void 0) resources.cpu.quota = i.limits.cpuQuota;
+    if (i.limits.cpuPeriod !== void 0) resources.cpu.period = i.limits.cpuPeriod;
+  }
+  if (i.limits.pidsLimit !== void 0) resources.pids = { limit: i.limits.pidsLimit };
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: i.uid, gid: i.gid, ...i.additionalGids.length > 0 ? { additionalGids: i.additionalGids } : {} },
+      args: i.args,
+      env,
+      cwd: i.cwd,
+      capabilities: { bounding: caps, effective: userCaps, permitted: userCaps },
+      noNewPrivileges: true,
+      // Only the limits asked for: the others are inherited from this process, since a runtime
+      // cannot raise a hard limit without CAP_SYS_RESOURCE (which root in a container may lack).
+      ...i.rlimits && i.rlimits.length > 0 ? { rlimits: i.rlimits.map((r) => ({ type: r.type, soft: r.soft, hard: r.hard })) } : {}
+    },
+    root: { path: i.rootfs, readonly: false },
+    hostname: i.hostname,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+      },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", i.shmSize !== void 0 ? `size=${i.shmSize}` : "size=65536k"] },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+      ...i.mounts
+    ],
+    linux: {
+      namespaces,
+      cgroupsPath: i.cgroupsPath,
+      resources,
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS
+    }
+  };
+}
+function specJson(spec) {
+  return JSON.stringify(spec, (_k, v) => typeof v === "bigint" ? `\0big:${v}` : v).replace(/"\\u0000big:(\d+)"/g, "$1");
+}
+
+// packages/executor/src/run.ts
+var RUNTIME_PATHS = ["/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/proc", "/dev", "/sys"];
+var SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+function errCode3(e) {
+  return e?.code;
+}
+function badInput(message) {
+  return new TsbuildError("BAD_RUN", message);
+}
+function containerPath(p, what) {
+  if (!p.startsWith("/")) throw badInput(`${what} ${JSON.stringify(p)} must be an absolute path`);
+  return posix.normalize(p);
+}
+async function recordStubs(root, paths) {
+  const all = /* @__PURE__ */ new Set();
+  for (const p of paths) {
+    const parts = p.split("/").filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) all.add(`/${parts.slice(0, i).join("/")}`);
+  }
+  const missing = /* @__PURE__ */ new Set();
+  const parentTimes = /* @__PURE__ */ new Map();
+  for (const p of all) {
+    const resolved = await resolveInRoot(root, p);
+    try {
+      await lstat3(root + resolved);
+    } catch (e) {
+      if (errCode3(e) !== "ENOENT" && errCode3(e) !== "ENOTDIR") throw e;
+      missing.add(resolved);
+      const parent = posix.dirname(resolved);
+      try {
+        const st = await lstat3(root + parent, { bigint: true });
+        if (st.isDirectory()) {
+          parentTimes.set(parent, { atime: Number(st.atimeNs) / 1e9, mtime: Number(st.mtimeNs) / 1e9 });
+        }
+      } catch (e2) {
+        if (errCode3(e2) !== "ENOENT" && errCode3(e2) !== "ENOTDIR") throw e2;
+      }
+    }
+  }
+  return { missing: [...missing], parentTimes };
+}
+async function removeStubs(root, stubs) {
+  for (const p of [...stubs.missing].sort((a, b) => b.length - a.length)) {
+    const host = root + await resolveInRoot(root, p);
+    let st;
+    try {
+      st = await lstat3(host);
+    } catch {
+      continue;
+    }
+    if (st.isFile() && st.size === 0) await unlink(host);
+    else if (st.isDirectory() && (await readdir5(host)).length === 0) await rmdir2(host);
+  }
+  for (const [dir, t] of stubs.parentTimes) {
+    const host = root + await resolveInRoot(root, dir);
+    await utimes2(host, t.atime, t.mtime).catch(() => void 0);
+  }
+}
+function hostsFile(hostname, extra) {
+  const lines = [
+    `127.0.0.1	localhost ${hostname}`,
+    "::1	localhost ip6-localhost ip6-loopback",
+    ...extra.map((e) => `${e.ip}	${e.host}`)
+  ];
+  return `${lines.join("\n")}
+`;
+}
+function checkLine(what, v) {
+  if (/[\n\0]/.test(v)) throw badInput(`${what} ${JSON.stringify(v)} contains a newline or NUL`);
+  return v;
+}
+async function run2(opts) {
+  if (opts.signal?.aborted) throw new CancelledError();
+  if (opts.args.length === 0 || opts.args[0] === "") throw badInput("no program to run");
+  const rt = await runtimeInfo(opts.runtime ?? "runc");
+  const rootfs = resolve(opts.rootfs);
+  const network = opts.network ?? "host";
+  const hostname = checkLine("hostname", opts.hostname ?? "tsbuild");
+  const user = opts.user ?? { uid: 0, gid: 0 };
+  for (const id2 of [user.uid, user.gid, ...user.additionalGids ?? []]) {
+    if (!Number.isInteger(id2) || id2 < 0 || id2 > 4294967294) throw badInput(`invalid user or group id ${id2}`);
+  }
+  for (const e of opts.env ?? []) {
+    if (!/^[^=\0]+=/.test(e) || e.includes("\0")) throw badInput(`environment entry ${JSON.stringify(e)} is not KEY=value`);
+  }
+  const cwd = await resolveInRoot(rootfs, containerPath(opts.cwd ?? "/", "working directory"));
+  if (isUnderProc(cwd)) {
+    throw new TsbuildError("UNSAFE_CWD", `working directory ${opts.cwd} resolves to ${cwd}, inside /proc`, {
+      hint: "a working directory under /proc can escape the container (CVE-2024-21626)"
     });
   }
-  const config = structuredClone(state.config);
-  const cc = config.config ??= {};
-  if (opts.labels && Object.keys(opts.labels).length > 0) cc.Labels = { ...cc.Labels ?? {}, ...opts.labels };
-  if (cc.OnBuild === null) delete cc.OnBuild;
-  const lastCreated = config.history?.at(-1)?.created;
-  if (lastCreated) config.created = lastCreated;
-  config.architecture = platform.architecture;
-  config.os = platform.os;
-  const configDesc = await store.putJson(MediaType.OciConfig, config);
-  const manifest = buildManifest(configDesc, state.layers);
-  const manifestDesc = await store.putJson(MediaType.OciManifest, manifest);
-  const tags = [];
-  for (const t of opts.tags ?? []) tags.push(await store.tag(t, manifestDesc));
-  const warnings = df.warnings.map((w) => `${shownFile}:${w.range.start.line}: ${w.message}`);
-  const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !globalArgs2.has(k));
-  if (unused.length > 0) warnings.push(`one or more build args were not consumed: ${unused.sort().join(", ")}`);
-  emit({ type: "build-done", time: Date.now(), imageDigest: manifestDesc.digest, configDigest: configDesc.digest, durationMs: Date.now() - started });
-  return { manifest: manifestDesc, configDigest: configDesc.digest, tags, warnings };
-}
-function scratchState(platform) {
-  return {
-    config: { architecture: platform.architecture, os: platform.os, config: {}, rootfs: { type: "layers", diff_ids: [] }, history: [] },
-    layers: [],
-    key: cacheKey(["from", "scratch", platform]),
-    args: /* @__PURE__ */ new Map(),
-    cmdSet: false
-  };
-}
-function checkPlatform(config, ref) {
-  if (config.os !== "linux" || config.architecture !== "amd64" && config.architecture !== "") {
-    throw new TsbuildError("PLATFORM", `image ${ref} is ${config.os}/${config.architecture}, not linux/amd64`);
+  const program = opts.args[0] ?? "";
+  if (!rt.fixesCve202421626 && program.startsWith("/") && isUnderProc(await resolveInRoot(rootfs, program))) {
+    throw new TsbuildError("UNSAFE_PROGRAM", `refusing to run ${program}: a program under /proc can escape ${rt.name} ${rt.version}`, {
+      hint: "upgrade runc to 1.1.12 or later (CVE-2024-21626)"
+    });
+  }
+  if (opts.shmSize !== void 0 && (!Number.isSafeInteger(opts.shmSize) || opts.shmSize <= 0)) throw badInput(`invalid /dev/shm size ${opts.shmSize}`);
+  await checkRlimits(opts.rlimits ?? []);
+  const mounts = [];
+  const mountPoints = [];
+  for (const m of opts.mounts ?? []) {
+    const dest = containerPath(m.destination, "mount target");
+    if (dest === "/" || isUnderProc(dest) || isUnderProc(await resolveInRoot(rootfs, dest))) {
+      throw badInput(`cannot mount over ${dest}`);
+    }
+    mountPoints.push(dest);
+    if (m.type === "bind") {
+      if (!isAbsolute(m.source)) throw badInput(`bind mount source ${m.source} must be absolute`);
+      mounts.push({ destination: dest, type: "bind", source: m.source, options: ["rbind", m.readonly ? "ro" : "rw"] });
+    } else {
+      const options = ["nosuid", "nodev", `mode=${(m.mode ?? 493).toString(8)}`];
+      if (m.size !== void 0) options.push(`size=${m.size}`);
+      mounts.push({ destination: dest, type: "tmpfs", source: "tmpfs", options });
+    }
+  }
+  const id = newContainerId();
+  await mkdir5(opts.stateDir, { recursive: true });
+  const bundle = join8(resolve(opts.stateDir), id);
+  await mkdir5(bundle, { mode: 448 });
+  let stubs = { missing: [], parentTimes: /* @__PURE__ */ new Map() };
+  let ranToEnd = false;
+  try {
+    let resolv = "";
+    if (network === "host") {
+      resolv = await readFile7("/etc/resolv.conf", "utf8").catch(() => "");
+    }
+    await writeFile2(join8(bundle, "resolv.conf"), resolv, { mode: 420 });
+    for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
+    await writeFile2(join8(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 });
+    await writeFile2(join8(bundle, "hostname"), `${hostname}
+`, { mode: 420 });
+    const etcMounts = (opts.etcFiles === false ? [] : ["resolv.conf", "hosts", "hostname"]).map((f) => ({
+      destination: `/etc/${f}`,
+      type: "bind",
+      source: join8(bundle, f),
+      options: ["rbind", "ro"]
+    }));
+    const spec = buildSpec({
+      rootfs,
+      args: opts.args,
+      env: opts.env ?? [],
+      cwd,
+      uid: user.uid,
+      gid: user.gid,
+      additionalGids: user.additionalGids ?? [],
+      hostname,
+      network,
+      mounts: [...etcMounts, ...mounts],
+      cgroupsPath: `tsbuild/${id}`,
+      limits: opts.limits ?? {},
+      ...opts.rlimits ? { rlimits: opts.rlimits } : {},
+      ...opts.shmSize !== void 0 ? { shmSize: opts.shmSize } : {}
+    });
+    await writeFile2(join8(bundle, "config.json"), specJson(spec));
+    await mkdirInRoot(rootfs, cwd);
+    stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
+    const result = await runContainer(rt.path, id, bundle, opts);
+    ranToEnd = true;
+    return result;
+  } finally {
+    if (!ranToEnd) await runCommand2(rt.path, [...globalArgs(opts), "delete", "--force", id]).catch(() => void 0);
+    await removeStubs(rootfs, stubs);
+    await rm8(bundle, { recursive: true, force: true });
   }
 }
+var LIMIT_ROWS = {
+  RLIMIT_CPU: "Max cpu time",
+  RLIMIT_FSIZE: "Max file size",
+  RLIMIT_DATA: "Max data size",
+  RLIMIT_STACK: "Max stack size",
+  RLIMIT_CORE: "Max core file size",
+  RLIMIT_RSS: "Max resident set",
+  RLIMIT_NPROC: "Max processes",
+  RLIMIT_NOFILE: "Max open files",
+  RLIMIT_MEMLOCK: "Max locked memory",
+  RLIMIT_AS: "Max address space",
+  RLIMIT_LOCKS: "Max file locks",
+  RLIMIT_SIGPENDING: "Max pending signals",
+  RLIMIT_MSGQUEUE: "Max msgqueue size",
+  RLIMIT_NICE: "Max nice priority",
+  RLIMIT_RTPRIO: "Max realtime priority",
+  RLIMIT_RTTIME: "Max realtime timeout"
+};
+var CAP_SYS_RESOURCE = 24;
+function limitText(n) {
+  return n === RLIM_INFINITY ? "unlimited" : String(n);
+}
+async function checkRlimits(limits) {
+  if (limits.length === 0) return;
+  const [limitsText, status, nrOpen] = await Promise.all([
+    readFile7("/proc/self/limits", "utf8").catch(() => ""),
+    readFile7("/proc/self/status", "utf8").catch(() => ""),
+    readFile7("/proc/sys/fs/nr_open", "utf8").catch(() => "")
+  ]);
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  const canRaise = capEff !== void 0 && (BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE) & 1n) === 1n;
+  const seen = /* @__PURE__ */ new Set();
+  for (const l of limits) {
+    const name = l.type.replace(/^RLIMIT_/, "").toLowerCase();
+    const shown = `ulimit ${name}=${limitText(l.soft)}:${limitText(l.hard)}`;
+    if (!RLIMIT_TYPES.includes(l.type)) throw badInput(`unknown rlimit type ${JSON.stringify(l.type)}`);
+    if (seen.has(l.type)) throw badInput(`${shown}: ${name} is limited twice`);
+    seen.add(l.type);
+    for (const v of [l.soft, l.hard]) if (v < 0n || v > RLIM_INFINITY) throw badInput(`${shown}: ${v} is out of range`);
+    if (l.soft > l.hard) throw badInput(`${shown}: the soft limit is above the hard limit`);
+    if (l.type === "RLIMIT_NOFILE" && /^\d+\s*$/.test(nrOpen) && l.hard > BigInt(nrOpen.trim())) {
+      throw new TsbuildError("RLIMIT", `${shown}: the kernel allows at most ${nrOpen.trim()} open files (fs.nr_open)`, { hint: `ask for at most nofile=${nrOpen.trim()}` });
+    }
+    const rowName = LIMIT_ROWS[l.type];
+    const row = rowName === void 0 ? null : new RegExp(`^${rowName}\\s+(\\S+)\\s+(\\S+)`, "m").exec(limitsText);
+    const hardNow = row?.[2] === void 0 ? void 0 : row[2] === "unlimited" ? RLIM_INFINITY : /^\d+$/.test(row[2]) ? BigInt(row[2]) : void 0;
+    if (!canRaise && hardNow !== void 0 && l.hard > hardNow) {
+      throw new TsbuildError("RLIMIT", `${shown}: the hard limit here is ${limitText(hardNow)}, and raising it needs CAP_SYS_RESOURCE, which tsbuild's process does not have`, {
+        hint: `ask for at most ${name}=${limitText(hardNow)} (a process may lower its limits, never raise its hard limit without that capability)`
+      });
+    }
+  }
+}
+async function runContainer(runtime, id, bundle, opts) {
+  if (opts.signal?.aborted) throw new CancelledError();
+  const log = join8(bundle, "runtime.log");
+  const args = [...globalArgs(opts), "--log", log, "--log-format", "json", "run", "--bundle", bundle, id];
+  const child = spawn4(runtime, args, {
+    cwd: bundle,
+    stdio: ["ignore", opts.stdout ? "pipe" : "ignore", opts.stderr ? "pipe" : "ignore"]
+  });
+  if (opts.stdout) child.stdout?.pipe(opts.stdout, { end: false });
+  if (opts.stderr) child.stderr?.pipe(opts.stderr, { end: false });
+  let exited = false;
+  let aborted = false;
+  const onAbort = () => {
+    aborted = true;
+    void (async () => {
+      for (let i = 0; !exited; i++) {
+        await runCommand2(runtime, [...globalArgs(opts), "kill", id, "KILL"]);
+        if (i === 50) child.kill("SIGKILL");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+  };
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  let code;
+  try {
+    code = await new Promise((res, rej) => {
+      child.once("error", rej);
+      child.once("close", (c) => res(c));
+    });
+  } finally {
+    exited = true;
+    opts.signal?.removeEventListener("abort", onAbort);
+  }
+  if (aborted) throw new CancelledError();
+  const exitCode = code ?? 137;
+  if (exitCode !== 0) {
+    const failure = await runtimeFailure(log);
+    if (failure !== void 0) {
+      throw new TsbuildError("RUNTIME_START", `cannot run ${JSON.stringify(opts.args[0])}: ${failure}`);
+    }
+  }
+  const sig = exitCode > 128 ? SIGNAL_NAMES.get(exitCode - 128) : void 0;
+  return sig === void 0 ? { exitCode } : { exitCode, signal: sig };
+}
+async function runtimeFailure(log) {
+  let text;
+  try {
+    text = await readFile7(log, "utf8");
+  } catch {
+    return void 0;
+  }
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line);
+      if (entry.level === "error" || entry.level === "fatal") {
+        return (entry.msg ?? "the runtime failed").replace(/^runc run failed: /, "");
+      }
+    } catch {
+      continue;
+    }
+  }
+  return void 0;
+}
 
-// packages/builder/src/images.ts
+// packages/builder/src/flags.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-
-// packages/builder/src/distribution.ts
-init_define_TSBUILD_NATIVE_VERSIONS();
-import { Readable as Readable6 } from "node:stream";
+import { statSync } from "node:fs";
+import { isIP } from "node:net";
+import { isAbsolute as isAbsolute2, resolve as resolvePath6 } from "node:path";
 
 // packages/registry/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -8763,7 +6642,7 @@ function registryApiHost(registry) {
 
 // packages/registry/src/client.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFileSync as readFileSync3 } from "node:fs";
+import { readFileSync as readFileSync2 } from "node:fs";
 import { setTimeout as sleep2 } from "node:timers/promises";
 
 // packages/registry/src/challenge.ts
@@ -8823,16 +6702,16 @@ function parseChallenges(values) {
 
 // packages/registry/src/credentials.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { spawn as spawn7 } from "node:child_process";
-import { open as open5, readFile as readFile12, rename as rename4, rm as rm10, mkdir as mkdir8 } from "node:fs/promises";
+import { spawn as spawn5 } from "node:child_process";
+import { open as open5, readFile as readFile8, rename as rename4, rm as rm9, mkdir as mkdir6 } from "node:fs/promises";
 import { homedir as homedir2 } from "node:os";
-import { dirname as dirname2, join as join12 } from "node:path";
+import { dirname as dirname2, join as join9 } from "node:path";
 var HUB_KEY = "https://index.docker.io/v1/";
 var HUB_NAMES = /* @__PURE__ */ new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
 function dockerConfigPath(opts = {}) {
   const env = opts.env ?? process.env;
-  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join12(env["HOME"] ?? homedir2(), ".docker");
-  return join12(dir, "config.json");
+  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join9(env["HOME"] ?? homedir2(), ".docker");
+  return join9(dir, "config.json");
 }
 function keyHost(key) {
   const host = key.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
@@ -8844,7 +6723,7 @@ function serverKey(registry) {
 async function readConfig(path7) {
   let text;
   try {
-    text = await readFile12(path7, "utf8");
+    text = await readFile8(path7, "utf8");
   } catch (e) {
     if (e.code === "ENOENT") return {};
     throw new TsbuildError("DOCKER_CONFIG", `cannot read ${path7}: ${e.message}`, { cause: e });
@@ -8885,8 +6764,8 @@ function fromEntry(entry, path7) {
 async function runHelper(name, action, input, env) {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new TsbuildError("CREDENTIAL_HELPER", `invalid credential helper name ${JSON.stringify(name)}`);
   const program = `docker-credential-${name}`;
-  return new Promise((resolve2, reject) => {
-    const child = spawn7(program, [action], { env, stdio: ["pipe", "pipe", "pipe"] });
+  return new Promise((resolve3, reject) => {
+    const child = spawn5(program, [action], { env, stdio: ["pipe", "pipe", "pipe"] });
     const out = [];
     const err = [];
     child.stdout.on("data", (b) => out.push(b));
@@ -8895,7 +6774,7 @@ async function runHelper(name, action, input, env) {
       const hint = e.code === "ENOENT" ? `install ${program} or remove it from config.json` : void 0;
       reject(new TsbuildError("CREDENTIAL_HELPER", `cannot run ${program}: ${e.message}`, { cause: e, ...hint ? { hint } : {} }));
     });
-    child.on("close", (code) => resolve2({ code: code ?? 1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") }));
+    child.on("close", (code) => resolve3({ code: code ?? 1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") }));
     child.stdin.on("error", () => {
     });
     child.stdin.end(input);
@@ -8956,6 +6835,13 @@ function connectionError(err, what, url) {
       hint: "pass the registry CA with --ca-file, or mark the registry insecure to use plain HTTP"
     });
   }
+  if (url.protocol === "https:" && /wrong version number|packet length too long|http request/i.test(msg)) {
+    return new RegistryError(`${what}: ${url.host} does not speak HTTPS (it looks like a plain-HTTP registry)`, {
+      cause: err,
+      temporary: false,
+      hint: `to use it over plain HTTP, pass --insecure-registry ${url.host} (the insecure-registry input of the Action)`
+    });
+  }
   const temporary = typeof code === "string" && CONNECTION_ERRORS.has(code) || /socket hang up|stalled|aborted|premature/i.test(msg);
   return new RegistryError(`${what}: connection to ${url.host} failed: ${msg}`, { cause: err, temporary });
 }
@@ -8984,9 +6870,9 @@ var Transport = class {
     const headers = { "user-agent": this.userAgent, ...req.headers };
     if (body instanceof Uint8Array) headers["content-length"] = String(body.byteLength);
     else if (body === void 0 && (req.method === "PUT" || req.method === "POST" || req.method === "PATCH")) headers["content-length"] = "0";
-    return new Promise((resolve2, reject) => {
+    return new Promise((resolve3, reject) => {
       let settled = false;
-      const fail = (e) => {
+      const fail2 = (e) => {
         if (settled) return;
         settled = true;
         if (body !== void 0 && !(body instanceof Uint8Array)) body.destroy();
@@ -9006,11 +6892,11 @@ var Transport = class {
             return;
           }
           settled = true;
-          resolve2(wrapResponse(res, req.url));
+          resolve3(wrapResponse(res, req.url));
         }
       );
       cr.setTimeout(this.timeoutMs, () => cr.destroy(new Error(`connection stalled for ${this.timeoutMs} ms`)));
-      cr.on("error", fail);
+      cr.on("error", fail2);
       if (body === void 0) cr.end();
       else if (body instanceof Uint8Array) cr.end(body);
       else {
@@ -9097,7 +6983,7 @@ var RegistryClient = class {
     let ca;
     if (opts.caFile !== void 0) {
       try {
-        ca = readFileSync3(opts.caFile, "utf8");
+        ca = readFileSync2(opts.caFile, "utf8");
       } catch (e) {
         throw new UsageError(`cannot read CA file ${opts.caFile}: ${e.message}`, { cause: e });
       }
@@ -9144,7 +7030,7 @@ var RegistryClient = class {
         if (signal?.aborted) throw new CancelledError(`${what}: cancelled`, { cause: e });
         if (!(e instanceof RegistryError) || !e.temporary || attempt >= this.retries) throw e;
         const wait = Math.min(this.retryDelayMs * 2 ** attempt, 3e4) * (0.75 + Math.random() * 0.5);
-        await sleep2(Math.max(wait, retryAfterMs(e)), void 0, signal ? { signal } : void 0).catch(() => void 0);
+        await sleep2(Math.max(wait, retryAfterMs(e)), void 0, { signal }).catch(() => void 0);
       }
     }
   }
@@ -9384,12 +7270,12 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/registry/src/pull.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash11 } from "node:crypto";
-import { pipeline as pipeline7 } from "node:stream/promises";
+import { createHash as createHash7 } from "node:crypto";
+import { pipeline as pipeline5 } from "node:stream/promises";
 
 // packages/registry/src/verify.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash10 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import { Transform as Transform4 } from "node:stream";
 var DigestVerifier = class extends Transform4 {
   constructor(expected, what) {
@@ -9399,7 +7285,7 @@ var DigestVerifier = class extends Transform4 {
   }
   expected;
   what;
-  hash = createHash10("sha256");
+  hash = createHash6("sha256");
   seen = 0;
   get bytesSeen() {
     return this.seen;
@@ -9430,7 +7316,7 @@ function verifyBytes(bytes, expected, what) {
   if (bytes.byteLength !== expected.size) {
     throw new RegistryError(`${what}: ${expected.digest} is ${bytes.byteLength} bytes, its descriptor says ${expected.size}`);
   }
-  const got = `sha256:${createHash10("sha256").update(bytes).digest("hex")}`;
+  const got = `sha256:${createHash6("sha256").update(bytes).digest("hex")}`;
   if (got !== expected.digest) throw new RegistryError(`${what}: the registry served content for ${expected.digest} that hashes to ${got}; refusing it`);
 }
 function checkDescriptor(d, where, what) {
@@ -9487,20 +7373,6 @@ async function eachLimit(items, limit, fn) {
 var MANIFEST_LIMIT = 4 * 1024 * 1024;
 var CONFIG_LIMIT = 16 * 1024 * 1024;
 var ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(", ");
-function parsePlatform2(p) {
-  if (typeof p !== "string") return p;
-  const [os2, architecture, variant, ...rest] = p.split("/");
-  if (!os2 || !architecture || rest.length > 0) throw new UsageError(`invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
-  return variant ? { os: os2, architecture, variant } : { os: os2, architecture };
-}
-function formatPlatform2(p) {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
-}
-function platformMatches(have, want) {
-  if (have === void 0 || have.os !== want.os || have.architecture !== want.architecture) return false;
-  if (want.variant === void 0) return true;
-  return (have.variant ?? (have.architecture === "arm64" ? "v8" : void 0)) === want.variant;
-}
 async function getManifest(client, ref, opts = {}) {
   const what = `get manifest ${ref.toString()}`;
   return client.retry(what, opts.signal, async () => {
@@ -9518,7 +7390,7 @@ async function getManifest(client, ref, opts = {}) {
     }
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
     const bytes = await res.bytes(MANIFEST_LIMIT);
-    const digest = `sha256:${createHash11("sha256").update(bytes).digest("hex")}`;
+    const digest = `sha256:${createHash7("sha256").update(bytes).digest("hex")}`;
     if (ref.digest !== void 0 && digest !== ref.digest) {
       throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
     }
@@ -9533,20 +7405,20 @@ async function getManifest(client, ref, opts = {}) {
 async function resolveImage(client, ref, opts = {}) {
   const top = await getManifest(client, ref, opts);
   if (!top.isIndex) return { manifestDescriptor: top.descriptor, manifestBytes: top.bytes, manifest: top.manifest, index: void 0 };
-  const want = parsePlatform2(opts.platform ?? "linux/amd64");
+  const want = typeof opts.platform === "object" ? opts.platform : parsePlatform(opts.platform ?? "linux/amd64");
   const entries = top.manifest.manifests;
-  const pick = entries.find((d) => platformMatches(d.platform, want));
-  if (pick === void 0) {
-    const have = entries.map((d) => d.platform).filter((p) => p !== void 0 && p.os !== "unknown").map(formatPlatform2);
-    throw new RegistryError(`${ref.toString()} has no image for ${formatPlatform2(want)}; it has: ${have.length ? have.join(", ") : "no platform-tagged images"}`, {
+  const pick3 = entries.find((d) => platformMatches(d.platform, want));
+  if (pick3 === void 0) {
+    const have = entries.map((d) => d.platform).filter((p) => p !== void 0 && p.os !== "unknown").map(formatPlatform);
+    throw new RegistryError(`${ref.toString()} has no image for ${formatPlatform(want)}; it has: ${have.length ? have.join(", ") : "no platform-tagged images"}`, {
       reference: ref.toString(),
       hint: "choose one of those with --platform"
     });
   }
-  const child = await getManifest(client, withDigest(ref, pick.digest), opts);
-  if (child.isIndex) throw new RegistryError(`${ref.toString()}: nested indexes are not supported (${pick.digest})`, { reference: ref.toString() });
-  if (child.bytes.length !== pick.size) throw new RegistryError(`${ref.toString()}: manifest ${pick.digest} is ${child.bytes.length} bytes, the index says ${pick.size}`);
-  return { manifestDescriptor: { ...child.descriptor, mediaType: pick.mediaType, platform: want }, manifestBytes: child.bytes, manifest: child.manifest, index: top };
+  const child = await getManifest(client, withDigest(ref, pick3.digest), opts);
+  if (child.isIndex) throw new RegistryError(`${ref.toString()}: nested indexes are not supported (${pick3.digest})`, { reference: ref.toString() });
+  if (child.bytes.length !== pick3.size) throw new RegistryError(`${ref.toString()}: manifest ${pick3.digest} is ${child.bytes.length} bytes, the index says ${pick3.size}`);
+  return { manifestDescriptor: { ...child.descriptor, mediaType: pick3.mediaType, platform: want }, manifestBytes: child.bytes, manifest: child.manifest, index: top };
 }
 async function fetchBlobBytes(client, ref, desc, opts = {}) {
   const what = `get blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
@@ -9566,7 +7438,7 @@ async function pullBlob(client, ref, desc, sink, opts = {}) {
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
     const writer = await sink.write(desc);
     try {
-      await pipeline7(res.body, new DigestVerifier(desc, what), writer.stream, opts.signal ? { signal: opts.signal } : {});
+      await pipeline5(res.body, new DigestVerifier(desc, what), writer.stream, { signal: opts.signal });
     } catch (e) {
       await writer.abort();
       if (e instanceof RegistryError) throw e;
@@ -9579,7 +7451,7 @@ async function writeBytes(sink, desc, bytes) {
   if (await sink.has(desc.digest)) return;
   const w = await sink.write(desc);
   try {
-    await pipeline7(async function* () {
+    await pipeline5(async function* () {
       yield bytes;
     }, w.stream);
   } catch (e) {
@@ -9599,7 +7471,7 @@ async function pullImage(client, ref, sink, opts = {}) {
     throw new RegistryError(`${ref.toString()}: config ${configDesc.digest} is not valid JSON`);
   }
   const seen = /* @__PURE__ */ new Set([configDesc.digest]);
-  const layers = img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+  const layers = opts.layers === false ? [] : img.manifest.layers.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
   for (const d of layers) {
     if (d.urls !== void 0 && d.urls.length > 0) throw new RegistryError(`${ref.toString()}: layer ${d.digest} is a foreign layer (hosted elsewhere), which is not supported`);
   }
@@ -9618,7 +7490,7 @@ async function pullImage(client, ref, sink, opts = {}) {
 
 // packages/registry/src/push.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash12 } from "node:crypto";
+import { createHash as createHash8 } from "node:crypto";
 import { setTimeout as sleep3 } from "node:timers/promises";
 var OCTET = "application/octet-stream";
 var ChunkReader = class {
@@ -9768,7 +7640,7 @@ var BlobPusher = class {
     let offset = 0;
     let chunk = Buffer.alloc(0);
     let chunkStart = 0;
-    const hash = createHash12("sha256");
+    const hash = createHash8("sha256");
     let hashed = 0;
     let failures = 0;
     try {
@@ -9829,7 +7701,7 @@ var BlobPusher = class {
   }
 };
 async function backoff(base, attempt, signal) {
-  await sleep3(Math.min(base * 2 ** attempt, 3e4), void 0, signal ? { signal } : void 0);
+  await sleep3(Math.min(base * 2 ** attempt, 3e4), void 0, { signal });
 }
 function rangeEnd(range) {
   const m = /^(?:bytes=)?0-(\d+)$/.exec(range?.trim() ?? "");
@@ -9838,7 +7710,7 @@ function rangeEnd(range) {
   return end === 0 ? 0 : end + 1;
 }
 async function pushManifest(client, ref, bytes, mediaType, opts = {}) {
-  const digest = `sha256:${createHash12("sha256").update(bytes).digest("hex")}`;
+  const digest = `sha256:${createHash8("sha256").update(bytes).digest("hex")}`;
   if (ref.tag === void 0 && ref.digest !== void 0 && ref.digest !== digest) {
     throw new UsageError(`cannot push to ${ref.toString()}: the manifest's digest is ${digest}`);
   }
@@ -9930,38 +7802,2407 @@ function storeSink(store) {
   };
 }
 
-// packages/builder/src/distribution.ts
-var ORIGINS = "blob-origins";
-async function pullToStore(store, refText, opts = {}) {
-  const ref = parseReference(refText);
-  const client = new RegistryClient(opts);
+// packages/builder/src/flags.ts
+function parseAddHost(spec) {
+  const eq = spec.indexOf("=");
+  const colon = spec.indexOf(":");
+  const at = eq >= 0 && (colon < 0 || eq < colon) ? eq : colon;
+  if (at <= 0) throw new UsageError(`--add-host ${spec}: expected HOST:IP`, { hint: "for example --add-host db.internal:10.0.0.5" });
+  const host = spec.slice(0, at);
+  let ip = spec.slice(at + 1);
+  if (ip.startsWith("[") && ip.endsWith("]")) ip = ip.slice(1, -1);
+  if (!/^[A-Za-z0-9_.-]+$/.test(host)) throw new UsageError(`--add-host ${spec}: ${JSON.stringify(host)} is not a host name`);
+  if (ip === "host-gateway") {
+    throw new UsageError(`--add-host ${spec}: host-gateway is not supported`, {
+      hint: "RUN steps share the host network by default, so the host is 127.0.0.1"
+    });
+  }
+  if (isIP(ip) === 0) throw new UsageError(`--add-host ${spec}: ${JSON.stringify(ip)} is not an IP address`);
+  return { host, ip };
+}
+var ULIMITS = {
+  core: "RLIMIT_CORE",
+  cpu: "RLIMIT_CPU",
+  data: "RLIMIT_DATA",
+  fsize: "RLIMIT_FSIZE",
+  locks: "RLIMIT_LOCKS",
+  memlock: "RLIMIT_MEMLOCK",
+  msgqueue: "RLIMIT_MSGQUEUE",
+  nice: "RLIMIT_NICE",
+  nofile: "RLIMIT_NOFILE",
+  nproc: "RLIMIT_NPROC",
+  rss: "RLIMIT_RSS",
+  rtprio: "RLIMIT_RTPRIO",
+  rttime: "RLIMIT_RTTIME",
+  sigpending: "RLIMIT_SIGPENDING",
+  stack: "RLIMIT_STACK"
+};
+function parseUlimit(spec) {
+  const eq = spec.indexOf("=");
+  const name = eq < 0 ? spec : spec.slice(0, eq);
+  const type = Object.hasOwn(ULIMITS, name) ? ULIMITS[name] : void 0;
+  if (eq < 0) throw new UsageError(`--ulimit ${spec}: expected TYPE=SOFT[:HARD]`, { hint: "for example --ulimit nofile=1024:2048" });
+  if (type === void 0) throw new UsageError(`--ulimit ${spec}: unknown type ${JSON.stringify(name)}`, { hint: `one of ${Object.keys(ULIMITS).join(", ")}` });
+  const values = spec.slice(eq + 1).split(":");
+  if (values.length > 2) throw new UsageError(`--ulimit ${spec}: expected SOFT[:HARD], got ${values.length} values`);
+  const num = (v) => {
+    if (v === "-1" || v === "unlimited") return RLIM_INFINITY;
+    if (!/^\d{1,19}$/.test(v) || BigInt(v) >= RLIM_INFINITY) throw new UsageError(`--ulimit ${spec}: ${JSON.stringify(v)} is not a limit (a whole number, or -1 for none)`);
+    return BigInt(v);
+  };
+  const soft = num(values[0] ?? "");
+  const hard = values[1] === void 0 ? soft : num(values[1]);
+  if (soft > hard) throw new UsageError(`--ulimit ${spec}: the soft limit must not be above the hard limit`);
+  return { type, soft, hard };
+}
+function parseUlimits(specs) {
+  const byType = /* @__PURE__ */ new Map();
+  for (const s of specs) {
+    const r = parseUlimit(s);
+    byType.delete(r.type);
+    byType.set(r.type, r);
+  }
+  return [...byType.values()];
+}
+function parseSize(what, v) {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`${what}: invalid size ${JSON.stringify(v)}: expected a number with an optional unit (k, m, g), e.g. 256m`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[(m[2] ?? "").toLowerCase()];
+  const n = Math.floor(Number(m[1]) * mult);
+  if (n <= 0 || !Number.isSafeInteger(n)) throw new UsageError(`${what}: size ${JSON.stringify(v)} must be above zero`);
+  return n;
+}
+function parseSsh(spec, env = process.env) {
+  const eq = spec.indexOf("=");
+  const id = eq < 0 ? spec : spec.slice(0, eq);
+  if (!/^[A-Za-z0-9_.-]+$/.test(id)) throw new UsageError(`--ssh ${spec}: expected ID[=SOCKET|KEY[,KEY]]`, { hint: "for example --ssh default or --ssh deploy=$HOME/.ssh/id_ed25519" });
+  const paths = eq < 0 ? [] : spec.slice(eq + 1).split(",").filter((p) => p !== "");
+  if (paths.length === 0) {
+    const sock = env.SSH_AUTH_SOCK;
+    if (!sock) throw new UsageError(`--ssh ${spec}: no path given and SSH_AUTH_SOCK is not set`, { hint: "start an agent (eval $(ssh-agent); ssh-add) or name a socket or key file" });
+    paths.push(sock);
+  }
+  const resolved = paths.map((p) => resolvePath6(p));
+  for (const p of resolved) {
+    const st = statOrUndefined(p);
+    if (!st) throw new UsageError(`--ssh ${spec}: ${p === resolved[0] && resolved.length === 1 && eq < 0 ? `${p} ($SSH_AUTH_SOCK)` : p} does not exist`, { hint: "name an agent socket ($SSH_AUTH_SOCK) or private key files" });
+    if (st.isSocket() && resolved.length > 1) throw new UsageError(`--ssh ${spec}: an agent socket cannot be combined with other paths`);
+    if (!st.isSocket() && !st.isFile()) throw new UsageError(`--ssh ${spec}: ${p} is neither an agent socket nor a key file`);
+  }
+  return { id, paths: resolved };
+}
+function statOrUndefined(p) {
   try {
-    return await pullWith(client, store, ref, refText, opts.signal);
+    return statSync(p);
+  } catch {
+    return void 0;
+  }
+}
+function contextName(word) {
+  let ref;
+  try {
+    ref = parseReference(word);
+  } catch {
+    return void 0;
+  }
+  return ref.digest === void 0 && ref.familiar.endsWith(":latest") ? ref.familiar.slice(0, -":latest".length) : ref.familiar;
+}
+function parseBuildContext(spec, cwd = process.cwd()) {
+  const eq = spec.indexOf("=");
+  if (eq <= 0 || eq === spec.length - 1) throw new UsageError(`--build-context ${spec}: expected NAME=VALUE`, { hint: "for example --build-context src=../shared or base=docker-image://busybox:1.36" });
+  const rawName = spec.slice(0, eq);
+  const value = spec.slice(eq + 1);
+  const name = contextName(rawName);
+  if (name === void 0) throw new UsageError(`--build-context ${spec}: ${JSON.stringify(rawName)} is not a valid context name`, { hint: "names are written as FROM and --from= write them: lower-case, like an image name" });
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
+  if (scheme === "docker-image") {
+    const ref = value.slice("docker-image://".length);
+    parseReference(ref);
+    return { name, spec, source: { type: "image", ref } };
+  }
+  if (scheme === "oci-layout") {
+    let rest = value.slice("oci-layout://".length);
+    let digest;
+    let tag;
+    const at = rest.lastIndexOf("@");
+    if (at > 0 && /^sha256:/.test(rest.slice(at + 1))) {
+      try {
+        digest = parseDigest(rest.slice(at + 1));
+      } catch {
+        throw new UsageError(`--build-context ${spec}: ${JSON.stringify(rest.slice(at + 1))} is not a sha256 digest`);
+      }
+      rest = rest.slice(0, at);
+    }
+    const colon = rest.lastIndexOf(":");
+    if (digest === void 0 && colon > rest.lastIndexOf("/")) {
+      tag = rest.slice(colon + 1);
+      rest = rest.slice(0, colon);
+    }
+    if (rest === "") throw new UsageError(`--build-context ${spec}: oci-layout:// needs a directory`);
+    const src = { type: "oci-layout", dir: isAbsolute2(rest) ? rest : resolvePath6(cwd, rest) };
+    if (tag !== void 0 && tag !== "") src.tag = tag;
+    if (digest !== void 0) src.digest = digest;
+    return { name, spec, source: src };
+  }
+  if (scheme !== void 0 || /^git@/.test(value)) {
+    throw new UsageError(`--build-context ${spec}: ${scheme ?? "git"} contexts are not supported`, {
+      hint: "a context is a local directory, docker-image://REF or oci-layout://DIR[:TAG|@DIGEST]"
+    });
+  }
+  return { name, spec, source: { type: "local", dir: resolvePath6(cwd, value) } };
+}
+var LEVELS = ["manifest", "index", "manifest-descriptor", "index-descriptor"];
+function parseAnnotation(spec) {
+  const eq = spec.indexOf("=");
+  if (eq <= 0) throw new UsageError(`--annotation ${spec}: expected [TYPE:]KEY=VALUE`, { hint: "for example --annotation org.opencontainers.image.title=app" });
+  const k = spec.slice(0, eq);
+  const value = spec.slice(eq + 1);
+  const colon = k.indexOf(":");
+  const types = colon < 0 || colon === 0 ? "manifest" : k.slice(0, colon);
+  const key = colon < 0 ? k : k.slice(colon + 1);
+  if (key === "") throw new UsageError(`--annotation ${spec}: the key is empty`);
+  const out = [];
+  for (const t of types.split(",")) {
+    const m = /^([a-z-]*)(?:\[([^\]]+)\])?$/.exec(t);
+    const level = m?.[1] || "manifest";
+    if (!m || !LEVELS.includes(level)) {
+      throw new UsageError(`--annotation ${spec}: unknown annotation type ${JSON.stringify(t)}`, { hint: `one of ${LEVELS.join(", ")}, optionally with [PLATFORM]` });
+    }
+    const a = { level, key, value };
+    if (m[2] !== void 0) a.platform = parsePlatform(m[2], `--annotation ${spec}`);
+    out.push(a);
+  }
+  return out;
+}
+function imageAnnotations(list, platform) {
+  const out = { manifest: {}, descriptor: {} };
+  for (const a of list) {
+    if (a.level === "index" || a.level === "index-descriptor") {
+      throw new UsageError(`--annotation ${a.level}:${a.key}: index annotations are not supported for a single-platform image, which has no image index`, {
+        hint: "annotate the manifest (manifest:KEY=VALUE, the default) or its descriptor (manifest-descriptor:KEY=VALUE)"
+      });
+    }
+    if (a.platform && formatPlatform(a.platform) !== formatPlatform(platform)) continue;
+    (a.level === "manifest" ? out.manifest : out.descriptor)[a.key] = a.value;
+  }
+  return out;
+}
+
+// packages/cache/src/index.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/cache/src/gha.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash9 } from "node:crypto";
+import * as http2 from "node:http";
+import * as https2 from "node:https";
+import { Readable as Readable6, Transform as Transform5, pipeline as pipeline6 } from "node:stream";
+var GHA_CACHE_MAX_KEY_LENGTH = 512;
+var GHA_CACHE_MAX_KEYS = 10;
+function ghaCacheVersion(label2 = "tsbuild-cache-v1") {
+  return createHash9("sha256").update(`tsbuild|${label2}`).digest("hex");
+}
+var GHA_CACHE_VERSION = ghaCacheVersion();
+var SERVICE = "github.actions.results.api.v1.CacheService";
+var AZURE_VERSION = "2023-11-03";
+var AZURE_MAX_BLOCKS = 5e4;
+var AZURE_MAX_BLOCK = 4e3 * 1024 * 1024;
+var AZURE_MAX_PUT_BLOB = 5e3 * 1024 * 1024;
+var MIB = 1024 * 1024;
+var GhaCacheError = class extends TsbuildError {
+  operation;
+  status;
+  url;
+  serviceCode;
+  temporary;
+  retryAfterMs;
+  constructor(message, options = {}) {
+    super("GHA_CACHE", redactText(message), {
+      ...options.hint === void 0 ? {} : { hint: options.hint },
+      ...options.cause === void 0 ? {} : { cause: options.cause }
+    });
+    this.operation = options.operation;
+    this.status = options.status;
+    this.url = options.url;
+    this.serviceCode = options.serviceCode;
+    this.temporary = options.temporary ?? false;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+};
+function redactUrl(url) {
+  const u = typeof url === "string" ? safeUrl(url) : url;
+  if (u === void 0) return "[unparseable URL]";
+  return `${u.protocol}//${u.host}${u.pathname}${u.search === "" ? "" : "?[redacted]"}`;
+}
+function safeUrl(text) {
+  try {
+    return new URL(text);
+  } catch {
+    return void 0;
+  }
+}
+function redactText(text) {
+  return redactSecrets(text).replace(/https?:\/\/[^\s"'<>?]+\?(?!\[redacted\])[^\s"'<>]*/gi, (m) => redactUrl(m)).replace(/\bsig=[^&\s"'<>]+/gi, "sig=[redacted]");
+}
+var RUNNER_STEP_HINT = "the runner gives ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL only to JavaScript (and container) action steps, not to `run:` steps: run tsbuild through its action, or expose them to the step first (for example with crazy-max/ghaction-github-runtime)";
+function envFlag(value) {
+  if (value === void 0 || value.trim() === "") return void 0;
+  return /^(?:1|t|true|y|yes|on)$/i.test(value.trim());
+}
+function isGhes(serverUrl) {
+  if (serverUrl === void 0 || serverUrl.trim() === "") return void 0;
+  const host = safeUrl(serverUrl.trim())?.hostname.toLowerCase();
+  if (host === void 0) return void 0;
+  if (host === "github.com" || host.endsWith(".ghe.com") || host.endsWith(".localhost")) return void 0;
+  return host;
+}
+function readEnv(env) {
+  const token = env.ACTIONS_RUNTIME_TOKEN?.trim() ?? "";
+  const resultsUrl = env.ACTIONS_RESULTS_URL?.trim() ?? "";
+  const cacheUrl = env.ACTIONS_CACHE_URL?.trim() ?? "";
+  const v2 = envFlag(env.ACTIONS_CACHE_SERVICE_V2);
+  const ghes = isGhes(env.GITHUB_SERVER_URL);
+  if (ghes !== void 0 && v2 !== true) {
+    return {
+      ok: false,
+      missing: false,
+      error: new UsageError(`the gha cache needs GitHub's v2 cache service, and GitHub Enterprise Server (${ghes}) offers only the v1 service`, {
+        hint: "use --cache-to/--cache-from type=registry or type=local on GitHub Enterprise Server"
+      })
+    };
+  }
+  if (v2 === false || v2 === void 0 && resultsUrl === "" && cacheUrl !== "") {
+    return {
+      ok: false,
+      missing: false,
+      error: new UsageError(
+        (v2 === false ? `ACTIONS_CACHE_SERVICE_V2=${env.ACTIONS_CACHE_SERVICE_V2 ?? ""} puts this job on the v1 cache service` : "the gha cache found only the v1 cache service (ACTIONS_CACHE_URL, without ACTIONS_RESULTS_URL)") + "; GitHub retired the v1 service on github.com in 2025, and tsbuild speaks only v2 (ACTIONS_RESULTS_URL)",
+        { hint: "run on a current GitHub-hosted or self-hosted runner, which sets ACTIONS_CACHE_SERVICE_V2 and ACTIONS_RESULTS_URL for action steps" }
+      )
+    };
+  }
+  const missing = [resultsUrl === "" ? "ACTIONS_RESULTS_URL" : "", token === "" ? "ACTIONS_RUNTIME_TOKEN" : ""].filter((s) => s !== "");
+  if (missing.length > 0) {
+    return {
+      ok: false,
+      missing: true,
+      error: new UsageError(`the gha cache needs ${missing.join(" and ")}, which ${missing.length === 1 ? "is" : "are"} not set`, { hint: RUNNER_STEP_HINT })
+    };
+  }
+  const parsed = safeUrl(resultsUrl);
+  if (parsed === void 0 || parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+    return { ok: false, missing: false, error: new UsageError(`ACTIONS_RESULTS_URL is not an http(s) URL: ${redactUrl(resultsUrl)}`) };
+  }
+  return { ok: true, resultsUrl, token };
+}
+var CONNECTION_CODES = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH", "ERR_STREAM_PREMATURE_CLOSE"]);
+var IdleTimeout = class extends Error {
+  constructor(ms) {
+    super(`no data moved for ${ms} ms`);
+  }
+};
+function randomJitter(ms) {
+  return ms / 2 + Math.random() * (ms / 2);
+}
+function parseRetryAfter(value) {
+  if (value === void 0) return void 0;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1e3;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? void 0 : Math.max(0, at - Date.now());
+}
+function cancelled2(signal, what) {
+  const reason = signal?.reason;
+  return new CancelledError(`gha cache: ${what} cancelled`, reason === void 0 ? {} : { cause: reason });
+}
+function sleep4(ms, signal) {
+  return new Promise((resolve3, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve3();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+async function readLimited(res, limit) {
+  const chunks = [];
+  let n = 0;
+  for await (const chunk of res) {
+    n += chunk.length;
+    if (n > limit) {
+      res.destroy();
+      return void 0;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+function sizeChecked(expected) {
+  let seen = 0;
+  return new Transform5({
+    transform(chunk, _enc, cb) {
+      seen += chunk.length;
+      if (seen > expected) cb(new GhaCacheError(`the body to upload is longer than the ${expected} bytes declared`));
+      else cb(null, chunk);
+    },
+    flush(cb) {
+      if (seen !== expected) cb(new GhaCacheError(`the body to upload ended after ${seen} of the ${expected} bytes declared`));
+      else cb();
+    }
+  });
+}
+async function* blocksOf(body, size) {
+  let parts = [];
+  let have = 0;
+  for await (const piece of body) {
+    let chunk = typeof piece === "string" ? Buffer.from(piece) : piece;
+    while (chunk.length > 0) {
+      const take = Math.min(size - have, chunk.length);
+      parts.push(chunk.subarray(0, take));
+      have += take;
+      chunk = chunk.subarray(take);
+      if (have === size) {
+        yield Buffer.concat(parts, have);
+        parts = [];
+        have = 0;
+      }
+    }
+  }
+  if (have > 0) yield Buffer.concat(parts, have);
+}
+function asRecord(value) {
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? value : void 0;
+}
+function str(value) {
+  return typeof value === "string" ? value : "";
+}
+function validateKeys(keys) {
+  if (keys.length > GHA_CACHE_MAX_KEYS) {
+    throw new UsageError(`a gha cache lookup takes at most ${GHA_CACHE_MAX_KEYS} keys (the key and its restore keys), got ${keys.length}`);
+  }
+  for (const key of keys) {
+    const shown = key.length > 80 ? `${key.slice(0, 77)}...` : key;
+    if (key === "") throw new UsageError("a gha cache key must not be empty");
+    if (key.length > GHA_CACHE_MAX_KEY_LENGTH) {
+      throw new UsageError(`gha cache key "${shown}" is ${key.length} characters long; the service takes at most ${GHA_CACHE_MAX_KEY_LENGTH}`, {
+        hint: "shorten the cache scope"
+      });
+    }
+    if (key.includes(",")) throw new UsageError(`gha cache key "${shown}" contains a comma, which the cache service does not allow`, { hint: "remove commas from the cache scope" });
+  }
+}
+var GhaCacheClient = class _GhaCacheClient {
+  version;
+  base;
+  token;
+  timeoutMs;
+  idleTimeoutMs;
+  maxAttempts;
+  retryBaseMs;
+  retryMaxMs;
+  maxRetryAfterMs;
+  blockSize;
+  singleShotMax;
+  concurrency;
+  userAgent;
+  onRetry;
+  httpAgent = new http2.Agent({ keepAlive: true, maxSockets: 16 });
+  httpsAgent = new https2.Agent({ keepAlive: true, maxSockets: 16 });
+  constructor(options) {
+    const base = typeof options.resultsUrl === "string" ? safeUrl(options.resultsUrl) : new URL(options.resultsUrl.href);
+    if (base === void 0 || base.protocol !== "https:" && base.protocol !== "http:") {
+      throw new UsageError(`the gha cache URL is not an http(s) URL: ${redactUrl(String(options.resultsUrl))}`);
+    }
+    if (!base.pathname.endsWith("/")) base.pathname += "/";
+    base.search = "";
+    base.hash = "";
+    if (options.token.trim() === "") throw new UsageError("the gha cache needs a runtime token (ACTIONS_RUNTIME_TOKEN)", { hint: RUNNER_STEP_HINT });
+    this.base = base;
+    this.token = options.token.trim();
+    this.version = options.version ?? GHA_CACHE_VERSION;
+    this.timeoutMs = options.timeoutMs ?? 3e4;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 6e4;
+    this.maxAttempts = Math.max(1, Math.floor(options.maxAttempts ?? 5));
+    this.retryBaseMs = options.retryBaseMs ?? 1e3;
+    this.retryMaxMs = options.retryMaxMs ?? 3e4;
+    this.maxRetryAfterMs = options.maxRetryAfterMs ?? 12e4;
+    this.blockSize = Math.min(AZURE_MAX_BLOCK, Math.max(1, Math.floor(options.blockSize ?? 8 * MIB)));
+    this.singleShotMax = Math.min(AZURE_MAX_PUT_BLOB, Math.max(0, Math.floor(options.singleShotMaxBytes ?? this.blockSize)));
+    this.concurrency = Math.max(1, Math.floor(options.uploadConcurrency ?? 2));
+    this.userAgent = options.userAgent ?? "tsbuild";
+    this.onRetry = options.onRetry;
+  }
+  /**
+   * A client for the service the runner describes in `env`; throws a UsageError that names what is
+   * missing or wrong (no token, a `run:` step, only the retired v1 service, GitHub Enterprise Server).
+   */
+  static fromEnv(env = process.env, options = {}) {
+    const r = readEnv(env);
+    if (!r.ok) throw r.error;
+    return new _GhaCacheClient({ ...options, resultsUrl: r.resultsUrl, token: r.token });
+  }
+  /** Like fromEnv, but undefined when the variables are simply absent (not in an action step). */
+  static tryFromEnv(env = process.env, options = {}) {
+    const r = readEnv(env);
+    if (!r.ok) {
+      if (r.missing) return void 0;
+      throw r.error;
+    }
+    return new _GhaCacheClient({ ...options, resultsUrl: r.resultsUrl, token: r.token });
+  }
+  /**
+   * The ref scopes the runtime token grants (its `ac` claim), as BuildKit reads them to name an
+   * index per writable ref. The token is not verified here (the service does that); a token that
+   * is not a JWT grants nothing we can see.
+   */
+  scopes() {
+    const payload = this.token.split(".")[1];
+    if (payload === void 0) return [];
+    try {
+      const claims = asRecord(JSON.parse(Buffer.from(payload, "base64url").toString("utf8")));
+      const ac = typeof claims?.ac === "string" ? JSON.parse(claims.ac) : void 0;
+      if (!Array.isArray(ac)) return [];
+      const out = [];
+      for (const item of ac) {
+        const rec = asRecord(item);
+        const scope = rec?.Scope;
+        const perm = rec?.Permission;
+        if (typeof scope !== "string" || typeof perm !== "number") continue;
+        out.push({ scope, read: (perm & 1) !== 0, write: (perm & 2) !== 0 });
+      }
+      return out;
+    } catch {
+      return [];
+    }
+  }
+  /** Drops the kept-alive connections. */
+  close() {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+  /**
+   * Finds the entry for `key`, else the newest whose key starts with `key`, else the newest
+   * matching each restore key as a prefix, in order. Undefined on a miss.
+   */
+  async lookup(key, restoreKeys = [], options = {}) {
+    validateKeys([key, ...restoreKeys]);
+    const found = await this.findEntry(key, restoreKeys, options.signal);
+    if (found === void 0) return void 0;
+    const { matchedKey } = found;
+    let url = found.url;
+    return {
+      matchedKey,
+      exact: matchedKey === key,
+      open: async (openOptions = {}) => {
+        const signal = openOptions.signal ?? options.signal;
+        const refresh = async () => {
+          const again = await this.findEntry(matchedKey, [], signal);
+          if (again === void 0 || again.matchedKey !== matchedKey) {
+            throw new GhaCacheError(`gha cache entry ${matchedKey} disappeared while it was being downloaded`, { operation: "GetCacheEntryDownloadURL" });
+          }
+          url = again.url;
+          return url;
+        };
+        return this.download(url, refresh, signal);
+      }
+    };
+  }
+  /** True when an entry with exactly this key exists (a prefix match does not count). */
+  async has(key, options = {}) {
+    validateKeys([key]);
+    const found = await this.findEntry(key, [], options.signal);
+    return found?.matchedKey === key;
+  }
+  /**
+   * Stores `size` bytes under `key`: reserve, upload, finalize. 'exists' when the key is already
+   * taken (saved, or reserved by a save still running elsewhere); nothing is uploaded then.
+   */
+  async save(key, size, openBody, options = {}) {
+    validateKeys([key]);
+    if (!Number.isSafeInteger(size) || size < 0) throw new GhaCacheError(`gha cache: invalid body size ${size} for ${key}`);
+    const signal = options.signal;
+    if (signal?.aborted) throw cancelled2(signal, `saving ${key}`);
+    let created;
+    try {
+      created = await this.twirp("CreateCacheEntry", { key, version: this.version }, signal);
+    } catch (e) {
+      if (e instanceof GhaCacheError && e.serviceCode === "already_exists") return "exists";
+      throw e;
+    }
+    if (created.ok !== true) {
+      const message = str(created.message);
+      if (/already exists/i.test(message)) return "exists";
+      throw new GhaCacheError(`gha cache: the service refused to create entry ${key}: ${message || "no reason given"}`, { operation: "CreateCacheEntry" });
+    }
+    const uploadUrl = this.signedUrl(created.signed_upload_url, "CreateCacheEntry", "signed_upload_url");
+    if (size <= this.singleShotMax) await this.putBlob(uploadUrl, size, openBody, signal);
+    else await this.putBlocks(uploadUrl, size, openBody, signal);
+    const finalized = await this.twirp("FinalizeCacheEntryUpload", { key, version: this.version, size_bytes: String(size) }, signal, true);
+    if (finalized.ok !== true) {
+      const message = str(finalized.message);
+      throw new GhaCacheError(`gha cache: the service refused to finalize entry ${key}: ${message || "no reason given"}`, { operation: "FinalizeCacheEntryUpload" });
+    }
+    return "saved";
+  }
+  async findEntry(key, restoreKeys, signal) {
+    const res = await this.twirp("GetCacheEntryDownloadURL", { key, restore_keys: [...restoreKeys], version: this.version }, signal);
+    if (res.ok !== true) return void 0;
+    const matchedKey = str(res.matched_key);
+    if (matchedKey === "" || ![key, ...restoreKeys].some((p) => matchedKey.startsWith(p))) return void 0;
+    return { matchedKey, url: this.signedUrl(res.signed_download_url, "GetCacheEntryDownloadURL", "signed_download_url") };
+  }
+  signedUrl(value, operation, field) {
+    const url = typeof value === "string" ? safeUrl(value) : void 0;
+    if (url === void 0 || url.protocol !== "https:" && url.protocol !== "http:") {
+      throw new GhaCacheError(`gha cache: ${operation} answered ok without a usable ${field}`, { operation });
+    }
+    return url;
+  }
+  // ---- HTTP -------------------------------------------------------------------------------------
+  send(req) {
+    const isHttps = req.url.protocol === "https:";
+    const mod = isHttps ? https2 : http2;
+    return new Promise((resolve3, reject) => {
+      let settled = false;
+      const body = req.body;
+      const fail2 = (e) => {
+        if (body instanceof Readable6) body.destroy();
+        if (settled) return;
+        settled = true;
+        reject(e);
+      };
+      const cr = mod.request(
+        req.url,
+        {
+          method: req.method,
+          headers: { "user-agent": this.userAgent, ...req.headers },
+          agent: isHttps ? this.httpsAgent : this.httpAgent,
+          ...req.signal === void 0 ? {} : { signal: req.signal }
+        },
+        (res) => {
+          if (settled) {
+            res.resume();
+            return;
+          }
+          settled = true;
+          resolve3(res);
+        }
+      );
+      cr.setTimeout(req.idleTimeoutMs, () => cr.destroy(new IdleTimeout(req.idleTimeoutMs)));
+      cr.on("error", fail2);
+      if (body === void 0) cr.end();
+      else if (Buffer.isBuffer(body)) cr.end(body);
+      else {
+        body.on("error", (e) => cr.destroy(e));
+        body.pipe(cr);
+      }
+    });
+  }
+  /** Turns a failure to get an answer into a GhaCacheError saying whether retrying may help. */
+  connectionError(err, operation, url, signal) {
+    if (err instanceof GhaCacheError || err instanceof CancelledError) return err;
+    if (signal?.aborted) return cancelled2(signal, operation);
+    const code = err?.code;
+    const msg = err instanceof Error ? err.message : String(err);
+    const where = `${operation} ${redactUrl(url)}`;
+    if (err instanceof IdleTimeout || err instanceof Error && err.name === "TimeoutError") {
+      return new GhaCacheError(`gha cache: ${where}: timed out (${msg})`, { operation, url: redactUrl(url), temporary: true, cause: err });
+    }
+    if (code === "ECONNREFUSED" || code === "ENOTFOUND") {
+      return new GhaCacheError(`gha cache: ${where}: cannot connect to ${url.host} (${String(code)})`, {
+        operation,
+        url: redactUrl(url),
+        cause: err,
+        hint: "a self-hosted runner must reach the GitHub Actions endpoints (results-receiver.actions.githubusercontent.com and *.blob.core.windows.net)"
+      });
+    }
+    const temporary = typeof code === "string" && CONNECTION_CODES.has(code) || /socket hang up|aborted|premature|reset/i.test(msg);
+    return new GhaCacheError(`gha cache: ${where}: connection failed: ${msg}`, { operation, url: redactUrl(url), temporary, cause: err });
+  }
+  retryDelay(attempt, retryAfterMs2) {
+    const backoff2 = randomJitter(Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (attempt - 1)));
+    if (retryAfterMs2 === void 0) return backoff2;
+    return Math.max(retryAfterMs2 + Math.random() * Math.min(1e3, retryAfterMs2 * 0.1), backoff2);
+  }
+  /** Runs `attempt` until it succeeds, fails for good, or the attempts are used up. */
+  async withRetries(operation, signal, attemptFn) {
+    for (let attempt = 1; ; attempt++) {
+      if (signal?.aborted) throw cancelled2(signal, operation);
+      let error;
+      try {
+        return await attemptFn(attempt);
+      } catch (e) {
+        if (signal?.aborted) throw cancelled2(signal, operation);
+        if (!(e instanceof GhaCacheError) || !e.temporary) throw e;
+        error = e;
+      }
+      if (error.retryAfterMs !== void 0 && error.retryAfterMs > this.maxRetryAfterMs) {
+        throw new GhaCacheError(
+          `${error.message}; the service asks to wait ${Math.ceil(error.retryAfterMs / 1e3)} s before retrying, longer than the ${Math.ceil(this.maxRetryAfterMs / 1e3)} s tsbuild waits`,
+          { ...errorFields(error), temporary: false, hint: "GitHub limits new cache entries to 200 a minute per repository; fewer, larger entries stay under it" }
+        );
+      }
+      if (attempt >= this.maxAttempts) {
+        throw new GhaCacheError(`${error.message} (gave up after ${attempt} attempt${attempt === 1 ? "" : "s"})`, {
+          ...errorFields(error),
+          temporary: false,
+          ...error.status === 429 ? { hint: "GitHub limits new cache entries to 200 a minute per repository" } : {}
+        });
+      }
+      const delayMs = this.retryDelay(attempt, error.retryAfterMs);
+      this.onRetry?.({ operation, attempt, maxAttempts: this.maxAttempts, delayMs, status: error.status, reason: error.message });
+      try {
+        await sleep4(delayMs, signal);
+      } catch {
+        throw cancelled2(signal, operation);
+      }
+    }
+  }
+  // ---- Twirp ------------------------------------------------------------------------------------
+  async twirp(method, body, signal, conflictAfterRetryIsSuccess = false) {
+    const url = new URL(`twirp/${SERVICE}/${method}`, this.base);
+    const payload = Buffer.from(JSON.stringify(body));
+    return this.withRetries(method, signal, async (attempt) => {
+      const deadline = AbortSignal.timeout(this.timeoutMs);
+      const combined = signal === void 0 ? deadline : AbortSignal.any([signal, deadline]);
+      let res;
+      let text;
+      try {
+        res = await this.send({
+          method: "POST",
+          url,
+          headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json", accept: "application/json", "content-length": String(payload.length) },
+          body: payload,
+          signal: combined,
+          idleTimeoutMs: this.timeoutMs
+        });
+        text = await readLimited(res, 256 * 1024);
+      } catch (e) {
+        if (!signal?.aborted && deadline.aborted) {
+          throw new GhaCacheError(`gha cache: ${method} ${redactUrl(url)}: no answer within ${this.timeoutMs} ms`, { operation: method, url: redactUrl(url), temporary: true, cause: e });
+        }
+        throw this.connectionError(e, method, url, signal);
+      }
+      const status = res.statusCode ?? 0;
+      if (text === void 0) {
+        throw new GhaCacheError(`gha cache: ${method} ${redactUrl(url)}: answer larger than 256 KiB`, { operation: method, url: redactUrl(url), status });
+      }
+      if (status >= 200 && status < 300) {
+        let parsed;
+        try {
+          parsed = asRecord(JSON.parse(text.toString("utf8")));
+        } catch {
+          parsed = void 0;
+        }
+        if (parsed === void 0) {
+          throw new GhaCacheError(`gha cache: ${method} ${redactUrl(url)}: answered ${status} with a body that is not a JSON object`, { operation: method, url: redactUrl(url), status });
+        }
+        return parsed;
+      }
+      const err = this.twirpError(method, url, res, text);
+      if (conflictAfterRetryIsSuccess && attempt > 1 && err.serviceCode === "already_exists") {
+        return { ok: true };
+      }
+      throw err;
+    });
+  }
+  twirpError(method, url, res, body) {
+    const status = res.statusCode ?? 0;
+    let code;
+    let msg = "";
+    try {
+      const parsed = asRecord(JSON.parse(body.toString("utf8")));
+      code = typeof parsed?.code === "string" ? parsed.code : void 0;
+      msg = (str(parsed?.msg) || str(parsed?.message)).split(this.token).join("[redacted]");
+    } catch {
+    }
+    if (code === void 0 && status === 409) code = "already_exists";
+    const retryAfterMs2 = status === 429 ? parseRetryAfter(firstHeader(res, "retry-after")) : void 0;
+    const temporary = status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+    const detail = [code, msg.slice(0, 300)].filter((s) => s !== void 0 && s !== "").join(": ");
+    let message = `gha cache: ${method} ${redactUrl(url)}: ${status} ${http2.STATUS_CODES[status] ?? ""}`.trimEnd();
+    if (detail !== "") message += ` (${detail})`;
+    let hint;
+    if (status === 401 || status === 403) {
+      hint = "the cache service refused ACTIONS_RUNTIME_TOKEN: it is valid only for the job that received it and only while that job runs";
+    } else if (status === 429) {
+      hint = "GitHub limits new cache entries to 200 a minute per repository";
+    } else if (/insufficient usage/i.test(msg)) {
+      hint = "the repository's cache storage quota is used up";
+    }
+    return new GhaCacheError(message, {
+      operation: method,
+      status,
+      url: redactUrl(url),
+      serviceCode: code,
+      temporary,
+      retryAfterMs: retryAfterMs2,
+      ...hint === void 0 ? {} : { hint }
+    });
+  }
+  // ---- Azure blobs ------------------------------------------------------------------------------
+  async blobError(operation, url, res) {
+    const status = res.statusCode ?? 0;
+    let code = firstHeader(res, "x-ms-error-code");
+    try {
+      const body = await readLimited(res, 16 * 1024);
+      if (code === void 0 && body !== void 0) code = /<Code>([^<]{1,100})<\/Code>/.exec(body.toString("utf8"))?.[1];
+    } catch {
+    }
+    const temporary = status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+    let message = `gha cache: ${operation} ${redactUrl(url)}: ${status} ${http2.STATUS_CODES[status] ?? ""}`.trimEnd();
+    if (code !== void 0) message += ` (${code})`;
+    const hint = status === 403 ? "the signed blob URL was refused (it may have expired)" : void 0;
+    return new GhaCacheError(message, {
+      operation,
+      status,
+      url: redactUrl(url),
+      serviceCode: code,
+      temporary,
+      retryAfterMs: parseRetryAfter(firstHeader(res, "retry-after")),
+      ...hint === void 0 ? {} : { hint }
+    });
+  }
+  blobHeaders(extra) {
+    return { "x-ms-version": AZURE_VERSION, ...extra };
+  }
+  async expectCreated(operation, url, res) {
+    if (res.statusCode === 201) {
+      res.resume();
+      return;
+    }
+    throw await this.blobError(operation, url, res);
+  }
+  async putBlob(url, size, openBody, signal) {
+    await this.withRetries("PutBlob", signal, async () => {
+      let res;
+      try {
+        const source = await openBody();
+        const body = pipeline6(source, sizeChecked(size), () => void 0);
+        res = await this.send({
+          method: "PUT",
+          url,
+          headers: this.blobHeaders({ "x-ms-blob-type": "BlockBlob", "content-type": "application/octet-stream", "content-length": String(size) }),
+          body,
+          signal,
+          idleTimeoutMs: this.idleTimeoutMs
+        });
+      } catch (e) {
+        throw this.connectionError(e, "PutBlob", url, signal);
+      }
+      await this.expectCreated("PutBlob", url, res);
+    });
+  }
+  async putBlocks(url, size, openBody, signal) {
+    const blockSize = Math.max(this.blockSize, Math.ceil(size / AZURE_MAX_BLOCKS));
+    const inner = new AbortController();
+    const linked = signal === void 0 ? inner.signal : AbortSignal.any([signal, inner.signal]);
+    const ids = [];
+    const inflight = /* @__PURE__ */ new Set();
+    let failure;
+    let total = 0;
+    const body = await openBody();
+    try {
+      for await (const block of blocksOf(body, blockSize)) {
+        if (failure !== void 0 || linked.aborted) break;
+        total += block.length;
+        if (total > size) throw new GhaCacheError(`the body to upload is longer than the ${size} bytes declared`);
+        const id = Buffer.from(`tsbuild-block-${String(ids.length).padStart(6, "0")}`).toString("base64");
+        ids.push(id);
+        const p = this.putBlock(url, id, block, linked).catch((e) => {
+          failure ??= e;
+          inner.abort();
+        }).finally(() => inflight.delete(p));
+        inflight.add(p);
+        while (inflight.size >= this.concurrency) await Promise.race(inflight);
+      }
+    } catch (e) {
+      failure ??= e;
+      inner.abort();
+    } finally {
+      await Promise.all(inflight);
+      body.destroy();
+    }
+    if (signal?.aborted) throw cancelled2(signal, "upload");
+    if (failure !== void 0) throw failure;
+    if (total !== size) throw new GhaCacheError(`the body to upload ended after ${total} of the ${size} bytes declared`);
+    const xml = Buffer.from(`<?xml version="1.0" encoding="utf-8"?><BlockList>${ids.map((id) => `<Latest>${id}</Latest>`).join("")}</BlockList>`);
+    const listUrl = withQuery(url, "comp=blocklist");
+    await this.withRetries("PutBlockList", signal, async () => {
+      let res;
+      try {
+        res = await this.send({
+          method: "PUT",
+          url: listUrl,
+          headers: this.blobHeaders({ "content-type": "application/xml", "content-length": String(xml.length), "x-ms-blob-content-type": "application/octet-stream" }),
+          body: xml,
+          signal,
+          idleTimeoutMs: this.idleTimeoutMs
+        });
+      } catch (e) {
+        throw this.connectionError(e, "PutBlockList", listUrl, signal);
+      }
+      await this.expectCreated("PutBlockList", listUrl, res);
+    });
+  }
+  async putBlock(url, id, block, signal) {
+    const blockUrl = withQuery(url, `comp=block&blockid=${encodeURIComponent(id)}`);
+    await this.withRetries("PutBlock", signal, async () => {
+      let res;
+      try {
+        res = await this.send({
+          method: "PUT",
+          url: blockUrl,
+          headers: this.blobHeaders({ "content-type": "application/octet-stream", "content-length": String(block.length) }),
+          body: block,
+          signal,
+          idleTimeoutMs: this.idleTimeoutMs
+        });
+      } catch (e) {
+        throw this.connectionError(e, "PutBlock", blockUrl, signal);
+      }
+      await this.expectCreated("PutBlock", blockUrl, res);
+    });
+  }
+  /** One Get Blob from `offset`, checked to be the part asked for. */
+  async getBlob(url, offset, expectedTotal, signal) {
+    let res;
+    try {
+      res = await this.send({
+        method: "GET",
+        url,
+        headers: this.blobHeaders(offset > 0 ? { range: `bytes=${offset}-` } : {}),
+        signal,
+        idleTimeoutMs: this.idleTimeoutMs
+      });
+    } catch (e) {
+      throw this.connectionError(e, "GetBlob", url, signal);
+    }
+    const status = res.statusCode ?? 0;
+    if (status !== 200 && status !== 206) throw await this.blobError("GetBlob", url, res);
+    let total;
+    if (status === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(firstHeader(res, "content-range") ?? "");
+      if (m === null || Number(m[1]) !== offset) {
+        res.destroy();
+        throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: answered a range other than the one asked for`, { operation: "GetBlob", url: redactUrl(url), status });
+      }
+      total = Number(m[3]);
+    } else {
+      if (offset > 0) {
+        res.destroy();
+        throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: ignored the Range of a resumed download`, { operation: "GetBlob", url: redactUrl(url), status });
+      }
+      total = Number(firstHeader(res, "content-length") ?? NaN);
+      if (!Number.isSafeInteger(total) || total < 0) {
+        res.destroy();
+        throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: answered without a Content-Length`, { operation: "GetBlob", url: redactUrl(url), status });
+      }
+    }
+    if (expectedTotal !== void 0 && total !== expectedTotal) {
+      res.destroy();
+      throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: the blob changed size while it was being downloaded`, { operation: "GetBlob", url: redactUrl(url), status });
+    }
+    return { res, total };
+  }
+  async download(initial, refresh, signal) {
+    let url = initial;
+    let refreshed = false;
+    const open7 = async (offset, total2) => this.withRetries("GetBlob", signal, async () => {
+      try {
+        return await this.getBlob(url, offset, total2, signal);
+      } catch (e) {
+        if (e instanceof GhaCacheError && e.status === 403 && !refreshed) {
+          refreshed = true;
+          url = await refresh();
+          return this.getBlob(url, offset, total2, signal);
+        }
+        throw e;
+      }
+    });
+    const first = await open7(0, void 0);
+    const total = first.total;
+    const self2 = this;
+    async function* chunks() {
+      let res = first.res;
+      let offset = 0;
+      let breaks = 0;
+      for (; ; ) {
+        try {
+          for await (const chunk of res) {
+            offset += chunk.length;
+            if (offset > total) throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: sent more than the ${total} bytes it declared`, { operation: "GetBlob", url: redactUrl(url) });
+            breaks = 0;
+            yield chunk;
+          }
+          if (offset === total) return;
+          throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: the download ended after ${offset} of ${total} bytes`, { operation: "GetBlob", url: redactUrl(url), temporary: true });
+        } catch (e) {
+          res.destroy();
+          const err = self2.connectionError(e, "GetBlob", url, signal);
+          if (!(err instanceof GhaCacheError) || !err.temporary) throw err;
+          breaks++;
+          if (breaks >= self2.maxAttempts) throw new GhaCacheError(`${err.message} (the download broke ${breaks} times in a row at byte ${offset})`, { ...errorFields(err), temporary: false });
+          const delayMs = self2.retryDelay(breaks, void 0);
+          self2.onRetry?.({ operation: "GetBlob", attempt: breaks, maxAttempts: self2.maxAttempts, delayMs, status: void 0, reason: err.message });
+          try {
+            await sleep4(delayMs, signal);
+          } catch {
+            throw cancelled2(signal, "download");
+          }
+          res = (await open7(offset, total)).res;
+        }
+      }
+    }
+    const stream = Readable6.from(chunks(), { objectMode: false });
+    if (signal !== void 0) {
+      const onAbort = () => {
+        stream.destroy(cancelled2(signal, "download"));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      stream.once("close", () => signal.removeEventListener("abort", onAbort));
+    }
+    return stream;
+  }
+};
+function errorFields(e) {
+  return {
+    operation: e.operation,
+    status: e.status,
+    url: e.url,
+    serviceCode: e.serviceCode,
+    ...e.hint === void 0 ? {} : { hint: e.hint },
+    cause: e.cause ?? e
+  };
+}
+function firstHeader(res, name) {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+function withQuery(url, extra) {
+  const u = new URL(url.href);
+  u.search = u.search === "" ? `?${extra}` : `${u.search}&${extra}`;
+  return u;
+}
+
+// packages/cache/src/spec.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function fields(flag, spec) {
+  const out = /* @__PURE__ */ new Map();
+  if (!spec.includes("=")) return /* @__PURE__ */ new Map([["type", "registry"], ["ref", spec]]);
+  for (const part of spec.split(",")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new UsageError(`${flag} ${spec}: expected KEY=VALUE pairs, got ${JSON.stringify(part)}`);
+    const key = part.slice(0, eq).trim().toLowerCase();
+    if (out.has(key)) throw new UsageError(`${flag} ${spec}: ${key}= given twice`);
+    out.set(key, part.slice(eq + 1).trim());
+  }
+  return out;
+}
+function required(flag, spec, f, key) {
+  const v = f.get(key);
+  if (v === void 0 || v === "") throw new UsageError(`${flag} ${spec}: type=${f.get("type")} needs ${key}=`);
+  return v;
+}
+function unknownKeys(flag, spec, f, allowed) {
+  for (const k of f.keys()) {
+    if (!allowed.includes(k)) throw new UsageError(`${flag} ${spec}: unknown option ${k}=`, { hint: `type=${f.get("type")} takes ${allowed.filter((a) => a !== "type").join(", ")}` });
+  }
+}
+function bool(flag, spec, v) {
+  if (v === void 0 || v === "" || v === "false") return false;
+  if (v === "true") return true;
+  throw new UsageError(`${flag} ${spec}: expected true or false, got ${JSON.stringify(v)}`);
+}
+function parseSize2(what, v) {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`${what}: invalid size ${JSON.stringify(v)}: expected a number with an optional unit (k, m, g), e.g. 512m`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[(m[2] ?? "").toLowerCase()];
+  return Math.floor(Number(m[1]) * mult);
+}
+function defaultScope(env) {
+  return env.GITHUB_REF_NAME || "buildkit";
+}
+function parseCacheFrom(spec, env = process.env) {
+  const flag = "--cache-from";
+  const f = fields(flag, spec);
+  const type = f.get("type") ?? "registry";
+  switch (type) {
+    case "registry":
+      unknownKeys(flag, spec, f, ["type", "ref"]);
+      return { type, ref: required(flag, spec, f, "ref") };
+    case "local":
+      unknownKeys(flag, spec, f, ["type", "src", "tag", "digest"]);
+      return { type, src: required(flag, spec, f, "src"), tag: f.get("tag") || "latest" };
+    case "gha":
+      unknownKeys(flag, spec, f, ["type", "scope", "url", "token", "version"]);
+      return { type, scope: f.get("scope") || defaultScope(env) };
+    default:
+      throw new UsageError(`${flag} ${spec}: unknown cache type ${JSON.stringify(type)}`, { hint: "one of registry, local, gha" });
+  }
+}
+function parseCacheTo(spec, env = process.env) {
+  const flag = "--cache-to";
+  const f = fields(flag, spec);
+  const type = f.get("type") ?? "registry";
+  const common = ["type", "mode", "compression", "ignore-error", "mounts", "mounts-max-size"];
+  const mode = f.get("mode") || "min";
+  if (mode !== "min" && mode !== "max") throw new UsageError(`${flag} ${spec}: mode must be min or max, got ${JSON.stringify(mode)}`);
+  const compression = f.get("compression") || "gzip";
+  if (compression !== "gzip" && compression !== "zstd") throw new UsageError(`${flag} ${spec}: compression must be gzip or zstd, got ${JSON.stringify(compression)}`);
+  const maxSize = f.get("mounts-max-size");
+  const opts = {
+    mode,
+    compression,
+    ignoreError: bool(flag, spec, f.get("ignore-error")),
+    mounts: bool(flag, spec, f.get("mounts")),
+    mountsMaxSize: maxSize !== void 0 && maxSize !== "" ? parseSize2(`${flag} mounts-max-size`, maxSize) : void 0
+  };
+  switch (type) {
+    case "registry":
+      unknownKeys(flag, spec, f, [...common, "ref", "oci-mediatypes", "image-manifest"]);
+      return { type, ref: required(flag, spec, f, "ref"), ...opts };
+    case "local":
+      unknownKeys(flag, spec, f, [...common, "dest", "tag"]);
+      return { type, dest: required(flag, spec, f, "dest"), tag: f.get("tag") || "latest", ...opts };
+    case "inline":
+      unknownKeys(flag, spec, f, common);
+      if (opts.mode === "max") throw new UsageError(`${flag} ${spec}: type=inline only supports mode=min`, { hint: "use type=registry,ref=\u2026,mode=max for every stage" });
+      if (opts.mounts) throw new UsageError(`${flag} ${spec}: type=inline cannot carry cache mounts`, { hint: "use type=registry or type=local with mounts=true" });
+      return { type, ...opts };
+    case "gha":
+      unknownKeys(flag, spec, f, [...common, "scope", "url", "token", "version"]);
+      return { type, scope: f.get("scope") || defaultScope(env), ...opts };
+    default:
+      throw new UsageError(`${flag} ${spec}: unknown cache type ${JSON.stringify(type)}`, { hint: "one of registry, local, inline, gha" });
+  }
+}
+function describeCache(c) {
+  switch (c.type) {
+    case "registry":
+      return `registry ${c.ref}`;
+    case "local":
+      return `local ${"src" in c ? c.src : c.dest}`;
+    case "inline":
+      return "inline";
+    case "gha":
+      return `gha scope ${c.scope}`;
+  }
+}
+
+// packages/cache/src/format.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var CACHE_ARTIFACT_TYPE = "application/vnd.tsbuild.cache.v1";
+var CACHE_CONFIG_MEDIA_TYPE = "application/vnd.tsbuild.cache.config.v1+json";
+var INLINE_ANNOTATION = "dev.tsbuild.cache.v1";
+var MAX_CACHE_DOCUMENT = 16 * 1024 * 1024;
+var MAX_RECORDS = 1e5;
+function bad3(where, what) {
+  return new TsbuildError("BAD_CACHE", `${where}: ${what}`, { hint: "the cache is ignored where it does not parse; export it again with --cache-to" });
+}
+var KEY_RE = /^[0-9a-f]{64}$/;
+function descriptorOf(v) {
+  if (v === null || typeof v !== "object") return void 0;
+  const d = v;
+  if (typeof d.mediaType !== "string" || !isDigest(d.digest) || !Number.isSafeInteger(d.size) || d.size < 0) return void 0;
+  if (![MediaType.OciLayer, MediaType.OciLayerGzip, MediaType.OciLayerZstd, MediaType.DockerLayer, MediaType.DockerLayerGzip].includes(d.mediaType)) return void 0;
+  return { mediaType: d.mediaType, digest: d.digest, size: d.size };
+}
+function layerOf(v) {
+  if (v === null || typeof v !== "object") return void 0;
+  const l = v;
+  const blob = descriptorOf(l.blob);
+  if (!isDigest(l.diffId) || !Number.isSafeInteger(l.size) || l.size < 0 || !blob) return void 0;
+  return { diffId: l.diffId, size: l.size, blob };
+}
+function parseCacheDocument(bytes, where) {
+  if (bytes.length > MAX_CACHE_DOCUMENT) throw bad3(where, `the cache document is ${bytes.length} bytes, more than the ${MAX_CACHE_DOCUMENT} allowed`);
+  let raw;
+  try {
+    raw = JSON.parse(bytes.toString("utf8"));
+  } catch (e) {
+    throw bad3(where, `the cache document is not JSON: ${e.message}`);
+  }
+  return documentFrom(raw, where);
+}
+function documentFrom(raw, where) {
+  if (raw === null || typeof raw !== "object") throw bad3(where, "the cache document is not a JSON object");
+  const doc = raw;
+  if (doc.tsbuildCache !== 1) throw bad3(where, `unsupported cache format ${JSON.stringify(doc.tsbuildCache)}`);
+  const records = [];
+  const rawRecords = Array.isArray(doc.records) ? doc.records.slice(0, MAX_RECORDS) : [];
+  for (const r of rawRecords) {
+    if (r === null || typeof r !== "object") continue;
+    const e = r;
+    if (typeof e.key !== "string" || !KEY_RE.test(e.key) || typeof e.created !== "string" || Number.isNaN(Date.parse(e.created))) continue;
+    if (e.parent !== void 0 && (typeof e.parent !== "string" || e.parent.length > 200)) continue;
+    const entry = { key: e.key, parent: e.parent, created: e.created };
+    if (e.layer !== void 0) {
+      const layer = layerOf(e.layer);
+      if (!layer) continue;
+      entry.layer = layer;
+    }
+    if (e.history !== null && typeof e.history === "object") entry.history = e.history;
+    if (e.config !== null && typeof e.config === "object" && !Array.isArray(e.config)) entry.config = e.config;
+    records.push(entry);
+  }
+  const mounts = [];
+  for (const m of Array.isArray(doc.mounts) ? doc.mounts.slice(0, 1e3) : []) {
+    if (m === null || typeof m !== "object") continue;
+    const e = m;
+    const layer = layerOf(e.layer);
+    if (typeof e.name !== "string" || !/^[0-9a-f]{32}$/.test(e.name) || typeof e.id !== "string" || !layer) continue;
+    mounts.push({ name: e.name, id: e.id.slice(0, 4096), layer });
+  }
+  return { tsbuildCache: 1, records, mounts };
+}
+function serializeCacheDocument(doc) {
+  const records = [...doc.records].sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  const mounts = [...doc.mounts].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  return Buffer.from(JSON.stringify({ tsbuildCache: 1, records, mounts }));
+}
+function documentBlobs(doc) {
+  const seen = /* @__PURE__ */ new Map();
+  for (const l of [...doc.records.map((r) => r.layer), ...doc.mounts.map((m) => m.layer)]) {
+    if (l && !seen.has(l.blob.digest)) seen.set(l.blob.digest, l.blob);
+  }
+  return [...seen.values()].sort((a, b) => a.digest < b.digest ? -1 : 1);
+}
+
+// packages/cache/src/origins.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var NS = "blob-origins";
+var KEEP = 8;
+function encode(o) {
+  switch (o.kind) {
+    case "registry":
+      return o.repo;
+    case "oci-layout":
+      return `oci-layout:${o.dir}`;
+    case "gha":
+      return "gha:";
+  }
+}
+function decode(s) {
+  if (s.startsWith("oci-layout:")) return { kind: "oci-layout", dir: s.slice("oci-layout:".length) };
+  if (s === "gha:") return { kind: "gha" };
+  return { kind: "registry", repo: s };
+}
+function known(v) {
+  if (Array.isArray(v)) return { size: void 0, at: v.filter((x) => typeof x === "string") };
+  if (v !== null && typeof v === "object") {
+    const o = v;
+    const size = Number.isSafeInteger(o.size) && o.size >= 0 ? o.size : void 0;
+    return { size, at: Array.isArray(o.at) ? o.at.filter((x) => typeof x === "string") : [] };
+  }
+  return { size: void 0, at: [] };
+}
+async function recordOrigins(store, blobs, origin) {
+  const meta = store.meta(NS);
+  const value = encode(origin);
+  const seen = /* @__PURE__ */ new Set();
+  for (const b of blobs) {
+    if (seen.has(b.digest)) continue;
+    seen.add(b.digest);
+    await meta.update(b.digest, (old) => {
+      const k = known(old);
+      if (k.at.includes(value) && k.size === b.size) return old;
+      return { size: b.size, at: [...k.at.filter((x) => x !== value), value].slice(-KEEP) };
+    });
+  }
+}
+async function originsOf(store, digest) {
+  const k = known(await store.meta(NS).get(digest));
+  return { size: k.size, origins: k.at.map(decode) };
+}
+async function mountSource(store, digest, registry, exclude) {
+  const same = (await originsOf(store, digest)).origins.filter(
+    (o) => o.kind === "registry" && o.repo.startsWith(`${registry}/`) && o.repo !== `${registry}/${exclude}`
+  );
+  return same.at(-1)?.repo.slice(registry.length + 1);
+}
+
+// packages/cache/src/fetcher.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createReadStream } from "node:fs";
+import { join as join10 } from "node:path";
+import { pipeline as pipeline7 } from "node:stream/promises";
+var CacheMismatchError = class extends TsbuildError {
+  constructor(diffId, blob, got) {
+    super("CACHE_MISMATCH", `cached layer ${blob} does not unpack to the diff_id ${diffId} the cache recorded (it is ${got})`, {
+      hint: "the cache entry is ignored and the step runs again"
+    });
+    this.diffId = diffId;
+    this.blob = blob;
+  }
+  diffId;
+  blob;
+};
+function ghaBlobKey(digest) {
+  return `tsbuild-blob-${digestHex(digest)}`;
+}
+var ALGOS = ["gzip", "zstd"];
+var RemoteFetcher = class {
+  constructor(store, opts = {}) {
+    this.store = store;
+    this.opts = opts;
+  }
+  store;
+  opts;
+  async knows(digest) {
+    const store = this.store;
+    if ((await originsOf(store, digest)).origins.length > 0) return true;
+    for (const algo of ALGOS) if (await store.compressedVariant(digest, algo)) return true;
+    return false;
+  }
+  async fetch(digest, opts) {
+    const store = this.store;
+    const known2 = await originsOf(store, digest);
+    const errors = [];
+    if (known2.size !== void 0) {
+      for (const o of [...known2.origins].reverse()) {
+        try {
+          await this.download(store, o, digest, known2.size, opts.signal);
+          return true;
+        } catch (e) {
+          if (opts.signal?.aborted || e instanceof TsbuildError && e.code === "DIGEST_MISMATCH") throw e;
+          errors.push(`${describe(o)}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+    }
+    for (const algo of ALGOS) {
+      const variant = await store.compressedVariant(digest, algo);
+      if (!variant) continue;
+      if (!await store.ensureBlob(variant.digest, opts)) continue;
+      await this.unpack(store, digest, variant.digest, opts.signal);
+      return true;
+    }
+    if (errors.length > 0) throw new TsbuildError("BLOB_FETCH", `blob ${digest} could not be fetched: ${errors.join("; ")}`);
+    return false;
+  }
+  /** Makes the uncompressed layer `diffId` from its compressed blob, checking the content against it. */
+  async unpack(store, diffId, blob, signal) {
+    const w = store.blobWriter();
+    try {
+      await pipeline7(decompress(await store.openBlob(blob, { signal })), w.stream, { signal });
+      const got = await w.commit();
+      if (got.digest !== diffId) {
+        throw new CacheMismatchError(diffId, blob, got.digest);
+      }
+    } catch (e) {
+      await w.abort().catch(() => {
+      });
+      throw e;
+    }
+  }
+  async download(store, o, digest, size, signal) {
+    switch (o.kind) {
+      case "registry": {
+        const client = new RegistryClient(this.opts.registry ?? {});
+        try {
+          await pullBlob(client, parseReference(o.repo), { mediaType: "application/octet-stream", digest, size }, storeSink(store), { signal });
+        } finally {
+          client.close();
+        }
+        return;
+      }
+      case "oci-layout":
+        await store.writeBlob(createReadStream(join10(o.dir, "blobs", "sha256", digestHex(digest))), { digest, size }, { signal });
+        return;
+      case "gha": {
+        const gha = this.opts.gha;
+        if (!gha) throw new TsbuildError("GHA_UNAVAILABLE", "it is in GitHub's Actions cache, which only the tsbuild Action can read");
+        const entry = await gha.lookup(ghaBlobKey(digest), [], { signal });
+        if (!entry?.exact) throw new TsbuildError("BLOB_NOT_FOUND", "not in the GitHub cache any more");
+        await store.writeBlob(await entry.open({ signal }), { digest, size }, { signal });
+        return;
+      }
+    }
+  }
+};
+function describe(o) {
+  switch (o.kind) {
+    case "registry":
+      return o.repo;
+    case "oci-layout":
+      return `cache directory ${o.dir}`;
+    case "gha":
+      return "GitHub cache";
+  }
+}
+
+// packages/cache/src/backends.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { mkdir as mkdir7, readFile as readFile9, rename as rename5, rm as rm10, stat as stat5, writeFile as writeFile3 } from "node:fs/promises";
+import { join as join11, resolve as resolvePath7 } from "node:path";
+import { Readable as Readable7 } from "node:stream";
+import { pipeline as pipeline8 } from "node:stream/promises";
+import { createWriteStream } from "node:fs";
+async function loadRegistry(refText, ctx) {
+  const ref = parseReference(refText);
+  const client = new RegistryClient(ctx.registry);
+  try {
+    let m;
+    try {
+      m = await getManifest(client, ref, { signal: ctx.signal });
+    } catch (e) {
+      if (e instanceof TsbuildError && "status" in e && e.status === 404) return void 0;
+      throw e;
+    }
+    const where = `cache ${refText}`;
+    if (m.isIndex) throw new TsbuildError("BAD_CACHE", `${where} is an image index, not a tsbuild cache`, { hint: "caches written by other builders cannot be read" });
+    const manifest = m.manifest;
+    const origin = { kind: "registry", repo: `${ref.registry}/${ref.repository}` };
+    if (manifest.config.mediaType === CACHE_CONFIG_MEDIA_TYPE) {
+      if (manifest.config.size > MAX_CACHE_DOCUMENT) throw new TsbuildError("BAD_CACHE", `${where}: the cache document is ${manifest.config.size} bytes, too large`);
+      const bytes = await fetchBlobBytes(client, ref, manifest.config, { signal: ctx.signal });
+      return { doc: parseCacheDocument(bytes, where), origin };
+    }
+    const inline = manifest.annotations?.[INLINE_ANNOTATION];
+    if (inline !== void 0) {
+      let raw;
+      try {
+        raw = JSON.parse(inline);
+      } catch (e) {
+        throw new TsbuildError("BAD_CACHE", `${where}: the inline cache annotation is not JSON: ${e.message}`);
+      }
+      return { doc: documentFrom(raw, where), origin };
+    }
+    throw new TsbuildError("BAD_CACHE", `${where} is neither a tsbuild cache nor an image with an inline cache`, {
+      hint: "write one with --cache-to type=registry,ref=\u2026 or --cache-to type=inline"
+    });
   } finally {
     client.close();
   }
 }
-async function pullWith(client, store, ref, refText, signal) {
-  const r = await pullImage(client, ref, storeSink(store), signal ? { signal } : {});
+function cacheManifest(doc) {
+  const config = serializeCacheDocument(doc);
+  const configDesc = { mediaType: CACHE_CONFIG_MEDIA_TYPE, digest: sha256(config), size: config.length };
+  const m = { schemaVersion: 2, mediaType: MediaType.OciManifest, artifactType: CACHE_ARTIFACT_TYPE, config: configDesc, layers: documentBlobs(doc) };
+  return { config, configDesc, manifest: Buffer.from(JSON.stringify(m)) };
+}
+async function saveRegistry(refText, doc, ctx) {
+  const ref = parseReference(refText);
+  const { config, configDesc, manifest } = cacheManifest(doc);
+  const layers = documentBlobs(doc);
+  const mounts = /* @__PURE__ */ new Map();
+  for (const b of layers) {
+    const from = await mountSource(ctx.store, b.digest, ref.registry, ref.repository);
+    if (from !== void 0) mounts.set(b.digest, from);
+  }
+  const counts = { uploaded: 0, mounted: 0, existed: 0 };
+  const client = new RegistryClient(ctx.registry);
+  try {
+    await pushImage(
+      client,
+      ref,
+      {
+        manifest: async () => ({ bytes: manifest, mediaType: MediaType.OciManifest }),
+        openBlob: async (d) => d.digest === configDesc.digest ? Readable7.from([config]) : ctx.store.openBlob(d.digest, { signal: ctx.signal })
+      },
+      {
+        signal: ctx.signal,
+        mountFrom: (d) => mounts.get(d.digest),
+        monolithicMax: Number.POSITIVE_INFINITY,
+        onBlob: (e) => {
+          if (e.descriptor.digest === configDesc.digest) return;
+          counts[e.status === "uploaded" ? "uploaded" : e.status === "mounted" ? "mounted" : "existed"]++;
+        }
+      }
+    );
+  } finally {
+    client.close();
+  }
+  await recordOrigins(ctx.store, layers, { kind: "registry", repo: `${ref.registry}/${ref.repository}` });
+  return counts;
+}
+function inlineAnnotation(doc) {
+  return { [INLINE_ANNOTATION]: serializeCacheDocument(doc).toString("utf8") };
+}
+var MAX_INDEX = 4 * 1024 * 1024;
+async function readLayoutBlob(dir, d, max) {
+  if (!isDigest(d.digest)) throw new TsbuildError("BAD_CACHE", `${dir}: invalid digest ${JSON.stringify(d.digest)}`);
+  if (d.size > max) throw new TsbuildError("BAD_CACHE", `${dir}: blob ${d.digest} is ${d.size} bytes, too large`);
+  const bytes = await readFile9(join11(dir, "blobs", "sha256", digestHex(d.digest)));
+  if (bytes.length !== d.size || sha256(bytes) !== d.digest) throw new TsbuildError("DIGEST_MISMATCH", `${dir}: blob ${d.digest} does not match its digest`);
+  return bytes;
+}
+async function loadLocal(srcDir, tag) {
+  const dir = resolvePath7(srcDir);
+  let indexBytes;
+  try {
+    if ((await stat5(join11(dir, "index.json"))).size > MAX_INDEX) throw new TsbuildError("BAD_CACHE", `${dir}/index.json is too large`);
+    indexBytes = await readFile9(join11(dir, "index.json"));
+  } catch (e) {
+    if (e.code === "ENOENT") return void 0;
+    throw e;
+  }
+  const index = parseIndex(indexBytes, { source: `${dir}/index.json` });
+  const entry = index.manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === tag);
+  if (!entry) return void 0;
+  const manifest = parseManifest(await readLayoutBlob(dir, entry, MAX_INDEX), { source: entry.digest });
+  if (manifest.config.mediaType !== CACHE_CONFIG_MEDIA_TYPE) throw new TsbuildError("BAD_CACHE", `${dir} (tag ${tag}) is not a tsbuild cache`);
+  const doc = parseCacheDocument(await readLayoutBlob(dir, manifest.config, MAX_CACHE_DOCUMENT), `cache ${dir}`);
+  return { doc, origin: { kind: "oci-layout", dir } };
+}
+async function writeAtomic(file, data) {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile3(tmp, data);
+  await rename5(tmp, file);
+}
+async function saveLocal(destDir, tag, doc, ctx) {
+  const dir = resolvePath7(destDir);
+  const blobs = join11(dir, "blobs", "sha256");
+  await mkdir7(blobs, { recursive: true });
+  const counts = { uploaded: 0, existed: 0 };
+  const put = async (d, bytes) => {
+    const file = join11(blobs, digestHex(d.digest));
+    if (await stat5(file).then((s) => s.size === d.size, () => false)) return false;
+    const tmp = `${file}.tmp-${process.pid}`;
+    try {
+      if (bytes) await writeFile3(tmp, bytes);
+      else await pipeline8(await ctx.store.openBlob(d.digest, { signal: ctx.signal }), createWriteStream(tmp), { signal: ctx.signal });
+      await rename5(tmp, file);
+    } catch (e) {
+      await rm10(tmp, { force: true });
+      throw e;
+    }
+    return true;
+  };
+  const { config, configDesc, manifest } = cacheManifest(doc);
+  const layers = documentBlobs(doc);
+  for (const l of layers) counts[await put(l) ? "uploaded" : "existed"]++;
+  await put(configDesc, config);
+  const manifestDesc = { mediaType: MediaType.OciManifest, digest: sha256(manifest), size: manifest.length };
+  await put(manifestDesc, manifest);
+  let index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
+  try {
+    index = parseIndex(await readFile9(join11(dir, "index.json")), { source: `${dir}/index.json` });
+  } catch (e) {
+    if (e.code !== "ENOENT") throw e;
+  }
+  const manifests = [...index.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== tag), { ...manifestDesc, annotations: { [ANNOTATION_REF_NAME]: tag } }];
+  await writeAtomic(join11(dir, "oci-layout"), Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
+  await writeAtomic(join11(dir, "index.json"), Buffer.from(JSON.stringify({ ...index, manifests })));
+  await recordOrigins(ctx.store, layers, { kind: "oci-layout", dir });
+  return counts;
+}
+function ghaPrefix(scope) {
+  return `tsbuild-cache-${Buffer.from(scope, "utf8").toString("base64url")}.`;
+}
+async function loadGha(scope, ctx) {
+  const gha = ctx.gha;
+  if (!gha) throw new TsbuildError("GHA_UNAVAILABLE", "type=gha needs GitHub's cache service, which only the tsbuild Action can reach", {
+    hint: "use the Action (it is given ACTIONS_RUNTIME_TOKEN), or type=registry / type=local"
+  });
+  const entry = await gha.lookup(ghaPrefix(scope), [], { signal: ctx.signal });
+  if (!entry) return void 0;
+  const chunks = [];
+  let size = 0;
+  for await (const c of await entry.open({ signal: ctx.signal })) {
+    size += c.length;
+    if (size > MAX_CACHE_DOCUMENT) throw new TsbuildError("BAD_CACHE", `gha cache ${entry.matchedKey} is larger than ${MAX_CACHE_DOCUMENT} bytes`);
+    chunks.push(c);
+  }
+  return { doc: parseCacheDocument(Buffer.concat(chunks), `gha cache ${entry.matchedKey}`), origin: { kind: "gha" } };
+}
+async function saveGha(scope, doc, ctx) {
+  const gha = ctx.gha;
+  if (!gha) throw new TsbuildError("GHA_UNAVAILABLE", "type=gha needs GitHub's cache service, which only the tsbuild Action can reach");
+  const counts = { uploaded: 0, existed: 0 };
+  const layers = documentBlobs(doc);
+  for (const b of layers) {
+    const key2 = ghaBlobKey(b.digest);
+    if (await gha.has(key2, { signal: ctx.signal })) {
+      counts.existed++;
+      continue;
+    }
+    const r = await gha.save(key2, b.size, () => ctx.store.openBlob(b.digest, { signal: ctx.signal }), { signal: ctx.signal });
+    counts[r === "saved" ? "uploaded" : "existed"]++;
+  }
+  const body = serializeCacheDocument(doc);
+  const key = `${ghaPrefix(scope)}${Date.now().toString().padStart(15, "0")}-${digestHex(sha256(body)).slice(0, 16)}`;
+  await gha.save(key, body.length, () => Readable7.from([body]), { signal: ctx.signal });
+  await recordOrigins(ctx.store, layers, { kind: "gha" });
+  return counts;
+}
+
+// packages/cache/src/remote.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readdir as readdir6, rm as rm11 } from "node:fs/promises";
+function context(o) {
+  return { store: o.store, registry: o.registry ?? {}, gha: o.gha, signal: o.signal };
+}
+var RemoteCaches = class _RemoteCaches {
+  constructor(caches, store) {
+    this.caches = caches;
+    this.store = store;
+  }
+  caches;
+  store;
+  static empty(store) {
+    return new _RemoteCaches([], store);
+  }
+  /** Reads every cache; one that is missing or cannot be read is a warning, and the build goes on without it. */
+  static async load(specs, o) {
+    const ctx = context(o);
+    const loaded3 = await Promise.all(
+      specs.map(async (spec) => {
+        const source = describeCache(spec);
+        try {
+          const got = spec.type === "registry" ? await loadRegistry(spec.ref, ctx) : spec.type === "local" ? await loadLocal(spec.src, spec.tag) : await loadGha(spec.scope, ctx);
+          if (!got) {
+            o.warn?.(`cache ${source} not found: building without it`);
+            return void 0;
+          }
+          return {
+            ...got,
+            source,
+            records: new Map(got.doc.records.map((r) => [r.key, r])),
+            mounts: new Map(got.doc.mounts.map((m) => [m.name, m]))
+          };
+        } catch (e) {
+          if (o.signal?.aborted) throw e;
+          o.warn?.(`cache ${source} cannot be read, building without it: ${e instanceof Error ? e.message : String(e)}`);
+          return void 0;
+        }
+      })
+    );
+    return new _RemoteCaches(loaded3.filter((l) => l !== void 0), o.store);
+  }
+  get size() {
+    return this.caches.length;
+  }
+  /**
+   * The first cache's result for `key`, made usable: its layer becomes a lazy blob of the store
+   * (the compressed blob is known to be `diffId` and where it is). `skip` names keys found to lie.
+   */
+  async lookup(key, skip = /* @__PURE__ */ new Set()) {
+    if (skip.has(key)) return void 0;
+    for (const c of this.caches) {
+      const entry = c.records.get(key);
+      if (!entry) continue;
+      if (entry.layer) await adopt(this.store, entry.layer, c.origin);
+      return { entry, source: c.source };
+    }
+    return void 0;
+  }
+  /** The first cache's contents of the cache mount `name`. */
+  async mount(name) {
+    for (const c of this.caches) {
+      const entry = c.mounts.get(name);
+      if (!entry) continue;
+      await adopt(this.store, entry.layer, c.origin);
+      return { entry, source: c.source };
+    }
+    return void 0;
+  }
+};
+async function adopt(store, layer, origin) {
+  const algo = layerCompression(layer.blob.mediaType);
+  if (algo !== "none") await store.recordCompressed(layer.diffId, algo, layer.blob);
+  await recordOrigins(store, [layer.blob], origin);
+}
+async function restoreMount(store, entry, dir, o = {}) {
+  try {
+    const stats = await apply(decompress(await store.openBlob(entry.layer.blob.digest, { signal: o.signal })), dir, { signal: o.signal });
+    if (stats.diffId !== entry.layer.diffId) throw new TsbuildError("CACHE_MISMATCH", `it unpacks to ${stats.diffId}, not the ${entry.layer.diffId} the cache recorded`);
+    return true;
+  } catch (e) {
+    if (o.signal?.aborted) throw e;
+    o.warn?.(`cache mount "${entry.id}" was not restored: ${e instanceof Error ? e.message : String(e)}`);
+    for (const n of await readdir6(dir).catch(() => [])) await rm11(`${dir}/${n}`, { recursive: true, force: true });
+    return false;
+  }
+}
+function selectRecords(input, mode) {
+  if (mode === "max") return [...input.records];
+  const byKey = new Map(input.records.map((r) => [r.key, r]));
+  const out = [];
+  for (let r = byKey.get(input.finalKey); r; r = r.parent !== void 0 ? byKey.get(r.parent) : void 0) {
+    out.push(r);
+    byKey.delete(r.key);
+  }
+  return out;
+}
+async function compressedLayer(store, layer, algo, signal) {
+  const blob = await store.compressedBlob(layer.diffId, algo, (src, sink) => compress(src, sink, { algorithm: algo, signal }).then(() => {
+  }), { signal });
+  return { diffId: layer.diffId, size: layer.size, blob };
+}
+async function cacheDocument(input, spec, o) {
+  const records = [];
+  for (const r of selectRecords(input, spec.mode)) {
+    const e = { key: r.key, parent: r.parent, created: r.created };
+    if (r.history) e.history = r.history;
+    if (r.config && Object.keys(r.config).length > 0) e.config = r.config;
+    if (r.layer) e.layer = await compressedLayer(o.store, r.layer, spec.compression, o.signal);
+    records.push(e);
+  }
+  const mounts = [];
+  if (spec.mounts) {
+    for (const m of input.mounts) {
+      const layer = await mountLayer(o.store, m.dir, input.sourceDateEpoch, o.signal);
+      if (layer.size <= 1024) continue;
+      if (spec.mountsMaxSize !== void 0 && layer.size > spec.mountsMaxSize) {
+        o.warn?.(`cache mount "${m.id}" is ${mib(layer.size)}, more than mounts-max-size (${mib(spec.mountsMaxSize)}): left out of the cache`);
+        continue;
+      }
+      mounts.push({ name: m.name, id: m.id, layer: await compressedLayer(o.store, layer, spec.compression, o.signal) });
+    }
+  }
+  return { tsbuildCache: 1, records, mounts };
+}
+function mib(n) {
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+async function mountLayer(store, dir, epoch, signal) {
+  const w = store.blobWriter();
+  try {
+    const r = await diff(dir, w.stream, { signal, sourceDateEpoch: epoch });
+    await w.commit({ digest: r.diffId, size: r.size });
+    return r;
+  } catch (e) {
+    await w.abort().catch(() => {
+    });
+    throw e;
+  }
+}
+async function exportCaches(specs, input, o) {
+  const ctx = context(o);
+  const reports = [];
+  for (const spec of specs) {
+    if (spec.type === "inline") continue;
+    const target = describeCache(spec);
+    try {
+      const doc = await cacheDocument(input, spec, o);
+      const counts = spec.type === "registry" ? await saveRegistry(spec.ref, doc, ctx) : spec.type === "local" ? await saveLocal(spec.dest, spec.tag, doc, ctx) : await saveGha(spec.scope, doc, ctx);
+      const skipped = counts.existed + (counts.mounted ?? 0);
+      reports.push({ target, records: doc.records.length, mounts: doc.mounts.length, uploaded: counts.uploaded, skipped });
+    } catch (e) {
+      if (o.signal?.aborted) throw e;
+      const message = `exporting the cache to ${target} failed: ${e instanceof Error ? e.message : String(e)}`;
+      if (!spec.ignoreError) {
+        throw new TsbuildError("CACHE_EXPORT", message, { cause: e, hint: "add ignore-error=true to --cache-to to make this a warning" });
+      }
+      o.warn?.(message);
+    }
+  }
+  return reports;
+}
+
+// packages/builder/src/context.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import fs from "node:fs";
+import path2 from "node:path";
+
+// packages/builder/src/ignore.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var import_dockerignore = __toESM(require_ignore(), 1);
+import { readFile as readFile10 } from "node:fs/promises";
+import path from "node:path";
+var loaded2 = import_dockerignore.default;
+var newEngine = typeof loaded2 === "function" ? loaded2 : loaded2.default;
+function parseIgnoreFile(text) {
+  const out = [];
+  const body = text.charCodeAt(0) === 65279 ? text.slice(1) : text;
+  for (const raw of body.split("\n")) {
+    const line = raw.replace(/\r$/, "");
+    if (line.startsWith("#")) continue;
+    const trimmed = line.trim();
+    if (trimmed === "" || trimmed === "!") continue;
+    out.push(trimmed);
+  }
+  return out;
+}
+function createIgnoreMatcher(patterns, source) {
+  const list = [...patterns];
+  const engine = newEngine();
+  engine.add(list);
+  const hasExceptions = list.some((p) => p.startsWith("!"));
+  const memo = /* @__PURE__ */ new Map();
+  return {
+    patterns: list,
+    hasExceptions,
+    source,
+    ignores(relPath) {
+      if (list.length === 0) return false;
+      const key = normalizeRel(relPath);
+      if (key === "") return false;
+      const seen = memo.get(key);
+      if (seen !== void 0) return seen;
+      const hit = engine.ignores(key);
+      memo.set(key, hit);
+      return hit;
+    }
+  };
+}
+var NO_IGNORE = createIgnoreMatcher([]);
+function normalizeRel(p) {
+  const n = path.posix.normalize("/" + p).slice(1);
+  return n.endsWith("/") ? n.slice(0, -1) : n;
+}
+async function loadIgnore(contextDir, dockerfilePath) {
+  const candidates = [
+    path.resolve(path.dirname(dockerfilePath), path.basename(dockerfilePath) + ".dockerignore"),
+    path.resolve(contextDir, ".dockerignore")
+  ];
+  for (const file of candidates) {
+    let text;
+    try {
+      text = await readFile10(file, "utf8");
+    } catch (e) {
+      const code = e.code;
+      if (code === "ENOENT" || code === "ENOTDIR") continue;
+      throw new TsbuildError("IGNORE_FILE", `cannot read ignore file ${file}: ${e.message}`, { cause: e });
+    }
+    return createIgnoreMatcher(parseIgnoreFile(text), file);
+  }
+  return NO_IGNORE;
+}
+
+// packages/builder/src/context.ts
+var SourceNotFoundError = class extends TsbuildError {
+  source;
+  constructor(source, root, ignoreFile) {
+    super(
+      "SOURCE_NOT_FOUND",
+      `"${source}": not found in build context` + (ignoreFile ? " or excluded by " + path2.basename(ignoreFile) : ""),
+      { hint: `source paths are relative to the context root ${root}; "../" cannot leave it` }
+    );
+    this.source = source;
+  }
+};
+function hasWildcard(p) {
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i];
+    if (c === "\\") i++;
+    else if (c === "*" || c === "?" || c === "[") return true;
+  }
+  return false;
+}
+function compileFilepathMatch(component) {
+  const bad4 = () => {
+    throw new TsbuildError("BAD_PATTERN", `invalid wildcard pattern "${component}"`);
+  };
+  const lit = (ch) => ch.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
+  const inClass = (ch) => ch.replace(/[\\^\]\[-]/g, "\\$&");
+  const chars = Array.from(component);
+  let re = "^";
+  let i = 0;
+  const classChar = () => {
+    const ch = chars[i];
+    if (ch === void 0 || ch === "-" || ch === "]") bad4();
+    i++;
+    if (ch !== "\\") return ch;
+    const esc = chars[i];
+    if (esc === void 0) bad4();
+    i++;
+    return esc;
+  };
+  while (i < chars.length) {
+    const c = chars[i];
+    if (c === "*") {
+      re += "[^/]*";
+      i++;
+    } else if (c === "?") {
+      re += "[^/]";
+      i++;
+    } else if (c === "\\") {
+      const next = chars[i + 1];
+      if (next === void 0) bad4();
+      re += lit(next);
+      i += 2;
+    } else if (c === "[") {
+      i++;
+      let cls = "[";
+      if (chars[i] === "^") {
+        cls += "^/";
+        i++;
+      }
+      let ranges = 0;
+      for (; ; ) {
+        if (chars[i] === "]" && ranges > 0) {
+          i++;
+          break;
+        }
+        const lo = classChar();
+        let hi = lo;
+        if (chars[i] === "-") {
+          i++;
+          hi = classChar();
+          if (hi < lo) bad4();
+        }
+        cls += lo === hi ? inClass(lo) : inClass(lo) + "-" + inClass(hi);
+        ranges++;
+      }
+      re += cls + "]";
+    } else {
+      re += lit(c);
+      i++;
+    }
+  }
+  return new RegExp(re + "$", "su");
+}
+function kindOf2(st) {
+  if (st.isFile()) return "file";
+  if (st.isDirectory()) return "dir";
+  if (st.isSymbolicLink()) return "symlink";
+  return void 0;
+}
+function lstatOrUndefined2(p) {
+  try {
+    return fs.lstatSync(p, { throwIfNoEntry: false });
+  } catch {
+    return void 0;
+  }
+}
+var BuildContext = class _BuildContext {
+  root;
+  ignore;
+  constructor(root, ignore) {
+    this.root = root;
+    this.ignore = ignore;
+  }
+  static async open(dir, opts = {}) {
+    let root;
+    try {
+      root = await fs.promises.realpath(dir);
+      if (!(await fs.promises.stat(root)).isDirectory()) throw new Error("not a directory");
+    } catch (e) {
+      throw new TsbuildError("CONTEXT", `build context ${dir} is not a readable directory`, { cause: e });
+    }
+    return new _BuildContext(root, opts.ignore ?? NO_IGNORE);
+  }
+  /** Root-relative path of an absolute path under the root. */
+  relativeOf(abs) {
+    return abs === this.root ? "" : abs.slice(this.root.length + 1);
+  }
+  /** Whether .dockerignore hides a root-relative path (a directory with re-included contents is visible). */
+  isHidden(rel, isDir, realPath) {
+    if (!this.ignore.ignores(rel)) return false;
+    if (!isDir || !this.ignore.hasExceptions || realPath === void 0) return true;
+    return this.walkDir(realPath, rel, "", NO_IGNORE, []) === 0;
+  }
+  async resolveSources(patterns, opts = {}) {
+    const out = [];
+    for (const p of patterns) out.push(...this.resolveOne(p, opts));
+    return out;
+  }
+  resolveOne(source, opts) {
+    const follow = opts.followTopLevelSymlink ?? true;
+    const excludes = [...opts.excludes ?? []];
+    let pivot = "";
+    let pattern = source;
+    if (opts.parents) {
+      const cut = source.indexOf("/./");
+      if (cut >= 0) {
+        pivot = cleanRel(source.slice(0, cut));
+        pattern = source.slice(0, cut) + "/" + source.slice(cut + 3);
+      }
+    }
+    const rel = cleanRel(pattern);
+    const wildcard = hasWildcard(rel);
+    const excluder = excludes.length > 0 ? createIgnoreMatcher(excludes) : NO_IGNORE;
+    const named = !wildcard ? [rel] : opts.parents && rel.split("/").includes("**") ? this.expandDeep(rel) : this.expand(rel);
+    const matches = [];
+    for (const name of named) {
+      const realPath = follow ? secureJoin(this.root, name, { followLast: true }) : secureJoin(this.root, name);
+      const st = lstatOrUndefined2(realPath);
+      const kind2 = st ? kindOf2(st) : void 0;
+      const realRel = this.relativeOf(realPath);
+      const hidden = kind2 === void 0 || this.isHidden(realRel, kind2 === "dir", realPath) || name !== realRel && this.isHidden(name, kind2 === "dir", realPath);
+      if (hidden || name !== "" && excluder.ignores(name)) {
+        if (!wildcard) throw new SourceNotFoundError(source, this.root, this.ignore.source);
+        continue;
+      }
+      matches.push({ source, path: name, realPath, kind: kind2, wildcard, pivot, excludes });
+    }
+    return matches;
+  }
+  /** Go filepath.Match over root-relative paths, in lexical order, never descending a symlink. */
+  expand(rel) {
+    const parts = rel.split("/");
+    const firstWild = parts.findIndex((c) => hasWildcard(c));
+    const prefix = parts.slice(0, firstWild).join("/");
+    const globs = parts.slice(firstWild).map((c) => compileFilepathMatch(c));
+    const base = secureJoin(this.root, prefix, { followLast: true });
+    const baseSt = lstatOrUndefined2(base);
+    if (!baseSt?.isDirectory()) return [];
+    const out = [];
+    const visit = (dirAbs, dirNamed, depth) => {
+      const glob = globs[depth];
+      const last = depth === globs.length - 1;
+      let names;
+      try {
+        names = fs.readdirSync(dirAbs).sort();
+      } catch {
+        return;
+      }
+      for (const name of names) {
+        if (!glob.test(name)) continue;
+        const named = dirNamed === "" ? name : dirNamed + "/" + name;
+        if (last) {
+          out.push(named);
+          continue;
+        }
+        const abs = dirAbs + "/" + name;
+        if (lstatOrUndefined2(abs)?.isDirectory()) visit(abs, named, depth + 1);
+      }
+    };
+    visit(base, prefix, 0);
+    return out;
+  }
+  /** Like `expand`, with `**` components matching zero or more directories; nested hits fold into their ancestor. */
+  expandDeep(rel) {
+    const parts = rel.split("/");
+    const firstWild = parts.findIndex((c) => hasWildcard(c));
+    const prefix = parts.slice(0, firstWild).join("/");
+    const rest = parts.slice(firstWild).map((c) => c === "**" ? null : compileFilepathMatch(c));
+    const base = secureJoin(this.root, prefix, { followLast: true });
+    if (!lstatOrUndefined2(base)?.isDirectory()) return [];
+    const found = /* @__PURE__ */ new Set();
+    const seen = /* @__PURE__ */ new Set();
+    const visit = (dirAbs, dirNamed, depth) => {
+      const key = `${depth}\0${dirNamed}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      const glob = rest[depth];
+      if (glob === void 0) return;
+      const last = depth === rest.length - 1;
+      let names;
+      try {
+        names = fs.readdirSync(dirAbs).sort();
+      } catch {
+        return;
+      }
+      if (glob === null) {
+        if (last) {
+          for (const name of names) found.add(dirNamed === "" ? name : dirNamed + "/" + name);
+          return;
+        }
+        visit(dirAbs, dirNamed, depth + 1);
+      }
+      for (const name of names) {
+        if (glob !== null && !glob.test(name)) continue;
+        const named = dirNamed === "" ? name : dirNamed + "/" + name;
+        const abs = dirAbs + "/" + name;
+        const isDir = lstatOrUndefined2(abs)?.isDirectory() === true;
+        if (glob === null) {
+          if (isDir) visit(abs, named, depth);
+          continue;
+        }
+        if (last) found.add(named);
+        else if (isDir) visit(abs, named, depth + 1);
+      }
+    };
+    visit(base, prefix, 0);
+    const underAnother = (p) => {
+      for (let i = p.indexOf("/"); i >= 0; i = p.indexOf("/", i + 1)) if (found.has(p.slice(0, i))) return true;
+      return false;
+    };
+    return [...found].sort().filter((p) => !underAnother(p));
+  }
+  /**
+   * Every entry a match selects, `.dockerignore` and `--exclude` applied, in the order hashing
+   * and copying use. Symlinks below the match are entries, never followed.
+   */
+  walk(match) {
+    const st = fs.lstatSync(match.realPath, { bigint: true });
+    const top = {
+      rel: "",
+      abs: match.realPath,
+      kind: match.kind,
+      stat: st,
+      linkTarget: match.kind === "symlink" ? fs.readlinkSync(match.realPath) : void 0
+    };
+    if (match.kind !== "dir") return [top];
+    const excluder = match.excludes.length > 0 ? createIgnoreMatcher(match.excludes) : NO_IGNORE;
+    const out = [top];
+    this.walkDir(match.realPath, this.relativeOf(match.realPath), "", excluder, out);
+    return out;
+  }
+  /** Appends the visible entries below `dirAbs` to `out`; returns how many it appended. */
+  walkDir(dirAbs, ctxRel, rel, excluder, out) {
+    const start = out.length;
+    let names;
+    try {
+      names = fs.readdirSync(dirAbs).sort();
+    } catch (e) {
+      throw new TsbuildError("CONTEXT_READ", `cannot read directory ${dirAbs}: ${e.message}`, { cause: e });
+    }
+    for (const name of names) {
+      const abs = dirAbs + "/" + name;
+      const childCtx = ctxRel === "" ? name : ctxRel + "/" + name;
+      const childRel = rel === "" ? name : rel + "/" + name;
+      const st = fs.lstatSync(abs, { bigint: true });
+      const kind2 = kindOf2(st);
+      if (kind2 === void 0) continue;
+      const hidden = this.ignore.ignores(childCtx) || excluder.ignores(childRel);
+      if (kind2 === "dir") {
+        const canHoldVisible = this.ignore.hasExceptions || excluder.hasExceptions;
+        if (hidden && !canHoldVisible) continue;
+        const at = out.length;
+        out.push({ rel: childRel, abs, kind: kind2, stat: st, linkTarget: void 0 });
+        const below = this.walkDir(abs, childCtx, childRel, excluder, out);
+        if (hidden && below === 0) out.splice(at, 1);
+        continue;
+      }
+      if (hidden) continue;
+      out.push({ rel: childRel, abs, kind: kind2, stat: st, linkTarget: kind2 === "symlink" ? fs.readlinkSync(abs) : void 0 });
+    }
+    return out.length - start;
+  }
+};
+function cleanRel(p) {
+  const n = path2.posix.normalize("/" + p);
+  return n.replace(/^\/+/, "").replace(/\/+$/, "");
+}
+
+// packages/builder/src/hash.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash10 } from "node:crypto";
+import fs2 from "node:fs";
+import path3 from "node:path";
+
+// tsbuild-native:@napi-rs/blake-hash
+init_define_TSBUILD_NATIVE_VERSIONS();
+function blake3(...a) {
+  return loadNative("@napi-rs/blake-hash").blake3(...a);
+}
+var Blake3Hasher = function Blake3Hasher2(...a) {
+  return new (loadNative("@napi-rs/blake-hash")).Blake3Hasher(...a);
+};
+
+// packages/builder/src/hash.ts
+var SMALL_FILE = 1 << 20;
+var CHUNK2 = 4 << 20;
+var chunkBuffer;
+function hashFileContent(absPath, size) {
+  if (size < SMALL_FILE) return blake3(fs2.readFileSync(absPath)).toString("hex");
+  const fd = fs2.openSync(absPath, "r");
+  try {
+    const hasher = new Blake3Hasher();
+    chunkBuffer ??= Buffer.allocUnsafe(CHUNK2);
+    for (; ; ) {
+      const n = fs2.readSync(fd, chunkBuffer, 0, CHUNK2, null);
+      if (n === 0) break;
+      hasher.update(chunkBuffer.subarray(0, n));
+    }
+    return hasher.digest("hex");
+  } finally {
+    fs2.closeSync(fd);
+  }
+}
+var RACY_WINDOW_MS = 100;
+var MAX_UNUSED_ENTRIES = 5e5;
+var StatCache = class _StatCache {
+  file;
+  rows;
+  used = /* @__PURE__ */ new Set();
+  dirty = false;
+  racyNs;
+  constructor(file, rows, racyWindowMs) {
+    this.file = file;
+    this.rows = rows;
+    this.racyNs = BigInt(Math.round(racyWindowMs * 1e6));
+  }
+  /**
+   * Loads the cache; a missing or unreadable file starts an empty one (it is only a cache).
+   * `racyWindowMs`: how recent a change must be, relative to the moment it was hashed, for the
+   * hash not to be trusted (default 100 ms, well above the kernel's timestamp granularity).
+   */
+  static async load(file, opts = {}) {
+    let rows = /* @__PURE__ */ new Map();
+    try {
+      const parsed = JSON.parse(await fs2.promises.readFile(file, "utf8"));
+      if (parsed.version === 1 && parsed.entries && typeof parsed.entries === "object") {
+        rows = new Map(Object.entries(parsed.entries).filter(([, r]) => Array.isArray(r) && r.length === 7));
+      }
+    } catch {
+      rows = /* @__PURE__ */ new Map();
+    }
+    return new _StatCache(file, rows, opts.racyWindowMs ?? RACY_WINDOW_MS);
+  }
+  get size() {
+    return this.rows.size;
+  }
+  lookup(absPath, st) {
+    const row = this.rows.get(absPath);
+    if (!row) return void 0;
+    if (row[0] !== String(st.dev) || row[1] !== String(st.ino) || row[2] !== String(st.size)) return void 0;
+    if (row[3] !== String(st.mtimeNs) || row[4] !== String(st.ctimeNs)) return void 0;
+    const newest = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
+    if (newest + this.racyNs >= BigInt(row[5])) return void 0;
+    this.used.add(absPath);
+    return row[6];
+  }
+  store(absPath, st, hashedAtNs, hash) {
+    this.rows.set(absPath, [
+      String(st.dev),
+      String(st.ino),
+      String(st.size),
+      String(st.mtimeNs),
+      String(st.ctimeNs),
+      String(hashedAtNs),
+      hash
+    ]);
+    this.used.add(absPath);
+    this.dirty = true;
+  }
+  /** Writes the cache (temp file + rename) if anything changed; returns whether it wrote. */
+  async save() {
+    if (!this.dirty) return false;
+    if (this.rows.size > MAX_UNUSED_ENTRIES) {
+      for (const key of this.rows.keys()) if (!this.used.has(key)) this.rows.delete(key);
+    }
+    const body = { version: 1, entries: Object.fromEntries(this.rows) };
+    await fs2.promises.mkdir(path3.dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.${process.pid}.${Date.now()}.tmp`;
+    try {
+      await fs2.promises.writeFile(tmp, JSON.stringify(body));
+      await fs2.promises.rename(tmp, this.file);
+    } catch (e) {
+      await fs2.promises.rm(tmp, { force: true });
+      throw new TsbuildError("STAT_CACHE", `cannot write stat cache ${this.file}: ${e.message}`, { cause: e });
+    }
+    this.dirty = false;
+    return true;
+  }
+};
+async function hashSources(ctx, matches, opts = {}) {
+  const hashFile = opts.hashFile ?? hashFileContent;
+  const cache = opts.statCache;
+  const out = createHash10("sha256");
+  let n = 0;
+  for (const match of matches) {
+    out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join("\0")}
+`);
+    const seenInodes = /* @__PURE__ */ new Map();
+    for (const e of ctx.walk(match)) {
+      if ((n++ & 1023) === 0) {
+        await new Promise((resolve3) => setImmediate(resolve3));
+        if (opts.signal?.aborted) throw new CancelledError("hashing cancelled", { cause: opts.signal.reason });
+      }
+      const perm = (Number(e.stat.mode) & 4095).toString(8);
+      let content = "";
+      if (e.kind === "symlink") content = e.linkTarget ?? "";
+      else if (e.kind === "file") {
+        const inode = `${e.stat.dev}:${e.stat.ino}`;
+        const first = e.stat.nlink > 1n ? seenInodes.get(inode) : void 0;
+        if (first !== void 0) content = "link:" + first;
+        else {
+          if (e.stat.nlink > 1n) seenInodes.set(inode, e.rel);
+          content = contentHash(e.abs, e.stat, hashFile, cache);
+        }
+      }
+      out.update(`${e.rel}\0${e.kind}\0${perm}\0${content}
+`);
+    }
+  }
+  return "sources:" + out.digest("hex");
+}
+function contentHash(abs, st, hashFile, cache) {
+  const cached = cache?.lookup(abs, st);
+  if (cached !== void 0) return cached;
+  const hashedAt = BigInt(Date.now()) * 1000000n;
+  let hash;
+  try {
+    hash = hashFile(abs, Number(st.size));
+  } catch (e) {
+    throw new TsbuildError("CONTEXT_READ", `cannot read ${abs}: ${e.message}`, { cause: e });
+  }
+  cache?.store(abs, st, hashedAt, hash);
+  return hash;
+}
+
+// packages/builder/src/plan.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function contextOf(df, s) {
+  if (s.index >= 0) return void 0;
+  for (const c of df.contexts?.values() ?? []) if (c.stage === s) return c.context;
+  return void 0;
+}
+function withContexts(df, contexts) {
+  if (contexts.length === 0) return df;
+  const map = /* @__PURE__ */ new Map();
+  const at = { line: 0, column: 0 };
+  for (const c of contexts) {
+    const range = { start: at, end: at };
+    const value = c.spec.slice(c.spec.indexOf("=") + 1);
+    const stage = { name: c.name, index: -1, from: { kind: "from", image: value, original: `FROM ${value}`, range }, instructions: [], range };
+    map.set(c.name, { stage, context: c });
+  }
+  const out = { ...df, contexts: map };
+  return out;
+}
+function contextStage(df, ref) {
+  const contexts = df.contexts;
+  if (!contexts || contexts.size === 0) return void 0;
+  const name = contextName(ref);
+  return name === void 0 ? void 0 : contexts.get(name)?.stage;
+}
+function findStage(df, ref, before) {
+  const ctx = contextStage(df, ref);
+  if (ctx) return ctx;
+  const lower = ref.toLowerCase();
+  const limit = before ?? df.stages.length;
+  for (let i = limit - 1; i >= 0; i--) {
+    const s = df.stages[i];
+    if (s.name === lower) return s;
+  }
+  if (/^\d+$/.test(ref)) {
+    const s = df.stages[Number(ref)];
+    if (s && s.index < limit) return s;
+  }
+  return void 0;
+}
+function planStages(df, target, resolveFrom, file, text) {
+  let final;
+  if (target !== void 0) {
+    final = df.stages.find((s) => s.name === target.toLowerCase());
+    if (!final) {
+      const names = df.stages.map((s) => s.name).filter(Boolean);
+      throw new UsageError(`target stage "${target}" could not be found in ${file}`, {
+        hint: names.length > 0 ? `stages: ${names.join(", ")}` : "the Dockerfile names no stages (FROM image AS name)"
+      });
+    }
+  } else {
+    final = df.stages.at(-1);
+  }
+  if (!final) throw new DockerfileError("the Dockerfile has no stages", { file });
+  if (final.name !== void 0) final = contextStage(df, final.name) ?? final;
+  const deps = /* @__PURE__ */ new Map();
+  const depsOf = (s) => {
+    let d = deps.get(s);
+    if (d) return d;
+    const base = contextOf(df, s) ? void 0 : findStage(df, resolveFrom(s), s.index);
+    const reads = [];
+    for (const inst of s.instructions) {
+      const refs = [];
+      if (inst.kind === "copy" && inst.from !== void 0) refs.push({ ref: inst.from, range: inst.range });
+      if (inst.kind === "run") {
+        for (const m of inst.mounts) if (m.from !== void 0) refs.push({ ref: m.from, range: inst.range });
+      }
+      for (const r of refs) {
+        const st = findStage(df, r.ref);
+        if (st === s) {
+          throw new DockerfileError(`${inst.kind.toUpperCase()} --from=${r.ref} refers to its own stage`, {
+            file,
+            range: r.range,
+            excerpt: excerptOf(text, r.range)
+          });
+        }
+        if (st) reads.push(st);
+      }
+    }
+    d = { base, reads };
+    deps.set(s, d);
+    return d;
+  };
+  const order = [];
+  const state = /* @__PURE__ */ new Map();
+  const visit = (s, path7) => {
+    const st = state.get(s);
+    if (st === "done") return;
+    if (st === "visiting") {
+      const cycle = [...path7.slice(path7.indexOf(s)), s].map((x) => x.name ?? String(x.index)).join(" -> ");
+      throw new DockerfileError(`circular dependency between stages: ${cycle}`, {
+        file,
+        range: s.from.range,
+        excerpt: excerptOf(text, s.from.range)
+      });
+    }
+    state.set(s, "visiting");
+    const d = depsOf(s);
+    for (const dep of [...d.base ? [d.base] : [], ...d.reads]) visit(dep, [...path7, s]);
+    state.set(s, "done");
+    order.push(s);
+  };
+  visit(final, []);
+  return { order, deps };
+}
+
+// packages/builder/src/platform.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function targetPlatform(spec, where = "--platform") {
+  const host = hostPlatform();
+  if (spec === void 0 || spec === "") return host;
+  const parsed = spec.split(",").map((s) => s.trim()).filter((s) => s !== "").map((s) => parsePlatform(s, where));
+  const names = [...new Set(parsed.map(formatPlatform))];
+  if (names.length > 1) {
+    throw new UsageError(`${where}: tsbuild builds one platform per run, not ${names.join(", ")}`, {
+      hint: "run one build per platform (a matrix job in CI); multi-platform images are not supported yet"
+    });
+  }
+  const p = parsed[0] ?? parsePlatform(spec, where);
+  if (formatPlatform(p) !== formatPlatform(host)) {
+    throw new UsageError(`${where}: platform ${formatPlatform(p)} is not supported: tsbuild builds ${formatPlatform(host)} only`, {
+      hint: "cross-platform builds need emulation, which tsbuild does not provide yet"
+    });
+  }
+  return p;
+}
+function platformArgs(target, build2 = hostPlatform()) {
+  return {
+    TARGETPLATFORM: formatPlatform(target),
+    TARGETOS: target.os,
+    TARGETARCH: target.architecture,
+    TARGETVARIANT: target.variant ?? "",
+    BUILDPLATFORM: formatPlatform(build2),
+    BUILDOS: build2.os,
+    BUILDARCH: build2.architecture,
+    BUILDVARIANT: build2.variant ?? ""
+  };
+}
+var PROXY_ARGS = /* @__PURE__ */ new Set([
+  "HTTP_PROXY",
+  "http_proxy",
+  "HTTPS_PROXY",
+  "https_proxy",
+  "FTP_PROXY",
+  "ftp_proxy",
+  "NO_PROXY",
+  "no_proxy",
+  "ALL_PROXY",
+  "all_proxy"
+]);
+
+// packages/builder/src/publish.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { writeFile as writeFile4 } from "node:fs/promises";
+
+// packages/builder/src/distribution.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { Readable as Readable8 } from "node:stream";
+async function pullToStore(store, refText, opts = {}) {
+  const ref = parseReference(refText);
+  const client = new RegistryClient(opts);
+  try {
+    return await pullWith(client, store, ref, refText, opts.signal, opts.lazy === true);
+  } finally {
+    client.close();
+  }
+}
+async function pullWith(client, store, ref, refText, signal, lazy) {
+  const r = await pullImage(client, ref, storeSink(store), { signal, layers: !lazy });
   if (ref.digest !== void 0 && ref.digest !== r.manifestDescriptor.digest) {
-    const idx = await getManifest(client, ref, signal ? { signal } : {});
+    const idx = await getManifest(client, ref, { signal });
     if (idx.isIndex) await store.writeBlob(idx.bytes, { digest: idx.descriptor.digest, size: idx.descriptor.size });
   }
-  await recordOrigin(store, [r.manifest.config, ...r.manifest.layers], ref);
+  await recordOrigins(store, [r.manifest.config, ...r.manifest.layers], { kind: "registry", repo: `${ref.registry}/${ref.repository}` });
   let tag;
   const desc = { mediaType: r.manifestDescriptor.mediaType, digest: r.manifestDescriptor.digest, size: r.manifestDescriptor.size };
   if (ref.digest === void 0) tag = await store.tag(refText, desc);
   return { ref, manifest: desc, tag };
-}
-async function recordOrigin(store, blobs, ref) {
-  const origins = store.meta(ORIGINS);
-  const repo = `${ref.registry}/${ref.repository}`;
-  for (const b of blobs) {
-    await origins.update(b.digest, (old) => {
-      const list = Array.isArray(old) ? old : [];
-      return list.includes(repo) ? list : [...list, repo].slice(-8);
-    });
-  }
 }
 async function pushFromStore(store, localRef, destText, opts = {}) {
   const dest = parseReference(destText);
@@ -9980,23 +10221,23 @@ async function pushFromStore(store, localRef, destText, opts = {}) {
     }
     const diffId = config.rootfs.diff_ids[i] ?? l.digest;
     const cd = await store.compressedBlob(diffId, algo, async (src, sink) => {
-      await compress(src, sink, { algorithm: algo, ...opts.signal ? { signal: opts.signal } : {} });
-    }, opts.signal ? { signal: opts.signal } : {});
+      await compress(src, sink, { algorithm: algo, signal: opts.signal });
+    }, { signal: opts.signal });
     layers.push({ ...cd, mediaType: algo === "zstd" ? MediaType.OciLayerZstd : MediaType.OciLayerGzip });
   }
   let out = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers };
+  const annotations = { ...manifest.annotations ?? {}, ...opts.annotations ?? {} };
+  if (Object.keys(annotations).length > 0) out.annotations = annotations;
   if (opts.format === "docker") {
     if (algo === "zstd") throw new UsageError("--format docker cannot carry zstd layers: use --compression gzip");
     out = convertManifest(out, "docker");
   }
   const bytes = Buffer.from(JSON.stringify(out));
   const blobs = [configDesc, ...layers];
-  const origins = store.meta(ORIGINS);
   const mounts = /* @__PURE__ */ new Map();
   for (const b of blobs) {
-    const list = await origins.get(b.digest);
-    const same = list?.find((r) => r.startsWith(`${dest.registry}/`) && r !== `${dest.registry}/${dest.repository}`);
-    if (same) mounts.set(b.digest, same.slice(dest.registry.length + 1));
+    const from = await mountSource(store, b.digest, dest.registry, dest.repository);
+    if (from !== void 0) mounts.set(b.digest, from);
   }
   const client = new RegistryClient(opts);
   let digest;
@@ -10006,33 +10247,33 @@ async function pushFromStore(store, localRef, destText, opts = {}) {
       dest,
       {
         manifest: async () => ({ bytes, mediaType: out.mediaType ?? MediaType.OciManifest }),
-        openBlob: async (d) => d.digest === configDesc.digest ? Readable6.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)
+        openBlob: async (d) => d.digest === configDesc.digest ? Readable8.from([await store.readBlob(d.digest)]) : store.openBlob(d.digest)
       },
       {
-        ...opts.signal ? { signal: opts.signal } : {},
+        signal: opts.signal,
         mountFrom: (d) => mounts.get(d.digest),
         // Every blob goes up as one streamed PUT, as docker and skopeo send it: measured against
         // distribution 2.8 here, 1 GiB took 8.5 s that way and 17–26 s in 8 or 64 MiB PATCH chunks.
         // A failed upload restarts that blob from its first byte.
         monolithicMax: Number.POSITIVE_INFINITY,
-        ...opts.onBlob ? { onBlob: opts.onBlob } : {}
+        onBlob: opts.onBlob
       }
     );
     digest = res.digest;
   } finally {
     client.close();
   }
-  await recordOrigin(store, blobs, dest);
+  await recordOrigins(store, blobs, { kind: "registry", repo: `${dest.registry}/${dest.repository}` });
   return digest;
 }
 
 // packages/builder/src/export.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp as mkdtemp2, readdir as readdir8, rename as rename5, rm as rm11, mkdir as mkdir9, stat as stat7 } from "node:fs/promises";
-import { dirname as dirname3, basename as basename4, join as join13, resolve as resolvePath6 } from "node:path";
-import { PassThrough as PassThrough4, Readable as Readable7, Writable as Writable4 } from "node:stream";
-import { pipeline as pipeline8 } from "node:stream/promises";
+import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
+import { mkdtemp, readdir as readdir7, rename as rename6, rm as rm12, mkdir as mkdir8, stat as stat6 } from "node:fs/promises";
+import { dirname as dirname3, basename as basename4, join as join12, resolve as resolvePath8 } from "node:path";
+import { PassThrough as PassThrough2, Readable as Readable9, Writable as Writable3 } from "node:stream";
+import { pipeline as pipeline9 } from "node:stream/promises";
 var ANNOTATION_IMAGE_NAME = "io.containerd.image.name";
 var MAX_CONTROL = 4 * 1024 * 1024;
 var MAX_JSON_BLOB2 = 16 * 1024 * 1024;
@@ -10051,7 +10292,7 @@ async function loadFromStore(store, ref, names) {
 }
 async function exportImage(store, ref, opts) {
   const names = opts.tags && opts.tags.length > 0 ? opts.tags : defaultNames(ref);
-  const images = [await loadFromStore(store, ref, names)];
+  const images = [{ ...await loadFromStore(store, ref, names), descriptorAnnotations: opts.annotations }];
   switch (opts.type) {
     case "oci":
     case "docker":
@@ -10070,18 +10311,18 @@ var TYPES3 = ["image", "registry", "oci", "docker", "local", "tar"];
 function parseOutput(spec) {
   if (spec === "-") return { type: "tar", dest: "-" };
   if (!spec.includes("=")) return { type: "local", dest: spec };
-  const fields = /* @__PURE__ */ new Map();
+  const fields2 = /* @__PURE__ */ new Map();
   for (const part of spec.split(",")) {
     const eq = part.indexOf("=");
     if (eq <= 0) throw new UsageError(`--output ${spec}: expected KEY=VALUE pairs, got ${JSON.stringify(part)}`);
-    fields.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1));
+    fields2.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1));
   }
-  const type = fields.get("type") ?? "image";
+  const type = fields2.get("type") ?? "image";
   if (!TYPES3.includes(type)) throw new UsageError(`--output ${spec}: unknown type ${JSON.stringify(type)}`, { hint: `one of ${TYPES3.join(", ")}` });
-  const names = (fields.get("name") ?? "").split(/[;\s]+/).filter((n) => n !== "");
-  if (type === "image") return { type, names, push: ["true", "1"].includes(fields.get("push") ?? "") };
+  const names = (fields2.get("name") ?? "").split(/[;\s]+/).filter((n) => n !== "");
+  if (type === "image") return { type, names, push: ["true", "1"].includes(fields2.get("push") ?? "") };
   if (type === "registry") return { type, names };
-  const dest = fields.get("dest");
+  const dest = fields2.get("dest");
   if (dest === void 0 || dest === "") throw new UsageError(`--output ${spec}: type=${type} needs dest=${type === "local" ? "DIRECTORY" : "FILE"}`);
   if (type === "local" && dest === "-") throw new UsageError(`--output ${spec}: type=local writes a directory, not stdout`);
   return { type, dest };
@@ -10099,12 +10340,12 @@ function openSink(dest) {
   if (dest === "-") return { out: process.stdout, done: async () => {
   }, fail: async () => {
   } };
-  const final = resolvePath6(dest);
-  const tmp = join13(dirname3(final), `.${basename4(final)}.tmp-${process.pid}-${Date.now()}`);
+  const final = resolvePath8(dest);
+  const tmp = join12(dirname3(final), `.${basename4(final)}.tmp-${process.pid}-${Date.now()}`);
   return {
-    out: createWriteStream(tmp, { mode: 420 }),
-    done: () => rename5(tmp, final),
-    fail: () => rm11(tmp, { force: true })
+    out: createWriteStream2(tmp, { mode: 420 }),
+    done: () => rename6(tmp, final),
+    fail: () => rm12(tmp, { force: true })
   };
 }
 async function writeTo(dest, gen, signal) {
@@ -10118,8 +10359,8 @@ async function writeTo(dest, gen, signal) {
   };
   try {
     const end = sink.out !== process.stdout;
-    if (end) await pipeline8(Readable7.from(counted()), sink.out, signal ? { signal } : {});
-    else await pipeline8(Readable7.from(counted()), sink.out, { end: false, ...signal ? { signal } : {} });
+    if (end) await pipeline9(Readable9.from(counted()), sink.out, { signal });
+    else await pipeline9(Readable9.from(counted()), sink.out, { end: false, signal });
     await sink.done();
   } catch (e) {
     await sink.fail().catch(() => {
@@ -10178,7 +10419,7 @@ async function writeArchive(store, images, format, dest, signal) {
             }
             if (written.has(diffId)) continue;
             written.add(diffId);
-            const { size } = await stat7(store.blobPath(diffId));
+            const { size } = await stat6(store.blobPath(diffId));
             yield* blobEntry(store, blobPath(diffId), { mediaType: MediaType.OciLayer, digest: diffId, size });
             continue;
           }
@@ -10197,8 +10438,9 @@ async function writeArchive(store, images, format, dest, signal) {
       const manifests = [];
       for (const img of images) {
         const base = { mediaType: img.manifestDesc.mediaType, digest: img.manifestDesc.digest, size: img.manifestDesc.size };
-        if (img.names.length === 0) manifests.push(base);
-        for (const n of img.names) manifests.push({ ...base, annotations: { [ANNOTATION_REF_NAME]: n, [ANNOTATION_IMAGE_NAME]: fullName(n) } });
+        const extra = img.descriptorAnnotations ?? {};
+        if (img.names.length === 0) manifests.push(Object.keys(extra).length > 0 ? { ...base, annotations: { ...extra } } : base);
+        for (const n of img.names) manifests.push({ ...base, annotations: { ...extra, [ANNOTATION_REF_NAME]: n, [ANNOTATION_IMAGE_NAME]: fullName(n) } });
       }
       yield* bytesEntry("index.json", Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests })));
     } else {
@@ -10231,11 +10473,11 @@ function fullName(n) {
   return n.includes("/") ? `docker.io/${n}` : `docker.io/library/${n}`;
 }
 async function unpackImage(store, img, dest, signal) {
-  const dir = resolvePath6(dest);
-  await mkdir9(dir, { recursive: true });
-  if ((await readdir8(dir)).length > 0) throw new UsageError(`output directory ${dest} is not empty`);
+  const dir = resolvePath8(dest);
+  await mkdir8(dir, { recursive: true });
+  if ((await readdir7(dir)).length > 0) throw new UsageError(`output directory ${dest} is not empty`);
   for (const [i, l] of img.manifest.layers.entries()) {
-    const stats = await apply(await store.openBlob(l.digest), dir, signal ? { signal } : {});
+    const stats = await apply(await store.openBlob(l.digest), dir, { signal });
     const want = img.config.rootfs.diff_ids[i];
     if (stats.diffId !== want) {
       throw new TsbuildError("DIGEST_MISMATCH", `layer ${i + 1} (${l.digest}) unpacks to ${stats.diffId}, the image config says ${want ?? "nothing"}`);
@@ -10243,18 +10485,2345 @@ async function unpackImage(store, img, dest, signal) {
   }
 }
 async function writeFilesystemTar(store, img, dest, signal) {
-  const tmp = await mkdtemp2(join13(store.root, "export-"));
+  const tmp = await mkdtemp(join12(store.root, "export-"));
   try {
-    const tree = join13(tmp, "rootfs");
+    const tree = join12(tmp, "rootfs");
     await unpackImage(store, img, tree, signal);
-    const pass = new PassThrough4({ highWaterMark: 1 << 20 });
-    const diffing = diff(tree, pass, signal ? { signal } : {});
+    const pass = new PassThrough2({ highWaterMark: 1 << 20 });
+    const diffing = diff(tree, pass, { signal });
     const [size] = await Promise.all([writeTo(dest, pass, signal), diffing]);
     return { size };
   } finally {
-    await rm11(tmp, { recursive: true, force: true });
+    await rm12(tmp, { recursive: true, force: true });
   }
 }
+
+// packages/builder/src/publish.ts
+function planPublish(opts) {
+  const outputs = opts.outputs ?? [];
+  const names = [.../* @__PURE__ */ new Set([...opts.tags ?? [], ...outputs.flatMap((o) => "names" in o ? o.names : [])])];
+  const push = opts.push === true || outputs.some((o) => o.type === "registry" || o.type === "image" && o.push);
+  if (push && names.length === 0) throw new UsageError("push needs at least one tag to push to", { hint: "name the image with -t (the tags input of the Action), or with name= in the output" });
+  const files = outputs.filter((o) => "dest" in o);
+  if (files.filter((o) => o.dest === "-").length > 1) throw new UsageError("only one --output can write to stdout");
+  return { names, push, files };
+}
+async function publish(store, image, opts) {
+  const plan = planPublish(opts);
+  const emit = opts.emit ?? (() => {
+  });
+  const tags = [];
+  for (const t of plan.names) tags.push(await store.tag(t, image.manifest));
+  if (opts.iidFile !== void 0) await writeFile4(opts.iidFile, image.configDigest);
+  const exported = [];
+  for (const o of plan.files) {
+    const r = await exportImage(store, image.manifest.digest, { type: o.type, dest: o.dest, tags, annotations: image.manifest.annotations, signal: opts.signal });
+    exported.push({ type: o.type, dest: o.dest, size: r.size });
+    emit({ type: "exported", time: Date.now(), output: o.type, dest: o.dest, size: r.size });
+  }
+  const pushed = [];
+  if (plan.push) {
+    const annotations = await opts.pushAnnotations?.();
+    for (const t of tags) {
+      const digest2 = await pushFromStore(store, t, t, {
+        ...opts.registry,
+        annotations,
+        compression: opts.compression ?? "gzip",
+        signal: opts.signal,
+        onBlob: (b) => emit({ type: "push-blob", time: Date.now(), ref: t, digest: b.descriptor.digest, status: b.status })
+      });
+      pushed.push({ ref: t, digest: digest2 });
+      emit({ type: "pushed", time: Date.now(), ref: t, digest: digest2 });
+    }
+  }
+  const digest = pushed.at(-1)?.digest ?? image.manifest.digest;
+  const metadata = {
+    "containerimage.digest": digest,
+    "containerimage.config.digest": image.configDigest,
+    "containerimage.descriptor": image.manifest,
+    "image.name": tags.join(",")
+  };
+  if (opts.metadataFile !== void 0) await writeFile4(opts.metadataFile, JSON.stringify(metadata, null, 2) + "\n");
+  return { tags, digest, pushed, exported, metadata };
+}
+
+// packages/builder/src/session.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { mkdir as mkdir9, readdir as readdir8 } from "node:fs/promises";
+import { join as join13 } from "node:path";
+import { availableParallelism as availableParallelism2 } from "node:os";
+
+// packages/builder/src/cache.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash11 } from "node:crypto";
+function cacheKey(parts) {
+  return createHash11("sha256").update(JSON.stringify(parts)).digest("hex");
+}
+var CacheIndex = class {
+  constructor(meta) {
+    this.meta = meta;
+  }
+  meta;
+  async get(key) {
+    const v = await this.meta.get(key);
+    return v && v.v === 1 && typeof v.created === "string" ? v : void 0;
+  }
+  async set(key, rec) {
+    await this.meta.set(key, rec, rec.layer ? { roots: [rec.layer.diffId] } : {});
+  }
+  async forget(key) {
+    await this.meta.delete(key);
+  }
+  async clear() {
+    const keys = await this.meta.keys();
+    for (const k of keys) await this.meta.delete(k);
+    return keys.length;
+  }
+};
+var Semaphore = class {
+  constructor(limit) {
+    this.limit = limit;
+  }
+  limit;
+  waiting = [];
+  active = 0;
+  async run(fn) {
+    if (this.active >= this.limit) await new Promise((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+};
+
+// packages/builder/src/session.ts
+function requireRoot(what) {
+  if (typeof process.getuid === "function" && process.getuid() !== 0) {
+    throw new UsageError(`${what} needs root: it mounts overlayfs and runs containers with runc`, {
+      hint: "run it as root (for example with sudo); rootless operation is not supported yet"
+    });
+  }
+}
+var BuildSession = class {
+  constructor(root, store, snapshots, opts) {
+    this.root = root;
+    this.store = store;
+    this.snapshots = snapshots;
+    this.opts = opts;
+    this.cache = new CacheIndex(store.meta("build-cache"));
+    this.remote = RemoteCaches.empty(store);
+  }
+  root;
+  store;
+  snapshots;
+  opts;
+  cache;
+  heavy = new Semaphore(Math.max(1, availableParallelism2()));
+  images = /* @__PURE__ */ new Map();
+  stepCounter = 0;
+  /** The caches --cache-from names (none by default). */
+  remote;
+  /** Keys whose remote results turned out to lie: they are not taken from a remote cache again. */
+  distrusted = /* @__PURE__ */ new Set();
+  /** diff_id → keys whose result came from a remote cache with that layer. */
+  remoteLayers = /* @__PURE__ */ new Map();
+  /** Every step this build ran or reused, for --cache-to. */
+  journal = /* @__PURE__ */ new Map();
+  /** Cache mounts the build used: directory name → id as written. */
+  mountsUsed = /* @__PURE__ */ new Map();
+  mountRestores = /* @__PURE__ */ new Map();
+  /**
+   * A step's cached result: the local index first, then each --cache-from in order. A remote
+   * result is copied into the local index; its layer stays remote until something reads it.
+   */
+  async lookup(key) {
+    if (this.opts.noCache) return void 0;
+    const local = await this.cache.get(key);
+    if (local && (!local.layer || await this.store.available(local.layer.diffId))) return local;
+    const hit = await this.remote.lookup(key, this.distrusted);
+    if (!hit) return void 0;
+    const rec = { v: 1, created: hit.entry.created };
+    if (hit.entry.layer) {
+      rec.layer = { diffId: hit.entry.layer.diffId, size: hit.entry.layer.size };
+      const keys = this.remoteLayers.get(rec.layer.diffId) ?? [];
+      this.remoteLayers.set(rec.layer.diffId, [...keys, key]);
+    }
+    await this.cache.set(key, rec);
+    return rec;
+  }
+  /** Notes what a step did, for the cache export. */
+  record(r) {
+    this.journal.set(r.key, r);
+  }
+  /**
+   * A remote layer did not match the diff_id its cache claimed: the steps that took it are
+   * forgotten (locally too) and not taken from a remote cache again, so a rebuild runs them.
+   */
+  async distrust(diffId) {
+    const keys = this.remoteLayers.get(diffId) ?? [];
+    for (const k of keys) {
+      this.distrusted.add(k);
+      await this.cache.forget(k);
+    }
+    this.remoteLayers.delete(diffId);
+    return keys;
+  }
+  stat;
+  /** The context stat cache, kept under the root so an unchanged context is not read again. */
+  statCache() {
+    return this.stat ??= StatCache.load(join13(this.root, "stat-cache.json"));
+  }
+  async saveStatCache() {
+    if (this.stat) await (await this.stat).save();
+  }
+  get stateDir() {
+    return join13(this.root, "state");
+  }
+  nextStepId() {
+    return `s${++this.stepCounter}`;
+  }
+  checkAbort() {
+    if (this.opts.signal?.aborted) throw new CancelledError("build cancelled");
+  }
+  /** The `created` time for a new history entry: SOURCE_DATE_EPOCH when set, else now. */
+  now() {
+    const e = this.opts.sourceDateEpoch;
+    return new Date(e !== void 0 ? e * 1e3 : Date.now()).toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
+  /**
+   * The directory of cache mount `name` (a hash of its id). An empty one is first filled from a
+   * --cache-from that carries it (exported with mounts=true).
+   */
+  async cacheMountDir(name, id = name) {
+    const dir = join13(this.root, "cache-mounts", name);
+    await mkdir9(dir, { recursive: true });
+    this.mountsUsed.set(name, id);
+    let restoring = this.mountRestores.get(name);
+    if (!restoring) {
+      restoring = (async () => {
+        if (this.opts.noCache || this.remote.size === 0 || (await readdir8(dir)).length > 0) return;
+        const hit = await this.remote.mount(name);
+        if (!hit) return;
+        const restored = await restoreMount(this.store, hit.entry, dir, { signal: this.opts.signal, warn: (m) => this.warn(m) });
+        if (restored) this.opts.emit({ type: "cache-mount-restored", time: Date.now(), id: hit.entry.id, source: hit.source, size: hit.entry.layer.size });
+      })();
+      this.mountRestores.set(name, restoring);
+    }
+    await restoring;
+    return dir;
+  }
+  /** A warning for the end of the build (and the progress stream). */
+  warn(message) {
+    this.warnings.push(message);
+    this.opts.emit({ type: "warning", time: Date.now(), message });
+  }
+  warnings = [];
+  /** Loads an image from the store, pulling it first when absent (or always with --pull). */
+  image(ref) {
+    let p = this.images.get(ref);
+    if (!p) {
+      p = this.loadImage(ref);
+      this.images.set(ref, p);
+    }
+    return p;
+  }
+  async loadImage(ref) {
+    let desc = this.opts.pull ? void 0 : await this.store.resolve(ref);
+    if (!desc && this.opts.registry && isReference(ref)) {
+      try {
+        await pullToStore(this.store, ref, { ...this.opts.registry, signal: this.opts.signal, lazy: true });
+      } catch (e) {
+        if (!(e instanceof TsbuildError)) throw e;
+        throw new TsbuildError("IMAGE_NOT_FOUND", `image "${ref}" is not in the local store and pulling it failed: ${e.message}`, {
+          hint: e.hint ?? `import it with "tsbuild import ROOTFS.tar -t ${ref}", or build it first`,
+          cause: e
+        });
+      }
+      desc = await this.store.resolve(ref);
+    }
+    if (!desc) {
+      throw new TsbuildError("IMAGE_NOT_FOUND", `image "${ref}" not found in the local store`, {
+        hint: `import it with "tsbuild import ROOTFS.tar -t ${ref}", pull it with "tsbuild pull ${ref}", or build it first`
+      });
+    }
+    const img = await this.store.loadImage(ref);
+    const manifest = await img.manifest();
+    const d = await img.descriptor();
+    const config = structuredClone(await img.config());
+    return { digest: d.digest, config, layers: manifest.layers.map((l) => ({ ...l })) };
+  }
+  /**
+   * Makes sure every layer of the stack is unpacked as a snapshot and returns the top chain id.
+   * Only called when a step needs a filesystem, so a fully cached build never unpacks anything.
+   */
+  async ensureSnapshots(layers, diffIds2) {
+    const chain2 = chainIds([...diffIds2]);
+    for (let i = 0; i < chain2.length; i++) {
+      const id = chain2[i];
+      if (await this.snapshots.has(id)) continue;
+      const layer = layers[i];
+      if (!layer) throw new TsbuildError("IMAGE_INVALID", `image has ${diffIds2.length} diff_ids but ${layers.length} layers`);
+      await this.snapshots.unpack(id, chain2[i - 1], async (dir) => {
+        const blob = await this.store.openBlob(layer.digest);
+        const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
+        await apply(tar, dir, { signal: this.opts.signal });
+      });
+    }
+    return chain2.at(-1);
+  }
+};
+function isReference(ref) {
+  try {
+    parseReference(ref);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// packages/builder/src/stage.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/builder/src/steps/config.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/builder/src/history.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function goQuoteList(args) {
+  return `[${args.map((a) => JSON.stringify(a)).join(" ")}]`;
+}
+function commandArgs(cmd, shell) {
+  return cmd.form === "exec" ? [...cmd.args] : [...shell, cmd.command];
+}
+function runCreatedBy(args, buildArgs) {
+  const prefix = buildArgs.length > 0 ? `|${buildArgs.length} ${buildArgs.map(([k, v]) => `${k}=${v}`).join(" ")} ` : "";
+  return `RUN ${prefix}${args.join(" ")} # tsbuild`;
+}
+
+// packages/builder/src/state.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+var DEFAULT_PATH2 = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+var DEFAULT_SHELL = ["/bin/sh", "-c"];
+function diffIds(s) {
+  return s.config.rootfs.diff_ids;
+}
+function topChain(s) {
+  return chainIds(diffIds(s)).at(-1);
+}
+function containerConfig2(s) {
+  return s.config.config ??= {};
+}
+function cloneState(s) {
+  return {
+    config: structuredClone(s.config),
+    layers: s.layers.map((l) => ({ ...l })),
+    key: s.key,
+    args: new Map(s.args),
+    cmdSet: s.cmdSet
+  };
+}
+function envList(s) {
+  return containerConfig2(s).Env ?? [];
+}
+function envMap(s) {
+  const m = /* @__PURE__ */ new Map();
+  for (const kv of envList(s)) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) m.set(kv.slice(0, eq), kv.slice(eq + 1));
+    else m.set(kv, "");
+  }
+  return m;
+}
+function setEnv(s, key, value) {
+  const c = containerConfig2(s);
+  const list = (c.Env ?? []).filter((kv) => kv !== key && !kv.startsWith(`${key}=`));
+  list.push(`${key}=${value}`);
+  c.Env = list;
+}
+function expansionEnv(s) {
+  const m = new Map(s.args);
+  for (const [k, v] of envMap(s)) m.set(k, v);
+  return m;
+}
+function addHistory(s, entry) {
+  (s.config.history ??= []).push(entry);
+}
+function shellOf(s) {
+  const sh = containerConfig2(s).Shell;
+  return sh && sh.length > 0 ? sh : DEFAULT_SHELL;
+}
+
+// packages/builder/src/steps/config.ts
+async function configStep(kit, state, raw) {
+  const next = cloneState(state);
+  let createdBy;
+  let keyParts;
+  if (raw.kind === "arg") {
+    createdBy = declareArgs(kit, next, raw);
+    keyParts = ["arg", raw.args.map((a) => a.key)];
+  } else {
+    const { inst, used } = kit.expand(next, raw);
+    keyParts = [inst.kind, configKeyOf(inst), used];
+    createdBy = applyConfig(kit, next, inst);
+  }
+  next.key = cacheKey([state.key, ...keyParts]);
+  const rec = await kit.configRecord(next.key);
+  addHistory(next, { created: rec.created, created_by: createdBy, comment: "tsbuild", empty_layer: true });
+  kit.journal(state, next, { v: 1, created: rec.created });
+  return { state: next, cached: rec.cached };
+}
+function declareArgs(kit, next, raw) {
+  const names = [];
+  for (const a of raw.args) {
+    let value;
+    if (Object.hasOwn(kit.env.buildArgs, a.key)) {
+      value = kit.env.buildArgs[a.key];
+      kit.env.consumed.add(a.key);
+    } else if (a.value !== void 0) {
+      value = kit.expand(next, { ...raw, args: [{ key: a.key, value: a.value }] }).inst.args[0]?.value ?? "";
+    } else if (kit.env.globalArgs.has(a.key)) {
+      value = kit.env.globalArgs.get(a.key);
+    }
+    if (value !== void 0) next.args.set(a.key, value);
+    else next.args.delete(a.key);
+    names.push(value !== void 0 ? `${a.key}=${value}` : a.key);
+  }
+  return `ARG ${names.join(" ")}`;
+}
+function configKeyOf(inst) {
+  const { range: _r, original: _o, ...rest } = inst;
+  return rest;
+}
+function applyConfig(kit, next, inst) {
+  const c = containerConfig2(next);
+  switch (inst.kind) {
+    case "env":
+      for (const kv of inst.env) setEnv(next, kv.key, kv.value);
+      return `ENV ${inst.env.map((kv) => `${kv.key}=${kv.value}`).join(" ")}`;
+    case "label":
+      c.Labels = { ...c.Labels ?? {} };
+      for (const kv of inst.labels) c.Labels[kv.key] = kv.value;
+      return `LABEL ${inst.labels.map((kv) => `${kv.key}=${kv.value}`).join(" ")}`;
+    case "maintainer":
+      next.config.author = inst.maintainer;
+      return `MAINTAINER ${inst.maintainer}`;
+    case "expose": {
+      c.ExposedPorts = { ...c.ExposedPorts ?? {} };
+      const ports = exposedPorts(inst, (m) => kit.fail(inst, m));
+      for (const p of ports) c.ExposedPorts[p] = {};
+      return `EXPOSE ${ports.join(" ")}`;
+    }
+    case "volume":
+      c.Volumes = { ...c.Volumes ?? {} };
+      for (const v of inst.volumes) {
+        if (v.trim() === "") throw kit.fail(inst, "VOLUME specified can not be an empty string");
+        c.Volumes[v] = {};
+      }
+      return `VOLUME [${inst.volumes.join(" ")}]`;
+    case "user":
+      c.User = inst.user;
+      return `USER ${inst.user}`;
+    case "stopsignal":
+      c.StopSignal = inst.signal;
+      return `STOPSIGNAL ${inst.signal}`;
+    case "shell":
+      c.Shell = [...inst.shell];
+      return `SHELL [${inst.shell.join(" ")}]`;
+    case "cmd":
+      c.Cmd = commandArgs(inst.cmd, shellOf(next));
+      next.cmdSet = true;
+      return `CMD ${goQuoteList(c.Cmd)}`;
+    case "entrypoint":
+      c.Entrypoint = commandArgs(inst.cmd, shellOf(next));
+      if (!next.cmdSet) c.Cmd = null;
+      return `ENTRYPOINT ${goQuoteList(c.Entrypoint)}`;
+    case "healthcheck":
+      return applyHealthcheck(c, inst);
+    case "onbuild":
+      c.OnBuild = [...c.OnBuild ?? [], inst.expression];
+      return `ONBUILD ${inst.expression}`;
+    default:
+      throw kit.fail(inst, `${inst.kind.toUpperCase()} is not a configuration instruction`);
+  }
+}
+function exposedPorts(inst, fail2) {
+  const out = [];
+  for (const spec of inst.ports) {
+    const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec.trim());
+    if (!m) throw fail2(`EXPOSE: invalid port "${spec}": expected PORT[-PORT][/tcp|udp|sctp]`);
+    const a = Number(m[1]);
+    const b = m[2] !== void 0 ? Number(m[2]) : a;
+    const proto = (m[3] ?? "tcp").toLowerCase();
+    if (a < 0 || b > 65535 || b < a) throw fail2(`EXPOSE: invalid port range "${spec}"`);
+    for (let p = a; p <= b; p++) out.push(`${p}/${proto}`);
+  }
+  return out;
+}
+function applyHealthcheck(c, inst) {
+  if (inst.test.type === "none") {
+    c.Healthcheck = { Test: ["NONE"] };
+    return "HEALTHCHECK NONE";
+  }
+  const cmd = inst.test.cmd;
+  const test = cmd.form === "exec" ? ["CMD", ...cmd.args] : ["CMD-SHELL", cmd.command];
+  const h = { Test: test };
+  if (inst.interval !== void 0) h.Interval = inst.interval;
+  if (inst.timeout !== void 0) h.Timeout = inst.timeout;
+  if (inst.startPeriod !== void 0) h.StartPeriod = inst.startPeriod;
+  if (inst.startInterval !== void 0) h.StartInterval = inst.startInterval;
+  if (inst.retries !== void 0) h.Retries = inst.retries;
+  c.Healthcheck = h;
+  const opts = [
+    inst.interval !== void 0 ? `--interval=${formatDuration(inst.interval)}` : "",
+    inst.timeout !== void 0 ? `--timeout=${formatDuration(inst.timeout)}` : "",
+    inst.startPeriod !== void 0 ? `--start-period=${formatDuration(inst.startPeriod)}` : "",
+    inst.retries !== void 0 ? `--retries=${inst.retries}` : ""
+  ].filter(Boolean);
+  return `HEALTHCHECK ${opts.length ? opts.join(" ") + " " : ""}${test[0]} ${test.slice(1).join(" ")}`;
+}
+
+// packages/builder/src/steps/copy.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { copyFile, mkdir as mkdir11, readFile as readFile12, rm as rm13, writeFile as writeFile5 } from "node:fs/promises";
+import { join as join15, posix as posix2 } from "node:path";
+import { createHash as createHash13 } from "node:crypto";
+
+// packages/builder/src/archive.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import fs4 from "node:fs";
+import os from "node:os";
+import path5 from "node:path";
+
+// packages/builder/src/copy.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import fs3 from "node:fs";
+import path4 from "node:path";
+
+// packages/builder/src/chmod.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+function invalid(spec) {
+  throw new TsbuildError(
+    "BAD_CHMOD",
+    `invalid --chmod value "${spec}": expected an octal mode up to 07777 or symbolic clauses like u+x,g-w`
+  );
+}
+function parseChmod(spec) {
+  if (/^[0-7]+$/.test(spec)) {
+    const mode = parseInt(spec, 8);
+    if (mode > 4095) invalid(spec);
+    return { kind: "octal", mode, text: spec };
+  }
+  const clauses = [];
+  for (const part of spec.split(",")) {
+    const m = /^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$/.exec(part);
+    if (!m) invalid(spec);
+    const whoText = m[1];
+    const who = /* @__PURE__ */ new Set();
+    for (const w of whoText) {
+      if (w === "a") ["u", "g", "o"].forEach((x) => who.add(x));
+      else who.add(w);
+    }
+    const actions = [];
+    const re = /([-+=])([ugo]|[rwxXst]*)/g;
+    for (const a of m[2].matchAll(re)) {
+      const perms = a[2];
+      const copy = perms === "u" || perms === "g" || perms === "o" ? perms : void 0;
+      actions.push({ op: a[1], perms: copy ? "" : perms, copyFrom: copy });
+    }
+    clauses.push({ who: [...who], actions });
+  }
+  return { kind: "symbolic", clauses, text: spec };
+}
+var SHIFT = { u: 6, g: 3, o: 0 };
+function applyChmod(mode, spec, isDir) {
+  const type = mode & ~4095;
+  if (spec.kind === "octal") return type | spec.mode;
+  let perm = mode & 4095;
+  for (const clause of spec.clauses) {
+    const who = clause.who.length > 0 ? clause.who : ["u", "g", "o"];
+    for (const action of clause.actions) {
+      let bits = 0;
+      if (action.copyFrom) {
+        const rwx = perm >> SHIFT[action.copyFrom] & 7;
+        for (const w of who) bits |= rwx << SHIFT[w];
+      } else {
+        for (const p of action.perms) {
+          for (const w of who) {
+            if (p === "r") bits |= 4 << SHIFT[w];
+            else if (p === "w") bits |= 2 << SHIFT[w];
+            else if (p === "x") bits |= 1 << SHIFT[w];
+            else if (p === "X") {
+              if (isDir || (perm & 73) !== 0) bits |= 1 << SHIFT[w];
+            } else if (p === "s") {
+              if (w === "u") bits |= 2048;
+              if (w === "g") bits |= 1024;
+            } else if (p === "t") {
+              if (w === "o") bits |= 512;
+            }
+          }
+        }
+      }
+      if (action.op === "+") perm |= bits;
+      else if (action.op === "-") perm &= ~bits;
+      else {
+        let clear = 0;
+        for (const w of who) {
+          clear |= 7 << SHIFT[w];
+          if (w === "u") clear |= 2048;
+          if (w === "g") clear |= 1024;
+          if (w === "o") clear |= 512;
+        }
+        if (isDir) clear &= ~3072 | bits & 3072;
+        perm = perm & ~clear | bits;
+      }
+    }
+  }
+  return type | perm;
+}
+
+// packages/builder/src/copy.ts
+var ROOT_OWNER = { uid: 0, gid: 0 };
+var CopyError = class extends TsbuildError {
+  constructor(message, options = {}) {
+    super("COPY", message, options);
+  }
+};
+async function copyInto(ctx, matches, rootfs, dest, opts) {
+  const root = fs3.realpathSync(rootfs);
+  const c = new Copier(root, opts);
+  c.checkCancel();
+  if (matches.length === 0) return { entries: 0 };
+  const destIsDir = opts.parents === true || dest === "" || dest === "." || dest.endsWith("/") || dest.endsWith("/.");
+  const imageDest = dest.startsWith("/") ? dest : path4.posix.join(opts.workdir || "/", dest);
+  const rel = cleanRel(imageDest);
+  const sources = new Set(matches.map((m) => m.source));
+  if (!destIsDir && (matches.length > 1 || sources.size > 1)) {
+    const existing = statOrUndefined2(secureJoin(root, rel, { followLast: true }));
+    if (!existing?.isDirectory()) {
+      throw new CopyError(
+        `when using COPY with more than one source file, the destination must be a directory and end with a / (got "${dest}")`
+      );
+    }
+  }
+  c.mkdirAll(destIsDir ? rel : path4.posix.dirname(rel));
+  const destAbs = secureJoin(root, rel, { followLast: true });
+  const xattrScans = [];
+  try {
+    for (const match of matches) {
+      if (opts.keepOwnership) xattrScans.push(readXattrTree(match.realPath, { keep: keepXattr, signal: opts.signal }));
+      const entries = ctx.walk(match);
+      if (opts.parents) await c.copyWithParents(ctx, match, entries, destAbs);
+      else await c.copyMatch(match, entries, destAbs);
+    }
+    c.finish();
+  } catch (e) {
+    await Promise.allSettled(xattrScans);
+    throw e;
+  }
+  if (xattrScans.length > 0) {
+    const writes = [];
+    for (const table of await Promise.all(xattrScans)) {
+      for (const [src, attrs] of table) {
+        const to = c.targetOf(src);
+        if (to !== void 0) writes.push([to, attrs]);
+      }
+    }
+    await writeXattrs(writes, { signal: opts.signal });
+  }
+  return { entries: c.count };
+}
+function keepXattr(_path, name) {
+  return !name.startsWith("trusted.overlay.") && !name.startsWith("user.overlay.") && name !== "security.selinux";
+}
+function statOrUndefined2(p) {
+  try {
+    return fs3.statSync(p, { throwIfNoEntry: false });
+  } catch {
+    return void 0;
+  }
+}
+var Copier = class {
+  count = 0;
+  links = /* @__PURE__ */ new Map();
+  dirs = [];
+  /** Source path → where it was written, for entries that carry their xattrs along. */
+  targets = /* @__PURE__ */ new Map();
+  root;
+  opts;
+  constructor(root, opts) {
+    this.root = root;
+    this.opts = opts;
+  }
+  targetOf(src) {
+    return this.targets.get(src);
+  }
+  imagePath(abs) {
+    return abs === this.root ? "/" : abs.slice(this.root.length);
+  }
+  checkCancel() {
+    if (this.opts.signal?.aborted) throw new CancelledError("copy cancelled", { cause: this.opts.signal.reason });
+  }
+  /** Creates `rel` and its missing parents (0755, `chown` or root), following the image's symlinks inside the root. */
+  mkdirAll(rel) {
+    const target = secureJoin(this.root, rel, { followLast: true });
+    const owner = this.opts.chown ?? ROOT_OWNER;
+    let cur = this.root;
+    for (const part of target.slice(this.root.length).split("/")) {
+      if (part === "") continue;
+      cur += "/" + part;
+      const st = lstatOrUndefined2(cur);
+      if (st === void 0) {
+        fs3.mkdirSync(cur, 493);
+        fs3.chmodSync(cur, 493);
+        fs3.lchownSync(cur, owner.uid, owner.gid);
+        this.count++;
+      } else if (!st.isDirectory()) {
+        throw new CopyError(`cannot create directory ${this.imagePath(target)}: ${this.imagePath(cur)} is not a directory`);
+      }
+    }
+    return target;
+  }
+  async copyMatch(match, entries, destAbs) {
+    const destSt = statOrUndefined2(destAbs);
+    if (match.kind === "dir") {
+      if (destSt === void 0) this.mkdirAll(destAbs.slice(this.root.length));
+      else if (!destSt.isDirectory()) throw new CopyError(`cannot copy to non-directory: ${this.imagePath(destAbs)}`);
+      await this.copyEntries(entries, 1, destAbs, true);
+      return;
+    }
+    const target = destSt?.isDirectory() ? destAbs + "/" + path4.posix.basename(match.path) : destAbs;
+    await this.copyEntries(entries, 0, target, true);
+  }
+  async copyWithParents(ctx, match, entries, destAbs) {
+    const underPivot = match.pivot !== "" && (match.path === match.pivot || match.path.startsWith(match.pivot + "/"));
+    const relPath = underPivot ? match.path.slice(match.pivot.length).replace(/^\//, "") : match.path;
+    const parts = relPath === "" ? [] : relPath.split("/");
+    let target = destAbs;
+    for (let i = 0; i < parts.length - 1; i++) {
+      target += "/" + parts[i];
+      const srcDir = secureJoin(ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join("/"), { followLast: true });
+      const st = lstatOrUndefined2(target);
+      if (st === void 0) {
+        fs3.mkdirSync(target, 448);
+        this.count++;
+        this.dirs.push({ target, stat: fs3.statSync(srcDir, { bigint: true }) });
+      } else if (!st.isDirectory()) {
+        throw new CopyError(`cannot copy to non-directory: ${this.imagePath(target)}`);
+      }
+    }
+    if (parts.length > 0) target += "/" + parts[parts.length - 1];
+    if (target === destAbs && match.kind === "dir") {
+      await this.copyEntries(entries, 1, destAbs, true);
+      return;
+    }
+    await this.copyEntries(entries, 0, target, true);
+  }
+  /** Copies entries[from..]; an entry with relative path `rel` lands at `target/rel`. */
+  async copyEntries(entries, from, target, overwriteMeta) {
+    for (let i = from; i < entries.length; i++) {
+      if ((i & 1023) === 0) {
+        await new Promise((resolve3) => setImmediate(resolve3));
+        this.checkCancel();
+      }
+      const e = entries[i];
+      this.copyEntry(e, e.rel === "" ? target : target + "/" + e.rel, overwriteMeta);
+    }
+  }
+  copyEntry(e, to, overwriteMeta) {
+    const existing = lstatOrUndefined2(to);
+    if (e.kind === "dir") {
+      let created = false;
+      if (existing === void 0) {
+        fs3.mkdirSync(to, 448);
+        created = true;
+        this.count++;
+      } else if (!existing.isDirectory()) {
+        throw new CopyError(`cannot copy to non-directory: ${this.imagePath(to)}`);
+      }
+      if (created || overwriteMeta) {
+        this.dirs.push({ target: to, stat: e.stat });
+        if (this.opts.keepOwnership) this.targets.set(e.abs, to);
+      }
+      return;
+    }
+    if (existing?.isDirectory()) throw new CopyError(`cannot replace directory ${this.imagePath(to)} with a file`);
+    if (existing !== void 0) fs3.unlinkSync(to);
+    this.count++;
+    if (this.opts.keepOwnership) this.targets.set(e.abs, to);
+    if (e.kind === "symlink") {
+      fs3.symlinkSync(e.linkTarget, to);
+      this.applyMeta(to, e.stat, "symlink");
+      return;
+    }
+    if (e.stat.nlink > 1n) {
+      const key = `${e.stat.dev}:${e.stat.ino}`;
+      const first = this.links.get(key);
+      if (first !== void 0) {
+        this.targets.delete(e.abs);
+        fs3.linkSync(first, to);
+        return;
+      }
+      this.links.set(key, to);
+    }
+    try {
+      fs3.copyFileSync(e.abs, to);
+    } catch (err) {
+      throw new CopyError(`cannot copy ${e.abs} to ${this.imagePath(to)}: ${err.message}`, { cause: err });
+    }
+    this.applyMeta(to, e.stat, "file");
+  }
+  applyMeta(to, st, kind2) {
+    const owner = this.opts.chown ?? (this.opts.keepOwnership ? { uid: Number(st.uid), gid: Number(st.gid) } : ROOT_OWNER);
+    fs3.lchownSync(to, owner.uid, owner.gid);
+    if (kind2 !== "symlink") {
+      const mode = Number(st.mode);
+      const perm = this.opts.chmod ? applyChmod(mode, this.opts.chmod, kind2 === "dir") & 4095 : mode & 4095;
+      fs3.chmodSync(to, perm);
+    }
+    fs3.lutimesSync(to, Number(st.atimeNs) / 1e9, Number(st.mtimeNs) / 1e9);
+  }
+  /** Directory metadata last, deepest first, so writing their contents does not bump their mtimes. */
+  finish() {
+    for (let i = this.dirs.length - 1; i >= 0; i--) {
+      const d = this.dirs[i];
+      this.applyMeta(d.target, d.stat, "dir");
+    }
+  }
+};
+
+// packages/builder/src/archive.ts
+function isTarHeader(block) {
+  if (block.length < 512) return false;
+  let unsigned = 0;
+  let signed = 0;
+  let zero = true;
+  for (let i = 0; i < 512; i++) {
+    const b = i >= 148 && i < 156 ? 32 : block[i];
+    if (block[i] !== 0) zero = false;
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  if (zero) return false;
+  const field = Buffer.from(block.subarray(148, 156)).toString("latin1").replace(/[\0 ]+$/, "").trim();
+  if (!/^[0-7]+$/.test(field)) return false;
+  const want = parseInt(field, 8);
+  return want === unsigned || want === signed;
+}
+function readHead(file, n) {
+  const fd = fs4.openSync(file, "r");
+  try {
+    const buf = Buffer.alloc(n);
+    const got = fs4.readSync(fd, buf, 0, n, 0);
+    return buf.subarray(0, got);
+  } finally {
+    fs4.closeSync(fd);
+  }
+}
+function openDecompressed(file, opts = {}) {
+  const kind2 = sniffArchiveCompression(readHead(file, 6));
+  if (kind2 === "none") return fs4.createReadStream(file);
+  return decompressAs(fs4.createReadStream(file), kind2, {
+    ...opts.signal ? { signal: opts.signal } : {},
+    errorMessage: (reason) => `cannot decompress ${path5.basename(file)} (${kind2}): ${reason}`
+  });
+}
+var MISSING = /* @__PURE__ */ new Set(["MISSING_TOOL", "ZSTD_UNAVAILABLE"]);
+async function isArchive(file, opts = {}) {
+  const head = readHead(file, 512);
+  if (sniffArchiveCompression(head) === "none") return isTarHeader(head);
+  const stream = openDecompressed(file, opts);
+  const parts = [];
+  let have = 0;
+  try {
+    for await (const chunk of stream) {
+      parts.push(chunk);
+      have += chunk.length;
+      if (have >= 512) break;
+    }
+  } catch (e) {
+    if (e instanceof TsbuildError && MISSING.has(e.code)) throw e;
+    return false;
+  } finally {
+    stream.destroy();
+  }
+  return isTarHeader(Buffer.concat(parts).subarray(0, 512));
+}
+async function extractArchive(file, destDir, opts = {}) {
+  const staging = await fs4.promises.mkdtemp(path5.join(opts.tmpDir ?? os.tmpdir(), "tsbuild-add-"));
+  try {
+    await apply(openDecompressed(file, opts.signal ? { signal: opts.signal } : {}), staging, opts.signal ? { signal: opts.signal } : {});
+    await fs4.promises.mkdir(destDir, { recursive: true });
+    const ctx = await BuildContext.open(staging, { ignore: NO_IGNORE });
+    const matches = await ctx.resolveSources(["."]);
+    const copyOpts = { workdir: "/", keepOwnership: true };
+    if (opts.chown) copyOpts.chown = opts.chown;
+    if (opts.signal) copyOpts.signal = opts.signal;
+    const r = await copyInto(ctx, matches, destDir, "/", copyOpts);
+    return { entries: r.entries };
+  } finally {
+    await fs4.promises.rm(staging, { recursive: true, force: true });
+  }
+}
+
+// packages/builder/src/chown.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readFile as readFile11 } from "node:fs/promises";
+var ID = /^[0-9]+$/;
+var MAX_ID = 4294967295 - 1;
+function parseId(text, what, spec) {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n > MAX_ID) {
+    throw new TsbuildError("BAD_USER", `invalid ${what} id "${text}" in "${spec}"`);
+  }
+  return n;
+}
+async function readImageFile(rootfs, file) {
+  const abs = secureJoin(rootfs, file, { followLast: true });
+  try {
+    return await readFile11(abs, "utf8");
+  } catch (e) {
+    const code = e.code;
+    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
+    throw new TsbuildError("IMAGE_FILE", `cannot read ${file} in the image: ${e.message}`, { cause: e });
+  }
+}
+function parsePasswd(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(":");
+    if (f.length < 4 || f[0] === "" || !ID.test(f[2] ?? "") || !ID.test(f[3] ?? "")) continue;
+    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? "" });
+  }
+  return out;
+}
+function parseGroup(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(":");
+    if (f.length < 3 || f[0] === "" || !ID.test(f[2] ?? "")) continue;
+    const members = (f[3] ?? "").split(",").map((m) => m.trim()).filter((m) => m !== "");
+    out.push({ name: f[0], gid: Number(f[2]), members });
+  }
+  return out;
+}
+function splitSpec(spec) {
+  const trimmed = spec.trim();
+  if (trimmed === "") throw new TsbuildError("BAD_USER", "empty user specification");
+  const i = trimmed.indexOf(":");
+  if (i < 0) return [trimmed, void 0];
+  const user = trimmed.slice(0, i);
+  const group2 = trimmed.slice(i + 1);
+  if (user === "" || group2 === "") throw new TsbuildError("BAD_USER", `invalid user specification "${spec}"`);
+  return [user, group2];
+}
+async function lookupGroup(rootfs, group2, spec) {
+  if (ID.test(group2)) return parseId(group2, "group", spec);
+  const text = await readImageFile(rootfs, "/etc/group");
+  if (text === void 0) {
+    throw new TsbuildError("UNKNOWN_GROUP", `unable to find group ${group2}: the image has no /etc/group`);
+  }
+  const hit = parseGroup(text).find((g) => g.name === group2);
+  if (!hit) throw new TsbuildError("UNKNOWN_GROUP", `unable to find group ${group2}: no matching entry in /etc/group`);
+  return hit.gid;
+}
+async function resolveChown(spec, rootfs) {
+  const [user, group2] = splitSpec(spec);
+  let uid;
+  let gid;
+  if (ID.test(user)) {
+    uid = parseId(user, "user", spec);
+    gid = uid;
+  } else {
+    const text = await readImageFile(rootfs, "/etc/passwd");
+    if (text === void 0) {
+      throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: the image has no /etc/passwd`);
+    }
+    const hit = parsePasswd(text).find((p) => p.name === user);
+    if (!hit) throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: no matching entry in /etc/passwd`);
+    uid = hit.uid;
+    gid = hit.gid;
+  }
+  if (group2 !== void 0) gid = await lookupGroup(rootfs, group2, spec);
+  return { uid, gid };
+}
+async function resolveUser(spec, rootfs) {
+  const [user, group2] = splitSpec(spec);
+  const passwdText = await readImageFile(rootfs, "/etc/passwd");
+  const passwd = passwdText === void 0 ? [] : parsePasswd(passwdText);
+  let entry;
+  let uid;
+  let gid = 0;
+  if (ID.test(user)) {
+    uid = parseId(user, "user", spec);
+    entry = passwd.find((p) => p.uid === uid);
+  } else {
+    entry = passwd.find((p) => p.name === user);
+    if (!entry) {
+      const why = passwdText === void 0 ? "the image has no /etc/passwd" : "no matching entry in /etc/passwd";
+      throw new TsbuildError("UNKNOWN_USER", `unable to find user ${user}: ${why}`);
+    }
+    uid = entry.uid;
+  }
+  if (entry) gid = entry.gid;
+  const additionalGids = [];
+  if (group2 !== void 0) {
+    gid = await lookupGroup(rootfs, group2, spec);
+  } else if (entry) {
+    const groupText = await readImageFile(rootfs, "/etc/group");
+    if (groupText !== void 0) {
+      for (const g of parseGroup(groupText)) {
+        if (g.members.includes(entry.name) && g.gid !== gid && !additionalGids.includes(g.gid)) additionalGids.push(g.gid);
+      }
+    }
+  }
+  const home = entry?.home && entry.home.startsWith("/") ? entry.home : uid === 0 ? "/root" : "/";
+  return { uid, gid, additionalGids, home };
+}
+
+// packages/builder/src/fetch.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash12 } from "node:crypto";
+import fs5 from "node:fs";
+import path6 from "node:path";
+import { Readable as Readable10, Transform as Transform6 } from "node:stream";
+import { pipeline as pipeline10 } from "node:stream/promises";
+var ALGORITHMS = { sha256: 64, sha384: 96, sha512: 128 };
+var UNNAMED = "__unnamed__";
+function fetchError(url, message, cause) {
+  return new TsbuildError("FETCH", redactSecrets(`ADD ${url}: ${message}`), cause === void 0 ? {} : { cause });
+}
+function parseChecksum(checksum) {
+  const m = /^([a-z0-9]+):([0-9a-f]+)$/.exec(checksum);
+  const want = m ? ALGORITHMS[m[1]] : void 0;
+  if (!m || want === void 0 || m[2].length !== want) {
+    throw new TsbuildError("BAD_CHECKSUM", `invalid --checksum "${checksum}": expected sha256:<64 hex digits> (or sha384/sha512)`);
+  }
+  return [m[1], m[2]];
+}
+function safeName(candidate) {
+  if (candidate === void 0) return void 0;
+  const name = candidate.trim();
+  if (name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\0")) return void 0;
+  return name;
+}
+function nameFromDisposition(header) {
+  if (!header) return void 0;
+  const star = /filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)/.exec(header);
+  if (star) {
+    try {
+      return decodeURIComponent(star[1].trim());
+    } catch {
+      return void 0;
+    }
+  }
+  const plain2 = /filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/.exec(header);
+  if (!plain2) return void 0;
+  return plain2[1] !== void 0 ? plain2[1].replace(/\\(.)/g, "$1") : plain2[2];
+}
+function downloadName(url, contentDisposition) {
+  let base;
+  try {
+    base = decodeURIComponent(path6.posix.basename(url.pathname));
+  } catch {
+    base = path6.posix.basename(url.pathname);
+  }
+  return safeName(base) ?? safeName(nameFromDisposition(contentDisposition)) ?? UNNAMED;
+}
+async function fetchUrl(url, destDir, opts = {}) {
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw fetchError(url, "not a valid URL");
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw fetchError(url, "only http and https URLs can be fetched");
+  const expected = opts.checksum !== void 0 ? parseChecksum(opts.checksum) : void 0;
+  const algorithm = expected?.[0] ?? "sha256";
+  let res;
+  try {
+    res = await fetch(parsed, { redirect: "follow", signal: opts.signal });
+  } catch (e) {
+    if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
+    const cause = e.cause;
+    throw fetchError(url, `request failed: ${cause?.message ?? e.message}`, e);
+  }
+  if (!res.ok || res.body === null) {
+    await res.body?.cancel().catch(() => {
+    });
+    throw fetchError(url, `server answered ${res.status} ${res.statusText}`.trim());
+  }
+  const name = downloadName(parsed, res.headers.get("content-disposition"));
+  const final = `${destDir}/${name}`;
+  const tmp = `${destDir}/.${name}.${process.pid}.partial`;
+  const hash = createHash12(algorithm);
+  const tee = new Transform6({
+    transform(chunk, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    }
+  });
+  try {
+    await pipeline10(
+      Readable10.fromWeb(res.body),
+      tee,
+      fs5.createWriteStream(tmp, { mode: 384 }),
+      { signal: opts.signal }
+    );
+    const got = `${algorithm}:${hash.digest("hex")}`;
+    if (expected && got !== `${expected[0]}:${expected[1]}`) {
+      throw new TsbuildError(
+        "CHECKSUM_MISMATCH",
+        redactSecrets(`ADD ${url}: checksum mismatch: expected ${expected[0]}:${expected[1]}, got ${got}`)
+      );
+    }
+    await fs5.promises.chmod(tmp, 384);
+    const lastModified = res.headers.get("last-modified");
+    const mtime = lastModified ? Date.parse(lastModified) : NaN;
+    if (Number.isFinite(mtime)) await fs5.promises.utimes(tmp, mtime / 1e3, mtime / 1e3);
+    await fs5.promises.rename(tmp, final);
+    return final;
+  } catch (e) {
+    await fs5.promises.rm(tmp, { force: true });
+    if (e instanceof TsbuildError) throw e;
+    if (opts.signal?.aborted) throw new CancelledError(`download of ${redactSecrets(url)} cancelled`, { cause: e });
+    throw fetchError(url, `download failed: ${e.message}`, e);
+  }
+}
+
+// packages/builder/src/steps/kit.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { mkdir as mkdir10, mkdtemp as mkdtemp2, readdir as readdir9 } from "node:fs/promises";
+import { join as join14 } from "node:path";
+var LAYER_SUFFIX = " # tsbuild";
+var StepKit = class {
+  constructor(env) {
+    this.env = env;
+    this.s = env.session;
+  }
+  env;
+  s;
+  /** A DockerfileError that points at the instruction's lines. */
+  fail(inst, message, hint, cause) {
+    const opts = { file: this.env.file, range: inst.range, excerpt: excerptOf(this.env.text, inst.range) };
+    if (hint !== void 0) opts.hint = hint;
+    if (cause !== void 0) opts.cause = cause;
+    return new DockerfileError(message, opts);
+  }
+  /** Attributes any non-location error of a step to the step's Dockerfile line. */
+  wrap(inst, e) {
+    if (e instanceof DockerfileError || e instanceof CancelledError) return e;
+    if (e instanceof TsbuildError) return this.fail(inst, `${inst.original.split("\n")[0]}: ${e.message}`, e.hint, e);
+    const err = e;
+    if (err && typeof err.code === "string") return this.fail(inst, `${inst.kind.toUpperCase()}: ${err.message}`, void 0, e);
+    return e;
+  }
+  /** Expands an instruction's words with ARG/ENV values; returns the values it read for the key. */
+  expand(state, inst) {
+    const env = expansionEnv(state);
+    const ex = envExpander(env, { escapeToken: this.env.escapeToken });
+    const out = expandInstruction(inst, ex, { file: this.env.file, text: this.env.text });
+    const used = [...ex.matched].sort().map((k) => [k, env.get(k) ?? ""]);
+    return { inst: out, used };
+  }
+  /** A private directory under the root's state dir (removed by the caller). */
+  async tempDir(prefix) {
+    await mkdir10(this.s.stateDir, { recursive: true });
+    return mkdtemp2(join14(this.s.stateDir, prefix));
+  }
+  /** Records a step that changes only the config; returns its `created` time (kept from the cache). */
+  async configRecord(key) {
+    const hit = await this.s.lookup(key);
+    if (hit && !hit.layer) return { created: hit.created, cached: true };
+    const rec = { v: 1, created: this.s.now() };
+    await this.s.cache.set(key, rec);
+    return { created: rec.created, cached: false };
+  }
+  /** Tells the session what a step produced, for --cache-to. */
+  journal(parent, next, rec) {
+    const history = next.config.history?.at(-1);
+    const r = { key: next.key, parent: parent.key, created: rec.created, config: configChanges(parent, next) };
+    if (history) r.history = history;
+    if (rec.layer) r.layer = rec.layer;
+    this.s.record(r);
+  }
+  /**
+   * The shared shape of every layer step: look the key up; on a miss prepare an overlay over the
+   * parent, let `work` change it, diff the upper dir into the store and commit the snapshot.
+   */
+  async layerStep(state, key, createdBy, work, opts = {}) {
+    const next = cloneState(state);
+    next.key = key;
+    const hit = await this.s.lookup(key);
+    if (hit) return this.append(state, next, hit, createdBy, true);
+    const rec = await this.s.heavy.run(async () => {
+      const parent = opts.independent ? void 0 : await this.s.ensureSnapshots(state.layers, diffIds(state));
+      const active = await this.s.snapshots.prepare(parent, { signal: this.s.opts.signal });
+      let committed = false;
+      try {
+        await work(active);
+        this.s.checkAbort();
+        const created = this.s.now();
+        if (opts.emptyIfUnchanged && (await readdir9(active.upper)).length === 0) return { v: 1, created };
+        const writer = this.s.store.blobWriter();
+        let result;
+        try {
+          const dopts = { signal: this.s.opts.signal };
+          if (this.s.opts.sourceDateEpoch !== void 0) dopts.sourceDateEpoch = this.s.opts.sourceDateEpoch;
+          result = await diff(active.upper, writer.stream, dopts);
+          await writer.commit({ digest: result.diffId, size: result.size });
+        } catch (e) {
+          await writer.abort().catch(() => {
+          });
+          throw e;
+        }
+        if (!opts.independent) {
+          await active.commit(chainIds([...diffIds(state), result.diffId]).at(-1));
+          committed = true;
+        }
+        return { v: 1, created, layer: { diffId: result.diffId, size: result.size } };
+      } finally {
+        if (!committed) await active.release().catch(() => {
+        });
+      }
+    });
+    await this.s.cache.set(key, rec);
+    return this.append(state, next, rec, createdBy, false);
+  }
+  append(state, next, rec, createdBy, cached) {
+    if (!rec.layer) {
+      addHistory(next, { created: rec.created, created_by: createdBy, comment: "tsbuild", empty_layer: true });
+      this.journal(state, next, rec);
+      return { state: next, cached };
+    }
+    next.config.rootfs.diff_ids.push(rec.layer.diffId);
+    next.layers.push({ mediaType: MediaType.OciLayer, digest: rec.layer.diffId, size: rec.layer.size });
+    addHistory(next, { created: rec.created, created_by: createdBy + LAYER_SUFFIX, comment: "tsbuild" });
+    this.journal(state, next, rec);
+    return { state: next, cached, layerSize: rec.layer.size };
+  }
+  /** The state named by `--from=` / `from=`: a stage of this Dockerfile, else an image. */
+  async fromState(ref, inst) {
+    const st = this.env.stageResult(ref);
+    if (st) return st;
+    try {
+      const img = await this.s.image(ref);
+      return { config: img.config, layers: img.layers, key: img.digest, args: /* @__PURE__ */ new Map(), cmdSet: false };
+    } catch (e) {
+      throw this.fail(inst, `--from=${ref}: no stage or image of that name`, e instanceof TsbuildError ? e.hint : void 0, e);
+    }
+  }
+  /** Mounts a read-only view of a state's filesystem; `cleanup` gets its release. */
+  async view(state, cleanup) {
+    const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    const view = await this.s.snapshots.prepare(parent);
+    cleanup.push(() => view.release());
+    return view.rootfs;
+  }
+};
+function configChanges(before, after) {
+  const a = before.config.config ?? {};
+  const b = after.config.config ?? {};
+  const out = {};
+  for (const k of /* @__PURE__ */ new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) out[k] = b[k] ?? null;
+  }
+  if (before.config.author !== after.config.author) out.author = after.config.author ?? null;
+  return out;
+}
+async function runCleanups(cleanup) {
+  for (const fn of cleanup.reverse()) await fn().catch(() => {
+  });
+}
+function summary(inst) {
+  const first = inst.original.split("\n")[0] ?? "";
+  return first.length > 120 ? first.slice(0, 119) + "\u2026" : first;
+}
+
+// packages/builder/src/steps/copy.ts
+async function copyStep(kit, state, raw) {
+  const { inst, used } = kit.expand(state, raw);
+  const workdir = containerConfig2(state).WorkingDir || "/";
+  const srcState = inst.kind === "copy" && inst.from !== void 0 ? await kit.fromState(inst.from, inst) : void 0;
+  const urls = inst.kind === "add" ? inst.sources.filter(isUrl) : [];
+  const localSources = inst.sources.filter((s) => !isUrl(s));
+  const checksum = inst.kind === "add" ? inst.checksum : void 0;
+  if (checksum !== void 0 && urls.length === 0) throw kit.fail(inst, "ADD --checksum can only be used with a URL source");
+  if (inst.sources.length === 0 && inst.heredocs.length === 0) throw kit.fail(inst, `${inst.kind.toUpperCase()} requires at least one source`);
+  let sourceKey;
+  if (srcState) sourceKey = ["stage", topChain(srcState) ?? "scratch", localSources];
+  else if (localSources.length > 0) {
+    const bctx = await kit.env.context();
+    sourceKey = ["context", await hashSources(bctx, await resolve2(kit, bctx, localSources, inst), { statCache: await kit.s.statCache() })];
+  } else sourceKey = ["none"];
+  const fetched = /* @__PURE__ */ new Map();
+  const cleanup = [];
+  try {
+    const urlKeys = [];
+    for (const u of urls) {
+      if (checksum !== void 0) {
+        urlKeys.push([u, checksum]);
+        continue;
+      }
+      const dir = await kit.tempDir("add-url-");
+      cleanup.push(() => rm13(dir, { recursive: true, force: true }));
+      const got = await fetchUrl(u, dir, { signal: kit.s.opts.signal });
+      fetched.set(u, got);
+      urlKeys.push([u, posix2.basename(got), createHash13("sha256").update(await readFile12(got)).digest("hex")]);
+    }
+    const flags = copyFlags(inst);
+    const shownFlags = flags.filter((f) => !f.startsWith("--unpack"));
+    const createdBy = `${inst.kind.toUpperCase()} ${shownFlags.map((f) => `${f} `).join("")}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(" ")} ${inst.dest}`;
+    const key = cacheKey([state.key, inst.kind, sourceKey, inst.heredocs.map((h) => [h.name, h.content]), urlKeys, inst.dest, workdir, flags, used]);
+    return await kit.layerStep(state, key, createdBy, (active) => copyWork(kit, state, inst, active, { workdir, srcState, urls, localSources, fetched }), {
+      independent: inst.link
+    });
+  } finally {
+    await runCleanups(cleanup);
+  }
+}
+function copyFlags(inst) {
+  const f = [];
+  if (inst.kind === "copy" && inst.from !== void 0) f.push(`--from=${inst.from}`);
+  if (inst.chown !== void 0) f.push(`--chown=${inst.chown}`);
+  if (inst.chmod !== void 0) f.push(`--chmod=${inst.chmod}`);
+  if (inst.parents) f.push("--parents");
+  if (inst.link) f.push("--link");
+  for (const e of inst.exclude) f.push(`--exclude=${e}`);
+  if (inst.kind === "add" && inst.checksum !== void 0) f.push(`--checksum=${inst.checksum}`);
+  if (inst.kind === "add" && inst.unpack !== void 0) f.push(`--unpack=${inst.unpack}`);
+  return f;
+}
+async function copyWork(kit, state, inst, active, plan) {
+  const chownOwner = inst.chown !== void 0 ? await chownFor(kit, inst.chown, state, active, inst.link) : void 0;
+  const copyOpts = { workdir: plan.workdir, parents: inst.parents, signal: kit.s.opts.signal };
+  if (chownOwner) copyOpts.chown = chownOwner;
+  if (inst.chmod !== void 0) copyOpts.chmod = parseChmod(inst.chmod);
+  const cleanup = [];
+  try {
+    const staged = [];
+    let stageDir;
+    const stagingDir = async () => {
+      if (!stageDir) {
+        const d = stageDir = await kit.tempDir("copy-");
+        cleanup.push(() => rm13(d, { recursive: true, force: true }));
+      }
+      return stageDir;
+    };
+    for (const h of inst.heredocs) {
+      await writeFile5(join15(await stagingDir(), h.name), h.content, { mode: 420 });
+      staged.push(h.name);
+    }
+    for (const u of plan.urls) {
+      const dir = await stagingDir();
+      const pre = plan.fetched.get(u);
+      let got;
+      if (pre !== void 0) {
+        got = join15(dir, posix2.basename(pre));
+        await copyFile(pre, got);
+      } else {
+        const fopts = { signal: kit.s.opts.signal };
+        if (inst.kind === "add" && inst.checksum !== void 0) fopts.checksum = inst.checksum;
+        got = await fetchUrl(u, dir, fopts);
+      }
+      staged.push(posix2.basename(got));
+    }
+    if (staged.length > 0 && stageDir) {
+      const sctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
+      const matches2 = await sctx.resolveSources(staged);
+      const destForStaged = inst.sources.length + inst.heredocs.length > 1 && !inst.dest.endsWith("/") ? `${inst.dest}/` : inst.dest;
+      await copyInto(sctx, matches2, active.rootfs, destForStaged, { ...copyOpts, parents: false });
+    }
+    if (plan.localSources.length === 0) return;
+    let bctx;
+    if (plan.srcState) {
+      bctx = await BuildContext.open(await kit.view(plan.srcState, cleanup), { ignore: NO_IGNORE });
+      copyOpts.keepOwnership = true;
+    } else {
+      bctx = await kit.env.context();
+    }
+    const matches = await resolve2(kit, bctx, plan.localSources, inst);
+    if (inst.kind !== "add" || inst.unpack === false) {
+      await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
+      return;
+    }
+    const plain2 = [];
+    for (const m of matches) {
+      if (m.kind !== "file" || !await isArchive(m.realPath)) {
+        plain2.push(m);
+        continue;
+      }
+      const destDir = secureJoin(active.rootfs, posix2.resolve(plan.workdir, inst.dest), { followLast: true });
+      await mkdir11(destDir, { recursive: true });
+      await mkdir11(kit.s.stateDir, { recursive: true });
+      const xopts = { tmpDir: kit.s.stateDir, signal: kit.s.opts.signal };
+      if (chownOwner) xopts.chown = chownOwner;
+      await extractArchive(m.realPath, destDir, xopts);
+    }
+    if (plain2.length > 0) await copyInto(bctx, plain2, active.rootfs, inst.dest, copyOpts);
+  } finally {
+    await runCleanups(cleanup);
+  }
+}
+async function chownFor(kit, spec, state, active, link) {
+  if (!link || /^\d+(:\d+)?$/.test(spec)) return resolveChown(spec, active.rootfs);
+  const cleanup = [];
+  try {
+    return await resolveChown(spec, await kit.view(state, cleanup));
+  } finally {
+    await runCleanups(cleanup);
+  }
+}
+async function resolve2(kit, bctx, sources, inst) {
+  try {
+    return await bctx.resolveSources(sources, { excludes: inst.exclude, parents: inst.parents });
+  } catch (e) {
+    if (e instanceof SourceNotFoundError) throw kit.fail(inst, `${inst.kind.toUpperCase()} failed: ${e.message}`, e.hint, e);
+    throw e;
+  }
+}
+function isUrl(s) {
+  return /^https?:\/\//i.test(s);
+}
+
+// packages/builder/src/steps/run.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { chmod as chmod2, chown as chown2, lstat as lstat5, mkdir as mkdir12, readdir as readdir10, readFile as readFile13, rm as rm15, rmdir as rmdir3, writeFile as writeFile6 } from "node:fs/promises";
+import { join as join17, posix as posix3 } from "node:path";
+import { Writable as Writable4 } from "node:stream";
+import { createHash as createHash14 } from "node:crypto";
+
+// packages/builder/src/ssh.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { spawn as spawn6 } from "node:child_process";
+import { chmod, chown, lstat as lstat4, mkdtemp as mkdtemp3, rm as rm14, stat as stat7 } from "node:fs/promises";
+import { connect, createServer } from "node:net";
+import { tmpdir as tmpdir2 } from "node:os";
+import { join as join16 } from "node:path";
+async function agentSocket(id, paths, opts) {
+  const kinds = await Promise.all(paths.map(async (p) => {
+    try {
+      const st = await stat7(p);
+      return st.isSocket() ? "socket" : st.isFile() ? "file" : "other";
+    } catch {
+      throw new UsageError(`--ssh ${id}: ${p} does not exist`, { hint: "name an agent socket ($SSH_AUTH_SOCK) or private key files" });
+    }
+  }));
+  if (kinds.includes("socket") && paths.length > 1) throw new UsageError(`--ssh ${id}: an agent socket cannot be combined with other paths`);
+  const bad4 = paths.find((_, i) => kinds[i] === "other");
+  if (bad4 !== void 0) throw new UsageError(`--ssh ${id}: ${bad4} is neither an agent socket nor a key file`);
+  const dir = await mkdtemp3(join16(tmpdir2(), "tsbuild-ssh-"));
+  let agent;
+  let server;
+  const conns = /* @__PURE__ */ new Set();
+  const close = async () => {
+    for (const c of conns) c.destroy();
+    if (server) await new Promise((r) => server.close(() => r()));
+    if (agent && agent.exitCode === null && agent.signalCode === null) {
+      const exited = new Promise((r) => agent.once("exit", () => r()));
+      agent.kill("SIGTERM");
+      await exited;
+    }
+    await rm14(dir, { recursive: true, force: true });
+  };
+  try {
+    let upstream = paths[0];
+    if (kinds[0] !== "socket") {
+      upstream = join16(dir, "agent");
+      agent = await startAgent(id, upstream);
+      await addKeys(id, upstream, paths);
+    }
+    const path7 = join16(dir, "sock");
+    server = createServer((c) => {
+      conns.add(c);
+      const u = connect(upstream);
+      conns.add(u);
+      const end = () => {
+        c.destroy();
+        u.destroy();
+        conns.delete(c);
+        conns.delete(u);
+      };
+      c.on("error", end).on("close", end);
+      u.on("error", end).on("close", end);
+      c.pipe(u).pipe(c);
+    });
+    await new Promise((resolve3, reject) => {
+      server.once("error", reject);
+      server.listen(path7, () => resolve3());
+    });
+    await chmod(path7, opts.mode);
+    await chown(path7, opts.uid, opts.gid);
+    return { path: path7, close };
+  } catch (e) {
+    await close().catch(() => {
+    });
+    throw e;
+  }
+}
+function spawnError(id, e, program) {
+  if (e.code === "ENOENT") {
+    return new UsageError(`--ssh ${id}: key files need ${program}, which is not installed`, { hint: "install openssh-client, or pass an agent socket instead of key files" });
+  }
+  return new TsbuildError("SSH_AGENT", `--ssh ${id}: cannot run ${program}: ${e.message}`, { cause: e });
+}
+async function startAgent(id, sock) {
+  const child = spawn6("ssh-agent", ["-D", "-a", sock], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (d) => stderr += d.toString("utf8"));
+  const failed = new Promise((_, reject) => {
+    child.once("error", (e) => reject(spawnError(id, e, "ssh-agent")));
+    child.once("exit", (code) => reject(new TsbuildError("SSH_AGENT", `--ssh ${id}: ssh-agent exited (${code}): ${stderr.trim()}`)));
+  });
+  failed.catch(() => {
+  });
+  const ready = (async () => {
+    for (let i = 0; i < 200; i++) {
+      try {
+        if ((await lstat4(sock)).isSocket()) return;
+      } catch {
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new TsbuildError("SSH_AGENT", `--ssh ${id}: ssh-agent did not open its socket`);
+  })();
+  try {
+    await Promise.race([ready, failed]);
+  } catch (e) {
+    child.kill("SIGTERM");
+    throw e;
+  }
+  return child;
+}
+async function addKeys(id, sock, keys) {
+  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", SSH_AUTH_SOCK: sock, SSH_ASKPASS_REQUIRE: "never" };
+  const child = spawn6("ssh-add", ["-q", ...keys], { stdio: ["ignore", "ignore", "pipe"], env, detached: true });
+  let stderr = "";
+  child.stderr?.on("data", (d) => stderr += d.toString("utf8"));
+  const code = await new Promise((resolve3, reject) => {
+    child.once("error", (e) => reject(spawnError(id, e, "ssh-add")));
+    child.once("close", (c) => resolve3(c));
+  });
+  if (code !== 0) {
+    throw new UsageError(`--ssh ${id}: cannot load ${keys.join(", ")}: ${stderr.trim() || `ssh-add exited with ${code}`}`, {
+      hint: "a key with a passphrase must be added to an agent first (ssh-add KEY), then passed as --ssh ID=$SSH_AUTH_SOCK"
+    });
+  }
+}
+
+// packages/builder/src/steps/run.ts
+function settingsKey(r) {
+  const hosts = (r.extraHosts ?? []).map((h) => `${h.host}=${h.ip}`);
+  const ulimits = (r.ulimits ?? []).map((u) => `${u.type}=${u.soft}:${u.hard}`).sort();
+  if (hosts.length === 0 && ulimits.length === 0 && r.shmSize === void 0) return [];
+  return [{ hosts, ulimits, shm: r.shmSize ?? null }];
+}
+async function runStep(kit, state, raw, ctx) {
+  const { inst } = kit.expand(state, raw);
+  const c = containerConfig2(state);
+  const { env, argsForHistory } = runEnv(kit, state);
+  const argv = runArgv(inst, shellOf(state));
+  const network = inst.network && inst.network !== "default" ? inst.network : kit.s.opts.network;
+  const keyEnv = env.filter((kv) => !PROXY_ARGS.has(kv.slice(0, kv.indexOf("="))) || state.args.has(kv.slice(0, kv.indexOf("="))));
+  const settings = kit.s.opts.run ?? {};
+  const key = cacheKey([
+    state.key,
+    "run",
+    argv,
+    keyEnv,
+    c.User ?? "",
+    c.WorkingDir ?? "",
+    network,
+    await mountKeys(kit, inst),
+    inst.security ?? "",
+    ...settingsKey(settings)
+  ]);
+  return kit.layerStep(state, key, runCreatedBy(argv, argsForHistory), async (active) => {
+    const cwd = c.WorkingDir || "/";
+    await mkdir12(secureJoin(active.rootfs, cwd, { followLast: true }), { recursive: true });
+    const user = await resolveUser(c.User || "root", active.rootfs);
+    if (!env.some((kv) => kv.startsWith("HOME="))) env.push(`HOME=${user.home}`);
+    const cleanup = [];
+    try {
+      const mounts = await runMounts2(kit, inst, cwd, cleanup, env);
+      const created = await recordMountpoints(active.rootfs, mounts.map((m) => m.destination));
+      const runOpts = {
+        rootfs: active.rootfs,
+        args: argv,
+        env,
+        cwd,
+        user,
+        network: network === "host" || network === "default" ? "host" : "none",
+        mounts,
+        limits: kit.s.opts.limits,
+        stateDir: kit.s.stateDir,
+        extraHosts: settings.extraHosts ?? [],
+        stdout: logSink(kit, ctx, "stdout"),
+        stderr: logSink(kit, ctx, "stderr"),
+        signal: kit.s.opts.signal
+      };
+      if (kit.s.opts.runtime) runOpts.runtime = kit.s.opts.runtime;
+      if (settings.ulimits && settings.ulimits.length > 0) runOpts.rlimits = settings.ulimits;
+      if (settings.shmSize !== void 0) runOpts.shmSize = settings.shmSize;
+      const res = await run2(runOpts);
+      await removeCreatedMountpoints(created);
+      kit.s.checkAbort();
+      if (res.exitCode !== 0) {
+        const tail = ctx.tail.slice(-10);
+        throw kit.fail(
+          inst,
+          `${summary(inst)}: exit code ${res.exitCode}${res.signal ? ` (${res.signal})` : ""}` + (tail.length > 0 ? `
+${tail.map((l) => `  > ${l}`).join("\n")}` : ""),
+          "no layer was written and the cache is unchanged"
+        );
+      }
+    } finally {
+      await runCleanups(cleanup);
+    }
+  });
+}
+function runEnv(kit, state) {
+  const list = [...envList(state)];
+  const envKeys = new Set(list.map((kv) => kv.split("=")[0]));
+  if (!envKeys.has("PATH")) list.push(`PATH=${DEFAULT_PATH2}`);
+  const hist = [];
+  for (const [k, v] of state.args) {
+    if (!envKeys.has(k)) list.push(`${k}=${v}`);
+    if (!PROXY_ARGS.has(k)) hist.push([k, v]);
+  }
+  for (const k of PROXY_ARGS) {
+    const v = kit.env.buildArgs[k];
+    if (v !== void 0 && !state.args.has(k) && !envKeys.has(k)) {
+      list.push(`${k}=${v}`);
+      kit.env.consumed.add(k);
+    }
+  }
+  return { env: list, argsForHistory: hist };
+}
+async function mountKeys(kit, inst) {
+  const keys = [];
+  for (const m of inst.mounts) {
+    if (m.type === "bind" && m.from === void 0) keys.push([m.spec, await kit.env.contextKey()]);
+    else if ((m.type === "bind" || m.type === "cache") && m.from !== void 0) {
+      const src = await kit.fromState(m.from, inst);
+      keys.push([m.spec, topChain(src) ?? "scratch"]);
+    } else if (m.type === "secret") keys.push([m.type, m.id, m.target, m.env]);
+    else keys.push([m.spec]);
+  }
+  return keys;
+}
+function runArgv(inst, shell) {
+  if (inst.cmd.form === "exec") return [...inst.cmd.args];
+  const cmd = inst.cmd.command.trim();
+  const only = inst.heredocs.length === 1 ? inst.heredocs[0] : void 0;
+  if (only && /^<<-?\s*["']?[^\s"']+["']?$/.test(cmd)) {
+    const body = only.content;
+    if (body.startsWith("#!")) {
+      const interp = body.split("\n")[0].slice(2).trim().split(/\s+/);
+      return [...interp, "-c", body.split("\n").slice(1).join("\n")];
+    }
+    return [...shell, body];
+  }
+  if (inst.heredocs.length > 0) {
+    let script = cmd;
+    for (const h of inst.heredocs) script += `
+${h.content}${h.name}`;
+    return [...shell, script];
+  }
+  return [...shell, inst.cmd.command];
+}
+function logSink(kit, ctx, stream) {
+  const emit = kit.s.opts.emit;
+  let partial = "";
+  return new Writable4({
+    write(chunk, _enc, cb) {
+      const data = chunk.toString("utf8");
+      emit({ type: "step-log", time: Date.now(), id: ctx.id, stream, data });
+      const lines = (partial + data).split("\n");
+      partial = lines.pop() ?? "";
+      ctx.tail.push(...lines);
+      if (ctx.tail.length > 50) ctx.tail.splice(0, ctx.tail.length - 50);
+      cb();
+    },
+    final(cb) {
+      if (partial) ctx.tail.push(partial);
+      cb();
+    }
+  });
+}
+async function runMounts2(kit, inst, cwd, cleanup, env) {
+  const out = [];
+  let sshCount = 0;
+  for (const m of inst.mounts) {
+    const target = m.target ?? (m.type === "secret" ? `/run/secrets/${m.id ?? ""}` : m.type === "ssh" ? `/run/buildkit/ssh_agent.${sshCount}` : void 0);
+    if (target === void 0 && m.type !== "secret") throw kit.fail(inst, `--mount=${m.spec}: target is required`);
+    const abs = target === void 0 ? void 0 : posix3.resolve(cwd, target);
+    switch (m.type) {
+      case "tmpfs": {
+        const t = { type: "tmpfs", destination: abs };
+        if (m.size !== void 0) t.size = m.size;
+        out.push(t);
+        break;
+      }
+      case "cache": {
+        const id = m.id ?? abs;
+        const name = createHash14("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
+        let dir = await kit.s.cacheMountDir(name, id);
+        if (m.sharing === "locked" || m.sharing === "private") {
+          const held = await holdLock(kit, `${dir}.lock`, m.sharing === "locked" ? 36e5 : 0);
+          if (held) cleanup.push(held);
+          else {
+            dir = await kit.tempDir("cache-private-");
+            const d = dir;
+            cleanup.push(() => rm15(d, { recursive: true, force: true }));
+          }
+        }
+        if ((await readdir10(dir)).length === 0) {
+          await chmod2(dir, m.mode ?? 493);
+          await chown2(dir, m.uid ?? 0, m.gid ?? 0);
+        }
+        out.push({ type: "bind", source: dir, destination: abs, readonly: m.readonly });
+        break;
+      }
+      case "bind": {
+        const rootDir = m.from === void 0 ? (await kit.env.context()).root : await kit.view(await kit.fromState(m.from, inst), cleanup);
+        const src = secureJoin(rootDir, m.source ?? "/", { followLast: true });
+        if (!await exists(src)) throw kit.fail(inst, `--mount=${m.spec}: source "${m.source ?? "/"}" not found`);
+        out.push({ type: "bind", source: src, destination: abs, readonly: m.from === void 0 ? true : m.readonly });
+        break;
+      }
+      case "ssh": {
+        const id = m.id ?? "default";
+        if (m.source !== void 0) throw kit.fail(inst, `--mount=${m.spec}: ssh does not support source`);
+        if (sshCount++ === 0 && !env.some((kv) => kv.startsWith("SSH_AUTH_SOCK="))) env.push(`SSH_AUTH_SOCK=${abs}`);
+        const paths = kit.s.opts.run?.ssh?.[id];
+        if (paths === void 0) {
+          if (m.required) throw kit.fail(inst, `ssh agent "${id}" is required but was not provided`, `pass it with --ssh ${id === "default" ? "default" : `${id}=SOCKET_OR_KEYFILE`}`);
+          break;
+        }
+        const sock = await agentSocket(id, paths, { uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 384 });
+        cleanup.push(() => sock.close());
+        out.push({ type: "bind", source: sock.path, destination: abs, readonly: true });
+        break;
+      }
+      case "secret": {
+        const id = m.id ?? "";
+        const spec = kit.env.secrets[id];
+        let value;
+        if (spec?.file !== void 0) value = await readFile13(spec.file);
+        else if (spec?.env !== void 0 && process.env[spec.env] !== void 0) value = Buffer.from(process.env[spec.env]);
+        if (value === void 0) {
+          if (m.required) throw kit.fail(inst, `secret "${id}" is required but was not provided`, `pass it with --secret id=${id},src=FILE`);
+          break;
+        }
+        if (m.env !== void 0) env.push(`${m.env}=${value.toString("utf8")}`);
+        if (abs !== void 0 || m.env === void 0) {
+          const dir = await kit.tempDir("secret-");
+          cleanup.push(() => rm15(dir, { recursive: true, force: true }));
+          const f = join17(dir, "value");
+          await writeFile6(f, value, { mode: 384 });
+          await chown2(f, m.uid ?? 0, m.gid ?? 0);
+          await chmod2(f, m.mode ?? 256);
+          out.push({ type: "bind", source: f, destination: abs ?? `/run/secrets/${id}`, readonly: true });
+        }
+        break;
+      }
+    }
+  }
+  return out;
+}
+async function holdLock(kit, file, timeoutMs) {
+  let release;
+  const held = new Promise((r) => release = r);
+  let done;
+  const acquired = await new Promise((resolve3) => {
+    done = withLock(file, async () => {
+      resolve3(true);
+      await held;
+    }, { timeoutMs, signal: kit.s.opts.signal }).catch(() => resolve3(false));
+  });
+  if (!acquired) return void 0;
+  return async () => {
+    release();
+    await done;
+  };
+}
+async function recordMountpoints(rootfs, targets) {
+  const created = [];
+  for (const t of targets) {
+    const parts = posix3.resolve("/", t).split("/").filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) {
+      const p = secureJoin(rootfs, "/" + parts.slice(0, i).join("/"), { followLast: true });
+      if (!await exists(p) && !created.includes(p)) created.push(p);
+    }
+  }
+  return created;
+}
+async function removeCreatedMountpoints(created) {
+  for (const p of [...created].sort((a, b) => b.length - a.length)) {
+    try {
+      const st = await lstat5(p);
+      if (st.isDirectory()) await rmdir3(p);
+      else if (st.size === 0) await rm15(p);
+    } catch {
+    }
+  }
+}
+
+// packages/builder/src/steps/workdir.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { chown as chown3, mkdir as mkdir13 } from "node:fs/promises";
+import { posix as posix4 } from "node:path";
+async function workdirStep(kit, state, raw) {
+  const { inst, used } = kit.expand(state, raw);
+  const c = containerConfig2(state);
+  const dir = posix4.resolve(c.WorkingDir || "/", inst.path);
+  const user = c.User || "";
+  const key = cacheKey([state.key, "workdir", dir, user, used]);
+  const r = await kit.layerStep(
+    state,
+    key,
+    `WORKDIR ${dir}`,
+    async (active) => {
+      const target = secureJoin(active.rootfs, dir, { followLast: true });
+      const existed = await exists(target);
+      await mkdir13(target, { recursive: true, mode: 493 });
+      if (!existed && user && user !== "root" && user !== "0") {
+        const u = await resolveUser(user, active.rootfs);
+        await chown3(target, u.uid, u.gid);
+      }
+    },
+    { emptyIfUnchanged: true }
+  );
+  containerConfig2(r.state).WorkingDir = dir;
+  return r;
+}
+
+// packages/builder/src/stage.ts
+var StageScheduler = class {
+  constructor(env) {
+    this.env = env;
+    this.s = env.session;
+  }
+  env;
+  results = /* @__PURE__ */ new Map();
+  s;
+  run(stage) {
+    let p = this.results.get(stage);
+    if (!p) {
+      p = this.runStage(stage);
+      this.results.set(stage, p);
+    }
+    return p;
+  }
+  /** Waits for every stage started so far, whatever its outcome (before the store is left alone). */
+  async settle() {
+    await Promise.allSettled([...this.results.values()]);
+  }
+  async runStage(stage) {
+    const { src, from } = this.env;
+    const deps = this.env.deps.get(stage);
+    const label2 = stage.name ?? `stage-${stage.index}`;
+    const kit = new StepKit({
+      ...this.env,
+      file: src.file,
+      text: src.text,
+      escapeToken: src.df.escapeToken,
+      stageLabel: label2,
+      stageResult: (ref) => {
+        const st = findStage(src.df, ref);
+        return st ? this.run(st) : void 0;
+      }
+    });
+    for (const r of deps?.reads ?? []) void this.run(r).catch(() => {
+    });
+    const total = stage.instructions.length + 1;
+    const id = this.s.nextStepId();
+    const t0 = Date.now();
+    const emit = this.s.opts.emit;
+    emit({ type: "step-start", time: t0, id, name: `[${label2} 1/${total}] FROM ${from.image(stage)}`, stage: label2, index: 1, total });
+    let base;
+    try {
+      base = await from.baseState(this.s, stage, deps?.base ? await this.run(deps.base) : void 0, this.env.platform, kit);
+    } catch (e) {
+      emit({ type: "step-error", time: Date.now(), id, message: e instanceof Error ? e.message : String(e) });
+      throw e;
+    }
+    emit({ type: "step-done", time: Date.now(), id, cached: true, durationMs: Date.now() - t0 });
+    const steps = [...base.triggers, ...stage.instructions];
+    return runSteps(kit, base.state, steps, Math.max(total, steps.length + 1));
+  }
+};
+async function runSteps(kit, state, steps, total) {
+  const s = kit.s;
+  let cur = state;
+  for (const [i, inst] of steps.entries()) {
+    s.checkAbort();
+    const id = s.nextStepId();
+    const start = Date.now();
+    s.opts.emit({ type: "step-start", time: start, id, name: `[${kit.env.stageLabel} ${i + 2}/${total}] ${summary(inst)}`, stage: kit.env.stageLabel, index: i + 2, total });
+    try {
+      const r = await step(kit, cur, { id, inst, tail: [] });
+      cur = r.state;
+      s.opts.emit({ type: "step-done", time: Date.now(), id, cached: r.cached, durationMs: Date.now() - start, ...layerSize(r) });
+    } catch (e) {
+      const err = kit.wrap(inst, e);
+      s.opts.emit({ type: "step-error", time: Date.now(), id, message: err instanceof Error ? err.message : String(err) });
+      throw err;
+    }
+  }
+  return cur;
+}
+function layerSize(r) {
+  return r.layerSize !== void 0 ? { layerSize: r.layerSize } : {};
+}
+function step(kit, state, ctx) {
+  const inst = ctx.inst;
+  switch (inst.kind) {
+    case "run":
+      return runStep(kit, state, inst, ctx);
+    case "copy":
+    case "add":
+      return copyStep(kit, state, inst);
+    case "workdir":
+      return workdirStep(kit, state, inst);
+    case "from":
+      throw kit.fail(inst, "FROM cannot be used here");
+    default:
+      return configStep(kit, state, inst);
+  }
+}
+
+// packages/builder/src/steps/from.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readFile as readFile15, stat as stat8 } from "node:fs/promises";
+import { join as join19 } from "node:path";
+
+// packages/builder/src/layout.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createReadStream as createReadStream3 } from "node:fs";
+import { open as open6, readFile as readFile14 } from "node:fs/promises";
+import { join as join18 } from "node:path";
+var MAX_JSON = 4 * 1024 * 1024;
+function fail(message, hint) {
+  return new UsageError(message, hint === void 0 ? {} : { hint });
+}
+async function readJsonBlob(dir, d, size) {
+  const file = join18(dir, "blobs", "sha256", digestHex(d));
+  let fh;
+  try {
+    fh = await open6(file, "r");
+  } catch {
+    throw fail(`blob ${d} is not in the layout`);
+  }
+  let bytes;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > MAX_JSON) throw fail(`blob ${d} is not a manifest or config (${st.size} bytes)`);
+    bytes = await fh.readFile();
+  } finally {
+    await fh.close();
+  }
+  if (sha256(bytes) !== d || size !== void 0 && bytes.length !== size) throw new TsbuildError("DIGEST_MISMATCH", `blob ${d} of the layout does not match its digest`);
+  return bytes;
+}
+async function pick2(ref) {
+  let text;
+  try {
+    text = await readFile14(join18(ref.dir, "index.json"));
+  } catch {
+    throw fail(`${ref.dir} is not an OCI image layout (no index.json)`, "write one with skopeo copy \u2026 oci:DIR:TAG, or build with -o type=oci and unpack it");
+  }
+  if (text.length > MAX_JSON) throw fail(`index.json is ${text.length} bytes, more than the ${MAX_JSON} allowed`);
+  const idx = parseIndex(text, { source: join18(ref.dir, "index.json") });
+  if (ref.digest !== void 0) {
+    const hit2 = idx.manifests.find((m) => m.digest === ref.digest);
+    if (hit2) return hit2;
+    const bytes = await readJsonBlob(ref.dir, ref.digest, void 0);
+    const mediaType = sniffMediaType(bytes);
+    if (mediaType === void 0 || !isManifestMediaType(mediaType) && !isIndexMediaType(mediaType)) throw fail(`${ref.digest} is not a manifest or an index`);
+    return { mediaType, digest: ref.digest, size: bytes.length };
+  }
+  const tags = idx.manifests.map((m) => m.annotations?.[ANNOTATION_REF_NAME]).filter((t) => t !== void 0);
+  const tag = ref.tag ?? "latest";
+  const hit = idx.manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === tag);
+  if (hit) return hit;
+  if (ref.tag === void 0 && idx.manifests.length === 1) return idx.manifests[0];
+  throw fail(`no image tagged ${JSON.stringify(tag)}`, tags.length > 0 ? `tags in the layout: ${tags.join(", ")}` : "name the image by digest: oci-layout://DIR@sha256:\u2026");
+}
+async function importFromLayout(store, ref, platform, signal) {
+  let desc = await pick2(ref);
+  for (let depth = 0; isIndexMediaType(desc.mediaType); depth++) {
+    if (depth > 4) throw fail("indexes nest too deeply");
+    const idx = parseIndex(await readJsonBlob(ref.dir, desc.digest, desc.size), { source: desc.digest });
+    const match = idx.manifests.find((m) => platformMatches(m.platform, platform));
+    if (!match) {
+      const have = idx.manifests.map((m) => m.platform ? formatPlatform(m.platform) : "?").join(", ");
+      throw fail(`the index has no image for ${formatPlatform(platform)} (it has: ${have || "none"})`);
+    }
+    desc = match;
+  }
+  if (!isManifestMediaType(desc.mediaType)) throw fail(`${desc.digest} has media type ${desc.mediaType}, not an image manifest`);
+  const manifestBytes = await readJsonBlob(ref.dir, desc.digest, desc.size);
+  const manifest = parseManifest(manifestBytes, { source: desc.digest });
+  const configBytes = await readJsonBlob(ref.dir, manifest.config.digest, manifest.config.size);
+  const config = parseConfig(configBytes, { source: manifest.config.digest });
+  if (config.rootfs.diff_ids.length !== manifest.layers.length) {
+    throw fail(`the image config lists ${config.rootfs.diff_ids.length} layers and the manifest ${manifest.layers.length}`);
+  }
+  for (const l of manifest.layers) {
+    if (await store.hasBlob(l.digest)) continue;
+    const file = join18(ref.dir, "blobs", "sha256", digestHex(l.digest));
+    const opts = {};
+    if (signal) opts.signal = signal;
+    try {
+      await store.writeBlob(createReadStream3(file), { digest: l.digest, size: l.size }, opts);
+    } catch (e) {
+      if (e.code === "ENOENT") throw fail(`layer ${l.digest} is not in the layout`);
+      throw e;
+    }
+  }
+  await store.writeBlob(configBytes, { digest: manifest.config.digest, size: configBytes.length });
+  await store.writeBlob(manifestBytes, { digest: desc.digest, size: manifestBytes.length });
+  return { digest: desc.digest, config, layers: manifest.layers.map((l) => ({ ...l })) };
+}
+
+// packages/builder/src/steps/from.ts
+function globalArgs2(df, buildArgs, predefined, consumed) {
+  const args = new Map(Object.entries(predefined));
+  for (const a of df.globalArgs) {
+    for (const kv of a.args) {
+      let v;
+      if (Object.hasOwn(buildArgs, kv.key)) {
+        v = buildArgs[kv.key];
+        consumed.add(kv.key);
+      } else if (kv.value !== void 0) {
+        v = envExpander(args, { escapeToken: df.escapeToken }).word(kv.value);
+      }
+      if (v !== void 0) args.set(kv.key, v);
+    }
+  }
+  return args;
+}
+var FromResolver = class {
+  constructor(src, args) {
+    this.src = src;
+    this.args = args;
+  }
+  src;
+  args;
+  names = /* @__PURE__ */ new Map();
+  fail(s, message, extra = {}) {
+    return new DockerfileError(message, { file: this.src.file, range: s.from.range, excerpt: excerptOf(this.src.text, s.from.range), ...extra });
+  }
+  /** The base name of `s`, e.g. `busybox:latest` or the name of an earlier stage. */
+  image(s) {
+    let w = this.names.get(s);
+    if (w !== void 0) return w;
+    if (contextOf(this.src.df, s)) return s.from.image;
+    try {
+      w = envExpander(this.args, { escapeToken: this.src.df.escapeToken }).word(s.from.image);
+    } catch (e) {
+      throw this.fail(s, `FROM: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (w === "") throw this.fail(s, `FROM: base name (${s.from.image}) should not be blank`);
+    this.names.set(s, w);
+    return w;
+  }
+  /** Refuses a `FROM --platform` that tsbuild cannot build (checked before anything runs). */
+  checkPlatform(s) {
+    if (s.from.platform === void 0) return;
+    targetPlatform(envExpander(this.args).word(s.from.platform), `${this.src.file}:${s.from.range.start.line}: FROM --platform`);
+  }
+  /**
+   * The state stage `s` starts from and the ONBUILD triggers it inherits. `base` is the state of
+   * the stage it builds on, when it builds on a stage.
+   */
+  async baseState(session, s, base, platform, kit) {
+    const named = contextOf(this.src.df, s);
+    if (named) return { state: await contextState(session, named, platform, kit), triggers: [] };
+    const name = this.image(s);
+    let state;
+    try {
+      if (base) {
+        state = { ...base, config: structuredClone(base.config), layers: [...base.layers], args: /* @__PURE__ */ new Map(), cmdSet: false };
+      } else if (name.toLowerCase() === "scratch") {
+        state = scratchState(platform);
+      } else {
+        const img = await session.image(name);
+        checkImagePlatform(img.config, name);
+        state = { config: img.config, layers: img.layers, key: cacheKey(["from", img.digest]), args: /* @__PURE__ */ new Map(), cmdSet: false };
+      }
+    } catch (e) {
+      if (e instanceof TsbuildError && !(e instanceof DockerfileError)) {
+        throw this.fail(s, `FROM ${name}: ${e.message}`, { hint: e.hint, cause: e });
+      }
+      throw e;
+    }
+    if (!envList(state).some((kv) => kv.startsWith("PATH="))) setEnv(state, "PATH", DEFAULT_PATH2);
+    const triggers = state.config.config?.OnBuild ?? [];
+    if (state.config.config) {
+      if (triggers.length === 0) delete state.config.config.OnBuild;
+      else state.config.config.OnBuild = null;
+    }
+    return { state, triggers: this.parseTriggers(triggers, s) };
+  }
+  /** ONBUILD triggers of a base image, parsed as the instructions they were written as. */
+  parseTriggers(triggers, s) {
+    const out = [];
+    for (const t of triggers) {
+      try {
+        const r = parse(t);
+        for (const node2 of r.ast.children) out.push(parseInstruction(node2, { file: `ONBUILD trigger of ${s.from.image}` }));
+      } catch (e) {
+        throw this.fail(s, `invalid ONBUILD trigger in base image: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    return out;
+  }
+};
+function imageState(img) {
+  return { config: img.config, layers: img.layers, key: cacheKey(["from", img.digest]), args: /* @__PURE__ */ new Map(), cmdSet: false };
+}
+async function contextState(session, c, platform, kit) {
+  try {
+    switch (c.source.type) {
+      case "image": {
+        const img = await session.image(c.source.ref);
+        checkImagePlatform(img.config, c.source.ref);
+        return imageState(img);
+      }
+      case "oci-layout": {
+        const img = await importFromLayout(session.store, c.source, platform, session.opts.signal);
+        checkImagePlatform(img.config, c.spec);
+        return imageState(img);
+      }
+      case "local":
+        if (!kit) throw new TsbuildError("INTERNAL", "a directory context needs the step kit");
+        return await directoryState(kit, c.source.dir, c.name, platform);
+    }
+  } catch (e) {
+    if (e instanceof TsbuildError && !e.message.startsWith("--build-context")) {
+      const wrapped = new TsbuildError(e.code, `--build-context ${c.spec}: ${e.message}`, { hint: e.hint, cause: e });
+      wrapped.exitCode = e.exitCode;
+      throw wrapped;
+    }
+    throw e;
+  }
+}
+async function contextIgnore(dir) {
+  const file = join19(dir, ".dockerignore");
+  try {
+    return createIgnoreMatcher(parseIgnoreFile(await readFile15(file, "utf8")), file);
+  } catch (e) {
+    if (e.code === "ENOENT") return NO_IGNORE;
+    throw e;
+  }
+}
+async function directoryState(kit, dir, name, platform) {
+  const st = await stat8(dir).catch(() => void 0);
+  if (!st) throw new UsageError(`directory ${dir} does not exist`);
+  if (!st.isDirectory()) throw new UsageError(`${dir} is not a directory`, { hint: "a context is a directory, docker-image://REF or oci-layout://DIR" });
+  const ctx = await BuildContext.open(dir, { ignore: await contextIgnore(dir) });
+  const matches = await ctx.resolveSources(["."]);
+  const content = await hashSources(ctx, matches, { statCache: await kit.s.statCache(), signal: kit.s.opts.signal });
+  const key = cacheKey(["build-context", content]);
+  const r = await kit.layerStep(scratchState(platform), key, `COPY --from=${name} / /`, async (active) => {
+    await copyInto(ctx, matches, active.rootfs, "/", { workdir: "/", signal: kit.s.opts.signal });
+  });
+  return r.state;
+}
+function scratchState(platform) {
+  return {
+    config: { architecture: platform.architecture, os: platform.os, config: {}, rootfs: { type: "layers", diff_ids: [] }, history: [] },
+    layers: [],
+    key: cacheKey(["from", "scratch", platform]),
+    args: /* @__PURE__ */ new Map(),
+    cmdSet: false
+  };
+}
+function checkImagePlatform(config, ref) {
+  const host = hostPlatform();
+  if (config.os !== host.os || config.architecture !== host.architecture && config.architecture !== "") {
+    throw new TsbuildError("PLATFORM", `image ${ref} is ${config.os}/${config.architecture}, not ${formatPlatform(host)}`);
+  }
+}
+
+// packages/builder/src/build.ts
+async function openRoot(root, opts = {}) {
+  const r = resolveRoot(root ? { root } : {});
+  const store = await openStore({ root: r });
+  store.setFetcher(new RemoteFetcher(store, opts));
+  if (await deadBundles(join20(r, "state"))) await cleanupContainers().catch(() => {
+  });
+  const snapshots = await openSnapshotter({ root: join20(r, "snapshots") });
+  return { root: r, store, snapshots };
+}
+async function deadBundles(stateDir) {
+  try {
+    return (await readdir11(stateDir)).some((n) => {
+      const pid = ownerPid(n);
+      return pid !== void 0 && !pidAlive(pid);
+    });
+  } catch {
+    return false;
+  }
+}
+async function build(opts) {
+  requireRoot("tsbuild build");
+  const started = Date.now();
+  planPublish(opts);
+  const contextDir = resolvePath9(opts.context);
+  await checkContextDir(contextDir, opts.context);
+  const file = opts.file && opts.file !== "-" ? opts.file : join20(contextDir, "Dockerfile");
+  const shownFile = opts.file === "-" ? "<stdin>" : file;
+  const text = opts.dockerfileText ?? await readDockerfile(file);
+  const df = withContexts(parseDockerfile(text, { file: shownFile }), opts.buildContexts ?? []);
+  const src = { df, file: shownFile, text };
+  const platform = targetPlatform(opts.platform);
+  const annotations = imageAnnotations(opts.annotations ?? [], platform);
+  const emit = opts.onEvent ?? (() => {
+  });
+  const buildArgs = { ...opts.buildArgs ?? {} };
+  const predefined = platformArgs(platform);
+  const consumed = /* @__PURE__ */ new Set();
+  const args = globalArgs2(df, buildArgs, predefined, consumed);
+  const from = new FromResolver(src, args);
+  const plan = planStages(df, opts.target, (s) => from.image(s), shownFile, text);
+  for (const s of plan.order) from.checkPlatform(s);
+  await checkRlimits(opts.ulimits ?? []);
+  const caches = [...opts.cacheFrom ?? [], ...opts.cacheTo ?? []];
+  const gha = caches.some((c) => c.type === "gha") ? GhaCacheClient.tryFromEnv(process.env) : void 0;
+  const { root, store, snapshots } = await openRoot(opts.root, { registry: opts.registry, gha });
+  const session = new BuildSession(root, store, snapshots, {
+    noCache: opts.noCache ?? false,
+    pull: opts.pull ?? false,
+    registry: opts.registry ?? {},
+    emit,
+    signal: opts.signal,
+    sourceDateEpoch: opts.sourceDateEpoch,
+    runtime: opts.runtime,
+    network: opts.network ?? "default",
+    limits: opts.limits ?? {},
+    run: { extraHosts: opts.extraHosts, ulimits: opts.ulimits, shmSize: opts.shmSize, ssh: opts.ssh }
+  });
+  const remoteOpts = { store, registry: opts.registry, gha, signal: opts.signal, warn: (m) => session.warn(m) };
+  try {
+    if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await RemoteCaches.load(opts.cacheFrom, remoteOpts);
+    let ctxPromise;
+    const context2 = () => ctxPromise ??= loadIgnore(contextDir, file).then((ignore) => BuildContext.open(contextDir, { ignore }));
+    let ctxKey;
+    const contextKey = () => ctxKey ??= context2().then(async (c) => hashSources(c, await c.resolveSources(["."]), { statCache: await session.statCache() }));
+    emit({ type: "build-start", time: Date.now(), stages: plan.order.length, steps: plan.order.reduce((n, s) => n + s.instructions.length + 1, 0) });
+    const inlineCache = opts.cacheTo?.find((c) => c.type === "inline");
+    if (inlineCache && !planPublish(opts).push) session.warn("--cache-to type=inline travels with a pushed image, and nothing is pushed: no cache was written");
+    for (let attempt = 0; ; attempt++) {
+      const stages = new StageScheduler({
+        session,
+        src,
+        from,
+        deps: plan.deps,
+        platform,
+        context: context2,
+        contextKey,
+        buildArgs,
+        consumed,
+        globalArgs: args,
+        secrets: opts.secrets ?? {}
+      });
+      try {
+        let state;
+        try {
+          state = await stages.run(plan.order.at(-1));
+        } finally {
+          await stages.settle();
+          await session.saveStatCache().catch(() => {
+          });
+        }
+        const image = await writeImage(store, state, platform, opts.labels, annotations);
+        emit({ type: "build-done", time: Date.now(), imageDigest: image.manifest.digest, configDigest: image.configDigest, durationMs: Date.now() - started });
+        const input = exportInput(session, state.key);
+        const published = await publish(store, image, {
+          ...opts,
+          emit,
+          signal: opts.signal,
+          pushAnnotations: inlineCache ? async () => inlineAnnotation(await cacheDocument(input, { ...inlineCache, compression: opts.compression ?? "gzip" }, remoteOpts)) : void 0
+        });
+        const cacheExports = await exportCaches(opts.cacheTo ?? [], input, remoteOpts);
+        for (const r of cacheExports) emit({ type: "cache-exported", time: Date.now(), ...r });
+        const warnings = df.warnings.map((w) => `${shownFile}:${w.range.start.line}: ${w.message}`);
+        const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !args.has(k));
+        if (unused.length > 0) warnings.push(`one or more build args were not consumed: ${unused.sort().join(", ")}`);
+        return { ...published, ...image, warnings: [...warnings, ...session.warnings], cacheExports };
+      } catch (e) {
+        const lie = causeOf(e, CacheMismatchError);
+        if (!lie || attempt >= 20) throw e;
+        const keys = await session.distrust(lie.diffId);
+        if (keys.length === 0) throw e;
+        session.warn(`${lie.message}: running the ${keys.length === 1 ? "step" : `${keys.length} steps`} that took it again`);
+      }
+    }
+  } finally {
+    gha?.close();
+  }
+}
+function exportInput(session, finalKey) {
+  return {
+    records: [...session.journal.values()],
+    finalKey,
+    mounts: [...session.mountsUsed].map(([name, id]) => ({ name, id, dir: join20(session.root, "cache-mounts", name) })),
+    sourceDateEpoch: session.opts.sourceDateEpoch
+  };
+}
+function causeOf(e, type) {
+  for (let c = e, depth = 0; c instanceof Error && depth < 10; c = c.cause, depth++) if (c instanceof type) return c;
+  return void 0;
+}
+async function checkContextDir(dir, given) {
+  const shown = JSON.stringify(given) + (dir === given ? "" : ` (${dir})`);
+  const hint = "the build context is a directory: pass one that exists";
+  let isDir;
+  try {
+    isDir = (await stat9(dir)).isDirectory();
+  } catch (e) {
+    const code = e.code;
+    if (code !== "ENOENT" && code !== "ENOTDIR") throw e;
+    throw new UsageError(`build context ${shown} does not exist`, { hint });
+  }
+  if (!isDir) throw new UsageError(`build context ${shown} is not a directory`, { hint });
+}
+async function readDockerfile(file) {
+  try {
+    return await readFile16(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read Dockerfile ${file}: ${e.code ?? String(e)}`, {
+      hint: "pass the Dockerfile with -f, or put one at the root of the build context"
+    });
+  }
+}
+async function writeImage(store, state, platform, labels, annotations) {
+  const config = structuredClone(state.config);
+  const cc = config.config ??= {};
+  if (labels && Object.keys(labels).length > 0) cc.Labels = { ...cc.Labels ?? {}, ...labels };
+  if (cc.OnBuild === null) delete cc.OnBuild;
+  const lastCreated = config.history?.at(-1)?.created;
+  if (lastCreated) config.created = lastCreated;
+  config.architecture = platform.architecture;
+  config.os = platform.os;
+  const configDesc = await store.putJson(MediaType.OciConfig, config);
+  const manifest = await store.putJson(MediaType.OciManifest, buildManifest(configDesc, state.layers, annotations.manifest));
+  if (Object.keys(annotations.descriptor).length > 0) manifest.annotations = { ...annotations.descriptor };
+  return { manifest, configDigest: configDesc.digest };
+}
+
+// packages/builder/src/images.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+
+// packages/action/src/inputs.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { resolve as resolvePath10 } from "node:path";
 
 // packages/action/src/workflow.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -10344,6 +12913,42 @@ function summaryMarkdown(title, facts, steps) {
 `;
 }
 
+// packages/action/src/inputs.ts
+var NETWORKS = ["default", "none", "host"];
+function applyBuildxInputs(env, opts) {
+  const network = getInput(env, "network");
+  if (network !== "") {
+    if (!NETWORKS.includes(network)) throw new UsageError(`network: expected one of ${NETWORKS.join(", ")}, got ${JSON.stringify(network)}`);
+    opts.network = network;
+  }
+  const fromEnv = {};
+  for (const [id, name] of Object.entries(keyValueList(getList(env, "secret-envs"), "secret-envs"))) fromEnv[id] = { env: name };
+  const fromFiles = {};
+  for (const [id, file] of Object.entries(keyValueList(getList(env, "secret-files", { commas: false }), "secret-files"))) fromFiles[id] = { file: resolvePath10(file) };
+  opts.secrets = { ...fromEnv, ...opts.secrets ?? {}, ...fromFiles };
+  const annotations = getList(env, "annotations", { commas: false });
+  if (annotations.length > 0) opts.annotations = annotations.flatMap(parseAnnotation);
+  const hosts = getList(env, "add-hosts");
+  if (hosts.length > 0) opts.extraHosts = hosts.map(parseAddHost);
+  const ulimits = getList(env, "ulimit", { commas: false });
+  if (ulimits.length > 0) opts.ulimits = parseUlimits(ulimits);
+  const shm = getInput(env, "shm-size");
+  if (shm !== "") opts.shmSize = parseSize("shm-size", shm);
+  const contexts = getList(env, "build-contexts", { commas: false });
+  if (contexts.length > 0) opts.buildContexts = contexts.map((c) => parseBuildContext(c));
+  const ssh = getList(env, "ssh", { commas: false });
+  if (ssh.length > 0) opts.ssh = Object.fromEntries(ssh.map((s) => parseSsh(s, { ...process.env, ...env })).map((s) => [s.id, s.paths]));
+  summaryEnabled(env, true);
+}
+function summaryEnabled(env, strict = false) {
+  const v = env.DOCKER_BUILD_SUMMARY;
+  if (v === void 0 || v === "") return true;
+  if (/^(1|t|true)$/i.test(v)) return true;
+  if (/^(0|f|false)$/i.test(v)) return false;
+  if (strict) throw new UsageError(`DOCKER_BUILD_SUMMARY: expected true or false, got ${JSON.stringify(v)}`);
+  return true;
+}
+
 // packages/action/src/action.ts
 var GroupedLog = class {
   constructor(write) {
@@ -10405,6 +13010,21 @@ var GroupedLog = class {
 `);
         break;
       }
+      case "exported":
+        this.enter("outputs", `export type=${e.output}`);
+        this.write(`wrote ${e.dest}${e.size ? ` (${e.size} bytes)` : ""}
+`);
+        break;
+      case "push-blob":
+        this.enter("outputs", `push ${e.ref}`);
+        this.write(`${e.digest.slice(7, 19)}: ${e.status}
+`);
+        break;
+      case "pushed":
+        this.enter("outputs", `push ${e.ref}`);
+        this.write(`pushed ${e.ref}@${e.digest}
+`);
+        break;
       default:
         break;
     }
@@ -10417,9 +13037,9 @@ var GroupedLog = class {
 };
 function annotationFile(file, env) {
   const ws = env.GITHUB_WORKSPACE;
-  if (!ws || !isAbsolute2(file)) return file;
-  const rel = relative(resolvePath7(ws), file);
-  return rel.startsWith("..") || isAbsolute2(rel) ? file : rel;
+  if (!ws || !isAbsolute3(file)) return file;
+  const rel = relative(resolvePath11(ws), file);
+  return rel.startsWith("..") || isAbsolute3(rel) ? file : rel;
 }
 function errorCommand(e, env) {
   if (e instanceof DockerfileError) {
@@ -10434,12 +13054,6 @@ ${e.hint}` : e.message);
 }
 var secretSeq = 0;
 function readInputs(env) {
-  const context = getInput(env, "context") || ".";
-  const file = getInput(env, "file");
-  const outputs = getList(env, "outputs", { commas: false }).map(parseOutput);
-  const tags = [...getList(env, "tags"), ...outputs.flatMap((o) => "names" in o ? o.names : [])];
-  const push = getBool(env, "push") || outputs.some((o) => o.type === "registry" || o.type === "image" && o.push);
-  if (push && tags.length === 0) throw new UsageError("push needs at least one tag", { hint: "set the tags input" });
   const platforms = getList(env, "platforms");
   if (platforms.length > 1) {
     throw new UsageError(`platforms: tsbuild builds one platform per run, got ${platforms.join(", ")}`, { hint: "use a matrix job per platform" });
@@ -10452,28 +13066,46 @@ function readInputs(env) {
     process.env[name] = value;
     secrets[id] = { env: name };
   }
+  const file = getInput(env, "file");
   const opts = {
-    context,
-    tags,
+    context: getInput(env, "context") || ".",
+    file: file ? resolvePath11(file) : void 0,
+    tags: getList(env, "tags"),
+    outputs: getList(env, "outputs", { commas: false }).map(parseOutput),
+    push: getBool(env, "push"),
+    compression,
+    registry: registryInputs(env),
     buildArgs: keyValueList(getList(env, "build-args", { commas: false }), "build-args"),
     labels: keyValueList(getList(env, "labels", { commas: false }), "labels"),
     noCache: getBool(env, "no-cache"),
+    cacheFrom: getList(env, "cache-from", { commas: false }).map((c) => parseCacheFrom(c, env)),
+    cacheTo: getList(env, "cache-to", { commas: false }).map((c) => parseCacheTo(c, env)),
     pull: getBool(env, "pull"),
-    secrets
+    secrets,
+    target: getInput(env, "target") || void 0,
+    platform: platforms[0],
+    runtime: getInput(env, "runtime") || void 0,
+    root: env.TSBUILD_ROOT || void 0
   };
-  if (file) opts.file = resolvePath7(file);
-  const target = getInput(env, "target");
-  if (target) opts.target = target;
-  if (platforms[0]) opts.platform = platforms[0];
-  const runtime = getInput(env, "runtime");
-  if (runtime) opts.runtime = runtime;
-  if (env.TSBUILD_ROOT) opts.root = env.TSBUILD_ROOT;
+  applyBuildxInputs(env, opts);
   const epoch = env.SOURCE_DATE_EPOCH;
   if (epoch !== void 0 && epoch !== "") {
     if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, got ${JSON.stringify(epoch)}`);
     opts.sourceDateEpoch = Number(epoch);
   }
-  return { build: opts, tags, push, outputs, compression };
+  return opts;
+}
+function registryInputs(env) {
+  const o = { insecure: getList(env, "insecure-registry") };
+  const ca = getInput(env, "ca-file");
+  if (ca) o.caFile = resolvePath11(ca);
+  const t = getInput(env, "registry-timeout");
+  if (t) {
+    const seconds = Number(t);
+    if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`registry-timeout: expected a positive number of seconds, got ${JSON.stringify(t)}`);
+    o.timeoutMs = Math.round(seconds * 1e3);
+  }
+  return o;
 }
 async function runAction(o) {
   const { env, write } = o;
@@ -10483,58 +13115,18 @@ async function runAction(o) {
   const facts = [];
   try {
     const inputs = readInputs(env);
-    for (const spec of Object.values(inputs.build.secrets ?? {})) {
+    for (const spec of Object.values(inputs.secrets ?? {})) {
       const value = spec.env !== void 0 ? process.env[spec.env] : void 0;
       for (const line of (value ?? "").split(/\r?\n/)) if (line.trim() !== "") write(command("add-mask", {}, line));
     }
-    title = `tsbuild: ${inputs.tags[0] ?? "untagged image"}`;
-    const root = inputs.build.root;
-    const signal = o.signal;
-    const r = await build({
-      ...inputs.build,
-      onEvent: (e) => log.event(e),
-      ...signal ? { signal } : {},
-      fetchImage: async (ref, fo) => {
-        const { store: store2 } = await openRoot(root);
-        await pullToStore(store2, ref, fo.signal ? { signal: fo.signal } : {});
-      }
-    });
+    title = `tsbuild: ${inputs.tags?.[0] ?? "untagged image"}`;
+    const r = await build({ ...inputs, onEvent: (e) => log.event(e), signal: o.signal });
     log.close();
     for (const w of r.warnings) write(command("warning", { title: "tsbuild" }, w));
-    const { store } = await openRoot(root);
-    for (const out of inputs.outputs) {
-      if (!("dest" in out)) continue;
-      write(command("group", {}, `export type=${out.type} dest=${out.dest}`));
-      const e = await exportImage(store, r.manifest.digest, { type: out.type, dest: out.dest, tags: r.tags, ...signal ? { signal } : {} });
-      write(`wrote ${out.dest}${e.size ? ` (${e.size} bytes)` : ""}
-::endgroup::
-`);
-    }
-    let digest = r.manifest.digest;
-    if (inputs.push) {
-      write(command("group", {}, `push ${r.tags.join(", ")}`));
-      for (const t of r.tags) {
-        digest = await pushFromStore(store, t, t, {
-          compression: inputs.compression,
-          ...signal ? { signal } : {},
-          onBlob: (b) => write(`${b.descriptor.digest.slice(7, 19)}: ${b.status}
-`)
-        });
-        write(`pushed ${t}@${digest}
-`);
-      }
-      write("::endgroup::\n");
-    }
-    const metadata = {
-      "containerimage.digest": digest,
-      "containerimage.config.digest": r.configDigest,
-      "containerimage.descriptor": r.manifest,
-      "image.name": r.tags.join(",")
-    };
-    writeOutputs(env, { imageid: r.configDigest, digest, metadata: JSON.stringify(metadata, null, 2) });
-    facts.push(["image id", r.configDigest], ["digest", digest], ["total", `${((Date.now() - started) / 1e3).toFixed(1)}s`]);
+    writeOutputs(env, { imageid: r.configDigest, digest: r.digest, metadata: JSON.stringify(r.metadata, null, 2) });
+    facts.push(["image id", r.configDigest], ["digest", r.digest], ["total", `${((Date.now() - started) / 1e3).toFixed(1)}s`]);
     if (r.tags.length > 0) facts.push(["tags", r.tags.join(", ")]);
-    if (inputs.push) facts.push(["pushed", "yes"]);
+    if (r.pushed.length > 0) facts.push(["pushed", "yes"]);
     writeSummary(env, title, facts, log);
     return 0;
   } catch (e) {
@@ -10546,7 +13138,7 @@ async function runAction(o) {
   }
 }
 function writeSummary(env, title, facts, log) {
-  if (!env.GITHUB_STEP_SUMMARY) return;
+  if (!env.GITHUB_STEP_SUMMARY || !summaryEnabled(env)) return;
   try {
     appendFileSync2(env.GITHUB_STEP_SUMMARY, summaryMarkdown(title, facts, [...log.steps.values()]));
   } catch {
@@ -10556,7 +13148,7 @@ function writeSummary(env, title, facts, log) {
 // packages/action/src/main.ts
 function viaSudo() {
   const env = { ...process.env, TSBUILD_ACTION_ELEVATED: "1" };
-  env.DOCKER_CONFIG ??= join14(process.env.HOME || homedir3(), ".docker");
+  env.DOCKER_CONFIG ??= join21(process.env.HOME || homedir3(), ".docker");
   const r = spawnSync("sudo", ["-n", "--preserve-env", process.execPath, ...process.argv.slice(1)], { stdio: "inherit", env });
   if (r.error || r.status === null) {
     process.stdout.write(command("error", { title: "tsbuild" }, `tsbuild needs root (overlay mounts, runc) and "sudo -n" failed: ${r.error?.message ?? `killed by ${r.signal}`}`));
