@@ -9,29 +9,23 @@
  * installed and skipped otherwise. Every tool works in its own temporary state directory; the
  * private dockerd is stopped by its PID when the run ends, whatever happens.
  */
-import { type SpawnSyncOptions, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { resolve } from 'node:path';
+import { parseArgs } from './lib/args.ts';
+import { makeTree, text, writeC1Files } from './lib/context.ts';
+import { PrivateDockerd } from './lib/dockerd.ts';
+import { BENCH as HERE, BUSYBOX_TAR, CLI, DEBIAN_TAR, RESULTS, ensureInputs, type Base } from './lib/paths.ts';
+import { have, log, removeTree, run, sh } from './lib/proc.ts';
+import { summarizeProfile } from './lib/profile.ts';
+import { loadAverage, machine, median, ratio, secs, stamp, writeSection } from './lib/report.ts';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO = resolve(HERE, '..');
-const CLI = resolve(REPO, 'packages/cli/dist/tsbuild.js');
-const BUSYBOX_TAR = process.env.TSBUILD_BENCH_BUSYBOX ?? '/var/cache/tsbuild-test/busybox.tar';
-const DEBIAN_TAR = process.env.TSBUILD_BENCH_DEBIAN ?? '/var/cache/tsbuild-test/debian-bookworm.tar';
-const DOCKER = '/usr/bin/docker'; // another docker client may come first on PATH, without BuildKit support
 const BEGIN = '<!-- bench/build.ts: begin (generated; rerun the benchmark to replace) -->';
 const END = '<!-- bench/build.ts: end -->';
 
-const argv = process.argv.slice(2);
-const flag = (name: string): boolean => argv.includes(name);
-function option(name: string): string | undefined {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-}
+const args = parseArgs(process.argv.slice(2));
+const flag = args.flag;
 
-type Base = 'busybox' | 'debian';
 type ToolName = 'tsbuild' | 'buildah' | 'buildkit';
 type Scenario = 'cold' | 'warm' | 'changed';
 
@@ -58,49 +52,6 @@ interface BuildSpec {
   tag: string;
   base: Base;
   args: Record<string, string>;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-function log(s: string): void {
-  process.stderr.write(s + '\n');
-}
-
-function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions & { logFile?: string; allowFail?: boolean } = {}): { ms: number; status: number; stdout: string } {
-  const fd = opts.logFile ? openSync(opts.logFile, 'a') : undefined;
-  const start = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { ...opts, stdio: ['ignore', fd === undefined ? 'pipe' : fd, fd === undefined ? 'pipe' : fd], encoding: 'utf8', maxBuffer: 64 << 20 });
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  if (fd !== undefined) closeSync(fd);
-  const status = r.status ?? 128;
-  if (r.error) throw r.error;
-  if (status !== 0 && !opts.allowFail) {
-    const detail = opts.logFile ? `see ${opts.logFile}` : `${r.stderr ?? ''}`.trim().slice(-2000);
-    throw new Error(`${cmd} ${args.join(' ')} exited ${status}${r.signal ? ` (${r.signal})` : ''}: ${detail}`);
-  }
-  return { ms, status, stdout: typeof r.stdout === 'string' ? r.stdout : '' };
-}
-
-const sh = (script: string, opts: Parameters<typeof run>[2] = {}): ReturnType<typeof run> => run('bash', ['-o', 'pipefail', '-c', script], opts);
-const have = (bin: string): boolean => spawnSync('bash', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0 || existsSync(bin);
-
-/** Overlay and bind mounts left under `dir` by a tool (buildah's storage, a killed build) must go before rm -rf. */
-function unmountUnder(dir: string): void {
-  const real = realpathSync(dir);
-  const points = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .map((p) => p.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
-    .filter((p) => p === real || p.startsWith(real + '/'))
-    .sort((a, b) => b.length - a.length);
-  for (const p of points) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
-}
-
-function removeTree(dir: string): void {
-  if (!existsSync(dir)) return;
-  unmountUnder(dir);
-  rmSync(dir, { recursive: true, force: true });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,95 +139,59 @@ class Buildah implements Tool {
 class BuildKit implements Tool {
   readonly name = 'buildkit' as const;
   readonly label = 'Docker BuildKit';
-  private daemon: ChildProcess | undefined;
-  private readonly env: NodeJS.ProcessEnv;
+  private readonly daemon: PrivateDockerd;
   private readonly tags = new Set<string>();
   constructor(
-    private readonly dir: string,
+    dir: string,
     private readonly layout: () => string,
-    private readonly daemonLog: string,
+    daemonLog: string,
   ) {
-    this.env = { ...process.env, DOCKER_HOST: `unix://${dir}/docker.sock`, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: `${dir}/config` };
+    this.daemon = new PrivateDockerd(dir, daemonLog);
   }
   static available(): boolean {
-    return have('dockerd') && existsSync(DOCKER) && have('skopeo');
+    return PrivateDockerd.available() && have('skopeo');
   }
   start(): void {
-    removeTree(this.dir);
-    mkdirSync(`${this.dir}/config`, { recursive: true });
-    const out = openSync(this.daemonLog, 'a');
-    // Nothing on the host network changes: no bridge, no iptables, no forwarding.
-    this.daemon = spawn(
-      'dockerd',
-      [
-        '--data-root', `${this.dir}/docker`, '--exec-root', `${this.dir}/exec`, '--pidfile', `${this.dir}/docker.pid`,
-        '--host', `unix://${this.dir}/docker.sock`, '--storage-driver', 'overlay2', '--iptables=false', '--ip6tables=false',
-        '--ip-masq=false', '--bridge=none', '--ip-forward=false',
-      ],
-      { stdio: ['ignore', out, out], detached: true },
-    );
-    closeSync(out);
-    for (let i = 0; i < 120; i++) {
-      if (this.daemon.exitCode !== null) break;
-      if (spawnSync(DOCKER, ['version'], { env: this.env, stdio: 'ignore' }).status === 0) return;
-      spawnSync('sleep', ['0.5']);
-    }
-    this.close();
-    throw new Error(`dockerd did not come up; see ${this.daemonLog}`);
+    this.daemon.start();
   }
   version(): string {
-    return `Docker ${run(DOCKER, ['version', '--format', '{{.Server.Version}}'], { env: this.env }).stdout.trim()} (built-in BuildKit)`;
+    return this.daemon.version();
   }
   baseRef(base: Base): string {
     return base === 'busybox' ? 'busybox:latest' : 'debian:bookworm';
   }
   private prune(): void {
-    if (this.tags.size > 0) run(DOCKER, ['rmi', '-f', ...this.tags], { env: this.env, allowFail: true });
+    if (this.tags.size > 0) this.daemon.docker(['rmi', '-f', ...this.tags], { allowFail: true });
     this.tags.clear();
-    run(DOCKER, ['builder', 'prune', '-af'], { env: this.env });
+    this.daemon.docker(['builder', 'prune', '-af']);
   }
   reset(bases: readonly Base[]): void {
     this.prune();
     for (const b of bases) {
       const ref = this.baseRef(b);
-      run('skopeo', ['copy', '--quiet', '--dest-daemon-host', `unix://${this.dir}/docker.sock`, `oci:${this.layout()}:${ref}`, `docker-daemon:${ref}`]);
+      run('skopeo', ['copy', '--quiet', '--dest-daemon-host', this.daemon.socket, `oci:${this.layout()}:${ref}`, `docker-daemon:${ref}`]);
     }
   }
   build(c: BuildSpec, cold: boolean, logFile: string): BuildResult {
     if (cold) {
-      run(DOCKER, ['rmi', '-f', c.tag], { env: this.env, allowFail: true });
-      run(DOCKER, ['builder', 'prune', '-af'], { env: this.env, logFile });
+      this.daemon.docker(['rmi', '-f', c.tag], { allowFail: true });
+      this.daemon.docker(['builder', 'prune', '-af'], { logFile });
     }
     this.tags.add(c.tag);
     const args = ['build', '--network', 'host', '--progress', 'plain', '-f', c.dockerfile, '-t', c.tag];
     for (const [k, v] of Object.entries({ BASE: this.baseRef(c.base), ...c.args })) args.push('--build-arg', `${k}=${v}`);
     args.push(c.context);
-    return { ms: run(DOCKER, args, { env: this.env, logFile }).ms, log: logFile };
+    return { ms: this.daemon.docker(args, { logFile }).ms, log: logFile };
   }
   close(): void {
-    const d = this.daemon;
-    this.daemon = undefined;
-    if (d?.pid !== undefined && d.exitCode === null) {
+    if (this.daemon.running) {
       try {
         this.prune();
       } catch {
-        // Stopping the daemon matters more than emptying it; its data dir is removed below.
+        // Stopping the daemon matters more than emptying it; its data dir is removed with it.
       }
-      d.kill('SIGTERM');
-      for (let i = 0; i < 60 && d.exitCode === null && d.signalCode === null && alive(d.pid); i++) spawnSync('sleep', ['0.5']);
-      if (alive(d.pid)) d.kill('SIGKILL');
     }
-    removeTree(this.dir);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    // A zombie (exited, not yet reaped because the event loop is blocked) still answers kill 0.
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
+    this.daemon.stop();
   }
 }
 
@@ -298,26 +213,6 @@ interface Case {
   goal?: { scenario: Scenario; against: 'reference' | ToolName; ratio: number; text: string };
 }
 
-/** Deterministic bytes so every run and every tool reads the same tree. */
-function text(seed: number, len: number): string {
-  let s = '';
-  let x = seed * 2654435761 + 1;
-  while (s.length < len) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    s += x.toString(36);
-  }
-  return s.slice(0, len);
-}
-
-function makeTree(dir: string, files: number): void {
-  const perDir = 100;
-  for (let d = 0; d * perDir < files; d++) {
-    const sub = `${dir}/d${String(d).padStart(4, '0')}`;
-    mkdirSync(sub, { recursive: true });
-    for (let i = d * perDir; i < Math.min(files, (d + 1) * perDir); i++) writeFileSync(`${sub}/f${i}.txt`, text(i, (i * 37) % 4096));
-  }
-}
-
 function cases(quick: boolean, runs: number | undefined): Case[] {
   const treeFiles = quick ? 5000 : 50000;
   const bigMiB = quick ? 64 : 1024;
@@ -332,8 +227,7 @@ function cases(quick: boolean, runs: number | undefined): Case[] {
       runs: small,
       args: {},
       prepare(ctx) {
-        mkdirSync(`${ctx}/files`, { recursive: true });
-        for (let i = 1; i <= 20; i++) writeFileSync(`${ctx}/files/f${i}.txt`, `file ${i}\n${text(i, 200)}\n`);
+        writeC1Files(ctx);
       },
       change(ctx, n) {
         writeFileSync(`${ctx}/files/f7.txt`, `file 7, change ${n}\n`);
@@ -400,13 +294,6 @@ interface CaseResult {
   skipped: string[];
 }
 
-function median(xs: readonly number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 function measureCase(c: Case, tools: readonly Tool[], work: string, logs: string): CaseResult {
   const ctx = `${work}/ctx-${c.id}`;
   removeTree(ctx);
@@ -462,36 +349,6 @@ function measureCase(c: Case, tools: readonly Tool[], work: string, logs: string
 // ---------------------------------------------------------------------------------------------
 // Profiling: which functions of the tsbuild process take the time
 
-interface ProfileNode {
-  id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  children?: number[];
-}
-interface CpuProfile {
-  nodes: ProfileNode[];
-  samples: number[];
-  timeDeltas: number[];
-  startTime: number;
-  endTime: number;
-}
-
-function summarizeProfile(file: string, top: number): string[] {
-  const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const self = new Map<string, number>();
-  for (let i = 0; i < p.samples.length; i++) {
-    const n = byId.get(p.samples[i]!);
-    if (!n) continue;
-    const f = n.callFrame;
-    const where = f.url ? `${f.url.replace(/^file:\/\//, '').replace(REPO + '/', '')}:${f.lineNumber + 1}` : '';
-    const key = `${f.functionName || '(anonymous)'} ${where}`.trim();
-    self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
-  }
-  const total = (p.endTime - p.startTime) / 1000;
-  const rows = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top);
-  return [`profiled ${total.toFixed(0)} ms of the main thread`, ...rows.map(([k, us]) => `${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`)];
-}
-
 function profileTsbuild(c: Case, work: string, profDir: string, logs: string): string[] {
   const scenario = c.goal?.scenario ?? 'cold';
   const dir = `${profDir}/${c.id}-${scenario}`;
@@ -526,20 +383,13 @@ function profileTsbuild(c: Case, work: string, profDir: string, logs: string): s
 // ---------------------------------------------------------------------------------------------
 // Report
 
-function secs(ms: number): string {
-  return Number.isNaN(ms) ? '–' : (ms / 1000).toFixed(2);
-}
-function ratio(a: number, b: number): string {
-  return Number.isNaN(a) || Number.isNaN(b) ? '–' : `${(a / b).toFixed(2)}×`;
-}
-
 function render(results: readonly CaseResult[], tools: readonly Tool[], versions: string[], p: { quick: boolean; runs: number | undefined }, profiles: string[]): string {
   const has = (n: ToolName): boolean => tools.some((t) => t.name === n);
   const lines = [
     '## Build benchmark (`bench/build.ts`)',
     '',
-    `Recorded ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`node --import tsx bench/build.ts${p.quick ? ' --quick' : ''}${p.runs ? ` --runs ${p.runs}` : ''}\`; medians of the runs given per case.`,
-    `Machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${Math.round(totalmem() / 2 ** 30)} GiB RAM, ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} load at the end, Node ${process.version}.`,
+    `Recorded ${stamp()} UTC with \`node --import tsx bench/build.ts${p.quick ? ' --quick' : ''}${p.runs ? ` --runs ${p.runs}` : ''}\`; medians of the runs given per case.`,
+    `Machine: ${machine()}, ${loadAverage()} load at the end, Node ${process.version}.`,
     `Tools: ${versions.join('; ')}.`,
     'Times are wall-clock seconds of the whole command (tsbuild: `node packages/cli/dist/tsbuild.js build`, a fresh process per build).',
     'Cold: tsbuild `--no-cache`, buildah `--no-cache`, BuildKit after `docker builder prune -af` and removing the image. Warm: the same build again.',
@@ -577,34 +427,16 @@ function render(results: readonly CaseResult[], tools: readonly Tool[], versions
   return lines.join('\n') + '\n';
 }
 
-/** Replaces this benchmark's section of RESULTS.md and keeps everything else in the file. */
-function writeSection(section: string): void {
-  const file = resolve(HERE, 'RESULTS.md');
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  const block = `${BEGIN}\n${section}${END}\n`;
-  const a = old.indexOf(BEGIN);
-  const b = old.indexOf(END);
-  const next = a >= 0 && b > a ? old.slice(0, a) + block + old.slice(b + END.length).replace(/^\n/, '') : `${old}${old && !old.endsWith('\n\n') ? (old.endsWith('\n') ? '\n' : '\n\n') : ''}${block}`;
-  writeFileSync(file, next);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/build.ts runs builds with runc and overlay mounts: run it as root');
-  if (!existsSync(CLI)) run('pnpm', ['build'], { cwd: REPO });
-  for (const f of [BUSYBOX_TAR, DEBIAN_TAR]) {
-    if (!existsSync(f)) {
-      log(`making ${f}`);
-      run('bash', [resolve(REPO, 'fixtures/bases', f === BUSYBOX_TAR ? 'busybox.sh' : 'debian.sh'), f], { stdio: 'inherit' });
-    }
-  }
+  ensureInputs();
   const quick = flag('--quick');
-  const runsOpt = option('--runs');
-  const runs = runsOpt === undefined ? undefined : Math.max(1, Number.parseInt(runsOpt, 10) || 1);
-  const only = option('--cases')?.split(',');
-  const wantTools = new Set((option('--tools') ?? 'tsbuild,buildah,buildkit').split(','));
-  const parent = option('--dir') ?? tmpdir();
+  const runs = args.runs();
+  const only = args.list('--cases');
+  const wantTools = new Set(args.list('--tools') ?? ['tsbuild', 'buildah', 'buildkit']);
+  const parent = args.option('--dir') ?? tmpdir();
   mkdirSync(parent, { recursive: true });
   const work = mkdtempSync(`${realpathSync(parent)}/tsbuild-bench-build-`);
   const logs = resolve(HERE, 'work/build-logs');
@@ -666,8 +498,8 @@ async function main(): Promise<void> {
     const report = render(results, tools, versions, { quick, runs }, profiles);
     process.stdout.write(report);
     if (flag('--write') || (!quick && !flag('--no-write'))) {
-      writeSection(report);
-      log(`wrote ${resolve(HERE, 'RESULTS.md')}`);
+      writeSection(RESULTS, BEGIN, END, report);
+      log(`wrote ${RESULTS}`);
     }
   } finally {
     stop();

@@ -1,0 +1,31 @@
+/** Where the benchmarks find the CLI, the base images and the tools they compare against. */
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { log, run } from './proc.ts';
+
+/** bench/ */
+export const BENCH = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO = resolve(BENCH, '..');
+export const RESULTS = resolve(BENCH, 'RESULTS.md');
+export const CLI = resolve(REPO, 'packages/cli/dist/tsbuild.js');
+export const BUSYBOX_TAR = process.env.TSBUILD_BENCH_BUSYBOX ?? '/var/cache/tsbuild-test/busybox.tar';
+export const DEBIAN_TAR = process.env.TSBUILD_BENCH_DEBIAN ?? '/var/cache/tsbuild-test/debian-bookworm.tar';
+/** Another docker client may come first on PATH, without BuildKit support. */
+export const DOCKER = '/usr/bin/docker';
+
+export type Base = 'busybox' | 'debian';
+
+export const baseTar = (b: Base): string => (b === 'busybox' ? BUSYBOX_TAR : DEBIAN_TAR);
+
+/** Builds the CLI bundle when it is missing and makes the base image tarballs the benchmarks start from. */
+export function ensureInputs(bases: readonly Base[] = ['busybox', 'debian']): void {
+  if (!existsSync(CLI)) run('pnpm', ['build'], { cwd: REPO });
+  for (const b of bases) {
+    const f = baseTar(b);
+    if (!existsSync(f)) {
+      log(`making ${f}`);
+      run('bash', [resolve(REPO, 'fixtures/bases', b === 'busybox' ? 'busybox.sh' : 'debian.sh'), f], { stdio: 'inherit' });
+    }
+  }
+}
