@@ -1,5 +1,5 @@
 import type { Ast, Node } from './ast.ts';
-import { goQuote, trimSpace } from './parser.ts';
+import { goQuote, trimSpace } from './gotext.ts';
 
 /*
  * BuildKit's Node.Dump(): one s-expression per instruction, keyword lower-cased, flags as a Go
