@@ -5,7 +5,9 @@ import { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { CancelledError, TsbuildError, UsageError } from '@tsbuild/errors';
 import { startGhaServer, type GhaServer } from '../../../test/helpers/gha-server.ts';
-import { GHA_CACHE_VERSION, GhaCacheClient, GhaCacheError, ghaCacheVersion, type GhaCacheClientOptions, type GhaRetryEvent } from './gha.ts';
+import { GHA_CACHE_VERSION, GhaCacheClient, ghaCacheVersion, type GhaCacheClientOptions } from './gha.ts';
+import { GhaCacheError } from './gha-error.ts';
+import type { GhaRetryEvent } from './gha-http.ts';
 
 const MIB = 1024 * 1024;
 

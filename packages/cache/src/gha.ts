@@ -1,12 +1,16 @@
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
-import * as https from 'node:https';
-import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
-import { CancelledError, TsbuildError, UsageError, redactSecrets } from '@tsbuild/errors';
+import type { Readable } from 'node:stream';
+import { UsageError } from '@tsbuild/errors';
+import { AzureBlobClient, type GhaBodyFactory } from './gha-blob.ts';
+import { RUNNER_STEP_HINT, readGhaEnv } from './gha-env.ts';
+import { GhaCacheError, cancelled, redactUrl, safeUrl, type GhaTwirpMethod } from './gha-error.ts';
+import { GhaHttp, firstHeader, parseRetryAfter, readLimited, type GhaRetryEvent } from './gha-http.ts';
 
 /**
- * The transport of the `gha` cache backend: GitHub's Actions cache service, v2 protocol (the one
- * actions/cache and @actions/cache ≥ 4 speak), and the Azure Blob Storage URLs it signs.
+ * The client of the `gha` cache backend: GitHub's Actions cache service, v2 protocol (the one
+ * actions/cache and @actions/cache ≥ 4 speak), and the Azure Blob Storage URLs it signs. The
+ * Twirp calls are here; the HTTP and retry layer is gha-http.ts, the blob transfers gha-blob.ts.
  *
  * - Twirp JSON over POST to `${ACTIONS_RESULTS_URL}twirp/github.actions.results.api.v1.CacheService/`
  *   `CreateCacheEntry {key, version} → {ok, signed_upload_url, message}`,
@@ -50,27 +54,7 @@ export function ghaCacheVersion(label = 'tsbuild-cache-v1'): string {
 }
 export const GHA_CACHE_VERSION = ghaCacheVersion();
 
-export type GhaTwirpMethod = 'CreateCacheEntry' | 'FinalizeCacheEntryUpload' | 'GetCacheEntryDownloadURL';
-/** What an error or retry was doing: a Twirp method or an Azure blob operation. */
-export type GhaOperation = GhaTwirpMethod | 'PutBlob' | 'PutBlock' | 'PutBlockList' | 'GetBlob';
-
 const SERVICE = 'github.actions.results.api.v1.CacheService';
-const AZURE_VERSION = '2023-11-03';
-/** Azure limits for a block blob (service version 2019-12-12 and later). */
-const AZURE_MAX_BLOCKS = 50_000;
-const AZURE_MAX_BLOCK = 4000 * 1024 * 1024;
-const AZURE_MAX_PUT_BLOB = 5000 * 1024 * 1024;
-const MIB = 1024 * 1024;
-
-export interface GhaRetryEvent {
-  operation: GhaOperation;
-  /** The attempt that failed (1-based). */
-  attempt: number;
-  maxAttempts: number;
-  delayMs: number;
-  status: number | undefined;
-  reason: string;
-}
 
 export interface GhaCacheClientOptions {
   /** ACTIONS_RESULTS_URL: the base the Twirp paths are appended to. */
@@ -123,247 +107,12 @@ export interface GhaCacheEntry {
 
 export type GhaSaveResult = 'saved' | 'exists';
 
-/** Gives the body from its start; may be called again when an upload attempt must be resent. */
-export type GhaBodyFactory = () => Readable | Promise<Readable>;
 
 export interface GhaTokenScope {
   /** The ref the scope covers, e.g. `refs/heads/main`. */
   scope: string;
   read: boolean;
   write: boolean;
-}
-
-export interface GhaCacheErrorOptions {
-  operation?: GhaOperation | undefined;
-  status?: number | undefined;
-  /** The URL with its query string (the SAS) removed. */
-  url?: string | undefined;
-  /** Twirp error code or Azure `x-ms-error-code`. */
-  serviceCode?: string | undefined;
-  temporary?: boolean | undefined;
-  retryAfterMs?: number | undefined;
-  hint?: string | undefined;
-  cause?: unknown;
-}
-
-/** The cache service or its blob store refused, failed or sent something malformed. */
-export class GhaCacheError extends TsbuildError {
-  readonly operation: GhaOperation | undefined;
-  readonly status: number | undefined;
-  readonly url: string | undefined;
-  readonly serviceCode: string | undefined;
-  readonly temporary: boolean;
-  readonly retryAfterMs: number | undefined;
-
-  constructor(message: string, options: GhaCacheErrorOptions = {}) {
-    super('GHA_CACHE', redactText(message), {
-      ...(options.hint === undefined ? {} : { hint: options.hint }),
-      ...(options.cause === undefined ? {} : { cause: options.cause }),
-    });
-    this.operation = options.operation;
-    this.status = options.status;
-    this.url = options.url;
-    this.serviceCode = options.serviceCode;
-    this.temporary = options.temporary ?? false;
-    this.retryAfterMs = options.retryAfterMs;
-  }
-}
-
-/** `https://host/path` with any query string (an Azure SAS, whose `sig` is a secret) removed. */
-export function redactUrl(url: URL | string): string {
-  const u = typeof url === 'string' ? safeUrl(url) : url;
-  if (u === undefined) return '[unparseable URL]';
-  return `${u.protocol}//${u.host}${u.pathname}${u.search === '' ? '' : '?[redacted]'}`;
-}
-
-function safeUrl(text: string): URL | undefined {
-  try {
-    return new URL(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Removes SAS signatures and query strings of URLs, bearer tokens and password-like values. */
-function redactText(text: string): string {
-  return redactSecrets(text)
-    .replace(/https?:\/\/[^\s"'<>?]+\?(?!\[redacted\])[^\s"'<>]*/gi, (m) => redactUrl(m))
-    .replace(/\bsig=[^&\s"'<>]+/gi, 'sig=[redacted]');
-}
-
-const RUNNER_STEP_HINT =
-  'the runner gives ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL only to JavaScript (and container) action steps, ' +
-  'not to `run:` steps: run tsbuild through its action, or expose them to the step first ' +
-  '(for example with crazy-max/ghaction-github-runtime)';
-
-/** Reads a boolean the way the runner and BuildKit write it ("True", "true", "1"). */
-function envFlag(value: string | undefined): boolean | undefined {
-  if (value === undefined || value.trim() === '') return undefined;
-  return /^(?:1|t|true|y|yes|on)$/i.test(value.trim());
-}
-
-function isGhes(serverUrl: string | undefined): string | undefined {
-  if (serverUrl === undefined || serverUrl.trim() === '') return undefined;
-  const host = safeUrl(serverUrl.trim())?.hostname.toLowerCase();
-  if (host === undefined) return undefined;
-  if (host === 'github.com' || host.endsWith('.ghe.com') || host.endsWith('.localhost')) return undefined;
-  return host;
-}
-
-type EnvResult = { ok: true; resultsUrl: string; token: string } | { ok: false; missing: boolean; error: UsageError };
-
-function readEnv(env: NodeJS.ProcessEnv): EnvResult {
-  const token = env.ACTIONS_RUNTIME_TOKEN?.trim() ?? '';
-  const resultsUrl = env.ACTIONS_RESULTS_URL?.trim() ?? '';
-  const cacheUrl = env.ACTIONS_CACHE_URL?.trim() ?? '';
-  const v2 = envFlag(env.ACTIONS_CACHE_SERVICE_V2);
-
-  // GitHub Enterprise Server has no v2 cache service; @actions/cache itself falls back to v1 there.
-  const ghes = isGhes(env.GITHUB_SERVER_URL);
-  if (ghes !== undefined && v2 !== true) {
-    return {
-      ok: false,
-      missing: false,
-      error: new UsageError(`the gha cache needs GitHub's v2 cache service, and GitHub Enterprise Server (${ghes}) offers only the v1 service`, {
-        hint: 'use --cache-to/--cache-from type=registry or type=local on GitHub Enterprise Server',
-      }),
-    };
-  }
-  // The v1 service (ACTIONS_CACHE_URL, artifactcache.actions.githubusercontent.com) is gone from
-  // github.com: every repository was moved to v2 in February 2025 and the legacy endpoints were
-  // shut down on April 15, 2025 (the maintainers' notices, e.g. google/wireit#1297); @actions/cache
-  // 6.0.1 (June 2026) still speaks v2 and nothing newer. The runner marks v2 with
-  // ACTIONS_CACHE_SERVICE_V2 (actions/runner#3548) and still exports ACTIONS_CACHE_URL beside the
-  // v2 variables, so only ACTIONS_CACHE_URL on its own means an old or GHES-style setup.
-  if (v2 === false || (v2 === undefined && resultsUrl === '' && cacheUrl !== '')) {
-    return {
-      ok: false,
-      missing: false,
-      error: new UsageError(
-        (v2 === false
-          ? `ACTIONS_CACHE_SERVICE_V2=${env.ACTIONS_CACHE_SERVICE_V2 ?? ''} puts this job on the v1 cache service`
-          : 'the gha cache found only the v1 cache service (ACTIONS_CACHE_URL, without ACTIONS_RESULTS_URL)') +
-          '; GitHub retired the v1 service on github.com in 2025, and tsbuild speaks only v2 (ACTIONS_RESULTS_URL)',
-        { hint: 'run on a current GitHub-hosted or self-hosted runner, which sets ACTIONS_CACHE_SERVICE_V2 and ACTIONS_RESULTS_URL for action steps' },
-      ),
-    };
-  }
-  const missing = [resultsUrl === '' ? 'ACTIONS_RESULTS_URL' : '', token === '' ? 'ACTIONS_RUNTIME_TOKEN' : ''].filter((s) => s !== '');
-  if (missing.length > 0) {
-    return {
-      ok: false,
-      missing: true,
-      error: new UsageError(`the gha cache needs ${missing.join(' and ')}, which ${missing.length === 1 ? 'is' : 'are'} not set`, { hint: RUNNER_STEP_HINT }),
-    };
-  }
-  const parsed = safeUrl(resultsUrl);
-  if (parsed === undefined || (parsed.protocol !== 'https:' && parsed.protocol !== 'http:')) {
-    return { ok: false, missing: false, error: new UsageError(`ACTIONS_RESULTS_URL is not an http(s) URL: ${redactUrl(resultsUrl)}`) };
-  }
-  return { ok: true, resultsUrl, token };
-}
-
-const CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
-
-class IdleTimeout extends Error {
-  constructor(ms: number) {
-    super(`no data moved for ${ms} ms`);
-  }
-}
-
-interface SendRequest {
-  method: 'GET' | 'PUT' | 'POST';
-  url: URL;
-  headers: Record<string, string>;
-  body?: Buffer | Readable;
-  signal: AbortSignal | undefined;
-  idleTimeoutMs: number;
-}
-
-function randomJitter(ms: number): number {
-  return ms / 2 + Math.random() * (ms / 2);
-}
-
-function parseRetryAfter(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
-
-function cancelled(signal: AbortSignal | undefined, what: string): CancelledError {
-  const reason: unknown = signal?.reason;
-  return new CancelledError(`gha cache: ${what} cancelled`, reason === undefined ? {} : { cause: reason });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-async function readLimited(res: http.IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > limit) {
-      res.destroy();
-      return undefined;
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-/** Passes a body through, failing it when it is longer or shorter than declared. */
-function sizeChecked(expected: number): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      seen += chunk.length;
-      if (seen > expected) cb(new GhaCacheError(`the body to upload is longer than the ${expected} bytes declared`));
-      else cb(null, chunk);
-    },
-    flush(cb: TransformCallback) {
-      if (seen !== expected) cb(new GhaCacheError(`the body to upload ended after ${seen} of the ${expected} bytes declared`));
-      else cb();
-    },
-  });
-}
-
-/** Cuts a stream into buffers of exactly `size` bytes (the last may be shorter). */
-async function* blocksOf(body: AsyncIterable<Buffer | string>, size: number): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = [];
-  let have = 0;
-  for await (const piece of body) {
-    let chunk = typeof piece === 'string' ? Buffer.from(piece) : piece;
-    while (chunk.length > 0) {
-      const take = Math.min(size - have, chunk.length);
-      parts.push(chunk.subarray(0, take));
-      have += take;
-      chunk = chunk.subarray(take);
-      if (have === size) {
-        yield Buffer.concat(parts, have);
-        parts = [];
-        have = 0;
-      }
-    }
-  }
-  if (have > 0) yield Buffer.concat(parts, have);
 }
 
 function asRecord(value: unknown): Record<string, unknown> | undefined {
@@ -390,24 +139,13 @@ function validateKeys(keys: readonly string[]): void {
     if (key.includes(',')) throw new UsageError(`gha cache key "${shown}" contains a comma, which the cache service does not allow`, { hint: 'remove commas from the cache scope' });
   }
 }
-
 export class GhaCacheClient {
   readonly version: string;
   private readonly base: URL;
   private readonly token: string;
   private readonly timeoutMs: number;
-  private readonly idleTimeoutMs: number;
-  private readonly maxAttempts: number;
-  private readonly retryBaseMs: number;
-  private readonly retryMaxMs: number;
-  private readonly maxRetryAfterMs: number;
-  private readonly blockSize: number;
-  private readonly singleShotMax: number;
-  private readonly concurrency: number;
-  private readonly userAgent: string;
-  private readonly onRetry: ((event: GhaRetryEvent) => void) | undefined;
-  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16 });
+  private readonly http: GhaHttp;
+  private readonly blobs: AzureBlobClient;
 
   constructor(options: GhaCacheClientOptions) {
     const base = typeof options.resultsUrl === 'string' ? safeUrl(options.resultsUrl) : new URL(options.resultsUrl.href);
@@ -422,16 +160,20 @@ export class GhaCacheClient {
     this.token = options.token.trim();
     this.version = options.version ?? GHA_CACHE_VERSION;
     this.timeoutMs = options.timeoutMs ?? 30_000;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
-    this.maxAttempts = Math.max(1, Math.floor(options.maxAttempts ?? 5));
-    this.retryBaseMs = options.retryBaseMs ?? 1000;
-    this.retryMaxMs = options.retryMaxMs ?? 30_000;
-    this.maxRetryAfterMs = options.maxRetryAfterMs ?? 120_000;
-    this.blockSize = Math.min(AZURE_MAX_BLOCK, Math.max(1, Math.floor(options.blockSize ?? 8 * MIB)));
-    this.singleShotMax = Math.min(AZURE_MAX_PUT_BLOB, Math.max(0, Math.floor(options.singleShotMaxBytes ?? this.blockSize)));
-    this.concurrency = Math.max(1, Math.floor(options.uploadConcurrency ?? 2));
-    this.userAgent = options.userAgent ?? 'tsbuild';
-    this.onRetry = options.onRetry;
+    this.http = new GhaHttp({
+      maxAttempts: Math.max(1, Math.floor(options.maxAttempts ?? 5)),
+      retryBaseMs: options.retryBaseMs ?? 1000,
+      retryMaxMs: options.retryMaxMs ?? 30_000,
+      maxRetryAfterMs: options.maxRetryAfterMs ?? 120_000,
+      userAgent: options.userAgent ?? 'tsbuild',
+      onRetry: options.onRetry,
+    });
+    this.blobs = new AzureBlobClient(this.http, {
+      idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+      blockSize: options.blockSize,
+      singleShotMaxBytes: options.singleShotMaxBytes,
+      uploadConcurrency: options.uploadConcurrency,
+    });
   }
 
   /**
@@ -439,14 +181,14 @@ export class GhaCacheClient {
    * missing or wrong (no token, a `run:` step, only the retired v1 service, GitHub Enterprise Server).
    */
   static fromEnv(env: NodeJS.ProcessEnv = process.env, options: GhaFromEnvOptions = {}): GhaCacheClient {
-    const r = readEnv(env);
+    const r = readGhaEnv(env);
     if (!r.ok) throw r.error;
     return new GhaCacheClient({ ...options, resultsUrl: r.resultsUrl, token: r.token });
   }
 
   /** Like fromEnv, but undefined when the variables are simply absent (not in an action step). */
   static tryFromEnv(env: NodeJS.ProcessEnv = process.env, options: GhaFromEnvOptions = {}): GhaCacheClient | undefined {
-    const r = readEnv(env);
+    const r = readGhaEnv(env);
     if (!r.ok) {
       if (r.missing) return undefined;
       throw r.error;
@@ -482,8 +224,7 @@ export class GhaCacheClient {
 
   /** Drops the kept-alive connections. */
   close(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    this.http.close();
   }
 
   /**
@@ -510,7 +251,7 @@ export class GhaCacheClient {
           url = again.url;
           return url;
         };
-        return this.download(url, refresh, signal);
+        return this.blobs.download(url, refresh, signal);
       },
     };
   }
@@ -548,8 +289,7 @@ export class GhaCacheClient {
     }
     const uploadUrl = this.signedUrl(created.signed_upload_url, 'CreateCacheEntry', 'signed_upload_url');
 
-    if (size <= this.singleShotMax) await this.putBlob(uploadUrl, size, openBody, signal);
-    else await this.putBlocks(uploadUrl, size, openBody, signal);
+    await this.blobs.upload(uploadUrl, size, openBody, signal);
 
     const finalized = await this.twirp('FinalizeCacheEntryUpload', { key, version: this.version, size_bytes: String(size) }, signal, true);
     if (finalized.ok !== true) {
@@ -576,125 +316,19 @@ export class GhaCacheClient {
     return url;
   }
 
-  // ---- HTTP -------------------------------------------------------------------------------------
-
-  private send(req: SendRequest): Promise<http.IncomingMessage> {
-    const isHttps = req.url.protocol === 'https:';
-    const mod = isHttps ? https : http;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const body = req.body;
-      const fail = (e: unknown): void => {
-        if (body instanceof Readable) body.destroy();
-        if (settled) return;
-        settled = true;
-        reject(e);
-      };
-      const cr = mod.request(
-        req.url,
-        {
-          method: req.method,
-          headers: { 'user-agent': this.userAgent, ...req.headers },
-          agent: isHttps ? this.httpsAgent : this.httpAgent,
-          ...(req.signal === undefined ? {} : { signal: req.signal }),
-        },
-        (res) => {
-          if (settled) {
-            res.resume();
-            return;
-          }
-          settled = true;
-          resolve(res);
-        },
-      );
-      // The socket's idle timer also covers the response body, so a stalled download breaks too.
-      cr.setTimeout(req.idleTimeoutMs, () => cr.destroy(new IdleTimeout(req.idleTimeoutMs)));
-      cr.on('error', fail);
-      if (body === undefined) cr.end();
-      else if (Buffer.isBuffer(body)) cr.end(body);
-      else {
-        body.on('error', (e) => cr.destroy(e));
-        body.pipe(cr);
-      }
-    });
-  }
-
-  /** Turns a failure to get an answer into a GhaCacheError saying whether retrying may help. */
-  private connectionError(err: unknown, operation: GhaOperation, url: URL, signal: AbortSignal | undefined): Error {
-    if (err instanceof GhaCacheError || err instanceof CancelledError) return err;
-    if (signal?.aborted) return cancelled(signal, operation);
-    const code = (err as { code?: unknown } | null)?.code;
-    const msg = err instanceof Error ? err.message : String(err);
-    const where = `${operation} ${redactUrl(url)}`;
-    if (err instanceof IdleTimeout || (err instanceof Error && err.name === 'TimeoutError')) {
-      return new GhaCacheError(`gha cache: ${where}: timed out (${msg})`, { operation, url: redactUrl(url), temporary: true, cause: err });
-    }
-    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND') {
-      return new GhaCacheError(`gha cache: ${where}: cannot connect to ${url.host} (${String(code)})`, {
-        operation,
-        url: redactUrl(url),
-        cause: err,
-        hint: 'a self-hosted runner must reach the GitHub Actions endpoints (results-receiver.actions.githubusercontent.com and *.blob.core.windows.net)',
-      });
-    }
-    const temporary = (typeof code === 'string' && CONNECTION_CODES.has(code)) || /socket hang up|aborted|premature|reset/i.test(msg);
-    return new GhaCacheError(`gha cache: ${where}: connection failed: ${msg}`, { operation, url: redactUrl(url), temporary, cause: err });
-  }
-
-  private retryDelay(attempt: number, retryAfterMs: number | undefined): number {
-    const backoff = randomJitter(Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (attempt - 1)));
-    if (retryAfterMs === undefined) return backoff;
-    // Never before the time the service named; a little spread so jobs told the same second do not return together.
-    return Math.max(retryAfterMs + Math.random() * Math.min(1000, retryAfterMs * 0.1), backoff);
-  }
-
-  /** Runs `attempt` until it succeeds, fails for good, or the attempts are used up. */
-  private async withRetries<T>(operation: GhaOperation, signal: AbortSignal | undefined, attemptFn: (attempt: number) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      if (signal?.aborted) throw cancelled(signal, operation);
-      let error: GhaCacheError;
-      try {
-        return await attemptFn(attempt);
-      } catch (e) {
-        if (signal?.aborted) throw cancelled(signal, operation);
-        if (!(e instanceof GhaCacheError) || !e.temporary) throw e;
-        error = e;
-      }
-      if (error.retryAfterMs !== undefined && error.retryAfterMs > this.maxRetryAfterMs) {
-        throw new GhaCacheError(
-          `${error.message}; the service asks to wait ${Math.ceil(error.retryAfterMs / 1000)} s before retrying, longer than the ${Math.ceil(this.maxRetryAfterMs / 1000)} s tsbuild waits`,
-          { ...errorFields(error), temporary: false, hint: 'GitHub limits new cache entries to 200 a minute per repository; fewer, larger entries stay under it' },
-        );
-      }
-      if (attempt >= this.maxAttempts) {
-        throw new GhaCacheError(`${error.message} (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'})`, {
-          ...errorFields(error),
-          temporary: false,
-          ...(error.status === 429 ? { hint: 'GitHub limits new cache entries to 200 a minute per repository' } : {}),
-        });
-      }
-      const delayMs = this.retryDelay(attempt, error.retryAfterMs);
-      this.onRetry?.({ operation, attempt, maxAttempts: this.maxAttempts, delayMs, status: error.status, reason: error.message });
-      try {
-        await sleep(delayMs, signal);
-      } catch {
-        throw cancelled(signal, operation);
-      }
-    }
-  }
 
   // ---- Twirp ------------------------------------------------------------------------------------
 
   private async twirp(method: GhaTwirpMethod, body: Record<string, unknown>, signal: AbortSignal | undefined, conflictAfterRetryIsSuccess = false): Promise<Record<string, unknown>> {
     const url = new URL(`twirp/${SERVICE}/${method}`, this.base);
     const payload = Buffer.from(JSON.stringify(body));
-    return this.withRetries(method, signal, async (attempt) => {
+    return this.http.withRetries(method, signal, async (attempt) => {
       const deadline = AbortSignal.timeout(this.timeoutMs);
       const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
       let res: http.IncomingMessage;
       let text: Buffer | undefined;
       try {
-        res = await this.send({
+        res = await this.http.send({
           method: 'POST',
           url,
           headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json', accept: 'application/json', 'content-length': String(payload.length) },
@@ -707,7 +341,7 @@ export class GhaCacheClient {
         if (!signal?.aborted && deadline.aborted) {
           throw new GhaCacheError(`gha cache: ${method} ${redactUrl(url)}: no answer within ${this.timeoutMs} ms`, { operation: method, url: redactUrl(url), temporary: true, cause: e });
         }
-        throw this.connectionError(e, method, url, signal);
+        throw this.http.connectionError(e, method, url, signal);
       }
       const status = res.statusCode ?? 0;
       if (text === undefined) {
@@ -769,273 +403,4 @@ export class GhaCacheClient {
       ...(hint === undefined ? {} : { hint }),
     });
   }
-
-  // ---- Azure blobs ------------------------------------------------------------------------------
-
-  private async blobError(operation: GhaOperation, url: URL, res: http.IncomingMessage): Promise<GhaCacheError> {
-    const status = res.statusCode ?? 0;
-    let code = firstHeader(res, 'x-ms-error-code');
-    try {
-      const body = await readLimited(res, 16 * 1024);
-      if (code === undefined && body !== undefined) code = /<Code>([^<]{1,100})<\/Code>/.exec(body.toString('utf8'))?.[1];
-    } catch {
-      // The code from the header, if any, is all there is.
-    }
-    // Azure throttles with 503 ServerBusy and 500 OperationTimedOut; both are worth another try.
-    const temporary = status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
-    let message = `gha cache: ${operation} ${redactUrl(url)}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
-    // Azure's own message can quote the request; only its error code is shown.
-    if (code !== undefined) message += ` (${code})`;
-    const hint = status === 403 ? 'the signed blob URL was refused (it may have expired)' : undefined;
-    return new GhaCacheError(message, {
-      operation,
-      status,
-      url: redactUrl(url),
-      serviceCode: code,
-      temporary,
-      retryAfterMs: parseRetryAfter(firstHeader(res, 'retry-after')),
-      ...(hint === undefined ? {} : { hint }),
-    });
-  }
-
-  private blobHeaders(extra: Record<string, string>): Record<string, string> {
-    return { 'x-ms-version': AZURE_VERSION, ...extra };
-  }
-
-  private async expectCreated(operation: GhaOperation, url: URL, res: http.IncomingMessage): Promise<void> {
-    if (res.statusCode === 201) {
-      res.resume();
-      return;
-    }
-    throw await this.blobError(operation, url, res);
-  }
-
-  private async putBlob(url: URL, size: number, openBody: GhaBodyFactory, signal: AbortSignal | undefined): Promise<void> {
-    await this.withRetries('PutBlob', signal, async () => {
-      let res: http.IncomingMessage;
-      try {
-        const source = await openBody();
-        // pipeline, not pipe: an error of the source must fail the request, not leave it waiting.
-        const body = pipeline(source, sizeChecked(size), () => undefined);
-        res = await this.send({
-          method: 'PUT',
-          url,
-          headers: this.blobHeaders({ 'x-ms-blob-type': 'BlockBlob', 'content-type': 'application/octet-stream', 'content-length': String(size) }),
-          body,
-          signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-        });
-      } catch (e) {
-        throw this.connectionError(e, 'PutBlob', url, signal);
-      }
-      await this.expectCreated('PutBlob', url, res);
-    });
-  }
-
-  private async putBlocks(url: URL, size: number, openBody: GhaBodyFactory, signal: AbortSignal | undefined): Promise<void> {
-    // Azure allows 50,000 blocks per blob; a body that needs more gets bigger blocks.
-    const blockSize = Math.max(this.blockSize, Math.ceil(size / AZURE_MAX_BLOCKS));
-    const inner = new AbortController();
-    const linked = signal === undefined ? inner.signal : AbortSignal.any([signal, inner.signal]);
-    const ids: string[] = [];
-    const inflight = new Set<Promise<void>>();
-    let failure: unknown;
-    let total = 0;
-    const body = await openBody();
-    try {
-      for await (const block of blocksOf(body, blockSize)) {
-        if (failure !== undefined || linked.aborted) break;
-        total += block.length;
-        if (total > size) throw new GhaCacheError(`the body to upload is longer than the ${size} bytes declared`);
-        // Every id has the same length, as Azure requires of one blob's blocks.
-        const id = Buffer.from(`tsbuild-block-${String(ids.length).padStart(6, '0')}`).toString('base64');
-        ids.push(id);
-        const p: Promise<void> = this.putBlock(url, id, block, linked)
-          .catch((e: unknown) => {
-            failure ??= e;
-            inner.abort();
-          })
-          .finally(() => inflight.delete(p));
-        inflight.add(p);
-        while (inflight.size >= this.concurrency) await Promise.race(inflight);
-      }
-    } catch (e) {
-      failure ??= e;
-      inner.abort();
-    } finally {
-      await Promise.all(inflight);
-      body.destroy();
-    }
-    if (signal?.aborted) throw cancelled(signal, 'upload');
-    if (failure !== undefined) throw failure;
-    if (total !== size) throw new GhaCacheError(`the body to upload ended after ${total} of the ${size} bytes declared`);
-
-    const xml = Buffer.from(`<?xml version="1.0" encoding="utf-8"?><BlockList>${ids.map((id) => `<Latest>${id}</Latest>`).join('')}</BlockList>`);
-    const listUrl = withQuery(url, 'comp=blocklist');
-    await this.withRetries('PutBlockList', signal, async () => {
-      let res: http.IncomingMessage;
-      try {
-        res = await this.send({
-          method: 'PUT',
-          url: listUrl,
-          headers: this.blobHeaders({ 'content-type': 'application/xml', 'content-length': String(xml.length), 'x-ms-blob-content-type': 'application/octet-stream' }),
-          body: xml,
-          signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-        });
-      } catch (e) {
-        throw this.connectionError(e, 'PutBlockList', listUrl, signal);
-      }
-      await this.expectCreated('PutBlockList', listUrl, res);
-    });
-  }
-
-  private async putBlock(url: URL, id: string, block: Buffer, signal: AbortSignal): Promise<void> {
-    const blockUrl = withQuery(url, `comp=block&blockid=${encodeURIComponent(id)}`);
-    await this.withRetries('PutBlock', signal, async () => {
-      let res: http.IncomingMessage;
-      try {
-        res = await this.send({
-          method: 'PUT',
-          url: blockUrl,
-          headers: this.blobHeaders({ 'content-type': 'application/octet-stream', 'content-length': String(block.length) }),
-          body: block,
-          signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-        });
-      } catch (e) {
-        throw this.connectionError(e, 'PutBlock', blockUrl, signal);
-      }
-      await this.expectCreated('PutBlock', blockUrl, res);
-    });
-  }
-
-  /** One Get Blob from `offset`, checked to be the part asked for. */
-  private async getBlob(url: URL, offset: number, expectedTotal: number | undefined, signal: AbortSignal | undefined): Promise<{ res: http.IncomingMessage; total: number }> {
-    let res: http.IncomingMessage;
-    try {
-      res = await this.send({
-        method: 'GET',
-        url,
-        headers: this.blobHeaders(offset > 0 ? { range: `bytes=${offset}-` } : {}),
-        signal,
-        idleTimeoutMs: this.idleTimeoutMs,
-      });
-    } catch (e) {
-      throw this.connectionError(e, 'GetBlob', url, signal);
-    }
-    const status = res.statusCode ?? 0;
-    if (status !== 200 && status !== 206) throw await this.blobError('GetBlob', url, res);
-    let total: number;
-    if (status === 206) {
-      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(firstHeader(res, 'content-range') ?? '');
-      if (m === null || Number(m[1]) !== offset) {
-        res.destroy();
-        throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: answered a range other than the one asked for`, { operation: 'GetBlob', url: redactUrl(url), status });
-      }
-      total = Number(m[3]);
-    } else {
-      if (offset > 0) {
-        res.destroy();
-        throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: ignored the Range of a resumed download`, { operation: 'GetBlob', url: redactUrl(url), status });
-      }
-      total = Number(firstHeader(res, 'content-length') ?? NaN);
-      if (!Number.isSafeInteger(total) || total < 0) {
-        res.destroy();
-        throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: answered without a Content-Length`, { operation: 'GetBlob', url: redactUrl(url), status });
-      }
-    }
-    if (expectedTotal !== undefined && total !== expectedTotal) {
-      res.destroy();
-      throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: the blob changed size while it was being downloaded`, { operation: 'GetBlob', url: redactUrl(url), status });
-    }
-    return { res, total };
-  }
-
-  private async download(initial: URL, refresh: () => Promise<URL>, signal: AbortSignal | undefined): Promise<Readable> {
-    let url = initial;
-    let refreshed = false;
-    const open = async (offset: number, total: number | undefined): Promise<{ res: http.IncomingMessage; total: number }> =>
-      this.withRetries('GetBlob', signal, async () => {
-        try {
-          return await this.getBlob(url, offset, total, signal);
-        } catch (e) {
-          if (e instanceof GhaCacheError && e.status === 403 && !refreshed) {
-            refreshed = true;
-            url = await refresh();
-            return this.getBlob(url, offset, total, signal);
-          }
-          throw e;
-        }
-      });
-
-    const first = await open(0, undefined);
-    const total = first.total;
-    const self = this;
-    async function* chunks(): AsyncGenerator<Buffer> {
-      let res = first.res;
-      let offset = 0;
-      let breaks = 0;
-      for (;;) {
-        try {
-          for await (const chunk of res as AsyncIterable<Buffer>) {
-            offset += chunk.length;
-            if (offset > total) throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: sent more than the ${total} bytes it declared`, { operation: 'GetBlob', url: redactUrl(url) });
-            breaks = 0;
-            yield chunk;
-          }
-          if (offset === total) return;
-          throw new GhaCacheError(`gha cache: GetBlob ${redactUrl(url)}: the download ended after ${offset} of ${total} bytes`, { operation: 'GetBlob', url: redactUrl(url), temporary: true });
-        } catch (e) {
-          res.destroy();
-          const err = self.connectionError(e, 'GetBlob', url, signal);
-          if (!(err instanceof GhaCacheError) || !err.temporary) throw err;
-          breaks++;
-          if (breaks >= self.maxAttempts) throw new GhaCacheError(`${err.message} (the download broke ${breaks} times in a row at byte ${offset})`, { ...errorFields(err), temporary: false });
-          const delayMs = self.retryDelay(breaks, undefined);
-          self.onRetry?.({ operation: 'GetBlob', attempt: breaks, maxAttempts: self.maxAttempts, delayMs, status: undefined, reason: err.message });
-          try {
-            await sleep(delayMs, signal);
-          } catch {
-            throw cancelled(signal, 'download');
-          }
-          // Resume where the broken response stopped.
-          res = (await open(offset, total)).res;
-        }
-      }
-    }
-
-    const stream = Readable.from(chunks(), { objectMode: false });
-    if (signal !== undefined) {
-      const onAbort = (): void => {
-        stream.destroy(cancelled(signal, 'download'));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      stream.once('close', () => signal.removeEventListener('abort', onAbort));
-    }
-    return stream;
-  }
-}
-
-function errorFields(e: GhaCacheError): GhaCacheErrorOptions {
-  return {
-    operation: e.operation,
-    status: e.status,
-    url: e.url,
-    serviceCode: e.serviceCode,
-    ...(e.hint === undefined ? {} : { hint: e.hint }),
-    cause: e.cause ?? e,
-  };
-}
-
-function firstHeader(res: http.IncomingMessage, name: string): string | undefined {
-  const v = res.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-/** The signed URL with more query parameters, its SAS left exactly as the service wrote it. */
-function withQuery(url: URL, extra: string): URL {
-  const u = new URL(url.href);
-  u.search = u.search === '' ? `?${extra}` : `${u.search}&${extra}`;
-  return u;
 }

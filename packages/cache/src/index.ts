@@ -1,17 +1,9 @@
-export { GhaCacheClient, GhaCacheError, GHA_CACHE_VERSION, GHA_CACHE_MAX_KEY_LENGTH, GHA_CACHE_MAX_KEYS, ghaCacheVersion } from './gha.ts';
-export type {
-  GhaCacheClientOptions,
-  GhaFromEnvOptions,
-  GhaCallOptions,
-  GhaCacheEntry,
-  GhaSaveResult,
-  GhaBodyFactory,
-  GhaTokenScope,
-  GhaRetryEvent,
-  GhaOperation,
-  GhaTwirpMethod,
-  GhaCacheErrorOptions,
-} from './gha.ts';
+export { GhaCacheClient, GHA_CACHE_VERSION, GHA_CACHE_MAX_KEY_LENGTH, GHA_CACHE_MAX_KEYS, ghaCacheVersion } from './gha.ts';
+export type { GhaCacheClientOptions, GhaFromEnvOptions, GhaCallOptions, GhaCacheEntry, GhaSaveResult, GhaTokenScope } from './gha.ts';
+export { GhaCacheError } from './gha-error.ts';
+export type { GhaOperation, GhaTwirpMethod, GhaCacheErrorOptions } from './gha-error.ts';
+export type { GhaRetryEvent } from './gha-http.ts';
+export type { GhaBodyFactory } from './gha-blob.ts';
 export { parseCacheFrom, parseCacheTo, parseSize, describeCache } from './spec.ts';
 export type { CacheImport, CacheExport, CacheMode } from './spec.ts';
 export {
