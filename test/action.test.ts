@@ -176,3 +176,13 @@ test('a base image is pulled through the registry options the CLI has: a plain-H
   assert.equal(r.code, 0, r.stdout);
   assert.match(r.outputs.get('imageid') ?? '', /^sha256:[0-9a-f]{64}$/);
 });
+
+test('Dockerfile check warnings become annotations on their line', () => {
+  const ws = join(work, 'ws-checks');
+  mkdirSync(ws, { recursive: true });
+  writeFileSync(join(ws, 'Dockerfile'), 'FROM busybox:latest as base\nRUN true\nMAINTAINER someone\n');
+  const r = runAction(ws, { context: '.' });
+  assert.equal(r.code, 0, r.stdout);
+  assert.match(r.stdout, /^::warning file=Dockerfile,line=1,col=\d+,endLine=1,endColumn=\d+,title=FromAsCasing::'as' and 'FROM' keywords' casing do not match%0Ahttps:\/\/docs\.docker\.com\/go\/dockerfile\/rule\/from-as-casing\//m);
+  assert.match(r.stdout, /^::warning file=Dockerfile,line=3,col=1,.*title=MaintainerDeprecated::/m);
+});

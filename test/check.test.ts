@@ -186,3 +186,19 @@ test('every Dockerfile under fixtures/ passes the check (warnings allowed)', () 
     for (const l of lines(r.stderr)) assert.match(l, /^.+:\d+:\d+: warning: [A-Za-z]+: .+$/, `${f}: ${l}`);
   }
 });
+
+test('build --check (and --call check) runs the checks and builds nothing', () => {
+  const dir = context('build-check', { Dockerfile: 'FROM scratch as base\nCOPY missing.txt /\n' });
+  const file = join(dir, 'Dockerfile');
+  for (const flags of [['--check'], ['--call', 'check']]) {
+    const r = tsbuild(root, ['build', ...flags, dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(lines(r.stderr), [`${file}:1:14: warning: FromAsCasing: 'as' and 'FROM' keywords' casing do not match`]);
+    assert.match(r.stdout, /ok \(1 stage, 2 instructions, 1 warning\)/);
+  }
+  // Nothing was built: the COPY of a missing file would have failed.
+  assert.throws(() => statSync(join(root, 'oci', 'index.json')));
+  const strict = tsbuild(root, ['build', '--check', '--build-arg', 'BUILDKIT_DOCKERFILE_CHECK=error=true', dir]);
+  assert.equal(strict.code, 1);
+  assert.match(strict.stderr, /error: lint violation found for rules: FromAsCasing/);
+});

@@ -196,7 +196,12 @@ export async function runAction(o: ActionOptions): Promise<number> {
     title = `tsbuild: ${inputs.tags?.[0] ?? 'untagged image'}`;
     const r = await build({ ...inputs, onEvent: (e) => log.event(e), signal: o.signal });
     log.close();
-    for (const w of r.warnings) write(command('warning', { title: 'tsbuild' }, w));
+    // Dockerfile check findings become annotations on their line; `warnings` lists them first.
+    for (const c of r.checks) {
+      const at = { file: annotationFile(c.file, env), line: c.range.start.line, col: c.range.start.column, endLine: c.range.end.line, endColumn: c.range.end.column };
+      write(command('warning', { ...at, title: c.rule }, `${c.message}\n${c.url}`));
+    }
+    for (const w of r.warnings.slice(r.checks.length)) write(command('warning', { title: 'tsbuild' }, w));
     writeOutputs(env, { imageid: r.configDigest, digest: r.digest, metadata: JSON.stringify(r.metadata, null, 2) });
     facts.push(['image id', r.configDigest], ['digest', r.digest], ['total', `${((Date.now() - started) / 1000).toFixed(1)}s`]);
     if (r.tags.length > 0) facts.push(['tags', r.tags.join(', ')]);

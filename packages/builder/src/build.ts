@@ -1,7 +1,5 @@
-import { readFile, readdir, stat } from 'node:fs/promises';
-import { join, resolve as resolvePath } from 'node:path';
-import { UsageError } from '@tsbuild/errors';
-import { parseDockerfile } from '@tsbuild/dockerfile';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Dockerfile } from '@tsbuild/dockerfile';
 import { buildManifest, MediaType } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig } from '@tsbuild/oci';
@@ -19,7 +17,8 @@ import type { ClientOptions } from '@tsbuild/registry';
 import type { EventSink } from './events.ts';
 import { BuildContext } from './context.ts';
 import { hashSources } from './hash.ts';
-import { loadIgnore } from './ignore.ts';
+import { buildableDockerfile, checkBuild } from './check.ts';
+import type { BuildCheck } from './check.ts';
 import { planStages, withContexts } from './plan.ts';
 import { platformArgs, targetPlatform } from './platform.ts';
 import { planPublish, publish } from './publish.ts';
@@ -79,6 +78,8 @@ export interface BuildResult extends Published {
   warnings: string[];
   /** What each --cache-to received. */
   cacheExports: ExportReport[];
+  /** The Dockerfile checks' findings, with their lines, for annotations (also the first entries of `warnings`). */
+  checks: BuildCheck[];
 }
 
 export interface OpenRootOptions {
@@ -120,12 +121,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   requireRoot('tsbuild build');
   const started = Date.now();
   planPublish(opts);
-  const contextDir = resolvePath(opts.context);
-  await checkContextDir(contextDir, opts.context);
-  const file = opts.file && opts.file !== '-' ? opts.file : join(contextDir, 'Dockerfile');
-  const shownFile = opts.file === '-' ? '<stdin>' : file;
-  const text = opts.dockerfileText ?? (await readDockerfile(file));
-  const df = withContexts(parseDockerfile(text, { file: shownFile }), opts.buildContexts ?? []);
+  const checked = await checkBuild(opts);
+  const { contextDir, file, shownFile, text } = checked;
+  const df = withContexts(buildableDockerfile(checked), opts.buildContexts ?? []);
   const src = { df, file: shownFile, text };
   const platform = targetPlatform(opts.platform);
   const annotations = imageAnnotations(opts.annotations ?? [], platform);
@@ -160,7 +158,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await RemoteCaches.load(opts.cacheFrom, remoteOpts);
 
     let ctxPromise: Promise<BuildContext> | undefined;
-    const context = () => (ctxPromise ??= loadIgnore(contextDir, file).then((ignore) => BuildContext.open(contextDir, { ignore })));
+    const context = () => (ctxPromise ??= BuildContext.open(contextDir, { ignore: checked.ignore }));
     let ctxKey: Promise<string> | undefined;
     const contextKey = () =>
       (ctxKey ??= context().then(async (c) => hashSources(c, await c.resolveSources(['.']), { statCache: await session.statCache() })));
@@ -194,10 +192,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         });
         const cacheExports = await exportCaches(opts.cacheTo ?? [], input, remoteOpts);
         for (const r of cacheExports) emit({ type: 'cache-exported', time: Date.now(), ...r });
-        const warnings = df.warnings.map((w) => `${shownFile}:${w.range.start.line}: ${w.message}`);
+        const warnings = checked.checks.map((w) => `${shownFile}:${w.range.start.line}: ${w.rule}: ${w.message}`);
         const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !args.has(k));
         if (unused.length > 0) warnings.push(`one or more build args were not consumed: ${unused.sort().join(', ')}`);
-        return { ...published, ...image, warnings: [...warnings, ...session.warnings], cacheExports };
+        return { ...published, ...image, warnings: [...warnings, ...session.warnings], checks: checked.checks, cacheExports };
       } catch (e) {
         const lie = causeOf(e, CacheMismatchError);
         if (!lie || attempt >= 20) throw e;
@@ -227,30 +225,6 @@ function causeOf<T>(e: unknown, type: new (...a: never[]) => T): T | undefined {
   return undefined;
 }
 
-/** A missing context is named as such, not as the Dockerfile that cannot be read inside it. */
-async function checkContextDir(dir: string, given: string): Promise<void> {
-  const shown = JSON.stringify(given) + (dir === given ? '' : ` (${dir})`);
-  const hint = 'the build context is a directory: pass one that exists';
-  let isDir: boolean;
-  try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
-    throw new UsageError(`build context ${shown} does not exist`, { hint });
-  }
-  if (!isDir) throw new UsageError(`build context ${shown} is not a directory`, { hint });
-}
-
-async function readDockerfile(file: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read Dockerfile ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, {
-      hint: 'pass the Dockerfile with -f, or put one at the root of the build context',
-    });
-  }
-}
 
 /** The final stage's state as an image in the store: config (with --label values) and manifest. */
 async function writeImage(

@@ -10,8 +10,8 @@ export function commandArgs(cmd: CommandLine, shell: readonly string[]): string[
   return cmd.form === 'exec' ? [...cmd.args] : [...shell, cmd.command];
 }
 
-/** `RUN |2 A=1 B=2 /bin/sh -c make # tsbuild`: build args the step saw, then its argv. */
+/** `RUN |2 A=1 B=2 /bin/sh -c make`: build args the step saw, then its argv (the layer step adds ` # tsbuild`). */
 export function runCreatedBy(args: readonly string[], buildArgs: readonly [string, string][]): string {
   const prefix = buildArgs.length > 0 ? `|${buildArgs.length} ${buildArgs.map(([k, v]) => `${k}=${v}`).join(' ')} ` : '';
-  return `RUN ${prefix}${args.join(' ')} # tsbuild`;
+  return `RUN ${prefix}${args.join(' ')}`;
 }

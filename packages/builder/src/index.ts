@@ -19,3 +19,6 @@ export type { OutputSpec, ExportType, ExportOptions, ExportResult, SaveOptions, 
 export { parseCacheFrom, parseCacheTo } from '@tsbuild/cache';
 export type { CacheImport, CacheExport, ExportReport } from '@tsbuild/cache';
 export type { OpenRootOptions } from './build.ts';
+export { checkBuild } from './check.ts';
+export type { CheckBuildOptions, CheckedDockerfile, BuildCheck } from './check.ts';
+export { LayerStack, analyzeLayers, analyzeRemoteImage, analyzeStoredImage, readLayerChanges, type AnalyzeLayersOptions, type ImageLayerAnalysis, type LayerChanges, type LayerChangeset, type LayerEntry, type LayerReader, type LayerReport, type LayerSummary, type PathChange, type ReadLayerOptions, type WastedPath } from './layers.ts';

@@ -9,6 +9,7 @@ import {
   asStrings, cpuLimits, keyValues, parseBytes, parseIntFlag, registryOptions, rootOf, signalController, withRegistryFlags, withRoot,
 } from './common.ts';
 import { readStdin } from './check.ts';
+import { runChecks } from '../format/check.ts';
 
 const PROGRESS = ['auto', 'tty', 'plain', 'rawjson', 'quiet'] as const;
 
@@ -49,6 +50,8 @@ export const build: Command = {
           .option('annotation', { type: 'string', describe: 'annotate the image: [manifest:|manifest-descriptor:]KEY=VALUE; repeatable' })
           .option('progress', { type: 'string', choices: [...PROGRESS], default: 'auto', describe: 'progress output' })
           .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only the image id' })
+          .option('check', { type: 'boolean', describe: 'run the Dockerfile checks (as tsbuild check) and do not build' })
+          .option('call', { type: 'string', choices: ['build', 'check'], describe: 'what to do: build (default) or check, as buildx spells --check' })
           .option('iidfile', { type: 'string', describe: 'write the image id to this file' })
           .option('metadata-file', { type: 'string', describe: 'write build metadata (JSON) to this file' })
           .option('source-date-epoch', { type: 'string', describe: 'timestamps for reproducible images (default $SOURCE_DATE_EPOCH)' })
@@ -104,6 +107,10 @@ export const build: Command = {
       signal: sig.signal,
     };
     if (file === '-') opts.dockerfileText = await readStdin();
+    if (args.check === true || args.call === 'check') {
+      sig.dispose();
+      return runChecks(opts, 'text');
+    }
     try {
       const r = await runBuild(opts);
       renderer.close();
