@@ -1,7 +1,7 @@
 export { parse } from './parser.ts';
 export { dumpAst, dumpNode } from './dump.ts';
 export type { Ast, Heredoc, Node, ParseResult, Warning } from './ast.ts';
-export { processWord, processWords, processWordWithMatches, lookupEnv, compileGlob, ShellError } from './shell.ts';
+export { processWord, processWords, processWordWithMatches, lookupEnv, compileShellPattern, ShellError } from './shell.ts';
 export type { Env, ShellOptions, WordResult } from './shell.ts';
 export { parseDockerfile, stagesFromAst } from './stages.ts';
 export type { Dockerfile, Stage, ParseDockerfileOptions } from './stages.ts';

@@ -308,7 +308,7 @@ class Lexer {
             longest = true;
             pat = pat.slice(1);
           }
-          const re = compileGlob(pat);
+          const re = compileShellPattern(pat);
           return op === '#' ? trimPrefix(value ?? '', re, longest) : trimSuffix(value ?? '', re, longest);
         }
       }
@@ -322,7 +322,7 @@ class Lexer {
       if (value === undefined && this.skipUnset) return `\${${name}/${all ? '/' : ''}${pat}/${replacement}}`;
       // An empty pattern replaces nothing, as in sh (a regexp engine would match between every character).
       if (pat === '' || value === undefined) return value ?? '';
-      return replaceGlob(value, compileGlob(pat), replacement, all);
+      return replaceShellPattern(value, compileShellPattern(pat), replacement, all);
     }
     throw new SyntaxFailure(`unsupported modifier (${modifier}) in substitution`);
   }
@@ -356,10 +356,11 @@ class Lexer {
 }
 
 /**
- * Compiles a shell glob (`*`, `?`, `[...]`, `\x` escapes) into an anchored RegExp. Every literal
+ * Compiles the shell pattern of `${var#pattern}`, `${var%pattern}` and `${var/pattern/repl}` (a
+ * glob: `*`, `?`, `[...]`, `\x` escapes) into an anchored RegExp. Every literal
  * becomes a `\u{..}` escape, so no user text is ever interpreted as regex syntax.
  */
-export function compileGlob(pattern: string): RegExp {
+export function compileShellPattern(pattern: string): RegExp {
   const chars = Array.from(pattern);
   const code = (ch: string): string => `\\u{${(ch.codePointAt(0) ?? 0).toString(16)}}`;
   let src = '';
@@ -453,7 +454,7 @@ function trimSuffix(value: string, re: RegExp, longest: boolean): string {
  * `${v/p/r}` and `${v//p/r}`: the leftmost, then longest, non-empty match is replaced. A set but
  * empty value is replaced when the pattern matches the empty string (a lone star pattern), as in sh.
  */
-function replaceGlob(value: string, re: RegExp, replacement: string, all: boolean): string {
+function replaceShellPattern(value: string, re: RegExp, replacement: string, all: boolean): string {
   if (value === '') return re.test('') ? replacement : '';
   const chars = Array.from(value);
   let out = '';
