@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { build, importImage, openRoot, runImage, historyOf } from '../packages/builder/src/index.ts';
-import type { BuildEvent } from '../packages/builder/src/index.ts';
+import type { BuildEvent, BuildOptions } from '../packages/builder/src/index.ts';
 import { validateImage } from '../packages/oci/src/index.ts';
 import { REPO, busyboxTar, debianTar } from './helpers/base.ts';
 
@@ -88,7 +88,7 @@ async function buildFixture(name: string, ex: Expect, extra: { noCache?: boolean
     secrets[id] = { file: f };
   }
   const events = extra.events ?? [];
-  const opts: Parameters<typeof build>[0] = {
+  const opts: BuildOptions = {
     context: dir,
     root,
     tags: [`fixture-${name}:latest`],

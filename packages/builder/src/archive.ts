@@ -53,7 +53,7 @@ export function openDecompressed(file: string, opts: { signal?: AbortSignal } = 
   const kind: ArchiveCompression = sniffArchiveCompression(readHead(file, 6));
   if (kind === 'none') return fs.createReadStream(file);
   return decompressAs(fs.createReadStream(file), kind, {
-    ...(opts.signal ? { signal: opts.signal } : {}),
+    signal: opts.signal,
     errorMessage: (reason) => `cannot decompress ${path.basename(file)} (${kind}): ${reason}`,
   });
 }
@@ -109,7 +109,7 @@ export interface ExtractResult {
 export async function extractArchive(file: string, destDir: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const staging = await fs.promises.mkdtemp(path.join(opts.tmpDir ?? os.tmpdir(), 'tsbuild-add-'));
   try {
-    await apply(openDecompressed(file, opts.signal ? { signal: opts.signal } : {}), staging, opts.signal ? { signal: opts.signal } : {});
+    await apply(openDecompressed(file, { signal: opts.signal }), staging, { signal: opts.signal });
     await fs.promises.mkdir(destDir, { recursive: true });
     const ctx = await BuildContext.open(staging, { ignore: NO_IGNORE });
     const matches = await ctx.resolveSources(['.']);

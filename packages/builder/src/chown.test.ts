@@ -5,13 +5,18 @@ import path from 'node:path';
 import { resolveChown, resolveUser } from './chown.ts';
 import os from 'node:os';
 
-function tempDir(t: { after(fn: () => void): void }, prefix: string): string {
+/** What a test context gives a helper: somewhere to register cleanup. */
+interface Cleanup {
+  after(fn: () => void): void;
+}
+
+function tempDir(t: Cleanup, prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
-function imageRoot(t: Parameters<typeof tempDir>[0]): string {
+function imageRoot(t: Cleanup): string {
   const root = tempDir(t, 'tsbuild-chown-');
   fs.mkdirSync(path.join(root, 'etc'));
   fs.writeFileSync(

@@ -143,7 +143,7 @@ export class GhaHttp {
           method: req.method,
           headers: { 'user-agent': this.userAgent, ...req.headers },
           agent: isHttps ? this.httpsAgent : this.httpAgent,
-          ...(req.signal === undefined ? {} : { signal: req.signal }),
+          signal: req.signal,
         },
         (res) => {
           if (settled) {

@@ -1,5 +1,5 @@
 import { DockerfileError, excerptOf } from '@tsbuild/errors';
-import type { SourceRange } from '@tsbuild/errors';
+import type { DockerfileErrorOptions, SourceRange } from '@tsbuild/errors';
 import type { Heredoc, Node, Warning } from './ast.ts';
 import { parseDuration } from './duration.ts';
 import { parseFlags } from './flags.ts';
@@ -177,7 +177,7 @@ export function parseInstruction(node: Node, opts: ParseInstructionOptions = {})
 /** Re-attributes a location-less DockerfileError to an instruction. */
 export function locate(e: unknown, range: SourceRange, original: string, opts: { file?: string; text?: string }): unknown {
   if (!(e instanceof DockerfileError) || e.range !== undefined) return e;
-  const options: ConstructorParameters<typeof DockerfileError>[1] = {
+  const options: DockerfileErrorOptions = {
     file: opts.file ?? 'Dockerfile',
     range,
     excerpt: opts.text !== undefined ? excerptOf(opts.text, range) : original,

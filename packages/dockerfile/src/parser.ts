@@ -1,5 +1,5 @@
 import { DockerfileError, excerptOf } from '@tsbuild/errors';
-import type { SourceRange } from '@tsbuild/errors';
+import type { DockerfileErrorOptions, SourceRange } from '@tsbuild/errors';
 import type { Ast, Node, ParseResult, Warning } from './ast.ts';
 import { DirectiveError, DirectiveScanner } from './directives.ts';
 import { leadingSpaceWidth, trimLeftSpace, trimSpace } from './gotext.ts';
@@ -36,7 +36,7 @@ export function parse(text: string): ParseResult {
       start: { line: startLine, column: 1 },
       end: { line: endLine, column: last.length + 1 },
     };
-    const options: ConstructorParameters<typeof DockerfileError>[1] = {
+    const options: DockerfileErrorOptions = {
       range,
       excerpt: excerptOf(text, range),
     };

@@ -1,5 +1,5 @@
 import { DockerfileError, excerptOf } from '@tsbuild/errors';
-import type { SourceRange } from '@tsbuild/errors';
+import type { DockerfileErrorOptions, SourceRange } from '@tsbuild/errors';
 import type { ParseResult, Warning } from './ast.ts';
 import { parseInstruction } from './instructions.ts';
 import type { ArgInstruction, FromInstruction, Instruction } from './instructions.ts';
@@ -52,7 +52,7 @@ export function stagesFromAst(result: ParseResult, opts: { file?: string; text?:
   const warnings: Warning[] = [...result.warnings];
   const ctx = opts.text === undefined ? { file, warnings } : { file, text: opts.text, warnings };
   const fail = (message: string, range: SourceRange, original: string, hint?: string): never => {
-    const options: ConstructorParameters<typeof DockerfileError>[1] = {
+    const options: DockerfileErrorOptions = {
       file,
       range,
       excerpt: opts.text !== undefined ? excerptOf(opts.text, range) : original,

@@ -98,7 +98,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
     // gzip and zstd are undone here so callers can hand over a pulled blob as it is.
     const source = decompress(tar instanceof Readable ? tar : Readable.from(tar));
     const reader = readTar(source, {
-      ...(signal ? { signal } : {}),
+      signal,
       onBytes: (c) => {
         hash.update(c);
         size += c.length;
@@ -137,7 +137,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
       created.get(d.host) === d.index && secureJoin(root, d.parts) === d.host && lstatOrUndefined(d.host) !== undefined;
     await writeXattrs(
       xattrs.filter(stillThere).map((x) => [x.host, x.attrs] as [string, Map<string, Uint8Array>]),
-      signal ? { signal } : {},
+      { signal },
     );
     for (const d of dirTimes) if (stillThere(d)) lutimesSync(d.host, d.mtime, d.mtime);
   } catch (e) {

@@ -114,7 +114,7 @@ async function zstdStream(
       done(null, chunk);
     },
   });
-  await pipeline(src, encoder, tap, out, signal ? { signal } : {});
+  await pipeline(src, encoder, tap, out, { signal });
   return { digest: `sha256:${hash.digest('hex')}`, size };
 }
 

@@ -92,7 +92,7 @@ function run(src: Readable, opts: DecompressOptions, open: () => Promise<{ strea
       stopTool = tool.stop;
       stages.push(tool.stage);
     }
-    await pipeline([stream, ...stages, out], opts.signal ? { signal: opts.signal } : {});
+    await pipeline([stream, ...stages, out], { signal: opts.signal });
   })().catch((err: unknown) => {
     out.destroy(err instanceof Error ? err : new Error(String(err)));
   });

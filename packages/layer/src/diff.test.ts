@@ -5,7 +5,7 @@ import { createReadStream, createWriteStream, linkSync, mkdirSync, readFileSync,
 import { createHash } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { CancelledError } from '@tsbuild/errors';
-import { diff } from './diff.ts';
+import { diff, type DiffOptions } from './diff.ts';
 import { apply } from './apply.ts';
 import { readTar } from './tar.ts';
 import type { TarHeader } from './tar.ts';
@@ -52,7 +52,7 @@ function makeTree(root: string): void {
   for (const p of ['dir/sub', 'dir', 'tmp', 'sgid', 'l'.repeat(200)]) utimesSync(`${root}/${p}`, 1_400_000_000, 1_400_000_000);
 }
 
-async function diffToBuffer(dir: string, opts: Parameters<typeof diff>[2] = {}): Promise<{ tar: Buffer; diffId: string; size: number }> {
+async function diffToBuffer(dir: string, opts: DiffOptions = {}): Promise<{ tar: Buffer; diffId: string; size: number }> {
   const pass = new PassThrough();
   const chunks: Buffer[] = [];
   pass.on('data', (c: Buffer) => chunks.push(c));

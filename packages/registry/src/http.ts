@@ -110,7 +110,7 @@ export class Transport {
           method: req.method,
           headers,
           agent: isHttps ? this.httpsAgent : this.httpAgent,
-          ...(req.signal === undefined ? {} : { signal: req.signal }),
+          signal: req.signal,
         },
         (res) => {
           if (settled) {
