@@ -26,6 +26,7 @@ import type { PublishOptions, Published } from './publish.ts';
 import { BuildSession, requireRoot } from './session.ts';
 import type { ResourceLimits } from './session.ts';
 import { StageScheduler } from './stage.ts';
+import { span } from './trace.ts';
 import { FromResolver, globalArgs } from './steps/from.ts';
 import type { ImageState } from './state.ts';
 
@@ -121,7 +122,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   requireRoot('tsbuild build');
   const started = Date.now();
   planPublish(opts);
-  const checked = await checkBuild(opts);
+  const checked = await span('dockerfile.check', () => checkBuild(opts));
   const { contextDir, file, shownFile, text } = checked;
   const df = withContexts(buildableDockerfile(checked), opts.buildContexts ?? []);
   const src = { df, file: shownFile, text };
@@ -140,7 +141,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
   const caches = [...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])];
   const gha = caches.some((c) => c.type === 'gha') ? GhaCacheClient.tryFromEnv(process.env) : undefined;
-  const { root, store, snapshots } = await openRoot(opts.root, { registry: opts.registry, gha });
+  const { root, store, snapshots } = await span('root.open', () => openRoot(opts.root, { registry: opts.registry, gha }));
   const session = new BuildSession(root, store, snapshots, {
     noCache: opts.noCache ?? false,
     pull: opts.pull ?? false,
@@ -155,7 +156,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   });
   const remoteOpts = { store, registry: opts.registry, gha, signal: opts.signal, warn: (m: string) => session.warn(m) };
   try {
-    if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await RemoteCaches.load(opts.cacheFrom, remoteOpts);
+    if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await span('cache.import', () => RemoteCaches.load(opts.cacheFrom ?? [], remoteOpts));
 
     let ctxPromise: Promise<BuildContext> | undefined;
     const context = () => (ctxPromise ??= BuildContext.open(contextDir, { ignore: checked.ignore }));
@@ -175,22 +176,22 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       try {
         let state: ImageState;
         try {
-          state = await stages.run(plan.order.at(-1)!);
+          state = await span('stages', () => stages.run(plan.order.at(-1)!));
         } finally {
           // Let stages started in parallel settle before the store is left alone.
           await stages.settle();
-          await session.saveStatCache().catch(() => {});
+          await span('statcache.save', () => session.saveStatCache().catch(() => {}));
         }
-        const image = await writeImage(store, state, platform, opts.labels, annotations);
+        const image = await span('image.write', () => writeImage(store, state, platform, opts.labels, annotations));
         emit({ type: 'build-done', time: Date.now(), imageDigest: image.manifest.digest, configDigest: image.configDigest, durationMs: Date.now() - started });
         const input = exportInput(session, state.key);
-        const published = await publish(store, image, {
+        const published = await span('publish', () => publish(store, image, {
           ...opts,
           emit,
           signal: opts.signal,
           pushAnnotations: inlineCache ? async () => inlineAnnotation(await cacheDocument(input, { ...inlineCache, compression: opts.compression ?? 'gzip' }, remoteOpts)) : undefined,
-        });
-        const cacheExports = await exportCaches(opts.cacheTo ?? [], input, remoteOpts);
+        }));
+        const cacheExports = await span('cache.export', () => exportCaches(opts.cacheTo ?? [], input, remoteOpts));
         for (const r of cacheExports) emit({ type: 'cache-exported', time: Date.now(), ...r });
         const warnings = checked.checks.map((w) => `${shownFile}:${w.range.start.line}: ${w.rule}: ${w.message}`);
         const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !args.has(k));

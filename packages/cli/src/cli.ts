@@ -1,4 +1,5 @@
 import yargs from 'yargs';
+import { recordSpan, span } from '@tsbuild/builder';
 import { commands } from './commands/index.ts';
 import { splitRunArgv } from './commands/run.ts';
 import { commandIndex, unknownFlag } from './argv.ts';
@@ -10,6 +11,7 @@ const version = typeof TSBUILD_VERSION === 'string' ? TSBUILD_VERSION : '0.0.0-d
 
 /** Parses argv, runs one command, and maps any failure to a message and an exit code. */
 export async function run(argv: string[]): Promise<number> {
+  const started = performance.now();
   const debug = argv.includes('--debug');
   let exitCode = 0;
   try {
@@ -37,7 +39,8 @@ export async function run(argv: string[]): Promise<number> {
         describe: c.describe,
         builder: c.builder,
         handler: async (args: Record<string, unknown>) => {
-          exitCode = (await c.handler(args)) ?? 0;
+          recordSpan('cli.args', started);
+          exitCode = (await span(`cli.${String((args._ as unknown[] | undefined)?.[0] ?? 'command')}`, () => c.handler(args))) ?? 0;
         },
       } as never);
     }

@@ -11,6 +11,7 @@ import { commandArgs, goQuoteList } from '../history.ts';
 import { addHistory, cloneState, containerConfig, setEnv, shellOf } from '../state.ts';
 import type { ImageState } from '../state.ts';
 import type { StepKit, StepResult } from './kit.ts';
+import { span } from '../trace.ts';
 
 export async function configStep(kit: StepKit, state: ImageState, raw: Instruction): Promise<StepResult> {
   const next = cloneState(state);
@@ -26,7 +27,7 @@ export async function configStep(kit: StepKit, state: ImageState, raw: Instructi
     createdBy = applyConfig(kit, next, inst);
   }
   next.key = cacheKey([state.key, ...keyParts]);
-  const rec = await kit.configRecord(next.key);
+  const rec = await span('cache.lookup', () => kit.configRecord(next.key));
   addHistory(next, { created: rec.created, created_by: createdBy, comment: 'tsbuild', empty_layer: true });
   kit.journal(state, next, { v: 1, created: rec.created });
   return { state: next, cached: rec.cached };

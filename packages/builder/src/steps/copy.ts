@@ -27,6 +27,7 @@ import { NO_IGNORE } from '../ignore.ts';
 import { containerConfig, topChain } from '../state.ts';
 import type { ImageState } from '../state.ts';
 import { runCleanups } from './kit.ts';
+import { span } from '../trace.ts';
 import type { StepKit, StepResult } from './kit.ts';
 
 type CopyLike = CopyInstruction | AddInstruction;
@@ -47,7 +48,7 @@ export async function copyStep(kit: StepKit, state: ImageState, raw: CopyLike): 
   if (srcState) sourceKey = ['stage', topChain(srcState) ?? 'scratch', localSources];
   else if (localSources.length > 0) {
     const bctx = await kit.env.context();
-    sourceKey = ['context', await hashSources(bctx, await resolve(kit, bctx, localSources, inst), { statCache: await kit.s.statCache() })];
+    sourceKey = ['context', await span('context.hash', async () => hashSources(bctx, await resolve(kit, bctx, localSources, inst), { statCache: await kit.s.statCache() }))];
   } else sourceKey = ['none'];
 
   // A URL without --checksum may change on the server: like Docker, fetch it on every build and
@@ -153,7 +154,7 @@ async function copyWork(kit: StepKit, state: ImageState, inst: CopyLike, active:
     }
     const matches = await resolve(kit, bctx, plan.localSources, inst);
     if (inst.kind !== 'add' || inst.unpack === false) {
-      await copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts);
+      await span('copy.files', () => copyInto(bctx, matches, active.rootfs, inst.dest, copyOpts));
       return;
     }
     // ADD unpacks local archives into the destination directory and copies everything else.

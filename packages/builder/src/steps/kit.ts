@@ -16,6 +16,7 @@ import type { Digest } from '@tsbuild/oci';
 import type { Active } from '@tsbuild/snapshot';
 import type { BuildRecord } from '@tsbuild/cache';
 import type { CacheRecord } from '../cache.ts';
+import { span } from '../trace.ts';
 import type { BuildContext } from '../context.ts';
 import type { BuildSession } from '../session.ts';
 import { addHistory, cloneState, diffIds, expansionEnv } from '../state.ts';
@@ -137,16 +138,16 @@ export class StepKit {
   ): Promise<StepResult> {
     const next = cloneState(state);
     next.key = key;
-    const hit = await this.s.lookup(key);
+    const hit = await span('cache.lookup', () => this.s.lookup(key));
     if (hit) return this.append(state, next, hit, createdBy, true);
     const rec = await this.s.heavy.run(async (): Promise<CacheRecord> => {
       // An independent layer is written over an empty tree, so its bytes do not depend on the
       // layers below; its snapshot is unpacked from the blob when first needed.
-      const parent = opts.independent ? undefined : await this.s.ensureSnapshots(state.layers, diffIds(state));
-      const active = await this.s.snapshots.prepare(parent, { signal: this.s.opts.signal });
+      const parent = opts.independent ? undefined : await span('snapshot.unpack', () => this.s.ensureSnapshots(state.layers, diffIds(state)));
+      const active = await span('snapshot.prepare', () => this.s.snapshots.prepare(parent, { signal: this.s.opts.signal }));
       let committed = false;
       try {
-        await work(active);
+        await span('step.work', () => work(active));
         this.s.checkAbort();
         const created = this.s.now();
         if (opts.emptyIfUnchanged && (await readdir(active.upper)).length === 0) return { v: 1, created };
@@ -155,14 +156,14 @@ export class StepKit {
         try {
           const dopts: DiffOptions = { signal: this.s.opts.signal };
           if (this.s.opts.sourceDateEpoch !== undefined) dopts.sourceDateEpoch = this.s.opts.sourceDateEpoch;
-          result = await diff(active.upper, writer.stream, dopts);
-          await writer.commit({ digest: result.diffId, size: result.size });
+          result = await span('layer.diff', () => diff(active.upper, writer.stream, dopts));
+          await span('store.commit', () => writer.commit({ digest: result.diffId, size: result.size }));
         } catch (e) {
           await writer.abort().catch(() => {});
           throw e;
         }
         if (!opts.independent) {
-          await active.commit(chainIds([...diffIds(state), result.diffId]).at(-1) as Digest);
+          await span('snapshot.commit', () => active.commit(chainIds([...diffIds(state), result.diffId]).at(-1) as Digest));
           committed = true;
         }
         return { v: 1, created, layer: { diffId: result.diffId, size: result.size } };
@@ -170,7 +171,7 @@ export class StepKit {
         if (!committed) await active.release().catch(() => {});
       }
     });
-    await this.s.cache.set(key, rec);
+    await span('cache.record', () => this.s.cache.set(key, rec));
     return this.append(state, next, rec, createdBy, false);
   }
 

@@ -20,6 +20,7 @@ import { agentSocket } from '../ssh.ts';
 import { containerConfig, DEFAULT_PATH, envList, shellOf, topChain } from '../state.ts';
 import type { ImageState } from '../state.ts';
 import { runCleanups, summary } from './kit.ts';
+import { span } from '../trace.ts';
 import type { StepCtx, StepKit, StepResult } from './kit.ts';
 
 type Cleanup = (() => Promise<void>)[];
@@ -87,7 +88,7 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
       if (kit.s.opts.runtime) runOpts.runtime = kit.s.opts.runtime;
       if (settings.ulimits && settings.ulimits.length > 0) runOpts.rlimits = settings.ulimits;
       if (settings.shmSize !== undefined) runOpts.shmSize = settings.shmSize;
-      const res = await runContainer(runOpts);
+      const res = await span('runtime.run', () => runContainer(runOpts));
       await removeCreatedMountpoints(created);
       kit.s.checkAbort();
       if (res.exitCode !== 0) {
