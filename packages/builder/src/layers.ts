@@ -2,8 +2,8 @@
  * What each layer of an image adds, changes and removes, and how much of the image is bytes that
  * a later layer throws away: the figures dive (wagoodman/dive) reports, computed from the layer
  * tars alone. Each tar is streamed once; what is kept is one small node per path of the image
- * (its size and the layer that wrote it), never file contents, so memory grows with the number
- * of paths and not with the size of the layers.
+ * (its size, and the smallest size it ever had), never file contents, so memory grows with the
+ * number of paths and not with the size of the layers.
  *
  * How the figures are defined (dive's, with the differences named):
  * - A layer's size is the sum of the sizes of the entries its tar holds (directories, symlinks,
@@ -139,8 +139,6 @@ export interface LayerSummary {
 
 interface Node {
   size: number;
-  /** The layer that wrote it last. */
-  layer: number;
   dir: boolean;
   /** false: removed by a later layer; the node stays so its smallest size (0) is remembered. */
   present: boolean;
@@ -156,7 +154,7 @@ interface Hidden {
   size: number;
 }
 
-const newNode = (dir: boolean, size: number, layer: number): Node => ({ size, layer, dir, present: true, min: size, children: undefined });
+const newNode = (dir: boolean, size: number): Node => ({ size, dir, present: true, min: size, children: undefined });
 
 function bySize(a: PathChange, b: PathChange): number {
   return b.size - a.size || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
@@ -164,7 +162,7 @@ function bySize(a: PathChange, b: PathChange): number {
 
 /** Layers laid one over another in order, bottom first, with each one's changes and the totals so far. */
 export class LayerStack {
-  private readonly root: Node = newNode(true, 0, -1);
+  private readonly root: Node = newNode(true, 0);
   private count = 0;
   private total = 0;
   private readonly waste = new Map<string, { bytes: number; copies: number }>();
@@ -176,7 +174,7 @@ export class LayerStack {
 
   /** Lays the next layer over the stack and says what it added, changed and removed. */
   push(cs: LayerChangeset): LayerChanges {
-    const layer = this.count++;
+    this.count++;
     this.total += cs.size;
     const added: PathChange[] = [];
     const changed: PathChange[] = [];
@@ -225,9 +223,8 @@ export class LayerStack {
     for (const h of hidden) h.node.present = false;
     const displaced: Hidden[] = [];
     for (const { path, entry } of writes) {
-      const node = this.ensure(path, layer, displaced);
+      const node = this.ensure(path, displaced);
       node.size = entry.size;
-      node.layer = layer;
       node.dir = entry.dir;
       node.min = Math.min(node.min, entry.size);
       node.present = true;
@@ -291,7 +288,7 @@ export class LayerStack {
    * a directory, as applying would: it goes into `displaced`, to be reported and counted as removed.
    * A node created for `path` itself has no size yet (its smallest size is the first one written).
    */
-  private ensure(path: string, layer: number, displaced: Hidden[]): Node {
+  private ensure(path: string, displaced: Hidden[]): Node {
     let node = this.root;
     const parts = path.split('/');
     let at = '';
@@ -302,7 +299,7 @@ export class LayerStack {
       let next = node.children.get(part);
       const last = i === parts.length - 1;
       if (next === undefined) {
-        next = newNode(!last, 0, layer);
+        next = newNode(!last, 0);
         if (last) next.min = Number.POSITIVE_INFINITY;
         node.children.set(part, next);
       } else if (!last && !(next.present && next.dir)) {
@@ -311,7 +308,6 @@ export class LayerStack {
         next.dir = true;
         next.size = 0;
         next.min = Math.min(next.min, 0);
-        next.layer = layer;
       }
       node = next;
     }
