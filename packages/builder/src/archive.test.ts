@@ -2,18 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { encodeHeader, endOfArchive, padding } from '@tsbuild/layer';
 import type { TarHeader } from '@tsbuild/layer';
 import { extractArchive, isArchive, isTarHeader, sniffArchiveCompression } from './archive.ts';
-
-function tempDir(t: { after(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsbuild-archive-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from './testing.ts';
 
 type Entry = Partial<TarHeader> & { path: string; body?: string };
 
@@ -49,7 +43,7 @@ function compressWith(tool: 'bzip2' | 'xz' | 'zstd', file: string): string {
 }
 
 test('archives are told by content, not by name', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'tsbuild-archive-');
   const tarFile = path.join(dir, 'a.tar');
   fs.writeFileSync(tarFile, tarOf(sample));
   const gz = path.join(dir, 'a.tar.gz');
@@ -89,7 +83,7 @@ test('archives are told by content, not by name', async (t) => {
 });
 
 test('extractArchive unpacks every compression into the destination', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'tsbuild-archive-');
   const tarFile = path.join(dir, 'a.tar');
   fs.writeFileSync(tarFile, tarOf(sample));
   const files = [tarFile, compressWith('bzip2', tarFile), compressWith('xz', tarFile), compressWith('zstd', tarFile)];
@@ -119,7 +113,7 @@ test('extractArchive unpacks every compression into the destination', async (t) 
 });
 
 test('hostile archives cannot write outside the destination', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'tsbuild-archive-');
   const dest = path.join(dir, 'a/b/dest');
   fs.mkdirSync(dest, { recursive: true });
   fs.mkdirSync(path.join(dir, 'a/b/dest/etc'));

@@ -3,18 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { resolveChown, resolveUser } from './chown.ts';
-import os from 'node:os';
-
-/** What a test context gives a helper: somewhere to register cleanup. */
-interface Cleanup {
-  after(fn: () => void): void;
-}
-
-function tempDir(t: Cleanup, prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir, type Cleanup } from './testing.ts';
 
 function imageRoot(t: Cleanup): string {
   const root = tempDir(t, 'tsbuild-chown-');

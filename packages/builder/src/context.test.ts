@@ -1,35 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { secureJoin } from '@tsbuild/layer';
 import { BuildContext, SourceNotFoundError, compileFilepathMatch, hasWildcard } from './context.ts';
 import { createIgnoreMatcher, loadIgnore, parseIgnoreFile } from './ignore.ts';
-
-/** Builds a tree: `name/` = dir, `name -> target` = symlink, otherwise a file with its own name as content. */
-function makeTree(root: string, spec: readonly string[]): void {
-  for (const item of spec) {
-    const link = item.split(' -> ');
-    if (link.length === 2) {
-      const at = path.join(root, link[0] as string);
-      fs.mkdirSync(path.dirname(at), { recursive: true });
-      fs.symlinkSync(link[1] as string, at);
-    } else if (item.endsWith('/')) {
-      fs.mkdirSync(path.join(root, item), { recursive: true });
-    } else {
-      const at = path.join(root, item);
-      fs.mkdirSync(path.dirname(at), { recursive: true });
-      fs.writeFileSync(at, item);
-    }
-  }
-}
-
-function tempDir(t: { after(fn: () => void): void }, prefix = 'tsbuild-ctx-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir, makeTree } from './testing.ts';
 
 test('compileFilepathMatch follows Go filepath.Match', () => {
   const cases: [string, string, boolean][] = [
@@ -63,7 +39,7 @@ test('compileFilepathMatch follows Go filepath.Match', () => {
 });
 
 test('secureJoin keeps every path inside the root', (t) => {
-  const root = tempDir(t);
+  const root = tempDir(t, 'tsbuild-ctx-');
   makeTree(root, ['etc/passwd', 'a/b/', 'abs -> /etc', 'up -> ../../../../etc', 'rel -> a/b', 'loop -> loop', 'dang -> /nowhere/x']);
   const cases: [string, string, boolean?][] = [
     ['../../etc/passwd', 'etc/passwd'],
@@ -83,7 +59,7 @@ test('secureJoin keeps every path inside the root', (t) => {
 });
 
 test('resolveSources: literal, wildcard, clamped and hostile sources', async (t) => {
-  const root = tempDir(t);
+  const root = tempDir(t, 'tsbuild-ctx-');
   makeTree(root, [
     'a.txt',
     'b.txt',
@@ -141,7 +117,7 @@ test('resolveSources: literal, wildcard, clamped and hostile sources', async (t)
 });
 
 test('.dockerignore hides files; the Dockerfile-specific file wins; exceptions re-include', async (t) => {
-  const root = tempDir(t);
+  const root = tempDir(t, 'tsbuild-ctx-');
   makeTree(root, ['a.txt', 'secret.key', 'logs/1.log', 'logs/keep.log', 'node_modules/m/i.js', 'Dockerfile', 'sub/Dockerfile']);
   fs.writeFileSync(path.join(root, '.dockerignore'), '\ufeff# comment\n*.key\r\nnode_modules\nlogs\n!logs/keep.log\n  \nDockerfile\n');
   const ignore = await loadIgnore(root, path.join(root, 'Dockerfile'));

@@ -2,36 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseChmod } from './chmod.ts';
 import { BuildContext } from './context.ts';
 import type { ResolveOptions } from './context.ts';
 import { copyInto } from './copy.ts';
 import type { CopyOptions } from './copy.ts';
-
-function tempDir(t: { after(fn: () => void): void }, prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-function makeTree(root: string, spec: readonly string[]): void {
-  for (const item of spec) {
-    const link = item.split(' -> ');
-    if (link.length === 2) {
-      const at = path.join(root, link[0] as string);
-      fs.mkdirSync(path.dirname(at), { recursive: true });
-      fs.symlinkSync(link[1] as string, at);
-    } else if (item.endsWith('/')) {
-      fs.mkdirSync(path.join(root, item), { recursive: true });
-    } else {
-      const at = path.join(root, item);
-      fs.mkdirSync(path.dirname(at), { recursive: true });
-      fs.writeFileSync(at, item);
-    }
-  }
-}
+import { tempDir, makeTree } from './testing.ts';
 
 /** Every entry under `root` as `path type mode uid:gid [-> target | content]`, sorted. */
 function listTree(root: string): string[] {

@@ -4,9 +4,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { downloadName, fetchUrl } from './fetch.ts';
+import { tempDir } from './testing.ts';
 
 const BODY = 'hello from the server\n';
 const SHA = 'sha256:' + createHash('sha256').update(BODY).digest('hex');
@@ -46,15 +46,9 @@ async function server(t: { after(fn: () => Promise<void> | void): void }): Promi
   return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
 }
 
-function tempDir(t: { after(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsbuild-fetch-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 test('fetchUrl downloads, names and dates the file', async (t) => {
   const base = await server(t);
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'tsbuild-fetch-');
   const file = await fetchUrl(`${base}/files/hello.txt`, dir, { checksum: SHA });
   assert.equal(file, path.join(dir, 'hello.txt'));
   assert.equal(fs.readFileSync(file, 'utf8'), BODY);
@@ -72,7 +66,7 @@ test('fetchUrl downloads, names and dates the file', async (t) => {
 
 test('fetchUrl failures are clear and leave nothing behind', async (t) => {
   const base = await server(t);
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'tsbuild-fetch-');
   const wrong = 'sha256:' + '0'.repeat(64);
   await assert.rejects(fetchUrl(`${base}/files/hello.txt`, dir, { checksum: wrong }), (e: Error) => {
     assert.match(e.message, new RegExp(`expected ${wrong}, got ${SHA}`));

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { blake3 } from '@napi-rs/blake-hash';
@@ -9,12 +8,7 @@ import { BuildContext } from './context.ts';
 import { StatCache, hashContextDir, hashFileContent, hashSources } from './hash.ts';
 import type { FileHasher } from './hash.ts';
 import { createIgnoreMatcher } from './ignore.ts';
-
-function tempDir(t: { after(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsbuild-hash-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from './testing.ts';
 
 function writeTree(root: string): void {
   fs.mkdirSync(path.join(root, 'src/lib'), { recursive: true });
@@ -47,22 +41,22 @@ test('the source digest follows content, names, types and modes — not clocks o
     const ctx = await BuildContext.open(root, { ignore: createIgnoreMatcher(['**/*.log']) });
     return hashSources(ctx, await ctx.resolveSources(['src'], { excludes }));
   };
-  const base = tempDir(t);
+  const base = tempDir(t, 'tsbuild-hash-');
   writeTree(base);
   const want = await digestOf(base);
   assert.match(want, /^sources:[0-9a-f]{64}$/);
   for (const [name, mutate, changes] of mutations) {
-    const root = tempDir(t);
+    const root = tempDir(t, 'tsbuild-hash-');
     writeTree(root);
     mutate(root);
     const got = await digestOf(root);
     assert.equal(got !== want, changes, name);
   }
   // a hardlink pair is not the same as two copies once nothing is excluded
-  const copies = tempDir(t);
+  const copies = tempDir(t, 'tsbuild-hash-');
   writeTree(copies);
   fs.writeFileSync(path.join(copies, 'src/lib/b.ts'), 'a');
-  const linked = tempDir(t);
+  const linked = tempDir(t, 'tsbuild-hash-');
   writeTree(linked);
   fs.unlinkSync(path.join(linked, 'src/lib/b.ts'));
   fs.linkSync(path.join(linked, 'src/a.ts'), path.join(linked, 'src/lib/b.ts'));
@@ -76,8 +70,8 @@ test('the source digest follows content, names, types and modes — not clocks o
 });
 
 test('an unchanged 2,000-file context is not read again', async (t) => {
-  const root = tempDir(t);
-  const cacheFile = path.join(tempDir(t), 'state/statcache.json');
+  const root = tempDir(t, 'tsbuild-hash-');
+  const cacheFile = path.join(tempDir(t, 'tsbuild-hash-'), 'state/statcache.json');
   for (let d = 0; d < 20; d++) {
     fs.mkdirSync(path.join(root, `d${d}`));
     for (let f = 0; f < 100; f++) fs.writeFileSync(path.join(root, `d${d}/f${f}`), `${d}/${f}`);
@@ -130,7 +124,7 @@ test('an unchanged 2,000-file context is not read again', async (t) => {
 });
 
 test('large files are hashed in chunks with the same result', async (t) => {
-  const root = tempDir(t);
+  const root = tempDir(t, 'tsbuild-hash-');
   const big = Buffer.alloc(9 * 1024 * 1024 + 123);
   for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff;
   fs.writeFileSync(path.join(root, 'big'), big);
@@ -140,7 +134,7 @@ test('large files are hashed in chunks with the same result', async (t) => {
 });
 
 test('hashing stops when cancelled', async (t) => {
-  const root = tempDir(t);
+  const root = tempDir(t, 'tsbuild-hash-');
   fs.writeFileSync(path.join(root, 'x'), 'x');
   const ctx = await BuildContext.open(root);
   const ac = new AbortController();
