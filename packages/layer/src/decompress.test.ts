@@ -1,36 +1,29 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { TsbuildError } from '@tsbuild/errors';
 import { decompress, decompressAs, sniffArchiveCompression } from './decompress.ts';
+import { chunked, concatStream, toolOutput } from './testing.ts';
 
 const data = Buffer.concat([Buffer.from('tsbuild '.repeat(50_000)), randomBytes(300_000)]);
-const tool = (cmd: string, input: Buffer): Buffer => spawnSync(cmd, ['-c'], { input, maxBuffer: 64 << 20 }).stdout;
-const chunked = (b: Buffer, n: number): Readable => {
-  const parts: Buffer[] = [];
-  for (let i = 0; i < b.length; i += n) parts.push(b.subarray(i, i + n));
-  return Readable.from(parts);
-};
-const all = async (r: Readable): Promise<Buffer> => Buffer.concat(await r.toArray());
 
 test('archives: gzip, zstd, xz and bzip2 are told by their magic and undone', async () => {
-  const inputs = { gzip: zlib.gzipSync(data), zstd: tool('zstd', data), xz: tool('xz', data), bzip2: tool('bzip2', data) };
+  const inputs = { gzip: zlib.gzipSync(data), zstd: toolOutput('zstd', data), xz: toolOutput('xz', data), bzip2: toolOutput('bzip2', data) };
   for (const [kind, compressed] of Object.entries(inputs)) {
     assert.equal(sniffArchiveCompression(compressed), kind);
-    assert.ok((await all(decompress(chunked(compressed, 1000), { archives: true }))).equals(data), kind);
-    assert.ok((await all(decompressAs(chunked(compressed, 65536), kind as keyof typeof inputs))).equals(data), kind);
+    assert.ok((await concatStream(decompress(chunked(compressed, 1000), { archives: true }))).equals(data), kind);
+    assert.ok((await concatStream(decompressAs(chunked(compressed, 65536), kind as keyof typeof inputs))).equals(data), kind);
   }
   // Layers are only ever gzip or zstd: without `archives` an xz stream passes through untouched.
-  assert.ok((await all(decompress(Readable.from([inputs.xz])))).equals(inputs.xz));
+  assert.ok((await concatStream(decompress(Readable.from([inputs.xz])))).equals(inputs.xz));
 });
 
 test('a corrupt xz stream is an error, not a short file', async () => {
-  const xz = tool('xz', data);
+  const xz = toolOutput('xz', data);
   const broken = Buffer.concat([xz.subarray(0, xz.length >> 1), Buffer.alloc(64, 7)]);
-  await assert.rejects(all(decompressAs(Readable.from([broken]), 'xz', { errorMessage: (r) => `cannot decompress a.tar.xz (xz): ${r}` })), (e: unknown) => {
+  await assert.rejects(concatStream(decompressAs(Readable.from([broken]), 'xz', { errorMessage: (r) => `cannot decompress a.tar.xz (xz): ${r}` })), (e: unknown) => {
     assert.ok(e instanceof TsbuildError);
     assert.equal(e.code, 'DECOMPRESS');
     assert.match(e.message, /^cannot decompress a\.tar\.xz \(xz\): xz exited with 1/);
@@ -45,7 +38,7 @@ test('a missing tool is named, with the package that brings it', async (t) => {
     process.env.PATH = path;
   });
   for (const [kind, pkg] of [['xz', 'xz-utils'], ['bzip2', 'bzip2']] as const) {
-    await assert.rejects(all(decompressAs(Readable.from([Buffer.alloc(100_000, 1)]), kind)), (e: unknown) => {
+    await assert.rejects(concatStream(decompressAs(Readable.from([Buffer.alloc(100_000, 1)]), kind)), (e: unknown) => {
       assert.ok(e instanceof TsbuildError);
       assert.equal(e.code, 'MISSING_TOOL');
       assert.match(e.message, new RegExp(`^cannot decompress layer: the ${kind} command is not installed`));

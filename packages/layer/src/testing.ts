@@ -1,4 +1,5 @@
 /** Helpers shared by this package's tests: building archives in code and comparing trees. */
+import { spawnSync } from 'node:child_process';
 import { lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
@@ -28,11 +29,26 @@ export function buildTar(specs: Spec[]): Buffer {
   return Buffer.concat(out);
 }
 
+/** `b` as a stream of `n`-byte pieces (the last may be shorter). */
+export function chunked(b: Buffer, n: number): Readable {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < b.length; i += n) parts.push(b.subarray(i, i + n));
+  return Readable.from(parts);
+}
+
 export function streamOf(b: Buffer): Readable {
   // Small chunks so headers and bodies straddle chunk boundaries.
-  const parts: Buffer[] = [];
-  for (let i = 0; i < b.length; i += 700) parts.push(b.subarray(i, i + 700));
-  return Readable.from(parts);
+  return chunked(b, 700);
+}
+
+/** Everything a stream gives, as one buffer. */
+export async function concatStream(r: Readable): Promise<Buffer> {
+  return Buffer.concat(await r.toArray());
+}
+
+/** What the reference command-line tool (`gzip`, `zstd`, `xz`, `bzip2`) makes of `input` with `-c`. */
+export function toolOutput(cmd: string, input: Buffer): Buffer {
+  return spawnSync(cmd, ['-c'], { input, maxBuffer: 64 << 20 }).stdout;
 }
 
 export interface NodeInfo {
