@@ -90,6 +90,14 @@ interface Meta {
 
 const ID_RE = /^[0-9a-z]{1,12}$/;
 const OVERLAY_FLAGS = 'redirect_dir=off,metacopy=off,index=off';
+/**
+ * A writable snapshot skips overlayfs's syncs: fsync inside a RUN (dpkg fsyncs every file it
+ * unpacks) returns at once, and unmounting does not flush the whole upper dir (1.2 s for a COPY of
+ * 50,000 files). Crash safety does not rest on them: a snapshot that a crash leaves behind is
+ * discarded by recovery, and only the layer blob, written through the store's fsynced ingest,
+ * is kept.
+ */
+const WRITABLE_FLAGS = `${OVERLAY_FLAGS},volatile`;
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
@@ -288,7 +296,7 @@ class OverlaySnapshotter implements Snapshotter {
     const chain = await this.chain(parent);
     const name = `${ownerToken(this.owner)}-${randomBytes(4).toString('hex')}`;
     const rel = `a/${name}`;
-    const tail = `,upperdir=${rel}/u,workdir=${rel}/w,${OVERLAY_FLAGS}`;
+    const tail = `,upperdir=${rel}/u,workdir=${rel}/w,${WRITABLE_FLAGS}`;
     const lowers = chain.length === 0 ? ['e'] : await this.lowerDirs(chain, tail.length);
     const dir = join(this.root, rel);
     await mkdir(dir);
