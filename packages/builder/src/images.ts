@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { Writable } from 'node:stream';
 import { TsbuildError, UsageError } from '@tsbuild/errors';
-import { decompress } from '@tsbuild/layer';
+import { apply, decompress } from '@tsbuild/layer';
 import { buildConfig, buildManifest, MediaType, chainIds } from '@tsbuild/oci';
 import type { Descriptor, Digest, HistoryEntry, ImageConfig } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
@@ -23,6 +23,11 @@ export interface ImportOptions {
   message?: string;
   sourceDateEpoch?: number;
   signal?: AbortSignal;
+  /**
+   * Unpack the layer as a snapshot now, as `docker import` does, so the first build on the image
+   * does not (a base image is imported to be built on).
+   */
+  snapshots?: Snapshotter;
 }
 
 /** `tsbuild import`: a single-layer image from a root filesystem tarball (plain, gzip or zstd). */
@@ -64,6 +69,11 @@ export async function importImage(store: Store, tarball: string, opts: ImportOpt
   const manifest = buildManifest(configDesc, [{ mediaType: MediaType.OciLayer, digest: layer.digest, size: layer.size }]);
   const desc = await store.putJson(MediaType.OciManifest, manifest);
   for (const t of opts.tags) await store.tag(t, desc);
+  const snapshots = opts.snapshots;
+  if (snapshots) {
+    const chain = chainIds([layer.digest])[0] as Digest;
+    if (!(await snapshots.has(chain))) await snapshots.unpack(chain, undefined, async (dir) => void (await apply(await store.openBlob(layer.digest), dir, { signal: opts.signal })));
+  }
   return desc;
 }
 

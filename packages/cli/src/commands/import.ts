@@ -14,8 +14,10 @@ export const importCmd: Command = {
         .option('message', { alias: 'm', type: 'string', describe: 'history comment' }),
     ),
   handler: async (args) => {
-    const { store } = await openRoot(rootOf(args));
+    const { store, snapshots } = await openRoot(rootOf(args));
     const opts: ImportOptions = { tags: asStrings(args.tag) };
+    // Unpacking needs root (owners and device nodes); without it the first build unpacks.
+    if (process.getuid?.() === 0) opts.snapshots = snapshots;
     if (typeof args.message === 'string') opts.message = args.message;
     const desc = await importImage(store, String(args.file), opts);
     const img = await store.loadImage(desc.digest);
