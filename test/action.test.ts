@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { importImage, openRoot } from '../packages/builder/src/index.ts';
@@ -9,8 +9,8 @@ import { REPO, busyboxTar } from './helpers/base.ts';
 import { startRegistry } from './helpers/registry.ts';
 import type { RunningRegistry } from './helpers/registry.ts';
 import { createNetns } from './helpers/netns.ts';
+import { ACTION_BUNDLE, runBundledAction, type ActionRun } from './helpers/action.ts';
 
-const BUNDLE = join(REPO, 'packages/action/dist/index.js');
 const USER = 'ci-user';
 const PASSWORD = 'ci-secret-pw';
 
@@ -20,7 +20,7 @@ let registry: RunningRegistry;
 let dockerConfig: string;
 
 before(async () => {
-  if (!existsSync(BUNDLE)) execFileSync('node', [join(REPO, 'scripts/build.mjs')], { stdio: 'inherit' });
+  if (!existsSync(ACTION_BUNDLE)) execFileSync('node', [join(REPO, 'scripts/build.mjs')], { stdio: 'inherit' });
   work = mkdtempSync(join(tmpdir(), 'tsbuild-action-'));
   root = join(work, 'root');
   const { store } = await openRoot(root);
@@ -38,46 +38,9 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  outputs: Map<string, string>;
-  summary: string;
-}
-
 /** Runs the committed bundle the way the runner does: inputs in INPUT_*, outputs and summary in files. */
-function runAction(workspace: string, inputs: Record<string, string>, extraEnv: Record<string, string> = {}): RunResult {
-  const runnerTemp = mkdtempSync(join(work, 'runner-temp-'));
-  const outputFile = join(runnerTemp, 'output');
-  const summaryFile = join(runnerTemp, 'summary');
-  writeFileSync(outputFile, '');
-  writeFileSync(summaryFile, '');
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: work,
-    TSBUILD_ROOT: root,
-    DOCKER_CONFIG: dockerConfig,
-    GITHUB_ACTIONS: 'true',
-    GITHUB_WORKSPACE: workspace,
-    GITHUB_OUTPUT: outputFile,
-    GITHUB_STEP_SUMMARY: summaryFile,
-    RUNNER_TEMP: runnerTemp,
-    ...extraEnv,
-  };
-  for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
-  const r = spawnSync(process.execPath, [BUNDLE], { cwd: workspace, env, encoding: 'utf8', timeout: 300_000 });
-  const outputs = new Map<string, string>();
-  const lines = readFileSync(outputFile, 'utf8').split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^([\w-]+)<<(.+)$/.exec(lines[i] ?? '');
-    if (!m) continue;
-    const end = lines.indexOf(m[2]!, i + 1);
-    assert.ok(end > i, `unterminated output ${m[1]}`);
-    outputs.set(m[1]!, lines.slice(i + 1, end).join('\n'));
-    i = end;
-  }
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr, outputs, summary: readFileSync(summaryFile, 'utf8') };
+function runAction(workspace: string, inputs: Record<string, string>, extraEnv: Record<string, string> = {}): ActionRun {
+  return runBundledAction(work, workspace, inputs, { TSBUILD_ROOT: root, DOCKER_CONFIG: dockerConfig, ...extraEnv });
 }
 
 test('the bundled action builds and pushes with login-action credentials, and reports outputs, groups and a summary', () => {

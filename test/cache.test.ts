@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,11 +14,12 @@ import { gunzipSync } from 'node:zlib';
 import { RegistryClient, fetchBlobBytes, getManifest, parseReference, pushImage } from '../packages/registry/src/index.ts';
 import { MediaType, sha256 } from '../packages/oci/src/index.ts';
 import type { Manifest } from '../packages/oci/src/index.ts';
-import { REPO, busyboxTar } from './helpers/base.ts';
-import { CLI, ensureCli, type CliResult } from './helpers/cli.ts';
+import { busyboxTar } from './helpers/base.ts';
+import { ensureCli, tsbuildNonBlocking, type CliResult } from './helpers/cli.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
 import { startGhaServer, type GhaServer } from './helpers/gha-server.ts';
+import { runBundledActionNonBlocking } from './helpers/action.ts';
 
 let work: string;
 let reg: RunningRegistry;
@@ -28,19 +29,7 @@ const EPOCH = { SOURCE_DATE_EPOCH: '1700000000' };
 
 /** Runs the CLI without blocking this process (the proxy must keep answering). */
 function tsbuild(root: string, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: root, ...EPOCH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return tsbuildNonBlocking(root, args, { env: { ...EPOCH, ...env } });
 }
 
 function ok(r: CliResult, what: string): CliResult {
@@ -288,23 +277,10 @@ test('GitHub cache (type=gha) through the bundled Action: exported in one job, e
   const gha: GhaServer = await startGhaServer();
   try {
     const ctx = context('gha', APP(base), { 'a.txt': 'from the actions cache\n' });
-    const runAction = (root: string, inputs: Record<string, string>) => {
-      const runnerTemp = mkdtempSync(join(work, 'runner-'));
-      const env: NodeJS.ProcessEnv = {
-        PATH: process.env.PATH, HOME: work, TSBUILD_ROOT: root, GITHUB_ACTIONS: 'true', GITHUB_WORKSPACE: ctx, GITHUB_REF_NAME: 'main',
-        GITHUB_OUTPUT: join(runnerTemp, 'out'), GITHUB_STEP_SUMMARY: join(runnerTemp, 'summary'), RUNNER_TEMP: runnerTemp, ...EPOCH, ...gha.env(),
-      };
-      writeFileSync(env.GITHUB_OUTPUT!, '');
-      for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v;
-      // Asynchronously: the cache service and the proxy answer from this process.
-      return new Promise<{ status: number | null; stdout: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, [join(REPO, 'packages/action/dist/index.js')], { cwd: ctx, env, stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-        child.stderr.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-        child.on('error', reject);
-        child.on('close', (status) => resolve({ status, stdout }));
-      });
+    const runAction = async (root: string, inputs: Record<string, string>): Promise<{ status: number | null; stdout: string }> => {
+      // Without blocking: the cache service and the proxy answer from this process.
+      const r = await runBundledActionNonBlocking(work, ctx, inputs, { TSBUILD_ROOT: root, GITHUB_REF_NAME: 'main', ...EPOCH, ...gha.env() });
+      return { status: r.code, stdout: `${r.stdout}\n${r.stderr}` };
     };
     const first = await runAction(freshRoot(), { context: '.', 'cache-to': 'type=gha,mode=max' });
     assert.equal(first.status, 0, first.stdout);

@@ -5,13 +5,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MediaType } from '../packages/oci/src/index.ts';
 import { busyboxTar } from './helpers/base.ts';
-import { CLI, ensureCli, type CliResult } from './helpers/cli.ts';
+import { ensureCli, tsbuildNonBlocking as tsbuild, type CliResult } from './helpers/cli.ts';
 import { freePort, startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
 
@@ -24,27 +24,6 @@ let px: FaultProxy;
 let appDigest: string;
 
 const GREETING = 'hello from the registry\n';
-
-/**
- * Runs the CLI without blocking this process: the fault proxy lives here, and a synchronous
- * spawn would stop it from answering the very requests the CLI makes through it.
- */
-function tsbuild(root: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: root, ...(opts.env ?? {}) }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-}
 
 function ok(r: CliResult, what: string): CliResult {
   assert.equal(r.code, 0, `${what} failed:\n${r.stderr}`);

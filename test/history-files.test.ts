@@ -5,7 +5,6 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { gunzipSync as gunzip, gzipSync } from 'node:zlib';
 import { encodeHeader, endOfArchive } from '../packages/layer/src/index.ts';
 import { busyboxTar } from './helpers/base.ts';
-import { CLI, ensureCli, tsbuild, type CliResult } from './helpers/cli.ts';
+import { ensureCli, tsbuild, tsbuildNonBlocking, type CliResult } from './helpers/cli.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
 
@@ -178,23 +177,6 @@ test('a missing local image is named', () => {
   noStack(r.stderr);
 });
 
-/** The CLI without blocking this process, which serves the fault proxy the CLI talks to. */
-function tsbuildAsync(r: string, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: r }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Puts a blob into the registry's `repo` with a monolithic upload. */
@@ -226,7 +208,7 @@ test('a registry image: layers streamed and verified, nothing stored, a cut down
     const paths = (a: Analysis) => a.layers.map((l) => ({ size: l.size, createdBy: l.createdBy, added: l.added, changed: l.changed, removed: l.removed }));
 
     const fresh = join(work, 'fresh');
-    const r = await tsbuildAsync(fresh, ['history', '--files', '--format', 'json', ref]);
+    const r = await tsbuildNonBlocking(fresh, ['history', '--files', '--format', 'json', ref]);
     ok(r, 'remote --files');
     const remote = JSON.parse(r.stdout) as Analysis;
     assert.deepEqual(paths(remote), paths(local), 'the same changes as the local image');
@@ -240,14 +222,14 @@ test('a registry image: layers streamed and verified, nothing stored, a cut down
     // A download cut halfway is read again from its first byte, and counted once.
     const big = remote.layers[1]!.digest;
     px.inject({ method: 'GET', path: new RegExp(`/blobs/${big}`), action: 'drop-response-midway' });
-    const again = await tsbuildAsync(fresh, ['history', '--files', '--format', 'json', ref]);
+    const again = await tsbuildNonBlocking(fresh, ['history', '--files', '--format', 'json', ref]);
     ok(again, 'remote --files after a cut');
     assert.deepEqual(px.pending(), [], 'the fault fired');
     assert.deepEqual(JSON.parse(again.stdout), remote);
 
     // --layer reads only the layers up to it.
     px.resetCounters();
-    const low = await tsbuildAsync(fresh, ['history', '--layer', '1', ref]);
+    const low = await tsbuildNonBlocking(fresh, ['history', '--layer', '1', ref]);
     ok(low, 'remote --layer 1');
     assert.match(low.stdout, /^ {2}A {2}1\.05MB {2}\/data\.bin$/m);
     assert.equal(px.counters.blobGets, 1 + 2, 'the config and layers 0 and 1');
@@ -265,7 +247,7 @@ test('a registry image: layers streamed and verified, nothing stored, a cut down
     const mput = await fetch(`${reg.url}/v2/evil/manifests/1`, { method: 'PUT', body: JSON.stringify(manifest), headers: { 'content-type': manifest.mediaType } });
     assert.equal(mput.status, 201);
     px.resetCounters();
-    const hostile = await tsbuildAsync(fresh, ['history', '--files', `${px.host}/evil:1`]);
+    const hostile = await tsbuildNonBlocking(fresh, ['history', '--files', `${px.host}/evil:1`]);
     assert.equal(hostile.code, 1, hostile.stderr);
     assert.match(hostile.stderr, /escapes the root/);
     noStack(hostile.stderr);
@@ -273,7 +255,7 @@ test('a registry image: layers streamed and verified, nothing stored, a cut down
 
     // Content that does not match its digest is refused, whatever it parsed as.
     px.inject({ method: 'GET', path: new RegExp(`/blobs/${big}`), action: 'corrupt' });
-    const bad = await tsbuildAsync(fresh, ['history', '--files', ref]);
+    const bad = await tsbuildNonBlocking(fresh, ['history', '--files', ref]);
     assert.notEqual(bad.code, 0);
     assert.equal(bad.stdout, '');
     assert.match(bad.stderr, new RegExp(`${big}.*hashes to`));

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './base.ts';
@@ -14,11 +14,14 @@ export interface ActionRun {
   summary: string;
 }
 
-/**
- * Runs the bundled action as the runner does: inputs in INPUT_*, outputs and the job summary in
- * files (made under `work`), the workspace as the working directory.
- */
-export function runBundledAction(work: string, workspace: string, inputs: Record<string, string>, env: Record<string, string | undefined>): ActionRun {
+interface Runner {
+  env: NodeJS.ProcessEnv;
+  outputFile: string;
+  summaryFile: string;
+}
+
+/** The environment the runner gives an action step: inputs in INPUT_*, outputs and the job summary in files under `work`. */
+function runner(work: string, workspace: string, inputs: Record<string, string>, env: Record<string, string | undefined>): Runner {
   const runnerTemp = mkdtempSync(join(work, 'runner-temp-'));
   const outputFile = join(runnerTemp, 'output');
   const summaryFile = join(runnerTemp, 'summary');
@@ -35,9 +38,12 @@ export function runBundledAction(work: string, workspace: string, inputs: Record
     ...env,
   };
   for (const [k, v] of Object.entries(inputs)) full[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
-  const r = spawnSync(process.execPath, [ACTION_BUNDLE], { cwd: workspace, env: full, encoding: 'utf8', timeout: 300_000 });
+  return { env: full, outputFile, summaryFile };
+}
+
+function finished(r: Runner, code: number | null, stdout: string, stderr: string): ActionRun {
   const outputs = new Map<string, string>();
-  const lines = readFileSync(outputFile, 'utf8').split('\n');
+  const lines = readFileSync(r.outputFile, 'utf8').split('\n');
   for (let i = 0; i < lines.length; i++) {
     const m = /^([\w-]+)<<(.+)$/.exec(lines[i] ?? '');
     if (!m) continue;
@@ -46,5 +52,36 @@ export function runBundledAction(work: string, workspace: string, inputs: Record
     outputs.set(m[1]!, lines.slice(i + 1, end).join('\n'));
     i = end;
   }
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr, outputs, summary: readFileSync(summaryFile, 'utf8') };
+  return { code, stdout, stderr, outputs, summary: readFileSync(r.summaryFile, 'utf8') };
+}
+
+/**
+ * Runs the bundled action as the runner does: inputs in INPUT_*, outputs and the job summary in
+ * files (made under `work`), the workspace as the working directory.
+ */
+export function runBundledAction(work: string, workspace: string, inputs: Record<string, string>, env: Record<string, string | undefined>): ActionRun {
+  const r = runner(work, workspace, inputs, env);
+  const p = spawnSync(process.execPath, [ACTION_BUNDLE], { cwd: workspace, env: r.env, encoding: 'utf8', timeout: 300_000 });
+  return finished(r, p.status, p.stdout, p.stderr);
+}
+
+/**
+ * runBundledAction without blocking this process, for tests whose servers (a stand-in cache
+ * service, a fault proxy) run here and must keep answering the action's requests.
+ */
+export function runBundledActionNonBlocking(work: string, workspace: string, inputs: Record<string, string>, env: Record<string, string | undefined>): Promise<ActionRun> {
+  const r = runner(work, workspace, inputs, env);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [ACTION_BUNDLE], { cwd: workspace, env: r.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve(finished(r, code, stdout, stderr));
+    });
+  });
 }

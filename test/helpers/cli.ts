@@ -31,3 +31,25 @@ export function tsbuild(root: string, args: string[], opts: { input?: string; en
 export function tsbuildAsync(root: string, args: string[]): ChildProcess {
   return spawn('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
+
+/**
+ * `tsbuild ARGS` without blocking this process, for tests whose servers (a fault proxy, a stand-in
+ * cache service) run here: a synchronous spawn would stop them from answering the very requests
+ * the CLI makes through them.
+ */
+export function tsbuildNonBlocking(root: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: root, ...(opts.env ?? {}) }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
