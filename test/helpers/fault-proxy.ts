@@ -1,5 +1,5 @@
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { listenOnLoopback } from './loopback.ts';
 
 /**
  * What the proxy does to a matching request instead of (or while) forwarding it:
@@ -78,7 +78,6 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const [upHost, upPort] = upstream.split(':');
   let counters = zero();
   const rules: Array<FaultRule & { left: number; skip: number }> = [];
-  const sockets = new Set<Socket>();
 
   const take = (method: string, path: string): FaultAction | undefined => {
     for (const r of rules) {
@@ -168,15 +167,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     }
     forward(req, res, action);
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+  const { port, origin, stop } = await listenOnLoopback(server);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: origin,
     host: `127.0.0.1:${port}`,
     get counters() {
       return counters;
@@ -188,9 +181,6 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     resetCounters: () => {
       counters = zero();
     },
-    stop: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    stop,
   };
 }

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { AZURE_CODES, azureError, handleUpload, serveBlob } from './gha-server-azure.ts';
 import { GhaServerState, type GhaServerCounters, type GhaServerMethod } from './gha-server-state.ts';
 import { SERVICE_PREFIX, TWIRP_CODES, handleTwirp, twirpError } from './gha-server-twirp.ts';
+import { listenOnLoopback } from './loopback.ts';
 
 export type { GhaServerCounters, GhaServerMethod } from './gha-server-state.ts';
 
@@ -112,7 +112,6 @@ export async function startGhaServer(options: GhaServerOptions = {}): Promise<Gh
   const token = options.token ?? `gha-test-token-${randomBytes(12).toString('hex')}`;
   const state = new GhaServerState(token);
   const faults: Array<GhaFault & { left: number; skip: number }> = [];
-  const sockets = new Set<Socket>();
 
   const takeFault = (method: GhaServerMethod): GhaFault | undefined => {
     for (const f of faults) {
@@ -189,14 +188,7 @@ export async function startGhaServer(options: GhaServerOptions = {}): Promise<Gh
     else if (method === 'PutBlob' || method === 'PutBlock' || method === 'PutBlockList') done(handleUpload(state, req, res, method));
     else done(handleTwirp(state, req, res, method));
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-  const origin = `http://127.0.0.1:${port}`;
+  const { origin, stop } = await listenOnLoopback(server);
   state.origin = origin;
 
   return {
@@ -221,9 +213,6 @@ export async function startGhaServer(options: GhaServerOptions = {}): Promise<Gh
     },
     rotateSigningKey: () => state.rotateSigningKey(),
     resetCounters: () => state.resetCounters(),
-    stop: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    stop,
   };
 }

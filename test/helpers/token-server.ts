@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { listenOnLoopback } from './loopback.ts';
 
 /**
  * A Docker token server for tests: checks Basic credentials (or an OAuth2 refresh token) and
@@ -111,18 +112,15 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
       issue(res, user, scopes);
     })().catch(() => res.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+  const listening = await listenOnLoopback(server);
   return {
-    realm: `http://127.0.0.1:${port}/token`,
+    realm: `${listening.origin}/token`,
     service,
     issuer,
     certFile,
     requests,
     stop: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await listening.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
