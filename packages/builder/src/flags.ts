@@ -8,6 +8,7 @@ import type { Stats } from 'node:fs';
 import { isIP } from 'node:net';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { UsageError } from '@tsbuild/errors';
+import { parseSize as parseByteSize } from '@tsbuild/cache';
 import { RLIM_INFINITY } from '@tsbuild/executor';
 import type { Rlimit } from '@tsbuild/executor';
 import { formatPlatform, parseDigest, parsePlatform } from '@tsbuild/oci';
@@ -71,12 +72,12 @@ export function parseUlimits(specs: readonly string[]): Rlimit[] {
   return [...byType.values()];
 }
 
-/** Docker's sizes (`--shm-size 2g`): a number with an optional k, m, g or t (powers of 1024) and an optional b. */
+/** Docker's sizes (`--memory 512m`, `--memory 0`): a number with an optional k, m, g or t (powers of 1024) and an optional b. */
+export { parseByteSize };
+
+/** A size that must be above zero (`--shm-size 2g`). */
 export function parseSize(what: string, v: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
-  if (!m) throw new UsageError(`${what}: invalid size ${JSON.stringify(v)}: expected a number with an optional unit (k, m, g), e.g. 256m`);
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[(m[2] ?? '').toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  const n = Math.floor(Number(m[1]) * mult);
+  const n = parseByteSize(what, v);
   if (n <= 0 || !Number.isSafeInteger(n)) throw new UsageError(`${what}: size ${JSON.stringify(v)} must be above zero`);
   return n;
 }

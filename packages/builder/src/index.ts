@@ -1,5 +1,5 @@
 export { build, openRoot } from './build.ts';
-export { contextName, parseAddHost, parseAnnotation, parseBuildContext, parseSize, parseSsh, parseUlimit, parseUlimits } from './flags.ts';
+export { contextName, parseAddHost, parseAnnotation, parseBuildContext, parseByteSize, parseSize, parseSsh, parseUlimit, parseUlimits } from './flags.ts';
 export type { Annotation, AnnotationLevel, ContextSource, NamedContext } from './flags.ts';
 export { publish, planPublish } from './publish.ts';
 export type { PublishOptions, PublishPlan, Published, BuiltImage } from './publish.ts';

@@ -61,7 +61,11 @@ function bool(flag: string, spec: string, v: string | undefined): boolean {
   throw new UsageError(`${flag} ${spec}: expected true or false, got ${JSON.stringify(v)}`);
 }
 
-/** A size such as `512m`, `2g`, `1048576`. */
+/**
+ * Docker's sizes (`512m`, `2g`, `1048576`, `2GiB`): a number with an optional k, m, g or t (powers
+ * of 1024) and an optional b or ib. tsbuild's one size parser: the cache flags need it here, below
+ * the builder, whose flags (and through it the CLI's) use it too.
+ */
 export function parseSize(what: string, v: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
   if (!m) throw new UsageError(`${what}: invalid size ${JSON.stringify(v)}: expected a number with an optional unit (k, m, g), e.g. 512m`);

@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import { UsageError } from '@tsbuild/errors';
-import type { DistributionOptions } from '@tsbuild/builder';
+import { parseByteSize, type DistributionOptions } from '@tsbuild/builder';
 
 /** `--root`, shared by every command that touches the store. */
 export function withRoot<T>(y: Argv<T>): Argv<T> {
@@ -14,13 +14,10 @@ export function rootOf(args: Record<string, unknown>): string | undefined {
   return typeof args.root === 'string' && args.root !== '' ? args.root : undefined;
 }
 
-/** Parses Docker-style sizes: `64m`, `1g`, `512k`, `1048576`, `2GiB`. */
+/** `--memory` and `--shm-size`: Docker-style sizes (`64m`, `1g`, `512k`, `1048576`, `2GiB`); unset when empty. */
 export function parseBytes(flag: string, v: unknown): number | undefined {
   if (v === undefined || v === null || v === '') return undefined;
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(String(v).trim());
-  if (!m) throw new UsageError(`--${flag}: invalid size ${JSON.stringify(v)}: expected a number with an optional unit (k, m, g), e.g. 512m`);
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[(m[2] ?? '').toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  return Math.floor(Number(m[1]) * mult);
+  return parseByteSize(`--${flag}`, String(v));
 }
 
 export function parseIntFlag(flag: string, v: unknown, min = 0): number | undefined {
