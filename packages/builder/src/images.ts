@@ -162,7 +162,7 @@ export function historyOf(config: ImageConfig, layers: readonly Descriptor[]): H
 
 /** `tsbuild prune`: drops the build cache, unused snapshots and unreferenced blobs. */
 export async function prune(env: { root: string; store: Store; snapshots: Snapshotter }, opts: { all?: boolean } = {}): Promise<{ cacheEntries: number; snapshots: number; blobs: number; freedBytes: number }> {
-  const cache = new CacheIndex(env.store.meta('build-cache'));
+  const cache = new CacheIndex(env.store.meta('build-cache', { durable: false }));
   const cacheEntries = await cache.clear();
   // Keep the snapshots of tagged images so `tsbuild run` stays fast; drop everything else.
   const keep = new Set<Digest>();

@@ -59,6 +59,8 @@ export class BuildSession {
   /** Cache mounts the build used: directory name → id as written. */
   readonly mountsUsed = new Map<string, string>();
   private readonly mountRestores = new Map<string, Promise<void>>();
+  /** Chain ids known to be unpacked snapshots. */
+  private readonly unpacked = new Set<Digest>();
 
   constructor(
     readonly root: string,
@@ -79,7 +81,7 @@ export class BuildSession {
       run?: RunSettings;
     },
   ) {
-    this.cache = new CacheIndex(store.meta('build-cache'));
+    this.cache = new CacheIndex(store.meta('build-cache', { durable: false }));
     this.remote = RemoteCaches.empty(store);
   }
 
@@ -225,9 +227,17 @@ export class BuildSession {
    */
   async ensureSnapshots(layers: readonly Descriptor[], diffIds: readonly Digest[]): Promise<Digest | undefined> {
     const chain = chainIds([...diffIds]);
-    for (let i = 0; i < chain.length; i++) {
+    // Checked from the top down: once a chain is there, its parents are too (a snapshot is
+    // committed or unpacked only over its parent), so a stack of N layers costs one lookup, not N.
+    let have = chain.length;
+    while (have > 0 && !this.unpacked.has(chain[have - 1] as Digest) && !(await this.snapshots.has(chain[have - 1] as Digest))) have--;
+    for (const id of chain.slice(0, have)) this.unpacked.add(id);
+    for (let i = have; i < chain.length; i++) {
       const id = chain[i] as Digest;
-      if (await this.snapshots.has(id)) continue;
+      if (await this.snapshots.has(id)) {
+        this.unpacked.add(id);
+        continue;
+      }
       const layer = layers[i];
       if (!layer) throw new TsbuildError('IMAGE_INVALID', `image has ${diffIds.length} diff_ids but ${layers.length} layers`);
       await this.snapshots.unpack(id, chain[i - 1], async (dir) => {
@@ -235,6 +245,7 @@ export class BuildSession {
         const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
         await apply(tar, dir, { signal: this.opts.signal });
       });
+      this.unpacked.add(id);
     }
     return chain.at(-1);
   }

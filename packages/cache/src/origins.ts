@@ -55,7 +55,7 @@ function known(v: unknown): Known {
 
 /** Remembers that these blobs can be found at `origin`. */
 export async function recordOrigins(store: Store, blobs: Iterable<{ digest: Digest; size: number }>, origin: Origin): Promise<void> {
-  const meta = store.meta(NS);
+  const meta = store.meta(NS, { durable: false });
   const value = encode(origin);
   const seen = new Set<string>();
   for (const b of blobs) {
@@ -71,7 +71,7 @@ export async function recordOrigins(store: Store, blobs: Iterable<{ digest: Dige
 
 /** Where `digest` is known to be (most recently recorded last) and its size. */
 export async function originsOf(store: Store, digest: Digest): Promise<{ size: number | undefined; origins: Origin[] }> {
-  const k = known(await store.meta(NS).get(digest));
+  const k = known(await store.meta(NS, { durable: false }).get(digest));
   return { size: k.size, origins: k.at.map(decode) };
 }
 

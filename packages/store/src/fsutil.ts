@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, open, rename, rm } from 'node:fs/promises';
+import { lstat, open, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export function errnoCode(e: unknown): string | undefined {
@@ -45,6 +45,21 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, t
     throw e;
   }
   await fsyncDir(dirname(file));
+}
+
+/**
+ * Replaces `file` so that readers see the old or the new content, never a mix, when the process
+ * dies half way (temp file + rename); no fsync, so a power loss may lose the change.
+ */
+export async function writeFileReplacing(file: string, data: Uint8Array | string, tmpDir: string): Promise<void> {
+  const tmp = tempName(tmpDir, `${basename(file)}.tmp`);
+  try {
+    await writeFile(tmp, data, { mode: 0o644, flag: 'wx' });
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 export { openStore, resolveRoot, Store } from './store.ts';
 export type { OpenStoreOptions, RootOptions, ImageEntry, CompressionAlgo, CompressFn, BlobFetcher } from './store.ts';
 export type { BlobWriter, Expected } from './blob-writer.ts';
-export type { MetaStore, SetOptions } from './meta.ts';
+export type { MetaStore, MetaOptions, SetOptions } from './meta.ts';
 export type { GcOptions, GcResult } from './gc.ts';
 export { StoreImage, StoreLayer } from './image.ts';
 export { withLock } from './lock.ts';

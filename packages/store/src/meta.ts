@@ -3,9 +3,18 @@ import { join } from 'node:path';
 import { InternalError, TsbuildError } from '@tsbuild/errors';
 import { isDigest, sha256 } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
-import { errnoCode, fsyncDir, writeFileAtomic } from './fsutil.ts';
+import { errnoCode, fsyncDir, writeFileAtomic, writeFileReplacing } from './fsutil.ts';
 import { withLock } from './lock.ts';
 import type { LockOptions } from './lock.ts';
+
+export interface MetaOptions {
+  /**
+   * Survive a power loss (fsync on every write; default true). An index that only saves work,
+   * such as the build cache, turns it off: a lost or torn entry reads as missing (a cache miss),
+   * and a process that dies mid-write still leaves the old entry or the new one, never a mix.
+   */
+  durable?: boolean;
+}
 
 export interface SetOptions {
   /** Blobs this entry needs: garbage collection keeps them while the entry exists. */
@@ -50,6 +59,7 @@ export class FileMetaStore implements MetaStore {
     private readonly tmpDir: string,
     locksDir: string,
     private readonly lockOpts: LockOptions = {},
+    private readonly options: MetaOptions = {},
   ) {
     if (!NS_RE.test(namespace)) throw new InternalError(`invalid meta namespace ${JSON.stringify(namespace)}`);
     this.dir = join(root, namespace);
@@ -69,6 +79,7 @@ export class FileMetaStore implements MetaStore {
       if (v === null || typeof v !== 'object' || typeof (v as Entry).key !== 'string') throw new Error('not an entry');
       return v as Entry;
     } catch (e) {
+      if (this.options.durable === false) return undefined;
       throw new TsbuildError('CORRUPT_METADATA', `metadata file ${join(this.dir, file)} is corrupt: ${(e as Error).message}`, {
         hint: 'remove the file; tsbuild recreates metadata it needs',
         cause: e,
@@ -81,7 +92,8 @@ export class FileMetaStore implements MetaStore {
   }
 
   async set(key: string, value: unknown, opts: SetOptions = {}): Promise<void> {
-    await withLock(this.lockFile, () => this.write(key, value, opts), this.lockOpts);
+    // A whole entry replaced by a rename needs no lock; read-modify-write (update) does.
+    await this.write(key, value, opts);
   }
 
   async update(key: string, fn: (old: unknown) => unknown, opts: SetOptions = {}): Promise<unknown> {
@@ -138,7 +150,8 @@ export class FileMetaStore implements MetaStore {
     const text = JSON.stringify(entry);
     if (text === undefined) throw new InternalError(`meta value for ${JSON.stringify(key)} is not JSON-serialisable`);
     await mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(join(this.dir, fileFor(key)), text, this.tmpDir);
+    if (this.options.durable === false) await writeFileReplacing(join(this.dir, fileFor(key)), text, this.tmpDir);
+    else await writeFileAtomic(join(this.dir, fileFor(key)), text, this.tmpDir);
   }
 
   private async remove(key: string): Promise<boolean> {
@@ -148,7 +161,7 @@ export class FileMetaStore implements MetaStore {
       if (errnoCode(e) === 'ENOENT') return false;
       throw e;
     }
-    await fsyncDir(this.dir);
+    if (this.options.durable !== false) await fsyncDir(this.dir);
     return true;
   }
 }

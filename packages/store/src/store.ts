@@ -28,7 +28,7 @@ import { errnoCode, exists, tempName, writeFileAtomic } from './fsutil.ts';
 import { withLock } from './lock.ts';
 import type { LockOptions } from './lock.ts';
 import { FileMetaStore } from './meta.ts';
-import type { MetaStore } from './meta.ts';
+import type { MetaOptions, MetaStore } from './meta.ts';
 import { normalizeName, parseRef } from './refs.ts';
 import { StoreImage } from './image.ts';
 import { collectGarbage } from './gc.ts';
@@ -423,8 +423,8 @@ export class Store {
 
   // ---- metadata and compressed variants ----
 
-  meta(namespace: string): MetaStore {
-    return new FileMetaStore(this.metaDir, namespace, this.ingestDir, this.locksDir, this.lockOpts);
+  meta(namespace: string, opts: MetaOptions = {}): MetaStore {
+    return new FileMetaStore(this.metaDir, namespace, this.ingestDir, this.locksDir, this.lockOpts, opts);
   }
 
   /** @internal */
