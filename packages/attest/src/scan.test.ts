@@ -106,6 +106,13 @@ function debianTree(root: string): void {
         alias: { version: 'npm:@scope/real@1.0.0' },
       },
     },
+    'v2app/package-lock.json': {
+      name: 'v2app',
+      lockfileVersion: 2,
+      packages: { '': { name: 'v2app' }, 'node_modules/ms': { version: '2.1.3', license: 'MIT' } },
+      // lockfileVersion 2 repeats the tree in v1 form for old npms; `packages` is what counts.
+      dependencies: { ms: { version: '2.1.3' }, 'only-in-v1-section': { version: '9.9.9' } },
+    },
     'usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA': 'Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\nLicense: MIT\nClassifier: License :: OSI Approved :: MIT License\n\nSix is a Python 2 and 3 compatibility library.\nLicense: not a header\n',
     'usr/local/lib/python3.11/site-packages/Zope.Interface-6.0.dist-info/METADATA': 'Metadata-Version: 2.4\nName: Zope.Interface\nVersion: 6.0\nLicense-Expression: ZPL-2.1\n',
     'opt/venv/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA': 'Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\nLicense: Apache 2.0\n',
@@ -126,6 +133,7 @@ const DEBIAN_PURLS = [
   'pkg:npm/express@4.18.2',
   'pkg:npm/left-pad@1.3.0',
   'pkg:npm/lodash@4.17.21',
+  'pkg:npm/ms@2.1.3',
   'pkg:npm/npm@10.2.4',
   'pkg:npm/qs@6.5.3',
   'pkg:npm/real-pkg@2.0.0',
@@ -158,6 +166,7 @@ test('a Debian-like tree: dpkg status and status.d, DEP-5 licenses, npm lockfile
     assert.equal(by.get('pkg:npm/debug@2.6.9')!.license?.expression, 'MIT');
     assert.equal(by.get('pkg:npm/left-pad@1.3.0')!.license?.expression, 'WTFPL');
     assert.equal(by.get('pkg:npm/lodash@4.17.21')!.license, undefined);
+    assert.deepEqual(by.get('pkg:npm/ms@2.1.3')!.license, { expression: 'MIT', refs: {} });
     assert.equal(by.get('pkg:pypi/zope-interface@6.0')!.name, 'Zope.Interface');
     assert.equal(by.get('pkg:pypi/zope-interface@6.0')!.license?.expression, 'ZPL-2.1');
     assert.equal(by.get('pkg:pypi/six@1.16.0')!.license?.expression, 'MIT');
