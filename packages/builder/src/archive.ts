@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { TsbuildError } from '@tsbuild/errors';
-import { apply, decompressAs, sniffArchiveCompression } from '@tsbuild/layer';
+import { apply, decompressAs, isTarHeader, sniffArchiveCompression } from '@tsbuild/layer';
 import type { ArchiveCompression } from '@tsbuild/layer';
 import type { Owner } from './chown.ts';
 import { BuildContext } from './context.ts';
@@ -11,31 +11,10 @@ import { copyInto } from './copy.ts';
 import type { CopyOptions } from './copy.ts';
 import { NO_IGNORE } from './ignore.ts';
 
-// The magic numbers live with every other decompression, in @tsbuild/layer.
-export { sniffArchiveCompression };
+// The magic numbers live with every other decompression, and the tar header check with the rest
+// of the tar format, in @tsbuild/layer.
+export { isTarHeader, sniffArchiveCompression };
 export type { ArchiveCompression };
-
-/**
- * Whether a 512-byte block is a tar header: its checksum must hold (ustar, GNU and old V7
- * headers all carry one). An all-zero block is the end of an archive, not a header.
- */
-export function isTarHeader(block: Uint8Array): boolean {
-  if (block.length < 512) return false;
-  let unsigned = 0;
-  let signed = 0;
-  let zero = true;
-  for (let i = 0; i < 512; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : (block[i] as number);
-    if (block[i] !== 0) zero = false;
-    unsigned += b;
-    signed += b > 127 ? b - 256 : b;
-  }
-  if (zero) return false;
-  const field = Buffer.from(block.subarray(148, 156)).toString('latin1').replace(/[\0 ]+$/, '').trim();
-  if (!/^[0-7]+$/.test(field)) return false;
-  const want = parseInt(field, 8);
-  return want === unsigned || want === signed;
-}
 
 function readHead(file: string, n: number): Buffer {
   const fd = fs.openSync(file, 'r');

@@ -430,8 +430,11 @@ export async function* readTar(source: Readable | AsyncIterable<Buffer>, opts: R
   }
 }
 
-function verifyChecksum(block: Buffer): void {
-  const stored = parseNumeric(block.subarray(148, 156), 'checksum');
+/**
+ * A header block's checksum as tar programs compute it, the checksum field counted as spaces:
+ * POSIX's sum of unsigned bytes, and the signed sum some old implementations wrote.
+ */
+function headerChecksums(block: Uint8Array): { unsigned: number; signed: number } {
   let unsigned = 0;
   let signed = 0;
   for (let i = 0; i < BLOCK; i++) {
@@ -439,5 +442,25 @@ function verifyChecksum(block: Buffer): void {
     unsigned += b;
     signed += b > 127 ? b - 256 : b;
   }
+  return { unsigned, signed };
+}
+
+function verifyChecksum(block: Buffer): void {
+  const stored = parseNumeric(block.subarray(148, 156), 'checksum');
+  const { unsigned, signed } = headerChecksums(block);
   if (stored !== unsigned && stored !== signed) throw new UnsafeArchiveError('tar: header checksum mismatch (not a tar archive, or corrupt)');
+}
+
+/**
+ * Whether a 512-byte block is a tar header: its checksum must hold (ustar, GNU and old V7
+ * headers all carry one). An all-zero block is the end of an archive, not a header.
+ */
+export function isTarHeader(block: Uint8Array): boolean {
+  if (block.length < BLOCK) return false;
+  if (block.subarray(0, BLOCK).every((b) => b === 0)) return false;
+  const field = Buffer.from(block.subarray(148, 156)).toString('latin1').replace(/[\0 ]+$/, '').trim();
+  if (!/^[0-7]+$/.test(field)) return false;
+  const want = parseInt(field, 8);
+  const { unsigned, signed } = headerChecksums(block);
+  return want === unsigned || want === signed;
 }
