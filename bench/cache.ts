@@ -11,7 +11,7 @@
  * on 127.0.0.1 behind a counting proxy (both stopped by their PIDs at the end), and a private
  * dockerd when docker.io is installed; buildah and BuildKit are skipped when not installed.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { startRegistry, type RunningRegistry } from '../test/helpers/registry.ts';
@@ -19,7 +19,7 @@ import { parseArgs } from './lib/args.ts';
 import { makeTree, writeC1Files } from './lib/context.ts';
 import { type CountingProxy, type TrafficCounters, startCountingProxy } from './lib/count-proxy.ts';
 import { PrivateDockerd } from './lib/dockerd.ts';
-import { BENCH, CLI, RESULTS, baseTar, ensureInputs, type Base } from './lib/paths.ts';
+import { BENCH, REPO, RESULTS, baseTar, ensureInputs, snapshotCli, type Base } from './lib/paths.ts';
 import { have, log, removeTree, run, sh } from './lib/proc.ts';
 import { summarizeProfile } from './lib/profile.ts';
 import { bytes, loadAverage, machine, maxOf, median, minOf, ratio, secs, stamp, writeSection } from './lib/report.ts';
@@ -28,6 +28,8 @@ const BEGIN = '<!-- bench/cache.ts: begin (generated; rerun the benchmark to rep
 const END = '<!-- bench/cache.ts: end -->';
 
 const args = parseArgs(process.argv.slice(2));
+/** The CLI under test: a copy of packages/cli/dist taken when the run starts (see snapshotCli). */
+let CLI = '';
 
 type ToolName = 'tsbuild' | 'buildah' | 'buildkit';
 const LABEL: Record<ToolName, string> = { tsbuild: 'tsbuild', buildah: 'buildah', buildkit: 'BuildKit' };
@@ -102,7 +104,9 @@ class Tsbuild implements CacheTool {
     private readonly registry: string,
   ) {}
   version(): string {
-    return `tsbuild ${run(process.execPath, [CLI, '--version']).stdout.trim()}`;
+    const built = statSync(resolve(REPO, 'packages/cli/dist/tsbuild.cjs')).mtime.toISOString().slice(0, 16).replace('T', ' ');
+    const head = run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']).stdout.trim();
+    return `tsbuild ${run(process.execPath, [CLI, '--version']).stdout.trim()} (CLI bundle built ${built} UTC, checkout at ${head})`;
   }
   get root(): string {
     return `${this.dir}/root`;
@@ -670,6 +674,7 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/cache.ts runs builds with runc and overlay mounts: run it as root');
   if (!have('docker-registry')) throw new Error('bench/cache.ts needs Debian\'s docker-registry: apt-get install -y docker-registry');
   ensureInputs();
+  CLI = snapshotCli(resolve(BENCH, 'work/cache-cli'));
   const quick = args.flag('--quick');
   const runs = args.runs() ?? (quick ? 1 : 3);
   const only = args.list('--cases');

@@ -1,5 +1,5 @@
 /** Where the benchmarks find the CLI, the base images and the tools they compare against. */
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { log, run } from './proc.ts';
@@ -28,4 +28,17 @@ export function ensureInputs(bases: readonly Base[] = ['busybox', 'debian']): vo
       run('bash', [resolve(REPO, 'fixtures/bases', b === 'busybox' ? 'busybox.sh' : 'debian.sh'), f], { stdio: 'inherit' });
     }
   }
+}
+
+/**
+ * A private copy of the CLI bundle, so that a `pnpm build` elsewhere in the checkout during a
+ * long run cannot change the program under test halfway. Its native addons still resolve from
+ * packages/cli/node_modules through a symlink. Returns the copy's entry point.
+ */
+export function snapshotCli(dir: string): string {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of ['tsbuild.js', 'tsbuild.cjs']) copyFileSync(resolve(dirname(CLI), f), resolve(dir, f));
+  symlinkSync(resolve(REPO, 'packages/cli/node_modules'), resolve(dir, 'node_modules'));
+  return resolve(dir, 'tsbuild.js');
 }
