@@ -1,7 +1,7 @@
 import * as http from 'node:http';
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { GhaCacheError, cancelled, errorFields, redactUrl, type GhaOperation } from './gha-error.ts';
-import { firstHeader, parseRetryAfter, readLimited, sleep, type GhaHttp } from './gha-http.ts';
+import { firstHeader, parseRetryAfter, readLimited, retryableStatus, sleep, type GhaHttp } from './gha-http.ts';
 
 /*
  * The Azure Blob Storage half of the `gha` cache backend: the signed URLs the cache service hands
@@ -103,7 +103,7 @@ export class AzureBlobClient {
       // The code from the header, if any, is all there is.
     }
     // Azure throttles with 503 ServerBusy and 500 OperationTimedOut; both are worth another try.
-    const temporary = status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+    const temporary = retryableStatus(status);
     let message = `gha cache: ${operation} ${redactUrl(url)}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
     // Azure's own message can quote the request; only its error code is shown.
     if (code !== undefined) message += ` (${code})`;

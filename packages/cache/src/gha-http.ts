@@ -95,6 +95,11 @@ export async function readLimited(res: http.IncomingMessage, limit: number): Pro
   return Buffer.concat(chunks);
 }
 
+/** The HTTP answers of the cache service and of Azure that another attempt may cure. */
+export function retryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+}
+
 export function firstHeader(res: http.IncomingMessage, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v[0] : v;

@@ -5,7 +5,7 @@ import { UsageError } from '@tsbuild/errors';
 import { AzureBlobClient, type GhaBodyFactory } from './gha-blob.ts';
 import { RUNNER_STEP_HINT, readGhaEnv } from './gha-env.ts';
 import { GhaCacheError, cancelled, redactUrl, safeUrl, type GhaTwirpMethod } from './gha-error.ts';
-import { GhaHttp, firstHeader, parseRetryAfter, readLimited, type GhaRetryEvent } from './gha-http.ts';
+import { GhaHttp, firstHeader, parseRetryAfter, readLimited, retryableStatus, type GhaRetryEvent } from './gha-http.ts';
 
 /**
  * The client of the `gha` cache backend: GitHub's Actions cache service, v2 protocol (the one
@@ -381,7 +381,7 @@ export class GhaCacheClient {
     }
     if (code === undefined && status === 409) code = 'already_exists';
     const retryAfterMs = status === 429 ? parseRetryAfter(firstHeader(res, 'retry-after')) : undefined;
-    const temporary = status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+    const temporary = retryableStatus(status);
     const detail = [code, msg.slice(0, 300)].filter((s) => s !== undefined && s !== '').join(': ');
     let message = `gha cache: ${method} ${redactUrl(url)}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
     if (detail !== '') message += ` (${detail})`;
