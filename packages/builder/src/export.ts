@@ -12,7 +12,8 @@ import { pipeline } from 'node:stream/promises';
 import { TsbuildError, UnsafeArchiveError, UsageError } from '@tsbuild/errors';
 import { apply, cleanArchivePath, decompress, diff, encodeHeader, endOfArchive, padding, readTar, sniffCompression } from '@tsbuild/layer';
 import {
-  ANNOTATION_REF_NAME, MediaType, buildManifest, digestHex, isDigest, isManifestMediaType, layerCompression, parseConfig, parseIndex, parseManifest,
+  ANNOTATION_REF_NAME, MAX_JSON_BLOB_SIZE, MAX_MANIFEST_SIZE, MediaType, buildManifest, digestHex, isDigest, isManifestMediaType, layerCompression, parseConfig,
+  parseIndex, parseManifest,
 } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
@@ -39,9 +40,6 @@ export interface ExportResult {
 
 /** The containerd annotation buildx also writes: the full image name next to ref.name. */
 const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
-/** Control files (index.json, manifest.json, …) are read into memory; beyond this they are refused. */
-const MAX_CONTROL = 4 * 1024 * 1024;
-const MAX_JSON_BLOB = 16 * 1024 * 1024;
 
 interface LoadedImage {
   manifest: Manifest;
@@ -392,7 +390,8 @@ export async function loadArchive(store: Store, src: string | Readable, opts: Lo
       continue;
     }
     if (CONTROL.has(name)) {
-      if (header.size > MAX_CONTROL) throw new UnsafeArchiveError(`${shown}: ${name} is ${header.size} bytes, more than the ${MAX_CONTROL} allowed`, { entry: name });
+      // Control files (index.json, manifest.json, …) are read into memory, so they are held to a manifest's size.
+      if (header.size > MAX_MANIFEST_SIZE) throw new UnsafeArchiveError(`${shown}: ${name} is ${header.size} bytes, more than the ${MAX_MANIFEST_SIZE} allowed`, { entry: name });
       const chunks: Buffer[] = [];
       for await (const c of body) chunks.push(c);
       control.set(name, Buffer.concat(chunks));
@@ -448,9 +447,9 @@ async function loadOci(store: Store, shown: string, control: Map<string, Buffer>
   for (const d of index.manifests) {
     if (!isManifestMediaType(d.mediaType)) throw new TsbuildError('BAD_ARCHIVE', `${shown}: index.json entry ${d.digest} is ${d.mediaType}; only image manifests are loaded`);
     verify(d, 'manifest');
-    const manifest = parseManifest(await store.readBlob(d.digest, { maxSize: MAX_JSON_BLOB }));
+    const manifest = parseManifest(await store.readBlob(d.digest, { maxSize: MAX_JSON_BLOB_SIZE }));
     verify(manifest.config, 'config');
-    parseConfig(await store.readBlob(manifest.config.digest, { maxSize: MAX_JSON_BLOB }));
+    parseConfig(await store.readBlob(manifest.config.digest, { maxSize: MAX_JSON_BLOB_SIZE }));
     for (const l of manifest.layers) verify(l, 'layer');
     const desc: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
     // ref.name is a full name when tsbuild or skopeo wrote it, but only a tag ("latest") when buildx did.
@@ -478,7 +477,7 @@ async function loadDocker(store: Store, shown: string, control: Map<string, Buff
       throw new TsbuildError('BAD_ARCHIVE', `${shown}: manifest.json entry needs Config and Layers`);
     }
     const cfg = lookup(e.Config, 'config');
-    const rawConfig = await store.readBlob(cfg.digest, { maxSize: MAX_JSON_BLOB });
+    const rawConfig = await store.readBlob(cfg.digest, { maxSize: MAX_JSON_BLOB_SIZE });
     const config = parseConfig(rawConfig);
     const layerNames = e.Layers as string[];
     if (layerNames.length !== config.rootfs.diff_ids.length) {

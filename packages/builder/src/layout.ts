@@ -9,7 +9,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError, UsageError } from '@tsbuild/errors';
 import {
-  ANNOTATION_REF_NAME, digestHex, formatPlatform, isIndexMediaType, isManifestMediaType, parseConfig, parseIndex, parseManifest,
+  ANNOTATION_REF_NAME, MAX_MANIFEST_SIZE, digestHex, formatPlatform, isIndexMediaType, isManifestMediaType, parseConfig, parseIndex, parseManifest,
   platformMatches, sha256, sniffMediaType,
 } from '@tsbuild/oci';
 import type { Descriptor, Digest, Platform } from '@tsbuild/oci';
@@ -21,8 +21,6 @@ export interface LayoutRef {
   tag?: string;
   digest?: Digest;
 }
-
-const MAX_JSON = 4 * 1024 * 1024;
 
 /** Messages leave the layout out: the caller names it as `--build-context` wrote it. */
 function fail(message: string, hint?: string): TsbuildError {
@@ -41,7 +39,7 @@ async function readJsonBlob(dir: string, d: Digest, size: number | undefined): P
   let bytes: Buffer;
   try {
     const st = await fh.stat();
-    if (!st.isFile() || st.size > MAX_JSON) throw fail(`blob ${d} is not a manifest or config (${st.size} bytes)`);
+    if (!st.isFile() || st.size > MAX_MANIFEST_SIZE) throw fail(`blob ${d} is not a manifest or config (${st.size} bytes)`);
     bytes = await fh.readFile();
   } finally {
     await fh.close();
@@ -58,7 +56,7 @@ async function pick(ref: LayoutRef): Promise<Descriptor> {
   } catch {
     throw fail(`${ref.dir} is not an OCI image layout (no index.json)`, 'write one with skopeo copy … oci:DIR:TAG, or build with -o type=oci and unpack it');
   }
-  if (text.length > MAX_JSON) throw fail(`index.json is ${text.length} bytes, more than the ${MAX_JSON} allowed`);
+  if (text.length > MAX_MANIFEST_SIZE) throw fail(`index.json is ${text.length} bytes, more than the ${MAX_MANIFEST_SIZE} allowed`);
   const idx = parseIndex(text, { source: join(ref.dir, 'index.json') });
   if (ref.digest !== undefined) {
     const hit = idx.manifests.find((m) => m.digest === ref.digest);

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import { TsbuildError } from '@tsbuild/errors';
-import { ANNOTATION_REF_NAME, MediaType, digestHex, isDigest, parseIndex, parseManifest, sha256 } from '@tsbuild/oci';
+import { ANNOTATION_REF_NAME, MAX_MANIFEST_SIZE, MediaType, digestHex, isDigest, parseIndex, parseManifest, sha256 } from '@tsbuild/oci';
 import type { Descriptor, Index, Manifest } from '@tsbuild/oci';
 import { RegistryClient, fetchBlobBytes, getManifest, parseReference, pushImage } from '@tsbuild/registry';
 import type { ClientOptions } from '@tsbuild/registry';
@@ -131,8 +131,6 @@ export function inlineAnnotation(doc: CacheDocument): Record<string, string> {
 
 // ---- local OCI layout -----------------------------------------------------------------------
 
-const MAX_INDEX = 4 * 1024 * 1024;
-
 async function readLayoutBlob(dir: string, d: Descriptor, max: number): Promise<Buffer> {
   if (!isDigest(d.digest)) throw new TsbuildError('BAD_CACHE', `${dir}: invalid digest ${JSON.stringify(d.digest)}`);
   if (d.size > max) throw new TsbuildError('BAD_CACHE', `${dir}: blob ${d.digest} is ${d.size} bytes, too large`);
@@ -145,7 +143,7 @@ export async function loadLocal(srcDir: string, tag: string): Promise<LoadedDocu
   const dir = resolvePath(srcDir);
   let indexBytes: Buffer;
   try {
-    if ((await stat(join(dir, 'index.json'))).size > MAX_INDEX) throw new TsbuildError('BAD_CACHE', `${dir}/index.json is too large`);
+    if ((await stat(join(dir, 'index.json'))).size > MAX_MANIFEST_SIZE) throw new TsbuildError('BAD_CACHE', `${dir}/index.json is too large`);
     indexBytes = await readFile(join(dir, 'index.json'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -154,7 +152,7 @@ export async function loadLocal(srcDir: string, tag: string): Promise<LoadedDocu
   const index = parseIndex(indexBytes, { source: `${dir}/index.json` });
   const entry = index.manifests.find((m) => m.annotations?.[ANNOTATION_REF_NAME] === tag);
   if (!entry) return undefined;
-  const manifest = parseManifest(await readLayoutBlob(dir, entry, MAX_INDEX), { source: entry.digest });
+  const manifest = parseManifest(await readLayoutBlob(dir, entry, MAX_MANIFEST_SIZE), { source: entry.digest });
   if (manifest.config.mediaType !== CACHE_CONFIG_MEDIA_TYPE) throw new TsbuildError('BAD_CACHE', `${dir} (tag ${tag}) is not a tsbuild cache`);
   const doc = parseCacheDocument(await readLayoutBlob(dir, manifest.config, MAX_CACHE_DOCUMENT), `cache ${dir}`);
   return { doc, origin: { kind: 'oci-layout', dir } };

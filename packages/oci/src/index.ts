@@ -1,6 +1,6 @@
 export { parseDigest, isDigest, digestHex, sha256 } from './digest.ts';
 export type { Digest } from './digest.ts';
-export { MediaType, ANNOTATION_REF_NAME, ANNOTATION_CREATED } from './types.ts';
+export { MediaType, ANNOTATION_REF_NAME, ANNOTATION_CREATED, MAX_MANIFEST_SIZE, MAX_JSON_BLOB_SIZE } from './types.ts';
 export type {
   MediaTypeName,
   Compression,

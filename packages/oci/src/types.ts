@@ -17,6 +17,15 @@ export const MediaType = {
 } as const;
 export type MediaTypeName = (typeof MediaType)[keyof typeof MediaType];
 
+/**
+ * The largest manifest, index or index.json read into memory: the distribution spec has
+ * registries accept manifests of at least 4 MiB, so a larger one is not portable anyway, and a
+ * hostile one must not make us read without end.
+ */
+export const MAX_MANIFEST_SIZE = 4 * 1024 * 1024;
+/** The largest other JSON blob (an image config) read into memory. */
+export const MAX_JSON_BLOB_SIZE = 16 * 1024 * 1024;
+
 export type Compression = 'none' | 'gzip' | 'zstd';
 
 export interface Platform {

@@ -1,6 +1,6 @@
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isDigest, isIndexMediaType, isManifestMediaType, parseIndex, parseManifest, sniffMediaType } from '@tsbuild/oci';
+import { MAX_MANIFEST_SIZE, isDigest, isIndexMediaType, isManifestMediaType, parseIndex, parseManifest, sniffMediaType } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
 import { errnoCode, fsyncDir } from './fsutil.ts';
 import type { Store } from './store.ts';
@@ -20,9 +20,6 @@ export interface GcResult {
   freedBytes: number;
   removedTempFiles: number;
 }
-
-/** JSON blobs at most this big are looked into when their media type is not known. */
-const SNIFF_LIMIT = 4 << 20;
 
 /**
  * Mark and sweep. Roots: every index.json entry, `keep`, every meta entry's declared roots.
@@ -47,7 +44,8 @@ export async function collectGarbage(store: Store, opts: GcOptions): Promise<GcR
     let bytes: Buffer | undefined;
     if (!isManifestMediaType(mt) && !isIndexMediaType(mt)) {
       if (mt !== undefined) return;
-      if ((await stat(store.blobPath(digest))).size > SNIFF_LIMIT) return;
+      // A blob of unknown type is looked into only when it could be a manifest or an index.
+      if ((await stat(store.blobPath(digest))).size > MAX_MANIFEST_SIZE) return;
       bytes = await store.readBlob(digest);
       mt = sniffMediaType(bytes);
     }

@@ -20,6 +20,7 @@ import {
   formatPlatform,
   hostPlatform,
   platformMatches,
+  MAX_JSON_BLOB_SIZE,
 } from '@tsbuild/oci';
 import type { Descriptor, Digest, Image, Index, Platform } from '@tsbuild/oci';
 import { FileBlobWriter, checkExpected, touch } from './blob-writer.ts';
@@ -69,7 +70,6 @@ export type CompressionAlgo = 'gzip' | 'zstd';
 export type CompressFn = (src: Readable, sink: Writable) => Promise<void>;
 
 const LAYOUT_VERSION = '1.0.0';
-const MAX_JSON_BLOB = 16 << 20;
 const ID_PREFIX_RE = /^(?:sha256:)?([0-9a-f]{12,64})$/;
 /** Internal namespace for diff_id ⇄ compressed-blob mappings. */
 const BLOBMAP_NS = 'blobmap';
@@ -235,7 +235,7 @@ export class Store {
 
   /** Reads a small (JSON) blob whole and checks its content against its digest. */
   async readBlob(d: Digest, opts: { maxSize?: number } = {}): Promise<Buffer> {
-    const max = opts.maxSize ?? MAX_JSON_BLOB;
+    const max = opts.maxSize ?? MAX_JSON_BLOB_SIZE;
     await this.ensureBlob(d);
     const p = this.blobPath(d);
     let buf: Buffer;
