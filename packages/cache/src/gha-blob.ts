@@ -1,7 +1,8 @@
 import * as http from 'node:http';
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { GhaCacheError, cancelled, errorFields, redactUrl, type GhaOperation } from './gha-error.ts';
-import { firstHeader, parseRetryAfter, readLimited, retryableStatus, sleep, type GhaHttp } from './gha-http.ts';
+import { firstHeader, parseRetryAfter, readLimited, retryableStatus, type GhaHttp } from './gha-http.ts';
 
 /*
  * The Azure Blob Storage half of the `gha` cache backend: the signed URLs the cache service hands
@@ -320,7 +321,7 @@ export class AzureBlobClient {
           const delayMs = self.http.retryDelay(breaks, undefined);
           self.http.onRetry?.({ operation: 'GetBlob', attempt: breaks, maxAttempts: self.http.maxAttempts, delayMs, status: undefined, reason: err.message });
           try {
-            await sleep(delayMs, signal);
+            await sleep(delayMs, undefined, { signal });
           } catch {
             throw cancelled(signal, 'download');
           }

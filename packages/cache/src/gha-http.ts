@@ -1,6 +1,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CancelledError } from '@tsbuild/errors';
 import { GhaCacheError, cancelled, errorFields, redactUrl, type GhaOperation } from './gha-error.ts';
 
@@ -61,24 +62,6 @@ export function parseRetryAfter(value: string | undefined): number | undefined {
   if (/^\d+$/.test(v)) return Number(v) * 1000;
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
-
-export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 export async function readLimited(res: http.IncomingMessage, limit: number): Promise<Buffer | undefined> {
@@ -228,7 +211,7 @@ export class GhaHttp {
       const delayMs = this.retryDelay(attempt, error.retryAfterMs);
       this.onRetry?.({ operation, attempt, maxAttempts: this.maxAttempts, delayMs, status: error.status, reason: error.message });
       try {
-        await sleep(delayMs, signal);
+        await sleep(delayMs, undefined, { signal });
       } catch {
         throw cancelled(signal, operation);
       }
