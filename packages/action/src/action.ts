@@ -1,7 +1,7 @@
 import { relative, isAbsolute, resolve as resolvePath } from 'node:path';
 import { appendFileSync } from 'node:fs';
 import { DockerfileError, TsbuildError, UsageError } from '@tsbuild/errors';
-import { build, parseCacheFrom, parseCacheTo, parseOutput } from '@tsbuild/builder';
+import { build, parseCacheFrom, parseCacheTo, parseOutput, usageText } from '@tsbuild/builder';
 import type { BuildEvent, BuildOptions, DistributionOptions } from '@tsbuild/builder';
 import type { Env, StepRow } from './workflow.ts';
 import { applyBuildxInputs, summaryEnabled } from './inputs.ts';
@@ -62,8 +62,11 @@ export class GroupedLog {
         this.enter(this.stageOf.get(e.id) ?? '?', '(done)');
         this.flush(e.id);
         const row = this.steps.get(e.id);
-        if (row) Object.assign(row, { durationMs: e.durationMs, cached: e.cached, layerSize: e.layerSize });
-        this.write(`#${e.id} ${e.cached ? 'CACHED' : `DONE ${(e.durationMs / 1000).toFixed(1)}s`}\n`);
+        if (row) {
+          Object.assign(row, { durationMs: e.durationMs, cached: e.cached, layerSize: e.layerSize });
+          if (e.usage) row.usage = e.usage;
+        }
+        this.write(`#${e.id} ${e.cached ? 'CACHED' : `DONE ${(e.durationMs / 1000).toFixed(1)}s${e.usage ? `  ${usageText(e.usage)}` : ''}`}\n`);
         break;
       }
       case 'step-error': {

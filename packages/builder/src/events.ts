@@ -23,6 +23,8 @@ export type BuildEvent =
       durationMs: number;
       /** Uncompressed layer size in bytes when the step made a layer. */
       layerSize?: number;
+      /** CPU seconds and peak memory of a RUN step's processes, read from its cgroup (v1 or v2). */
+      usage?: { cpu_seconds: number; memory_peak_bytes?: number };
     }
   | { type: 'step-error'; time: number; id: string; message: string }
   | { type: 'build-done'; time: number; imageDigest: string; configDigest: string; durationMs: number }
@@ -38,3 +40,10 @@ export type BuildEvent =
   | { type: 'cache-exported'; time: number; target: string; records: number; mounts: number; uploaded: number; skipped: number };
 
 export type EventSink = (e: BuildEvent) => void;
+
+/** `cpu 0.9s  peak 34 MiB`: what a RUN step cost, as progress lines and summaries show it. */
+export function usageText(u: { cpu_seconds: number; memory_peak_bytes?: number } | undefined): string {
+  if (!u) return '';
+  const cpu = `cpu ${u.cpu_seconds.toFixed(1)}s`;
+  return u.memory_peak_bytes === undefined ? cpu : `${cpu}  peak ${(u.memory_peak_bytes / 1024 / 1024).toFixed(0)} MiB`;
+}

@@ -5,6 +5,7 @@ export { publish, planPublish } from './publish.ts';
 export type { PublishOptions, PublishPlan, Published, BuiltImage } from './publish.ts';
 export type { BuildOptions, BuildResult } from './build.ts';
 export type { BuildEvent, EventSink } from './events.ts';
+export { usageText } from './events.ts';
 export type { ResourceLimits } from './session.ts';
 export { CacheIndex } from './cache.ts';
 export { BuildContext } from './context.ts';

@@ -106,8 +106,14 @@ async function runSteps(kit: StepKit, state: ImageState, steps: Instruction[], t
   return cur;
 }
 
-function layerSize(r: StepResult): { layerSize?: number } {
-  return r.layerSize !== undefined ? { layerSize: r.layerSize } : {};
+function layerSize(r: StepResult): { layerSize?: number; usage?: { cpu_seconds: number; memory_peak_bytes?: number } } {
+  const out: { layerSize?: number; usage?: { cpu_seconds: number; memory_peak_bytes?: number } } = {};
+  if (r.layerSize !== undefined) out.layerSize = r.layerSize;
+  if (r.usage) {
+    out.usage = { cpu_seconds: Math.round(r.usage.cpuSeconds * 1000) / 1000 };
+    if (r.usage.memoryPeakBytes !== undefined) out.usage.memory_peak_bytes = r.usage.memoryPeakBytes;
+  }
+  return out;
 }
 
 /** The dispatch: each instruction family has its own file under steps/. */

@@ -1,3 +1,4 @@
+import { usageText } from '@tsbuild/builder';
 import type { BuildEvent } from '@tsbuild/builder';
 
 export type ProgressMode = 'auto' | 'tty' | 'plain' | 'rawjson' | 'quiet';
@@ -25,6 +26,8 @@ interface StepState {
   cached: boolean;
   error: boolean;
   duration: number;
+  /** What a finished RUN cost (cpu and peak memory), or ''. */
+  usage?: string;
   tail: string[];
   partial: string;
 }
@@ -59,7 +62,7 @@ class PlainRenderer implements ProgressRenderer {
         const rest = this.partial.get(e.id);
         if (rest) this.out.write(`#${this.n(e.id)} ${rest}\n`);
         this.partial.delete(e.id);
-        this.out.write(`#${this.n(e.id)} ${e.cached ? 'CACHED' : `DONE ${seconds(e.durationMs)}`}\n`);
+        this.out.write(`#${this.n(e.id)} ${e.cached ? 'CACHED' : `DONE ${seconds(e.durationMs)}${e.usage ? `  ${usageText(e.usage)}` : ''}`}\n`);
         break;
       }
       case 'step-error':
@@ -101,7 +104,7 @@ class TtyRenderer implements ProgressRenderer {
       if (s.tail.length > LOG_TAIL) s.tail.splice(0, s.tail.length - LOG_TAIL);
     } else if (e.type === 'step-done') {
       const s = this.steps.get(e.id);
-      if (s) Object.assign(s, { done: true, cached: e.cached, duration: e.durationMs });
+      if (s) Object.assign(s, { done: true, cached: e.cached, duration: e.durationMs, usage: usageText(e.usage) });
     } else if (e.type === 'step-error') {
       const s = this.steps.get(e.id);
       if (s) Object.assign(s, { done: true, error: true, duration: e.time - s.start });
@@ -115,7 +118,7 @@ class TtyRenderer implements ProgressRenderer {
     const cut = (l: string) => (l.length > width - 1 ? l.slice(0, width - 1) : l);
     const lines = [`[+] Building ${seconds(Date.now() - this.started)}`];
     for (const s of this.steps.values()) {
-      const status = s.error ? 'ERROR' : s.cached ? 'CACHED' : s.done ? seconds(s.duration) : seconds(Date.now() - s.start);
+      const status = s.error ? 'ERROR' : s.cached ? 'CACHED' : s.done ? `${seconds(s.duration)}${s.usage ? `  ${s.usage}` : ''}` : seconds(Date.now() - s.start);
       lines.push(cut(` => ${s.name}  ${status}`));
       if (!s.done || s.error) for (const l of [...s.tail, s.partial].filter(Boolean).slice(-6)) lines.push(cut(` => > ${l}`));
     }

@@ -6,3 +6,4 @@ export type { RuntimeSpec, SpecInput, SpecMount } from './spec.ts';
 export { cleanupContainers, findRuntime, runtimeInfo, ownerPid, pidAlive } from './runtime.ts';
 export type { RuntimeInfo, RuntimeOptions } from './runtime.ts';
 export { resolveInRoot } from './rootpath.ts';
+export type { Usage } from './usage.ts';

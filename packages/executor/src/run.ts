@@ -5,6 +5,8 @@ import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import { isUnderProc, mkdirInRoot, resolveInRoot } from './rootpath.ts';
+import { UsageCgroup } from './usage.ts';
+import type { Usage } from './usage.ts';
 import { globalArgs, newContainerId, runCommand, runtimeInfo } from './runtime.ts';
 import { buildSpec, RLIM_INFINITY, RLIMIT_TYPES, specJson } from './spec.ts';
 import type { Limits, Rlimit, SpecMount } from './spec.ts';
@@ -74,6 +76,8 @@ export interface RunResult {
   exitCode: number;
   /** Set when the process died of a signal (inferred from an exit code of 128+N, as Docker does). */
   signal?: string;
+  /** CPU time and peak memory of the container's processes, where cgroups can be read. */
+  usage?: Usage;
 }
 
 /** Files the runtime bind-mounts over the rootfs; they must never end up in a layer. */
@@ -219,6 +223,8 @@ export async function run(opts: RunOptions): Promise<RunResult> {
   }
 
   const id = newContainerId();
+  // Around the runtime's cgroup, so what the container used can be read after it is gone.
+  const usage = await UsageCgroup.create(id);
   await mkdir(opts.stateDir, { recursive: true });
   const bundle = join(resolve(opts.stateDir), id);
   await mkdir(bundle, { mode: 0o700 });
@@ -250,7 +256,7 @@ export async function run(opts: RunOptions): Promise<RunResult> {
       hostname,
       network,
       mounts: [...etcMounts, ...mounts],
-      cgroupsPath: `tsbuild/${id}`,
+      cgroupsPath: usage?.runtimePath ?? `tsbuild/${id}`,
       limits: opts.limits ?? {},
       ...(opts.rlimits ? { rlimits: opts.rlimits } : {}),
       ...(opts.shmSize !== undefined ? { shmSize: opts.shmSize } : {}),
@@ -261,11 +267,13 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
     const result = await runContainer(rt.path, id, bundle, opts);
     ranToEnd = true;
-    return result;
+    const used = await usage?.read();
+    return used ? { ...result, usage: used } : result;
   } finally {
     // `runc run` deletes the container when its process ran to the end (whatever its exit code);
     // every other way out (abort, a runtime that failed to start it) needs an explicit delete.
     if (!ranToEnd) await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
+    await usage?.remove();
     await removeStubs(rootfs, stubs);
     await rm(bundle, { recursive: true, force: true });
   }

@@ -14,6 +14,7 @@ import type { DiffOptions } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
 import type { Active } from '@tsbuild/snapshot';
+import type { Usage } from '@tsbuild/executor';
 import type { BuildRecord } from '@tsbuild/cache';
 import type { CacheRecord } from '../cache.ts';
 import { span } from '../trace.ts';
@@ -57,6 +58,8 @@ export interface StepResult {
   cached: boolean;
   /** Uncompressed size of the layer the step made or reused. */
   layerSize?: number;
+  /** What the step's process cost (RUN), where cgroups can be read. */
+  usage?: Usage;
 }
 
 /** Marks history entries of steps that made a layer, as BuildKit marks its own. */

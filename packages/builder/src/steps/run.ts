@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import type { RunInstruction } from '@tsbuild/dockerfile';
 import { run as runContainer } from '@tsbuild/executor';
-import type { Rlimit, RunMount, RunOptions } from '@tsbuild/executor';
+import type { Rlimit, RunMount, RunOptions, Usage } from '@tsbuild/executor';
 import { secureJoin } from '@tsbuild/layer';
 import { exists, withLock } from '@tsbuild/store';
 import { cacheKey } from '../cache.ts';
@@ -60,7 +60,8 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
   const key = cacheKey([
     state.key, 'run', argv, keyEnv, c.User ?? '', c.WorkingDir ?? '', network, await mountKeys(kit, inst), inst.security ?? '', ...settingsKey(settings),
   ]);
-  return kit.layerStep(state, key, runCreatedBy(argv, argsForHistory), async (active) => {
+  let usage: Usage | undefined;
+  const result = await kit.layerStep(state, key, runCreatedBy(argv, argsForHistory), async (active) => {
     const cwd = c.WorkingDir || '/';
     await mkdir(secureJoin(active.rootfs, cwd, { followLast: true }), { recursive: true });
     const user = await resolveUser(c.User || 'root', active.rootfs);
@@ -89,6 +90,7 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
       if (settings.ulimits && settings.ulimits.length > 0) runOpts.rlimits = settings.ulimits;
       if (settings.shmSize !== undefined) runOpts.shmSize = settings.shmSize;
       const res = await span('runtime.run', () => runContainer(runOpts));
+      usage = res.usage;
       await removeCreatedMountpoints(created);
       kit.s.checkAbort();
       if (res.exitCode !== 0) {
@@ -104,6 +106,7 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
       await runCleanups(cleanup);
     }
   });
+  return usage ? { ...result, usage } : result;
 }
 
 /** The step's environment: ENV, then ARGs in scope, then the proxy build args (never in history). */
