@@ -1,8 +1,9 @@
 import * as http from 'node:http';
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readAtMost } from '@tsbuild/registry';
 import { GhaCacheError, cancelled, errorFields, redactUrl, type GhaOperation } from './gha-error.ts';
-import { firstHeader, parseRetryAfter, readLimited, retryableStatus, type GhaHttp } from './gha-http.ts';
+import { firstHeader, parseRetryAfter, retryableStatus, type GhaHttp } from './gha-http.ts';
 
 /*
  * The Azure Blob Storage half of the `gha` cache backend: the signed URLs the cache service hands
@@ -98,7 +99,7 @@ export class AzureBlobClient {
     const status = res.statusCode ?? 0;
     let code = firstHeader(res, 'x-ms-error-code');
     try {
-      const body = await readLimited(res, 16 * 1024);
+      const body = await readAtMost(res, 16 * 1024);
       if (code === undefined && body !== undefined) code = /<Code>([^<]{1,100})<\/Code>/.exec(body.toString('utf8'))?.[1];
     } catch {
       // The code from the header, if any, is all there is.

@@ -1,8 +1,9 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CancelledError } from '@tsbuild/errors';
+import { sendRequest } from '@tsbuild/registry';
 import { GhaCacheError, cancelled, errorFields, redactUrl, type GhaOperation } from './gha-error.ts';
 
 /*
@@ -64,20 +65,6 @@ export function parseRetryAfter(value: string | undefined): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-export async function readLimited(res: http.IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > limit) {
-      res.destroy();
-      return undefined;
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
 /** The HTTP answers of the cache service and of Azure that another attempt may cure. */
 export function retryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
@@ -114,43 +101,16 @@ export class GhaHttp {
   }
 
   send(req: SendRequest): Promise<http.IncomingMessage> {
-    const isHttps = req.url.protocol === 'https:';
-    const mod = isHttps ? https : http;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const body = req.body;
-      const fail = (e: unknown): void => {
-        if (body instanceof Readable) body.destroy();
-        if (settled) return;
-        settled = true;
-        reject(e);
-      };
-      const cr = mod.request(
-        req.url,
-        {
-          method: req.method,
-          headers: { 'user-agent': this.userAgent, ...req.headers },
-          agent: isHttps ? this.httpsAgent : this.httpAgent,
-          signal: req.signal,
-        },
-        (res) => {
-          if (settled) {
-            res.resume();
-            return;
-          }
-          settled = true;
-          resolve(res);
-        },
-      );
+    return sendRequest({
+      method: req.method,
+      url: req.url,
+      headers: { 'user-agent': this.userAgent, ...req.headers },
+      body: req.body,
+      signal: req.signal,
+      agent: req.url.protocol === 'https:' ? this.httpsAgent : this.httpAgent,
       // The socket's idle timer also covers the response body, so a stalled download breaks too.
-      cr.setTimeout(req.idleTimeoutMs, () => cr.destroy(new IdleTimeout(req.idleTimeoutMs)));
-      cr.on('error', fail);
-      if (body === undefined) cr.end();
-      else if (Buffer.isBuffer(body)) cr.end(body);
-      else {
-        body.on('error', (e) => cr.destroy(e));
-        body.pipe(cr);
-      }
+      idleTimeoutMs: req.idleTimeoutMs,
+      stalled: () => new IdleTimeout(req.idleTimeoutMs),
     });
   }
 

@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { Readable } from 'node:stream';
 import { UsageError } from '@tsbuild/errors';
+import { readAtMost } from '@tsbuild/registry';
 import { AzureBlobClient, type GhaBodyFactory } from './gha-blob.ts';
 import { RUNNER_STEP_HINT, readGhaEnv } from './gha-env.ts';
 import { GhaCacheError, cancelled, redactUrl, safeUrl, type GhaTwirpMethod } from './gha-error.ts';
-import { GhaHttp, firstHeader, parseRetryAfter, readLimited, retryableStatus, type GhaRetryEvent } from './gha-http.ts';
+import { GhaHttp, firstHeader, parseRetryAfter, retryableStatus, type GhaRetryEvent } from './gha-http.ts';
 
 /**
  * The client of the `gha` cache backend: GitHub's Actions cache service, v2 protocol (the one
@@ -336,7 +337,7 @@ export class GhaCacheClient {
           signal: combined,
           idleTimeoutMs: this.timeoutMs,
         });
-        text = await readLimited(res, 256 * 1024);
+        text = await readAtMost(res, 256 * 1024);
       } catch (e) {
         if (!signal?.aborted && deadline.aborted) {
           throw new GhaCacheError(`gha cache: ${method} ${redactUrl(url)}: no answer within ${this.timeoutMs} ms`, { operation: method, url: redactUrl(url), temporary: true, cause: e });

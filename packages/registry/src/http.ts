@@ -91,46 +91,89 @@ export class Transport {
   async send(req: HttpRequest): Promise<HttpResponse> {
     const body = req.body === undefined ? undefined : await req.body();
     const isHttps = req.url.protocol === 'https:';
-    const mod = isHttps ? https : http;
     const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
     if (body instanceof Uint8Array) headers['content-length'] = String(body.byteLength);
     else if (body === undefined && (req.method === 'PUT' || req.method === 'POST' || req.method === 'PATCH')) headers['content-length'] = '0';
-
-    return new Promise<HttpResponse>((resolve, reject) => {
-      let settled = false;
-      const fail = (e: unknown): void => {
-        if (settled) return;
-        settled = true;
-        if (body !== undefined && !(body instanceof Uint8Array)) body.destroy();
-        reject(e);
-      };
-      const cr = mod.request(
-        req.url,
-        {
-          method: req.method,
-          headers,
-          agent: isHttps ? this.httpsAgent : this.httpAgent,
-          signal: req.signal,
-        },
-        (res) => {
-          if (settled) {
-            res.resume();
-            return;
-          }
-          settled = true;
-          resolve(wrapResponse(res, req.url));
-        },
-      );
-      cr.setTimeout(this.timeoutMs, () => cr.destroy(new Error(`connection stalled for ${this.timeoutMs} ms`)));
-      cr.on('error', fail);
-      if (body === undefined) cr.end();
-      else if (body instanceof Uint8Array) cr.end(body);
-      else {
-        body.on('error', (e) => cr.destroy(e));
-        body.pipe(cr);
-      }
+    const res = await sendRequest({
+      method: req.method,
+      url: req.url,
+      headers,
+      body,
+      signal: req.signal,
+      agent: isHttps ? this.httpsAgent : this.httpAgent,
+      idleTimeoutMs: this.timeoutMs,
+      stalled: () => new Error(`connection stalled for ${this.timeoutMs} ms`),
     });
+    return wrapResponse(res, req.url);
   }
+}
+
+export interface RawRequest {
+  method: string;
+  url: URL;
+  /** Sent as they are: the caller adds user-agent and content-length. */
+  headers: Record<string, string>;
+  body?: Uint8Array | Readable | undefined;
+  signal?: AbortSignal | undefined;
+  /** The agent for the URL's protocol. */
+  agent: http.Agent;
+  /** With no byte moving for this long the request is destroyed with `stalled()`; the timer covers the response body too. */
+  idleTimeoutMs: number;
+  stalled: () => Error;
+}
+
+/**
+ * One HTTP(S) request, resolved with the response as soon as its head arrives. A streamed body is
+ * piped in, and destroyed when the request fails, so a failed attempt leaves no reader open. The
+ * one request primitive of tsbuild's HTTP clients (the registry's and the gha cache's).
+ */
+export function sendRequest(req: RawRequest): Promise<http.IncomingMessage> {
+  const mod = req.url.protocol === 'https:' ? https : http;
+  const body = req.body;
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const fail = (e: unknown): void => {
+      if (body !== undefined && !(body instanceof Uint8Array)) body.destroy();
+      if (settled) return;
+      settled = true;
+      reject(e);
+    };
+    const cr = mod.request(
+      req.url,
+      { method: req.method, headers: req.headers, agent: req.agent, signal: req.signal },
+      (res) => {
+        if (settled) {
+          res.resume();
+          return;
+        }
+        settled = true;
+        resolve(res);
+      },
+    );
+    cr.setTimeout(req.idleTimeoutMs, () => cr.destroy(req.stalled()));
+    cr.on('error', fail);
+    if (body === undefined) cr.end();
+    else if (body instanceof Uint8Array) cr.end(body);
+    else {
+      body.on('error', (e) => cr.destroy(e));
+      body.pipe(cr);
+    }
+  });
+}
+
+/** A body of at most `limit` bytes; undefined, with the stream destroyed, when it is longer. */
+export async function readAtMost(body: Readable, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > limit) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 function wrapResponse(res: http.IncomingMessage, url: URL): HttpResponse {
@@ -152,17 +195,9 @@ function wrapResponse(res: http.IncomingMessage, url: URL): HttpResponse {
         res.destroy();
         throw new RegistryError(`response from ${url.host}${url.pathname} is ${declared} bytes, more than the ${limit} allowed`);
       }
-      const chunks: Buffer[] = [];
-      let n = 0;
-      for await (const chunk of res as AsyncIterable<Buffer>) {
-        n += chunk.length;
-        if (n > limit) {
-          res.destroy();
-          throw new RegistryError(`response from ${url.host}${url.pathname} is larger than the ${limit} bytes allowed`);
-        }
-        chunks.push(chunk);
-      }
-      return Buffer.concat(chunks);
+      const bytes = await readAtMost(res, limit);
+      if (bytes === undefined) throw new RegistryError(`response from ${url.host}${url.pathname} is larger than the ${limit} bytes allowed`);
+      return bytes;
     },
     discard() {
       res.resume();

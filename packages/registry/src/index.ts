@@ -2,6 +2,8 @@ export { parseReference, registryApiHost, withDigest, withTag, DOCKER_HUB } from
 export type { Reference } from './reference.ts';
 export { RegistryClient, pullScope, pushScope } from './client.ts';
 export type { ClientOptions, RegistryRequest } from './client.ts';
+export { sendRequest, readAtMost } from './http.ts';
+export type { RawRequest } from './http.ts';
 export { parseChallenges } from './challenge.ts';
 export type { Challenge } from './challenge.ts';
 export { dockerConfigCredentials, dockerConfigPath, storeCredentials, removeCredentials } from './credentials.ts';
