@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RegistryError, UsageError } from '@tsbuild/errors';
-import { MediaType, formatPlatform, parsePlatform, platformMatches, type Descriptor, type Digest, type ImageConfig, type Index, type Manifest, type Platform } from '@tsbuild/oci';
+import { MAX_JSON_BLOB_SIZE, MAX_MANIFEST_SIZE, MediaType, formatPlatform, parsePlatform, platformMatches, type Descriptor, type Digest, type ImageConfig, type Index, type Manifest, type Platform } from '@tsbuild/oci';
 import { pullScope, type RegistryClient } from './client.ts';
 import { responseError } from './http.ts';
 import { withDigest, type Reference } from './reference.ts';
@@ -54,8 +54,6 @@ export interface ResolvedImage {
   index: FetchedManifest | undefined;
 }
 
-const MANIFEST_LIMIT = 4 * 1024 * 1024;
-const CONFIG_LIMIT = 16 * 1024 * 1024;
 const ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(', ');
 
 /** GET one manifest or index exactly as the registry has it, verified against the reference's digest. */
@@ -75,7 +73,7 @@ export async function getManifest(client: RegistryClient, ref: Reference, opts: 
       throw new RegistryError(`${ref.toString()}: manifest not found (the image or tag does not exist)`, { status: 404, ociCode: err.ociCode ?? 'MANIFEST_UNKNOWN', reference: ref.toString() });
     }
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
-    const bytes = await res.bytes(MANIFEST_LIMIT);
+    const bytes = await res.bytes(MAX_MANIFEST_SIZE);
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
     if (ref.digest !== undefined && digest !== ref.digest) {
       throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
@@ -112,7 +110,7 @@ export async function resolveImage(client: RegistryClient, ref: Reference, opts:
 /** A small blob (a config) read into memory, verified. */
 export async function fetchBlobBytes(client: RegistryClient, ref: Reference, desc: Descriptor, opts: { signal?: AbortSignal | undefined } = {}): Promise<Buffer> {
   const what = `get blob ${desc.digest} of ${ref.registry}/${ref.repository}`;
-  if (desc.size > CONFIG_LIMIT) throw new RegistryError(`${what}: ${desc.size} bytes is too large to read into memory`);
+  if (desc.size > MAX_JSON_BLOB_SIZE) throw new RegistryError(`${what}: ${desc.size} bytes is too large to read into memory`);
   return client.retry(what, opts.signal, async () => {
     const res = await client.request(ref.registry, { method: 'GET', path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
