@@ -32,7 +32,7 @@ export interface CopyResult {
 
 const ROOT_OWNER: Owner = { uid: 0, gid: 0 };
 
-class CopyError extends TsbuildError {
+export class CopyError extends TsbuildError {
   constructor(message: string, options: { cause?: unknown } = {}) {
     super('COPY', message, options);
   }
@@ -103,7 +103,7 @@ export async function copyInto(
 }
 
 /** overlayfs bookkeeping (an opaque marker would hide the lower layers) and host labels stay behind. */
-function keepXattr(_path: string, name: string): boolean {
+export function keepXattr(_path: string, name: string): boolean {
   return !name.startsWith('trusted.overlay.') && !name.startsWith('user.overlay.') && name !== 'security.selinux';
 }
 
