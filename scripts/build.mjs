@@ -60,11 +60,12 @@ function noHelpCache() {
  * A cache that cannot be written (read-only install) only costs the compile it would have saved.
  */
 const LAUNCHER = `#!/usr/bin/env node
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { Script } from 'node:vm';
-import { dirname } from 'node:path';
-const file = new URL('./tsbuild.cjs', import.meta.url).pathname;
+'use strict';
+// CommonJS (dist/package.json says so): an ES module launcher would start Node's ESM loader first.
+const { readFileSync, writeFileSync, renameSync } = require('node:fs');
+const { createRequire } = require('node:module');
+const { Script } = require('node:vm');
+const file = __dirname + '/tsbuild.cjs';
 const cacheFile = file + '.v8-' + process.version;
 const source = readFileSync(file, 'utf8');
 let cachedData;
@@ -80,8 +81,8 @@ if (cachedData === undefined || script.cachedDataRejected) {
     } catch {}
   });
 }
-const module = { exports: {} };
-script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file));
+const mod = { exports: {} };
+script.runInThisContext()(mod.exports, createRequire(file), mod, file, __dirname);
 `;
 
 const version = JSON.parse(readFileSync(new URL('../packages/cli/package.json', import.meta.url), 'utf8')).version;
@@ -110,6 +111,7 @@ await build({
 if (/[^\w.]import\(/.test(readFileSync(outfile, 'utf8'))) throw new Error('the CLI bundle must not contain dynamic import()');
 writeFileSync(launcher, LAUNCHER);
 chmodSync(launcher, 0o755);
+writeFileSync(new URL('../packages/cli/dist/package.json', import.meta.url).pathname, JSON.stringify({ type: 'commonjs' }) + '\n');
 
 // The GitHub Action runs a committed bundle (a runner installs nothing before `node` starts it).
 // The native addons cannot be bundled: their imports are replaced by shims that load them on first
