@@ -133,26 +133,23 @@ export class AzureBlobClient {
     throw await this.blobError(operation, url, res);
   }
 
-  private async putBlob(url: URL, size: number, openBody: GhaBodyFactory, signal: AbortSignal | undefined): Promise<void> {
-    await this.http.withRetries('PutBlob', signal, async () => {
+  /** One PUT that Azure must answer 201 Created, retried whole; `body` gives the body afresh for each attempt. */
+  private async put(operation: GhaOperation, url: URL, headers: Record<string, string>, body: () => Buffer | Readable | Promise<Buffer | Readable>, signal: AbortSignal | undefined): Promise<void> {
+    await this.http.withRetries(operation, signal, async () => {
       let res: http.IncomingMessage;
       try {
-        const source = await openBody();
-        // pipeline, not pipe: an error of the source must fail the request, not leave it waiting.
-        const body = pipeline(source, sizeChecked(size), () => undefined);
-        res = await this.http.send({
-          method: 'PUT',
-          url,
-          headers: this.blobHeaders({ 'x-ms-blob-type': 'BlockBlob', 'content-type': 'application/octet-stream', 'content-length': String(size) }),
-          body,
-          signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-        });
+        res = await this.http.send({ method: 'PUT', url, headers: this.blobHeaders(headers), body: await body(), signal, idleTimeoutMs: this.idleTimeoutMs });
       } catch (e) {
-        throw this.http.connectionError(e, 'PutBlob', url, signal);
+        throw this.http.connectionError(e, operation, url, signal);
       }
-      await this.expectCreated('PutBlob', url, res);
+      await this.expectCreated(operation, url, res);
     });
+  }
+
+  private async putBlob(url: URL, size: number, openBody: GhaBodyFactory, signal: AbortSignal | undefined): Promise<void> {
+    const headers = { 'x-ms-blob-type': 'BlockBlob', 'content-type': 'application/octet-stream', 'content-length': String(size) };
+    // pipeline, not pipe: an error of the source must fail the request, not leave it waiting.
+    await this.put('PutBlob', url, headers, async () => pipeline(await openBody(), sizeChecked(size), () => undefined), signal);
   }
 
   private async putBlocks(url: URL, size: number, openBody: GhaBodyFactory, signal: AbortSignal | undefined): Promise<void> {
@@ -195,42 +192,14 @@ export class AzureBlobClient {
 
     const xml = Buffer.from(`<?xml version="1.0" encoding="utf-8"?><BlockList>${ids.map((id) => `<Latest>${id}</Latest>`).join('')}</BlockList>`);
     const listUrl = withQuery(url, 'comp=blocklist');
-    await this.http.withRetries('PutBlockList', signal, async () => {
-      let res: http.IncomingMessage;
-      try {
-        res = await this.http.send({
-          method: 'PUT',
-          url: listUrl,
-          headers: this.blobHeaders({ 'content-type': 'application/xml', 'content-length': String(xml.length), 'x-ms-blob-content-type': 'application/octet-stream' }),
-          body: xml,
-          signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-        });
-      } catch (e) {
-        throw this.http.connectionError(e, 'PutBlockList', listUrl, signal);
-      }
-      await this.expectCreated('PutBlockList', listUrl, res);
-    });
+    const headers = { 'content-type': 'application/xml', 'content-length': String(xml.length), 'x-ms-blob-content-type': 'application/octet-stream' };
+    await this.put('PutBlockList', listUrl, headers, () => xml, signal);
   }
 
   private async putBlock(url: URL, id: string, block: Buffer, signal: AbortSignal): Promise<void> {
     const blockUrl = withQuery(url, `comp=block&blockid=${encodeURIComponent(id)}`);
-    await this.http.withRetries('PutBlock', signal, async () => {
-      let res: http.IncomingMessage;
-      try {
-        res = await this.http.send({
-          method: 'PUT',
-          url: blockUrl,
-          headers: this.blobHeaders({ 'content-type': 'application/octet-stream', 'content-length': String(block.length) }),
-          body: block,
-          signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-        });
-      } catch (e) {
-        throw this.http.connectionError(e, 'PutBlock', blockUrl, signal);
-      }
-      await this.expectCreated('PutBlock', blockUrl, res);
-    });
+    const headers = { 'content-type': 'application/octet-stream', 'content-length': String(block.length) };
+    await this.put('PutBlock', blockUrl, headers, () => block, signal);
   }
 
   /** One Get Blob from `offset`, checked to be the part asked for. */
