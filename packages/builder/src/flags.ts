@@ -5,7 +5,7 @@
  */
 import { statSync } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { isIP } from 'node:net';
+
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { UsageError } from '@tsbuild/errors';
 import { parseSize as parseByteSize } from '@tsbuild/cache';
@@ -30,7 +30,7 @@ export function parseAddHost(spec: string): { host: string; ip: string } {
       hint: 'RUN steps share the host network by default, so the host is 127.0.0.1',
     });
   }
-  if (isIP(ip) === 0) throw new UsageError(`--add-host ${spec}: ${JSON.stringify(ip)} is not an IP address`);
+  if (process.getBuiltinModule('node:net').isIP(ip) === 0) throw new UsageError(`--add-host ${spec}: ${JSON.stringify(ip)} is not an IP address`);
   return { host, ip };
 }
 

@@ -5,14 +5,18 @@
  * that tsbuild starts for the step and stops after it, so a key is read by ssh-add alone and
  * never lands in a layer, a cache key or tsbuild's memory.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import type * as ChildProcesses from 'node:child_process';
 import { chmod, chown, lstat, mkdtemp, rm, stat } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
+import type * as Net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TsbuildError, UsageError } from '@tsbuild/errors';
+
+/** Loaded on first use: only a build with --ssh needs sockets and an agent. */
+const childProcess = (): typeof ChildProcesses => process.getBuiltinModule('node:child_process');
+const net = (): typeof Net => process.getBuiltinModule('node:net');
 
 export interface AgentSocketOptions {
   uid: number;
@@ -64,9 +68,9 @@ export async function agentSocket(id: string, paths: readonly string[], opts: Ag
       await addKeys(id, upstream, paths);
     }
     const path = join(dir, 'sock');
-    server = createServer((c) => {
+    server = net().createServer((c) => {
       conns.add(c);
-      const u = connect(upstream);
+      const u = net().connect(upstream);
       conns.add(u);
       const end = () => {
         c.destroy();
@@ -100,7 +104,7 @@ function spawnError(id: string, e: NodeJS.ErrnoException, program: string): Tsbu
 
 /** An ssh-agent in the foreground (-D) on `sock`, ready once the socket exists. */
 async function startAgent(id: string, sock: string): Promise<ChildProcess> {
-  const child = spawn('ssh-agent', ['-D', '-a', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = childProcess().spawn('ssh-agent', ['-D', '-a', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
   const failed = new Promise<never>((_, reject) => {
@@ -134,7 +138,7 @@ async function startAgent(id: string, sock: string): Promise<ChildProcess> {
  */
 async function addKeys(id: string, sock: string, keys: readonly string[]): Promise<void> {
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', SSH_AUTH_SOCK: sock, SSH_ASKPASS_REQUIRE: 'never' };
-  const child = spawn('ssh-add', ['-q', ...keys], { stdio: ['ignore', 'ignore', 'pipe'], env, detached: true });
+  const child = childProcess().spawn('ssh-add', ['-q', ...keys], { stdio: ['ignore', 'ignore', 'pipe'], env, detached: true });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
   const code = await new Promise<number | null>((resolve, reject) => {

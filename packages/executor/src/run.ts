@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
+
+/** Loaded on first use: a build that runs nothing (everything cached) never starts a process. */
+const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 import { constants as osConstants } from 'node:os';
 import { lstat, mkdir, readdir, readFile, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, resolve } from 'node:path';
@@ -334,7 +337,7 @@ async function runContainer(runtime: string, id: string, bundle: string, opts: R
   if (opts.signal?.aborted) throw new CancelledError();
   const log = join(bundle, 'runtime.log');
   const args = [...globalArgs(opts), '--log', log, '--log-format', 'json', 'run', '--bundle', bundle, id];
-  const child = spawn(runtime, args, {
+  const child = childProcess().spawn(runtime, args, {
     cwd: bundle,
     stdio: ['ignore', opts.stdout ? 'pipe' : 'ignore', opts.stderr ? 'pipe' : 'ignore'],
   });

@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
+
+/** Loaded on first use: a build that runs nothing (everything cached) never starts a process. */
+const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 import { constants } from 'node:fs';
 import { access, rm, stat } from 'node:fs/promises';
 import { basename, delimiter, join } from 'node:path';
@@ -26,7 +29,7 @@ export interface RuntimeCommandResult {
 
 export function runCommand(cmd: string, args: readonly string[]): Promise<RuntimeCommandResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = childProcess().spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

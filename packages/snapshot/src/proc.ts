@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
+
+/** Loaded on first use: a build that runs nothing (everything cached) never starts a process. */
+const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 import { readFile } from 'node:fs/promises';
 
 export interface CommandResult {
@@ -10,7 +13,7 @@ export interface CommandResult {
 /** Runs a short host command to completion, capturing its output. */
 export function runCommand(cmd: string, args: readonly string[], opts: { cwd?: string } = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = childProcess().spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
