@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './base.ts';
+import { spawnCollected } from './process.ts';
 
 export const ACTION_BUNDLE = join(REPO, 'packages/action/dist/index.js');
 
@@ -69,19 +70,8 @@ export function runBundledAction(work: string, workspace: string, inputs: Record
  * runBundledAction without blocking this process, for tests whose servers (a stand-in cache
  * service, a fault proxy) run here and must keep answering the action's requests.
  */
-export function runBundledActionNonBlocking(work: string, workspace: string, inputs: Record<string, string>, env: Record<string, string | undefined>): Promise<ActionRun> {
+export async function runBundledActionNonBlocking(work: string, workspace: string, inputs: Record<string, string>, env: Record<string, string | undefined>): Promise<ActionRun> {
   const r = runner(work, workspace, inputs, env);
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [ACTION_BUNDLE], { cwd: workspace, env: r.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve(finished(r, code, stdout, stderr));
-    });
-  });
+  const p = await spawnCollected(process.execPath, [ACTION_BUNDLE], { cwd: workspace, env: r.env });
+  return finished(r, p.code, p.stdout, p.stderr);
 }

@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './base.ts';
+import { spawnCollected } from './process.ts';
 
 export const CLI = join(REPO, 'packages/cli/dist/tsbuild.js');
 
@@ -38,18 +39,5 @@ export function tsbuildAsync(root: string, args: string[]): ChildProcess {
  * the CLI makes through them.
  */
 export function tsbuildNonBlocking(root: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: root, ...(opts.env ?? {}) }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
+  return spawnCollected('node', [CLI, ...args], { env: { ...process.env, TSBUILD_ROOT: root, ...(opts.env ?? {}) }, input: opts.input });
 }
