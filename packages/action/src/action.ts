@@ -65,8 +65,9 @@ export class GroupedLog {
         if (row) {
           Object.assign(row, { durationMs: e.durationMs, cached: e.cached, layerSize: e.layerSize });
           if (e.usage) row.usage = e.usage;
+          if (e.miss) row.missReason = e.miss.reason;
         }
-        this.write(`#${e.id} ${e.cached ? 'CACHED' : `DONE ${(e.durationMs / 1000).toFixed(1)}s${e.usage ? `  ${usageText(e.usage)}` : ''}`}\n`);
+        this.write(`#${e.id} ${e.cached ? 'CACHED' : `DONE ${(e.durationMs / 1000).toFixed(1)}s${e.usage ? `  ${usageText(e.usage)}` : ''}${e.miss ? `  (cache miss: ${e.miss.reason})` : ''}`}\n`);
         break;
       }
       case 'step-error': {

@@ -92,6 +92,8 @@ export interface StepRow {
   failed: boolean;
   /** CPU seconds and peak memory of a RUN. */
   usage?: { cpu_seconds: number; memory_peak_bytes?: number } | undefined;
+  /** Why a step that ran missed the cache. */
+  missReason?: string | undefined;
 }
 
 function cell(s: string): string {
@@ -114,14 +116,14 @@ export function humanBytes(n: number): string {
 export function summaryMarkdown(title: string, facts: Array<[string, string]>, steps: StepRow[]): string {
   const lines = [`### ${cell(title)}`, ''];
   for (const [k, v] of facts) lines.push(`- **${cell(k)}**: \`${cell(v)}\``);
-  lines.push('', '| Step | Time | Cache | Layer size | CPU | Peak memory |', '| --- | ---: | :---: | ---: | ---: | ---: |');
+  lines.push('', '| Step | Time | Cache | Layer size | CPU | Peak memory | Why it ran |', '| --- | ---: | :---: | ---: | ---: | ---: | --- |');
   for (const s of steps) {
     const time = s.durationMs === undefined ? '' : `${(s.durationMs / 1000).toFixed(2)}s`;
     const cache = s.failed ? 'failed' : s.cached ? 'hit' : 'miss';
     const size = s.layerSize === undefined ? '' : humanBytes(s.layerSize);
     const cpu = s.usage ? `${s.usage.cpu_seconds.toFixed(2)}s` : '';
     const peak = s.usage?.memory_peak_bytes !== undefined ? humanBytes(s.usage.memory_peak_bytes) : '';
-    lines.push(`| \`${cell(s.name).replace(/`/g, "'")}\` | ${time} | ${cache} | ${size} | ${cpu} | ${peak} |`);
+    lines.push(`| \`${cell(s.name).replace(/`/g, "'")}\` | ${time} | ${cache} | ${size} | ${cpu} | ${peak} | ${cell(s.missReason ?? '')} |`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -26,6 +26,7 @@ import type { PublishOptions, Published } from './publish.ts';
 import { BuildSession, requireRoot } from './session.ts';
 import type { ResourceLimits } from './session.ts';
 import { StageScheduler } from './stage.ts';
+import { MissExplainer, buildIdentity } from './explain.ts';
 import { span } from './trace.ts';
 import { FromResolver, globalArgs } from './steps/from.ts';
 import type { ImageState } from './state.ts';
@@ -155,6 +156,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     run: { extraHosts: opts.extraHosts, ulimits: opts.ulimits, shmSize: opts.shmSize, ssh: opts.ssh },
   });
   const remoteOpts = { store, registry: opts.registry, gha, signal: opts.signal, warn: (m: string) => session.warn(m) };
+  session.explain = new MissExplainer(store, buildIdentity(planPublish(opts).names, opts.target, contextDir, file));
   try {
     if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await span('cache.import', () => RemoteCaches.load(opts.cacheFrom ?? [], remoteOpts));
 
@@ -192,6 +194,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           pushAnnotations: inlineCache ? async () => inlineAnnotation(await cacheDocument(input, { ...inlineCache, compression: opts.compression ?? 'gzip' }, remoteOpts)) : undefined,
         }));
         const cacheExports = await span('cache.export', () => exportCaches(opts.cacheTo ?? [], input, remoteOpts));
+        await span('inputs.save', () => session.explain?.save() ?? Promise.resolve());
         for (const r of cacheExports) emit({ type: 'cache-exported', time: Date.now(), ...r });
         const warnings = checked.checks.map((w) => `${shownFile}:${w.range.start.line}: ${w.rule}: ${w.message}`);
         const unused = Object.keys(buildArgs).filter((k) => !consumed.has(k) && !(k in predefined) && !args.has(k));

@@ -1,3 +1,5 @@
+import type { MissReason } from './explain.ts';
+
 /**
  * Progress events a build emits. The CLI renders them (tty, plain, rawjson); the builder never
  * prints. Every step of every stage gets an id; logs are a step's RUN output.
@@ -23,6 +25,8 @@ export type BuildEvent =
       durationMs: number;
       /** Uncompressed layer size in bytes when the step made a layer. */
       layerSize?: number;
+      /** Why a step that ran missed the cache, compared with the last build of the same tag and target. */
+      miss?: MissReason;
       /** CPU seconds and peak memory of a RUN step's processes, read from its cgroup (v1 or v2). */
       usage?: { cpu_seconds: number; memory_peak_bytes?: number };
     }

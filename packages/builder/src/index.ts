@@ -25,3 +25,4 @@ export type { CheckBuildOptions, CheckedDockerfile, BuildCheck } from './check.t
 export { LayerStack, analyzeLayers, analyzeRemoteImage, analyzeStoredImage, readLayerChanges, type AnalyzeLayersOptions, type ImageLayerAnalysis, type LayerChanges, type LayerChangeset, type LayerEntry, type LayerReader, type LayerReport, type LayerSummary, type PathChange, type ReadLayerOptions, type WastedPath } from './layers.ts';
 export { span, recordSpan, tracing, writeTrace } from './trace.ts';
 export type { Span } from './trace.ts';
+export type { MissReason, StepInputs } from './explain.ts';

@@ -11,6 +11,7 @@ import { parseReference } from '@tsbuild/registry';
 import { RemoteCaches, restoreMount } from '@tsbuild/cache';
 import type { BuildRecord } from '@tsbuild/cache';
 import { CacheIndex, Semaphore } from './cache.ts';
+import type { MissExplainer } from './explain.ts';
 import type { CacheRecord } from './cache.ts';
 import { pullToStore } from './distribution.ts';
 import type { DistributionOptions } from './distribution.ts';
@@ -59,6 +60,8 @@ export class BuildSession {
   /** Cache mounts the build used: directory name → id as written. */
   readonly mountsUsed = new Map<string, string>();
   private readonly mountRestores = new Map<string, Promise<void>>();
+  /** Says why steps miss the cache (set by a build that has a tag or a context to compare with). */
+  explain: MissExplainer | undefined;
   /** Chain ids known to be unpacked snapshots. */
   private readonly unpacked = new Set<Digest>();
 

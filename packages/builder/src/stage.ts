@@ -94,9 +94,13 @@ async function runSteps(kit: StepKit, state: ImageState, steps: Instruction[], t
     const start = Date.now();
     s.opts.emit({ type: 'step-start', time: start, id, name: `[${kit.env.stageLabel} ${i + 2}/${total}] ${summary(inst)}`, stage: kit.env.stageLabel, index: i + 2, total });
     try {
-      const r = await step(kit, cur, { id, inst, tail: [] });
+      const ctx: StepCtx = { id, inst, tail: [] };
+      const r = await step(kit, cur, ctx);
+      const miss = await s.explain?.step(`${kit.env.stageLabel}/${i + 2}`, {
+        key: r.state.key, parent: cur.key, instruction: inst.original, inputs: ctx.inputs, cached: r.cached, noCache: s.opts.noCache,
+      });
       cur = r.state;
-      s.opts.emit({ type: 'step-done', time: Date.now(), id, cached: r.cached, durationMs: Date.now() - start, ...layerSize(r) });
+      s.opts.emit({ type: 'step-done', time: Date.now(), id, cached: r.cached, durationMs: Date.now() - start, ...layerSize(r), ...(miss ? { miss } : {}) });
     } catch (e) {
       const err = kit.wrap(inst, e);
       s.opts.emit({ type: 'step-error', time: Date.now(), id, message: err instanceof Error ? err.message : String(err) });
@@ -126,10 +130,10 @@ function step(kit: StepKit, state: ImageState, ctx: StepCtx): Promise<StepResult
     case 'add':
       return copyStep(kit, state, inst);
     case 'workdir':
-      return workdirStep(kit, state, inst);
+      return workdirStep(kit, state, inst, ctx);
     case 'from':
       throw kit.fail(inst, 'FROM cannot be used here');
     default:
-      return configStep(kit, state, inst);
+      return configStep(kit, state, inst, ctx);
   }
 }

@@ -62,7 +62,7 @@ class PlainRenderer implements ProgressRenderer {
         const rest = this.partial.get(e.id);
         if (rest) this.out.write(`#${this.n(e.id)} ${rest}\n`);
         this.partial.delete(e.id);
-        this.out.write(`#${this.n(e.id)} ${e.cached ? 'CACHED' : `DONE ${seconds(e.durationMs)}${e.usage ? `  ${usageText(e.usage)}` : ''}`}\n`);
+        this.out.write(`#${this.n(e.id)} ${e.cached ? 'CACHED' : `DONE ${seconds(e.durationMs)}${e.usage ? `  ${usageText(e.usage)}` : ''}${e.miss ? `  (cache miss: ${e.miss.reason})` : ''}`}\n`);
         break;
       }
       case 'step-error':
@@ -104,7 +104,7 @@ class TtyRenderer implements ProgressRenderer {
       if (s.tail.length > LOG_TAIL) s.tail.splice(0, s.tail.length - LOG_TAIL);
     } else if (e.type === 'step-done') {
       const s = this.steps.get(e.id);
-      if (s) Object.assign(s, { done: true, cached: e.cached, duration: e.durationMs, usage: usageText(e.usage) });
+      if (s) Object.assign(s, { done: true, cached: e.cached, duration: e.durationMs, usage: [usageText(e.usage), e.miss ? `(cache miss: ${e.miss.reason})` : ''].filter(Boolean).join('  ') });
     } else if (e.type === 'step-error') {
       const s = this.steps.get(e.id);
       if (s) Object.assign(s, { done: true, error: true, duration: e.time - s.start });

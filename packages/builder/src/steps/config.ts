@@ -10,10 +10,10 @@ import { cacheKey } from '../cache.ts';
 import { commandArgs, goQuoteList } from '../history.ts';
 import { addHistory, cloneState, containerConfig, setEnv, shellOf } from '../state.ts';
 import type { ImageState } from '../state.ts';
-import type { StepKit, StepResult } from './kit.ts';
+import type { StepCtx, StepKit, StepResult } from './kit.ts';
 import { span } from '../trace.ts';
 
-export async function configStep(kit: StepKit, state: ImageState, raw: Instruction): Promise<StepResult> {
+export async function configStep(kit: StepKit, state: ImageState, raw: Instruction, ctx?: StepCtx): Promise<StepResult> {
   const next = cloneState(state);
   let createdBy: string;
   let keyParts: unknown[];
@@ -24,6 +24,7 @@ export async function configStep(kit: StepKit, state: ImageState, raw: Instructi
   } else {
     const { inst, used } = kit.expand(next, raw);
     keyParts = [inst.kind, configKeyOf(inst), used];
+    if (ctx) ctx.inputs = { values: Object.fromEntries(used) };
     createdBy = applyConfig(kit, next, inst);
   }
   next.key = cacheKey([state.key, ...keyParts]);

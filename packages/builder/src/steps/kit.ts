@@ -5,18 +5,20 @@
  */
 import { mkdir, mkdtemp, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import { DockerfileError, TsbuildError, CancelledError, excerptOf } from '@tsbuild/errors';
 import type { DockerfileErrorOptions } from '@tsbuild/errors';
 import { envExpander, expandInstruction } from '@tsbuild/dockerfile';
 import type { Instruction } from '@tsbuild/dockerfile';
 import { diff } from '@tsbuild/layer';
-import type { DiffOptions } from '@tsbuild/layer';
+import type { DiffOptions, DiffResult } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
 import type { Active } from '@tsbuild/snapshot';
 import type { Usage } from '@tsbuild/executor';
 import type { BuildRecord } from '@tsbuild/cache';
 import type { CacheRecord } from '../cache.ts';
+import type { StepInputs } from '../explain.ts';
 import { span } from '../trace.ts';
 import type { BuildContext } from '../context.ts';
 import type { BuildSession } from '../session.ts';
@@ -51,6 +53,8 @@ export interface StepCtx {
   inst: Instruction;
   /** Tail of the step's output, for the error message of a failed RUN. */
   tail: string[];
+  /** What the step read, filled in by the step as it computes its key (to explain a cache miss). */
+  inputs?: StepInputs;
 }
 
 export interface StepResult {
@@ -70,6 +74,18 @@ export interface LayerStepOptions {
   emptyIfUnchanged?: boolean;
   /** COPY --link: the layer is written over an empty tree, so it does not depend on the layers below. */
   independent?: boolean;
+}
+
+/** Writes a layer tar into `out` (and ends it); resolves with its diff_id and size. */
+export type LayerWriter = (out: Writable) => Promise<DiffResult>;
+
+/** A layer already written into the store's ingest area, before its step knew whether it was cached. */
+export interface PendingLayer {
+  readonly result: DiffResult;
+  /** Moves the blob into the store (verified against `result`). */
+  commit(): Promise<void>;
+  /** Drops the blob. */
+  abort(): Promise<void>;
 }
 
 export class StepKit {
@@ -176,6 +192,62 @@ export class StepKit {
     });
     await span('cache.record', () => this.s.cache.set(key, rec));
     return this.append(state, next, rec, createdBy, false);
+  }
+
+  /**
+   * A layer step whose layer is written straight into the store, without an overlay or a snapshot
+   * (COPY from its sources): look the key up; on a miss `layer` writes the tar into a blob (or is
+   * one written ahead, which a hit drops) and the cache records it. Nothing is unpacked: a later
+   * step that needs the filesystem unpacks the blob then (`ensureSnapshots`).
+   */
+  async blobStep(state: ImageState, key: string, createdBy: string, layer: LayerWriter | PendingLayer): Promise<StepResult> {
+    const next = cloneState(state);
+    next.key = key;
+    const ahead = typeof layer === 'function' ? undefined : layer;
+    try {
+      const hit = await span('cache.lookup', () => this.s.lookup(key));
+      if (hit) return this.append(state, next, hit, createdBy, true);
+      const rec = await this.s.heavy.run(async (): Promise<CacheRecord> => {
+        const pending = ahead ?? (await this.writeLayer(layer as LayerWriter));
+        try {
+          this.s.checkAbort();
+          await span('store.commit', () => pending.commit());
+        } finally {
+          await pending.abort().catch(() => {});
+        }
+        return { v: 1, created: this.s.now(), layer: { diffId: pending.result.diffId, size: pending.result.size } };
+      });
+      await span('cache.record', () => this.s.cache.set(key, rec));
+      return this.append(state, next, rec, createdBy, false);
+    } finally {
+      // Once committed this does nothing; a hit or a failure drops the blob written ahead.
+      await ahead?.abort().catch(() => {});
+    }
+  }
+
+  /** Writes a layer into the store's ingest area; the caller commits or aborts it (abort after commit does nothing). */
+  async writeLayer(write: LayerWriter): Promise<PendingLayer> {
+    const writer = this.s.store.blobWriter();
+    let result: DiffResult;
+    try {
+      result = await write(writer.stream);
+    } catch (e) {
+      await writer.abort().catch(() => {});
+      throw e;
+    }
+    let settled = false;
+    return {
+      result,
+      async commit() {
+        settled = true;
+        await writer.commit({ digest: result.diffId, size: result.size });
+      },
+      async abort() {
+        if (settled) return;
+        settled = true;
+        await writer.abort();
+      },
+    };
   }
 
   private append(state: ImageState, next: ImageState, rec: CacheRecord, createdBy: string, cached: boolean): StepResult {

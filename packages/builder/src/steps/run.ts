@@ -56,6 +56,7 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
   const network = inst.network && inst.network !== 'default' ? inst.network : kit.s.opts.network;
   // Proxy settings reach the step but, as in Docker, do not make it a different step.
   const keyEnv = env.filter((kv) => !PROXY_ARGS.has(kv.slice(0, kv.indexOf('='))) || state.args.has(kv.slice(0, kv.indexOf('='))));
+  ctx.inputs = { values: Object.fromEntries(keyEnv.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };
   const settings = kit.s.opts.run ?? {};
   const key = cacheKey([
     state.key, 'run', argv, keyEnv, c.User ?? '', c.WorkingDir ?? '', network, await mountKeys(kit, inst), inst.security ?? '', ...settingsKey(settings),

@@ -11,10 +11,11 @@ import { cacheKey } from '../cache.ts';
 import { resolveUser } from '../chown.ts';
 import { containerConfig } from '../state.ts';
 import type { ImageState } from '../state.ts';
-import type { StepKit, StepResult } from './kit.ts';
+import type { StepCtx, StepKit, StepResult } from './kit.ts';
 
-export async function workdirStep(kit: StepKit, state: ImageState, raw: WorkdirInstruction): Promise<StepResult> {
+export async function workdirStep(kit: StepKit, state: ImageState, raw: WorkdirInstruction, ctx?: StepCtx): Promise<StepResult> {
   const { inst, used } = kit.expand(state, raw);
+  if (ctx) ctx.inputs = { values: Object.fromEntries(used) };
   const c = containerConfig(state);
   const dir = posix.resolve(c.WorkingDir || '/', inst.path);
   const user = c.User || '';
