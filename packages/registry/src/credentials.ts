@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm, mkdir } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TsbuildError, redactSecrets } from '@tsbuild/errors';
+import { writeFileAtomic } from '@tsbuild/store';
 
 /** A user name and password, or an OAuth2 refresh token (`identitytoken` in config.json). */
 export type Credentials = { username: string; password: string } | { username?: string; identityToken: string };
@@ -159,20 +159,8 @@ export function dockerConfigCredentials(opts: DockerConfigOptions = {}): Credent
 /** Writes config.json through a temp file and rename, so a crash never leaves it half written. */
 async function writeConfig(path: string, cfg: DockerConfigFile): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(`${JSON.stringify(cfg, null, '\t')}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  // It holds passwords: readable by its owner only, from the moment it exists.
+  await writeFileAtomic(path, `${JSON.stringify(cfg, null, '\t')}\n`, dirname(path), { mode: 0o600 });
 }
 
 function dropEntries(cfg: DockerConfigFile, registry: string): boolean {

@@ -24,11 +24,11 @@ export async function fsyncDir(dir: string): Promise<void> {
 /**
  * Replaces `file` so that readers see either the old or the new content, never a mix, even if
  * the process or the machine dies half way: temp file in `tmpDir` (same filesystem), fsync,
- * rename, fsync of the directory.
+ * rename, fsync of the directory. `mode` is the new file's (default 0644; 0600 for secrets).
  */
-export async function writeFileAtomic(file: string, data: Uint8Array | string, tmpDir: string): Promise<void> {
+export async function writeFileAtomic(file: string, data: Uint8Array | string, tmpDir: string, opts: { mode?: number } = {}): Promise<void> {
   const tmp = tempName(tmpDir, `${basename(file)}.tmp`);
-  const fh = await open(tmp, 'wx', 0o644);
+  const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
   try {
     await fh.writeFile(data);
     await fh.sync();

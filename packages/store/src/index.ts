@@ -8,4 +8,4 @@ export { withLock } from './lock.ts';
 export type { LockOptions } from './lock.ts';
 export { parseRef, normalizeName } from './refs.ts';
 export type { ParsedRef } from './refs.ts';
-export { exists } from './fsutil.ts';
+export { exists, writeFileAtomic } from './fsutil.ts';
