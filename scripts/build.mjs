@@ -131,7 +131,7 @@ await build({
   target: 'node24',
   format: 'esm',
   legalComments: 'none',
-  define: { TSBUILD_NATIVE_VERSIONS: JSON.stringify(nativeVersions) },
+  define: { TSBUILD_NATIVE_VERSIONS: JSON.stringify(nativeVersions), TSBUILD_VERSION: JSON.stringify(version) },
   banner: {
     js: "import { createRequire as __tsbuildCreateRequire } from 'node:module';\nconst require = __tsbuildCreateRequire(import.meta.url);",
   },

@@ -151,6 +151,7 @@ function readInputs(env: Env): BuildOptions {
     buildArgs: keyValueList(getList(env, 'build-args', { commas: false }), 'build-args'),
     labels: keyValueList(getList(env, 'labels', { commas: false }), 'labels'),
     noCache: getBool(env, 'no-cache'),
+    ...attestInputs(env),
     cacheFrom: getList(env, 'cache-from', { commas: false }).map((c) => parseCacheFrom(c, env)),
     cacheTo: getList(env, 'cache-to', { commas: false }).map((c) => parseCacheTo(c, env)),
     pull: getBool(env, 'pull'),
@@ -228,4 +229,19 @@ function writeSummary(env: Env, title: string, facts: Array<[string, string]>, l
   } catch {
     // A summary that cannot be written must not turn a good build into a failed step.
   }
+}
+
+/** build-push-action's `provenance` (true, false, mode=min|max) and `sbom` (true, false). */
+function attestInputs(env: Env): { provenance?: 'min' | 'max' | false; sbom?: boolean } {
+  const out: { provenance?: 'min' | 'max' | false; sbom?: boolean } = {};
+  const p = getInput(env, 'provenance');
+  if (p !== '') {
+    const v = p.replace(/^type=provenance,?/, '');
+    if (v === 'true' || v === 'mode=min' || v === 'min') out.provenance = 'min';
+    else if (v === 'mode=max' || v === 'max') out.provenance = 'max';
+    else if (v === 'false') out.provenance = false;
+    else throw new UsageError(`provenance: expected true, false or mode=min|max, got ${JSON.stringify(p)}`);
+  }
+  if (getInput(env, 'sbom') !== '') out.sbom = getBool(env, 'sbom');
+  return out;
 }

@@ -26,12 +26,14 @@ import type { PublishOptions, Published } from './publish.ts';
 import { BuildSession, requireRoot } from './session.ts';
 import type { ResourceLimits } from './session.ts';
 import { StageScheduler } from './stage.ts';
+import { Attestations } from './attest.ts';
+import type { AttestOptions } from './attest.ts';
 import { MissExplainer, buildIdentity } from './explain.ts';
 import { span } from './trace.ts';
 import { FromResolver, globalArgs } from './steps/from.ts';
 import type { ImageState } from './state.ts';
 
-export interface BuildOptions extends PublishOptions {
+export interface BuildOptions extends PublishOptions, AttestOptions {
   /** The build context directory. */
   context: string;
   /** Dockerfile path (default CONTEXT/Dockerfile); with `dockerfileText` only used in messages. */
@@ -187,10 +189,35 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const image = await span('image.write', () => writeImage(store, state, platform, opts.labels, annotations));
         emit({ type: 'build-done', time: Date.now(), imageDigest: image.manifest.digest, configDigest: image.configDigest, durationMs: Date.now() - started });
         const input = exportInput(session, state.key);
+        const finished = new Date();
+        const attestations = new Attestations(opts, {
+          dockerfile: { path: opts.file ?? 'Dockerfile', text },
+          target: opts.target,
+          buildArgs,
+          labels: opts.labels,
+          platform,
+          context: { path: opts.context, digest: contextKey },
+          baseImages: await session.baseImages(),
+          secrets: Object.keys(opts.secrets ?? {}).sort(),
+          ssh: Object.keys(opts.ssh ?? {}).sort(),
+          steps: session.steps,
+          startedOn: opts.sourceDateEpoch !== undefined ? new Date(opts.sourceDateEpoch * 1000) : new Date(started),
+          finishedOn: opts.sourceDateEpoch !== undefined ? new Date(opts.sourceDateEpoch * 1000) : finished,
+          created: new Date(session.now()),
+          rootfs: async () => {
+            const cleanup: (() => Promise<void>)[] = [];
+            const parent = await session.ensureSnapshots(state.layers, state.config.rootfs.diff_ids);
+            const view = await snapshots.prepare(parent, { signal: opts.signal });
+            cleanup.push(() => view.release());
+            return { dir: view.rootfs, release: async () => { for (const c of cleanup) await c(); } };
+          },
+          warn: (m) => session.warn(m),
+        });
         const published = await span('publish', () => publish(store, image, {
           ...opts,
           emit,
           signal: opts.signal,
+          attestations,
           pushAnnotations: inlineCache ? async () => inlineAnnotation(await cacheDocument(input, { ...inlineCache, compression: opts.compression ?? 'gzip' }, remoteOpts)) : undefined,
         }));
         const cacheExports = await span('cache.export', () => exportCaches(opts.cacheTo ?? [], input, remoteOpts));

@@ -36,6 +36,8 @@ export type BuildEvent =
   | { type: 'exported'; time: number; output: string; dest: string; size: number }
   | { type: 'push-blob'; time: number; ref: string; digest: string; status: string }
   | { type: 'pushed'; time: number; ref: string; digest: string }
+  /** Attestations pushed as a referrer of a pushed manifest (`subject`). */
+  | { type: 'attested'; time: number; ref: string; digest: string; subject: string; via: 'referrers-api' | 'fallback-tag' }
   /** Something the build left alone and went on without (an unreadable cache, an oversized cache mount). */
   | { type: 'warning'; time: number; message: string }
   /** A cache mount filled from a remote cache before its first use. */

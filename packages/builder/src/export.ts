@@ -17,6 +17,7 @@ import {
 } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
+import { referrersOf, storeReferrer } from './attest.ts';
 import { normalizeName } from '@tsbuild/store';
 
 /** What `--output type=…` can write; `image` and `registry` are the store and a push, handled by callers. */
@@ -209,6 +210,7 @@ function repoTag(name: string): [string, string] | undefined {
 }
 
 async function writeArchive(store: Store, images: LoadedImage[], format: 'oci' | 'docker', dest: string | Writable, signal?: AbortSignal): Promise<ExportResult> {
+  const referrers: Descriptor[] = [];
   const gen = async function* (): AsyncGenerator<Buffer> {
     const written = new Set<string>();
     yield dirHeader('blobs/');
@@ -244,6 +246,22 @@ async function writeArchive(store: Store, images: LoadedImage[], format: 'oci' |
         written.add(img.manifestDesc.digest);
         yield* bytesEntry(blobPath(img.manifestDesc.digest), img.rawManifest);
       }
+      if (format === 'oci') {
+        // Attestations travel as what they are: manifests whose subject is the image (image-spec 1.1).
+        for (const r of await referrersOf(store, img.manifestDesc.digest)) {
+          if (written.has(r.digest) || !(await store.hasBlob(r.digest))) continue;
+          const raw = await store.readBlob(r.digest);
+          const m = parseManifest(raw, { source: r.digest });
+          for (const b of [m.config, ...m.layers]) {
+            if (written.has(b.digest)) continue;
+            written.add(b.digest);
+            yield* blobEntry(store, blobPath(b.digest), b);
+          }
+          written.add(r.digest);
+          yield* bytesEntry(blobPath(r.digest), raw);
+          referrers.push(r);
+        }
+      }
     }
     if (format === 'oci') {
       yield* bytesEntry('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
@@ -254,6 +272,7 @@ async function writeArchive(store: Store, images: LoadedImage[], format: 'oci' |
         if (img.names.length === 0) manifests.push(Object.keys(extra).length > 0 ? { ...base, annotations: { ...extra } } : base);
         for (const n of img.names) manifests.push({ ...base, annotations: { ...extra, [ANNOTATION_REF_NAME]: n, [ANNOTATION_IMAGE_NAME]: fullName(n) } });
       }
+      manifests.push(...referrers);
       yield* bytesEntry('index.json', Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests })));
     } else {
       const entries = [];
@@ -449,6 +468,12 @@ async function loadOci(store: Store, shown: string, control: Map<string, Buffer>
     verify(d, 'manifest');
     const manifest = parseManifest(await store.readBlob(d.digest, { maxSize: MAX_JSON_BLOB_SIZE }));
     verify(manifest.config, 'config');
+    if (manifest.subject) {
+      // An attestation (or another artifact) about an image: kept as a referrer of its subject.
+      for (const l of manifest.layers) verify(l, 'attestation layer');
+      await storeReferrer(store, manifest.subject.digest, { ...d, ...(manifest.artifactType ? { artifactType: manifest.artifactType } : {}) }, [manifest.config, ...manifest.layers]);
+      continue;
+    }
     parseConfig(await store.readBlob(manifest.config.digest, { maxSize: MAX_JSON_BLOB_SIZE }));
     for (const l of manifest.layers) verify(l, 'layer');
     const desc: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };

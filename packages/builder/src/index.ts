@@ -26,3 +26,5 @@ export { LayerStack, analyzeLayers, analyzeRemoteImage, analyzeStoredImage, read
 export { span, recordSpan, tracing, writeTrace } from './trace.ts';
 export type { Span } from './trace.ts';
 export type { MissReason, StepInputs } from './explain.ts';
+export { referrersOf, statementsOf, BUILDER_VERSION } from './attest.ts';
+export type { AttestOptions } from './attest.ts';

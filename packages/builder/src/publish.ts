@@ -13,6 +13,10 @@ import type { DistributionOptions } from './distribution.ts';
 import type { EventSink } from './events.ts';
 import { exportImage } from './export.ts';
 import type { ExportType, OutputSpec } from './export.ts';
+import { pushAttestations, storeAttestations } from './attest.ts';
+import type { Attestations } from './attest.ts';
+import { RegistryClient, getManifest, parseReference, withDigest } from '@tsbuild/registry';
+import type { ClientOptions } from '@tsbuild/registry';
 
 export interface PublishOptions {
   /** `-t` names; names given by `--output …,name=` are added to them. */
@@ -71,12 +75,17 @@ export async function publish(
     signal?: AbortSignal | undefined;
     /** Annotations of the pushed manifest, made only when something is pushed (an inline cache). */
     pushAnnotations?: (() => Promise<Record<string, string>>) | undefined;
+    /** Provenance and SBOM to attach to the image in the store and to every pushed manifest. */
+    attestations?: Attestations | undefined;
   },
 ): Promise<Published> {
   const plan = planPublish(opts);
   const emit = opts.emit ?? (() => {});
   const tags: string[] = [];
   for (const t of plan.names) tags.push(await store.tag(t, image.manifest));
+  const att = opts.attestations?.wanted ? opts.attestations : undefined;
+  // Kept with the image before the exports, so OCI archives carry them.
+  if (att) await storeAttestations(store, image.manifest, await att.statements(image.manifest, tags));
   if (opts.iidFile !== undefined) await writeFile(opts.iidFile, image.configDigest);
   const exported: Published['exported'] = [];
   for (const o of plan.files) {
@@ -97,6 +106,12 @@ export async function publish(
       });
       pushed.push({ ref: t, digest });
       emit({ type: 'pushed', time: Date.now(), ref: t, digest });
+      if (att) {
+        // The pushed manifest names compressed layers: it is another manifest, with its own attestations.
+        const subject = await pushedDescriptor(t, digest, opts.registry ?? {}, opts.signal);
+        const r = await pushAttestations(t, subject, await att.statements(subject, [t]), { ...opts.registry, signal: opts.signal });
+        if (r) emit({ type: 'attested', time: Date.now(), ref: t, digest: r.digest, subject: digest, via: r.via });
+      }
     }
   }
   const digest = pushed.at(-1)?.digest ?? image.manifest.digest;
@@ -108,4 +123,14 @@ export async function publish(
   };
   if (opts.metadataFile !== undefined) await writeFile(opts.metadataFile, JSON.stringify(metadata, null, 2) + '\n');
   return { tags, digest, pushed, exported, metadata };
+}
+
+/** The descriptor of a manifest just pushed (its media type and size, for a subject). */
+async function pushedDescriptor(ref: string, digest: Digest, registry: ClientOptions, signal: AbortSignal | undefined): Promise<Descriptor> {
+  const client = new RegistryClient(registry);
+  try {
+    return (await getManifest(client, withDigest(parseReference(ref), digest), { signal })).descriptor;
+  } finally {
+    client.close();
+  }
 }

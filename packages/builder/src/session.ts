@@ -60,6 +60,8 @@ export class BuildSession {
   /** Cache mounts the build used: directory name → id as written. */
   readonly mountsUsed = new Map<string, string>();
   private readonly mountRestores = new Map<string, Promise<void>>();
+  /** Every step as provenance describes it, in the order they finished. */
+  readonly steps: { stage: string; instruction: string; cacheHit: boolean; cacheKey: string; layer?: { digest: Digest; mediaType: string; size: number } }[] = [];
   /** Says why steps miss the cache (set by a build that has a tag or a context to compare with). */
   explain: MissExplainer | undefined;
   /** Chain ids known to be unpacked snapshots. */
@@ -186,6 +188,16 @@ export class BuildSession {
   }
 
   readonly warnings: string[] = [];
+
+  /** The images this build read (FROM, COPY --from, mounts), by the name it used and their manifest digest. */
+  async baseImages(): Promise<{ ref: string; digest: Digest }[]> {
+    const out: { ref: string; digest: Digest }[] = [];
+    for (const [ref, p] of this.images) {
+      const img = await p.catch(() => undefined);
+      if (img) out.push({ ref, digest: img.digest });
+    }
+    return out;
+  }
 
   /** Loads an image from the store, pulling it first when absent (or always with --pull). */
   image(ref: string): Promise<BaseImage> {

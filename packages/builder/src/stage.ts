@@ -99,6 +99,8 @@ async function runSteps(kit: StepKit, state: ImageState, steps: Instruction[], t
       const miss = await s.explain?.step(`${kit.env.stageLabel}/${i + 2}`, {
         key: r.state.key, parent: cur.key, instruction: inst.original, inputs: ctx.inputs, cached: r.cached, noCache: s.opts.noCache,
       });
+      const layer = r.state.layers.length > cur.layers.length ? r.state.layers.at(-1) : undefined;
+      s.steps.push({ stage: kit.env.stageLabel, instruction: inst.original, cacheHit: r.cached, cacheKey: r.state.key, ...(layer ? { layer: { digest: layer.digest, mediaType: layer.mediaType, size: layer.size } } : {}) });
       cur = r.state;
       s.opts.emit({ type: 'step-done', time: Date.now(), id, cached: r.cached, durationMs: Date.now() - start, ...layerSize(r), ...(miss ? { miss } : {}) });
     } catch (e) {

@@ -150,6 +150,8 @@ export function parseManifest(bytes: Uint8Array | string, opts?: ParseOptions): 
     m.mediaType = c.str(o.mediaType, 'mediaType');
     if (!isManifestMediaType(m.mediaType)) c.fail('mediaType', `is ${short(m.mediaType)}, not an image manifest type`);
   }
+  if (o.artifactType !== undefined) m.artifactType = c.str(o.artifactType, 'artifactType');
+  if (o.subject !== undefined) m.subject = c.descriptor(o.subject, 'subject');
   if (o.annotations !== undefined) m.annotations = c.strMap(o.annotations, 'annotations');
   return m;
 }

@@ -49,8 +49,12 @@ export interface Descriptor {
 export interface Manifest {
   schemaVersion: 2;
   mediaType?: string;
+  /** image-spec 1.1: what an artifact manifest (attestations, a cache) carries. */
+  artifactType?: string;
   config: Descriptor;
   layers: Descriptor[];
+  /** image-spec 1.1: the manifest this one refers to (an attestation names its image). */
+  subject?: Descriptor;
   annotations?: Record<string, string>;
 }
 

@@ -28,6 +28,9 @@ export const build: Command = {
           .option('target', { type: 'string', describe: 'build this stage and stop' })
           .option('no-cache', { type: 'boolean', describe: 'do not use the build cache' })
           .option('cache-from', { type: 'string', describe: 'reuse steps from a cache: type=registry,ref=REF | type=local,src=DIR | type=gha[,scope=S]; repeatable' })
+          .option('provenance', { type: 'string', describe: 'attach SLSA provenance: true (mode=min), mode=min|max, or false' })
+          .option('sbom', { type: 'string', describe: 'attach an SPDX SBOM of the final filesystem: true or false' })
+          .option('attest', { type: 'string', describe: 'attestation, as buildx spells it: type=provenance[,mode=min|max] or type=sbom; repeatable' })
           .option('cache-to', {
             type: 'string',
             describe: 'write the cache: type=registry,ref=REF | type=local,dest=DIR | type=inline | type=gha, with [mode=min|max][,mounts=true][,ignore-error=true]; repeatable',
@@ -86,6 +89,7 @@ export const build: Command = {
       noCache: args['no-cache'] === true,
       cacheFrom: asStrings(args['cache-from']).map((c) => parseCacheFrom(c)),
       cacheTo: asStrings(args['cache-to']).map((c) => parseCacheTo(c)),
+      ...parseAttestFlags(args),
       pull: args.pull === true,
       network: String(args.network) as 'default' | 'none' | 'host',
       limits,
@@ -154,6 +158,36 @@ function parseSecrets(specs: string[]): NonNullable<BuildOptions['secrets']> {
     if (src !== undefined) out[id] = { file: src };
     else if (env !== undefined) out[id] = { env };
     else out[id] = { env: id };
+  }
+  return out;
+}
+
+/** `--provenance`, `--sbom` and `--attest type=…` as buildx reads them. */
+function parseAttestFlags(args: Record<string, unknown>): { provenance?: 'min' | 'max' | false; sbom?: boolean } {
+  const out: { provenance?: 'min' | 'max' | false; sbom?: boolean } = {};
+  const provenance = (spec: string, flag: string): 'min' | 'max' | false => {
+    let mode: 'min' | 'max' | false = 'min';
+    for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
+      if (part === 'true' || part === '1') mode = mode || 'min';
+      else if (part === 'false' || part === '0') mode = false;
+      else if (part === 'mode=min' || part === 'min') mode = 'min';
+      else if (part === 'mode=max' || part === 'max') mode = 'max';
+      else if (part !== 'type=provenance') throw new UsageError(`${flag} ${spec}: expected true, false or mode=min|max`);
+    }
+    return mode;
+  };
+  const bool = (spec: string, flag: string): boolean => {
+    const v = spec.replace(/^type=sbom,?/, '').trim();
+    if (v === '' || v === 'true' || v === '1') return true;
+    if (v === 'false' || v === '0') return false;
+    throw new UsageError(`${flag} ${spec}: expected true or false`);
+  };
+  if (typeof args.provenance === 'string') out.provenance = provenance(args.provenance, '--provenance');
+  if (typeof args.sbom === 'string') out.sbom = bool(args.sbom, '--sbom');
+  for (const a of asStrings(args.attest)) {
+    if (/^type=provenance(,|$)/.test(a)) out.provenance = provenance(a, '--attest');
+    else if (/^type=sbom(,|$)/.test(a)) out.sbom = bool(a.replace(/,?generator=[^,]*/, ''), '--attest');
+    else throw new UsageError(`--attest ${a}: expected type=provenance[,mode=min|max] or type=sbom`);
   }
   return out;
 }
