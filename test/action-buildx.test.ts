@@ -6,12 +6,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { importImage, openRoot } from '../packages/builder/src/index.ts';
 import { REPO, busyboxTar } from './helpers/base.ts';
 import { ACTION_BUNDLE, runBundledAction } from './helpers/action.ts';
+import { writeContext } from './helpers/context.ts';
 
 let work: string;
 let root: string;
@@ -29,14 +30,7 @@ after(() => {
 });
 
 function workspace(name: string, dockerfile: string, files: Record<string, string> = {}): string {
-  const ws = join(work, name);
-  mkdirSync(ws, { recursive: true });
-  writeFileSync(join(ws, 'Dockerfile'), dockerfile);
-  for (const [f, content] of Object.entries(files)) {
-    mkdirSync(join(ws, f, '..'), { recursive: true });
-    writeFileSync(join(ws, f), content);
-  }
-  return ws;
+  return writeContext(join(work, name), dockerfile, files);
 }
 
 function run(ws: string, inputs: Record<string, string>, env: Record<string, string | undefined> = {}) {

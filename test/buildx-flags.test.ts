@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { busyboxTar } from './helpers/base.ts';
 import { CLI, ensureCli, tsbuild } from './helpers/cli.ts';
 import { startRegistry } from './helpers/registry.ts';
+import { writeContext } from './helpers/context.ts';
 
 let work: string;
 let root: string;
@@ -29,14 +30,7 @@ after(() => {
 
 /** A context directory with a Dockerfile and files. */
 function context(name: string, dockerfile: string, files: Record<string, string> = {}): string {
-  const dir = join(work, name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'Dockerfile'), dockerfile);
-  for (const [f, content] of Object.entries(files)) {
-    mkdirSync(join(dir, f, '..'), { recursive: true });
-    writeFileSync(join(dir, f), content);
-  }
-  return dir;
+  return writeContext(join(work, name), dockerfile, files);
 }
 
 function noStack(s: string): void {

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -20,6 +20,7 @@ import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
 import { startGhaServer, type GhaServer } from './helpers/gha-server.ts';
 import { runBundledActionNonBlocking } from './helpers/action.ts';
+import { writeContext } from './helpers/context.ts';
 
 let work: string;
 let reg: RunningRegistry;
@@ -57,11 +58,7 @@ function steps(stderr: string): { name: string; cached: boolean }[] {
 }
 
 function context(name: string, dockerfile: string, files: Record<string, string> = {}): string {
-  const dir = join(work, name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'Dockerfile'), dockerfile);
-  for (const [f, c] of Object.entries(files)) writeFileSync(join(dir, f), c);
-  return dir;
+  return writeContext(join(work, name), dockerfile, files);
 }
 
 /** A copy of a context at another absolute path (keys must not depend on where the context is). */

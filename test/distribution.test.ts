@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MediaType } from '../packages/oci/src/index.ts';
@@ -14,6 +14,7 @@ import { busyboxTar } from './helpers/base.ts';
 import { ensureCli, tsbuildNonBlocking as tsbuild, type CliResult } from './helpers/cli.ts';
 import { freePort, startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
+import { writeContext } from './helpers/context.ts';
 
 let work: string;
 /** The root that builds and pushes. */
@@ -42,10 +43,7 @@ function freshRoot(name: string): string {
 }
 
 function context(name: string, dockerfile: string): string {
-  const dir = join(work, name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'Dockerfile'), dockerfile);
-  return dir;
+  return writeContext(join(work, name), dockerfile);
 }
 
 interface RawManifest {

@@ -5,7 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -15,6 +15,7 @@ import { busyboxTar } from './helpers/base.ts';
 import { ensureCli, tsbuild, tsbuildNonBlocking, type CliResult } from './helpers/cli.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.ts';
+import { writeContext } from './helpers/context.ts';
 
 const MIB = 1048576;
 
@@ -48,10 +49,7 @@ function noStack(s: string): void {
 }
 
 function build(tag: string, dockerfile: string, files: Record<string, string> = {}): void {
-  const dir = join(work, `ctx-${tag}`);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'Dockerfile'), dockerfile);
-  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  const dir = writeContext(join(work, `ctx-${tag}`), dockerfile, files);
   ok(tsbuild(root, ['build', '-q', '-t', tag, dir]), `build ${tag}`);
 }
 
