@@ -96,6 +96,23 @@ function serve(upstream: string): void {
   process.on('SIGTERM', () => server.close(() => process.exit(0)));
 }
 
+/**
+ * One request to the proxy's control paths on a connection of its own. A kept-alive connection
+ * would go stale while the benchmark's event loop is blocked in spawnSync (the proxy closes it,
+ * the close goes unread, and the next request on it fails), so every call connects afresh.
+ */
+function control(port: number, method: string, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d));
+      res.on('end', () => (res.statusCode !== undefined && res.statusCode < 300 ? resolve(body) : reject(new Error(`counting proxy: ${method} ${path} answered ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** Starts the proxy in a child process in front of `upstream` (`127.0.0.1:PORT`). */
 export async function startCountingProxy(upstream: string): Promise<CountingProxy> {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), upstream], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -113,15 +130,14 @@ export async function startCountingProxy(upstream: string): Promise<CountingProx
     });
     child.once('exit', (code) => reject(new Error(`the counting proxy exited with ${code}`)));
   });
-  const base = `http://127.0.0.1:${port}`;
   return {
     host: `127.0.0.1:${port}`,
     pid,
     async reset() {
-      await fetch(`${base}/_bench/reset`, { method: 'POST' });
+      await control(port, 'POST', '/_bench/reset');
     },
     async counters() {
-      return (await (await fetch(`${base}/_bench/counters`)).json()) as TrafficCounters;
+      return JSON.parse(await control(port, 'GET', '/_bench/counters')) as TrafficCounters;
     },
     async stop() {
       process.removeListener('exit', kill);
