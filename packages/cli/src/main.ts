@@ -1,5 +1,7 @@
 import { recordSpan, writeTrace } from '@tsbuild/builder';
 import { run } from './cli.ts';
+import { reportError } from './report.ts';
+import { joinNamespace, rootless, wantsNamespace } from './userns.ts';
 
 // Node's start and the evaluation of this bundle, up to here.
 recordSpan('startup', 0);
@@ -11,8 +13,17 @@ process.once('beforeExit', () => {
   process.stderr.write('error: tsbuild stopped before the command finished (this is a bug in tsbuild)\n');
   process.exitCode = 70;
 });
-void run(process.argv.slice(2)).then((code) => {
-  finished = true;
-  process.exitCode = code;
-  writeTrace();
-});
+const argv = process.argv.slice(2);
+const debug = argv.includes('--debug');
+// An ordinary user's command runs again in a user namespace where tsbuild is root.
+const work = async (): Promise<number> => {
+  joinNamespace();
+  return wantsNamespace(argv) ? await rootless(argv) : await run(argv);
+};
+void work()
+  .catch((e: unknown) => reportError(e, debug))
+  .then((code) => {
+    finished = true;
+    process.exitCode = code;
+    writeTrace();
+  });

@@ -11,6 +11,7 @@ import { isUnderProc, mkdirInRoot, resolveInRoot } from './rootpath.ts';
 import { UsageCgroup } from './usage.ts';
 import type { Usage } from './usage.ts';
 import { globalArgs, newContainerId, runCommand, runtimeInfo } from './runtime.ts';
+import { cgroupLimitSupport, defaultRuntimeRoot, inUserNamespace } from './rootless.ts';
 import { buildSpec, RLIM_INFINITY, RLIMIT_TYPES, specJson } from './spec.ts';
 import type { Limits, Rlimit, SpecMount } from './spec.ts';
 
@@ -174,7 +175,9 @@ function checkLine(what: string, v: string): string {
 }
 
 /** Runs one process in a fresh container and returns its exit status. */
-export async function run(opts: RunOptions): Promise<RunResult> {
+export async function run(given: RunOptions): Promise<RunResult> {
+  const runtimeRoot = given.runtimeRoot ?? defaultRuntimeRoot(given.stateDir);
+  const opts: RunOptions = runtimeRoot === undefined ? given : { ...given, runtimeRoot };
   if (opts.signal?.aborted) throw new CancelledError();
   if (opts.args.length === 0 || opts.args[0] === '') throw badInput('no program to run');
   const rt = await runtimeInfo(opts.runtime ?? 'runc');
@@ -225,6 +228,9 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     }
   }
 
+  const rootless = inUserNamespace();
+  // In a user namespace only a delegated cgroup v2 subtree takes limits (the builder warns once).
+  const cgroups = rootless ? (await cgroupLimitSupport()).usable : true;
   const id = newContainerId();
   // Around the runtime's cgroup, so what the container used can be read after it is gone.
   const usage = await UsageCgroup.create(id);
@@ -259,8 +265,10 @@ export async function run(opts: RunOptions): Promise<RunResult> {
       hostname,
       network,
       mounts: [...etcMounts, ...mounts],
-      cgroupsPath: usage?.runtimePath ?? `tsbuild/${id}`,
-      limits: opts.limits ?? {},
+      // A rootless runc fails on a named cgroup it cannot make, but goes on without one it picked.
+      cgroupsPath: usage?.runtimePath ?? (cgroups ? `tsbuild/${id}` : undefined),
+      limits: cgroups ? (opts.limits ?? {}) : {},
+      rootless,
       ...(opts.rlimits ? { rlimits: opts.rlimits } : {}),
       ...(opts.shmSize !== undefined ? { shmSize: opts.shmSize } : {}),
     });

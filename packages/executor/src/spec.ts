@@ -26,7 +26,7 @@ export interface RuntimeSpec {
   mounts: SpecMount[];
   linux: {
     namespaces: { type: string }[];
-    cgroupsPath: string;
+    cgroupsPath?: string;
     resources: {
       devices: { allow: boolean; access: string }[];
       memory?: { limit: number };
@@ -113,12 +113,19 @@ export interface SpecInput {
   network: 'none' | 'host';
   /** Extra mounts after the standard ones (later mounts shadow earlier ones). */
   mounts: SpecMount[];
-  cgroupsPath: string;
+  /** Undefined: the runtime's own choice (a rootless runtime then skips cgroups it cannot make). */
+  cgroupsPath: string | undefined;
   limits: Limits;
   /** Limits to set; every other one is inherited from tsbuild's own process. */
   rlimits?: Rlimit[];
   /** Size of `/dev/shm` in bytes (default 64 MiB, as Docker's). */
   shmSize?: number;
+  /**
+   * The runtime runs in a user namespace (tsbuild without root): /sys is bind-mounted from the
+   * host, since mounting sysfs needs to own the network namespace, which a container sharing the
+   * user's network does not. As `runc spec --rootless` does.
+   */
+  rootless?: boolean;
 }
 
 export function buildSpec(i: SpecInput): RuntimeSpec {
@@ -165,13 +172,15 @@ export function buildSpec(i: SpecInput): RuntimeSpec {
       },
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', i.shmSize !== undefined ? `size=${i.shmSize}` : 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      i.rootless
+        ? { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] }
+        : { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
       ...i.mounts,
     ],
     linux: {
       namespaces,
-      cgroupsPath: i.cgroupsPath,
+      ...(i.cgroupsPath !== undefined ? { cgroupsPath: i.cgroupsPath } : {}),
       resources,
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,

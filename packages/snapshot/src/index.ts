@@ -2,3 +2,5 @@ export { openSnapshotter, unmount } from './snapshotter.ts';
 export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions } from './snapshotter.ts';
 export { parseMountinfo } from './mountinfo.ts';
 export type { MountEntry } from './mountinfo.ts';
+export { inUserNamespace } from './driver.ts';
+export type { OverlayDriver } from './driver.ts';

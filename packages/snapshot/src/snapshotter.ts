@@ -8,6 +8,8 @@ import { exists } from '@tsbuild/store';
 import { mountsUnder } from './mountinfo.ts';
 import { ownerAlive, ownerToken, parseOwnerToken, runCommand, selfOwner } from './proc.ts';
 import type { Owner } from './proc.ts';
+import { candidateDrivers, DRIVERS, flagBytes, inUserNamespace, overlayOptions } from './driver.ts';
+import type { OverlayDriver, OverlaySpec } from './driver.ts';
 
 /**
  * On-disk layout under the snapshotter root. Directory names are short on purpose: overlay
@@ -21,6 +23,9 @@ import type { Owner } from './proc.ts';
  *   a/<owner>-<rand>  an active snapshot: u (upper), w (overlay work), r (mounted rootfs)
  *   t/<owner>-<rand>  scratch space for fills, flattening and removal
  *   e                 an always-empty lower dir for snapshots of scratch
+ *   driver            how this root's overlays are mounted (overlay, overlay-userxattr or
+ *                     fuse-overlayfs): found by trying on the first mount, then kept, since the
+ *                     layer dirs hold that driver's opaque markers
  */
 
 export interface SnapshotterOptions {
@@ -49,6 +54,8 @@ export interface Active {
   readonly rootfs: string;
   /** The overlay upper dir: the changes made through `rootfs`, whiteouts included. */
   readonly upper: string;
+  /** The lower dirs mounted under `upper`, newest first (a flattened copy stands for the oldest part of a deep chain). */
+  readonly lowerDirs: readonly string[];
   readonly parent: Digest | undefined;
   /**
    * Unmounts and turns the upper dir into the committed layer for `chainId` (a rename, no copy);
@@ -63,6 +70,12 @@ export interface Active {
 
 export interface Snapshotter {
   readonly root: string;
+  /**
+   * The xattr that marks a directory opaque in this snapshotter's layer dirs: what a layer's
+   * opaque markers become when it is unpacked for it (`trusted.overlay.opaque` as root,
+   * `user.overlay.opaque` in a user namespace, where trusted.* cannot be written).
+   */
+  readonly opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque';
   has(chainId: Digest): Promise<boolean>;
   /** The committed layer's directory, or undefined. */
   get(chainId: Digest): Promise<SnapshotInfo | undefined>;
@@ -89,15 +102,13 @@ interface Meta {
 }
 
 const ID_RE = /^[0-9a-z]{1,12}$/;
-const OVERLAY_FLAGS = 'redirect_dir=off,metacopy=off,index=off';
-/**
- * A writable snapshot skips overlayfs's syncs: fsync inside a RUN (dpkg fsyncs every file it
- * unpacks) returns at once, and unmounting does not flush the whole upper dir (1.2 s for a COPY of
- * 50,000 files). Crash safety does not rest on them: a snapshot that a crash leaves behind is
- * discarded by recovery, and only the layer blob, written through the store's fsynced ingest,
- * is kept.
+/*
+ * A writable snapshot is mounted `volatile` and skips overlayfs's syncs: fsync inside a RUN (dpkg
+ * fsyncs every file it unpacks) returns at once, and unmounting does not flush the whole upper
+ * dir (1.2 s for a COPY of 50,000 files). Crash safety does not rest on them: a snapshot that a
+ * crash leaves behind is discarded by recovery, and only the layer blob, written through the
+ * store's fsynced ingest, is kept.
  */
-const WRITABLE_FLAGS = `${OVERLAY_FLAGS},volatile`;
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
@@ -113,9 +124,42 @@ export async function openSnapshotter(opts: SnapshotterOptions): Promise<Snapsho
   await mkdir(opts.root, { recursive: true });
   const root = await realpath(opts.root);
   for (const d of ['keys', 'l', 'f', 'a', 't', 'e']) await mkdir(join(root, d), { recursive: true });
-  const s = new OverlaySnapshotter(root, await selfOwner(), opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095);
+  const s = new OverlaySnapshotter(root, await selfOwner(), opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await savedDriver(root));
   await s.init();
   return s;
+}
+
+/** The driver this root's layers were made for, if one was found before; refuses a root made for another kind of namespace. */
+async function savedDriver(root: string): Promise<OverlayDriver | undefined> {
+  let text: string;
+  try {
+    text = (await readFile(join(root, 'driver'), 'utf8')).trim();
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return undefined;
+    throw e;
+  }
+  const driver = DRIVERS.find((d) => d === text);
+  if (driver === undefined) {
+    throw new TsbuildError('SNAPSHOT_CORRUPT', `${join(root, 'driver')} names an unknown overlay driver ${JSON.stringify(text)}`, {
+      hint: `remove ${root} to reset the layer cache`,
+    });
+  }
+  if (!candidateDrivers().includes(driver)) {
+    const made = driver === 'overlay' ? 'by root' : 'in a user namespace (without root)';
+    const now = inUserNamespace() ? 'in a user namespace' : 'as root';
+    throw new TsbuildError('SNAPSHOT_DRIVER', `the snapshots in ${root} were made ${made} for ${driver}, and cannot be mounted ${now}`, {
+      hint: 'use another --root (or TSBUILD_ROOT) for each way of running tsbuild',
+    });
+  }
+  return driver;
+}
+
+/** Why overlays cannot be mounted here, with what each driver said. */
+function mountError(mountPoint: string, failures: readonly string[]): TsbuildError {
+  const hint = inUserNamespace()
+    ? 'without root, overlayfs needs Linux 5.11 or later and a tsbuild root on a filesystem it accepts as upper dir (ext4, xfs, btrfs, tmpfs; not overlayfs, as a container\'s own root is: use a volume), or fuse-overlayfs with a usable /dev/fuse'
+    : 'tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)';
+  return new TsbuildError('SNAPSHOT_MOUNT', `mounting overlay at ${mountPoint} failed: ${failures.join('; ')}`, { hint });
 }
 
 class OverlaySnapshotter implements Snapshotter {
@@ -127,12 +171,22 @@ class OverlaySnapshotter implements Snapshotter {
   /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
   private readonly inUse = new Map<string, number>();
 
+  readonly opaqueXattr = inUserNamespace() ? 'user.overlay.opaque' : 'trusted.overlay.opaque';
+  /** Found by the first mount (or read from `driver`), then used for every mount. */
+  private detecting: Promise<void> | undefined;
+
   constructor(
     readonly root: string,
     private readonly owner: Owner,
     private readonly maxLayers: number,
     private readonly maxOptionBytes: number,
+    private driver: OverlayDriver | undefined,
   ) {}
+
+  /** Option bytes beyond the lowerdir list, for whichever driver the mount will use. */
+  private get flagBytes(): number {
+    return Math.max(...(this.driver ? [this.driver] : candidateDrivers()).map(flagBytes));
+  }
 
   async init(): Promise<void> {
     for (const name of await readdir(join(this.root, 'l'))) {
@@ -296,8 +350,9 @@ class OverlaySnapshotter implements Snapshotter {
     const chain = await this.chain(parent);
     const name = `${ownerToken(this.owner)}-${randomBytes(4).toString('hex')}`;
     const rel = `a/${name}`;
-    const tail = `,upperdir=${rel}/u,workdir=${rel}/w,${WRITABLE_FLAGS}`;
-    const lowers = chain.length === 0 ? ['e'] : await this.lowerDirs(chain, tail.length);
+    const upper = { upper: `${rel}/u`, work: `${rel}/w` };
+    const reserved = `,upperdir=${upper.upper},workdir=${upper.work},,volatile`.length + this.flagBytes;
+    const lowers = chain.length === 0 ? ['e'] : await this.lowerDirs(chain, reserved);
     const dir = join(this.root, rel);
     await mkdir(dir);
     for (const d of ['u', 'w', 'r']) await mkdir(join(dir, d), { mode: 0o755 });
@@ -305,13 +360,13 @@ class OverlaySnapshotter implements Snapshotter {
     for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
     try {
       if (opts.signal?.aborted) throw new CancelledError();
-      await this.mountOverlay(`lowerdir=${lowers.join(':')}${tail}`, join(dir, 'r'));
+      await this.mountOverlay({ lowers, upper }, join(dir, 'r'));
     } catch (e) {
       this.unuse(used);
       await this.removeTree(dir);
       throw e;
     }
-    return new OverlayActive(this, dir, parent, used);
+    return new OverlayActive(this, dir, parent, used, lowers.map((l) => join(this.root, l)));
   }
 
   unuse(ids: readonly string[]): void {
@@ -393,13 +448,13 @@ class OverlaySnapshotter implements Snapshotter {
     if (await exists(target)) return rel;
     const tmp = await this.tempDir();
     try {
-      const lowers = await this.lowerDirs(chain, OVERLAY_FLAGS.length + ':e,'.length, 1);
+      const lowers = await this.lowerDirs(chain, this.flagBytes + ':e,'.length, 1);
       const mnt = join(tmp, 'm');
       const out = join(tmp, 'out');
       await mkdir(mnt);
       await mkdir(out);
       // A lower-only overlay needs two lowers; the empty dir changes nothing.
-      await this.mountOverlay(`lowerdir=${[...lowers, 'e'].join(':')},${OVERLAY_FLAGS}`, mnt);
+      await this.mountOverlay({ lowers: [...lowers, 'e'] }, mnt);
       try {
         // The merged view already applies whiteouts and opaque dirs and hides overlay's xattrs.
         const r = await runCommand('cp', ['-a', '--', `${mnt}/.`, out]);
@@ -418,17 +473,60 @@ class OverlaySnapshotter implements Snapshotter {
     return rel;
   }
 
-  private async mountOverlay(options: string, mountPoint: string): Promise<void> {
-    if (options.length > this.maxOptionBytes) {
+  private async mountOverlay(spec: OverlaySpec, mountPoint: string): Promise<void> {
+    if (this.driver === undefined && this.detecting) await this.detecting.catch(() => undefined);
+    const driver = this.driver;
+    if (driver !== undefined) {
+      const failure = await this.tryMount(driver, spec, mountPoint);
+      if (failure !== undefined) throw mountError(mountPoint, [failure]);
+      return;
+    }
+    // The first mount finds the driver: each candidate in turn, the first that mounts is kept.
+    const detect = (async () => {
+      const failures: string[] = [];
+      for (const d of candidateDrivers()) {
+        const failure = await this.tryMount(d, spec, mountPoint);
+        if (failure === undefined) {
+          await this.saveDriver(d);
+          return;
+        }
+        failures.push(failure);
+      }
+      throw mountError(mountPoint, failures);
+    })();
+    this.detecting = detect;
+    try {
+      await detect;
+    } finally {
+      if (this.driver === undefined) this.detecting = undefined;
+    }
+  }
+
+  private async saveDriver(d: OverlayDriver): Promise<void> {
+    this.driver = d;
+    const tmp = join(this.root, 't', `${ownerToken(this.owner)}-${randomBytes(4).toString('hex')}.driver`);
+    await writeFile(tmp, `${d}\n`);
+    await rename(tmp, join(this.root, 'driver'));
+  }
+
+  /** Mounts with one driver; the failure's text, or undefined once mounted. */
+  private async tryMount(driver: OverlayDriver, spec: OverlaySpec, mountPoint: string): Promise<string | undefined> {
+    const options = overlayOptions(driver, spec);
+    if (driver !== 'fuse-overlayfs' && options.length > this.maxOptionBytes) {
       throw new InternalError(`overlay options are ${options.length} bytes, over the ${this.maxOptionBytes} limit`);
     }
-    // Relative lowerdir paths are resolved by the kernel against mount's cwd: the root.
-    const r = await runCommand('mount', ['-n', '-t', 'overlay', 'overlay', '-o', options, mountPoint], { cwd: this.root });
-    if (r.code !== 0) {
-      throw new TsbuildError('SNAPSHOT_MOUNT', `mounting overlay at ${mountPoint} failed: ${r.stderr.trim() || `exit ${r.code}`}`, {
-        hint: 'tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)',
-      });
-    }
+    // Relative lowerdir paths are resolved against the mount command's cwd: the root.
+    const r =
+      driver === 'fuse-overlayfs'
+        ? await runCommand('fuse-overlayfs', ['-o', options, mountPoint], { cwd: this.root }).catch((e: NodeJS.ErrnoException) => ({
+            code: 127,
+            stdout: '',
+            stderr: e.code === 'ENOENT' ? 'fuse-overlayfs is not installed' : e.message,
+          }))
+        : await runCommand('mount', ['-n', '-t', 'overlay', 'overlay', '-o', options, mountPoint], { cwd: this.root });
+    if (r.code === 0) return undefined;
+    const text = r.stderr.trim().split('\n').filter((l) => !/^\s*dmesg\(1\)|unknown argument ignored/.test(l)).join(' ').trim();
+    return `${driver}: ${text || `exit ${r.code}`}`;
   }
 
   async list(): Promise<SnapshotInfo[]> {
@@ -543,6 +641,7 @@ class OverlayActive implements Active {
     private readonly dir: string,
     readonly parent: Digest | undefined,
     private readonly used: readonly string[],
+    readonly lowerDirs: readonly string[],
   ) {
     this.rootfs = join(dir, 'r');
     this.upper = join(dir, 'u');
