@@ -17,8 +17,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CancelledError, InternalError } from '@tsbuild/errors';
-import { readXattrs, secureJoin, writeEntries } from '@tsbuild/layer';
-import type { DiffResult, LayerEntry, TarHeader, WriteEntriesOptions } from '@tsbuild/layer';
+import { compareUtf8, readXattrs, secureJoin, writeEntries } from '@tsbuild/layer';
+import type { LayerEntry, TarHeader, WriteEntriesOptions, WriteEntriesResult } from '@tsbuild/layer';
 import type { Writable } from 'node:stream';
 import { applyChmod } from './chmod.ts';
 import type { Owner } from './chown.ts';
@@ -28,6 +28,7 @@ import { CopyError, keepXattr } from './copy.ts';
 import type { CopyOptions } from './copy.ts';
 
 const ROOT_OWNER: Owner = { uid: 0, gid: 0 };
+const SURROGATE = /[\ud800-\udfff]/;
 
 /** What the changeset records of one inode (shared by the paths of a hardlink group). */
 interface Inode {
@@ -37,8 +38,8 @@ interface Inode {
   /** Whole seconds. */
   mtime: number;
   xattrs: Map<string, Buffer> | undefined;
-  /** Host path of a regular file's bytes. */
-  source: string | undefined;
+  /** A regular file's source: where its bytes are and what the walk saw of it. */
+  source: SourceEntry | undefined;
   size: number;
 }
 
@@ -59,8 +60,13 @@ interface DirFixup {
   stat: fs.BigIntStats;
 }
 
-/** Called for each regular file the archive reads; may return an observer of its bytes. */
-export type BodyObserver = (sourcePath: string) => ((chunk: Buffer, last: boolean) => void) | undefined;
+/** Called for each regular file the archive will read; may return an observer of its bytes. */
+export type BodyObserver = (source: SourceEntry) => ((chunk: Buffer, last: boolean) => void) | undefined;
+
+export interface LayerWriteOptions extends WriteEntriesOptions {
+  /** Sees the bytes of the files as the archive reads them. */
+  observe?: BodyObserver;
+}
 
 function secondsOf(st: fs.BigIntStats): number {
   const ns = st.mtimeNs;
@@ -97,6 +103,8 @@ export class CopyLayerPlan {
   /** Entries written, as `copyInto` counts them. */
   count = 0;
   private readonly root: Node;
+  /** Every directory of the changeset by path: entries come in walk order, so most lookups start at their parent. */
+  private readonly dirs = new Map<string, Node>();
   private readonly lowerRoot: string | undefined;
   private readonly now: number;
 
@@ -110,6 +118,7 @@ export class CopyLayerPlan {
     this.now = opts.now ?? Math.floor(Date.now() / 1000);
     const ino: Inode = { mode: 0o755, uid: 0, gid: 0, mtime: this.now, xattrs: undefined, source: undefined, size: 0 };
     this.root = { kind: 'dir', ino, linkTarget: undefined, lower: this.lowerRoot !== undefined, kids: new Map() };
+    this.dirs.set('', this.root);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -121,6 +130,17 @@ export class CopyLayerPlan {
 
   /** lstat of `rel` as the merged filesystem would answer it. */
   private lookup(rel: string): Found | undefined {
+    if (rel !== '') {
+      const parent = this.dirs.get(dirOf(rel));
+      if (parent !== undefined) {
+        const kid = (parent.kids as Map<string, Node>).get(baseOf(rel));
+        if (kid !== undefined) return { upper: kid };
+        if (!parent.lower) return undefined;
+        // The parent is a directory of the parent filesystem too: one lstat answers.
+        const st = lstatOrUndefined(this.lowerHost(rel));
+        return st === undefined ? undefined : { lower: st };
+      }
+    }
     const parts = splitRel(rel);
     let node = this.root;
     for (let i = 0; i < parts.length; i++) {
@@ -151,6 +171,8 @@ export class CopyLayerPlan {
 
   /** The changeset's node of an existing directory, copying it (and its ancestors) up from the parent. */
   private upperDir(rel: string): Node {
+    const known = this.dirs.get(rel);
+    if (known !== undefined) return known;
     let node = this.root;
     let cur = '';
     for (const part of splitRel(rel)) {
@@ -175,6 +197,7 @@ export class CopyLayerPlan {
           kids: new Map(),
         };
         (node.kids as Map<string, Node>).set(part, kid);
+        this.dirs.set(cur, kid);
       } else if (kid.kind !== 'dir') {
         throw new InternalError(`copy plan: ${shown(cur)} is not a directory`);
       }
@@ -199,6 +222,7 @@ export class CopyLayerPlan {
       kids: new Map(),
     };
     this.place(rel, node);
+    this.dirs.set(rel, node);
     return node;
   }
 
@@ -282,34 +306,46 @@ export class CopyLayerPlan {
     const out: LayerEntry[] = [];
     const first = new Map<Inode, string>();
     const visit = (dir: Node, prefix: string): void => {
-      const kids = [...(dir.kids as Map<string, Node>)].map(([name, node]) => ({
-        name,
-        node,
-        key: Buffer.from(node.kind === 'dir' ? name + '/' : name, 'utf8'),
-      }));
-      kids.sort((a, b) => Buffer.compare(a.key, b.key));
+      const kids: { key: string; plain: boolean; name: string; node: Node }[] = [];
+      for (const [name, node] of dir.kids as Map<string, Node>) {
+        const key = node.kind === 'dir' ? name + '/' : name;
+        kids.push({ key, plain: !SURROGATE.test(key), name, node });
+      }
+      // diff's order: siblings by the bytes of their names, with `/` after directories. Without
+      // surrogate pairs, UTF-16 order is that order and needs no encoding.
+      kids.sort((a, b) => (a.plain && b.plain ? (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) : compareUtf8(a.key, b.key)));
       for (const { name, node } of kids) {
         const p = prefix + name;
         const ino = node.ino;
-        const base: TarHeader = { path: p, type: 'file', mode: ino.mode, uid: ino.uid, gid: ino.gid, mtime: ino.mtime, size: 0 };
-        if (ino.xattrs && ino.xattrs.size > 0) base.xattrs = ino.xattrs;
+        const xattrs = ino.xattrs && ino.xattrs.size > 0 ? ino.xattrs : undefined;
+        const header: TarHeader = { path: p, type: 'file', mode: ino.mode, uid: ino.uid, gid: ino.gid, mtime: ino.mtime, size: 0 };
+        if (xattrs) header.xattrs = xattrs;
         if (node.kind === 'dir') {
-          out.push({ header: { ...base, path: p + '/', type: 'dir' } });
+          header.path = p + '/';
+          header.type = 'dir';
+          out.push({ header });
           visit(node, p + '/');
           continue;
         }
         const linked = first.get(ino);
         if (linked !== undefined) {
-          out.push({ header: { ...base, type: 'hardlink', linkpath: linked } });
+          header.type = 'hardlink';
+          header.linkpath = linked;
+          out.push({ header });
           continue;
         }
         first.set(ino, p);
         if (node.kind === 'symlink') {
-          out.push({ header: { ...base, type: 'symlink', mode: 0o777, linkpath: node.linkTarget as string } });
+          header.type = 'symlink';
+          header.mode = 0o777;
+          header.linkpath = node.linkTarget as string;
+          out.push({ header });
           continue;
         }
-        const entry: LayerEntry = { header: { ...base, size: ino.size }, body: ino.source as string };
-        const onBody = observe?.(ino.source as string);
+        const source = ino.source as SourceEntry;
+        header.size = ino.size;
+        const entry: LayerEntry = { header, body: source.abs };
+        const onBody = observe?.(source);
         if (onBody) entry.onBody = onBody;
         out.push(entry);
       }
@@ -319,11 +355,9 @@ export class CopyLayerPlan {
   }
 
   /** Writes the changeset to `out` as a layer tar (and ends `out`). */
-  write(out: Writable, opts: WriteEntriesOptions & { observe?: BodyObserver } = {}): Promise<DiffResult> {
-    const wopts: WriteEntriesOptions = {};
-    if (opts.sourceDateEpoch !== undefined) wopts.sourceDateEpoch = opts.sourceDateEpoch;
-    if (opts.signal) wopts.signal = opts.signal;
-    return writeEntries(this.entries(opts.observe), out, wopts);
+  write(out: Writable, opts: LayerWriteOptions = {}): Promise<WriteEntriesResult> {
+    const { observe, ...wopts } = opts;
+    return writeEntries(this.entries(observe), out, wopts);
   }
 }
 
@@ -459,7 +493,7 @@ class CopyOp {
       this.links.set(key, to);
     }
     const ino = this.meta(e.stat, 'file', this.sourceXattrs(e));
-    ino.source = e.abs;
+    ino.source = e;
     ino.size = Number(e.stat.size);
     this.v.place(to, { kind: 'file', ino, linkTarget: undefined, lower: false, kids: undefined });
   }

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
-import type { BuildContext, SourceMatch } from './context.ts';
+import type { BuildContext, SourceEntry, SourceMatch } from './context.ts';
 
 /** Content hash of one regular file, as lowercase hex. */
 export type FileHasher = (absPath: string, size: number) => string;
@@ -131,6 +131,8 @@ export interface HashOptions {
   statCache?: StatCache;
   /** Reads and hashes one file; replaceable to observe or redirect reads. */
   hashFile?: FileHasher;
+  /** `walks[i]` is `ctx.walk(matches[i])`, when the caller has walked the matches already. */
+  walks?: readonly (readonly SourceEntry[])[];
   signal?: AbortSignal;
 }
 
@@ -146,10 +148,10 @@ export async function hashSources(ctx: BuildContext, matches: readonly SourceMat
   // The combining hash is Node's: a build whose files all hit the stat cache never loads BLAKE3.
   const out = createHash('sha256');
   let n = 0;
-  for (const match of matches) {
+  for (const [i, match] of matches.entries()) {
     out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join('\0')}\n`);
     const seenInodes = new Map<string, string>();
-    for (const e of ctx.walk(match)) {
+    for (const e of opts.walks?.[i] ?? ctx.walk(match)) {
       if ((n++ & 1023) === 0) {
         // Sync reads are fastest for many small files; yield now and then so the loop stays responsive.
         await new Promise<void>((resolve) => setImmediate(resolve));

@@ -1,18 +1,22 @@
 /**
  * Writes a layer tar from entries planned elsewhere: each entry is its header plus, for a regular
  * file, where its bytes come from (a host path read as the archive is written, or bytes in
- * memory). The archive is hashed as it streams out (the diff_id), as `diff` does for an upper
- * dir, and in the same byte layout: headers and small files share 1 MiB batches, large files pass
- * through in 1 MiB reads, mtimes are clamped to SOURCE_DATE_EPOCH. The caller decides the order,
- * names and metadata; this module only encodes and reads. Reads are synchronous: for many small
- * files a promise per file costs several times more than the I/O itself.
+ * memory). The archive is hashed as it streams out (the diff_id), in `diff`'s byte layout:
+ * headers and small files share 1 MiB batches, large files pass through in 1 MiB reads, mtimes
+ * are clamped to SOURCE_DATE_EPOCH. The caller decides order, names and metadata; this module
+ * encodes and reads. Any walk that can say what each entry is and where its bytes are (an upper
+ * dir, a COPY's sources) can write its layer through it.
+ *
+ * Reads are synchronous: for many small files a promise per file costs several times more than
+ * the I/O itself.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Duplex } from 'node:stream';
 import type { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished } from 'node:stream/promises';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
+import type { Digest } from '@tsbuild/oci';
 import type { DiffResult } from './diff.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, endOfArchive, padding } from './tar.ts';
 import type { TarHeader } from './tar.ts';
@@ -23,9 +27,9 @@ export interface LayerEntry {
   /** A regular file's bytes: a host path (read while the archive is written) or the bytes themselves. */
   body?: string | Uint8Array;
   /**
-   * Sees a file body's bytes in order as they pass (one call for a small file, 1 MiB pieces for a
-   * large one, `last` on the final piece; an empty body gives one empty piece). The buffer is only
-   * valid during the call.
+   * Sees a file body's bytes in order as they pass (one call for a file of up to 1 MiB, 1 MiB
+   * pieces for a larger one, `last` on the final piece; an empty body gives one empty piece). The
+   * buffer is only valid during the call.
    */
   onBody?: (chunk: Buffer, last: boolean) => void;
 }
@@ -34,12 +38,29 @@ export interface WriteEntriesOptions {
   /** Clamp every mtime to at most this (seconds since the epoch), for reproducible layers. */
   sourceDateEpoch?: number;
   signal?: AbortSignal;
+  /**
+   * Hash the archive for its diff_id (default true). A destination that hashes what it is given
+   * (the store's blob writer) can have it left off: the result then has no `diffId`.
+   */
+  hash?: boolean;
+}
+
+/** Bytes written, and the sha256 of them unless `hash: false`. */
+export interface WriteEntriesResult {
+  size: number;
+  diffId?: Digest;
 }
 
 const CHUNK = 1 << 20;
 const EMPTY = Buffer.alloc(0);
+/** Batches written but not yet released by the destination before the writer waits for one. */
+const MAX_IN_FLIGHT = 2;
+/** Released batches kept for reuse. */
+const SPARE_BATCHES = 3;
+/** Batches written without waiting, and entries, between turns given to the event loop. */
+const SENDS_PER_TURN = 64;
+const ENTRIES_PER_TURN = 4096;
 
-/** Thrown when a file's size is no longer the size its header promised. */
 function changed(path: string, size: number): TsbuildError {
   return new TsbuildError('LAYER_SOURCE_CHANGED', `${path} changed while it was being read (expected ${size} bytes)`, {
     hint: 'something modified the file during the build; run the build again',
@@ -48,141 +69,203 @@ function changed(path: string, size: number): TsbuildError {
 
 /**
  * Writes `entries` to `out` as one tar (end-of-archive marker included) and ends `out`. Resolves
- * once `out` has finished, with the sha256 and length of what was written.
+ * once `out` has finished, with the sha256 and length of what was written; on failure `out` is
+ * destroyed.
+ *
+ * When `out` is a plain Writable (not a Duplex), a batch's memory is used again once `out` has
+ * called back for it, so `out` must be done with a chunk by then, as file streams and the store's
+ * blob writer are. A Duplex (PassThrough, Transform) hands chunks on, so it gets fresh buffers.
  */
-export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable, opts: WriteEntriesOptions = {}): Promise<DiffResult> {
+export function writeEntries(entries: Iterable<LayerEntry>, out: Writable, opts?: WriteEntriesOptions & { hash?: true }): Promise<DiffResult>;
+export function writeEntries(entries: Iterable<LayerEntry>, out: Writable, opts: WriteEntriesOptions): Promise<WriteEntriesResult>;
+export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable, opts: WriteEntriesOptions = {}): Promise<WriteEntriesResult> {
   const { signal } = opts;
   const epoch = opts.sourceDateEpoch;
   if (epoch !== undefined && (!Number.isFinite(epoch) || epoch < 0)) {
     out.destroy();
     throw new TsbuildError('BAD_SOURCE_DATE_EPOCH', `SOURCE_DATE_EPOCH must be a non-negative number of seconds, got ${epoch}`);
   }
-  const clamp = epoch === undefined ? undefined : Math.floor(epoch);
-  const hash = createHash('sha256');
+  const clamp = epoch === undefined ? Infinity : Math.floor(epoch);
+  const hash = opts.hash === false ? undefined : createHash('sha256');
   let size = 0;
 
-  async function* chunks(): AsyncGenerator<Buffer> {
-    let batch = Buffer.allocUnsafe(CHUNK);
-    let pos = 0;
-    const take = (): Buffer => {
-      const b = batch.subarray(0, pos);
-      batch = Buffer.allocUnsafe(CHUNK);
-      pos = 0;
-      hash.update(b);
-      size += b.length;
-      return b;
-    };
-    const fits = (n: number): boolean => pos + n <= CHUNK;
+  const done = finished(out);
+  done.catch(() => {});
+  let outError: Error | undefined;
+  const onOutError = (err: Error): void => {
+    outError ??= err;
+  };
+  out.on('error', onOutError);
+  const onAbort = (): void => void out.destroy();
+  signal?.addEventListener('abort', onAbort, { once: true });
 
+  const reuse = !(out instanceof Duplex);
+  const spare: Buffer[] = [];
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  const woken = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  out.once('close', woken);
+  const released = (owner: Buffer) => (err: Error | null | undefined): void => {
+    inFlight--;
+    if (!err && spare.length < SPARE_BATCHES) spare.push(owner);
+    woken();
+  };
+  const closedEarly = (): Error => outError ?? out.errored ?? new Error('the layer destination closed early');
+  const drained = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const settle = (): void => {
+        out.off('drain', settle);
+        out.off('close', settle);
+        if (out.destroyed && !out.writableFinished) reject(closedEarly());
+        else resolve();
+      };
+      out.on('drain', settle);
+      out.on('close', settle);
+    });
+  const fresh = async (): Promise<Buffer> => {
+    while (reuse && spare.length === 0 && inFlight >= MAX_IN_FLIGHT) {
+      if (out.destroyed) throw closedEarly();
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+    return spare.pop() ?? Buffer.allocUnsafe(CHUNK);
+  };
+  let sendsSinceTurn = 0;
+  const turn = async (): Promise<void> => {
+    sendsSinceTurn = 0;
+    await new Promise((r) => setImmediate(r));
+  };
+  const send = async (b: Buffer, owner: Buffer | undefined): Promise<void> => {
+    if (outError || out.destroyed) throw closedEarly();
+    hash?.update(b);
+    size += b.length;
+    let ok: boolean;
+    if (reuse && owner) {
+      inFlight++;
+      ok = out.write(b, released(owner));
+    } else ok = out.write(b);
+    if (!ok) await drained();
+    else if (++sendsSinceTurn >= SENDS_PER_TURN) await turn();
+    signal?.throwIfAborted();
+  };
+
+  let batch: Buffer = Buffer.allocUnsafe(CHUNK);
+  let pos = 0;
+  const flush = async (): Promise<void> => {
+    await send(batch.subarray(0, pos), batch);
+    batch = await fresh();
+    pos = 0;
+  };
+
+  try {
+    signal?.throwIfAborted();
+    let sinceTurn = 0;
     for (const entry of entries) {
-      const h0 = entry.header;
-      const h = clamp !== undefined && h0.mtime > clamp ? { ...h0, mtime: clamp } : h0;
-      if (!fits(BLOCK)) yield take();
+      if (++sinceTurn >= ENTRIES_PER_TURN) {
+        sinceTurn = 0;
+        await turn();
+        signal?.throwIfAborted();
+      }
+      const h = entry.header.mtime > clamp ? { ...entry.header, mtime: clamp } : entry.header;
+      if (pos + BLOCK > CHUNK) await flush();
       const n = encodeHeaderInto(h, batch, pos);
       if (n > 0) pos += n;
       else {
         const b = encodeHeader(h);
-        if (!fits(b.length)) yield take();
-        if (fits(b.length)) {
+        if (pos + b.length > CHUNK) await flush();
+        if (b.length <= CHUNK) {
           b.copy(batch, pos);
           pos += b.length;
-        } else {
-          // Only xattrs can make a header larger than a batch.
-          hash.update(b);
-          size += b.length;
-          yield b;
-        }
+        } else await send(b, undefined); // only xattrs make a header larger than a batch
       }
-      if (h.type === 'file') {
-        const body = entry.body;
-        const len = h.size;
-        const padded = len + padding(len);
-        if (typeof body === 'string') {
-          if (len === 0) entry.onBody?.(EMPTY, true);
-          else {
-            let fd: number;
-            try {
-              fd = openSync(body, 'r');
-            } catch (e) {
-              throw new TsbuildError('LAYER_SOURCE', `cannot read ${body}: ${(e as Error).message}`, { cause: e });
+      if (h.type !== 'file') continue;
+      const len = h.size;
+      const body = entry.body;
+      const onBody = entry.onBody;
+      if (typeof body !== 'string') {
+        const bytes = body === undefined ? EMPTY : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+        if (bytes.length !== len) throw new TsbuildError('LAYER_ENTRY', `${h.path}: the header says ${len} bytes, the body has ${bytes.length}`);
+        onBody?.(bytes, true);
+        for (let off = 0; off < len; ) {
+          if (pos === CHUNK) await flush();
+          const k = Math.min(len - off, CHUNK - pos);
+          bytes.copy(batch, pos, off, off + k);
+          pos += k;
+          off += k;
+        }
+      } else if (len === 0) {
+        onBody?.(EMPTY, true);
+      } else {
+        let fd: number;
+        try {
+          fd = openSync(body, constants.O_RDONLY);
+        } catch (e) {
+          throw new TsbuildError('LAYER_SOURCE', `cannot read ${body}: ${(e as Error).message}`, { cause: e });
+        }
+        try {
+          if (len + padding(len) <= CHUNK) {
+            if (pos + len + padding(len) > CHUNK) await flush();
+            // One byte more than expected is asked for where there is room, so a file that grew
+            // is noticed without another call.
+            const ask = pos + len < CHUNK ? len + 1 : len;
+            let got = 0;
+            while (got < len) {
+              const r = readSync(fd, batch, pos + got, ask - got, null);
+              if (r === 0) throw changed(body, len);
+              got += r;
             }
-            try {
-              // Reads ask for one byte more than expected, so a file that grew is noticed without another call.
-              const readExactly = (off: number, want: number, atEnd: boolean): void => {
-                let got = 0;
-                const ask = atEnd && off + want < batch.length ? want + 1 : want;
-                while (got < want) {
-                  const r = readSync(fd, batch, off + got, ask - got, null);
-                  if (r === 0) throw changed(body, len);
-                  got += r;
-                }
-                if (got > want) throw changed(body, len);
-              };
-              if (padded <= CHUNK) {
-                if (!fits(padded)) yield take();
-                readExactly(pos, len, true);
-                entry.onBody?.(batch.subarray(pos, pos + len), true);
-                batch.fill(0, pos + len, pos + padded);
-                pos += padded;
-              } else {
-                if (pos > 0) yield take();
-                let left = len;
-                while (left > 0) {
-                  const want = Math.min(left, CHUNK);
-                  left -= want;
-                  readExactly(0, want, left === 0);
-                  entry.onBody?.(batch.subarray(0, want), left === 0);
-                  pos = want;
-                  if (left === 0) {
-                    // CHUNK is a multiple of the block size, so the padding always fits after the tail.
-                    const pad = padding(len);
-                    batch.fill(0, pos, pos + pad);
-                    pos += pad;
-                  }
-                  if (pos >= CHUNK) {
-                    yield take();
-                    signal?.throwIfAborted();
-                  }
-                }
+            if (got > len) throw changed(body, len);
+            onBody?.(batch.subarray(pos, pos + len), true);
+            pos += len;
+          } else {
+            // Large files pass through in CHUNK-sized reads; memory stays flat.
+            if (pos > 0) await flush();
+            let left = len;
+            while (left > 0) {
+              const want = Math.min(left, CHUNK);
+              left -= want;
+              const ask = left === 0 && want < CHUNK ? want + 1 : want;
+              let got = 0;
+              while (got < want) {
+                const r = readSync(fd, batch, got, ask - got, null);
+                if (r === 0) throw changed(body, len);
+                got += r;
               }
-            } finally {
-              closeSync(fd);
+              if (got > want) throw changed(body, len);
+              onBody?.(batch.subarray(0, want), left === 0);
+              pos = want;
+              if (left > 0) await flush();
             }
           }
-        } else {
-          const bytes = body === undefined ? EMPTY : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-          if (bytes.length !== len) throw new TsbuildError('LAYER_ENTRY', `${h.path}: header says ${len} bytes, body has ${bytes.length}`);
-          entry.onBody?.(bytes, true);
-          for (let off = 0; off < len; ) {
-            if (pos >= CHUNK) yield take();
-            const k = Math.min(len - off, CHUNK - pos);
-            bytes.copy(batch, pos, off, off + k);
-            pos += k;
-            off += k;
-          }
-          const pad = padding(len);
-          if (!fits(pad)) yield take();
-          batch.fill(0, pos, pos + pad);
-          pos += pad;
+        } finally {
+          closeSync(fd);
         }
       }
-      if (pos >= CHUNK - BLOCK) {
-        yield take();
-        signal?.throwIfAborted();
-      }
+      const pad = padding(len);
+      if (pos + pad > CHUNK) await flush();
+      batch.fill(0, pos, pos + pad);
+      pos += pad;
     }
     const end = endOfArchive();
-    if (!fits(end.length)) yield take();
+    if (pos + end.length > CHUNK) await flush();
     end.copy(batch, pos);
     pos += end.length;
-    yield take();
-  }
-
-  try {
-    await pipeline(Readable.from(chunks(), { objectMode: false, highWaterMark: CHUNK }), out, ...(signal ? [{ signal }] : []));
+    await send(batch.subarray(0, pos), undefined);
+    out.end();
+    await done;
+    if (outError) throw outError;
   } catch (e) {
+    out.destroy();
     if (signal?.aborted) throw new CancelledError('writing the layer was cancelled', { cause: e });
     throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    out.off('error', onOutError);
   }
-  return { diffId: `sha256:${hash.digest('hex')}`, size };
+  return hash ? { diffId: `sha256:${hash.digest('hex')}`, size } : { size };
 }

@@ -1,7 +1,7 @@
 export { diff, WHITEOUT_PREFIX, OPAQUE_MARKER } from './diff.ts';
 export type { DiffOptions, DiffResult } from './diff.ts';
 export { writeEntries } from './entries.ts';
-export type { LayerEntry, WriteEntriesOptions } from './entries.ts';
+export type { LayerEntry, WriteEntriesOptions, WriteEntriesResult } from './entries.ts';
 export { apply } from './apply.ts';
 export type { ApplyOptions, ApplyStats } from './apply.ts';
 export { readTar, encodeHeader, endOfArchive, padding, compareUtf8, isTarHeader } from './tar.ts';

@@ -76,15 +76,17 @@ export interface LayerStepOptions {
   independent?: boolean;
 }
 
-/** Writes a layer tar into `out` (and ends it); resolves with its diff_id and size. */
-export type LayerWriter = (out: Writable) => Promise<DiffResult>;
+/**
+ * Writes a layer tar into `out` (and ends it); resolves with its size and, if it hashed the tar
+ * too, its diff_id (the store's blob writer hashes what it is given either way).
+ */
+export type LayerWriter = (out: Writable) => Promise<{ size: number; diffId?: Digest }>;
 
-/** A layer already written into the store's ingest area, before its step knew whether it was cached. */
+/** A layer written into the store's ingest area, before its step knew whether it was cached. */
 export interface PendingLayer {
-  readonly result: DiffResult;
-  /** Moves the blob into the store (verified against `result`). */
-  commit(): Promise<void>;
-  /** Drops the blob. */
+  /** Moves the blob into the store; resolves with its diff_id and size. */
+  commit(): Promise<DiffResult>;
+  /** Drops the blob (nothing once committed). */
   abort(): Promise<void>;
 }
 
@@ -209,13 +211,14 @@ export class StepKit {
       if (hit) return this.append(state, next, hit, createdBy, true);
       const rec = await this.s.heavy.run(async (): Promise<CacheRecord> => {
         const pending = ahead ?? (await this.writeLayer(layer as LayerWriter));
+        let stored: DiffResult;
         try {
           this.s.checkAbort();
-          await span('store.commit', () => pending.commit());
+          stored = await span('store.commit', () => pending.commit());
         } finally {
           await pending.abort().catch(() => {});
         }
-        return { v: 1, created: this.s.now(), layer: { diffId: pending.result.diffId, size: pending.result.size } };
+        return { v: 1, created: this.s.now(), layer: { diffId: stored.diffId, size: stored.size } };
       });
       await span('cache.record', () => this.s.cache.set(key, rec));
       return this.append(state, next, rec, createdBy, false);
@@ -228,19 +231,19 @@ export class StepKit {
   /** Writes a layer into the store's ingest area; the caller commits or aborts it (abort after commit does nothing). */
   async writeLayer(write: LayerWriter): Promise<PendingLayer> {
     const writer = this.s.store.blobWriter();
-    let result: DiffResult;
+    let written: { size: number; diffId?: Digest };
     try {
-      result = await write(writer.stream);
+      written = await write(writer.stream);
     } catch (e) {
       await writer.abort().catch(() => {});
       throw e;
     }
     let settled = false;
     return {
-      result,
       async commit() {
         settled = true;
-        await writer.commit({ digest: result.diffId, size: result.size });
+        const got = await writer.commit(written.diffId ? { digest: written.diffId, size: written.size } : { size: written.size });
+        return { diffId: got.digest, size: got.size };
       },
       async abort() {
         if (settled) return;
