@@ -3,13 +3,18 @@ import { MediaType, type Descriptor, type Digest, type Image } from '@tsbuild/oc
 import type { BlobSink } from './pull.ts';
 import type { ImageSource } from './push.ts';
 
-/** The part of a content store a pull needs (the local store has exactly this shape). */
+/**
+ * The part of a content store a pull needs (the local store has exactly this shape). `commit`
+ * must hash what was written and refuse content that does not match `expected` with a
+ * TsbuildError of code `DIGEST_MISMATCH`, leaving nothing behind: a pull into the store relies on
+ * it instead of hashing every byte twice.
+ */
 export interface BlobStoreLike {
   hasBlob(d: Digest): Promise<boolean>;
   blobWriter(): { readonly stream: Writable; commit(expected?: { digest?: Digest; size?: number }): Promise<unknown>; abort(): Promise<void> };
 }
 
-/** Pulls into a store: the store checks digest and size once more as it commits. */
+/** Pulls into a store: the store's writer hashes the bytes as it writes them and verifies them as it commits. */
 export function storeSink(store: BlobStoreLike): BlobSink {
   return {
     has: (d) => store.hasBlob(d),
@@ -21,6 +26,7 @@ export function storeSink(store: BlobStoreLike): BlobSink {
           await w.commit({ digest: desc.digest, size: desc.size });
         },
         abort: () => w.abort(),
+        verifies: true,
       };
     },
   };

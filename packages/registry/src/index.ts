@@ -17,5 +17,6 @@ export type { ImageSource, PushOptions, BlobPushStatus } from './push.ts';
 export { convertManifest, toDockerManifest, toOciManifest, manifestMediaType, formatOfManifest } from './convert.ts';
 export type { ImageFormat } from './convert.ts';
 export { DigestVerifier } from './verify.ts';
+export type { DigestVerifierOptions } from './verify.ts';
 export { storeSink, imageSource } from './adapters.ts';
 export type { BlobStoreLike } from './adapters.ts';

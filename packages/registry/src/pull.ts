@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RegistryError, UsageError } from '@tsbuild/errors';
+import { RegistryError, TsbuildError, UsageError } from '@tsbuild/errors';
 import { MAX_JSON_BLOB_SIZE, MAX_MANIFEST_SIZE, MediaType, formatPlatform, parsePlatform, platformMatches, type Descriptor, type Digest, type ImageConfig, type Index, type Manifest, type Platform } from '@tsbuild/oci';
 import { pullScope, type RegistryClient } from './client.ts';
 import { responseError } from './http.ts';
@@ -14,6 +14,13 @@ export interface BlobWriter {
   stream: Writable;
   commit(): Promise<void>;
   abort(): Promise<void>;
+  /**
+   * true when `commit()` itself checks the bytes written against the descriptor, hashing exactly
+   * the bytes it commits, and rejects a mismatch with a TsbuildError of code `DIGEST_MISMATCH`,
+   * committing nothing (a store's blob writer does). The pull then counts the bytes but does not
+   * hash them a second time.
+   */
+  verifies?: boolean | undefined;
 }
 
 /**
@@ -141,15 +148,23 @@ export async function pullBlob(client: RegistryClient, ref: Reference, desc: Des
     const res = await client.request(ref.registry, { method: 'GET', path: `/v2/${ref.repository}/blobs/${desc.digest}`, scopes: [pullScope(ref.repository)], what, signal: opts.signal });
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
     const writer = await sink.write(desc);
+    const verifies = writer.verifies === true;
     try {
-      await pipeline(res.body, new DigestVerifier(desc, what), writer.stream, { signal: opts.signal });
+      // Sizes are always checked here: a registry that sends more than the descriptor says is cut off at once.
+      await pipeline(res.body, new DigestVerifier(desc, what, { hash: !verifies }), writer.stream, { signal: opts.signal });
     } catch (e) {
       await writer.abort();
       if (e instanceof RegistryError) throw e;
       // A connection cut mid-body: worth another try.
       throw new RegistryError(`${what}: download interrupted: ${(e as Error).message}`, { cause: e, temporary: !opts.signal?.aborted });
     }
-    await writer.commit();
+    try {
+      await writer.commit();
+    } catch (e) {
+      if (!verifies || !(e instanceof TsbuildError) || e.code !== 'DIGEST_MISMATCH') throw e;
+      await writer.abort().catch(() => undefined);
+      throw new RegistryError(`${what}: the registry served content for ${desc.digest} that does not match it (${e.message}); refusing it`, { cause: e, reference: ref.toString() });
+    }
   });
 }
 

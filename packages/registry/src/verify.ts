@@ -1,21 +1,32 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { RegistryError } from '@tsbuild/errors';
 import { isDigest, type Descriptor, type Digest, type Index, type Manifest } from '@tsbuild/oci';
+
+export interface DigestVerifierOptions {
+  /**
+   * false: count the bytes only, leaving the digest to the writer downstream, which must hash
+   * exactly the bytes it commits (a store's blob writer does): a second hash of the same bytes
+   * would cost as much CPU as the first. Default true.
+   */
+  hash?: boolean | undefined;
+}
 
 /**
  * Passes bytes through while hashing them; fails the stream (so nothing downstream commits) when
  * the content overruns the descriptor's size or does not hash to its digest.
  */
 export class DigestVerifier extends Transform {
-  private readonly hash = createHash('sha256');
+  private readonly hash: Hash | undefined;
   private seen = 0;
 
   constructor(
     private readonly expected: { digest: Digest; size: number },
     private readonly what: string,
+    opts: DigestVerifierOptions = {},
   ) {
     super();
+    this.hash = opts.hash === false ? undefined : createHash('sha256');
   }
 
   get bytesSeen(): number {
@@ -28,13 +39,17 @@ export class DigestVerifier extends Transform {
       cb(new RegistryError(`${this.what}: blob ${this.expected.digest} is larger than its descriptor's ${this.expected.size} bytes`));
       return;
     }
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
     if (this.seen !== this.expected.size) {
       cb(new RegistryError(`${this.what}: blob ${this.expected.digest} ended after ${this.seen} of ${this.expected.size} bytes`, { temporary: true }));
+      return;
+    }
+    if (this.hash === undefined) {
+      cb();
       return;
     }
     const got = `sha256:${this.hash.digest('hex')}`;
