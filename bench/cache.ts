@@ -11,7 +11,7 @@
  * on 127.0.0.1 behind a counting proxy (both stopped by their PIDs at the end), and a private
  * dockerd when docker.io is installed; buildah and BuildKit are skipped when not installed.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { startRegistry, type RunningRegistry } from '../test/helpers/registry.ts';
@@ -72,6 +72,8 @@ interface Outcome {
   phases?: { beforeMs: number; buildMs: number; afterMs: number; exportMs: number };
   /** tsbuild only: cache mounts restored, cache exports, warnings. */
   notes: string[];
+  /** tsbuild only: total ms per span name of its TSBUILD_TRACE (spans nest, so they do not add up). */
+  spans?: Record<string, number>;
   log: string;
 }
 
@@ -122,9 +124,17 @@ class Tsbuild implements CacheTool {
     if (b.cacheTo) a.push('--cache-to', `type=registry,ref=${b.cacheTo.repo}:cache,mode=max${b.cacheTo.mounts ? ',mounts=true' : ''}`);
     if (b.cacheFrom) a.push('--cache-from', `type=registry,ref=${b.cacheFrom}:cache`);
     a.push(b.context);
+    const trace = `${logFile}.trace.jsonl`;
+    rmSync(trace, { force: true });
     const started = Date.now();
-    const r = run(process.execPath, a, { logFile });
+    const r = run(process.execPath, a, { logFile, env: { ...process.env, TSBUILD_TRACE: trace } });
     const ended = Date.now();
+    const spans: Record<string, number> = {};
+    for (const line of (existsSync(trace) ? readFileSync(trace, 'utf8') : '').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const sp = JSON.parse(line) as { name: string; start: number; end: number };
+      spans[sp.name] = (spans[sp.name] ?? 0) + (sp.end - sp.start);
+    }
     const text = readFileSync(logFile, 'utf8');
     const names = new Map<string, string>();
     const steps: Step[] = [];
@@ -154,7 +164,7 @@ class Tsbuild implements CacheTool {
       else if (e.type === 'warning') notes.push(`warning: ${String(e.message)}`);
     }
     const phases = Number.isNaN(buildStart) || Number.isNaN(buildDone) ? undefined : { beforeMs: buildStart - started, buildMs: buildDone - buildStart, afterMs: ended - buildDone, exportMs };
-    return { ms: r.ms, steps, apt: aptLine(text), phases, notes, log: logFile };
+    return { ms: r.ms, steps, apt: aptLine(text), phases, notes, spans, log: logFile };
   }
   close(): void {
     removeTree(this.dir);
@@ -531,6 +541,9 @@ async function profileCase(c: CacheCase, env: Env, profRoot: string): Promise<st
 // ---------------------------------------------------------------------------------------------
 // Report
 
+/** Spans that only wrap others (the whole command, all stages). */
+const HIDDEN_SPANS = new Set(['cli.build', 'stages']);
+
 function spread(xs: readonly number[]): string {
   if (xs.length === 0) return '–';
   return xs.length === 1 ? secs(xs[0]!) : `${secs(median(xs))} (${secs(minOf(xs))}–${secs(maxOf(xs))})`;
@@ -597,7 +610,7 @@ function render(results: readonly CaseResult[], tools: readonly ToolName[], vers
   }
 
   lines.push('', "Where tsbuild's time goes (`--progress rawjson` event times, median per scenario): process start → build-start (Node, the bundle, arguments, the Dockerfile), build-start → build-done (the steps, cache lookups, lazy downloads), build-done → exit (naming, push, cache export) and of that the cache export alone; the slowest steps of the median run:", '');
-  lines.push('| case | scenario | start → build-start ms | steps ms | → exit ms | cache export ms | slowest steps (ms) | events |', '|---|---|---:|---:|---:|---:|---|---|');
+  lines.push('| case | scenario | start → build-start ms | steps ms | → exit ms | cache export ms | slowest steps (ms) | TSBUILD_TRACE spans, ms | events |', '|---|---|---:|---:|---:|---:|---|---|---|');
   for (const r of results) {
     const rows: { s: string; xs: Sample[] }[] = [];
     if (r.seeds.has('tsbuild')) rows.push({ s: 'seed', xs: [r.seeds.get('tsbuild')!] });
@@ -612,7 +625,14 @@ function render(results: readonly CaseResult[], tools: readonly ToolName[], vers
         .slice(0, 3)
         .map((x) => `${x.name.replace(/^\[[^\]]*\] /, '').slice(0, 40).replace(/\|/g, '\\|')}${x.cached ? ' (cached)' : ''} ${x.ms}`)
         .join('; ');
-      lines.push(`| ${r.c.id} | ${s} | ${ph((p) => p.beforeMs)} | ${ph((p) => p.buildMs)} | ${ph((p) => p.afterMs)} | ${ph((p) => p.exportMs)} | ${slow} | ${[...new Set(mid.notes)].join('; ').replace(/\|/g, '\\|')} |`);
+      const spanNames = [...new Set(withPhases.flatMap((x) => Object.keys(x.outcome.spans ?? {})))].filter((n) => !HIDDEN_SPANS.has(n));
+      const spanCell = spanNames
+        .map((n) => [n, median(withPhases.map((x) => x.outcome.spans?.[n] ?? 0))] as const)
+        .filter(([, ms]) => ms >= 5)
+        .sort((a, b) => b[1] - a[1])
+        .map(([n, ms]) => `${n} ${Math.round(ms)}`)
+        .join(', ');
+      lines.push(`| ${r.c.id} | ${s} | ${ph((p) => p.beforeMs)} | ${ph((p) => p.buildMs)} | ${ph((p) => p.afterMs)} | ${ph((p) => p.exportMs)} | ${slow} | ${spanCell} | ${[...new Set(mid.notes)].join('; ').replace(/\|/g, '\\|')} |`);
     }
   }
 

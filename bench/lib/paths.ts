@@ -1,5 +1,5 @@
 /** Where the benchmarks find the CLI, the base images and the tools they compare against. */
-import { copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { log, run } from './proc.ts';
@@ -38,7 +38,11 @@ export function ensureInputs(bases: readonly Base[] = ['busybox', 'debian']): vo
 export function snapshotCli(dir: string): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  for (const f of ['tsbuild.js', 'tsbuild.cjs']) copyFileSync(resolve(dirname(CLI), f), resolve(dir, f));
+  // Everything the bundle is made of (its package.json says which module system it is), but
+  // not the source map or V8 code caches, which the copy makes for itself.
+  for (const f of readdirSync(dirname(CLI))) {
+    if (!f.endsWith('.map') && !f.includes('.v8-')) copyFileSync(resolve(dirname(CLI), f), resolve(dir, f));
+  }
   symlinkSync(resolve(REPO, 'packages/cli/node_modules'), resolve(dir, 'node_modules'));
   return resolve(dir, 'tsbuild.js');
 }
