@@ -1,4 +1,4 @@
-import * as http from 'node:http';
+import type * as Http from 'node:http';
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readAtMost } from '@tsbuild/registry';
@@ -95,7 +95,7 @@ export class AzureBlobClient {
     else await this.putBlocks(url, size, openBody, signal);
   }
 
-  private async blobError(operation: GhaOperation, url: URL, res: http.IncomingMessage): Promise<GhaCacheError> {
+  private async blobError(operation: GhaOperation, url: URL, res: Http.IncomingMessage): Promise<GhaCacheError> {
     const status = res.statusCode ?? 0;
     let code = firstHeader(res, 'x-ms-error-code');
     try {
@@ -106,7 +106,7 @@ export class AzureBlobClient {
     }
     // Azure throttles with 503 ServerBusy and 500 OperationTimedOut; both are worth another try.
     const temporary = retryableStatus(status);
-    let message = `gha cache: ${operation} ${redactUrl(url)}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
+    let message = `gha cache: ${operation} ${redactUrl(url)}: ${status} ${process.getBuiltinModule('node:http').STATUS_CODES[status] ?? ''}`.trimEnd();
     // Azure's own message can quote the request; only its error code is shown.
     if (code !== undefined) message += ` (${code})`;
     const hint = status === 403 ? 'the signed blob URL was refused (it may have expired)' : undefined;
@@ -125,7 +125,7 @@ export class AzureBlobClient {
     return { 'x-ms-version': AZURE_VERSION, ...extra };
   }
 
-  private async expectCreated(operation: GhaOperation, url: URL, res: http.IncomingMessage): Promise<void> {
+  private async expectCreated(operation: GhaOperation, url: URL, res: Http.IncomingMessage): Promise<void> {
     if (res.statusCode === 201) {
       res.resume();
       return;
@@ -136,7 +136,7 @@ export class AzureBlobClient {
   /** One PUT that Azure must answer 201 Created, retried whole; `body` gives the body afresh for each attempt. */
   private async put(operation: GhaOperation, url: URL, headers: Record<string, string>, body: () => Buffer | Readable | Promise<Buffer | Readable>, signal: AbortSignal | undefined): Promise<void> {
     await this.http.withRetries(operation, signal, async () => {
-      let res: http.IncomingMessage;
+      let res: Http.IncomingMessage;
       try {
         res = await this.http.send({ method: 'PUT', url, headers: this.blobHeaders(headers), body: await body(), signal, idleTimeoutMs: this.idleTimeoutMs });
       } catch (e) {
@@ -203,8 +203,8 @@ export class AzureBlobClient {
   }
 
   /** One Get Blob from `offset`, checked to be the part asked for. */
-  private async getBlob(url: URL, offset: number, expectedTotal: number | undefined, signal: AbortSignal | undefined): Promise<{ res: http.IncomingMessage; total: number }> {
-    let res: http.IncomingMessage;
+  private async getBlob(url: URL, offset: number, expectedTotal: number | undefined, signal: AbortSignal | undefined): Promise<{ res: Http.IncomingMessage; total: number }> {
+    let res: Http.IncomingMessage;
     try {
       res = await this.http.send({
         method: 'GET',
@@ -251,7 +251,7 @@ export class AzureBlobClient {
   async download(initial: URL, refresh: () => Promise<URL>, signal: AbortSignal | undefined): Promise<Readable> {
     let url = initial;
     let refreshed = false;
-    const open = async (offset: number, total: number | undefined): Promise<{ res: http.IncomingMessage; total: number }> =>
+    const open = async (offset: number, total: number | undefined): Promise<{ res: Http.IncomingMessage; total: number }> =>
       this.http.withRetries('GetBlob', signal, async () => {
         try {
           return await this.getBlob(url, offset, total, signal);

@@ -1,5 +1,5 @@
-import * as http from 'node:http';
-import * as https from 'node:https';
+import type * as Http from 'node:http';
+
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CancelledError } from '@tsbuild/errors';
@@ -70,7 +70,7 @@ export function retryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
 }
 
-export function firstHeader(res: http.IncomingMessage, name: string): string | undefined {
+export function firstHeader(res: Http.IncomingMessage, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
@@ -82,8 +82,8 @@ export class GhaHttp {
   private readonly retryMaxMs: number;
   private readonly maxRetryAfterMs: number;
   private readonly userAgent: string;
-  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16 });
+  private readonly httpAgent = new (process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets: 16 });
+  private readonly httpsAgent = new (process.getBuiltinModule('node:https').Agent)({ keepAlive: true, maxSockets: 16 });
 
   constructor(options: GhaHttpOptions) {
     this.maxAttempts = options.maxAttempts;
@@ -100,7 +100,7 @@ export class GhaHttp {
     this.httpsAgent.destroy();
   }
 
-  send(req: SendRequest): Promise<http.IncomingMessage> {
+  send(req: SendRequest): Promise<Http.IncomingMessage> {
     return sendRequest({
       method: req.method,
       url: req.url,

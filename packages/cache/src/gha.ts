@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import * as http from 'node:http';
+import type * as Http from 'node:http';
 import type { Readable } from 'node:stream';
 import { UsageError } from '@tsbuild/errors';
 import { readAtMost } from '@tsbuild/registry';
@@ -326,7 +326,7 @@ export class GhaCacheClient {
     return this.http.withRetries(method, signal, async (attempt) => {
       const deadline = AbortSignal.timeout(this.timeoutMs);
       const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
-      let res: http.IncomingMessage;
+      let res: Http.IncomingMessage;
       let text: Buffer | undefined;
       try {
         res = await this.http.send({
@@ -369,7 +369,7 @@ export class GhaCacheClient {
     });
   }
 
-  private twirpError(method: GhaTwirpMethod, url: URL, res: http.IncomingMessage, body: Buffer): GhaCacheError {
+  private twirpError(method: GhaTwirpMethod, url: URL, res: Http.IncomingMessage, body: Buffer): GhaCacheError {
     const status = res.statusCode ?? 0;
     let code: string | undefined;
     let msg = '';
@@ -384,7 +384,7 @@ export class GhaCacheClient {
     const retryAfterMs = status === 429 ? parseRetryAfter(firstHeader(res, 'retry-after')) : undefined;
     const temporary = retryableStatus(status);
     const detail = [code, msg.slice(0, 300)].filter((s) => s !== undefined && s !== '').join(': ');
-    let message = `gha cache: ${method} ${redactUrl(url)}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
+    let message = `gha cache: ${method} ${redactUrl(url)}: ${status} ${process.getBuiltinModule('node:http').STATUS_CODES[status] ?? ''}`.trimEnd();
     if (detail !== '') message += ` (${detail})`;
     let hint: string | undefined;
     if (status === 401 || status === 403) {
