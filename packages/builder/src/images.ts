@@ -72,7 +72,9 @@ export async function importImage(store: Store, tarball: string, opts: ImportOpt
   const snapshots = opts.snapshots;
   if (snapshots) {
     const chain = chainIds([layer.digest])[0] as Digest;
-    if (!(await snapshots.has(chain))) await snapshots.unpack(chain, undefined, async (dir) => void (await apply(await store.openBlob(layer.digest), dir, { signal: opts.signal })));
+    if (!(await snapshots.has(chain))) {
+      await snapshots.unpack(chain, undefined, async (dir) => void (await apply(await store.openBlob(layer.digest), dir, { signal: opts.signal, overlay: { opaqueXattr: snapshots.opaqueXattr } })));
+    }
   }
   return desc;
 }

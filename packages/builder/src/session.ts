@@ -19,11 +19,14 @@ import { StatCache } from './hash.ts';
 import type { EventSink } from './events.ts';
 import type { RunSettings } from './steps/run.ts';
 
-/** Overlay mounts, ownership changes and runc need root; say so before anything half-happens. */
+/**
+ * Overlay mounts, ownership changes and runc need root, or root in a user namespace (where the
+ * tsbuild CLI puts an ordinary user's commands); say so before anything half-happens.
+ */
 export function requireRoot(what: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new UsageError(`${what} needs root: it mounts overlayfs and runs containers with runc`, {
-      hint: 'run it as root (for example with sudo); rootless operation is not supported yet',
+      hint: 'run it as root, in a user namespace where it is root, or through the tsbuild CLI, which makes one for an ordinary user',
     });
   }
 }
@@ -258,7 +261,8 @@ export class BuildSession {
       await this.snapshots.unpack(id, chain[i - 1], async (dir) => {
         const blob = await this.store.openBlob(layer.digest);
         const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
-        await apply(tar, dir, { signal: this.opts.signal });
+        // Whiteouts stay whiteouts: this dir is a lower under the layers above it.
+        await apply(tar, dir, { signal: this.opts.signal, overlay: { opaqueXattr: this.snapshots.opaqueXattr } });
       });
       this.unpacked.add(id);
     }

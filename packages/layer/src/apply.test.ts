@@ -234,3 +234,45 @@ test('with whiteouts off, .wh. names are ordinary files', async () => {
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('for an overlay lower dir, whiteouts and opaque markers are kept as overlayfs reads them', async (t) => {
+  const base = tempDir('apply-ovl');
+  try {
+    for (const d of ['lower/etc', 'lower/data/old', 'layer', 'merged']) mkdirSync(`${base}/${d}`, { recursive: true });
+    writeFileSync(`${base}/lower/etc/hosts`, 'lower');
+    writeFileSync(`${base}/lower/etc/passwd`, 'lower');
+    writeFileSync(`${base}/lower/data/old/file`, 'lower');
+    const tar = buildTar([
+      { path: 'etc/', type: 'dir', mode: 0o755 },
+      { path: 'etc/.wh.hosts' },
+      { path: 'data/', type: 'dir', mode: 0o755 },
+      { path: 'data/.wh..wh..opq' },
+      { path: 'data/fresh', body: 'upper' },
+      { path: 'new/', type: 'dir', mode: 0o755 },
+      { path: 'new/f', body: 'kept' },
+      { path: 'new/.wh.f' },
+    ]);
+    const stats = await apply(streamOf(tar), `${base}/layer`, { overlay: { opaqueXattr: 'trusted.overlay.opaque' } });
+    assert.equal(stats.whiteouts, 3);
+    const got = await snapshotTree(`${base}/layer`);
+    assert.equal(got['etc/hosts']?.type, 'char');
+    assert.equal(got['etc/hosts']?.rdev, 0);
+    assert.equal(got['data']?.xattrs?.['trusted.overlay.opaque'], Buffer.from('y').toString('hex'));
+    // A whiteout of what the layer itself wrote leaves it there, as applying onto a tree does.
+    assert.equal(got['new/f']?.content, Buffer.from('kept').toString('base64'));
+    try {
+      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${base}/layer:${base}/lower`, `${base}/merged`], { stdio: 'pipe' });
+    } catch (e) {
+      t.skip(`overlay mount unavailable: ${(e as Error).message}`);
+      return;
+    }
+    try {
+      const merged = await snapshotTree(`${base}/merged`);
+      assert.deepEqual(Object.keys(merged).sort(), ['data', 'data/fresh', 'etc', 'etc/passwd', 'new', 'new/f']);
+    } finally {
+      execFileSync('umount', [`${base}/merged`]);
+    }
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+});

@@ -16,6 +16,7 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   rmSync,
   chmodSync,
   symlinkSync,
@@ -32,6 +33,7 @@ import type { Digest } from '@tsbuild/oci';
 import { readTar } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 import { cleanArchivePath, secureJoin } from './securejoin.ts';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { writeXattrs } from './xattr.ts';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './diff.ts';
 import { decompress } from './decompress.ts';
@@ -43,6 +45,13 @@ export interface ApplyOptions {
    * extracted by ADD, where such names are ordinary files.
    */
   whiteouts?: boolean;
+  /**
+   * `dir` is an empty overlay lower dir filled for a snapshot: whiteouts are kept as overlayfs
+   * keeps them in an upper dir (a 0/0 character device; the xattr named here, `y`, on an opaque
+   * directory) so they hide what the layers below hold, instead of deleting from `dir`, which
+   * holds nothing yet.
+   */
+  overlay?: { opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque' };
 }
 
 export interface ApplyStats {
@@ -53,6 +62,8 @@ export interface ApplyStats {
   /** Entries read, including whiteouts. */
   entries: number;
   whiteouts: number;
+  /** Device nodes left out: a user namespace (tsbuild without root) cannot make them. */
+  skippedDevices: number;
 }
 
 /** Metadata applied after all entries are written, once the tree has stopped changing. */
@@ -73,6 +84,37 @@ function lstatOrUndefined(p: string): Stats | undefined {
   }
 }
 
+let userns: boolean | undefined;
+
+/** Whether this process runs in a user namespace other than the initial one (whose map is `0 0 4294967295`). */
+function inUserNamespace(): boolean {
+  if (userns === undefined) {
+    let text = '';
+    try {
+      text = readFileSync('/proc/self/uid_map', 'utf8');
+    } catch {
+      // No /proc: behave as the initial namespace.
+    }
+    const lines = text.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
+    userns = text !== '' && !(lines.length === 1 && lines[0] === '0 0 4294967295');
+  }
+  return userns;
+}
+
+/** The highest id this user namespace maps, for saying why a chown failed. */
+function mappedIds(file: string): number | undefined {
+  try {
+    let top = -1;
+    for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
+      const [inside, , count] = line.trim().split(/\s+/).map(Number);
+      if (inside !== undefined && count !== undefined) top = Math.max(top, inside + count - 1);
+    }
+    return top >= 0 ? top : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function isOverlayXattr(name: string): boolean {
   return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.');
 }
@@ -89,6 +131,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
   let size = 0;
   let entries = 0;
   let whiteouts = 0;
+  const skipped = { devices: 0 };
   // Host path → index of the entry that last wrote it (also tells opaque markers what is new).
   const created = new Map<string, number>();
   const dirTimes: Array<Deferred & { mtime: number }> = [];
@@ -109,7 +152,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
       entries++;
       const parts = cleanArchivePath(header.path);
       try {
-        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true);
+        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true, opts.overlay, skipped);
         if (r === 'whiteout') whiteouts++;
         else if (r) {
           if (header.type === 'dir') dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
@@ -128,6 +171,14 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
       } catch (e) {
         if (e instanceof TsbuildError) throw e;
         const err = e as NodeJS.ErrnoException;
+        // chown to an id the user namespace does not map fails with EINVAL.
+        const top = err.code === 'EINVAL' && inUserNamespace() ? mappedIds('/proc/self/uid_map') : undefined;
+        if (top !== undefined && (header.uid > top || header.gid > (mappedIds('/proc/self/gid_map') ?? top))) {
+          throw new TsbuildError('APPLY', `cannot apply layer entry ${JSON.stringify(header.path)}: its owner ${header.uid}:${header.gid} is beyond the ids this user namespace maps (0-${top})`, {
+            hint: 'give the user more subordinate ids (usermod --add-subuids/--add-subgids), or build as root',
+            cause: e,
+          });
+        }
         throw new TsbuildError('APPLY', `cannot apply layer entry ${JSON.stringify(header.path)}: ${err.message}`, { cause: e });
       }
     }
@@ -144,7 +195,29 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
     if (signal?.aborted && !(e instanceof CancelledError)) throw new CancelledError(`applying a layer to ${dir} was cancelled`, { cause: e });
     throw e;
   }
-  return { diffId: `sha256:${hash.digest('hex')}`, size, entries, whiteouts };
+  return { diffId: `sha256:${hash.digest('hex')}`, size, entries, whiteouts, skippedDevices: skipped.devices };
+}
+
+/** A whiteout or opaque marker kept in the form overlayfs reads from a lower dir. */
+function overlayWhiteout(parent: string, base: string, h: TarHeader, created: Map<string, number>, opaqueXattr: string): 'whiteout' {
+  mkdirSync(parent, { recursive: true, mode: 0o755 });
+  if (!lstatSync(parent).isDirectory()) {
+    throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} is in a directory that is not one`, { entry: h.path });
+  }
+  if (base === OPAQUE_MARKER) {
+    setAttributeSync(parent, opaqueXattr, Buffer.from('y'));
+    return 'whiteout';
+  }
+  const victim = base.slice(WHITEOUT_PREFIX.length);
+  if (victim === '' || victim === '.' || victim === '..') {
+    throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} does not name a file in its directory`, { entry: h.path });
+  }
+  const target = `${parent}/${victim}`;
+  // A whiteout hides lower layers only; what this layer itself wrote stays.
+  if (created.has(target) || lstatOrUndefined(target) !== undefined) return 'whiteout';
+  // mknod(2) of a 0/0 character device is allowed without CAP_MKNOD (Linux 5.8+), for whiteouts.
+  execFileSync('mknod', ['-m', '000', target, 'c', '0', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return 'whiteout';
 }
 
 async function drain(body: AsyncIterable<Buffer>): Promise<void> {
@@ -163,6 +236,8 @@ async function applyEntry(
   created: Map<string, number>,
   index: number,
   whiteouts: boolean,
+  overlay: ApplyOptions['overlay'],
+  skipped: { devices: number },
 ): Promise<'whiteout' | string | undefined> {
   if (parts.length === 0) {
     if (h.type !== 'dir') throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
@@ -177,6 +252,7 @@ async function applyEntry(
 
   if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
     await drain(body);
+    if (overlay) return overlayWhiteout(parent, base, h, created, overlay.opaqueXattr);
     const parentSt = lstatOrUndefined(parent);
     if (base === OPAQUE_MARKER) {
       if (parentSt?.isDirectory()) {
@@ -250,6 +326,12 @@ async function applyEntry(
     }
     case 'char':
     case 'block': {
+      // A user namespace cannot make device nodes: they are left out, as rootless Docker and Podman do.
+      if (inUserNamespace() && !(h.type === 'char' && (h.devmajor ?? 0) === 0 && (h.devminor ?? 0) === 0)) {
+        skipped.devices++;
+        created.delete(host);
+        return undefined;
+      }
       execFileSync('mknod', ['-m', (h.mode & 0o7777).toString(8), host, h.type === 'char' ? 'c' : 'b', String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
         stdio: ['ignore', 'ignore', 'pipe'],
       });
