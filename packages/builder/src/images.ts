@@ -6,7 +6,7 @@ import { buildConfig, buildManifest, MediaType, chainIds } from '@tsbuild/oci';
 import type { Descriptor, Digest, HistoryEntry, ImageConfig } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { Snapshotter } from '@tsbuild/snapshot';
-import { run as runContainer } from '@tsbuild/executor';
+import { run as runContainer, unappliedLimits } from '@tsbuild/executor';
 import type { RunOptions } from '@tsbuild/executor';
 import { resolveUser } from './chown.ts';
 import { secureJoin } from '@tsbuild/layer';
@@ -92,6 +92,8 @@ export interface RunImageOptions {
   stdout?: Writable;
   stderr?: Writable;
   signal?: AbortSignal;
+  /** Told why limits cannot be applied here (tsbuild without root, no delegated cgroup); the run goes on. */
+  warn?: (message: string) => void;
 }
 
 /** Runs an image's command in a throwaway overlay over its layers; returns the exit code. */
@@ -111,6 +113,8 @@ export async function runImage(
   const cmd = opts.args && opts.args.length > 0 ? opts.args : opts.entrypoint !== undefined ? [] : (c.Cmd ?? []);
   const argv = [...entrypoint, ...cmd];
   if (argv.length === 0) throw new UsageError(`image ${ref} has no CMD or ENTRYPOINT: name a command to run`);
+  const unapplied = await unappliedLimits(opts.limits);
+  if (unapplied !== undefined) opts.warn?.(unapplied);
   const parent = await session.ensureSnapshots(img.layers, img.config.rootfs.diff_ids);
   const active = await env.snapshots.prepare(parent);
   try {

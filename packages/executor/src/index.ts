@@ -6,4 +6,6 @@ export type { RuntimeSpec, SpecInput, SpecMount } from './spec.ts';
 export { cleanupContainers, findRuntime, runtimeInfo, ownerPid, pidAlive } from './runtime.ts';
 export type { RuntimeInfo, RuntimeOptions } from './runtime.ts';
 export { resolveInRoot } from './rootpath.ts';
+export { cgroupLimitSupport, defaultRuntimeRoot, inUserNamespace, unappliedLimits } from './rootless.ts';
+export type { LimitSupport } from './rootless.ts';
 export type { Usage } from './usage.ts';

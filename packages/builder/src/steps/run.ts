@@ -8,7 +8,7 @@ import { join, posix } from 'node:path';
 import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import type { RunInstruction } from '@tsbuild/dockerfile';
-import { run as runContainer } from '@tsbuild/executor';
+import { run as runContainer, unappliedLimits } from '@tsbuild/executor';
 import type { Rlimit, RunMount, RunOptions, Usage } from '@tsbuild/executor';
 import { secureJoin } from '@tsbuild/layer';
 import { exists, withLock } from '@tsbuild/store';
@@ -24,6 +24,16 @@ import { span } from '../trace.ts';
 import type { StepCtx, StepKit, StepResult } from './kit.ts';
 
 type Cleanup = (() => Promise<void>)[];
+
+/** Builds already told that their --memory, --cpus or --pids-limit cannot be applied here: one warning each. */
+const limitsWarned = new WeakSet<object>();
+
+async function warnUnappliedLimits(kit: StepKit): Promise<void> {
+  if (limitsWarned.has(kit.s)) return;
+  limitsWarned.add(kit.s);
+  const warning = await unappliedLimits(kit.s.opts.limits);
+  if (warning !== undefined) kit.s.warn(warning);
+}
 
 /** What the build's flags give every RUN step: `--add-host`, `--ulimit`, `--shm-size` and `--ssh`. */
 export interface RunSettings {
@@ -90,6 +100,7 @@ export async function runStep(kit: StepKit, state: ImageState, raw: RunInstructi
       if (kit.s.opts.runtime) runOpts.runtime = kit.s.opts.runtime;
       if (settings.ulimits && settings.ulimits.length > 0) runOpts.rlimits = settings.ulimits;
       if (settings.shmSize !== undefined) runOpts.shmSize = settings.shmSize;
+      await warnUnappliedLimits(kit);
       const res = await span('runtime.run', () => runContainer(runOpts));
       usage = res.usage;
       await removeCreatedMountpoints(created);

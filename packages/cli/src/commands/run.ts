@@ -65,6 +65,7 @@ export const run: Command = {
         network: String(args.network) as 'none' | 'host',
         limits,
         signal: sig.signal,
+        warn: (m) => process.stderr.write(`warning: ${m}\n`),
       };
       if (typeof args.user === 'string') opts.user = args.user;
       if (typeof args.workdir === 'string') opts.workdir = args.workdir;
