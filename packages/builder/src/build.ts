@@ -7,7 +7,7 @@ import { openStore, resolveRoot } from '@tsbuild/store';
 import type { Store } from '@tsbuild/store';
 import { openSnapshotter } from '@tsbuild/snapshot';
 import type { Snapshotter } from '@tsbuild/snapshot';
-import { checkRlimits, cleanupContainers, ownerPid, pidAlive } from '@tsbuild/executor';
+import { checkRlimits, cleanupContainers, defaultRuntimeRoot, ownerPid, pidAlive } from '@tsbuild/executor';
 import type { Rlimit } from '@tsbuild/executor';
 import { imageAnnotations } from './flags.ts';
 import type { Annotation, NamedContext } from './flags.ts';
@@ -104,7 +104,11 @@ export async function openRoot(root?: string, opts: OpenRootOptions = {}): Promi
   store.setFetcher(new RemoteFetcher(store, opts));
   // Containers of dead builds go first, so the snapshotter can then unmount what they held. A
   // dead run leaves its bundle in <root>/state, so the runtime is only asked when one is there.
-  if (await deadBundles(join(r, 'state'))) await cleanupContainers().catch(() => {});
+  if (await deadBundles(join(r, 'state'))) {
+    // Without root, runc keeps its state under the root's state dir, where the executor put it.
+    const runtimeRoot = defaultRuntimeRoot(join(r, 'state'));
+    await cleanupContainers('runc', runtimeRoot === undefined ? {} : { runtimeRoot }).catch(() => {});
+  }
   const snapshots = await openSnapshotter({ root: join(r, 'snapshots') });
   return { root: r, store, snapshots };
 }
