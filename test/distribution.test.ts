@@ -201,6 +201,8 @@ test('push and pull complete through failures, drops and stalls', async () => {
     { action: 503, method: 'GET', path: /^\/v2\/$/ },
     { action: 429, method: 'HEAD', path: /\/blobs\/sha256:/ },
     { action: 500, method: 'POST', path: /\/blobs\/uploads\/$/ },
+    // The fresh layer streams up while it is compressed: cut that, and it goes up again from the store.
+    { action: 'drop-request-midway', method: 'PATCH', path: upload },
     { action: 'drop', method: 'PUT', path: upload },
     { action: 'drop-request-midway', method: 'PUT', path: upload },
     { action: 'stall', method: 'PUT', path: upload },
@@ -208,6 +210,7 @@ test('push and pull complete through failures, drops and stalls', async () => {
   );
   const pushed = ok(await tsbuild(root, ['push', '--registry-timeout', '2', 'big:1', `${px.host}/big:1`]), 'push through faults');
   assert.deepEqual(px.pending(), [], 'every push fault fired');
+  assert.ok(px.counters.uploadPatches >= 1, 'the fresh layer was streamed as it was compressed');
   assert.equal(rawManifest(`${reg.host}/big:1`).layers.length, 2);
 
   px.inject(

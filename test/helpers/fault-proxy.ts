@@ -5,7 +5,8 @@ import { listenOnLoopback } from './loopback.ts';
  * What the proxy does to a matching request instead of (or while) forwarding it:
  * - a status code: answer it without forwarding;
  * - `drop`: close the connection without answering;
- * - `drop-request-midway`: forward half of the request body, then cut both connections;
+ * - `drop-request-midway`: forward half of the request body (the first MiB of a chunked one),
+ *   then cut both connections;
  * - `drop-response-midway`: forward the answer's headers and half its body, then cut;
  * - `stall`: never answer (the client's timeout must fire);
  * - `corrupt`: forward, flipping one byte of the answer's body.
@@ -129,13 +130,15 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     });
     up.on('error', () => req.socket.destroy());
     if (action === 'drop-request-midway') {
-      const declared = Number(req.headers['content-length'] ?? 0);
+      // A streamed (chunked) body has no length: it is cut after its first MiB.
+      const length = req.headers['content-length'];
+      const half = length === undefined ? 1 << 20 : Math.floor(Number(length) / 2);
       let sent = 0;
       req.on('data', (chunk: Buffer) => {
-        const room = Math.floor(declared / 2) - sent;
+        const room = half - sent;
         if (room > 0) up.write(chunk.subarray(0, room));
         sent += chunk.length;
-        if (sent >= Math.floor(declared / 2)) {
+        if (sent >= half) {
           // Cutting the upstream request mid-body is what a dying network does to the registry.
           up.destroy();
           req.socket.destroy();

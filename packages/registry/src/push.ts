@@ -1,19 +1,23 @@
 import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RegistryError, UsageError } from '@tsbuild/errors';
 import type { Descriptor, Digest, Manifest } from '@tsbuild/oci';
 import { pullScope, pushScope, type RegistryClient } from './client.ts';
-import { responseError, type HttpResponse } from './http.ts';
+import { responseError, type BodyFactory, type HttpResponse } from './http.ts';
 import type { Reference } from './reference.ts';
 import { parseManifestJson } from './verify.ts';
 import { eachLimit } from './limit.ts';
 
-/** What a push reads from: the manifest as bytes and each blob as a stream. */
-export interface ImageSource {
-  manifest(): Promise<{ bytes: Uint8Array; mediaType: string }>;
+/** Where a blob push reads from. */
+export interface BlobSource {
   /** The blob's bytes; may be called again when an upload has to start over. */
   openBlob(desc: Descriptor): Promise<Readable>;
+}
+
+/** What an image push reads from: the manifest as bytes and each blob as a stream. */
+export interface ImageSource extends BlobSource {
+  manifest(): Promise<{ bytes: Uint8Array; mediaType: string }>;
 }
 
 export type BlobPushStatus = 'exists' | 'mounted' | 'uploaded';
@@ -76,7 +80,7 @@ class BlobPusher {
   constructor(
     private readonly client: RegistryClient,
     private readonly ref: Reference,
-    private readonly source: ImageSource,
+    private readonly source: BlobSource,
     private readonly opts: PushOptions,
   ) {}
 
@@ -123,18 +127,9 @@ class BlobPusher {
     const location = res.header('location');
     if (!location) throw new RegistryError(`${what}: the registry gave no upload location`);
     const min = Number(res.header('oci-chunk-min-length') ?? 0);
-    return { location: this.absolute(location, res.url), minChunk: Number.isSafeInteger(min) && min > 0 ? min : 0 };
+    return { location: absoluteUrl(location, res.url), minChunk: Number.isSafeInteger(min) && min > 0 ? min : 0 };
   }
 
-  private absolute(location: string, base: URL): string {
-    return new URL(location, base).toString();
-  }
-
-  private withDigest(location: string, digest: Digest): string {
-    const u = new URL(location);
-    u.searchParams.set('digest', digest);
-    return u.toString();
-  }
 
   async push(desc: Descriptor): Promise<BlobPushStatus> {
     if (await this.exists(desc)) return 'exists';
@@ -154,7 +149,7 @@ class BlobPusher {
   }
 
   private async monolithic(desc: Descriptor, location: string, what: string): Promise<void> {
-    const res = await this.call('PUT', this.withDigest(location, desc.digest), what, {
+    const res = await this.call('PUT', withDigestParam(location, desc.digest), what, {
       headers: { 'content-type': OCTET, 'content-length': String(desc.size) },
       body: () => this.source.openBlob(desc),
       idempotent: false,
@@ -162,18 +157,8 @@ class BlobPusher {
     await this.finish(res, desc, what);
   }
 
-  private async finish(res: HttpResponse, desc: Descriptor, what: string): Promise<void> {
-    if (res.status === 201 || res.status === 204) {
-      res.discard();
-      const got = res.header('docker-content-digest');
-      if (got !== undefined && got !== desc.digest) throw new RegistryError(`${what}: the registry stored it as ${got}`);
-      return;
-    }
-    const err = await responseError(res, what, this.ref.toString());
-    if (err.ociCode === 'DIGEST_INVALID' || err.ociCode === 'SIZE_INVALID') {
-      throw new RegistryError(`${what}: the registry refused the content: it does not match ${desc.digest} (${desc.size} bytes)`, { status: err.status, ociCode: err.ociCode, reference: this.ref.toString() });
-    }
-    throw err;
+  private finish(res: HttpResponse, desc: Descriptor, what: string): Promise<void> {
+    return finishUpload(res, desc, what, this.ref.toString());
   }
 
   /** Where the registry says an upload stands: the next offset it expects, or undefined when the session is gone. */
@@ -183,7 +168,7 @@ class BlobPusher {
     if (res.status === 404) return undefined;
     if (res.status !== 204 && res.status !== 200) throw await responseError(res, what, this.ref.toString());
     const next = res.header('location');
-    return { offset: rangeEnd(res.header('range')), location: next ? this.absolute(next, res.url) : location };
+    return { offset: rangeEnd(res.header('range')), location: next ? absoluteUrl(next, res.url) : location };
   }
 
   private async chunked(desc: Descriptor, session: { location: string; minChunk: number }, what: string): Promise<void> {
@@ -230,7 +215,7 @@ class BlobPusher {
           if (res.status !== 202) throw await responseError(res, what, this.ref.toString());
           res.discard();
           const next = res.header('location');
-          if (next) location = this.absolute(next, res.url);
+          if (next) location = absoluteUrl(next, res.url);
           const range = res.header('range');
           offset = range === undefined ? offset + body.length : rangeEnd(range);
           failures = 0;
@@ -252,9 +237,155 @@ class BlobPusher {
     if (hashed === desc.size && `sha256:${hash.digest('hex')}` !== desc.digest) {
       throw new RegistryError(`${what}: the local content does not match ${desc.digest}; not committing the upload`);
     }
-    const res = await this.call('PUT', this.withDigest(location, desc.digest), what, { idempotent: false });
+    const res = await this.call('PUT', withDigestParam(location, desc.digest), what, { idempotent: false });
     await this.finish(res, desc, what);
   }
+}
+
+/**
+ * A blob upload whose digest is known only after its last byte: the bytes written to `stream` go
+ * to the registry as they come, in one PATCH (chunked transfer encoding, as docker and skopeo
+ * send a layer they compress on the way), and `commit` names the digest once they are all made.
+ */
+export interface BlobUpload {
+  /**
+   * Where the blob's bytes go; end it after the last. Writing never fails and never blocks for
+   * good: once the transfer has failed, further bytes are dropped and `commit` reports the failure.
+   */
+  readonly stream: Writable;
+  /**
+   * After `stream` ended: waits for the registry to take the bytes, checks it received `blob.size`
+   * of them and commits the upload as `blob.digest` (the registry checks that digest itself).
+   * Rejects when any of it failed; the bytes are gone by then, so starting over is the caller's
+   * choice (from wherever the blob is kept).
+   */
+  commit(blob: { digest: Digest; size: number }): Promise<void>;
+  /** Gives the upload up: the transfer is cut and `commit` rejects. */
+  cancel(reason?: Error): void;
+}
+
+/**
+ * The streamed upload behind BlobUpload. Not retried by itself: what was sent cannot be sent again.
+ */
+class StreamedUpload implements BlobUpload {
+  readonly stream: Writable;
+  private readonly body = new PassThrough({ highWaterMark: 1 << 20 });
+  private failure: Error | undefined;
+  private readonly sent: Promise<{ location: string; received: string | undefined }>;
+
+  constructor(
+    private readonly client: RegistryClient,
+    private readonly ref: Reference,
+    private readonly signal: AbortSignal | undefined,
+    location: string,
+    private readonly what: string,
+  ) {
+    const body = this.body;
+    // Until the request takes the body, a cancel must not turn into an unhandled 'error'.
+    body.on('error', () => undefined);
+    this.stream = new Writable({
+      highWaterMark: 1 << 20,
+      write: (chunk: Buffer, _enc, cb) => {
+        if (this.failure !== undefined || body.destroyed || body.write(chunk)) {
+          cb();
+          return;
+        }
+        const go = (): void => {
+          body.off('drain', go);
+          body.off('close', go);
+          cb();
+        };
+        body.on('drain', go);
+        body.on('close', go);
+      },
+      final: (cb) => {
+        if (!body.destroyed) body.end();
+        cb();
+      },
+      destroy: (err, cb) => {
+        // The producer gave up before the end: so does the upload.
+        if (!body.writableEnded) this.cancel(err ?? new RegistryError(`${this.what}: cancelled`));
+        cb(null);
+      },
+    });
+    let taken = false;
+    this.sent = (async () => {
+      const res = await this.request('PATCH', location, {
+        headers: { 'content-type': OCTET },
+        body: () => {
+          // A 401 answered mid-stream would ask for the body again: those bytes are gone.
+          if (taken) throw new RegistryError(`${what}: a streamed upload cannot be sent twice`);
+          if (this.failure !== undefined) throw this.failure;
+          taken = true;
+          return body;
+        },
+        idempotent: false,
+      });
+      if (res.status !== 202) throw await responseError(res, what, ref.toString());
+      res.discard();
+      const next = res.header('location');
+      return { location: next ? absoluteUrl(next, res.url) : location, received: res.header('range') };
+    })();
+    this.sent.catch((e: unknown) => this.cancel(e instanceof Error ? e : new Error(String(e))));
+  }
+
+  cancel(reason?: Error): void {
+    this.failure ??= reason ?? new RegistryError(`${this.what}: cancelled`);
+    // Destroying with an error also cuts the request the body feeds (see Transport.send).
+    if (!this.body.destroyed) this.body.destroy(this.failure);
+  }
+
+  async commit(blob: { digest: Digest; size: number }): Promise<void> {
+    const { location, received } = await this.sent;
+    if (this.failure !== undefined) throw this.failure;
+    if (received !== undefined) {
+      const got = rangeEnd(received);
+      // distribution writes `0-0` for an empty upload, which rangeEnd reads as 0.
+      if (got !== blob.size && !(got === 0 && blob.size <= 1)) {
+        throw new RegistryError(`${this.what}: the registry received ${got} of ${blob.size} bytes`, { temporary: true });
+      }
+    }
+    const res = await this.request('PUT', withDigestParam(location, blob.digest), { idempotent: false });
+    await finishUpload(res, blob, this.what, this.ref.toString());
+  }
+
+  private request(method: string, path: string, extra: { headers?: Record<string, string>; body?: BodyFactory; idempotent: boolean }): Promise<HttpResponse> {
+    return this.client.request(this.ref.registry, {
+      method,
+      path,
+      what: this.what,
+      signal: this.signal,
+      scopes: [pushScope(this.ref.repository)],
+      idempotent: extra.idempotent,
+      ...(extra.headers ? { headers: extra.headers } : {}),
+      ...(extra.body ? { body: extra.body } : {}),
+    });
+  }
+}
+
+function absoluteUrl(location: string, base: URL): string {
+  return new URL(location, base).toString();
+}
+
+function withDigestParam(location: string, digest: Digest): string {
+  const u = new URL(location);
+  u.searchParams.set('digest', digest);
+  return u.toString();
+}
+
+/** Judges the answer to an upload's final PUT. */
+async function finishUpload(res: HttpResponse, desc: { digest: Digest; size: number }, what: string, reference: string): Promise<void> {
+  if (res.status === 201 || res.status === 204) {
+    res.discard();
+    const got = res.header('docker-content-digest');
+    if (got !== undefined && got !== desc.digest) throw new RegistryError(`${what}: the registry stored it as ${got}`);
+    return;
+  }
+  const err = await responseError(res, what, reference);
+  if (err.ociCode === 'DIGEST_INVALID' || err.ociCode === 'SIZE_INVALID') {
+    throw new RegistryError(`${what}: the registry refused the content: it does not match ${desc.digest} (${desc.size} bytes)`, { status: err.status, ociCode: err.ociCode, reference });
+  }
+  throw err;
 }
 
 async function backoff(base: number, attempt: number, signal: AbortSignal | undefined): Promise<void> {
@@ -271,8 +402,29 @@ function rangeEnd(range: string | undefined): number {
 
 
 /** Pushes one blob (HEAD, mount, monolithic or chunked upload); says what it had to do. */
-export async function pushBlob(client: RegistryClient, ref: Reference, desc: Descriptor, source: ImageSource, opts: PushOptions = {}): Promise<BlobPushStatus> {
+export async function pushBlob(client: RegistryClient, ref: Reference, desc: Descriptor, source: BlobSource, opts: PushOptions = {}): Promise<BlobPushStatus> {
   return new BlobPusher(client, ref, source, opts).push(desc);
+}
+
+/**
+ * Starts uploading a blob whose bytes are still being made (a layer compressed on the way): the
+ * session is opened here, the bytes stream into the registry as they are written to the upload's
+ * stream, and the digest is named at `commit`. No HEAD or mount is possible without the digest.
+ */
+export async function startBlobUpload(client: RegistryClient, ref: Reference, opts: { signal?: AbortSignal | undefined } = {}): Promise<BlobUpload> {
+  const what = `push blob to ${ref.registry}/${ref.repository}`;
+  const res = await client.request(ref.registry, {
+    method: 'POST',
+    path: `/v2/${ref.repository}/blobs/uploads/`,
+    what: `start upload to ${ref.registry}/${ref.repository}`,
+    signal: opts.signal,
+    scopes: [pushScope(ref.repository)],
+  });
+  res.discard();
+  if (res.status !== 202) throw await responseError(res, what, ref.toString());
+  const location = res.header('location');
+  if (!location) throw new RegistryError(`${what}: the registry gave no upload location`);
+  return new StreamedUpload(client, ref, opts.signal, absoluteUrl(location, res.url), what);
 }
 
 /** PUTs manifest bytes under the reference's tag (or digest); returns their digest. */
