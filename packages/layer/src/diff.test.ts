@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createReadStream, createWriteStream, linkSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, lutimesSync, writeFileSync, chmodSync, chownSync, lchownSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { CancelledError } from '@tsbuild/errors';
 import { diff, type DiffOptions } from './diff.ts';
 import { apply } from './apply.ts';
@@ -224,6 +224,99 @@ test('an aborted diff rejects', async () => {
     const running = diff(dir, slow, { signal: late.signal });
     setImmediate(() => late.abort());
     await assert.rejects(running, CancelledError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A tree with a few MiB of large files and enough small ones to fill several batches. */
+function makeBatchTree(root: string): void {
+  mkdirSync(`${root}/small`, { recursive: true });
+  for (let i = 0; i < 600; i++) writeFileSync(`${root}/small/f${i}`, `file ${i} `.repeat(1 + (i % 300)));
+  writeFileSync(`${root}/large`, Buffer.alloc(5 * 1024 * 1024 + 3, 0x33));
+  writeFileSync(`${root}/z-after`, 'the end');
+}
+
+test('a plain Writable gets the archive in a few reused batches, each kept intact until its callback', async () => {
+  const dir = tempDir('reuse');
+  try {
+    makeBatchTree(dir);
+    const whole = createHash('sha256');
+    const buffers = new Set<ArrayBufferLike>();
+    let changed = 0;
+    let writes = 0;
+    const out = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        writes++;
+        buffers.add(chunk.buffer);
+        whole.update(chunk);
+        const copy = Buffer.from(chunk);
+        // Calls back later, as a file would: the chunk must not change before then.
+        setImmediate(() => {
+          if (!copy.equals(chunk)) changed++;
+          cb();
+        });
+      },
+    });
+    const r = await diff(dir, out);
+    assert.equal(`sha256:${whole.digest('hex')}`, r.diffId);
+    assert.equal(changed, 0, 'no batch was written over before its callback');
+    assert.ok(writes > 6, `${writes} writes`);
+    assert.ok(buffers.size <= 3, `${buffers.size} distinct buffers for ${writes} writes`);
+    // The same bytes as a destination that keeps every chunk.
+    const kept = await diffToBuffer(dir);
+    assert.equal(kept.diffId, r.diffId);
+    assert.equal(`sha256:${createHash('sha256').update(kept.tar).digest('hex')}`, r.diffId);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a Duplex destination gets a buffer of its own for every batch, so its reader may keep them', async () => {
+  const dir = tempDir('duplex');
+  try {
+    makeBatchTree(dir);
+    const pass = new PassThrough({ highWaterMark: 1 });
+    const chunks: Buffer[] = [];
+    // Read slowly: batches pile up in the PassThrough while diff goes on.
+    const reading = (async () => {
+      for await (const c of pass as AsyncIterable<Buffer>) {
+        chunks.push(c);
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    const [r] = await Promise.all([diff(dir, pass), reading]);
+    const tar = Buffer.concat(chunks);
+    assert.equal(`sha256:${createHash('sha256').update(tar).digest('hex')}`, r.diffId);
+    assert.equal(new Set(chunks.map((c) => c.buffer)).size, chunks.length);
+    const names = (await headers(tar)).map((h) => h.path);
+    assert.deepEqual([names[0], names.at(-2), names.at(-1)], ['large', 'small/f99', 'z-after']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a tree that turns out unwritable part way fails the diff and the destination, after bytes went out', async () => {
+  const dir = tempDir('late-error');
+  try {
+    makeBatchTree(dir);
+    // Sorted after everything else, so the walk meets it only at the end.
+    mkdirSync(`${dir}/zz`);
+    writeFileSync(Buffer.from(`${dir}/zz/bad-\xff`, 'latin1'), 'x');
+    let received = 0;
+    const out = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        received += chunk.length;
+        cb();
+      },
+    });
+    out.on('error', () => undefined);
+    await assert.rejects(diff(dir, out), (e: unknown) => {
+      assert.equal((e as { code?: string }).code, 'UNSUPPORTED_NAME');
+      return true;
+    });
+    assert.ok(received > 5 * 1024 * 1024, 'the walk streamed: the archive was under way');
+    assert.ok(out.destroyed, 'the destination is not left waiting for an end');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -6,9 +6,9 @@
 import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Duplex } from 'node:stream';
 import type { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished } from 'node:stream/promises';
 import { resolve as resolvePath } from 'node:path';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
@@ -117,40 +117,65 @@ function childrenOf(hostDir: string, relDir: string): Child[] {
 }
 
 /**
- * The entries of the tree in archive order (byte order of full paths, depth first). Synchronous
- * calls in batches, giving the event loop a turn between directories every few thousand entries.
+ * The entries of the tree in archive order (byte order of full paths, depth first), made as the
+ * archive is written: only the directories on the path to the current entry are held, not a
+ * plan of the whole tree.
  */
-async function planWalk(root: string, exclude: ((relPath: string) => boolean) | undefined, signal: AbortSignal | undefined): Promise<Planned[]> {
-  const plan: Planned[] = [];
+function* walk(root: string, exclude: ((relPath: string) => boolean) | undefined): Generator<Planned> {
   const stack: Array<{ kids: Child[]; i: number; rel: string }> = [{ kids: childrenOf(root, ''), i: 0, rel: '' }];
-  let sinceYield = 0;
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!;
-    const kid = top.kids[top.i++];
+    const kid = top.kids[top.i];
     if (kid === undefined) {
       stack.pop();
       continue;
     }
+    // Dropped from its directory's list once taken: what was written is not kept.
+    top.kids[top.i++] = undefined as unknown as Child;
     if (exclude?.(top.rel + kid.name)) continue;
-    plan.push(kid.entry);
+    yield kid.entry;
     if (kid.entry.kind === 'dir') {
       const rel = kid.entry.outPath + '/';
-      const kids = childrenOf(kid.entry.host, rel);
-      stack.push({ kids, i: 0, rel });
-      sinceYield += kids.length;
-      if (sinceYield >= 4096) {
-        sinceYield = 0;
-        await new Promise((r) => setImmediate(r));
-        signal?.throwIfAborted();
-      }
+      stack.push({ kids: childrenOf(kid.entry.host, rel), i: 0, rel });
     }
   }
-  return plan;
 }
+
+/** Resolves at 'drain'; rejects if the stream fails or closes first. */
+function drained(out: Writable): Promise<void> {
+  if (out.destroyed) return Promise.reject(out.errored ?? new Error('destination closed early'));
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      out.off('drain', onDrain);
+      out.off('error', done);
+      out.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(out.errored ?? new Error('destination closed early'));
+    out.on('drain', onDrain);
+    out.on('error', done);
+    out.on('close', onClose);
+  });
+}
+
+/** Batches written but not yet released by the destination before diff waits for one. */
+const MAX_IN_FLIGHT = 2;
+/** Released batches kept for reuse. */
+const SPARE_BATCHES = 3;
+/** Entries, and batches written without waiting, between turns given to the event loop. */
+const ENTRIES_PER_TURN = 4096;
+const SENDS_PER_TURN = 64;
 
 /**
  * Writes the changeset in `upperDir` to `out` as a deterministic tar and ends `out`.
  * Resolves once `out` has finished.
+ *
+ * The archive goes out in batches of up to 1 MiB. When `out` is a plain Writable (not a Duplex),
+ * a batch's memory is used again once `out` has called back for it, so `out` must be done with a
+ * chunk by then, as file streams and the store's blob writer are. A Duplex (PassThrough,
+ * Transform) hands chunks on to its reader, so it gets a fresh buffer for every batch.
  */
 export async function diff(upperDir: string, out: Writable, opts: DiffOptions = {}): Promise<DiffResult> {
   const root = resolvePath(upperDir);
@@ -161,165 +186,220 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   }
   if (!lstatSync(root).isDirectory()) throw new TsbuildError('NOT_A_DIRECTORY', `${upperDir} is not a directory`);
 
-  let plan: Planned[];
-  try {
-    plan = await planWalk(root, opts.exclude, signal);
-  } catch (e) {
-    // Nothing was written: close the destination so its owner does not wait for an end.
-    out.destroy();
-    if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
-    throw e;
-  }
-
   const hash = createHash('sha256');
   let size = 0;
   const links = new Map<string, string>();
   const clamp = (m: number): number => (epoch === undefined ? m : Math.min(m, Math.floor(epoch)));
 
-  async function* chunks(): AsyncGenerator<Buffer> {
-    // Headers and small files are copied into one batch buffer that is handed downstream when
-    // full: a buffer per file costs more in allocation than the reads themselves.
-    let batch = Buffer.allocUnsafe(CHUNK);
-    let pos = 0;
-    const take = (): Buffer => {
-      const b = batch.subarray(0, pos);
-      batch = Buffer.allocUnsafe(CHUNK);
-      pos = 0;
-      hash.update(b);
-      size += b.length;
-      return b;
-    };
-    const fits = (n: number): boolean => pos + n <= CHUNK;
-    const put = (b: Buffer): void => {
-      b.copy(batch, pos);
-      pos += b.length;
-    };
+  // A failing destination is seen here, not as an unhandled 'error' event.
+  let outError: Error | undefined;
+  const onOutError = (err: Error): void => {
+    outError ??= err;
+  };
+  out.on('error', onOutError);
+  out.once('close', () => out.off('error', onOutError));
+  // Destroying the destination also wakes a write waiting for it to drain.
+  const onAbort = (): void => void out.destroy();
+  signal?.addEventListener('abort', onAbort, { once: true });
 
-    for (const e of plan) {
-      const { host, outPath, kind } = e;
-      const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
-      // Whiteouts carry no attributes into the layer; overlayfs's own never go in, but its
-      // opaque marker becomes a `.wh..wh..opq` entry.
-      let opaque = false;
-      const attrs =
-        kind === 'whiteout' || kind === 'socket'
-          ? undefined
-          : readXattrs(host, (_path, name, value) => {
-              if (!isOverlayXattr(name)) return true;
-              if ((name === 'trusted.overlay.opaque' || name === 'user.overlay.opaque') && value.toString('latin1') === 'y') opaque = true;
-              return false;
-            });
-      const withXattrs = (h: TarHeader): TarHeader => (attrs ? { ...h, xattrs: attrs } : h);
+  const reuse = !(out instanceof Duplex);
+  const spare: Buffer[] = [];
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  const woken = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  out.once('close', woken);
+  const released = (owner: Buffer) => (err: Error | null | undefined): void => {
+    inFlight--;
+    if (!err && spare.length < SPARE_BATCHES) spare.push(owner);
+    woken();
+  };
+  /*
+   * A batch to fill: a released one, or a new one. A destination that calls back on the next tick
+   * (most do, even when write() returned true) would otherwise see a new batch for every write
+   * until the event loop gets a turn, and V8 lets such memory pile up before collecting it.
+   */
+  const fresh = async (): Promise<Buffer> => {
+    while (reuse && spare.length === 0 && inFlight >= MAX_IN_FLIGHT) {
+      if (out.destroyed) throw out.errored ?? new Error('destination closed early');
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+    return spare.pop() ?? Buffer.allocUnsafe(CHUNK);
+  };
+  // Headers and small files are copied into one batch buffer that is handed downstream when
+  // full: a buffer per file costs more in allocation than the reads themselves.
+  let batch: Buffer = Buffer.allocUnsafe(CHUNK);
+  let pos = 0;
+  // The walk and the reads are synchronous: a destination that never pushes back (a hash,
+  // /dev/null) would otherwise keep the event loop from timers, signals and I/O to the end.
+  let sendsSinceTurn = 0;
+  let entriesSinceTurn = 0;
+  const turn = async (): Promise<void> => {
+    sendsSinceTurn = 0;
+    entriesSinceTurn = 0;
+    await new Promise((r) => setImmediate(r));
+  };
+  const send = async (b: Buffer, owner: Buffer | undefined): Promise<void> => {
+    if (outError) throw outError;
+    hash.update(b);
+    size += b.length;
+    let ok: boolean;
+    if (reuse && owner) {
+      inFlight++;
+      ok = out.write(b, released(owner));
+    } else ok = out.write(b);
+    if (!ok) await drained(out);
+    else if (++sendsSinceTurn >= SENDS_PER_TURN) await turn();
+    signal?.throwIfAborted();
+  };
+  const flush = async (): Promise<void> => {
+    await send(batch.subarray(0, pos), batch);
+    batch = await fresh();
+    pos = 0;
+  };
+  const fits = (n: number): boolean => pos + n <= CHUNK;
+  const put = (b: Buffer): void => {
+    b.copy(batch, pos);
+    pos += b.length;
+  };
 
-      const headers: TarHeader[] = [];
-      const push = (h: TarHeader): void => {
-        headers.push(h);
-      };
-      let file: { size: number } | undefined;
-      if (kind === 'whiteout') {
-        push({ ...base, mode: 0, path: outPath, type: 'file' });
-      } else if (kind === 'dir') {
-        push(withXattrs({ ...base, path: outPath + '/', type: 'dir' }));
-        if (opaque) {
-          push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' });
-        }
-      } else if (kind === 'socket') {
-        // Sockets cannot be represented in tar and mean nothing in an image.
+  const writeEntry = async (e: Planned): Promise<void> => {
+    const { host, outPath, kind } = e;
+    const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
+    // Whiteouts carry no attributes into the layer; overlayfs's own never go in, but its
+    // opaque marker becomes a `.wh..wh..opq` entry.
+    let opaque = false;
+    const attrs =
+      kind === 'whiteout' || kind === 'socket'
+        ? undefined
+        : readXattrs(host, (_path, name, value) => {
+            if (!isOverlayXattr(name)) return true;
+            if ((name === 'trusted.overlay.opaque' || name === 'user.overlay.opaque') && value.toString('latin1') === 'y') opaque = true;
+            return false;
+          });
+    const withXattrs = (h: TarHeader): TarHeader => (attrs ? { ...h, xattrs: attrs } : h);
+
+    const headers: TarHeader[] = [];
+    const push = (h: TarHeader): void => {
+      headers.push(h);
+    };
+    let file: { size: number } | undefined;
+    if (kind === 'whiteout') {
+      push({ ...base, mode: 0, path: outPath, type: 'file' });
+    } else if (kind === 'dir') {
+      push(withXattrs({ ...base, path: outPath + '/', type: 'dir' }));
+      if (opaque) {
+        push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' });
+      }
+    } else if (kind === 'socket') {
+      // Sockets cannot be represented in tar and mean nothing in an image.
+    } else {
+      let linked: string | undefined;
+      if (e.nlink > 1) {
+        const big = lstatSync(host, { bigint: true });
+        const id = `${big.dev}:${big.ino}`;
+        linked = links.get(id);
+        if (linked === undefined) links.set(id, outPath);
+      }
+      if (linked !== undefined) {
+        push(withXattrs({ ...base, path: outPath, type: 'hardlink', linkpath: linked }));
+      } else if (kind === 'symlink') {
+        push(withXattrs({ ...base, path: outPath, type: 'symlink', linkpath: readlinkSync(host) }));
+      } else if (kind === 'fifo') {
+        push(withXattrs({ ...base, path: outPath, type: 'fifo' }));
+      } else if (kind === 'char' || kind === 'block') {
+        push(withXattrs({ ...base, path: outPath, type: kind, ...devNumbers(e.rdev) }));
       } else {
-        let linked: string | undefined;
-        if (e.nlink > 1) {
-          const big = lstatSync(host, { bigint: true });
-          const id = `${big.dev}:${big.ino}`;
-          linked = links.get(id);
-          if (linked === undefined) links.set(id, outPath);
-        }
-        if (linked !== undefined) {
-          push(withXattrs({ ...base, path: outPath, type: 'hardlink', linkpath: linked }));
-        } else if (kind === 'symlink') {
-          push(withXattrs({ ...base, path: outPath, type: 'symlink', linkpath: readlinkSync(host) }));
-        } else if (kind === 'fifo') {
-          push(withXattrs({ ...base, path: outPath, type: 'fifo' }));
-        } else if (kind === 'char' || kind === 'block') {
-          push(withXattrs({ ...base, path: outPath, type: kind, ...devNumbers(e.rdev) }));
-        } else {
-          push(withXattrs({ ...base, path: outPath, type: 'file', size: e.size }));
-          file = { size: e.size };
-        }
+        push(withXattrs({ ...base, path: outPath, type: 'file', size: e.size }));
+        file = { size: e.size };
       }
-      for (const h of headers) {
-        if (!fits(BLOCK)) yield take();
-        const n = encodeHeaderInto(h, batch, pos);
-        if (n > 0) {
-          pos += n;
-          continue;
-        }
-        const b = encodeHeader(h);
-        if (!fits(b.length)) yield take();
-        if (fits(b.length)) put(b);
-        else {
-          // Only xattrs can make a header larger than a batch.
-          hash.update(b);
-          size += b.length;
-          yield b;
-        }
+    }
+    for (const h of headers) {
+      if (!fits(BLOCK)) await flush();
+      const n = encodeHeaderInto(h, batch, pos);
+      if (n > 0) {
+        pos += n;
+        continue;
       }
-      if (file && file.size > 0) {
-        const fd = openSync(host, 'r');
-        try {
-          const readExactly = (buf: Buffer, off: number, len: number): void => {
-            let got = 0;
-            while (got < len) {
-              const n = readSync(fd, buf, off + got, len - got, null);
-              if (n === 0) throw new TsbuildError('LAYER_SOURCE_CHANGED', `${host} shrank while it was being read (expected ${file.size} bytes)`);
-              got += n;
-            }
-          };
-          const padded = file.size + padding(file.size);
-          if (padded <= CHUNK) {
-            if (!fits(padded)) yield take();
-            readExactly(batch, pos, file.size);
-            batch.fill(0, pos + file.size, pos + padded);
-            pos += padded;
-          } else {
-            // Large files stream through in CHUNK-sized reads; memory stays flat.
-            if (pos > 0) yield take();
-            let left = file.size;
-            while (left > 0) {
-              const want = Math.min(left, CHUNK);
-              readExactly(batch, 0, want);
-              pos = want;
-              left -= want;
-              if (left === 0) {
-                // CHUNK is a multiple of the block size, so the padding always fits after the tail.
-                const pad = padding(file.size);
-                batch.fill(0, pos, pos + pad);
-                pos += pad;
-              }
-              if (pos >= CHUNK) {
-                yield take();
-                signal?.throwIfAborted();
-              }
-            }
+      const b = encodeHeader(h);
+      if (!fits(b.length)) await flush();
+      if (fits(b.length)) put(b);
+      else {
+        // Only xattrs can make a header larger than a batch.
+        await send(b, undefined);
+      }
+    }
+    if (file && file.size > 0) {
+      const fd = openSync(host, 'r');
+      try {
+        const readExactly = (buf: Buffer, off: number, len: number): void => {
+          let got = 0;
+          while (got < len) {
+            const n = readSync(fd, buf, off + got, len - got, null);
+            if (n === 0) throw new TsbuildError('LAYER_SOURCE_CHANGED', `${host} shrank while it was being read (expected ${file.size} bytes)`);
+            got += n;
           }
-        } finally {
-          closeSync(fd);
+        };
+        const padded = file.size + padding(file.size);
+        if (padded <= CHUNK) {
+          if (!fits(padded)) await flush();
+          readExactly(batch, pos, file.size);
+          batch.fill(0, pos + file.size, pos + padded);
+          pos += padded;
+        } else {
+          // Large files stream through in CHUNK-sized reads; memory stays flat.
+          if (pos > 0) await flush();
+          let left = file.size;
+          while (left > 0) {
+            const want = Math.min(left, CHUNK);
+            readExactly(batch, 0, want);
+            pos = want;
+            left -= want;
+            if (left === 0) {
+              // CHUNK is a multiple of the block size, so the padding always fits after the tail.
+              const pad = padding(file.size);
+              batch.fill(0, pos, pos + pad);
+              pos += pad;
+            }
+            if (pos >= CHUNK) await flush();
+          }
         }
+      } finally {
+        closeSync(fd);
       }
-      if (pos >= CHUNK - BLOCK) {
-        yield take();
+    }
+    if (pos >= CHUNK - BLOCK) await flush();
+  };
+
+  try {
+    signal?.throwIfAborted();
+    for (const e of walk(root, opts.exclude)) {
+      await writeEntry(e);
+      if (++entriesSinceTurn >= ENTRIES_PER_TURN) {
+        await turn();
         signal?.throwIfAborted();
       }
     }
     const end = endOfArchive();
-    if (!fits(end.length)) yield take();
+    if (!fits(end.length)) await flush();
     put(end);
-    yield take();
-  }
-  try {
-    await pipeline(Readable.from(chunks(), { objectMode: false, highWaterMark: CHUNK }), out, ...(signal ? [{ signal }] : []));
+    await flush();
+    if (outError) throw outError;
+    out.end();
+    // The writable side only: a PassThrough's reader may still be reading what it was given.
+    await finished(out, { readable: false });
   } catch (e) {
+    // Nothing more comes: the destination's owner learns why instead of waiting for an end.
+    if (!out.destroyed) out.destroy(e instanceof Error ? e : new Error(String(e)));
     if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
     throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
   return { diffId: `sha256:${hash.digest('hex')}`, size };
 }
