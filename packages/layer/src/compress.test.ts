@@ -87,6 +87,29 @@ describe('compress gzip', () => {
     assert.equal(five.digest, one.digest);
   });
 
+  it('stores and deflates exactly the blocks that one-shot zlib probes would choose', async () => {
+    // Random, text, and nearly random blocks (a sixteenth of the bytes zeroed: close to the line).
+    const random = randomBytes(2 * MiB);
+    const nearly = randomBytes(MiB);
+    for (let i = 0; i < nearly.length; i += 16) nearly[i] = 0;
+    const data = Buffer.concat([random.subarray(0, MiB), sample(MiB + 4096).subarray(MiB / 2), nearly, random.subarray(MiB)]);
+    const probe = 32 << 10;
+    const blocks: Buffer[] = [];
+    for (let off = 0; off < data.length; off += MiB) {
+      const block = data.subarray(off, off + MiB);
+      const incompressible = (at: number): boolean => zlib.deflateRawSync(block.subarray(at, at + probe), { level: 1 }).length >= probe * 0.97;
+      const stored = block.length >= 4 * probe && [0, (block.length >> 1) - probe / 2, block.length - probe].every(incompressible);
+      const finishFlush = off + MiB >= data.length ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH;
+      blocks.push(zlib.deflateRawSync(block, { level: stored ? 0 : 6, chunkSize: MiB + (64 << 10), finishFlush }));
+    }
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(zlib.crc32(data), 0);
+    trailer.writeUInt32LE(data.length, 4);
+    const expected = Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]), ...blocks, trailer]);
+    const { out } = await run(data, { algorithm: 'gzip', threads: 2 });
+    assert.ok(out.equals(expected), `${out.length} bytes, expected ${expected.length}`);
+  });
+
   it('handles the sizes at block boundaries, including empty input', async () => {
     for (const size of [0, 1, MiB - 1, MiB, MiB + 1, 2 * MiB]) {
       const data = sample(size);
