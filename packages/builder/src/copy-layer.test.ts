@@ -194,6 +194,11 @@ const scenarios: Scenario[] = [
       { sources: ['bin'], dest: '/plain/' },
     ],
   },
+  {
+    name: 'names sort by their bytes, directories as if they ended in /',
+    context: ['u/a\u{1F600}', 'u/a\uFB00', 'u/a-b', 'u/a/x', 'u/a.txt', 'u/\u00e9', 'u/a0', 'u/a/y/z'],
+    ops: [{ sources: ['u'], dest: '/u/' }],
+  },
   { name: 'an empty directory', context: ['empty/', 'holder/inner/'], ops: [{ sources: ['empty', 'holder'], dest: '/e/' }] },
   {
     name: 'a destination whose ancestors partly exist',

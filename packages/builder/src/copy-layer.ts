@@ -301,57 +301,51 @@ export class CopyLayerPlan {
   // -------------------------------------------------------------------------------------------
   // The archive
 
-  /** The changeset as layer entries, in archive order. */
-  entries(observe?: BodyObserver): LayerEntry[] {
-    const out: LayerEntry[] = [];
+  /** The changeset as layer entries, in archive order, made as the archive is written. */
+  *entries(observe?: BodyObserver): Generator<LayerEntry> {
     const first = new Map<Inode, string>();
-    const visit = (dir: Node, prefix: string): void => {
-      const kids: { key: string; plain: boolean; name: string; node: Node }[] = [];
-      for (const [name, node] of dir.kids as Map<string, Node>) {
-        const key = node.kind === 'dir' ? name + '/' : name;
-        kids.push({ key, plain: !SURROGATE.test(key), name, node });
+    const stack: { kids: SortedKid[]; i: number; prefix: string }[] = [{ kids: sortedKids(this.root), i: 0, prefix: '' }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as (typeof stack)[number];
+      const kid = top.kids[top.i++];
+      if (kid === undefined) {
+        stack.pop();
+        continue;
       }
-      // diff's order: siblings by the bytes of their names, with `/` after directories. Without
-      // surrogate pairs, UTF-16 order is that order and needs no encoding.
-      kids.sort((a, b) => (a.plain && b.plain ? (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) : compareUtf8(a.key, b.key)));
-      for (const { name, node } of kids) {
-        const p = prefix + name;
-        const ino = node.ino;
-        const xattrs = ino.xattrs && ino.xattrs.size > 0 ? ino.xattrs : undefined;
-        const header: TarHeader = { path: p, type: 'file', mode: ino.mode, uid: ino.uid, gid: ino.gid, mtime: ino.mtime, size: 0 };
-        if (xattrs) header.xattrs = xattrs;
-        if (node.kind === 'dir') {
-          header.path = p + '/';
-          header.type = 'dir';
-          out.push({ header });
-          visit(node, p + '/');
-          continue;
-        }
-        const linked = first.get(ino);
-        if (linked !== undefined) {
-          header.type = 'hardlink';
-          header.linkpath = linked;
-          out.push({ header });
-          continue;
-        }
-        first.set(ino, p);
-        if (node.kind === 'symlink') {
-          header.type = 'symlink';
-          header.mode = 0o777;
-          header.linkpath = node.linkTarget as string;
-          out.push({ header });
-          continue;
-        }
-        const source = ino.source as SourceEntry;
-        header.size = ino.size;
-        const entry: LayerEntry = { header, body: source.abs };
-        const onBody = observe?.(source);
-        if (onBody) entry.onBody = onBody;
-        out.push(entry);
+      const { name, node } = kid;
+      const p = top.prefix + name;
+      const ino = node.ino;
+      const header: TarHeader = { path: p, type: 'file', mode: ino.mode, uid: ino.uid, gid: ino.gid, mtime: ino.mtime, size: 0 };
+      if (ino.xattrs && ino.xattrs.size > 0) header.xattrs = ino.xattrs;
+      if (node.kind === 'dir') {
+        header.path = p + '/';
+        header.type = 'dir';
+        yield { header };
+        stack.push({ kids: sortedKids(node), i: 0, prefix: p + '/' });
+        continue;
       }
-    };
-    visit(this.root, '');
-    return out;
+      const linked = first.get(ino);
+      if (linked !== undefined) {
+        header.type = 'hardlink';
+        header.linkpath = linked;
+        yield { header };
+        continue;
+      }
+      first.set(ino, p);
+      if (node.kind === 'symlink') {
+        header.type = 'symlink';
+        header.mode = 0o777;
+        header.linkpath = node.linkTarget as string;
+        yield { header };
+        continue;
+      }
+      const source = ino.source as SourceEntry;
+      header.size = ino.size;
+      const entry: LayerEntry = { header, body: source.abs };
+      const onBody = observe?.(source);
+      if (onBody) entry.onBody = onBody;
+      yield entry;
+    }
   }
 
   /** Writes the changeset to `out` as a layer tar (and ends `out`). */
@@ -524,6 +518,24 @@ class CopyOp {
       node.ino.mtime = m.mtime;
     }
   }
+}
+
+interface SortedKid {
+  name: string;
+  node: Node;
+}
+
+/**
+ * A directory's entries in diff's order: by the bytes of their names, with `/` after directories.
+ * Without surrogate pairs, UTF-16 order is that order and needs no encoding.
+ */
+function sortedKids(dir: Node): SortedKid[] {
+  const kids: (SortedKid & { key: string; plain: boolean })[] = [];
+  for (const [name, node] of dir.kids as Map<string, Node>) {
+    const key = node.kind === 'dir' ? name + '/' : name;
+    kids.push({ key, plain: !SURROGATE.test(key), name, node });
+  }
+  return kids.sort((a, b) => (a.plain && b.plain ? (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) : compareUtf8(a.key, b.key)));
 }
 
 function isOverlayXattr(name: string): boolean {

@@ -89,6 +89,12 @@ test('entries read from their sources give the bytes diff gives for the same tre
     assert.ok(Buffer.concat(list.slice(0, -1)).equals(b), p);
   }
   assert.equal(seen.get('d/big')!.length, 5);
+
+  // Left to a destination that hashes for itself: the same bytes, no diff_id.
+  const unhashed = sink();
+  const plain = await writeEntries(entries.map(({ onBody: _o, ...e }) => e), unhashed.stream, { sourceDateEpoch: T + 5, hash: false });
+  assert.deepEqual(plain, { size: want.bytes().length });
+  assert.ok(unhashed.bytes().equals(want.bytes()));
 });
 
 test('a source that is not the size its header says fails the layer', async (t) => {
