@@ -183,6 +183,9 @@ interface Row {
   ourRssKb: number[];
   ourSize: number;
   refSize: number | undefined;
+  ourDigest: string;
+  /** The --compare-bundle child's figures, when one is given. */
+  before: { ms: number[]; cpuMs: number[]; rssKb: number[]; digest: string } | undefined;
 }
 
 /*
@@ -292,8 +295,13 @@ async function main(): Promise<void> {
     ];
     const unknown = only?.filter((id) => !cases.some((c) => c.id === id)) ?? [];
     if (unknown.length > 0) throw new Error(`unknown --cases ${unknown.join(',')}: use ${cases.map((c) => c.id).join(',')}`);
-    const rows: Row[] = cases.filter((c) => !only || only.includes(c.id)).map((c) => ({ c, refMs: [], ourMs: [], refCpuMs: [], ourCpuMs: [], ourRssKb: [], ourSize: 0, refSize: undefined }));
+    // Another bundle of this benchmark (a copy of bench-layer.mjs made before a change) measured in the same runs.
+    const compare = value('--compare-bundle');
+    const rows: Row[] = cases
+      .filter((c) => !only || only.includes(c.id))
+      .map((c) => ({ c, refMs: [], ourMs: [], refCpuMs: [], ourCpuMs: [], ourRssKb: [], ourSize: 0, refSize: undefined, ourDigest: '', before: compare ? { ms: [], cpuMs: [], rssKb: [], digest: '' } : undefined }));
 
+    const loadStart = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
     for (let run = 0; run < runs; run++) {
       for (const row of rows) {
         // Alternate which side goes first so neither always gets the warmer machine.
@@ -303,20 +311,32 @@ async function main(): Promise<void> {
           row.ourCpuMs.push(r.cpuMs);
           row.ourRssKb.push(r.maxRssKb);
           row.ourSize = r.size;
+          row.ourDigest = r.digest;
+        };
+        const before = (): void => {
+          const b = row.before!;
+          const r = runChild(compare!, row.c.mode, row.c.tree, undefined);
+          b.ms.push(r.ms);
+          b.cpuMs.push(r.cpuMs);
+          b.rssKb.push(r.maxRssKb);
+          b.digest = r.digest;
         };
         const theirs = (): void => {
           const r = shell(row.c.referenceCmd(row.c.tree));
           row.refMs.push(r.ms);
           row.refCpuMs.push(r.cpuMs);
         };
-        if (run % 2 === 0) {
-          ours();
-          theirs();
-        } else {
-          theirs();
-          ours();
+        // Rotate which side goes first so none always gets the warmer (or quieter) machine.
+        const sides = compare ? [ours, before, theirs] : [ours, theirs];
+        for (let i = 0; i < sides.length; i++) sides[(i + run) % sides.length]!();
+        if (row.before && row.before.digest !== row.ourDigest) {
+          throw new Error(`${row.c.name}: this build wrote ${row.ourDigest}, the compared bundle ${row.before.digest}: the output bytes changed`);
         }
-        log(`run ${run + 1}/${runs} ${row.c.name}: tsbuild ${row.ourMs.at(-1)!.toFixed(0)} ms, ${row.c.reference} ${row.refMs.at(-1)!.toFixed(0)} ms`);
+        log(
+          `run ${run + 1}/${runs} ${row.c.name}: tsbuild ${row.ourMs.at(-1)!.toFixed(0)} ms (${(row.ourRssKb.at(-1)! / 1024).toFixed(0)} MB)` +
+            (row.before ? `, before ${row.before.ms.at(-1)!.toFixed(0)} ms (${(row.before.rssKb.at(-1)! / 1024).toFixed(0)} MB)` : '') +
+            `, ${row.c.reference} ${row.refMs.at(-1)!.toFixed(0)} ms`,
+        );
       }
     }
     for (const row of rows) {
@@ -336,7 +356,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const report = render(rows, { quick, runs, smallFiles, largeBytes }, profiles);
+    const report = render(rows, { quick, runs, smallFiles, largeBytes, compare, loads: [loadStart, readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')] }, profiles);
     process.stdout.write(report);
     if (!flag('--no-write') && (flag('--write') || (!quick && !only))) writeSection(report);
   } finally {
@@ -357,7 +377,7 @@ function writeSection(report: string): void {
   writeFileSync(file, a >= 0 && b > a ? old.slice(0, a) + block + old.slice(b + END.length) : `${old.replace(/\n*$/, '\n\n')}${block}\n`);
 }
 
-function render(rows: Row[], p: { quick: boolean; runs: number; smallFiles: number; largeBytes: number }, profiles: string[]): string {
+function render(rows: Row[], p: { quick: boolean; runs: number; smallFiles: number; largeBytes: number; compare: string | undefined; loads: string[] }, profiles: string[]): string {
   const tarVersion = spawnSync('tar', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
   const pigzVersion = spawnSync('pigz', ['--version'], { encoding: 'utf8' }).stdout.trim() || spawnSync('pigz', ['--version'], { encoding: 'utf8' }).stderr.trim();
   const lines = [
@@ -369,6 +389,8 @@ function render(rows: Row[], p: { quick: boolean; runs: number; smallFiles: numb
     `Trees: ${p.smallFiles} files of 0–6000 bytes in 1000 directories; one file of ${p.largeBytes / MiB} MiB random bytes plus one of ${p.largeBytes / MiB} MiB zeros.`,
     'Both sides read from a warm page cache and write nothing to disk. tsbuild times are of the operation inside a',
     'child process started from an esbuild bundle (as the CLI ships); its peak RSS is that child\'s whole maxRSS, worker threads included.',
+    `Load average (1, 5, 15 min) at the start and at the end: ${p.loads.join('; ')} (2 cores; a shared machine).`,
+    ...(p.compare ? [`"before" columns: ${p.compare}, another bundle measured in the same runs; it wrote the same bytes (same digests) in every case.`] : []),
     '',
     '| case | reference | reference ms | tsbuild ms | ratio | goal | CPU s (tsbuild / reference) | tsbuild peak RSS | output size (tsbuild / reference) |',
     '|---|---|---:|---:|---:|---|---:|---:|---|',
@@ -383,8 +405,24 @@ function render(rows: Row[], p: { quick: boolean; runs: number; smallFiles: numb
       `| ${r.c.name} | \`${r.c.reference}\` | ${ref.toFixed(0)} | ${ours.toFixed(0)} | ${ratio.toFixed(2)}× | ${r.c.goal}${r.c.goalRatio === Infinity ? '' : ` (${met})`} | ${(median(r.ourCpuMs) / 1000).toFixed(2)} / ${(median(r.refCpuMs) / 1000).toFixed(2)} | ${(Math.max(...r.ourRssKb) / 1024).toFixed(0)} MB | ${sizes} |`,
     );
   }
-  lines.push('', 'Raw times (ms), reference / tsbuild, in run order:', '');
-  for (const r of rows) lines.push(`- ${r.c.name}: ${r.refMs.map((x) => x.toFixed(0)).join(', ')} / ${r.ourMs.map((x) => x.toFixed(0)).join(', ')}`);
+  if (p.compare) {
+    lines.push(
+      '',
+      '| case | before ms | tsbuild ms | tsbuild ÷ before | CPU s (before / tsbuild) | peak RSS (before / tsbuild) |',
+      '|---|---:|---:|---:|---:|---:|',
+    );
+    for (const r of rows) {
+      const b = r.before!;
+      lines.push(
+        `| ${r.c.name} | ${median(b.ms).toFixed(0)} | ${median(r.ourMs).toFixed(0)} | ${(median(r.ourMs) / median(b.ms)).toFixed(2)}× | ${(median(b.cpuMs) / 1000).toFixed(2)} / ${(median(r.ourCpuMs) / 1000).toFixed(2)} | ${(Math.max(...b.rssKb) / 1024).toFixed(0)} / ${(Math.max(...r.ourRssKb) / 1024).toFixed(0)} MB |`,
+      );
+    }
+  }
+  lines.push('', `Raw times (ms), reference / tsbuild${p.compare ? ' / before' : ''}, in run order:`, '');
+  for (const r of rows) {
+    const before = r.before ? ` / ${r.before.ms.map((x) => x.toFixed(0)).join(', ')}` : '';
+    lines.push(`- ${r.c.name}: ${r.refMs.map((x) => x.toFixed(0)).join(', ')} / ${r.ourMs.map((x) => x.toFixed(0)).join(', ')}${before}`);
+  }
   if (profiles.length > 0) lines.push('', 'Self time of `diff` (`--cpu-prof`), top functions:', '', '```', ...profiles, '```');
   return lines.join('\n') + '\n';
 }
