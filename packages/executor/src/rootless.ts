@@ -82,3 +82,43 @@ export async function unappliedLimits(l: Limits | undefined): Promise<string | u
   const s = await cgroupLimitSupport();
   return s.usable ? undefined : `--memory, --cpus and --pids-limit are not applied: ${s.reason}`;
 }
+
+/** Per-mount flags a user namespace may not clear on a mount it did not make (the kernel locks them). */
+const LOCKABLE = ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'strictatime'];
+
+/**
+ * The locked flags of the mount holding `path`, which a read-only bind of it must repeat: the
+ * runtime remounts such a bind to make it read-only, and in a user namespace that remount fails
+ * (EPERM) if it would clear a flag the original mount has, as a volume's nosuid,nodev.
+ */
+export function lockedMountFlags(path: string, mountinfo: string): string[] {
+  let best: { point: string; flags: string[] } | undefined;
+  for (const line of mountinfo.split('\n')) {
+    const fields = line.split(' ');
+    const point = fields[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const opts = fields[5];
+    if (point === undefined || opts === undefined) continue;
+    const under = point === '/' || path === point || path.startsWith(point.endsWith('/') ? point : `${point}/`);
+    // The last of equally deep mounts is the one on top.
+    if (under && (best === undefined || point.length >= best.point.length)) best = { point, flags: opts.split(',') };
+  }
+  return LOCKABLE.filter((f) => best?.flags.includes(f));
+}
+
+/**
+ * What a container that refused to start in a user namespace most likely lacks, from the
+ * runtime's error: the settings a container running tsbuild needs (deploy/kubernetes/job.yaml).
+ */
+export function rootlessStartHint(failure: string): string | undefined {
+  if (!inUserNamespace()) return undefined;
+  if (/mount(ing)? "?proc"? .*operation not permitted/i.test(failure)) {
+    return 'a new /proc cannot be mounted where the one above is masked: in a container, unmask /proc (Kubernetes: securityContext.procMount: Unmasked; podman: --security-opt unmask=ALL)';
+  }
+  if (/(sethostname|operation not permitted)/i.test(failure) && !/mount/i.test(failure)) {
+    return 'a seccomp profile may block what a container needs to start (sethostname, unshare, mount): run tsbuild with seccomp unconfined (Kubernetes: seccompProfile: Unconfined; podman: --security-opt seccomp=unconfined)';
+  }
+  if (/mount.*permission denied/i.test(failure)) {
+    return 'an AppArmor profile may deny mounts: run tsbuild unconfined (Kubernetes: appArmorProfile: Unconfined; podman: --security-opt apparmor=unconfined)';
+  }
+  return undefined;
+}

@@ -3,7 +3,7 @@ import type * as ChildProcess from 'node:child_process';
 /** Loaded on first use: a build that runs nothing (everything cached) never starts a process. */
 const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 import { constants as osConstants } from 'node:os';
-import { lstat, mkdir, readdir, readFile, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, realpath, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
@@ -11,7 +11,7 @@ import { isUnderProc, mkdirInRoot, resolveInRoot } from './rootpath.ts';
 import { UsageCgroup } from './usage.ts';
 import type { Usage } from './usage.ts';
 import { globalArgs, newContainerId, runCommand, runtimeInfo } from './runtime.ts';
-import { cgroupLimitSupport, defaultRuntimeRoot, inUserNamespace } from './rootless.ts';
+import { cgroupLimitSupport, defaultRuntimeRoot, inUserNamespace, lockedMountFlags, rootlessStartHint } from './rootless.ts';
 import { buildSpec, RLIM_INFINITY, RLIMIT_TYPES, specJson } from './spec.ts';
 import type { Limits, Rlimit, SpecMount } from './spec.ts';
 
@@ -254,6 +254,15 @@ export async function run(given: RunOptions): Promise<RunResult> {
       source: join(bundle, f),
       options: ['rbind', 'ro'],
     }));
+    const allMounts = [...etcMounts, ...mounts];
+    if (rootless) {
+      const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+      for (const m of allMounts) {
+        if (m.type !== 'bind' || !m.options?.includes('ro')) continue;
+        const locked = lockedMountFlags(await realpath(m.source).catch(() => m.source), mountinfo);
+        m.options = [...m.options, ...locked.filter((f) => !m.options?.includes(f))];
+      }
+    }
     const spec = buildSpec({
       rootfs,
       args: opts.args,
@@ -264,7 +273,7 @@ export async function run(given: RunOptions): Promise<RunResult> {
       additionalGids: user.additionalGids ?? [],
       hostname,
       network,
-      mounts: [...etcMounts, ...mounts],
+      mounts: allMounts,
       // A rootless runc fails on a named cgroup it cannot make, but goes on without one it picked.
       cgroupsPath: usage?.runtimePath ?? (cgroups ? `tsbuild/${id}` : undefined),
       limits: cgroups ? (opts.limits ?? {}) : {},
@@ -381,7 +390,8 @@ async function runContainer(runtime: string, id: string, bundle: string, opts: R
   if (exitCode !== 0) {
     const failure = await runtimeFailure(log);
     if (failure !== undefined) {
-      throw new TsbuildError('RUNTIME_START', `cannot run ${JSON.stringify(opts.args[0])}: ${failure}`);
+      const hint = rootlessStartHint(failure);
+      throw new TsbuildError('RUNTIME_START', `cannot run ${JSON.stringify(opts.args[0])}: ${failure}`, hint === undefined ? {} : { hint });
     }
   }
   const sig = exitCode > 128 ? SIGNAL_NAMES.get(exitCode - 128) : undefined;
