@@ -242,9 +242,10 @@ export function runInNamespace(argv: readonly string[], plan: NamespacePlan): Pr
       for (const [tool, map] of [[plan.newuidmap, plan.uidMap], [plan.newgidmap, plan.gidMap]] as const) {
         const r = childProcess().spawnSync(tool, mapArgs(pid, map), { encoding: 'utf8' });
         if (r.status !== 0) {
+          const cap = tool === plan.newuidmap ? 'CAP_SETUID' : 'CAP_SETGID';
           const why = (r.stderr || r.error?.message || `exit ${r.status}`).trim();
           failure = new TsbuildError('USERNS_MAP', `${tool} could not map the subordinate ids: ${why}`, {
-            hint: `check ${tool === plan.newuidmap ? '/etc/subuid' : '/etc/subgid'} and that ${tool} is setuid root (or has the ${tool === plan.newuidmap ? 'setuid' : 'setgid'} file capability)`,
+            hint: `check ${tool === plan.newuidmap ? '/etc/subuid' : '/etc/subgid'}, that ${tool} is setuid root or has the ${cap.toLowerCase()} file capability, and, in a container, that ${cap} is among its capabilities (it is by default) and privilege escalation is allowed`,
           });
           child.kill('SIGKILL');
           return;
