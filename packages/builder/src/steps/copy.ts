@@ -6,15 +6,15 @@
  *
  * The layer is written straight from the sources (copy-layer.ts): no overlay, no copy of the files
  * and no snapshot, which is unpacked from the blob only when a later step needs the filesystem.
- * ADD of a local archive still runs on an overlay (the archive is unpacked into it, then diffed).
+ * ADD of a local archive still unpacks it into an overlay and writes the upper dir as the layer.
  */
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { AddInstruction, CopyInstruction } from '@tsbuild/dockerfile';
-import { secureJoin } from '@tsbuild/layer';
-import type { WriteEntriesResult } from '@tsbuild/layer';
+import { diff, secureJoin } from '@tsbuild/layer';
+import type { DiffOptions, DiffResult, WriteEntriesResult } from '@tsbuild/layer';
 import type { Active } from '@tsbuild/snapshot';
 import { extractArchive, isArchive } from '../archive.ts';
 import type { ExtractOptions } from '../archive.ts';
@@ -34,11 +34,11 @@ import { HashCapture, estimateUnhashed, worthHashingAhead } from '../hash-ahead.
 import { hashSources } from '../hash.ts';
 import type { HashOptions } from '../hash.ts';
 import { NO_IGNORE } from '../ignore.ts';
-import { containerConfig, topChain } from '../state.ts';
+import { containerConfig, diffIds, topChain } from '../state.ts';
 import type { ImageState } from '../state.ts';
 import { runCleanups } from './kit.ts';
 import { span } from '../trace.ts';
-import type { PendingLayer, StepKit, StepResult } from './kit.ts';
+import type { LayerWriter, PendingLayer, StepKit, StepResult } from './kit.ts';
 
 type CopyLike = CopyInstruction | AddInstruction;
 type Cleanup = (() => Promise<void>)[];
@@ -66,18 +66,19 @@ export async function copyStep(kit: StepKit, state: ImageState, raw: CopyLike): 
     // Identity of what is copied: content hashes of context sources, the source stage's layers, heredoc bodies, URLs.
     let sourceKey: unknown;
     let context: ContextSources | undefined;
-    let overlay = false;
+    let mayUnpack = false;
     if (srcState) sourceKey = ['stage', topChain(srcState) ?? 'scratch', localSources];
     else if (localSources.length > 0) {
       const bctx = await kit.env.context();
       const matches = await resolve(kit, bctx, localSources, inst);
       context = { ctx: bctx, matches, walks: await span('context.walk', async () => matches.map((m) => bctx.walk(m))) };
-      overlay = await unpacksArchives(inst, matches);
+      // ADD unpacks local archives; which sources are archives is only looked at on a miss.
+      mayUnpack = inst.kind === 'add' && inst.unpack !== false && matches.some((m) => m.kind === 'file');
       const statCache = await kit.s.statCache();
       const hopts: HashOptions = { statCache, walks: context.walks, signal: kit.s.opts.signal };
       // A cold context is hashed from the bytes its layer reads: the layer is written first.
       let captured: HashCapture | undefined;
-      if (!overlay && urls.length === 0 && worthHashingAhead(await span('context.scan', async () => estimateUnhashed(context!.walks, statCache)))) {
+      if (!mayUnpack && urls.length === 0 && worthHashingAhead(await span('context.scan', async () => estimateUnhashed(context!.walks, statCache)))) {
         if (await aheadIsSafe(kit, state, inst)) {
           const capture = new HashCapture();
           ahead = await writeAhead(kit, state, inst, { workdir, srcState: undefined, context, urls, fetched: new Map() }, capture.observe);
@@ -111,12 +112,11 @@ export async function copyStep(kit: StepKit, state: ImageState, raw: CopyLike): 
     const createdBy = `${inst.kind.toUpperCase()} ${shownFlags.map((f) => `${f} `).join('')}${[...inst.sources, ...inst.heredocs.map((h) => `<<${h.name}`)].join(' ')} ${inst.dest}`;
     const key = cacheKey([state.key, inst.kind, sourceKey, inst.heredocs.map((h) => [h.name, h.content]), urlKeys, inst.dest, workdir, flags, used]);
     const plan: CopyPlan = { workdir, srcState, context, urls, fetched };
-    if (overlay) {
-      return await kit.layerStep(state, key, createdBy, (active) => copyWork(kit, state, inst, active, plan, localSources), {
-        independent: inst.link,
-      });
-    }
-    return await kit.blobStep(state, key, createdBy, ahead ?? ((out) => writeCopyLayer(kit, state, inst, plan, out)));
+    const write: LayerWriter = async (out) =>
+      mayUnpack && (await unpacksArchives(inst, plan.context?.matches ?? []))
+        ? writeWithArchives(kit, state, inst, plan, localSources, out)
+        : writeCopyLayer(kit, state, inst, plan, out);
+    return await kit.blobStep(state, key, createdBy, ahead ?? write);
   } finally {
     await ahead?.abort().catch(() => {});
     await runCleanups(cleanup);
@@ -147,7 +147,7 @@ interface CopyPlan {
   fetched: Map<string, string>;
 }
 
-/** ADD unpacks local archives: that step runs on an overlay. */
+/** Whether an ADD has local archives to unpack (its layer is then made on an overlay). */
 async function unpacksArchives(inst: CopyLike, matches: readonly SourceMatch[]): Promise<boolean> {
   if (inst.kind !== 'add' || inst.unpack === false) return false;
   for (const m of matches) if (m.kind === 'file' && (await isArchive(m.realPath))) return true;
@@ -263,7 +263,26 @@ async function writeCopyLayer(kit: StepKit, state: ImageState, inst: CopyLike, p
   }
 }
 
-/** ADD of local archives: an overlay over the parent, archives unpacked and everything else copied into it. */
+/**
+ * ADD of local archives: unpacked into an overlay over the parent (an empty one for --link), with
+ * everything else copied in beside them, and the upper dir written as the layer. No snapshot is
+ * committed: like any COPY layer, it is unpacked from the blob when a later step needs it.
+ */
+async function writeWithArchives(kit: StepKit, state: ImageState, inst: CopyLike, plan: CopyPlan, localSources: string[], out: Writable): Promise<DiffResult> {
+  const parent = inst.link ? undefined : await span('snapshot.unpack', () => kit.s.ensureSnapshots(state.layers, diffIds(state)));
+  const active = await span('snapshot.prepare', () => kit.s.snapshots.prepare(parent, { signal: kit.s.opts.signal }));
+  try {
+    await span('step.work', () => copyWork(kit, state, inst, active, plan, localSources));
+    kit.s.checkAbort();
+    const dopts: DiffOptions = { signal: kit.s.opts.signal };
+    if (kit.s.opts.sourceDateEpoch !== undefined) dopts.sourceDateEpoch = kit.s.opts.sourceDateEpoch;
+    return await span('layer.diff', () => diff(active.upper, out, dopts));
+  } finally {
+    await active.release().catch(() => {});
+  }
+}
+
+/** The archives unpacked and everything else copied into the overlay. */
 async function copyWork(kit: StepKit, state: ImageState, inst: CopyLike, active: Active, plan: CopyPlan, localSources: string[]): Promise<void> {
   const chownOwner = inst.chown !== undefined ? await chownFor(kit, inst.chown, state, active, inst.link) : undefined;
   const copyOpts = copyOptions(inst, plan, kit, chownOwner);
