@@ -73,7 +73,7 @@ export async function importImage(store: Store, tarball: string, opts: ImportOpt
   if (snapshots) {
     const chain = chainIds([layer.digest])[0] as Digest;
     if (!(await snapshots.has(chain))) {
-      await snapshots.unpack(chain, undefined, async (dir) => void (await apply(await store.openBlob(layer.digest), dir, { signal: opts.signal, overlay: { opaqueXattr: snapshots.opaqueXattr } })));
+      await snapshots.unpack(chain, undefined, async (dir) => void (await apply(await store.openBlob(layer.digest), dir, { signal: opts.signal, overlay: snapshots.lowerFormat })));
     }
   }
   return desc;

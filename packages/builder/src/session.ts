@@ -262,7 +262,7 @@ export class BuildSession {
         const blob = await this.store.openBlob(layer.digest);
         const tar = layer.mediaType === MediaType.OciLayer || layer.mediaType === MediaType.DockerLayer ? blob : decompress(blob);
         // Whiteouts stay whiteouts: this dir is a lower under the layers above it.
-        await apply(tar, dir, { signal: this.opts.signal, overlay: { opaqueXattr: this.snapshots.opaqueXattr } });
+        await apply(tar, dir, { signal: this.opts.signal, overlay: this.snapshots.lowerFormat });
       });
       this.unpacked.add(id);
     }

@@ -252,7 +252,7 @@ test('for an overlay lower dir, whiteouts and opaque markers are kept as overlay
       { path: 'new/f', body: 'kept' },
       { path: 'new/.wh.f' },
     ]);
-    const stats = await apply(streamOf(tar), `${base}/layer`, { overlay: { opaqueXattr: 'trusted.overlay.opaque' } });
+    const stats = await apply(streamOf(tar), `${base}/layer`, { overlay: { opaqueXattr: 'trusted.overlay.opaque', whiteoutFiles: false } });
     assert.equal(stats.whiteouts, 3);
     const got = await snapshotTree(`${base}/layer`);
     assert.equal(got['etc/hosts']?.type, 'char');

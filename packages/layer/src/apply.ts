@@ -21,10 +21,11 @@ import {
   chmodSync,
   symlinkSync,
   unlinkSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { resolve as resolvePath } from 'node:path';
@@ -51,7 +52,18 @@ export interface ApplyOptions {
    * directory) so they hide what the layers below hold, instead of deleting from `dir`, which
    * holds nothing yet.
    */
-  overlay?: { opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque' };
+  overlay?: OverlayLowerFormat;
+}
+
+/** How a lower dir holds whiteouts for the overlay driver that will mount it. */
+export interface OverlayLowerFormat {
+  opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque';
+  /**
+   * Where mknod of a 0/0 device is refused (the dir is on overlayfs itself, which only
+   * fuse-overlayfs then mounts over), a whiteout is an empty `.wh.NAME` file, which
+   * fuse-overlayfs reads as one (and writes itself there).
+   */
+  whiteoutFiles: boolean;
 }
 
 export interface ApplyStats {
@@ -199,13 +211,13 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
 }
 
 /** A whiteout or opaque marker kept in the form overlayfs reads from a lower dir. */
-function overlayWhiteout(parent: string, base: string, h: TarHeader, created: Map<string, number>, opaqueXattr: string): 'whiteout' {
+function overlayWhiteout(parent: string, base: string, h: TarHeader, created: Map<string, number>, format: OverlayLowerFormat): 'whiteout' {
   mkdirSync(parent, { recursive: true, mode: 0o755 });
   if (!lstatSync(parent).isDirectory()) {
     throw new UnsafeArchiveError(`whiteout ${JSON.stringify(h.path)} is in a directory that is not one`, { entry: h.path });
   }
   if (base === OPAQUE_MARKER) {
-    setAttributeSync(parent, opaqueXattr, Buffer.from('y'));
+    setAttributeSync(parent, format.opaqueXattr, Buffer.from('y'));
     return 'whiteout';
   }
   const victim = base.slice(WHITEOUT_PREFIX.length);
@@ -216,8 +228,15 @@ function overlayWhiteout(parent: string, base: string, h: TarHeader, created: Ma
   // A whiteout hides lower layers only; what this layer itself wrote stays.
   if (created.has(target) || lstatOrUndefined(target) !== undefined) return 'whiteout';
   // mknod(2) of a 0/0 character device is allowed without CAP_MKNOD (Linux 5.8+), for whiteouts.
-  execFileSync('mknod', ['-m', '000', target, 'c', '0', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return 'whiteout';
+  const made = spawnSync('mknod', ['-m', '000', target, 'c', '0', '0'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (made.status === 0) return 'whiteout';
+  if (format.whiteoutFiles && /not permitted/i.test(made.stderr ?? '')) {
+    writeFileSync(`${parent}/${base}`, '', { mode: 0 });
+    return 'whiteout';
+  }
+  throw new TsbuildError('APPLY', `cannot make the whiteout ${JSON.stringify(h.path)}: ${(made.stderr || made.error?.message || `mknod exited with ${made.status}`).trim()}`, {
+    hint: 'the tsbuild root must be on a filesystem that takes overlayfs whiteouts (ext4, xfs, btrfs, tmpfs; not overlayfs unless fuse-overlayfs mounts it)',
+  });
 }
 
 async function drain(body: AsyncIterable<Buffer>): Promise<void> {
@@ -236,7 +255,7 @@ async function applyEntry(
   created: Map<string, number>,
   index: number,
   whiteouts: boolean,
-  overlay: ApplyOptions['overlay'],
+  overlay: OverlayLowerFormat | undefined,
   skipped: { devices: number },
 ): Promise<'whiteout' | string | undefined> {
   if (parts.length === 0) {
@@ -252,7 +271,7 @@ async function applyEntry(
 
   if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
     await drain(body);
-    if (overlay) return overlayWhiteout(parent, base, h, created, overlay.opaqueXattr);
+    if (overlay) return overlayWhiteout(parent, base, h, created, overlay);
     const parentSt = lstatOrUndefined(parent);
     if (base === OPAQUE_MARKER) {
       if (parentSt?.isDirectory()) {

@@ -321,3 +321,63 @@ test('a tree that turns out unwritable part way fails the diff and the destinati
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("fuse-overlayfs's upper dir gives the layer overlayfs's does: its whiteout files, marker files and xattrs, and its opaque new dirs", async () => {
+  const base = tempDir('fuse-forms');
+  try {
+    // What both drivers ran over: /d and /bin/ls exist below, /new does not.
+    mkdirSync(`${base}/lower/d/old`, { recursive: true });
+    mkdirSync(`${base}/lower/bin`, { recursive: true });
+    writeFileSync(`${base}/lower/bin/ls`, 'ls');
+    const layout = (root: string, fuse: boolean): void => {
+      for (const d of ['d', 'bin', 'new/sub']) mkdirSync(`${root}/${d}`, { recursive: true });
+      writeFileSync(`${root}/d/fresh`, 'f');
+      writeFileSync(`${root}/new/sub/file`, 'n');
+      if (fuse) {
+        // rm /bin/ls where mknod is refused; rm -rf /d && mkdir /d; mkdir -p /new/sub.
+        writeFileSync(`${root}/bin/.wh.ls`, '');
+        chmodSync(`${root}/bin/.wh.ls`, 0o700);
+        for (const d of ['d', 'new', 'new/sub']) {
+          sh('setfattr', '-n', 'user.fuseoverlayfs.opaque', '-v', 'y', `${root}/${d}`);
+          writeFileSync(`${root}/${d}/.wh..wh..opq`, '');
+          chmodSync(`${root}/${d}/.wh..wh..opq`, 0o700);
+          sh('mknod', '-m', '0700', `${root}/${d}/.wh..opq`, 'c', '0', '0');
+        }
+        sh('setfattr', '-n', 'user.fuseoverlayfs.origin', '-v', 'x', `${root}/bin`);
+      } else {
+        sh('mknod', '-m', '0', `${root}/bin/ls`, 'c', '0', '0');
+        sh('setfattr', '-n', 'user.overlay.opaque', '-v', 'y', `${root}/d`);
+      }
+    };
+    layout(`${base}/fuse`, true);
+    layout(`${base}/native`, false);
+    const opts = { sourceDateEpoch: 1000, lowerDirs: [`${base}/lower`] };
+    const fuse = await diffToBuffer(`${base}/fuse`, opts);
+    const native = await diffToBuffer(`${base}/native`, opts);
+    const hs = await headers(fuse.tar);
+    assert.deepEqual(
+      hs.map((h) => `${h.type} ${h.path} ${h.mode.toString(8)}`),
+      ['dir bin/ 755', 'file bin/.wh.ls 0', 'dir d/ 755', 'file d/.wh..wh..opq 0', 'file d/fresh 644', 'dir new/ 755', 'dir new/sub/ 755', 'file new/sub/file 644'],
+    );
+    assert.ok(hs.every((h) => !h.xattrs), 'no fuse-overlayfs xattrs in the layer');
+    assert.equal(fuse.diffId, native.diffId);
+    // Without the lowers, a new opaque dir keeps its (harmless) marker.
+    const bare = await headers((await diffToBuffer(`${base}/fuse`, { sourceDateEpoch: 1000 })).tar);
+    assert.ok(bare.some((h) => h.path === 'new/.wh..wh..opq'));
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test('where fuse-overlayfs could set no xattr, its marker file alone makes the dir opaque', async () => {
+  const dir = tempDir('fuse-noxattr');
+  try {
+    mkdirSync(`${dir}/d`);
+    writeFileSync(`${dir}/d/.wh..wh..opq`, '');
+    writeFileSync(`${dir}/d/kept`, 'k');
+    const hs = await headers((await diffToBuffer(dir)).tar);
+    assert.deepEqual(hs.map((h) => `${h.type} ${h.path} ${h.mode.toString(8)}`), ['dir d/ 755', 'file d/.wh..wh..opq 0', 'file d/kept 644']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

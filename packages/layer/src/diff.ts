@@ -22,6 +22,12 @@ export interface DiffOptions {
   signal?: AbortSignal;
   /** Paths (relative, no leading `./`, no trailing `/`) to leave out, with their subtrees. */
   exclude?: (relPath: string) => boolean;
+  /**
+   * The lower dirs the upper dir was mounted over. An opaque directory that none of them holds
+   * hides nothing and gets no opaque marker: fuse-overlayfs marks every directory it creates
+   * opaque, overlayfs only one made where something was below, and both must give one layer.
+   */
+  lowerDirs?: readonly string[];
 }
 
 export interface DiffResult {
@@ -37,7 +43,35 @@ export const OPAQUE_MARKER = '.wh..wh..opq';
 const CHUNK = 1 << 20;
 
 function isOverlayXattr(name: string): boolean {
-  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.');
+  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name.startsWith('user.fuseoverlayfs.');
+}
+
+/** The xattrs that mark a directory opaque: overlayfs's as root and in a user namespace, and fuse-overlayfs's. */
+const OPAQUE_XATTRS = new Set(['trusted.overlay.opaque', 'user.overlay.opaque', 'user.fuseoverlayfs.opaque']);
+
+/**
+ * fuse-overlayfs's own forms in an upper dir, beside overlayfs's 0/0 character devices and
+ * opaque xattrs: where it may not mknod, a whiteout is an empty regular file `.wh.NAME`; and an
+ * opaque directory also holds a `.wh..wh..opq` file and a `.wh..opq` 0/0 device. Such names are
+ * whiteouts to whatever reads the layer anyway.
+ */
+function fuseForm(name: string, st: Stats): 'whiteout' | 'marker' | undefined {
+  if (!name.startsWith(WHITEOUT_PREFIX)) return undefined;
+  if ((name === OPAQUE_MARKER && st.isFile()) || (name === '.wh..opq' && st.isCharacterDevice() && st.rdev === 0)) return 'marker';
+  return st.isFile() && st.size === 0 ? 'whiteout' : undefined;
+}
+
+/** Whether `rel` names anything in `lower`, reached through directories only. */
+function inLower(lower: string, rel: string): boolean {
+  let at = lower;
+  const parts = rel.split('/');
+  for (const [i, part] of parts.entries()) {
+    at = `${at}/${part}`;
+    const st = lstatSync(at, { throwIfNoEntry: false });
+    if (st === undefined) return false;
+    if (i < parts.length - 1 && !st.isDirectory()) return false;
+  }
+  return true;
 }
 
 type Kind = 'whiteout' | 'dir' | 'file' | 'symlink' | 'fifo' | 'char' | 'block' | 'socket';
@@ -96,8 +130,12 @@ function childrenOf(hostDir: string, relDir: string): Child[] {
     }
     const host = `${hostDir}/${name}`;
     const st = lstatSync(host);
-    const kind = kindOf(st);
-    const outName = kind === 'whiteout' ? WHITEOUT_PREFIX + name : name;
+    const fuse = fuseForm(name, st);
+    // The marker files of an opaque dir: its xattr says the same and becomes the layer's marker,
+    // unless the filesystem took no xattr and the file is all there is.
+    if (fuse === 'marker' && (name !== OPAQUE_MARKER || readXattrs(hostDir, (_p, n, v) => OPAQUE_XATTRS.has(n) && v.toString('latin1') === 'y'))) continue;
+    const kind = fuse === undefined ? kindOf(st) : 'whiteout';
+    const outName = kind === 'whiteout' && fuse === undefined ? WHITEOUT_PREFIX + name : name;
     const entry: Planned = {
       host,
       outPath: relDir + outName,
@@ -279,7 +317,7 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
         ? undefined
         : readXattrs(host, (_path, name, value) => {
             if (!isOverlayXattr(name)) return true;
-            if ((name === 'trusted.overlay.opaque' || name === 'user.overlay.opaque') && value.toString('latin1') === 'y') opaque = true;
+            if (OPAQUE_XATTRS.has(name) && value.toString('latin1') === 'y') opaque = true;
             return false;
           });
     const withXattrs = (h: TarHeader): TarHeader => (attrs ? { ...h, xattrs: attrs } : h);
@@ -293,7 +331,7 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
       push({ ...base, mode: 0, path: outPath, type: 'file' });
     } else if (kind === 'dir') {
       push(withXattrs({ ...base, path: outPath + '/', type: 'dir' }));
-      if (opaque) {
+      if (opaque && (opts.lowerDirs === undefined || opts.lowerDirs.some((l) => inLower(l, outPath)))) {
         push({ ...base, mode: 0, uid: 0, gid: 0, path: `${outPath}/${OPAQUE_MARKER}`, type: 'file' });
       }
     } else if (kind === 'socket') {

@@ -3,7 +3,7 @@ export type { DiffOptions, DiffResult } from './diff.ts';
 export { writeEntries } from './entries.ts';
 export type { LayerEntry, WriteEntriesOptions, WriteEntriesResult } from './entries.ts';
 export { apply } from './apply.ts';
-export type { ApplyOptions, ApplyStats } from './apply.ts';
+export type { ApplyOptions, ApplyStats, OverlayLowerFormat } from './apply.ts';
 export { readTar, encodeHeader, endOfArchive, padding, compareUtf8, isTarHeader } from './tar.ts';
 export type { TarHeader, TarEntryType, TarReadEntry, ReadTarOptions } from './tar.ts';
 export { secureJoin, cleanArchivePath } from './securejoin.ts';

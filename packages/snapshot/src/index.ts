@@ -1,5 +1,5 @@
 export { openSnapshotter, unmount } from './snapshotter.ts';
-export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions } from './snapshotter.ts';
+export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions, LowerFormat } from './snapshotter.ts';
 export { parseMountinfo } from './mountinfo.ts';
 export type { MountEntry } from './mountinfo.ts';
 export { inUserNamespace } from './driver.ts';

@@ -71,11 +71,12 @@ export interface Active {
 export interface Snapshotter {
   readonly root: string;
   /**
-   * The xattr that marks a directory opaque in this snapshotter's layer dirs: what a layer's
-   * opaque markers become when it is unpacked for it (`trusted.overlay.opaque` as root,
-   * `user.overlay.opaque` in a user namespace, where trusted.* cannot be written).
+   * How a layer unpacked for this snapshotter keeps its whiteouts, in an `unpack` fill (the driver
+   * is known by then): opaque dirs get `trusted.overlay.opaque` as root, `user.overlay.opaque` in
+   * a user namespace (where trusted.* cannot be written); a whiteout that cannot be a 0/0 device
+   * takes the form the driver reads instead.
    */
-  readonly opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque';
+  readonly lowerFormat: LowerFormat;
   has(chainId: Digest): Promise<boolean>;
   /** The committed layer's directory, or undefined. */
   get(chainId: Digest): Promise<SnapshotInfo | undefined>;
@@ -93,6 +94,12 @@ export interface Snapshotter {
   prune(keep: Set<Digest>): Promise<Digest[]>;
   /** Unmounts and removes what dead processes left behind. Runs on open. */
   recover(): Promise<void>;
+}
+
+export interface LowerFormat {
+  opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque';
+  /** A whiteout that cannot be a 0/0 device may be an empty `.wh.NAME` file (fuse-overlayfs reads those). */
+  whiteoutFiles: boolean;
 }
 
 interface Meta {
@@ -171,7 +178,11 @@ class OverlaySnapshotter implements Snapshotter {
   /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
   private readonly inUse = new Map<string, number>();
 
-  readonly opaqueXattr = inUserNamespace() ? 'user.overlay.opaque' : 'trusted.overlay.opaque';
+  private readonly opaqueXattr = inUserNamespace() ? 'user.overlay.opaque' : 'trusted.overlay.opaque';
+
+  get lowerFormat(): LowerFormat {
+    return { opaqueXattr: this.opaqueXattr, whiteoutFiles: this.driver === 'fuse-overlayfs' };
+  }
   /** Found by the first mount (or read from `driver`), then used for every mount. */
   private detecting: Promise<void> | undefined;
 
@@ -334,6 +345,8 @@ class OverlaySnapshotter implements Snapshotter {
   private async doUnpack(chainId: Digest, parent: Digest | undefined, fill: (dir: string) => Promise<void>): Promise<void> {
     if (await this.has(chainId)) return;
     if (parent !== undefined && !(await this.has(parent))) throw notFound(parent);
+    // The fill writes whiteouts as the driver reads them: it must be known first.
+    if (this.driver === undefined && candidateDrivers().length > 1) await this.probeDriver();
     const dir = await this.tempDir();
     try {
       await mkdir(join(dir, 'fs'), { mode: 0o755 });
@@ -499,6 +512,19 @@ class OverlaySnapshotter implements Snapshotter {
       await detect;
     } finally {
       if (this.driver === undefined) this.detecting = undefined;
+    }
+  }
+
+  /** Finds the driver with a throwaway mount, when a layer must be unpacked before anything is mounted. */
+  private async probeDriver(): Promise<void> {
+    const dir = await this.tempDir();
+    try {
+      for (const d of ['u', 'w', 'm']) await mkdir(join(dir, d));
+      const rel = `t/${dir.slice(dir.lastIndexOf('/') + 1)}`;
+      await this.mountOverlay({ lowers: ['e'], upper: { upper: `${rel}/u`, work: `${rel}/w` } }, join(dir, 'm'));
+      await unmount(join(dir, 'm'));
+    } finally {
+      await this.removeTree(dir);
     }
   }
 

@@ -175,7 +175,8 @@ export class StepKit {
         const writer = this.s.store.blobWriter();
         let result: { diffId: Digest; size: number };
         try {
-          const dopts: DiffOptions = { signal: this.s.opts.signal };
+          // The lowers let the diff drop the opaque markers fuse-overlayfs leaves on new directories.
+          const dopts: DiffOptions = { signal: this.s.opts.signal, lowerDirs: active.lowerDirs };
           if (this.s.opts.sourceDateEpoch !== undefined) dopts.sourceDateEpoch = this.s.opts.sourceDateEpoch;
           result = await span('layer.diff', () => diff(active.upper, writer.stream, dopts));
           await span('store.commit', () => writer.commit({ digest: result.diffId, size: result.size }));
