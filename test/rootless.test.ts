@@ -208,6 +208,39 @@ test('the user pushes, pulls, saves and loads', { skip }, async () => {
   }
 });
 
+test('where overlayfs refuses the root (itself on overlayfs), fuse-overlayfs builds the same images', { skip: skip ?? (has('fuse-overlayfs') && existsSync('/dev/fuse') ? undefined : 'needs fuse-overlayfs and /dev/fuse') }, async (t) => {
+  // A root on overlayfs, as a container's own filesystem is: overlayfs will not take it as an upper dir.
+  const ovl = join(work, 'ovl');
+  for (const d of ['lower', 'upper', 'work', 'merged']) mkdirSync(join(ovl, d), { recursive: true });
+  execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${ovl}/lower,upperdir=${ovl}/upper,workdir=${ovl}/work`, `${ovl}/merged`]);
+  execFileSync('chown', [`${USER}:`, `${ovl}/merged`]);
+  // Debian's udev rule opens /dev/fuse to everyone (0666); a machine without udev leaves it 0600.
+  const mode = statSync('/dev/fuse').mode & 0o777;
+  chmodSync('/dev/fuse', 0o666);
+  try {
+    const root = join(ovl, 'merged', 'root');
+    ok(asUser(USER, ['--root', root, 'load', '-i', baseArchive]), 'load');
+    for (const name of CASES) {
+      await t.test(name, () => {
+        const args = ['--root', root, 'build', '-q', ...fixtureArgs(name), '-t', `fixture-${name}:latest`, join(FIXTURES, name)];
+        const id = ok(asUser(USER, args, { SOURCE_DATE_EPOCH: EPOCH }), `${name} with fuse-overlayfs`).stdout.trim();
+        assert.equal(id, rootIds.get(name) ?? ok(tsbuild(rootRoot, args.slice(2), { env: { SOURCE_DATE_EPOCH: EPOCH } }), name).stdout.trim());
+      });
+    }
+    assert.equal(readFileSync(join(root, 'snapshots/driver'), 'utf8').trim(), 'fuse-overlayfs');
+    // A loaded image's deletions, unpacked where no 0/0 device can be made, still hide what they delete.
+    const archive = join(work, 'whiteouts-for-fuse.tar');
+    ok(tsbuild(rootRoot, ['save', '-o', archive, 'fixture-whiteouts:latest']), 'save');
+    chmodSync(archive, 0o644);
+    const fresh = join(ovl, 'merged', 'fresh');
+    ok(asUser(USER, ['--root', fresh, 'load', '-i', archive]), 'load whiteouts');
+    assert.equal(ok(asUser(USER, ['--root', fresh, 'run', 'fixture-whiteouts', 'sh', '-c', 'ls /d /opq; test ! -e /bin/ls']), 'run').stdout, '/d:\nhard\nkeep\n\n/opq:\nonly\n');
+  } finally {
+    chmodSync('/dev/fuse', mode);
+    spawnSync('umount', ['-l', `${ovl}/merged`]);
+  }
+});
+
 test('without subordinate ids or newuidmap, the error says what to add', { skip }, () => {
   const noSub = asUser(NOSUB, ['build', join(FIXTURES, 'basic')]);
   assert.equal(noSub.code, 1, noSub.stderr);
