@@ -143,14 +143,14 @@ export function needsNamespace(argv: readonly string[]): boolean {
 }
 
 /** Why user namespaces cannot be made here, read from the sysctls that switch them off. */
-function disabledReason(): TsbuildError | undefined {
-  const max = readText('/proc/sys/user/max_user_namespaces')?.trim();
+function disabledReason(read: (path: string) => string | undefined): TsbuildError | undefined {
+  const max = read('/proc/sys/user/max_user_namespaces')?.trim();
   if (max === '0') {
     return new TsbuildError('USERNS_DISABLED', 'user namespaces are disabled on this machine (user.max_user_namespaces = 0), and tsbuild needs one to build without root', {
       hint: 'as root: sysctl -w user.max_user_namespaces=15000 (and set it in /etc/sysctl.d to keep it), or run tsbuild as root',
     });
   }
-  if (readText('/proc/sys/kernel/unprivileged_userns_clone')?.trim() === '0') {
+  if (read('/proc/sys/kernel/unprivileged_userns_clone')?.trim() === '0') {
     return new TsbuildError('USERNS_DISABLED', 'unprivileged user namespaces are disabled on this machine (kernel.unprivileged_userns_clone = 0), and tsbuild needs one to build without root', {
       hint: 'as root: sysctl -w kernel.unprivileged_userns_clone=1 (and set it in /etc/sysctl.d to keep it), or run tsbuild as root',
     });
@@ -171,10 +171,21 @@ export interface NamespacePlan {
  * What entering the namespace takes, or the error that says what is missing: user namespaces,
  * subordinate ids for this user, or the uidmap helpers.
  */
-export function planNamespace(opts: { uid: number; gid: number; path?: string; subuid?: string; subgid?: string }): NamespacePlan {
-  const disabled = disabledReason();
+export interface NamespaceOptions {
+  uid: number;
+  gid: number;
+  /** Defaults: the login name of this process's user, $PATH, /etc/subuid, /etc/subgid, and /proc/sys read as files. */
+  name?: string;
+  path?: string;
+  subuid?: string;
+  subgid?: string;
+  readSysctl?: (path: string) => string | undefined;
+}
+
+export function planNamespace(opts: NamespaceOptions): NamespacePlan {
+  const disabled = disabledReason(opts.readSysctl ?? readText);
   if (disabled) throw disabled;
-  const owner = ownerOf(opts.uid);
+  const owner = opts.name !== undefined ? { name: opts.name, uid: opts.uid } : ownerOf(opts.uid);
   const who = owner.name ?? String(opts.uid);
   const subuidText = opts.subuid ?? readText('/etc/subuid') ?? '';
   const subgidText = opts.subgid ?? readText('/etc/subgid') ?? '';
