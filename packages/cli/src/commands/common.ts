@@ -6,7 +6,7 @@ import { parseByteSize, type DistributionOptions } from '@tsbuild/builder';
 export function withRoot<T>(y: Argv<T>): Argv<T> {
   return y.option('root', {
     type: 'string',
-    describe: 'tsbuild root (store, snapshots, cache); default $TSBUILD_ROOT or /var/lib/tsbuild',
+    describe: 'tsbuild root (store, snapshots, cache); default $TSBUILD_ROOT, else /var/lib/tsbuild as root and ~/.local/share/tsbuild ($XDG_DATA_HOME/tsbuild) otherwise',
   }) as unknown as Argv<T>;
 }
 
