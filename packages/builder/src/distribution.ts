@@ -1,7 +1,6 @@
 import { Readable, Writable } from 'node:stream';
 import { InternalError, RegistryError, UsageError } from '@tsbuild/errors';
 import { compress } from '@tsbuild/layer';
-import type { CompressResult } from '@tsbuild/layer';
 import { MediaType, isIndexMediaType, layerCompression } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
@@ -176,9 +175,11 @@ export async function pushFromStore(store: Store, localRef: string, destText: st
 /**
  * Compresses the stored tar `diffId` once, streaming the compressed bytes into the store (which
  * hashes, verifies and keeps them by diff_id) and into an upload at the same time, and commits the
- * upload under the digest compress computed of those same bytes. When the upload fails part way,
- * the compression still completes into the store and the blob is pushed again from there, with
- * the retries of any other blob; so is a layer another process compressed first.
+ * upload under the digest the store's writer computed of those same bytes, as soon as it has
+ * hashed the last of them (before they are durable: the registry checks the digest itself). When
+ * the upload fails part way, the compression still completes into the store and the blob is
+ * pushed again from there, with the retries of any other blob; so is a layer another process
+ * compressed first.
  */
 async function compressWhileUploading(
   store: Store,
@@ -191,7 +192,8 @@ async function compressWhileUploading(
 ): Promise<{ descriptor: Descriptor; status: BlobPushStatus }> {
   const signal = pushOpts.signal;
   const upload = await startBlobUpload(client, dest, { signal });
-  let made: CompressResult | undefined;
+  let hashed: (d: { digest: Digest; size: number }) => void = () => undefined;
+  const digest = new Promise<{ digest: Digest; size: number }>((resolve) => (hashed = resolve));
   let committed: Promise<void> | undefined;
   let descriptor: Descriptor;
   try {
@@ -199,9 +201,10 @@ async function compressWhileUploading(
       diffId,
       algo,
       async (src, sink) => {
-        made = await compress(src, tee(sink, upload.stream), { algorithm: algo, signal });
-        // The registry commits while the store makes its copy durable.
-        committed = upload.commit(made);
+        sink.once('hashed', hashed);
+        // Hashed once, by the store's writer: compress need not hash the same bytes again.
+        await compress(src, tee(sink, upload.stream), { algorithm: algo, signal, hash: false });
+        committed = digest.then((d) => upload.commit(d));
         committed.catch(() => undefined);
       },
       { signal },
@@ -210,12 +213,16 @@ async function compressWhileUploading(
     upload.cancel();
     throw e;
   }
-  if (made === undefined || committed === undefined) {
+  if (committed === undefined) {
+    // Another process compressed it meanwhile: nothing went into the upload.
     upload.cancel();
     return { descriptor, status: await pushBlob(client, dest, descriptor, source, pushOpts) };
   }
-  if (made.digest !== descriptor.digest || made.size !== descriptor.size) {
-    throw new InternalError(`compressing ${diffId} gave ${made.digest} (${made.size} bytes) but the store kept ${descriptor.digest} (${descriptor.size} bytes)`);
+  // A writer that never said: the commit waits for the stored blob instead.
+  hashed({ digest: descriptor.digest, size: descriptor.size });
+  const sent = await digest;
+  if (sent.digest !== descriptor.digest || sent.size !== descriptor.size) {
+    throw new InternalError(`compressing ${diffId}: the upload was named ${sent.digest} (${sent.size} bytes) but the store kept ${descriptor.digest} (${descriptor.size} bytes)`);
   }
   try {
     await committed;

@@ -110,6 +110,17 @@ describe('compress gzip', () => {
     assert.ok(out.equals(expected), `${out.length} bytes, expected ${expected.length}`);
   });
 
+  it('with hash: false writes the same bytes and reports their size but no digest', async () => {
+    const data = sample(2 * MiB + 99);
+    for (const algorithm of ['gzip', 'zstd'] as const) {
+      const hashed = await run(data, { algorithm, threads: 2 });
+      const s = sink();
+      const r = await compress(source(data), s.stream, { algorithm, threads: 2, hash: false });
+      assert.deepEqual(r, { size: hashed.size });
+      assert.equal(sha(s.bytes()), hashed.digest);
+    }
+  });
+
   it('handles the sizes at block boundaries, including empty input', async () => {
     for (const size of [0, 1, MiB - 1, MiB, MiB + 1, 2 * MiB]) {
       const data = sample(size);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Readable, Transform } from 'node:stream';
 import type { Writable } from 'node:stream';
@@ -17,6 +17,12 @@ export interface CompressOptions {
   level?: number;
   /** Worker threads; defaults to every core. Never changes the output bytes. */
   threads?: number;
+  /**
+   * false: do not hash the output (the result then has no digest). For a destination that hashes
+   * what it is given anyway, such as the store's blob writer: a second sha256 of every compressed
+   * byte costs the main thread as much as writing them. Default true.
+   */
+  hash?: boolean;
   signal?: AbortSignal;
 }
 
@@ -60,7 +66,9 @@ const BLOCK_SIZE = 1 << 20;
  * works on it and the bytes do not depend on the thread count. zstd uses the library's own
  * worker threads.
  */
-export async function compress(src: Readable, out: Writable, opts: CompressOptions): Promise<CompressResult> {
+export async function compress(src: Readable, out: Writable, opts: CompressOptions & { hash: false }): Promise<{ size: number }>;
+export async function compress(src: Readable, out: Writable, opts: CompressOptions): Promise<CompressResult>;
+export async function compress(src: Readable, out: Writable, opts: CompressOptions): Promise<CompressResult | { size: number }> {
   const { algorithm, signal } = opts;
   if (algorithm !== 'gzip' && algorithm !== 'zstd') {
     throw new UsageError(`unknown compression ${JSON.stringify(algorithm)}`, { hint: 'use gzip or zstd' });
@@ -77,9 +85,9 @@ export async function compress(src: Readable, out: Writable, opts: CompressOptio
   if (signal?.aborted) throw cancelled(signal);
 
   try {
-    return algorithm === 'gzip'
-      ? await gzipParallel(src, out, level, threads, signal)
-      : await zstdStream(src, out, level, threads, signal);
+    const hash = opts.hash === false ? undefined : createHash('sha256');
+    const size = algorithm === 'gzip' ? await gzipParallel(src, out, level, threads, hash, signal) : await zstdStream(src, out, level, threads, hash, signal);
+    return hash === undefined ? { size } : { digest: `sha256:${hash.digest('hex')}`, size };
   } catch (err) {
     if (!out.destroyed) out.destroy();
     if (!src.destroyed) src.destroy();
@@ -100,22 +108,22 @@ async function zstdStream(
   out: Writable,
   level: number,
   threads: number,
+  hash: Hash | undefined,
   signal: AbortSignal | undefined,
-): Promise<CompressResult> {
-  const hash = createHash('sha256');
+): Promise<number> {
   let size = 0;
   // workers ≥ 1 always: zstd's multi-threaded format is the same for any worker count but
   // differs from its single-threaded one, and digests must not depend on the machine.
   const encoder = createZstdCompressor({ level, workers: threads, jobSize: ZSTD_JOB_SIZE });
   const tap = new Transform({
     transform(chunk: Buffer, _enc, done) {
-      hash.update(chunk);
+      hash?.update(chunk);
       size += chunk.length;
       done(null, chunk);
     },
   });
   await pipeline(src, encoder, tap, out, { signal });
-  return { digest: `sha256:${hash.digest('hex')}`, size };
+  return size;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,9 +347,9 @@ async function gzipParallel(
   out: Writable,
   level: number,
   threads: number,
+  hash: Hash | undefined,
   signal: AbortSignal | undefined,
-): Promise<CompressResult> {
-  const hash = createHash('sha256');
+): Promise<number> {
   let size = 0;
   let crc = 0;
   let total = 0;
@@ -355,7 +363,7 @@ async function gzipParallel(
   out.on('error', onOutError);
   const emit = async (buf: Buffer): Promise<void> => {
     if (outError) throw outError;
-    hash.update(buf);
+    hash?.update(buf);
     size += buf.length;
     if (!out.write(buf)) await drained(out);
   };
@@ -425,7 +433,7 @@ async function gzipParallel(
     await emit(trailer);
     out.end();
     await finished(out);
-    return { digest: `sha256:${hash.digest('hex')}`, size };
+    return size;
   } finally {
     signal?.removeEventListener('abort', onAbort);
     out.off('error', onOutError);

@@ -13,7 +13,12 @@ export interface Expected {
 }
 
 export interface BlobWriter {
-  /** Write the blob here; it is hashed as it goes to a temp file. */
+  /**
+   * Write the blob here; it is hashed as it goes to a temp file. Once every byte written has been
+   * hashed, and before they are made durable, the stream emits `'hashed'` with `{ digest, size }`:
+   * a caller sending the same bytes elsewhere can name their digest without waiting for the disk
+   * (the blob itself is stored only when `commit` resolves).
+   */
   readonly stream: Writable;
   /**
    * Ends the stream if still open, makes the data durable, checks it against `expected` and moves
@@ -51,6 +56,7 @@ export class FileBlobWriter implements BlobWriter {
   readonly stream: Writable;
   private readonly hash = createHash('sha256');
   private size = 0;
+  private hashed: { digest: Digest; size: number } | undefined;
   private fh: FileHandle | undefined;
   private settled = false;
 
@@ -80,6 +86,8 @@ export class FileBlobWriter implements BlobWriter {
         writeAll(this.fh!, bufs.filter((b) => b.length > 0)).then(() => cb(), (e: Error) => cb(e));
       },
       final: (cb) => {
+        this.hashed = { digest: `sha256:${this.hash.digest('hex')}` as Digest, size: this.size };
+        this.stream.emit('hashed', this.hashed);
         this.fh!.sync().then(() => cb(), (e: Error) => cb(e));
       },
       destroy: (err, cb) => {
@@ -100,7 +108,8 @@ export class FileBlobWriter implements BlobWriter {
       const fh = this.fh;
       this.fh = undefined;
       await fh?.close();
-      const got = { digest: `sha256:${this.hash.digest('hex')}` as Digest, size: this.size };
+      const got = this.hashed;
+      if (got === undefined) throw new TsbuildError('BLOB_WRITER_CLOSED', 'blob writer finished without hashing its content');
       checkExpected(got, expected);
       const dest = this.finalPath(got.digest);
       if (await exists(dest)) {
