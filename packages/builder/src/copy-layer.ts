@@ -538,8 +538,9 @@ function sortedKids(dir: Node): SortedKid[] {
   return kids.sort((a, b) => (a.plain && b.plain ? (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) : compareUtf8(a.key, b.key)));
 }
 
+/** What overlayfs (as root or in a user namespace) and fuse-overlayfs keep for themselves, as diff leaves it out. */
 function isOverlayXattr(name: string): boolean {
-  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.');
+  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name.startsWith('user.fuseoverlayfs.');
 }
 
 function lstatOrUndefined(p: string): fs.Stats | undefined {

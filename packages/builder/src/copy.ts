@@ -102,9 +102,9 @@ export async function copyInto(
   return { entries: c.count };
 }
 
-/** overlayfs bookkeeping (an opaque marker would hide the lower layers) and host labels stay behind. */
+/** overlayfs's and fuse-overlayfs's bookkeeping (an opaque marker would hide the lower layers) and host labels stay behind. */
 export function keepXattr(_path: string, name: string): boolean {
-  return !name.startsWith('trusted.overlay.') && !name.startsWith('user.overlay.') && name !== 'security.selinux';
+  return !name.startsWith('trusted.overlay.') && !name.startsWith('user.overlay.') && !name.startsWith('user.fuseoverlayfs.') && name !== 'security.selinux';
 }
 
 function statOrUndefined(p: string): fs.Stats | undefined {

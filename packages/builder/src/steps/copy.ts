@@ -274,7 +274,8 @@ async function writeWithArchives(kit: StepKit, state: ImageState, inst: CopyLike
   try {
     await span('step.work', () => copyWork(kit, state, inst, active, plan, localSources));
     kit.s.checkAbort();
-    const dopts: DiffOptions = { signal: kit.s.opts.signal };
+    // As layerStep does: the lowers let diff drop the opaque marks fuse-overlayfs puts on new directories.
+    const dopts: DiffOptions = { signal: kit.s.opts.signal, lowerDirs: active.lowerDirs };
     if (kit.s.opts.sourceDateEpoch !== undefined) dopts.sourceDateEpoch = kit.s.opts.sourceDateEpoch;
     return await span('layer.diff', () => diff(active.upper, out, dopts));
   } finally {
