@@ -421,7 +421,11 @@ interface Env {
   proxy: CountingProxy;
 }
 
+/** Set by SIGINT/SIGTERM: no build starts after it while the cleanup runs. */
+let interrupted = false;
+
 async function measured(t: CacheTool, b: BuildSpec, env: Env, logFile: string, profileDir?: string): Promise<Sample> {
+  if (interrupted) throw new Error('interrupted');
   rmSync(logFile, { force: true });
   for (const [f, v] of Object.entries(b.files ?? {})) writeFileSync(`${b.context}/${f}`, v);
   await env.proxy.reset();
@@ -727,6 +731,7 @@ async function main(): Promise<void> {
   };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
+      interrupted = true;
       void stop().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
     });
   }
