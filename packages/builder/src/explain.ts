@@ -76,7 +76,7 @@ export class MissExplainer {
     const prev = this.previous?.steps[position];
     const stored: StoredStep = { key: r.key, parent: r.parent, instruction: r.instruction };
     if (r.inputs?.values && Object.keys(r.inputs.values).length > 0) stored.values = r.inputs.values;
-    if (r.inputs?.files) {
+    if (r.inputs?.files && r.inputs.files.size > 0) {
       // Unchanged files need no new list: the last build's blob says the same.
       if (prev?.files && prev.key === r.key) stored.files = prev.files;
       else stored.files = await this.storeFiles(r.inputs.files);
@@ -95,8 +95,8 @@ export class MissExplainer {
       .filter((k) => prev.values?.[k] !== stored.values?.[k])
       .sort();
     if (changedValues.length > 0) return { reason: `${changedValues.length === 1 ? 'value' : 'values'} changed: ${shown(changedValues)}`, values: changedValues };
-    if (r.inputs?.files && prev.files) {
-      const files = await this.diffFiles(prev.files, r.inputs.files);
+    if (stored.files && prev.files) {
+      const files = await this.diffFiles(prev.files, r.inputs?.files ?? new Map());
       if (files) {
         const parts: string[] = [];
         if (files.changed.length > 0) parts.push(`changed ${shown(files.changed)}`);

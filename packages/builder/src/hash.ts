@@ -133,6 +133,8 @@ export interface HashOptions {
   hashFile?: FileHasher;
   /** `walks[i]` is `ctx.walk(matches[i])`, when the caller has walked the matches already. */
   walks?: readonly (readonly SourceEntry[])[];
+  /** Told each entry's context path and what of it the digest covers (to explain a cache miss). */
+  onEntry?: (path: string, fingerprint: string) => void;
   signal?: AbortSignal;
 }
 
@@ -170,6 +172,7 @@ export async function hashSources(ctx: BuildContext, matches: readonly SourceMat
         }
       }
       out.update(`${e.rel}\0${e.kind}\0${perm}\0${content}\n`);
+      opts.onEntry?.(e.rel === '' ? match.path || '.' : match.path ? `${match.path}/${e.rel}` : e.rel, `${e.kind}:${perm}:${content}`);
     }
   }
   return 'sources:' + out.digest('hex');

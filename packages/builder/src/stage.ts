@@ -130,7 +130,7 @@ function step(kit: StepKit, state: ImageState, ctx: StepCtx): Promise<StepResult
       return runStep(kit, state, inst, ctx);
     case 'copy':
     case 'add':
-      return copyStep(kit, state, inst);
+      return copyStep(kit, state, inst, ctx);
     case 'workdir':
       return workdirStep(kit, state, inst, ctx);
     case 'from':

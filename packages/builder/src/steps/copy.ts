@@ -38,7 +38,7 @@ import { containerConfig, diffIds, topChain } from '../state.ts';
 import type { ImageState } from '../state.ts';
 import { runCleanups } from './kit.ts';
 import { span } from '../trace.ts';
-import type { LayerWriter, PendingLayer, StepKit, StepResult } from './kit.ts';
+import type { LayerWriter, PendingLayer, StepCtx, StepKit, StepResult } from './kit.ts';
 
 type CopyLike = CopyInstruction | AddInstruction;
 type Cleanup = (() => Promise<void>)[];
@@ -50,8 +50,10 @@ interface ContextSources {
   walks: SourceEntry[][];
 }
 
-export async function copyStep(kit: StepKit, state: ImageState, raw: CopyLike): Promise<StepResult> {
+export async function copyStep(kit: StepKit, state: ImageState, raw: CopyLike, ctx?: StepCtx): Promise<StepResult> {
   const { inst, used } = kit.expand(state, raw);
+  const files = new Map<string, string>();
+  if (ctx) ctx.inputs = { values: Object.fromEntries(used), files };
   const workdir = containerConfig(state).WorkingDir || '/';
   const srcState = inst.kind === 'copy' && inst.from !== undefined ? await kit.fromState(inst.from, inst) : undefined;
   const urls = inst.kind === 'add' ? inst.sources.filter(isUrl) : [];
@@ -75,7 +77,7 @@ export async function copyStep(kit: StepKit, state: ImageState, raw: CopyLike): 
       // ADD unpacks local archives; which sources are archives is only looked at on a miss.
       mayUnpack = inst.kind === 'add' && inst.unpack !== false && matches.some((m) => m.kind === 'file');
       const statCache = await kit.s.statCache();
-      const hopts: HashOptions = { statCache, walks: context.walks, signal: kit.s.opts.signal };
+      const hopts: HashOptions = { statCache, walks: context.walks, signal: kit.s.opts.signal, onEntry: (p, fp) => files.set(p, fp) };
       // A cold context is hashed from the bytes its layer reads: the layer is written first.
       let captured: HashCapture | undefined;
       if (!mayUnpack && urls.length === 0 && worthHashingAhead(await span('context.scan', async () => estimateUnhashed(context!.walks, statCache)))) {
