@@ -164,7 +164,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const remoteOpts = { store, registry: opts.registry, gha, signal: opts.signal, warn: (m: string) => session.warn(m) };
   session.explain = new MissExplainer(store, buildIdentity(planPublish(opts).names, opts.target, contextDir, file));
   try {
-    if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) session.remote = await span('cache.import', () => RemoteCaches.load(opts.cacheFrom ?? [], remoteOpts));
+    if (opts.cacheFrom && opts.cacheFrom.length > 0 && !opts.noCache) {
+      // Base images resolve (a registry round trip each on a fresh runner) while the caches load.
+      for (const s of plan.order) {
+        const name = from.image(s);
+        if (!plan.deps.get(s)?.base && name.toLowerCase() !== 'scratch' && !df.stages.some((st) => st.name === name.toLowerCase())) void session.image(name).catch(() => {});
+      }
+      session.remote = await span('cache.import', () => RemoteCaches.load(opts.cacheFrom ?? [], remoteOpts));
+    }
 
     let ctxPromise: Promise<BuildContext> | undefined;
     const context = () => (ctxPromise ??= BuildContext.open(contextDir, { ignore: checked.ignore }));
