@@ -144,6 +144,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
   let entries = 0;
   let whiteouts = 0;
   const skipped = { devices: 0 };
+  const dirs = new Map<string, string>();
   // Host path → index of the entry that last wrote it (also tells opaque markers what is new).
   const created = new Map<string, number>();
   const dirTimes: Array<Deferred & { mtime: number }> = [];
@@ -164,7 +165,7 @@ export async function apply(tar: Readable | AsyncIterable<Buffer>, dir: string, 
       entries++;
       const parts = cleanArchivePath(header.path);
       try {
-        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true, opts.overlay, skipped);
+        const r = await applyEntry(root, parts, header, body, created, entries, opts.whiteouts ?? true, opts.overlay, skipped, dirs);
         if (r === 'whiteout') whiteouts++;
         else if (r) {
           if (header.type === 'dir') dirTimes.push({ parts, host: r, index: entries, mtime: header.mtime });
@@ -257,6 +258,7 @@ async function applyEntry(
   whiteouts: boolean,
   overlay: OverlayLowerFormat | undefined,
   skipped: { devices: number },
+  dirs: Map<string, string>,
 ): Promise<'whiteout' | string | undefined> {
   if (parts.length === 0) {
     if (h.type !== 'dir') throw new UnsafeArchiveError(`entry ${JSON.stringify(h.path)} would replace the root directory`, { entry: h.path });
@@ -267,10 +269,15 @@ async function applyEntry(
   }
   const base = parts[parts.length - 1]!;
   const parentParts = parts.slice(0, -1);
-  const parent = secureJoin(root, parentParts, { followLast: true });
+  // Directories already resolved (and made) for earlier entries; anything that could change what
+  // a path resolves to (a symlink made, something removed or replaced) empties this map.
+  const parentKey = parentParts.join('/');
+  const known = dirs.get(parentKey);
+  const parent = known ?? secureJoin(root, parentParts, { followLast: true });
 
   if (whiteouts && base.startsWith(WHITEOUT_PREFIX)) {
     await drain(body);
+    dirs.clear();
     if (overlay) return overlayWhiteout(parent, base, h, created, overlay);
     const parentSt = lstatOrUndefined(parent);
     if (base === OPAQUE_MARKER) {
@@ -292,10 +299,14 @@ async function applyEntry(
     return 'whiteout';
   }
 
-  mkdirSync(parent, { recursive: true, mode: 0o755 });
+  if (known === undefined) {
+    mkdirSync(parent, { recursive: true, mode: 0o755 });
+    dirs.set(parentKey, parent);
+  }
   const host = `${parent}/${base}`;
   const existing = lstatOrUndefined(host);
   if (existing && !(h.type === 'dir' && existing.isDirectory())) {
+    dirs.clear();
     if (existing.isDirectory()) removeAll(host);
     else unlinkSync(host);
   }
@@ -306,6 +317,7 @@ async function applyEntry(
       if (!existing?.isDirectory()) mkdirSync(host, { mode: 0o700 });
       lchownSync(host, h.uid, h.gid);
       chmodSync(host, h.mode);
+      dirs.set(parts.join('/'), host);
       break;
     }
     case 'file': {
@@ -339,6 +351,7 @@ async function applyEntry(
       return undefined;
     }
     case 'symlink': {
+      dirs.clear();
       symlinkSync(h.linkpath ?? '', host);
       lchownSync(host, h.uid, h.gid);
       break;
