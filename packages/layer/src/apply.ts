@@ -25,7 +25,7 @@ import {
   writeSync,
 } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { execFileSync, spawnSync } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { resolve as resolvePath } from 'node:path';
@@ -38,6 +38,9 @@ import { setAttributeSync } from '@napi-rs/xattr';
 import { writeXattrs } from './xattr.ts';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './diff.ts';
 import { decompress } from './decompress.ts';
+
+/** Loaded on first use: only device nodes, fifos and whiteouts need a tool. */
+const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 
 export interface ApplyOptions {
   signal?: AbortSignal;
@@ -229,7 +232,7 @@ function overlayWhiteout(parent: string, base: string, h: TarHeader, created: Ma
   // A whiteout hides lower layers only; what this layer itself wrote stays.
   if (created.has(target) || lstatOrUndefined(target) !== undefined) return 'whiteout';
   // mknod(2) of a 0/0 character device is allowed without CAP_MKNOD (Linux 5.8+), for whiteouts.
-  const made = spawnSync('mknod', ['-m', '000', target, 'c', '0', '0'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const made = childProcess().spawnSync('mknod', ['-m', '000', target, 'c', '0', '0'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (made.status === 0) return 'whiteout';
   if (format.whiteoutFiles && /not permitted/i.test(made.stderr ?? '')) {
     writeFileSync(`${parent}/${base}`, '', { mode: 0 });
@@ -364,7 +367,7 @@ async function applyEntry(
         created.delete(host);
         return undefined;
       }
-      execFileSync('mknod', ['-m', (h.mode & 0o7777).toString(8), host, h.type === 'char' ? 'c' : 'b', String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
+      childProcess().execFileSync('mknod', ['-m', (h.mode & 0o7777).toString(8), host, h.type === 'char' ? 'c' : 'b', String(h.devmajor ?? 0), String(h.devminor ?? 0)], {
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       lchownSync(host, h.uid, h.gid);
@@ -372,7 +375,7 @@ async function applyEntry(
       break;
     }
     case 'fifo': {
-      execFileSync('mkfifo', ['-m', (h.mode & 0o7777).toString(8), host], { stdio: ['ignore', 'ignore', 'pipe'] });
+      childProcess().execFileSync('mkfifo', ['-m', (h.mode & 0o7777).toString(8), host], { stdio: ['ignore', 'ignore', 'pipe'] });
       lchownSync(host, h.uid, h.gid);
       chmodSync(host, h.mode);
       break;

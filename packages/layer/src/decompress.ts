@@ -5,10 +5,14 @@
  * truncated or corrupt input, a missing tool, a broken source) reaches the reader as a
  * TsbuildError saying what went wrong.
  */
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import { Duplex, PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
+
+/** Loaded on first use: a cached build decompresses nothing and starts no tool. */
+const zlib = (): typeof Zlib => process.getBuiltinModule('node:zlib');
+const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 import { TsbuildError } from '@tsbuild/errors';
 import type { Compression } from '@tsbuild/oci';
 import { createZstdDecompressor } from './zstd.ts';
@@ -85,7 +89,7 @@ function run(src: Readable, opts: DecompressOptions, open: () => Promise<{ strea
   void (async () => {
     const { stream, kind } = await open();
     const stages: Duplex[] = [];
-    if (kind === 'gzip') stages.push(zlib.createGunzip());
+    if (kind === 'gzip') stages.push(zlib().createGunzip());
     else if (kind === 'zstd') stages.push(createZstdDecompressor());
     else if (kind === 'xz' || kind === 'bzip2') {
       const tool = toolDecoder(TOOLS[kind], (e) => (cause ??= e));
@@ -104,7 +108,7 @@ function run(src: Readable, opts: DecompressOptions, open: () => Promise<{ strea
  * the tool has exited cleanly, so a corrupt input is an error and not a short file.
  */
 function toolDecoder(tool: { cmd: string; pkg: string }, failed: (e: Error) => void): { stage: Duplex; stop: () => void } {
-  const child = spawn(tool.cmd, ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = childProcess().spawn(tool.cmd, ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     if (stderr.length < 4096) stderr += d;

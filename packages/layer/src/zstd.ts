@@ -13,7 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { Transform } from 'node:stream';
-import zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
 import { TsbuildError } from '@tsbuild/errors';
 
 export type ZstdEngine = 'node' | 'zstd-napi';
@@ -38,8 +38,10 @@ interface NodeZstd {
   createZstdDecompress?: (opts?: { chunkSize?: number }) => Transform;
 }
 
-const nodeZstd = zlib as unknown as NodeZstd;
-const zc = zlib.constants as unknown as Record<string, number | undefined>;
+/** node:zlib loads when zstd is first used (a build that compresses nothing never needs it). */
+const zlib = (): typeof Zlib => process.getBuiltinModule('node:zlib');
+const nodeZstd = (): NodeZstd => zlib() as unknown as NodeZstd;
+const zc = (): Record<string, number | undefined> => zlib().constants as unknown as Record<string, number | undefined>;
 
 /*
  * Output chunks of Node's zstd streams: with its 16 KiB default, decompression ran at a third of
@@ -78,7 +80,7 @@ function loadAddon(): { mod?: ZstdAddon; why?: string } {
 }
 
 function available(engine: ZstdEngine): boolean {
-  return engine === 'node' ? typeof nodeZstd.createZstdCompress === 'function' : loadAddon().mod !== undefined;
+  return engine === 'node' ? typeof nodeZstd().createZstdCompress === 'function' : loadAddon().mod !== undefined;
 }
 
 /** The engine that would serve `direction` here, or undefined when neither can. */
@@ -116,10 +118,10 @@ function pick(direction: 'compress' | 'decompress', engine: ZstdEngine | undefin
  */
 export function createZstdCompressor(p: ZstdCompressParams, engine?: ZstdEngine): Transform {
   if (pick('compress', engine) === 'node') {
-    const level = zc.ZSTD_c_compressionLevel;
-    const checksum = zc.ZSTD_c_checksumFlag;
+    const level = zc().ZSTD_c_compressionLevel;
+    const checksum = zc().ZSTD_c_checksumFlag;
     if (level === undefined || checksum === undefined) throw new TsbuildError('ZSTD_UNAVAILABLE', `Node ${process.version}'s zlib lacks zstd's parameters`);
-    return new OneWriteAtATime(nodeZstd.createZstdCompress!({ params: { [level]: p.level, [checksum]: 1 }, chunkSize: NODE_CHUNK }));
+    return new OneWriteAtATime(nodeZstd().createZstdCompress!({ params: { [level]: p.level, [checksum]: 1 }, chunkSize: NODE_CHUNK }));
   }
   const { CompressStream } = loadAddon().mod!;
   return new CompressStream({ compressionLevel: p.level, nbWorkers: p.workers, jobSize: p.jobSize, checksumFlag: true });
@@ -164,7 +166,7 @@ class OneWriteAtATime extends Transform {
 
 /** A zstd decompressor; the same choice of engine as createZstdCompressor. */
 export function createZstdDecompressor(engine?: ZstdEngine): Transform {
-  if (pick('decompress', engine) === 'node') return nodeZstd.createZstdDecompress!({ chunkSize: NODE_CHUNK });
+  if (pick('decompress', engine) === 'node') return nodeZstd().createZstdDecompress!({ chunkSize: NODE_CHUNK });
   const { DecompressStream } = loadAddon().mod!;
   return new DecompressStream();
 }
