@@ -1,5 +1,6 @@
-export { openSnapshotter, unmount } from './snapshotter.ts';
-export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions, LowerFormat } from './snapshotter.ts';
+export { openSnapshotter } from './snapshotter.ts';
+export { unmount } from './mount.ts';
+export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions, LowerFormat } from './types.ts';
 export { parseMountinfo } from './mountinfo.ts';
 export type { MountEntry } from './mountinfo.ts';
 export { inUserNamespace } from './driver.ts';

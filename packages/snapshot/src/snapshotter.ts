@@ -8,8 +8,10 @@ import { exists } from '@tsbuild/store';
 import { mountsUnder } from './mountinfo.ts';
 import { ownerAlive, ownerToken, parseOwnerToken, runCommand, selfOwner } from './proc.ts';
 import type { Owner } from './proc.ts';
-import { candidateDrivers, DRIVERS, flagBytes, inUserNamespace, overlayOptions } from './driver.ts';
-import type { OverlayDriver, OverlaySpec } from './driver.ts';
+import { candidateDrivers, flagBytes, inUserNamespace } from './driver.ts';
+import type { OverlayDriver } from './driver.ts';
+import { OverlayMounter, unmount } from './mount.ts';
+import type { Active, LowerFormat, PrepareOptions, Snapshotter, SnapshotterOptions, SnapshotInfo } from './types.ts';
 
 /**
  * On-disk layout under the snapshotter root. Directory names are short on purpose: overlay
@@ -27,80 +29,6 @@ import type { OverlayDriver, OverlaySpec } from './driver.ts';
  *                     fuse-overlayfs): found by trying on the first mount, then kept, since the
  *                     layer dirs hold that driver's opaque markers
  */
-
-export interface SnapshotterOptions {
-  /** Directory that holds the snapshots, e.g. `<tsbuild root>/snapshots`. Created if missing. */
-  root: string;
-  /** Kernel limit on overlay lower layers (overlayfs allows 500). Lower only for tests. */
-  maxLowerLayers?: number;
-  /** Longest overlay mount option string (mount(2) copies one page). Lower only for tests. */
-  maxOptionBytes?: number;
-}
-
-export interface SnapshotInfo {
-  chainId: Digest;
-  parent: Digest | undefined;
-  /** The layer's directory (its contents in overlay upper-dir form). */
-  dir: string;
-}
-
-export interface PrepareOptions {
-  signal?: AbortSignal;
-}
-
-/** A writable overlay mount over a committed chain; exactly one of commit/release ends it. */
-export interface Active {
-  /** The merged view; run a container or copy files here. */
-  readonly rootfs: string;
-  /** The overlay upper dir: the changes made through `rootfs`, whiteouts included. */
-  readonly upper: string;
-  /** The lower dirs mounted under `upper`, newest first (a flattened copy stands for the oldest part of a deep chain). */
-  readonly lowerDirs: readonly string[];
-  readonly parent: Digest | undefined;
-  /**
-   * Unmounts and turns the upper dir into the committed layer for `chainId` (a rename, no copy);
-   * the layer's parent is this snapshot's parent. Returns the committed layer's directory. If
-   * `chainId` was committed meanwhile (another build), this upper dir is discarded instead.
-   * `parent`, if given, must equal the parent this snapshot was prepared from.
-   */
-  commit(chainId: Digest, parent?: Digest): Promise<string>;
-  /** Unmounts and deletes the changes. */
-  release(): Promise<void>;
-}
-
-export interface Snapshotter {
-  readonly root: string;
-  /**
-   * How a layer unpacked for this snapshotter keeps its whiteouts, in an `unpack` fill (the driver
-   * is known by then): opaque dirs get `trusted.overlay.opaque` as root, `user.overlay.opaque` in
-   * a user namespace (where trusted.* cannot be written); a whiteout that cannot be a 0/0 device
-   * takes the form the driver reads instead.
-   */
-  readonly lowerFormat: LowerFormat;
-  has(chainId: Digest): Promise<boolean>;
-  /** The committed layer's directory, or undefined. */
-  get(chainId: Digest): Promise<SnapshotInfo | undefined>;
-  /**
-   * Creates the committed layer `chainId` on top of `parent` (which must exist) by calling
-   * `fill(dir)` on an empty private directory, then publishing it atomically. Does nothing if
-   * the layer exists; concurrent calls for one key (in or across processes) leave one layer.
-   */
-  unpack(chainId: Digest, parent: Digest | undefined, fill: (dir: string) => Promise<void>): Promise<void>;
-  prepare(parent: Digest | undefined, opts?: PrepareOptions): Promise<Active>;
-  /** Removes a layer and every layer built on it. Refuses layers an active snapshot mounts. */
-  remove(chainId: Digest): Promise<Digest[]>;
-  list(): Promise<SnapshotInfo[]>;
-  /** Removes every layer that is neither in `keep` nor an ancestor of one; returns them. */
-  prune(keep: Set<Digest>): Promise<Digest[]>;
-  /** Unmounts and removes what dead processes left behind. Runs on open. */
-  recover(): Promise<void>;
-}
-
-export interface LowerFormat {
-  opaqueXattr: 'trusted.overlay.opaque' | 'user.overlay.opaque';
-  /** A whiteout that cannot be a 0/0 device may be an empty `.wh.NAME` file (fuse-overlayfs reads those). */
-  whiteoutFiles: boolean;
-}
 
 interface Meta {
   chainId: Digest;
@@ -130,43 +58,11 @@ function notFound(chainId: Digest): TsbuildError {
 export async function openSnapshotter(opts: SnapshotterOptions): Promise<Snapshotter> {
   await mkdir(opts.root, { recursive: true });
   const root = await realpath(opts.root);
+  const owner = await selfOwner();
   for (const d of ['keys', 'l', 'f', 'a', 't', 'e']) await mkdir(join(root, d), { recursive: true });
-  const s = new OverlaySnapshotter(root, await selfOwner(), opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await savedDriver(root));
+  const s = new OverlaySnapshotter(root, owner, opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await OverlayMounter.open(root, owner, opts.maxOptionBytes ?? 4095));
   await s.init();
   return s;
-}
-
-/** The driver this root's layers were made for, if one was found before; refuses a root made for another kind of namespace. */
-async function savedDriver(root: string): Promise<OverlayDriver | undefined> {
-  let text: string;
-  try {
-    text = (await readFile(join(root, 'driver'), 'utf8')).trim();
-  } catch (e) {
-    if (errCode(e) === 'ENOENT') return undefined;
-    throw e;
-  }
-  const driver = DRIVERS.find((d) => d === text);
-  if (driver === undefined) {
-    throw new TsbuildError('SNAPSHOT_CORRUPT', `${join(root, 'driver')} names an unknown overlay driver ${JSON.stringify(text)}`, {
-      hint: `remove ${root} to reset the layer cache`,
-    });
-  }
-  if (!candidateDrivers().includes(driver)) {
-    const made = driver === 'overlay' ? 'by root' : 'in a user namespace (without root)';
-    const now = inUserNamespace() ? 'in a user namespace' : 'as root';
-    throw new TsbuildError('SNAPSHOT_DRIVER', `the snapshots in ${root} were made ${made} for ${driver}, and cannot be mounted ${now}`, {
-      hint: 'use another --root (or TSBUILD_ROOT) for each way of running tsbuild',
-    });
-  }
-  return driver;
-}
-
-/** Why overlays cannot be mounted here, with what each driver said. */
-function mountError(mountPoint: string, failures: readonly string[]): TsbuildError {
-  const hint = inUserNamespace()
-    ? 'without root, overlayfs needs Linux 5.11 or later and a tsbuild root on a filesystem it accepts as upper dir (ext4, xfs, btrfs, tmpfs; not overlayfs, as a container\'s own root is: use a volume), or fuse-overlayfs with a usable /dev/fuse'
-    : 'tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)';
-  return new TsbuildError('SNAPSHOT_MOUNT', `mounting overlay at ${mountPoint} failed: ${failures.join('; ')}`, { hint });
 }
 
 class OverlaySnapshotter implements Snapshotter {
@@ -183,16 +79,17 @@ class OverlaySnapshotter implements Snapshotter {
   get lowerFormat(): LowerFormat {
     return { opaqueXattr: this.opaqueXattr, whiteoutFiles: this.driver === 'fuse-overlayfs' };
   }
-  /** Found by the first mount (or read from `driver`), then used for every mount. */
-  private detecting: Promise<void> | undefined;
-
   constructor(
     readonly root: string,
     private readonly owner: Owner,
     private readonly maxLayers: number,
     private readonly maxOptionBytes: number,
-    private driver: OverlayDriver | undefined,
+    private readonly mounter: OverlayMounter,
   ) {}
+
+  private get driver(): OverlayDriver | undefined {
+    return this.mounter.driver;
+  }
 
   /** Option bytes beyond the lowerdir list, for whichever driver the mount will use. */
   private get flagBytes(): number {
@@ -373,7 +270,7 @@ class OverlaySnapshotter implements Snapshotter {
     for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
     try {
       if (opts.signal?.aborted) throw new CancelledError();
-      await this.mountOverlay({ lowers, upper }, join(dir, 'r'));
+      await this.mounter.mount({ lowers, upper }, join(dir, 'r'));
     } catch (e) {
       this.unuse(used);
       await this.removeTree(dir);
@@ -467,7 +364,7 @@ class OverlaySnapshotter implements Snapshotter {
       await mkdir(mnt);
       await mkdir(out);
       // A lower-only overlay needs two lowers; the empty dir changes nothing.
-      await this.mountOverlay({ lowers: [...lowers, 'e'] }, mnt);
+      await this.mounter.mount({ lowers: [...lowers, 'e'] }, mnt);
       try {
         // The merged view already applies whiteouts and opaque dirs and hides overlay's xattrs.
         const r = await runCommand('cp', ['-a', '--', `${mnt}/.`, out]);
@@ -486,73 +383,17 @@ class OverlaySnapshotter implements Snapshotter {
     return rel;
   }
 
-  private async mountOverlay(spec: OverlaySpec, mountPoint: string): Promise<void> {
-    if (this.driver === undefined && this.detecting) await this.detecting.catch(() => undefined);
-    const driver = this.driver;
-    if (driver !== undefined) {
-      const failure = await this.tryMount(driver, spec, mountPoint);
-      if (failure !== undefined) throw mountError(mountPoint, [failure]);
-      return;
-    }
-    // The first mount finds the driver: each candidate in turn, the first that mounts is kept.
-    const detect = (async () => {
-      const failures: string[] = [];
-      for (const d of candidateDrivers()) {
-        const failure = await this.tryMount(d, spec, mountPoint);
-        if (failure === undefined) {
-          await this.saveDriver(d);
-          return;
-        }
-        failures.push(failure);
-      }
-      throw mountError(mountPoint, failures);
-    })();
-    this.detecting = detect;
-    try {
-      await detect;
-    } finally {
-      if (this.driver === undefined) this.detecting = undefined;
-    }
-  }
-
   /** Finds the driver with a throwaway mount, when a layer must be unpacked before anything is mounted. */
   private async probeDriver(): Promise<void> {
     const dir = await this.tempDir();
     try {
       for (const d of ['u', 'w', 'm']) await mkdir(join(dir, d));
       const rel = `t/${dir.slice(dir.lastIndexOf('/') + 1)}`;
-      await this.mountOverlay({ lowers: ['e'], upper: { upper: `${rel}/u`, work: `${rel}/w` } }, join(dir, 'm'));
+      await this.mounter.mount({ lowers: ['e'], upper: { upper: `${rel}/u`, work: `${rel}/w` } }, join(dir, 'm'));
       await unmount(join(dir, 'm'));
     } finally {
       await this.removeTree(dir);
     }
-  }
-
-  private async saveDriver(d: OverlayDriver): Promise<void> {
-    this.driver = d;
-    const tmp = join(this.root, 't', `${ownerToken(this.owner)}-${randomBytes(4).toString('hex')}.driver`);
-    await writeFile(tmp, `${d}\n`);
-    await rename(tmp, join(this.root, 'driver'));
-  }
-
-  /** Mounts with one driver; the failure's text, or undefined once mounted. */
-  private async tryMount(driver: OverlayDriver, spec: OverlaySpec, mountPoint: string): Promise<string | undefined> {
-    const options = overlayOptions(driver, spec);
-    if (driver !== 'fuse-overlayfs' && options.length > this.maxOptionBytes) {
-      throw new InternalError(`overlay options are ${options.length} bytes, over the ${this.maxOptionBytes} limit`);
-    }
-    // Relative lowerdir paths are resolved against the mount command's cwd: the root.
-    const r =
-      driver === 'fuse-overlayfs'
-        ? await runCommand('fuse-overlayfs', ['-o', options, mountPoint], { cwd: this.root }).catch((e: NodeJS.ErrnoException) => ({
-            code: 127,
-            stdout: '',
-            stderr: e.code === 'ENOENT' ? 'fuse-overlayfs is not installed' : e.message,
-          }))
-        : await runCommand('mount', ['-n', '-t', 'overlay', 'overlay', '-o', options, mountPoint], { cwd: this.root });
-    if (r.code === 0) return undefined;
-    const text = r.stderr.trim().split('\n').filter((l) => !/^\s*dmesg\(1\)|unknown argument ignored/.test(l)).join(' ').trim();
-    return `${driver}: ${text || `exit ${r.code}`}`;
   }
 
   async list(): Promise<SnapshotInfo[]> {
@@ -702,17 +543,3 @@ class OverlayActive implements Active {
   }
 }
 
-/** Unmounts `mountPoint` if it is a mount; a busy mount is detached lazily rather than leaked. */
-export async function unmount(mountPoint: string): Promise<void> {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if ((await mountsUnder(mountPoint)).every((m) => m !== mountPoint)) return;
-    const r = await runCommand('umount', ['-n', mountPoint]);
-    if (r.code === 0) continue;
-    if (!/busy/i.test(r.stderr)) {
-      throw new TsbuildError('SNAPSHOT_UNMOUNT', `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
-    }
-    await new Promise((res) => setTimeout(res, 50 * (attempt + 1)));
-  }
-  const r = await runCommand('umount', ['-n', '-l', mountPoint]);
-  if (r.code !== 0) throw new TsbuildError('SNAPSHOT_UNMOUNT', `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
-}
