@@ -40,6 +40,9 @@ interface Timed {
 /** Runs a command under GNU time: wall clock from here, CPU and peak RSS of the whole process tree. */
 function timed(cmd: string, argv: string[], env: Record<string, string> = {}): Timed {
   const out = join(work, 'time.txt');
+  // Each command writes a GiB or two: flushing what the one before left dirty keeps that
+  // writeback out of the next one's time.
+  spawnSync('sync');
   const start = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S %M', cmd, ...argv], {
     encoding: 'utf8',
