@@ -3,11 +3,16 @@ import { availableParallelism } from 'node:os';
 import { Readable, Transform } from 'node:stream';
 import type { Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { Worker } from 'node:worker_threads';
-import zlib from 'node:zlib';
+import type * as WorkerThreads from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import type * as Zlib from 'node:zlib';
 import { CancelledError, InternalError, TsbuildError, UsageError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
 import { createZstdCompressor } from './zstd.ts';
+
+/** Loaded on first use: a build that compresses nothing (cached, or exported uncompressed) starts neither. */
+const zlib = (): typeof Zlib => process.getBuiltinModule('node:zlib');
+const workerThreads = (): typeof WorkerThreads => process.getBuiltinModule('node:worker_threads');
 
 export type CompressionAlgorithm = 'gzip' | 'zstd';
 
@@ -155,7 +160,7 @@ const STORE_RATIO = 0.97;
 function storeLevel(data: Buffer, level: number): number {
   if (level === 0 || data.length < PROBE_SIZE * 4) return level;
   const incompressible = (at: number): boolean =>
-    zlib.deflateRawSync(data.subarray(at, at + PROBE_SIZE), { level: 1 }).length >= PROBE_SIZE * STORE_RATIO;
+    zlib().deflateRawSync(data.subarray(at, at + PROBE_SIZE), { level: 1 }).length >= PROBE_SIZE * STORE_RATIO;
   // Start, middle and end must all look random: a block that mixes data keeps being deflated.
   return [0, (data.length >> 1) - PROBE_SIZE / 2, data.length - PROBE_SIZE].every(incompressible) ? 0 : level;
 }
@@ -223,10 +228,10 @@ parentPort.on('message', (m) => {
 const OUT_CHUNK = BLOCK_SIZE + (64 << 10);
 
 function deflateBlock(data: Buffer, last: boolean, level: number): Buffer {
-  return zlib.deflateRawSync(data, {
+  return zlib().deflateRawSync(data, {
     level: storeLevel(data, level),
     chunkSize: OUT_CHUNK,
-    finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
+    finishFlush: last ? zlib().constants.Z_FINISH : zlib().constants.Z_SYNC_FLUSH,
   });
 }
 
@@ -269,7 +274,7 @@ class DeflatePool {
     this.#level = level;
     for (let i = 0; i < threads; i++) {
       // execArgv [] keeps the parent's loaders (tsx) out of a worker that does not need them.
-      const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+      const worker = new (workerThreads().Worker)(WORKER_SOURCE, { eval: true, execArgv: [] });
       worker.unref();
       worker.on('message', (reply: WorkerReply) => this.#onReply(worker, reply));
       worker.on('error', (err) => this.#fail(err));
@@ -395,7 +400,7 @@ async function gzipParallel(
       // A layer that fits in one block is deflated right here: starting workers would cost more.
       const view = Buffer.from(block, 0, length);
       const deflated = deflateBlock(view, true, level);
-      pending.push(Promise.resolve({ deflated, crc: zlib.crc32(view), length, input: block }));
+      pending.push(Promise.resolve({ deflated, crc: zlib().crc32(view), length, input: block }));
     } else {
       pool ??= new DeflatePool(threads, level);
       const job = pool.run(block, length, last);

@@ -9,13 +9,13 @@ import type * as ChildProcess from 'node:child_process';
 import { Duplex, PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as Zlib from 'node:zlib';
+import { TsbuildError } from '@tsbuild/errors';
+import type { Compression } from '@tsbuild/oci';
+import { createZstdDecompressor } from './zstd.ts';
 
 /** Loaded on first use: a cached build decompresses nothing and starts no tool. */
 const zlib = (): typeof Zlib => process.getBuiltinModule('node:zlib');
 const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
-import { TsbuildError } from '@tsbuild/errors';
-import type { Compression } from '@tsbuild/oci';
-import { createZstdDecompressor } from './zstd.ts';
 
 /** What an archive (ADD's tarballs, a rootfs to import) may be compressed with; layers use only none, gzip and zstd. */
 export type ArchiveCompression = 'none' | 'gzip' | 'bzip2' | 'xz' | 'zstd';

@@ -1,9 +1,12 @@
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import { readFile, mkdir } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TsbuildError, redactSecrets } from '@tsbuild/errors';
 import { writeFileAtomic } from '@tsbuild/store';
+
+/** Loaded on first use: only a credential helper needs it. */
+const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
 
 /** A user name and password, or an OAuth2 refresh token (`identitytoken` in config.json). */
 export type Credentials = { username: string; password: string } | { username?: string; identityToken: string };
@@ -102,7 +105,7 @@ async function runHelper(name: string, action: 'get' | 'store' | 'erase', input:
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new TsbuildError('CREDENTIAL_HELPER', `invalid credential helper name ${JSON.stringify(name)}`);
   const program = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
-    const child = spawn(program, [action], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = childProcess().spawn(program, [action], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));

@@ -1,9 +1,12 @@
-import * as http from 'node:http';
-import * as https from 'node:https';
-import { rootCertificates } from 'node:tls';
+import type * as Http from 'node:http';
+import type * as Https from 'node:https';
 import type { Readable } from 'node:stream';
 import { RegistryError } from '@tsbuild/errors';
 import type { RegistryErrorOptions } from '@tsbuild/errors';
+
+/** Loaded on first use: a build that talks to no registry loads no HTTP or TLS code. */
+const http = (): typeof Http => process.getBuiltinModule('node:http');
+const https = (): typeof Https => process.getBuiltinModule('node:https');
 
 /** A request body that can be produced again, so a failed attempt can be resent. */
 export type BodyFactory = () => Uint8Array | Readable | Promise<Uint8Array | Readable>;
@@ -68,24 +71,32 @@ export function connectionError(err: unknown, what: string, url: URL): RegistryE
 }
 
 export class Transport {
-  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-  private readonly httpsAgent: https.Agent;
+  private httpAgent: Http.Agent | undefined;
+  private httpsAgent: Https.Agent | undefined;
   private readonly timeoutMs: number;
   private readonly userAgent: string;
+  private readonly ca: string | undefined;
 
   constructor(opts: TransportOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.userAgent = opts.userAgent ?? 'tsbuild';
-    this.httpsAgent = new https.Agent({
+    this.ca = opts.ca;
+  }
+
+  /** The keep-alive agent for one protocol, made on its first request. */
+  private agent(isHttps: boolean): Http.Agent {
+    if (!isHttps) return (this.httpAgent ??= new (http().Agent)({ keepAlive: true, maxSockets: 8 }));
+    const ca = this.ca;
+    return (this.httpsAgent ??= new (https().Agent)({
       keepAlive: true,
       maxSockets: 8,
-      ...(opts.ca === undefined ? {} : { ca: [...rootCertificates, opts.ca] }),
-    });
+      ...(ca === undefined ? {} : { ca: [...process.getBuiltinModule('node:tls').rootCertificates, ca] }),
+    }));
   }
 
   close(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    this.httpAgent?.destroy();
+    this.httpsAgent?.destroy();
   }
 
   async send(req: HttpRequest): Promise<HttpResponse> {
@@ -100,7 +111,7 @@ export class Transport {
       headers,
       body,
       signal: req.signal,
-      agent: isHttps ? this.httpsAgent : this.httpAgent,
+      agent: this.agent(isHttps),
       idleTimeoutMs: this.timeoutMs,
       stalled: () => new Error(`connection stalled for ${this.timeoutMs} ms`),
     });
@@ -116,7 +127,7 @@ export interface RawRequest {
   body?: Uint8Array | Readable | undefined;
   signal?: AbortSignal | undefined;
   /** The agent for the URL's protocol. */
-  agent: http.Agent;
+  agent: Http.Agent;
   /** With no byte moving for this long the request is destroyed with `stalled()`; the timer covers the response body too. */
   idleTimeoutMs: number;
   stalled: () => Error;
@@ -127,8 +138,8 @@ export interface RawRequest {
  * piped in, and destroyed when the request fails, so a failed attempt leaves no reader open. The
  * one request primitive of tsbuild's HTTP clients (the registry's and the gha cache's).
  */
-export function sendRequest(req: RawRequest): Promise<http.IncomingMessage> {
-  const mod = req.url.protocol === 'https:' ? https : http;
+export function sendRequest(req: RawRequest): Promise<Http.IncomingMessage> {
+  const mod = req.url.protocol === 'https:' ? https() : http();
   const body = req.body;
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -176,7 +187,7 @@ export async function readAtMost(body: Readable, limit: number): Promise<Buffer 
   return Buffer.concat(chunks);
 }
 
-function wrapResponse(res: http.IncomingMessage, url: URL): HttpResponse {
+function wrapResponse(res: Http.IncomingMessage, url: URL): HttpResponse {
   return {
     status: res.statusCode ?? 0,
     url,
@@ -227,7 +238,7 @@ export async function responseError(res: HttpResponse, what: string, reference?:
   }
   const status = res.status;
   const temporary = status >= 500 || status === 429 || status === 408;
-  let message = `${what}: ${status} ${http.STATUS_CODES[status] ?? ''}`.trimEnd();
+  let message = `${what}: ${status} ${http().STATUS_CODES[status] ?? ''}`.trimEnd();
   if (detail) message += ` (${detail.slice(0, 300)})`;
   const options: RegistryErrorOptions = { status, temporary };
   if (ociCode !== undefined) options.ociCode = ociCode;
