@@ -38,6 +38,8 @@ const skip =
         : undefined;
 
 let work = '';
+/** A copy of the fixtures the users can read (the checkout may sit under a directory they cannot enter). */
+let fixtures = '';
 let cli = '';
 let rootRoot = '';
 let home = '';
@@ -93,7 +95,9 @@ function copyCli(dest: string): string {
     // pnpm keeps a package and its dependencies side by side in one node_modules dir.
     const real = realpathSync(join(modules, name));
     const store = real.slice(0, real.lastIndexOf('/node_modules/') + '/node_modules'.length);
-    cpSync(store, join(dest, 'node_modules'), { recursive: true, dereference: true });
+    // cp -L, not cpSync: Node 24's cpSync keeps the symlinks nested in the tree despite `dereference`.
+    mkdirSync(join(dest, 'node_modules'), { recursive: true });
+    execFileSync('cp', ['-RL', '--', `${store}/.`, join(dest, 'node_modules')]);
   }
   execFileSync('chmod', ['-R', 'a+rX', dest]);
   return join(dest, 'dist', 'tsbuild.js');
@@ -109,6 +113,9 @@ before(() => {
   work = mkdtempSync(join(tmpdir(), 'tsbuild-rootless-'));
   chmodSync(work, 0o755);
   cli = copyCli(join(work, 'cli'));
+  fixtures = join(work, 'fixtures');
+  cpSync(FIXTURES, fixtures, { recursive: true, preserveTimestamps: true });
+  execFileSync('chmod', ['-R', 'a+rX', fixtures]);
   rootRoot = join(work, 'root-root');
   // useradd gives a new user subordinate ids (SUB_UID_* in login.defs); a system user gets none.
   execFileSync('useradd', ['--create-home', '--shell', '/bin/sh', USER]);
@@ -151,7 +158,7 @@ test('an ordinary user builds the fixtures with the image ids root gets', { skip
   assert.equal(statSync(join(userRoot, 'oci')).uid, Number(execFileSync('id', ['-u', USER], { encoding: 'utf8' }).trim()));
   for (const name of CASES) {
     await t.test(name, () => {
-      const dir = join(FIXTURES, name);
+      const dir = join(fixtures, name);
       const args = ['build', '-q', ...fixtureArgs(name), '-t', `fixture-${name}:latest`, dir];
       const asRoot = ok(tsbuild(rootRoot, args, { env: { SOURCE_DATE_EPOCH: EPOCH } }), `${name} as root`).stdout.trim();
       const rootless = ok(asUser(USER, args, { SOURCE_DATE_EPOCH: EPOCH }), `${name} as ${USER}`).stdout.trim();
@@ -222,7 +229,7 @@ test('where overlayfs refuses the root (itself on overlayfs), fuse-overlayfs bui
     ok(asUser(USER, ['--root', root, 'load', '-i', baseArchive]), 'load');
     for (const name of CASES) {
       await t.test(name, () => {
-        const args = ['--root', root, 'build', '-q', ...fixtureArgs(name), '-t', `fixture-${name}:latest`, join(FIXTURES, name)];
+        const args = ['--root', root, 'build', '-q', ...fixtureArgs(name), '-t', `fixture-${name}:latest`, join(fixtures, name)];
         const id = ok(asUser(USER, args, { SOURCE_DATE_EPOCH: EPOCH }), `${name} with fuse-overlayfs`).stdout.trim();
         assert.equal(id, rootIds.get(name) ?? ok(tsbuild(rootRoot, args.slice(2), { env: { SOURCE_DATE_EPOCH: EPOCH } }), name).stdout.trim());
       });
@@ -242,13 +249,13 @@ test('where overlayfs refuses the root (itself on overlayfs), fuse-overlayfs bui
 });
 
 test('without subordinate ids or newuidmap, the error says what to add', { skip }, () => {
-  const noSub = asUser(NOSUB, ['build', join(FIXTURES, 'basic')]);
+  const noSub = asUser(NOSUB, ['build', join(fixtures, 'basic')]);
   assert.equal(noSub.code, 1, noSub.stderr);
   assert.match(noSub.stderr, new RegExp(`^error: ${NOSUB} has no subordinate ids in /etc/subuid and /etc/subgid`));
   assert.match(noSub.stderr, new RegExp(`^hint: as root: usermod --add-subuids (\\d+)-\\d+ --add-subgids \\1-\\d+ ${NOSUB}$`, 'm'));
   assert.doesNotMatch(noSub.stderr, /\n\s+at /);
   // What needs no namespace still runs as the user.
-  ok(asUser(NOSUB, ['check', '-f', join(FIXTURES, 'basic/Dockerfile'), join(FIXTURES, 'basic')]), 'check without subordinate ids');
+  ok(asUser(NOSUB, ['check', '-f', join(fixtures, 'basic/Dockerfile'), join(fixtures, 'basic')]), 'check without subordinate ids');
 
   // A machine without the uidmap package: every tool tsbuild uses but newuidmap/newgidmap.
   const bin = join(work, 'bin-without-uidmap');
@@ -257,7 +264,7 @@ test('without subordinate ids or newuidmap, the error says what to add', { skip 
     const at = execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim();
     if (!existsSync(join(bin, tool))) symlinkSync(at, join(bin, tool));
   }
-  const noMap = asUser(USER, ['build', join(FIXTURES, 'basic')], { PATH: bin });
+  const noMap = asUser(USER, ['build', join(fixtures, 'basic')], { PATH: bin });
   assert.equal(noMap.code, 1, noMap.stderr);
   assert.match(noMap.stderr, /^error: newuidmap was not found on PATH: building without root needs it/);
   assert.match(noMap.stderr, /^hint: install the uidmap package \(apt-get install uidmap/m);
