@@ -23,7 +23,14 @@ want_pnpm=$(node -p 'require("./package.json").packageManager.split("@")[1]')
 [ "$(pnpm --version 2>/dev/null || true)" = "$want_pnpm" ] || npm install -g "pnpm@$want_pnpm" >/dev/null
 # Both are quick when nothing changed, and keep a checkout that was updated since the last run
 # from running with old dependencies or an old bundle.
-pnpm install --frozen-lockfile
+if command -v c++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1; then
+  pnpm install --frozen-lockfile
+else
+  # The only build script is zstd-napi's compile (esbuild's only checks its binary): without a
+  # compiler it can only fail, loudly, so it is skipped.
+  echo "quickstart: no C++ compiler, so the optional zstd-napi addon is not built; zstd comes from Node's zlib on Node 22.15+ (on older Nodes a zstd layer gives a clear error, gzip works)"
+  pnpm install --frozen-lockfile --ignore-scripts
+fi
 pnpm build
 
 tsbuild() { node packages/cli/dist/tsbuild.js "$@"; }
