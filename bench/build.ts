@@ -210,13 +210,21 @@ interface Case {
   /** Makes a one-file change in the context for the `changed` scenario; `n` makes every change distinct. */
   change?(ctx: string, n: number): void;
   reference?: { label: string; cmd: (ctx: string) => string };
-  goal?: { scenario: Scenario; against: 'reference' | ToolName; ratio: number; text: string };
+  /** The goals of the performance work, each a ratio against the reference or another tool in one scenario. */
+  goals: readonly Goal[];
+}
+
+interface Goal {
+  scenario: Scenario;
+  against: 'reference' | ToolName;
+  ratio: number;
+  text: string;
 }
 
 function cases(quick: boolean, runs: number | undefined): Case[] {
   const treeFiles = quick ? 5000 : 50000;
   const bigMiB = quick ? 64 : 1024;
-  const small = runs ?? 3;
+  const small = runs ?? 5;
   const large = runs ?? 1;
   return [
     {
@@ -233,7 +241,11 @@ function cases(quick: boolean, runs: number | undefined): Case[] {
         writeFileSync(`${ctx}/files/f7.txt`, `file 7, change ${n}\n`);
       },
       reference: { label: '`node -e 0`', cmd: () => 'node -e 0' },
-      goal: { scenario: 'warm', against: 'reference', ratio: 2, text: 'warm no-op ≤ 2× `node -e 0`' },
+      goals: [
+        { scenario: 'cold', against: 'buildkit', ratio: 1, text: 'cold ≤ 1.0× BuildKit' },
+        { scenario: 'warm', against: 'buildkit', ratio: 1.2, text: 'warm ≤ 1.2× BuildKit' },
+        { scenario: 'changed', against: 'buildkit', ratio: 1.5, text: 'changed ≤ 1.5× BuildKit' },
+      ],
     },
     {
       id: 'c2',
@@ -250,7 +262,10 @@ function cases(quick: boolean, runs: number | undefined): Case[] {
         writeFileSync(`${ctx}/tree/d0003/f321.txt`, `change ${n}\n`);
       },
       reference: { label: '`tar -c | sha256sum`', cmd: (ctx) => `tar -cf - -C ${ctx}/tree . | sha256sum` },
-      goal: { scenario: 'cold', against: 'reference', ratio: 2, text: 'cold ≤ 2× `tar -c | sha256sum`' },
+      goals: [
+        { scenario: 'cold', against: 'reference', ratio: 3, text: 'cold ≤ 3× `tar -c | sha256sum`' },
+        { scenario: 'changed', against: 'buildkit', ratio: 0.5, text: 'changed ≤ 0.5× BuildKit' },
+      ],
     },
     {
       id: 'c3',
@@ -260,7 +275,7 @@ function cases(quick: boolean, runs: number | undefined): Case[] {
       runs: large,
       args: { MIB: String(bigMiB) },
       prepare() {},
-      goal: { scenario: 'cold', against: 'buildkit', ratio: 0.5, text: 'cold ≤ 0.5× BuildKit' },
+      goals: [],
     },
     {
       id: 'c4',
@@ -270,7 +285,7 @@ function cases(quick: boolean, runs: number | undefined): Case[] {
       runs: large,
       args: {},
       prepare() {},
-      goal: { scenario: 'cold', against: 'buildkit', ratio: 1, text: 'cold ≤ 1× BuildKit' },
+      goals: [{ scenario: 'cold', against: 'buildkit', ratio: 1, text: 'cold ≤ 1.0× BuildKit' }],
     },
     {
       id: 'c5',
@@ -280,6 +295,10 @@ function cases(quick: boolean, runs: number | undefined): Case[] {
       runs: small,
       args: {},
       prepare() {},
+      goals: [
+        { scenario: 'cold', against: 'buildkit', ratio: 0.9, text: 'cold ≤ 0.9× BuildKit' },
+        { scenario: 'warm', against: 'buildkit', ratio: 1, text: 'warm ≤ 1.0× BuildKit' },
+      ],
     },
   ];
 }
@@ -350,7 +369,8 @@ function measureCase(c: Case, tools: readonly Tool[], work: string, logs: string
 // Profiling: which functions of the tsbuild process take the time
 
 function profileTsbuild(c: Case, work: string, profDir: string, logs: string): string[] {
-  const scenario = c.goal?.scenario ?? 'cold';
+  // The case's first goal names the scenario worth profiling (C1: cold, the CI build).
+  const scenario = c.goals[0]?.scenario ?? 'cold';
   const dir = `${profDir}/${c.id}-${scenario}`;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -403,12 +423,13 @@ function render(results: readonly CaseResult[], tools: readonly Tool[], versions
     const ref = median(r.refMs);
     for (const s of r.c.scenarios) {
       const ours = m('tsbuild', s);
-      let goal = '';
-      if (r.c.goal?.scenario === s) {
-        const against = r.c.goal.against === 'reference' ? ref : m(r.c.goal.against, s);
-        const q = ours / against;
-        goal = `${r.c.goal.text}: ${Number.isNaN(q) ? 'not measured' : `${q.toFixed(2)}× — ${q <= r.c.goal.ratio ? 'met' : 'missed'}`}`;
-      }
+      const goal = r.c.goals
+        .filter((g) => g.scenario === s)
+        .map((g) => {
+          const q = ours / (g.against === 'reference' ? ref : m(g.against, s));
+          return `${g.text}: ${Number.isNaN(q) ? 'not measured' : `${q.toFixed(2)}× — ${q <= g.ratio ? 'met' : 'missed'}`}`;
+        })
+        .join('; ');
       const refCell = r.c.reference && s === r.c.scenarios[0] ? `${secs(ref)} (${r.c.reference.label})` : '';
       lines.push(
         `| ${r.c.title} | ${s} | ${r.c.runs} | ${secs(ours)} | ${has('buildah') ? secs(m('buildah', s)) : 'n/a'} | ${has('buildkit') ? secs(m('buildkit', s)) : 'n/a'} | ${ratio(ours, m('buildah', s))} | ${ratio(ours, m('buildkit', s))} | ${refCell} | ${goal} |`,
@@ -490,7 +511,7 @@ async function main(): Promise<void> {
     const profiles: string[] = [];
     if (flag('--profile')) {
       const profDir = resolve(HERE, 'work/build-prof');
-      for (const c of selected.filter((c) => c.goal || c.id === 'c5')) {
+      for (const c of selected.filter((c) => c.goals.length > 0)) {
         log(`profiling tsbuild on ${c.id}`);
         profiles.push(...profileTsbuild(c, work, profDir, logs), '');
       }
