@@ -4811,6 +4811,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes as randomBytes3 } from "node:crypto";
 import { mkdir as mkdir3, readdir as readdir4, readFile as readFile7, readlink, realpath, rename as rename4, rm as rm6, rmdir, symlink, writeFile as writeFile3 } from "node:fs/promises";
+import { unlinkSync as unlinkSync2 } from "node:fs";
 import { join as join7 } from "node:path";
 
 // packages/snapshot/src/mountinfo.ts
@@ -5048,10 +5049,20 @@ async function openSnapshotter(opts) {
   await mkdir3(opts.root, { recursive: true });
   const root = await realpath(opts.root);
   const owner = await selfOwner();
-  for (const d of ["keys", "l", "f", "a", "t", "e"]) await mkdir3(join7(root, d), { recursive: true });
+  await Promise.all(["keys", "l", "f", "a", "t", "e", "o"].map((d) => mkdir3(join7(root, d), { recursive: true })));
   const s = new OverlaySnapshotter(root, owner, opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await OverlayMounter.open(root, owner, opts.maxOptionBytes ?? 4095));
   await s.init();
   return s;
+}
+var openMarkers = /* @__PURE__ */ new Set();
+function removeOpenMarkers() {
+  for (const m of openMarkers) {
+    try {
+      unlinkSync2(m);
+    } catch {
+    }
+  }
+  openMarkers.clear();
 }
 var OverlaySnapshotter = class {
   constructor(root, owner, maxLayers, maxOptionBytes, mounter) {
@@ -5089,6 +5100,18 @@ var OverlaySnapshotter = class {
       if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
     }
     await this.recover();
+    await this.markOpen();
+  }
+  /**
+   * Leaves `o/<owner>-<random>` while this process has the snapshotter open, removed when
+   * the process exits. A marker whose owner is dead means a process was killed with the store
+   * open, perhaps between a layer's rename and its key: only then does opening walk every layer.
+   */
+  async markOpen() {
+    const marker = join7(this.root, "o", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`);
+    await writeFile3(marker, "");
+    if (openMarkers.size === 0) process.once("exit", removeOpenMarkers);
+    openMarkers.add(marker);
   }
   keyPath(chainId) {
     return join7(this.root, "keys", digestHex(parseDigest(chainId)));
@@ -5409,15 +5432,22 @@ var OverlaySnapshotter = class {
     await this.sweepLayers();
     return removed;
   }
+  /**
+   * Removes what dead processes left in the active and temporary areas. Only when one died with
+   * the store open (its open marker or a transient dir is still there) can a layer dir be without
+   * its key, so only then are the layers swept; `prune` sweeps them always.
+   */
   async recover() {
-    for (const area of ["a", "t"]) {
+    let crashed = false;
+    for (const area of ["a", "t", "o"]) {
       for (const name of await readdir4(join7(this.root, area))) {
         const owner = parseOwnerToken(name);
         if (!owner || await ownerAlive(owner)) continue;
+        crashed = true;
         await this.removeTree(join7(this.root, area, name));
       }
     }
-    await this.sweepLayers();
+    if (crashed) await this.sweepLayers();
   }
   /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
   async sweepLayers() {

@@ -234,4 +234,46 @@ describe('snapshotter', () => {
     assert.deepEqual(await readdir(join(root, 'a')), []);
     assert.equal(await s.has(l0), true);
   });
+  it('sweeps a layer a killed process left without its key; a clean exit leaves no open marker', async () => {
+    const root = join(base, 'unkeyed');
+    const s = await openSnapshotter({ root });
+    const [l0] = await stack(s, 'unkeyed', 1);
+    assert.ok(l0);
+    const index = JSON.stringify(fileURLToPath(new URL('./index.ts', import.meta.url)));
+    const child = (script: string) =>
+      spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const others = async () => (await readdir(join(root, 'o'))).filter((n) => !n.startsWith(`${process.pid}-`));
+
+    const clean = child(`import { openSnapshotter } from ${index}; await openSnapshotter({ root: ${JSON.stringify(root)} });`);
+    assert.equal(await new Promise((r) => clean.once('exit', r)), 0);
+    assert.deepEqual(await others(), [], 'a process that exits cleanly removes its open marker');
+
+    // A kill between a layer's rename into l/ and its key leaves an unkeyed layer dir: the child
+    // publishes a layer, drops its key as that kill would have, and is killed.
+    const half = key('half');
+    const killed = child(`
+      import { rm } from 'node:fs/promises';
+      import { openSnapshotter } from ${index};
+      const s = await openSnapshotter({ root: ${JSON.stringify(root)} });
+      await s.unpack(${JSON.stringify(half)}, undefined, async () => {});
+      await rm(${JSON.stringify(join(root, 'keys', half.slice('sha256:'.length)))});
+      process.stdout.write('ready\\n');
+      setInterval(() => {}, 1000);
+    `);
+    await new Promise<void>((resolve, reject) => {
+      killed.stdout.setEncoding('utf8').on('data', (d: string) => d.includes('ready') && resolve());
+      killed.once('exit', (code) => reject(new Error(`child exited early with ${code}`)));
+    });
+    const exited = new Promise((r) => killed.once('exit', r));
+    killed.kill('SIGKILL');
+    await exited;
+    assert.equal((await readdir(join(root, 'l'))).length, 2);
+    assert.equal((await others()).length, 1, 'the killed process left its open marker');
+
+    const again = await openSnapshotter({ root });
+    assert.equal((await readdir(join(root, 'l'))).length, 1, 'the unkeyed layer dir is swept');
+    assert.deepEqual(await others(), []);
+    assert.equal(await again.has(l0), true);
+    assert.equal(await again.has(half), false);
+  });
 });

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, readlink, realpath, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InternalError, TsbuildError } from '@tsbuild/errors';
 import { digestHex, parseDigest } from '@tsbuild/oci';
@@ -24,6 +25,7 @@ import type { Active, LowerFormat, PrepareOptions, Snapshotter, SnapshotterOptio
  *   f/<id>            the merged view of the chain ending at layer <id>, for chains too deep to mount
  *   a/<owner>-<rand>  an active snapshot: u (upper), w (overlay work), r (mounted rootfs)
  *   t/<owner>-<rand>  scratch space for fills, flattening and removal
+ *   o/<owner>-<rand>  an empty file while a process has the snapshotter open (crash detection)
  *   e                 an always-empty lower dir for snapshots of scratch
  *   driver            how this root's overlays are mounted (overlay, overlay-userxattr or
  *                     fuse-overlayfs): found by trying on the first mount, then kept, since the
@@ -59,10 +61,24 @@ export async function openSnapshotter(opts: SnapshotterOptions): Promise<Snapsho
   await mkdir(opts.root, { recursive: true });
   const root = await realpath(opts.root);
   const owner = await selfOwner();
-  for (const d of ['keys', 'l', 'f', 'a', 't', 'e']) await mkdir(join(root, d), { recursive: true });
+  await Promise.all(['keys', 'l', 'f', 'a', 't', 'e', 'o'].map((d) => mkdir(join(root, d), { recursive: true })));
   const s = new OverlaySnapshotter(root, owner, opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await OverlayMounter.open(root, owner, opts.maxOptionBytes ?? 4095));
   await s.init();
   return s;
+}
+
+/** The open markers of this process's snapshotters, removed by one exit hook. */
+const openMarkers = new Set<string>();
+
+function removeOpenMarkers(): void {
+  for (const m of openMarkers) {
+    try {
+      unlinkSync(m);
+    } catch {
+      // Already gone (an opener that judged this process dead took it): nothing to undo.
+    }
+  }
+  openMarkers.clear();
 }
 
 class OverlaySnapshotter implements Snapshotter {
@@ -101,6 +117,19 @@ class OverlaySnapshotter implements Snapshotter {
       if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
     }
     await this.recover();
+    await this.markOpen();
+  }
+
+  /**
+   * Leaves `o/<owner>-<random>` while this process has the snapshotter open, removed when
+   * the process exits. A marker whose owner is dead means a process was killed with the store
+   * open, perhaps between a layer's rename and its key: only then does opening walk every layer.
+   */
+  private async markOpen(): Promise<void> {
+    const marker = join(this.root, 'o', `${ownerToken(this.owner)}-${randomBytes(4).toString('hex')}`);
+    await writeFile(marker, '');
+    if (openMarkers.size === 0) process.once('exit', removeOpenMarkers);
+    openMarkers.add(marker);
   }
 
   private keyPath(chainId: Digest): string {
@@ -460,16 +489,23 @@ class OverlaySnapshotter implements Snapshotter {
     return removed;
   }
 
+  /**
+   * Removes what dead processes left in the active and temporary areas. Only when one died with
+   * the store open (its open marker or a transient dir is still there) can a layer dir be without
+   * its key, so only then are the layers swept; `prune` sweeps them always.
+   */
   async recover(): Promise<void> {
-    for (const area of ['a', 't']) {
+    let crashed = false;
+    for (const area of ['a', 't', 'o']) {
       for (const name of await readdir(join(this.root, area))) {
         const owner = parseOwnerToken(name);
         // Names that are not ours to judge (no owner) are left alone.
         if (!owner || (await ownerAlive(owner))) continue;
+        crashed = true;
         await this.removeTree(join(this.root, area, name));
       }
     }
-    await this.sweepLayers();
+    if (crashed) await this.sweepLayers();
   }
 
   /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
