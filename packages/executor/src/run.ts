@@ -228,26 +228,37 @@ export async function run(given: RunOptions): Promise<RunResult> {
     }
   }
 
+  for (const e of opts.extraHosts ?? []) checkLine('host entry', `${e.ip} ${e.host}`);
   const rootless = inUserNamespace();
-  // In a user namespace only a delegated cgroup v2 subtree takes limits (the builder warns once).
-  const cgroups = rootless ? (await cgroupLimitSupport()).usable : true;
   const id = newContainerId();
-  // Around the runtime's cgroup, so what the container used can be read after it is gone.
-  const usage = await UsageCgroup.create(id);
-  await mkdir(opts.stateDir, { recursive: true });
   const bundle = join(resolve(opts.stateDir), id);
-  await mkdir(bundle, { mode: 0o700 });
-  let stubs: Stubs = { missing: [], parentTimes: new Map() };
+  // The bundle, the usage cgroup and the rootfs's stubs do not depend on each other: each is a few
+  // file system round trips, made at the same time (a RUN step pays them all before its process).
+  const makeBundle = (async () => {
+    await mkdir(opts.stateDir, { recursive: true });
+    await mkdir(bundle, { mode: 0o700 });
+    const resolv = network === 'host' ? await readFile('/etc/resolv.conf', 'utf8').catch(() => '') : '';
+    await Promise.all([
+      writeFile(join(bundle, 'resolv.conf'), resolv, { mode: 0o644 }),
+      writeFile(join(bundle, 'hosts'), hostsFile(hostname, opts.extraHosts ?? []), { mode: 0o644 }),
+      writeFile(join(bundle, 'hostname'), `${hostname}\n`, { mode: 0o644 }),
+    ]);
+  })();
+  // Around the runtime's cgroup, so what the container used can be read after it is gone.
+  const makeUsage = UsageCgroup.create(id);
+  const makeStubs = (async () => {
+    await mkdirInRoot(rootfs, cwd);
+    return recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
+  })();
+  // In a user namespace only a delegated cgroup v2 subtree takes limits (the builder warns once).
+  const cgroupsOk = rootless ? cgroupLimitSupport().then((c) => c.usable) : Promise.resolve(true);
+  const [made, usageMade, stubsMade, cgroupsMade] = await Promise.allSettled([makeBundle, makeUsage, makeStubs, cgroupsOk]);
+  const usage = usageMade.status === 'fulfilled' ? usageMade.value : undefined;
+  const stubs: Stubs = stubsMade.status === 'fulfilled' ? stubsMade.value : { missing: [], parentTimes: new Map() };
   let ranToEnd = false;
   try {
-    let resolv = '';
-    if (network === 'host') {
-      resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-    }
-    await writeFile(join(bundle, 'resolv.conf'), resolv, { mode: 0o644 });
-    for (const e of opts.extraHosts ?? []) checkLine('host entry', `${e.ip} ${e.host}`);
-    await writeFile(join(bundle, 'hosts'), hostsFile(hostname, opts.extraHosts ?? []), { mode: 0o644 });
-    await writeFile(join(bundle, 'hostname'), `${hostname}\n`, { mode: 0o644 });
+    for (const r of [made, usageMade, stubsMade, cgroupsMade]) if (r.status === 'rejected') throw r.reason;
+    const cgroups = cgroupsMade.status === 'fulfilled' && cgroupsMade.value;
     const etcMounts: SpecMount[] = (opts.etcFiles === false ? [] : ['resolv.conf', 'hosts', 'hostname']).map((f) => ({
       destination: `/etc/${f}`,
       type: 'bind',
@@ -282,9 +293,6 @@ export async function run(given: RunOptions): Promise<RunResult> {
       ...(opts.shmSize !== undefined ? { shmSize: opts.shmSize } : {}),
     });
     await writeFile(join(bundle, 'config.json'), specJson(spec));
-
-    await mkdirInRoot(rootfs, cwd);
-    stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
     const result = await runContainer(rt.path, id, bundle, opts);
     ranToEnd = true;
     const used = await usage?.read();
@@ -293,9 +301,8 @@ export async function run(given: RunOptions): Promise<RunResult> {
     // `runc run` deletes the container when its process ran to the end (whatever its exit code);
     // every other way out (abort, a runtime that failed to start it) needs an explicit delete.
     if (!ranToEnd) await runCommand(rt.path, [...globalArgs(opts), 'delete', '--force', id]).catch(() => undefined);
-    await usage?.remove();
-    await removeStubs(rootfs, stubs);
-    await rm(bundle, { recursive: true, force: true });
+    const cleaned = await Promise.allSettled([usage?.remove(), removeStubs(rootfs, stubs), rm(bundle, { recursive: true, force: true })]);
+    for (const r of cleaned) if (r.status === 'rejected') throw r.reason;
   }
 }
 

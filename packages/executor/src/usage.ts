@@ -88,7 +88,7 @@ export class UsageCgroup {
     const rel = join('tsbuild', id);
     const h: Hierarchies = { version: a.version, cpu: join(a.cpuBase, rel), memory: join(a.memoryBase, rel), all: a.allBases.map((b) => join(b, rel)) };
     try {
-      for (const dir of new Set([h.cpu, h.memory])) await mkdir(dir, { recursive: true });
+      await Promise.all([...new Set([h.cpu, h.memory])].map((dir) => mkdir(dir, { recursive: true })));
       if (h.version === 2) {
         // Children get the controllers their parents hand down; a peak needs the memory controller.
         for (const dir of [join(a.memoryBase, 'tsbuild'), h.memory]) {
@@ -105,13 +105,20 @@ export class UsageCgroup {
   async read(): Promise<Usage | undefined> {
     try {
       if (this.h.version === 1) {
-        const cpu = Number((await readFile(join(this.h.cpu, 'cpuacct.usage'), 'utf8')).trim()) / 1e9;
-        const peak = Number((await readFile(join(this.h.memory, 'memory.max_usage_in_bytes'), 'utf8').catch(() => '')).trim());
+        const [usage, max] = await Promise.all([
+          readFile(join(this.h.cpu, 'cpuacct.usage'), 'utf8'),
+          readFile(join(this.h.memory, 'memory.max_usage_in_bytes'), 'utf8').catch(() => ''),
+        ]);
+        const cpu = Number(usage.trim()) / 1e9;
+        const peak = Number(max.trim());
         return { cpuSeconds: cpu, memoryPeakBytes: Number.isFinite(peak) && peak > 0 ? peak : undefined };
       }
-      const stat = await readFile(join(this.h.cpu, 'cpu.stat'), 'utf8');
+      const [stat, max] = await Promise.all([
+        readFile(join(this.h.cpu, 'cpu.stat'), 'utf8'),
+        readFile(join(this.h.memory, 'memory.peak'), 'utf8').catch(() => ''),
+      ]);
       const usec = Number(/^usage_usec (\d+)$/m.exec(stat)?.[1] ?? NaN);
-      const peak = Number((await readFile(join(this.h.memory, 'memory.peak'), 'utf8').catch(() => '')).trim());
+      const peak = Number(max.trim());
       if (!Number.isFinite(usec)) return undefined;
       return { cpuSeconds: usec / 1e6, memoryPeakBytes: Number.isFinite(peak) && peak > 0 ? peak : undefined };
     } catch {
