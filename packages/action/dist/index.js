@@ -4810,7 +4810,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/snapshot/src/snapshotter.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes as randomBytes3 } from "node:crypto";
-import { mkdir as mkdir3, readdir as readdir4, readFile as readFile7, readlink, realpath, rename as rename4, rm as rm6, rmdir, symlink, writeFile as writeFile3 } from "node:fs/promises";
+import { access, mkdir as mkdir3, readdir as readdir4, readFile as readFile7, readlink, realpath, rename as rename4, rm as rm6, rmdir, symlink, writeFile as writeFile3 } from "node:fs/promises";
 import { unlinkSync as unlinkSync2 } from "node:fs";
 import { join as join7 } from "node:path";
 
@@ -5025,7 +5025,7 @@ async function unmount(mountPoint) {
   for (let attempt = 0; attempt < 5; attempt++) {
     if ((await mountsUnder(mountPoint)).every((m) => m !== mountPoint)) return;
     const r2 = await runCommand("umount", ["-n", mountPoint]);
-    if (r2.code === 0) continue;
+    if (r2.code === 0) return;
     if (!/busy/i.test(r2.stderr)) {
       throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r2.stderr.trim()}`);
     }
@@ -5132,7 +5132,23 @@ var OverlaySnapshotter = class {
     }
     return id;
   }
+  /** Layer metadata read before: a layer dir's meta.json never changes once the dir is published. */
+  metas = /* @__PURE__ */ new Map();
   async meta(chainId) {
+    const known2 = this.metas.get(chainId);
+    if (known2) {
+      const [target2, present] = await Promise.all([
+        readlink(this.keyPath(chainId)).catch(() => void 0),
+        access(join7(this.root, "l", known2.id, "meta.json")).then(() => true, () => false)
+      ]);
+      if (target2 === `../l/${known2.id}` && present) return known2;
+      this.metas.delete(chainId);
+    }
+    const m = await this.readMeta(chainId);
+    if (m) this.metas.set(chainId, m);
+    return m;
+  }
+  async readMeta(chainId) {
     const id = await this.idOf(chainId);
     if (id === void 0) return void 0;
     let raw;
@@ -5218,8 +5234,9 @@ var OverlaySnapshotter = class {
   }
   /** Deletes a transient tree, but never through a mount that is still there. */
   async removeTree(dir) {
-    for (const mp of await mountsUnder(dir)) await unmount(mp);
-    if ((await mountsUnder(dir)).length > 0) {
+    const mounted = await mountsUnder(dir);
+    for (const mp of mounted) await unmount(mp);
+    if (mounted.length > 0 && (await mountsUnder(dir)).length > 0) {
       throw new TsbuildError("SNAPSHOT_BUSY", `cannot remove ${dir}: something is still mounted below it`);
     }
     await rm6(dir, { recursive: true, force: true });
@@ -5256,7 +5273,7 @@ var OverlaySnapshotter = class {
     const lowers = chain2.length === 0 ? ["e"] : await this.lowerDirs(chain2, reserved);
     const dir = join7(this.root, rel);
     await mkdir3(dir);
-    for (const d of ["u", "w", "r"]) await mkdir3(join7(dir, d), { mode: 493 });
+    await Promise.all(["u", "w", "r"].map((d) => mkdir3(join7(dir, d), { mode: 493 })));
     const used = chain2.map((m) => m.id);
     for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
     try {
@@ -5281,9 +5298,7 @@ var OverlaySnapshotter = class {
     parseDigest(chainId);
     try {
       if (!await this.has(chainId)) {
-        await rm6(join7(dir, "w"), { recursive: true, force: true });
-        await rmdir(join7(dir, "r"));
-        await rename4(join7(dir, "u"), join7(dir, "fs"));
+        await Promise.all([rm6(join7(dir, "w"), { recursive: true, force: true }), rmdir(join7(dir, "r")), rename4(join7(dir, "u"), join7(dir, "fs"))]);
         await this.publish(dir, chainId, parent);
       }
     } finally {
@@ -5406,6 +5421,7 @@ var OverlaySnapshotter = class {
     return present;
   }
   async removeOne(chainId) {
+    this.metas.delete(chainId);
     const id = await this.idOf(chainId);
     if (id === void 0) return;
     await rm6(this.keyPath(chainId), { force: true });
@@ -5491,9 +5507,19 @@ var OverlayActive = class {
   rootfs;
   upper;
   done = false;
+  unmounting;
   finish() {
     if (this.done) throw new InternalError("snapshot was already committed or released");
     this.done = true;
+  }
+  detach() {
+    if (this.unmounting) return;
+    this.unmounting = unmount(this.rootfs);
+    this.unmounting.catch(() => {
+    });
+  }
+  unmounted() {
+    return this.unmounting ?? unmount(this.rootfs);
   }
   async commit(chainId, parent) {
     if (parent !== void 0 && parent !== this.parent) {
@@ -5501,7 +5527,7 @@ var OverlayActive = class {
     }
     this.finish();
     try {
-      await unmount(this.rootfs);
+      await this.unmounted();
       return await this.s.commitDir(this.dir, chainId, this.parent);
     } finally {
       this.s.unuse(this.used);
@@ -5510,7 +5536,8 @@ var OverlayActive = class {
   async release() {
     this.finish();
     try {
-      await unmount(this.rootfs);
+      await this.unmounted().catch(() => {
+      });
       await this.s.removeActive(this.dir);
     } finally {
       this.s.unuse(this.used);
@@ -5615,7 +5642,7 @@ var UsageCgroup = class _UsageCgroup {
     const rel = join8("tsbuild", id);
     const h = { version: a.version, cpu: join8(a.cpuBase, rel), memory: join8(a.memoryBase, rel), all: a.allBases.map((b) => join8(b, rel)) };
     try {
-      for (const dir of /* @__PURE__ */ new Set([h.cpu, h.memory])) await mkdir5(dir, { recursive: true });
+      await Promise.all([.../* @__PURE__ */ new Set([h.cpu, h.memory])].map((dir) => mkdir5(dir, { recursive: true })));
       if (h.version === 2) {
         for (const dir of [join8(a.memoryBase, "tsbuild"), h.memory]) {
           await writeFile4(join8(dir, "cgroup.subtree_control"), "+memory +cpu +pids").catch(() => void 0);
@@ -5629,13 +5656,20 @@ var UsageCgroup = class _UsageCgroup {
   async read() {
     try {
       if (this.h.version === 1) {
-        const cpu = Number((await readFile8(join8(this.h.cpu, "cpuacct.usage"), "utf8")).trim()) / 1e9;
-        const peak2 = Number((await readFile8(join8(this.h.memory, "memory.max_usage_in_bytes"), "utf8").catch(() => "")).trim());
+        const [usage, max2] = await Promise.all([
+          readFile8(join8(this.h.cpu, "cpuacct.usage"), "utf8"),
+          readFile8(join8(this.h.memory, "memory.max_usage_in_bytes"), "utf8").catch(() => "")
+        ]);
+        const cpu = Number(usage.trim()) / 1e9;
+        const peak2 = Number(max2.trim());
         return { cpuSeconds: cpu, memoryPeakBytes: Number.isFinite(peak2) && peak2 > 0 ? peak2 : void 0 };
       }
-      const stat10 = await readFile8(join8(this.h.cpu, "cpu.stat"), "utf8");
+      const [stat10, max] = await Promise.all([
+        readFile8(join8(this.h.cpu, "cpu.stat"), "utf8"),
+        readFile8(join8(this.h.memory, "memory.peak"), "utf8").catch(() => "")
+      ]);
       const usec = Number(/^usage_usec (\d+)$/m.exec(stat10)?.[1] ?? NaN);
-      const peak = Number((await readFile8(join8(this.h.memory, "memory.peak"), "utf8").catch(() => "")).trim());
+      const peak = Number(max.trim());
       if (!Number.isFinite(usec)) return void 0;
       return { cpuSeconds: usec / 1e6, memoryPeakBytes: Number.isFinite(peak) && peak > 0 ? peak : void 0 };
     } catch {
@@ -5656,7 +5690,7 @@ var UsageCgroup = class _UsageCgroup {
 // packages/executor/src/runtime.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as constants2 } from "node:fs";
-import { access, rm as rm7, stat as stat4 } from "node:fs/promises";
+import { access as access2, rm as rm7, stat as stat4 } from "node:fs/promises";
 import { basename as basename2, delimiter, join as join9 } from "node:path";
 var childProcess4 = () => process.getBuiltinModule("node:child_process");
 function runCommand2(cmd, args) {
@@ -5672,7 +5706,7 @@ function runCommand2(cmd, args) {
 }
 async function isExecutable(p) {
   try {
-    await access(p, constants2.X_OK);
+    await access2(p, constants2.X_OK);
     return (await stat4(p)).isFile();
   } catch {
     return false;
@@ -5774,7 +5808,7 @@ async function cleanupContainers(runtime = "runc", opts = {}) {
 // packages/executor/src/rootless.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as fsc2 } from "node:fs";
-import { access as access2, readFile as readFile9 } from "node:fs/promises";
+import { access as access3, readFile as readFile9 } from "node:fs/promises";
 import { readFileSync as readFileSync4 } from "node:fs";
 import { join as join10 } from "node:path";
 var userns3;
@@ -5806,8 +5840,8 @@ function cgroupLimitSupport() {
     if (own === void 0) return { usable: false, reason: "the cgroup of this process is not in the cgroup v2 hierarchy" };
     const dir = join10(CGROUP, own);
     try {
-      await access2(dir, fsc2.W_OK);
-      await access2(join10(dir, "cgroup.subtree_control"), fsc2.W_OK);
+      await access3(dir, fsc2.W_OK);
+      await access3(join10(dir, "cgroup.subtree_control"), fsc2.W_OK);
     } catch {
       return { usable: false, reason: `the cgroup ${own} is not delegated to this user (it is not writable)` };
     }
@@ -6083,25 +6117,34 @@ async function run2(given) {
       mounts.push({ destination: dest, type: "tmpfs", source: "tmpfs", options });
     }
   }
+  for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
   const rootless = inUserNamespace3();
-  const cgroups = rootless ? (await cgroupLimitSupport()).usable : true;
   const id = newContainerId();
-  const usage = await UsageCgroup.create(id);
-  await mkdir6(opts.stateDir, { recursive: true });
   const bundle = join11(resolve(opts.stateDir), id);
-  await mkdir6(bundle, { mode: 448 });
-  let stubs = { missing: [], parentTimes: /* @__PURE__ */ new Map() };
+  const makeBundle = (async () => {
+    await mkdir6(opts.stateDir, { recursive: true });
+    await mkdir6(bundle, { mode: 448 });
+    const resolv = network === "host" ? await readFile10("/etc/resolv.conf", "utf8").catch(() => "") : "";
+    await Promise.all([
+      writeFile5(join11(bundle, "resolv.conf"), resolv, { mode: 420 }),
+      writeFile5(join11(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 }),
+      writeFile5(join11(bundle, "hostname"), `${hostname}
+`, { mode: 420 })
+    ]);
+  })();
+  const makeUsage = UsageCgroup.create(id);
+  const makeStubs = (async () => {
+    await mkdirInRoot(rootfs, cwd);
+    return recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
+  })();
+  const cgroupsOk = rootless ? cgroupLimitSupport().then((c) => c.usable) : Promise.resolve(true);
+  const [made, usageMade, stubsMade, cgroupsMade] = await Promise.allSettled([makeBundle, makeUsage, makeStubs, cgroupsOk]);
+  const usage = usageMade.status === "fulfilled" ? usageMade.value : void 0;
+  const stubs = stubsMade.status === "fulfilled" ? stubsMade.value : { missing: [], parentTimes: /* @__PURE__ */ new Map() };
   let ranToEnd = false;
   try {
-    let resolv = "";
-    if (network === "host") {
-      resolv = await readFile10("/etc/resolv.conf", "utf8").catch(() => "");
-    }
-    await writeFile5(join11(bundle, "resolv.conf"), resolv, { mode: 420 });
-    for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
-    await writeFile5(join11(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 });
-    await writeFile5(join11(bundle, "hostname"), `${hostname}
-`, { mode: 420 });
+    for (const r of [made, usageMade, stubsMade, cgroupsMade]) if (r.status === "rejected") throw r.reason;
+    const cgroups = cgroupsMade.status === "fulfilled" && cgroupsMade.value;
     const etcMounts = (opts.etcFiles === false ? [] : ["resolv.conf", "hosts", "hostname"]).map((f) => ({
       destination: `/etc/${f}`,
       type: "bind",
@@ -6136,17 +6179,14 @@ async function run2(given) {
       ...opts.shmSize !== void 0 ? { shmSize: opts.shmSize } : {}
     });
     await writeFile5(join11(bundle, "config.json"), specJson(spec));
-    await mkdirInRoot(rootfs, cwd);
-    stubs = await recordStubs(rootfs, [...RUNTIME_PATHS, ...mountPoints]);
     const result = await runContainer(rt.path, id, bundle, opts);
     ranToEnd = true;
     const used = await usage?.read();
     return used ? { ...result, usage: used } : result;
   } finally {
     if (!ranToEnd) await runCommand2(rt.path, [...globalArgs(opts), "delete", "--force", id]).catch(() => void 0);
-    await usage?.remove();
-    await removeStubs(rootfs, stubs);
-    await rm8(bundle, { recursive: true, force: true });
+    const cleaned = await Promise.allSettled([usage?.remove(), removeStubs(rootfs, stubs), rm8(bundle, { recursive: true, force: true })]);
+    for (const r of cleaned) if (r.status === "rejected") throw r.reason;
   }
 }
 var LIMIT_ROWS = {
@@ -16531,6 +16571,7 @@ var StepKit = class {
       let committed = false;
       try {
         await span("step.work", () => work(active));
+        active.detach();
         this.s.checkAbort();
         const created = this.s.now();
         if (opts.emptyIfUnchanged && (await readdir10(active.upper)).length === 0) return { v: 1, created };

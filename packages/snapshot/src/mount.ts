@@ -128,7 +128,8 @@ export async function unmount(mountPoint: string): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     if ((await mountsUnder(mountPoint)).every((m) => m !== mountPoint)) return;
     const r = await runCommand('umount', ['-n', mountPoint]);
-    if (r.code === 0) continue;
+    // Unmounted; whoever deletes the tree below checks that nothing else is mounted there.
+    if (r.code === 0) return;
     if (!/busy/i.test(r.stderr)) {
       throw new TsbuildError('SNAPSHOT_UNMOUNT', `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
     }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, readlink, realpath, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, readlink, realpath, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InternalError, TsbuildError } from '@tsbuild/errors';
@@ -153,7 +153,27 @@ class OverlaySnapshotter implements Snapshotter {
     return id;
   }
 
+  /** Layer metadata read before: a layer dir's meta.json never changes once the dir is published. */
+  private readonly metas = new Map<Digest, Meta>();
+
   private async meta(chainId: Digest): Promise<Meta | undefined> {
+    const known = this.metas.get(chainId);
+    if (known) {
+      // Still this layer if its key names the same dir and the dir is there (another process may
+      // have removed it since, or a person deleted it by hand).
+      const [target, present] = await Promise.all([
+        readlink(this.keyPath(chainId)).catch(() => undefined),
+        access(join(this.root, 'l', known.id, 'meta.json')).then(() => true, () => false),
+      ]);
+      if (target === `../l/${known.id}` && present) return known;
+      this.metas.delete(chainId);
+    }
+    const m = await this.readMeta(chainId);
+    if (m) this.metas.set(chainId, m);
+    return m;
+  }
+
+  private async readMeta(chainId: Digest): Promise<Meta | undefined> {
     const id = await this.idOf(chainId);
     if (id === undefined) return undefined;
     let raw: string;
@@ -252,8 +272,9 @@ class OverlaySnapshotter implements Snapshotter {
 
   /** Deletes a transient tree, but never through a mount that is still there. */
   private async removeTree(dir: string): Promise<void> {
-    for (const mp of await mountsUnder(dir)) await unmount(mp);
-    if ((await mountsUnder(dir)).length > 0) {
+    const mounted = await mountsUnder(dir);
+    for (const mp of mounted) await unmount(mp);
+    if (mounted.length > 0 && (await mountsUnder(dir)).length > 0) {
       throw new TsbuildError('SNAPSHOT_BUSY', `cannot remove ${dir}: something is still mounted below it`);
     }
     await rm(dir, { recursive: true, force: true });
@@ -294,7 +315,7 @@ class OverlaySnapshotter implements Snapshotter {
     const lowers = chain.length === 0 ? ['e'] : await this.lowerDirs(chain, reserved);
     const dir = join(this.root, rel);
     await mkdir(dir);
-    for (const d of ['u', 'w', 'r']) await mkdir(join(dir, d), { mode: 0o755 });
+    await Promise.all(['u', 'w', 'r'].map((d) => mkdir(join(dir, d), { mode: 0o755 })));
     const used = chain.map((m) => m.id);
     for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
     try {
@@ -321,9 +342,7 @@ class OverlaySnapshotter implements Snapshotter {
     parseDigest(chainId);
     try {
       if (!(await this.has(chainId))) {
-        await rm(join(dir, 'w'), { recursive: true, force: true });
-        await rmdir(join(dir, 'r'));
-        await rename(join(dir, 'u'), join(dir, 'fs'));
+        await Promise.all([rm(join(dir, 'w'), { recursive: true, force: true }), rmdir(join(dir, 'r')), rename(join(dir, 'u'), join(dir, 'fs'))]);
         await this.publish(dir, chainId, parent);
       }
     } finally {
@@ -460,6 +479,7 @@ class OverlaySnapshotter implements Snapshotter {
   }
 
   private async removeOne(chainId: Digest): Promise<void> {
+    this.metas.delete(chainId);
     const id = await this.idOf(chainId);
     if (id === undefined) return;
     // Key first: once it is gone nobody starts using the dir, and a crash leaves only garbage.
@@ -550,9 +570,22 @@ class OverlayActive implements Active {
     this.upper = join(dir, 'u');
   }
 
+  private unmounting: Promise<void> | undefined;
+
   private finish(): void {
     if (this.done) throw new InternalError('snapshot was already committed or released');
     this.done = true;
+  }
+
+  detach(): void {
+    if (this.unmounting) return;
+    this.unmounting = unmount(this.rootfs);
+    // Its failure is reported by commit or release, which wait for it.
+    this.unmounting.catch(() => {});
+  }
+
+  private unmounted(): Promise<void> {
+    return this.unmounting ?? unmount(this.rootfs);
   }
 
   async commit(chainId: Digest, parent?: Digest): Promise<string> {
@@ -561,7 +594,7 @@ class OverlayActive implements Active {
     }
     this.finish();
     try {
-      await unmount(this.rootfs);
+      await this.unmounted();
       return await this.s.commitDir(this.dir, chainId, this.parent);
     } finally {
       this.s.unuse(this.used);
@@ -571,7 +604,7 @@ class OverlayActive implements Active {
   async release(): Promise<void> {
     this.finish();
     try {
-      await unmount(this.rootfs);
+      await this.unmounted().catch(() => {});
       await this.s.removeActive(this.dir);
     } finally {
       this.s.unuse(this.used);

@@ -38,6 +38,11 @@ export interface Active {
   commit(chainId: Digest, parent?: Digest): Promise<string>;
   /** Unmounts and deletes the changes. */
   release(): Promise<void>;
+  /**
+   * Starts unmounting `rootfs` once nothing uses it any more, so the unmount runs while `upper`
+   * (still readable) is diffed; `commit` and `release` wait for it.
+   */
+  detach(): void;
 }
 
 export interface Snapshotter {

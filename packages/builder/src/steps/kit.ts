@@ -169,6 +169,8 @@ export class StepKit {
       let committed = false;
       try {
         await span('step.work', () => work(active));
+        // Nothing looks through the rootfs any more: it unmounts while the upper dir is diffed.
+        active.detach();
         this.s.checkAbort();
         const created = this.s.now();
         if (opts.emptyIfUnchanged && (await readdir(active.upper)).length === 0) return { v: 1, created };
