@@ -3421,10 +3421,13 @@ function secureJoin(root, unsafe, opts = {}) {
       break;
     }
     let target2;
-    try {
-      if (lstatSync3(host, { throwIfNoEntry: false })?.isSymbolicLink()) target2 = readlinkSync2(host);
-    } catch (e) {
-      if (e.code !== "ENOENT" && e.code !== "ENOTDIR") throw e;
+    if (opts.symlinkTarget) target2 = opts.symlinkTarget([...done, part].join("/"));
+    else {
+      try {
+        if (lstatSync3(host, { throwIfNoEntry: false })?.isSymbolicLink()) target2 = readlinkSync2(host);
+      } catch (e) {
+        if (e.code !== "ENOENT" && e.code !== "ENOTDIR") throw e;
+      }
     }
     if (target2 === void 0) {
       done.push(part);
@@ -4919,6 +4922,93 @@ function candidateDrivers() {
   return inUserNamespace2() ? ["overlay-userxattr", "fuse-overlayfs"] : ["overlay"];
 }
 
+// packages/snapshot/src/merged.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { lstatSync as lstatSync5, readlinkSync as readlinkSync3 } from "node:fs";
+var MergedLayers = class {
+  /**
+   * `layers`: absolute layer dirs, newest first (`Snapshotter.layerDirs`). `opaqueXattr`: the
+   * xattr that marks an opaque directory in them.
+   */
+  constructor(layers, opaqueXattr) {
+    this.layers = layers;
+    this.opaqueXattr = opaqueXattr;
+    this.dirs.set("", layers);
+  }
+  layers;
+  opaqueXattr;
+  /** For each directory resolved so far: the layer dirs that contribute to it, newest first. */
+  dirs = /* @__PURE__ */ new Map();
+  /** lstat of `rel` (components joined by `/`, '' for the root) as the merged tree shows it. */
+  lstat(rel) {
+    return this.find(rel)?.stat;
+  }
+  /** The host path of the entry the merged tree shows at `rel` (its xattrs, its contents). */
+  host(rel) {
+    return this.find(rel)?.host;
+  }
+  /** The target of `rel` when the merged tree has a symlink there. */
+  symlinkTarget(rel) {
+    const f = this.find(rel);
+    return f?.stat.isSymbolicLink() ? readlinkSync3(f.host) : void 0;
+  }
+  find(rel) {
+    if (rel === "") {
+      const top = this.layers[0];
+      const stat10 = top === void 0 ? void 0 : lstat2(top);
+      return top === void 0 || stat10 === void 0 ? void 0 : { host: top, stat: stat10 };
+    }
+    const slash = rel.lastIndexOf("/");
+    const parent = this.dir(slash < 0 ? "" : rel.slice(0, slash));
+    if (!parent) return void 0;
+    for (const layer of parent) {
+      const host = `${layer}/${rel}`;
+      const stat10 = lstat2(host);
+      if (stat10 === void 0) continue;
+      return isWhiteout(stat10) ? void 0 : { host, stat: stat10 };
+    }
+    return void 0;
+  }
+  /** The layers contributing to directory `rel`, or null when the merged tree has no directory there. */
+  dir(rel) {
+    const known2 = this.dirs.get(rel);
+    if (known2 !== void 0) return known2;
+    const slash = rel.lastIndexOf("/");
+    const parent = this.dir(slash < 0 ? "" : rel.slice(0, slash));
+    let out = null;
+    if (parent) {
+      for (const layer of parent) {
+        const host = `${layer}/${rel}`;
+        const stat10 = lstat2(host);
+        if (stat10 === void 0) continue;
+        if (!stat10.isDirectory()) break;
+        (out ??= []).push(layer);
+        if (this.isOpaque(host)) break;
+      }
+    }
+    this.dirs.set(rel, out);
+    return out;
+  }
+  isOpaque(host) {
+    return readXattrs(host, (_p, name) => name === this.opaqueXattr)?.get(this.opaqueXattr)?.toString() === "y";
+  }
+  /** Whether the merged tree can be read this way: no layer's root is marked opaque (overlayfs would not merge it). */
+  usable() {
+    return this.layers.every((l) => !this.isOpaque(l));
+  }
+};
+function lstat2(p) {
+  try {
+    return lstatSync5(p, { throwIfNoEntry: false });
+  } catch (e) {
+    if (e.code === "ENOTDIR") return void 0;
+    throw e;
+  }
+}
+function isWhiteout(st) {
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
 // packages/snapshot/src/mount.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes as randomBytes2 } from "node:crypto";
@@ -5286,6 +5376,12 @@ var OverlaySnapshotter = class {
     }
     return new OverlayActive(this, dir, parent, used, lowers.map((l) => join7(this.root, l)));
   }
+  async merged(top) {
+    if (this.lowerFormat.whiteoutFiles) return void 0;
+    const chain2 = await this.chain(top);
+    const view = new MergedLayers(chain2.map((m) => join7(this.root, "l", m.id, "fs")), this.opaqueXattr);
+    return view.usable() ? view : void 0;
+  }
   unuse(ids) {
     for (const id of ids) {
       const n = (this.inUse.get(id) ?? 1) - 1;
@@ -5551,12 +5647,12 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/executor/src/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as osConstants } from "node:os";
-import { lstat as lstat3, mkdir as mkdir6, readdir as readdir6, readFile as readFile10, realpath as realpath2, rm as rm8, rmdir as rmdir3, unlink, utimes as utimes2, writeFile as writeFile5 } from "node:fs/promises";
+import { lstat as lstat4, mkdir as mkdir6, readdir as readdir6, readFile as readFile10, realpath as realpath2, rm as rm8, rmdir as rmdir3, unlink, utimes as utimes2, writeFile as writeFile5 } from "node:fs/promises";
 import { isAbsolute, join as join11, posix, resolve } from "node:path";
 
 // packages/executor/src/rootpath.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { lstat as lstat2, mkdir as mkdir4 } from "node:fs/promises";
+import { lstat as lstat3, mkdir as mkdir4 } from "node:fs/promises";
 import { resolve as resolvePath5 } from "node:path";
 async function resolveInRoot(root, unsafePath) {
   const base = resolvePath5(root);
@@ -5584,7 +5680,7 @@ async function mkdirInRoot(root, containerPath2) {
       await mkdir4(root + cur, { mode: 493 });
     } catch (e) {
       if (errCode2(e) !== "EEXIST") throw e;
-      if (!(await lstat2(root + cur)).isDirectory()) {
+      if (!(await lstat3(root + cur)).isDirectory()) {
         throw new TsbuildError("NOT_A_DIRECTORY", `${containerPath2}: ${cur} exists in the container and is not a directory`);
       }
     }
@@ -6023,13 +6119,13 @@ async function recordStubs(root, paths) {
   for (const p of all) {
     const resolved = await resolveInRoot(root, p);
     try {
-      await lstat3(root + resolved);
+      await lstat4(root + resolved);
     } catch (e) {
       if (errCode3(e) !== "ENOENT" && errCode3(e) !== "ENOTDIR") throw e;
       missing.add(resolved);
       const parent = posix.dirname(resolved);
       try {
-        const st = await lstat3(root + parent, { bigint: true });
+        const st = await lstat4(root + parent, { bigint: true });
         if (st.isDirectory()) {
           parentTimes.set(parent, { atime: Number(st.atimeNs) / 1e9, mtime: Number(st.mtimeNs) / 1e9 });
         }
@@ -6045,7 +6141,7 @@ async function removeStubs(root, stubs) {
     const host = root + await resolveInRoot(root, p);
     let st;
     try {
-      st = await lstat3(host);
+      st = await lstat4(host);
     } catch {
       continue;
     }
@@ -14129,7 +14225,7 @@ function distInfoPackage(tree, imagePath, hostPath) {
 
 // packages/attest/src/tree.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { closeSync as closeSync4, constants as constants3, fstatSync, lstatSync as lstatSync5, openSync as openSync4, opendirSync, readSync as readSync3 } from "node:fs";
+import { closeSync as closeSync4, constants as constants3, fstatSync, lstatSync as lstatSync6, openSync as openSync4, opendirSync, readSync as readSync3 } from "node:fs";
 import { resolve as resolvePath9 } from "node:path";
 var DEFAULTS = {
   maxFileBytes: 256 * 1024 * 1024,
@@ -14231,7 +14327,7 @@ var Tree = class {
     if (host === void 0) return [];
     const names2 = [];
     try {
-      if (!lstatSync5(host, { throwIfNoEntry: false })?.isDirectory()) return [];
+      if (!lstatSync6(host, { throwIfNoEntry: false })?.isDirectory()) return [];
       const dir = opendirSync(host);
       try {
         for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
@@ -14295,7 +14391,7 @@ var Tree = class {
         else if (e.isDirectory()) kind2 = "dir";
         else if (e.isSymbolicLink() || e.isFIFO() || e.isSocket() || e.isBlockDevice() || e.isCharacterDevice()) kind2 = "other";
         else {
-          const st = lstatSync5(childHost, { throwIfNoEntry: false });
+          const st = lstatSync6(childHost, { throwIfNoEntry: false });
           kind2 = st?.isFile() ? "file" : st?.isDirectory() ? "dir" : "other";
         }
         if (kind2 === "dir") {
@@ -15926,24 +16022,25 @@ var CopyLayerPlan = class {
   root;
   /** Every directory of the changeset by path: entries come in walk order, so most lookups start at their parent. */
   dirs = /* @__PURE__ */ new Map();
-  lowerRoot;
+  lower;
   now;
   /**
-   * `parentRoot`: a read-only view of the parent filesystem (a directory), or undefined for an
-   * empty one (COPY --link, FROM scratch). `now`: the mtime, in seconds, of directories the copy
-   * creates or adds names to (the moment the copy runs).
+   * `parent`: the parent filesystem, as a directory (a read-only view) or a tree read another way
+   * (the parent's layers merged without a mount), or undefined for an empty one (COPY --link, FROM
+   * scratch). `now`: the mtime, in seconds, of directories the copy creates or adds names to (the
+   * moment the copy runs).
    */
-  constructor(parentRoot, opts = {}) {
-    this.lowerRoot = parentRoot === void 0 ? void 0 : fs5.realpathSync(parentRoot);
+  constructor(parent, opts = {}) {
+    this.lower = typeof parent === "string" ? new DirTree(fs5.realpathSync(parent)) : parent;
     this.now = opts.now ?? Math.floor(Date.now() / 1e3);
     const ino = { mode: 493, uid: 0, gid: 0, mtime: this.now, xattrs: void 0, source: void 0, size: 0 };
-    this.root = { kind: "dir", ino, linkTarget: void 0, lower: this.lowerRoot !== void 0, kids: /* @__PURE__ */ new Map() };
+    this.root = { kind: "dir", ino, linkTarget: void 0, lower: this.lower !== void 0, kids: /* @__PURE__ */ new Map() };
     this.dirs.set("", this.root);
   }
   // -------------------------------------------------------------------------------------------
   // The merged view: the changeset over the parent
-  lowerHost(rel) {
-    return this.lowerRoot + "/" + rel;
+  lowerStat(rel) {
+    return this.lower.lstat(rel);
   }
   /** lstat of `rel` as the merged filesystem would answer it. */
   lookup(rel) {
@@ -15953,7 +16050,7 @@ var CopyLayerPlan = class {
         const kid = parent.kids.get(baseOf(rel));
         if (kid !== void 0) return { upper: kid };
         if (!parent.lower) return void 0;
-        const st = lstatOrUndefined3(this.lowerHost(rel));
+        const st = this.lowerStat(rel);
         return st === void 0 ? void 0 : { lower: st };
       }
     }
@@ -15971,7 +16068,7 @@ var CopyLayerPlan = class {
       for (let j = i; j < parts.length; j++) {
         if (st !== void 0 && !st.isDirectory()) return void 0;
         cur = join18(cur, parts[j]);
-        st = lstatOrUndefined3(this.lowerHost(cur));
+        st = this.lowerStat(cur);
         if (st === void 0) return void 0;
       }
       return { lower: st };
@@ -15991,7 +16088,7 @@ var CopyLayerPlan = class {
       cur = join18(cur, part);
       let kid = node2.kids?.get(part);
       if (kid === void 0) {
-        const st = node2.lower ? lstatOrUndefined3(this.lowerHost(cur)) : void 0;
+        const st = node2.lower ? this.lowerStat(cur) : void 0;
         if (st === void 0 || !st.isDirectory()) throw new InternalError(`copy plan: ${shown(cur)} is not a directory of the parent`);
         kid = {
           kind: "dir",
@@ -16000,7 +16097,7 @@ var CopyLayerPlan = class {
             uid: st.uid,
             gid: st.gid,
             mtime: Math.floor(st.mtimeMs / 1e3),
-            xattrs: readXattrs(this.lowerHost(cur), (_p, name) => !isOverlayXattr3(name)),
+            xattrs: readXattrs(this.lower.host(cur), (_p, name) => !isOverlayXattr3(name)),
             source: void 0,
             size: 0
           },
@@ -16042,11 +16139,9 @@ var CopyLayerPlan = class {
    */
   resolve(rel) {
     let out;
-    if (this.lowerRoot === void 0) out = cleanRel(rel);
-    else {
-      const abs = secureJoin(this.lowerRoot, rel, { followLast: true });
-      out = abs === this.lowerRoot ? "" : abs.slice(this.lowerRoot.length + 1);
-    }
+    const lower = this.lower;
+    if (lower === void 0) out = cleanRel(rel);
+    else out = secureJoin("/", rel, { followLast: true, symlinkTarget: (r) => lower.symlinkTarget(r) }).slice(1);
     let node2 = this.root;
     for (const part of splitRel(out)) {
       node2 = node2.kids?.get(part);
@@ -16303,6 +16398,21 @@ function sortedKids(dir) {
   }
   return kids.sort((a, b) => a.plain && b.plain ? a.key < b.key ? -1 : a.key > b.key ? 1 : 0 : compareUtf8(a.key, b.key));
 }
+var DirTree = class {
+  constructor(root) {
+    this.root = root;
+  }
+  root;
+  host(rel) {
+    return rel === "" ? this.root : `${this.root}/${rel}`;
+  }
+  lstat(rel) {
+    return lstatOrUndefined3(this.host(rel));
+  }
+  symlinkTarget(rel) {
+    return this.lstat(rel)?.isSymbolicLink() ? fs5.readlinkSync(this.host(rel)) : void 0;
+  }
+};
 function isOverlayXattr3(name) {
   return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.") || name.startsWith("user.fuseoverlayfs.");
 }
@@ -16681,6 +16791,15 @@ var StepKit = class {
     }
   }
   /** Mounts a read-only view of a state's filesystem; `cleanup` gets its release. */
+  /**
+   * The parent filesystem for a step that only reads it: its layers merged without a mount where
+   * the snapshotter can read them so, else a read-only view (a directory).
+   */
+  async parentTree(state, cleanup) {
+    const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    const merged = top === void 0 ? void 0 : await this.s.snapshots.merged(top);
+    return merged ?? this.view(state, cleanup);
+  }
   async view(state, cleanup) {
     const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
     const view = await this.s.snapshots.prepare(parent);
@@ -16848,10 +16967,10 @@ function copyOptions(inst, plan, kit, chown4) {
 async function writeCopyLayer(kit, state, inst, plan, out, observe) {
   const cleanup = [];
   try {
-    const parent = !inst.link && state.layers.length > 0 ? await span("snapshot.view", () => kit.view(state, cleanup)) : void 0;
+    const parent = !inst.link && state.layers.length > 0 ? await span("snapshot.view", () => kit.parentTree(state, cleanup)) : void 0;
     let chown4;
     if (inst.chown !== void 0) {
-      let names2 = parent;
+      let names2 = typeof parent === "string" ? parent : void 0;
       if (names2 === void 0) {
         if (isNumericOwner(inst.chown)) {
           const empty = names2 = await kit.tempDir("chown-");
@@ -16948,14 +17067,14 @@ function isUrl(s) {
 
 // packages/builder/src/steps/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { chmod as chmod2, chown as chown2, lstat as lstat5, mkdir as mkdir13, readdir as readdir11, readFile as readFile17, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
+import { chmod as chmod2, chown as chown2, lstat as lstat6, mkdir as mkdir13, readdir as readdir11, readFile as readFile17, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
 import { join as join22, posix as posix3 } from "node:path";
 import { Writable as Writable6 } from "node:stream";
 import { createHash as createHash18 } from "node:crypto";
 
 // packages/builder/src/ssh.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { chmod, chown, lstat as lstat4, mkdtemp as mkdtemp3, rm as rm13, stat as stat8 } from "node:fs/promises";
+import { chmod, chown, lstat as lstat5, mkdtemp as mkdtemp3, rm as rm13, stat as stat8 } from "node:fs/promises";
 import { tmpdir as tmpdir2 } from "node:os";
 import { join as join21 } from "node:path";
 var childProcess7 = () => process.getBuiltinModule("node:child_process");
@@ -17040,7 +17159,7 @@ async function startAgent(id, sock) {
   const ready = (async () => {
     for (let i = 0; i < 200; i++) {
       try {
-        if ((await lstat4(sock)).isSocket()) return;
+        if ((await lstat5(sock)).isSocket()) return;
       } catch {
       }
       await new Promise((r) => setTimeout(r, 25));
@@ -17334,7 +17453,7 @@ async function recordMountpoints(rootfs, targets) {
 async function removeCreatedMountpoints(created) {
   for (const p of [...created].sort((a, b) => b.length - a.length)) {
     try {
-      const st = await lstat5(p);
+      const st = await lstat6(p);
       if (st.isDirectory()) await rmdir4(p);
       else if (st.size === 0) await rm14(p);
     } catch {

@@ -349,19 +349,26 @@ test('a COPY layer written from its sources equals the diff of the overlay copyI
     });
     await active.release();
 
-    const view = parent ? await snaps.prepare(parent) : undefined;
-    const after = await outcome(async () => {
-      const plan = new CopyLayerPlan(view?.rootfs);
-      await runOps(sc, ctxs, async (ctx, op, o) => {
-        await plan.copy(ctx, await resolveOp(ctx, op), op.dest, o);
+    const planned = (over: ConstructorParameters<typeof CopyLayerPlan>[0]) =>
+      outcome(async () => {
+        const plan = new CopyLayerPlan(over);
+        await runOps(sc, ctxs, async (ctx, op, o) => {
+          await plan.copy(ctx, await resolveOp(ctx, op), op.dest, o);
+        });
+        const out = collector();
+        const r = await plan.write(out.stream, { sourceDateEpoch: epoch });
+        assert.equal(r.size, out.bytes().length);
+        assert.equal(r.diffId, sha256(out.bytes()));
+        return out.bytes();
       });
-      const out = collector();
-      const r = await plan.write(out.stream, { sourceDateEpoch: epoch });
-      assert.equal(r.size, out.bytes().length);
-      assert.equal(r.diffId, sha256(out.bytes()));
-      return out.bytes();
-    });
+    const view = parent ? await snaps.prepare(parent) : undefined;
+    const after = await planned(view?.rootfs);
     await view?.release();
+    // The same plan over the parent's layer dirs merged without a mount.
+    const merged = parent ? await snaps.merged(parent) : undefined;
+    assert.ok(!parent || merged, `${sc.name}: the parent can be read unmounted`);
+    const unmounted = await planned(merged);
+    assert.deepEqual(unmounted, after, `${sc.name}: planned over the merged layers as over the mounted view`);
 
     if (sc.error) {
       assert.ok('err' in before && sc.error.test(before.err), `${sc.name}: the overlay copy fails: ${JSON.stringify(before)}`);

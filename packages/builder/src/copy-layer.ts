@@ -105,27 +105,28 @@ export class CopyLayerPlan {
   private readonly root: Node;
   /** Every directory of the changeset by path: entries come in walk order, so most lookups start at their parent. */
   private readonly dirs = new Map<string, Node>();
-  private readonly lowerRoot: string | undefined;
+  private readonly lower: ParentTree | undefined;
   private readonly now: number;
 
   /**
-   * `parentRoot`: a read-only view of the parent filesystem (a directory), or undefined for an
-   * empty one (COPY --link, FROM scratch). `now`: the mtime, in seconds, of directories the copy
-   * creates or adds names to (the moment the copy runs).
+   * `parent`: the parent filesystem, as a directory (a read-only view) or a tree read another way
+   * (the parent's layers merged without a mount), or undefined for an empty one (COPY --link, FROM
+   * scratch). `now`: the mtime, in seconds, of directories the copy creates or adds names to (the
+   * moment the copy runs).
    */
-  constructor(parentRoot: string | undefined, opts: { now?: number } = {}) {
-    this.lowerRoot = parentRoot === undefined ? undefined : fs.realpathSync(parentRoot);
+  constructor(parent: string | ParentTree | undefined, opts: { now?: number } = {}) {
+    this.lower = typeof parent === 'string' ? new DirTree(fs.realpathSync(parent)) : parent;
     this.now = opts.now ?? Math.floor(Date.now() / 1000);
     const ino: Inode = { mode: 0o755, uid: 0, gid: 0, mtime: this.now, xattrs: undefined, source: undefined, size: 0 };
-    this.root = { kind: 'dir', ino, linkTarget: undefined, lower: this.lowerRoot !== undefined, kids: new Map() };
+    this.root = { kind: 'dir', ino, linkTarget: undefined, lower: this.lower !== undefined, kids: new Map() };
     this.dirs.set('', this.root);
   }
 
   // -------------------------------------------------------------------------------------------
   // The merged view: the changeset over the parent
 
-  private lowerHost(rel: string): string {
-    return (this.lowerRoot as string) + '/' + rel;
+  private lowerStat(rel: string): fs.Stats | undefined {
+    return (this.lower as ParentTree).lstat(rel);
   }
 
   /** lstat of `rel` as the merged filesystem would answer it. */
@@ -137,7 +138,7 @@ export class CopyLayerPlan {
         if (kid !== undefined) return { upper: kid };
         if (!parent.lower) return undefined;
         // The parent is a directory of the parent filesystem too: one lstat answers.
-        const st = lstatOrUndefined(this.lowerHost(rel));
+        const st = this.lowerStat(rel);
         return st === undefined ? undefined : { lower: st };
       }
     }
@@ -157,7 +158,7 @@ export class CopyLayerPlan {
       for (let j = i; j < parts.length; j++) {
         if (st !== undefined && !st.isDirectory()) return undefined;
         cur = join(cur, parts[j] as string);
-        st = lstatOrUndefined(this.lowerHost(cur));
+        st = this.lowerStat(cur);
         if (st === undefined) return undefined;
       }
       return { lower: st as fs.Stats };
@@ -179,7 +180,7 @@ export class CopyLayerPlan {
       cur = join(cur, part);
       let kid = node.kids?.get(part);
       if (kid === undefined) {
-        const st = node.lower ? lstatOrUndefined(this.lowerHost(cur)) : undefined;
+        const st = node.lower ? this.lowerStat(cur) : undefined;
         if (st === undefined || !st.isDirectory()) throw new InternalError(`copy plan: ${shown(cur)} is not a directory of the parent`);
         kid = {
           kind: 'dir',
@@ -188,7 +189,7 @@ export class CopyLayerPlan {
             uid: st.uid,
             gid: st.gid,
             mtime: Math.floor(st.mtimeMs / 1000),
-            xattrs: readXattrs(this.lowerHost(cur), (_p, name) => !isOverlayXattr(name)),
+            xattrs: readXattrs((this.lower as ParentTree).host(cur) as string, (_p, name) => !isOverlayXattr(name)),
             source: undefined,
             size: 0,
           },
@@ -233,11 +234,9 @@ export class CopyLayerPlan {
    */
   private resolve(rel: string): string {
     let out: string;
-    if (this.lowerRoot === undefined) out = cleanRel(rel);
-    else {
-      const abs = secureJoin(this.lowerRoot, rel, { followLast: true });
-      out = abs === this.lowerRoot ? '' : abs.slice(this.lowerRoot.length + 1);
-    }
+    const lower = this.lower;
+    if (lower === undefined) out = cleanRel(rel);
+    else out = secureJoin('/', rel, { followLast: true, symlinkTarget: (r) => lower.symlinkTarget(r) }).slice(1);
     let node: Node | undefined = this.root;
     for (const part of splitRel(out)) {
       node = node.kids?.get(part);
@@ -536,6 +535,32 @@ function sortedKids(dir: Node): SortedKid[] {
     kids.push({ key, plain: !SURROGATE.test(key), name, node });
   }
   return kids.sort((a, b) => (a.plain && b.plain ? (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) : compareUtf8(a.key, b.key)));
+}
+
+/**
+ * The parent filesystem a COPY is planned over, asked by paths relative to its root ('' is the
+ * root). It is never asked through a symlink: the plan checks every component.
+ */
+export interface ParentTree {
+  lstat(rel: string): fs.Stats | undefined;
+  /** The host path of the entry `lstat` found at `rel` (for its xattrs). */
+  host(rel: string): string | undefined;
+  /** The target of `rel` if it is a symlink. */
+  symlinkTarget(rel: string): string | undefined;
+}
+
+/** A parent filesystem that is one directory of the host (a mounted view). */
+class DirTree implements ParentTree {
+  constructor(private readonly root: string) {}
+  host(rel: string): string {
+    return rel === '' ? this.root : `${this.root}/${rel}`;
+  }
+  lstat(rel: string): fs.Stats | undefined {
+    return lstatOrUndefined(this.host(rel));
+  }
+  symlinkTarget(rel: string): string | undefined {
+    return this.lstat(rel)?.isSymbolicLink() ? fs.readlinkSync(this.host(rel)) : undefined;
+  }
 }
 
 /** What overlayfs (as root or in a user namespace) and fuse-overlayfs keep for themselves, as diff leaves it out. */

@@ -31,6 +31,12 @@ export function cleanArchivePath(unsafePath: string): string[] {
 export interface SecureJoinOptions {
   /** Follow a symlink in the last component too (default false: the last component is returned as is). */
   followLast?: boolean;
+  /**
+   * Reads symlinks through this instead of the host file system: the target of the entry at
+   * `rel` (components below the root joined by `/`) if it is a symlink, else undefined. For a
+   * tree that is not one directory (layer dirs merged as overlayfs would show them).
+   */
+  symlinkTarget?: (rel: string) => string | undefined;
 }
 
 /**
@@ -64,11 +70,14 @@ export function secureJoin(root: string, unsafe: string | readonly string[], opt
       break;
     }
     let target: string | undefined;
-    try {
-      // Missing is common (a COPY destination, a new WORKDIR): no exception for it.
-      if (lstatSync(host, { throwIfNoEntry: false })?.isSymbolicLink()) target = readlinkSync(host);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
+    if (opts.symlinkTarget) target = opts.symlinkTarget([...done, part].join('/'));
+    else {
+      try {
+        // Missing is common (a COPY destination, a new WORKDIR): no exception for it.
+        if (lstatSync(host, { throwIfNoEntry: false })?.isSymbolicLink()) target = readlinkSync(host);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
+      }
     }
     if (target === undefined) {
       done.push(part);

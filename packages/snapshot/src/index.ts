@@ -1,5 +1,6 @@
 export { openSnapshotter } from './snapshotter.ts';
 export { unmount } from './mount.ts';
+export { MergedLayers } from './merged.ts';
 export type { Snapshotter, SnapshotterOptions, SnapshotInfo, Active, PrepareOptions, LowerFormat } from './types.ts';
 export { parseMountinfo } from './mountinfo.ts';
 export type { MountEntry } from './mountinfo.ts';

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { existsSync, lstatSync, readlinkSync } from 'node:fs';
+import type { Stats } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +14,14 @@ import { openSnapshotter } from './index.ts';
 import { readMounts } from './mountinfo.ts';
 
 const key = (s: string): Digest => sha256(s);
+
+function lstatOrNone(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch {
+    return undefined;
+  }
+}
 
 async function mountsBelow(dir: string): Promise<string[]> {
   return (await readMounts()).map((m) => m.mountPoint).filter((p) => p.startsWith(`${dir}/`));
@@ -275,5 +284,77 @@ describe('snapshotter', () => {
     assert.deepEqual(await others(), []);
     assert.equal(await again.has(l0), true);
     assert.equal(await again.has(half), false);
+  });
+  it('reads a chain unmounted as the kernel merges it: whiteouts, opaque dirs, type changes, symlinks', async () => {
+    const s = await openSnapshotter({ root: join(base, 'merged') });
+    // Each layer is made through a mounted overlay, so its whiteouts and opaque dirs are the kernel's.
+    const steps: ((r: string) => Promise<void>)[] = [
+      async (r) => {
+        for (const d of ['a/b/c', 'gone/deep', 'opq/old', 'f2d', 'keep']) await mkdir(join(r, d), { recursive: true });
+        for (const f of ['a/b/c/file', 'a/top', 'gone/deep/x', 'opq/old/y', 'opq/z', 'd2f', 'keep/k', 'f2d/inner']) await writeFile(join(r, f), f);
+        await symlink('a/b', join(r, 'link'));
+        await symlink('/etc/passwd', join(r, 'abs'));
+      },
+      async (r) => {
+        await rm(join(r, 'gone'), { recursive: true });
+        await rm(join(r, 'opq'), { recursive: true });
+        await mkdir(join(r, 'opq'));
+        await writeFile(join(r, 'opq/new'), 'new');
+        await rm(join(r, 'a/top'));
+        await writeFile(join(r, 'a/b/c/added'), 'added');
+      },
+      async (r) => {
+        await rm(join(r, 'f2d'), { recursive: true });
+        await writeFile(join(r, 'f2d'), 'now a file');
+        await rm(join(r, 'd2f'));
+        await mkdir(join(r, 'd2f/sub'), { recursive: true });
+        await writeFile(join(r, 'gone'), 'back as a file');
+        await rm(join(r, 'link'));
+        await symlink('keep', join(r, 'link'));
+      },
+    ];
+    let parent: Digest | undefined;
+    for (const [i, step] of steps.entries()) {
+      const act = await s.prepare(parent);
+      await step(act.rootfs);
+      parent = key(`merged-${i}`);
+      await act.commit(parent);
+    }
+    assert.ok(parent);
+    const merged = await s.merged(parent);
+    assert.ok(merged, 'the chain can be read unmounted');
+    // Every path any layer holds, and one missing name in each directory.
+    const paths = new Set<string>(['']);
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        const r = rel === '' ? e.name : `${rel}/${e.name}`;
+        paths.add(r);
+        paths.add(`${r}/nothing`);
+        if (e.isDirectory()) await walk(join(dir, e.name), r);
+      }
+    };
+    for (const l of merged.layers) await walk(l, '');
+    const view = await s.prepare(parent);
+    try {
+      const shown = (st: Stats | undefined) =>
+        st && { type: st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'link' : st.isFile() ? 'file' : 'other', mode: st.mode, uid: st.uid, size: st.isFile() ? st.size : 0, mtime: st.mtimeMs };
+      let present = 0;
+      // The root is left out: a mounted view shows its own new upper dir's times there.
+      for (const p of [...paths].sort().filter((p) => p !== '')) {
+        const want = lstatOrNone(join(view.rootfs, p));
+        // Below a symlink the mount would follow it; the merged tree never does (nor is it asked to).
+        if (p.split('/').slice(0, -1).some((_, i, a) => lstatOrNone(join(view.rootfs, ...a.slice(0, i + 1)))?.isSymbolicLink())) continue;
+        assert.deepEqual(shown(merged.lstat(p)), shown(want), p);
+        if (want?.isSymbolicLink()) assert.equal(merged.symlinkTarget(p), readlinkSync(join(view.rootfs, p)), p);
+        if (want) present++;
+      }
+      assert.ok(present >= 15, `${present} paths compared`);
+      assert.equal(merged.lstat('gone/deep'), undefined);
+      assert.equal(merged.lstat('opq/old'), undefined);
+      assert.equal(merged.lstat('opq/z'), undefined);
+      assert.ok(merged.lstat('opq/new')?.isFile());
+    } finally {
+      await view.release();
+    }
   });
 });

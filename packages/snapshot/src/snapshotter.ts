@@ -11,6 +11,7 @@ import { ownerAlive, ownerToken, parseOwnerToken, runCommand, selfOwner } from '
 import type { Owner } from './proc.ts';
 import { candidateDrivers, flagBytes, inUserNamespace } from './driver.ts';
 import type { OverlayDriver } from './driver.ts';
+import { MergedLayers } from './merged.ts';
 import { OverlayMounter, unmount } from './mount.ts';
 import type { Active, LowerFormat, PrepareOptions, Snapshotter, SnapshotterOptions, SnapshotInfo } from './types.ts';
 
@@ -327,6 +328,13 @@ class OverlaySnapshotter implements Snapshotter {
       throw e;
     }
     return new OverlayActive(this, dir, parent, used, lowers.map((l) => join(this.root, l)));
+  }
+
+  async merged(top: Digest): Promise<MergedLayers | undefined> {
+    if (this.lowerFormat.whiteoutFiles) return undefined;
+    const chain = await this.chain(top);
+    const view = new MergedLayers(chain.map((m) => join(this.root, 'l', m.id, 'fs')), this.opaqueXattr);
+    return view.usable() ? view : undefined;
   }
 
   unuse(ids: readonly string[]): void {

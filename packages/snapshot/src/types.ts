@@ -1,4 +1,5 @@
 import type { Digest } from '@tsbuild/oci';
+import type { MergedLayers } from './merged.ts';
 
 export interface SnapshotterOptions {
   /** Directory that holds the snapshots, e.g. `<tsbuild root>/snapshots`. Created if missing. */
@@ -64,6 +65,12 @@ export interface Snapshotter {
    */
   unpack(chainId: Digest, parent: Digest | undefined, fill: (dir: string) => Promise<void>): Promise<void>;
   prepare(parent: Digest | undefined, opts?: PrepareOptions): Promise<Active>;
+  /**
+   * The committed chain ending at `top` read as overlayfs would merge it, without a mount; for a
+   * step that only reads its parent. Undefined where the layers cannot be read so (fuse-overlayfs
+   * whiteout files, an opaque layer root): prepare a snapshot instead.
+   */
+  merged(top: Digest): Promise<MergedLayers | undefined>;
   /** Removes a layer and every layer built on it. Refuses layers an active snapshot mounts. */
   remove(chainId: Digest): Promise<Digest[]>;
   list(): Promise<SnapshotInfo[]>;

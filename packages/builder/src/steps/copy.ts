@@ -230,11 +230,11 @@ async function writeCopyLayer(kit: StepKit, state: ImageState, inst: CopyLike, p
   const cleanup: Cleanup = [];
   try {
     // COPY --link is planned over an empty tree, so its bytes do not depend on the layers below.
-    const parent = !inst.link && state.layers.length > 0 ? await span('snapshot.view', () => kit.view(state, cleanup)) : undefined;
+    const parent = !inst.link && state.layers.length > 0 ? await span('snapshot.view', () => kit.parentTree(state, cleanup)) : undefined;
     let chown: Owner | undefined;
     if (inst.chown !== undefined) {
       // Names resolve through the image's passwd and group files (for --link too); ids need no file.
-      let names = parent;
+      let names = typeof parent === 'string' ? parent : undefined;
       if (names === undefined) {
         if (isNumericOwner(inst.chown)) {
           const empty = (names = await kit.tempDir('chown-'));

@@ -14,7 +14,7 @@ import { diff } from '@tsbuild/layer';
 import type { DiffOptions, DiffResult } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
-import type { Active } from '@tsbuild/snapshot';
+import type { Active, MergedLayers } from '@tsbuild/snapshot';
 import type { Usage } from '@tsbuild/executor';
 import type { BuildRecord } from '@tsbuild/cache';
 import type { CacheRecord } from '../cache.ts';
@@ -282,6 +282,16 @@ export class StepKit {
   }
 
   /** Mounts a read-only view of a state's filesystem; `cleanup` gets its release. */
+  /**
+   * The parent filesystem for a step that only reads it: its layers merged without a mount where
+   * the snapshotter can read them so, else a read-only view (a directory).
+   */
+  async parentTree(state: ImageState, cleanup: (() => Promise<void>)[]): Promise<string | MergedLayers> {
+    const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    const merged = top === undefined ? undefined : await this.s.snapshots.merged(top);
+    return merged ?? this.view(state, cleanup);
+  }
+
   async view(state: ImageState, cleanup: (() => Promise<void>)[]): Promise<string> {
     const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
     const view = await this.s.snapshots.prepare(parent);
