@@ -15512,7 +15512,7 @@ function applyHealthcheck(c, inst) {
 // packages/builder/src/steps/copy.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { copyFile, mkdir as mkdir12, readFile as readFile16, rm as rm12, writeFile as writeFile8 } from "node:fs/promises";
-import { join as join20, posix as posix2 } from "node:path";
+import { join as join20, posix as posix3 } from "node:path";
 import { createHash as createHash17 } from "node:crypto";
 
 // packages/builder/src/archive.ts
@@ -16613,7 +16613,7 @@ var HashCapture = class {
 // packages/builder/src/steps/kit.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { mkdir as mkdir11, mkdtemp as mkdtemp2, readdir as readdir10 } from "node:fs/promises";
-import { join as join19 } from "node:path";
+import { join as join19, posix as posix2 } from "node:path";
 var LAYER_SUFFIX = " # tsbuild";
 var StepKit = class {
   constructor(env) {
@@ -16676,6 +16676,7 @@ var StepKit = class {
     const hit = await span("cache.lookup", () => this.s.lookup(key));
     if (hit) return this.append(state, next, hit, createdBy, true);
     const rec = await this.s.heavy.run(async () => {
+      if (opts.unchanged && await opts.unchanged()) return { v: 1, created: this.s.now() };
       const parent = opts.independent ? void 0 : await span("snapshot.unpack", () => this.s.ensureSnapshots(state.layers, diffIds(state)));
       const active = await span("snapshot.prepare", () => this.s.snapshots.prepare(parent, { signal: this.s.opts.signal }));
       let committed = false;
@@ -16800,6 +16801,18 @@ var StepKit = class {
     const merged = top === void 0 ? void 0 : await this.s.snapshots.merged(top);
     return merged ?? this.view(state, cleanup);
   }
+  /**
+   * Whether `path` (an image path, symlinks followed inside the image) is a directory of the
+   * parent filesystem, read from its layers without a mount; undefined where they cannot be read so.
+   */
+  async isParentDir(state, path8) {
+    const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    if (top === void 0) return posix2.normalize(path8) === "/";
+    const merged = await this.s.snapshots.merged(top);
+    if (merged === void 0) return void 0;
+    const rel = secureJoin("/", path8, { followLast: true, symlinkTarget: (r) => merged.symlinkTarget(r) }).slice(1);
+    return rel === "" || merged.lstat(rel)?.isDirectory() === true;
+  }
   async view(state, cleanup) {
     const parent = await this.s.ensureSnapshots(state.layers, diffIds(state));
     const view = await this.s.snapshots.prepare(parent);
@@ -16877,7 +16890,7 @@ async function copyStep(kit, state, raw, ctx) {
       cleanup.push(() => rm12(dir, { recursive: true, force: true }));
       const got = await fetchUrl(u, dir, { signal: kit.s.opts.signal });
       fetched.set(u, got);
-      urlKeys.push([u, posix2.basename(got), createHash17("sha256").update(await readFile16(got)).digest("hex")]);
+      urlKeys.push([u, posix3.basename(got), createHash17("sha256").update(await readFile16(got)).digest("hex")]);
     }
     const flags = copyFlags(inst);
     const shownFlags = flags.filter((f) => !f.startsWith("--unpack"));
@@ -16943,14 +16956,14 @@ async function stageInline(kit, inst, plan, cleanup) {
     const pre = plan.fetched.get(u);
     let got;
     if (pre !== void 0) {
-      got = join20(dir, posix2.basename(pre));
+      got = join20(dir, posix3.basename(pre));
       await copyFile(pre, got);
     } else {
       const fopts = { signal: kit.s.opts.signal };
       if (inst.kind === "add" && inst.checksum !== void 0) fopts.checksum = inst.checksum;
       got = await fetchUrl(u, dir, fopts);
     }
-    staged.push(posix2.basename(got));
+    staged.push(posix3.basename(got));
   }
   if (staged.length === 0 || !stageDir) return void 0;
   const ctx = await BuildContext.open(stageDir, { ignore: NO_IGNORE });
@@ -17029,7 +17042,7 @@ async function copyWork(kit, state, inst, active, plan, localSources) {
         plain2.push(m);
         continue;
       }
-      const destDir = secureJoin(active.rootfs, posix2.resolve(plan.workdir, inst.dest), { followLast: true });
+      const destDir = secureJoin(active.rootfs, posix3.resolve(plan.workdir, inst.dest), { followLast: true });
       await mkdir12(destDir, { recursive: true });
       await mkdir12(kit.s.stateDir, { recursive: true });
       const xopts = { tmpDir: kit.s.stateDir, signal: kit.s.opts.signal };
@@ -17068,7 +17081,7 @@ function isUrl(s) {
 // packages/builder/src/steps/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { chmod as chmod2, chown as chown2, lstat as lstat6, mkdir as mkdir13, readdir as readdir11, readFile as readFile17, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
-import { join as join22, posix as posix3 } from "node:path";
+import { join as join22, posix as posix4 } from "node:path";
 import { Writable as Writable6 } from "node:stream";
 import { createHash as createHash18 } from "node:crypto";
 
@@ -17348,7 +17361,7 @@ async function runMounts2(kit, inst, cwd, cleanup, env) {
   for (const m of inst.mounts) {
     const target2 = m.target ?? (m.type === "secret" ? `/run/secrets/${m.id ?? ""}` : m.type === "ssh" ? `/run/buildkit/ssh_agent.${sshCount}` : void 0);
     if (target2 === void 0 && m.type !== "secret") throw kit.fail(inst, `--mount=${m.spec}: target is required`);
-    const abs = target2 === void 0 ? void 0 : posix3.resolve(cwd, target2);
+    const abs = target2 === void 0 ? void 0 : posix4.resolve(cwd, target2);
     switch (m.type) {
       case "tmpfs": {
         const t = { type: "tmpfs", destination: abs };
@@ -17442,7 +17455,7 @@ async function holdLock(kit, file, timeoutMs) {
 async function recordMountpoints(rootfs, targets) {
   const created = [];
   for (const t of targets) {
-    const parts = posix3.resolve("/", t).split("/").filter(Boolean);
+    const parts = posix4.resolve("/", t).split("/").filter(Boolean);
     for (let i = 1; i <= parts.length; i++) {
       const p = secureJoin(rootfs, "/" + parts.slice(0, i).join("/"), { followLast: true });
       if (!await exists(p) && !created.includes(p)) created.push(p);
@@ -17464,12 +17477,12 @@ async function removeCreatedMountpoints(created) {
 // packages/builder/src/steps/workdir.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { chown as chown3, mkdir as mkdir14 } from "node:fs/promises";
-import { posix as posix4 } from "node:path";
+import { posix as posix5 } from "node:path";
 async function workdirStep(kit, state, raw, ctx) {
   const { inst, used } = kit.expand(state, raw);
   if (ctx) ctx.inputs = { values: Object.fromEntries(used) };
   const c = containerConfig2(state);
-  const dir = posix4.resolve(c.WorkingDir || "/", inst.path);
+  const dir = posix5.resolve(c.WorkingDir || "/", inst.path);
   const user = c.User || "";
   const key = cacheKey([state.key, "workdir", dir, user, used]);
   const r = await kit.layerStep(
@@ -17485,7 +17498,8 @@ async function workdirStep(kit, state, raw, ctx) {
         await chown3(target2, u.uid, u.gid);
       }
     },
-    { emptyIfUnchanged: true }
+    // An existing directory is found in the parent's layers, without mounting them.
+    { emptyIfUnchanged: true, unchanged: async () => await kit.isParentDir(state, dir) === true }
   );
   containerConfig2(r.state).WorkingDir = dir;
   return r;

@@ -121,3 +121,20 @@ test('a COPY of a cold context writes its layer while hashing, with the keys of 
   assert.equal((await layerFiles(root, changed.layers[0] as Digest)).get('data/d3/f50'), 'changed\n');
   assert.deepEqual(changed.layers.slice(1), cold.layers.slice(1));
 });
+
+test('a WORKDIR the parent already has and COPYs over several layers read the layers without mounting them', async (t) => {
+  const base = tempDir(t, 'tsbuild-copystep-');
+  const root = path.join(base, 'root');
+  const ctx = path.join(base, 'ctx');
+  fs.mkdirSync(ctx);
+  for (const f of ['a', 'b', 'c']) fs.writeFileSync(path.join(ctx, f), `${f}\n`);
+  fs.mkdirSync(path.join(ctx, 'links'));
+  fs.symlinkSync('x/y', path.join(ctx, 'links/l'));
+  const dockerfile = 'FROM scratch\nCOPY a /x/a\nCOPY b /x/y/b\nCOPY links/ /\nWORKDIR /x/y\nWORKDIR /l\nCOPY c ./\nWORKDIR /new\n';
+  const r = await run(root, ctx, dockerfile, true);
+  // Only the WORKDIR of a directory that does not exist yet mounts a snapshot.
+  assert.equal(r.spans.filter((s) => s === 'snapshot.prepare').length, 1, r.spans.join(' '));
+  assert.equal(r.layers.length, 5, 'the WORKDIRs of existing directories (one through a symlink) make no layer');
+  assert.deepEqual([...(await layerFiles(root, r.layers[3] as Digest)).keys()], ['x/', 'x/y/', 'x/y/c']);
+  assert.deepEqual([...(await layerFiles(root, r.layers[4] as Digest)).keys()], ['new/']);
+});

@@ -4,13 +4,13 @@
  * step that makes a layer (prepare an overlay, change it, diff the upper dir, commit).
  */
 import { mkdir, mkdtemp, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DockerfileError, TsbuildError, CancelledError, excerptOf } from '@tsbuild/errors';
 import type { DockerfileErrorOptions } from '@tsbuild/errors';
 import { envExpander, expandInstruction } from '@tsbuild/dockerfile';
 import type { Instruction } from '@tsbuild/dockerfile';
-import { diff } from '@tsbuild/layer';
+import { diff, secureJoin } from '@tsbuild/layer';
 import type { DiffOptions, DiffResult } from '@tsbuild/layer';
 import { chainIds, MediaType } from '@tsbuild/oci';
 import type { Digest } from '@tsbuild/oci';
@@ -72,6 +72,11 @@ const LAYER_SUFFIX = ' # tsbuild';
 export interface LayerStepOptions {
   /** A step whose upper dir stays empty makes no layer (WORKDIR of an existing directory). */
   emptyIfUnchanged?: boolean;
+  /**
+   * Asked on a miss before anything is mounted: true when the step is known to change nothing
+   * (it then makes no layer, as `emptyIfUnchanged`, without a snapshot).
+   */
+  unchanged?: () => Promise<boolean>;
   /** COPY --link: the layer is written over an empty tree, so it does not depend on the layers below. */
   independent?: boolean;
 }
@@ -162,6 +167,7 @@ export class StepKit {
     const hit = await span('cache.lookup', () => this.s.lookup(key));
     if (hit) return this.append(state, next, hit, createdBy, true);
     const rec = await this.s.heavy.run(async (): Promise<CacheRecord> => {
+      if (opts.unchanged && (await opts.unchanged())) return { v: 1, created: this.s.now() };
       // An independent layer is written over an empty tree, so its bytes do not depend on the
       // layers below; its snapshot is unpacked from the blob when first needed.
       const parent = opts.independent ? undefined : await span('snapshot.unpack', () => this.s.ensureSnapshots(state.layers, diffIds(state)));
@@ -290,6 +296,20 @@ export class StepKit {
     const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
     const merged = top === undefined ? undefined : await this.s.snapshots.merged(top);
     return merged ?? this.view(state, cleanup);
+  }
+
+  /**
+   * Whether `path` (an image path, symlinks followed inside the image) is a directory of the
+   * parent filesystem, read from its layers without a mount; undefined where they cannot be read so.
+   */
+  async isParentDir(state: ImageState, path: string): Promise<boolean | undefined> {
+    const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
+    // Nothing below: only the root exists.
+    if (top === undefined) return posix.normalize(path) === '/';
+    const merged = await this.s.snapshots.merged(top);
+    if (merged === undefined) return undefined;
+    const rel = secureJoin('/', path, { followLast: true, symlinkTarget: (r) => merged.symlinkTarget(r) }).slice(1);
+    return rel === '' || merged.lstat(rel)?.isDirectory() === true;
   }
 
   async view(state: ImageState, cleanup: (() => Promise<void>)[]): Promise<string> {

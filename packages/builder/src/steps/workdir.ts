@@ -33,7 +33,8 @@ export async function workdirStep(kit: StepKit, state: ImageState, raw: WorkdirI
         await chown(target, u.uid, u.gid);
       }
     },
-    { emptyIfUnchanged: true },
+    // An existing directory is found in the parent's layers, without mounting them.
+    { emptyIfUnchanged: true, unchanged: async () => (await kit.isParentDir(state, dir)) === true },
   );
   containerConfig(r.state).WorkingDir = dir;
   return r;
