@@ -1835,7 +1835,8 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/store/src/store.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { homedir } from "node:os";
-import { mkdir as mkdir2, open as open4, readFile as readFile3, readdir as readdir3, stat as stat3 } from "node:fs/promises";
+import { statSync } from "node:fs";
+import { mkdir as mkdir2, open as open4, readFile as readFile2, readdir as readdir3, stat as stat3 } from "node:fs/promises";
 import { join as join5, resolve as resolvePath4 } from "node:path";
 import { Readable as Readable4 } from "node:stream";
 import { pipeline as pipeline3 } from "node:stream/promises";
@@ -2149,7 +2150,8 @@ async function acquire(file, opts) {
 
 // packages/store/src/meta.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { mkdir, readdir, readFile as readFile2, rm as rm4 } from "node:fs/promises";
+import { readFileSync as readFileSync2 } from "node:fs";
+import { mkdir, readdir, rm as rm4 } from "node:fs/promises";
 import { join as join2 } from "node:path";
 var NS_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 var MAX_PLAIN_NAME = 200;
@@ -2177,7 +2179,7 @@ var FileMetaStore = class {
   async readEntry(file) {
     let text;
     try {
-      text = await readFile2(join2(this.dir, file), "utf8");
+      text = readFileSync2(join2(this.dir, file), "utf8");
     } catch (e) {
       if (errnoCode(e) === "ENOENT") return void 0;
       throw e;
@@ -3368,7 +3370,7 @@ import {
   mkdirSync as mkdirSync2,
   openSync as openSync3,
   readdirSync as readdirSync3,
-  readFileSync as readFileSync2,
+  readFileSync as readFileSync3,
   rmSync,
   chmodSync,
   symlinkSync,
@@ -3685,7 +3687,7 @@ function inUserNamespace() {
   if (userns === void 0) {
     let text = "";
     try {
-      text = readFileSync2("/proc/self/uid_map", "utf8");
+      text = readFileSync3("/proc/self/uid_map", "utf8");
     } catch {
     }
     const lines = text.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" "));
@@ -3696,7 +3698,7 @@ function inUserNamespace() {
 function mappedIds(file) {
   try {
     let top = -1;
-    for (const line of readFileSync2(file, "utf8").trim().split("\n")) {
+    for (const line of readFileSync3(file, "utf8").trim().split("\n")) {
       const [inside, , count] = line.trim().split(/\s+/).map(Number);
       if (inside !== void 0 && count !== void 0) top = Math.max(top, inside + count - 1);
     }
@@ -4444,7 +4446,7 @@ var Store = class {
     const layoutFile = join5(this.layoutDir, "oci-layout");
     let text;
     try {
-      text = await readFile3(layoutFile, "utf8");
+      text = await readFile2(layoutFile, "utf8");
     } catch (e) {
       if (errnoCode(e) !== "ENOENT") throw e;
     }
@@ -4505,12 +4507,8 @@ var Store = class {
     return { mediaType, digest, size };
   }
   async hasBlob(d) {
-    try {
-      return (await stat3(this.blobPath(d))).isFile();
-    } catch (e) {
-      if (errnoCode(e) === "ENOENT") return false;
-      throw e;
-    }
+    const st = statSync(this.blobPath(d), { throwIfNoEntry: false });
+    return st?.isFile() === true;
   }
   /** Lets missing blobs be fetched from where they are known to be (lazy pulls, remote caches). */
   setFetcher(fetcher) {
@@ -4552,7 +4550,7 @@ var Store = class {
     try {
       const s = await stat3(p);
       if (s.size > max) throw new TsbuildError("BLOB_TOO_LARGE", `blob ${d} is ${s.size} bytes, more than the ${max} allowed for a manifest or config`);
-      buf = await readFile3(p);
+      buf = await readFile2(p);
     } catch (e) {
       if (errnoCode(e) === "ENOENT") throw new TsbuildError("BLOB_NOT_FOUND", `blob ${d} is not in the store at ${this.layoutDir}`, { cause: e });
       throw e;
@@ -4563,7 +4561,7 @@ var Store = class {
   }
   // ---- index.json and tags ----
   async readIndex() {
-    return parseIndex(await readFile3(this.indexFile), { source: this.indexFile });
+    return parseIndex(await readFile2(this.indexFile), { source: this.indexFile });
   }
   async writeIndex(idx) {
     await writeFileAtomic(this.indexFile, canonicalJson(idx), this.ingestDir);
@@ -4813,13 +4811,13 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/snapshot/src/snapshotter.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes as randomBytes3 } from "node:crypto";
-import { access, mkdir as mkdir3, readdir as readdir4, readFile as readFile7, readlink, realpath, rename as rename4, rm as rm6, rmdir, symlink, writeFile as writeFile3 } from "node:fs/promises";
+import { access, mkdir as mkdir3, readdir as readdir4, readFile as readFile6, readlink, realpath, rename as rename4, rm as rm6, rmdir, symlink, writeFile as writeFile3 } from "node:fs/promises";
 import { unlinkSync as unlinkSync2 } from "node:fs";
 import { join as join7 } from "node:path";
 
 // packages/snapshot/src/mountinfo.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile4 } from "node:fs/promises";
+import { readFile as readFile3 } from "node:fs/promises";
 function unescape(s) {
   return s.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8)));
 }
@@ -4837,7 +4835,7 @@ function parseMountinfo(text) {
   return out;
 }
 async function readMounts() {
-  return parseMountinfo(await readFile4("/proc/self/mountinfo", "utf8"));
+  return parseMountinfo(await readFile3("/proc/self/mountinfo", "utf8"));
 }
 async function mountsUnder(dir) {
   const prefix = dir.endsWith("/") ? dir : `${dir}/`;
@@ -4846,7 +4844,7 @@ async function mountsUnder(dir) {
 
 // packages/snapshot/src/proc.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile5 } from "node:fs/promises";
+import { readFile as readFile4 } from "node:fs/promises";
 var childProcess3 = () => process.getBuiltinModule("node:child_process");
 function runCommand(cmd, args, opts = {}) {
   return new Promise((resolve3, reject) => {
@@ -4862,7 +4860,7 @@ function runCommand(cmd, args, opts = {}) {
 async function startTime2(pid) {
   let stat10;
   try {
-    stat10 = await readFile5(`/proc/${pid}/stat`, "utf8");
+    stat10 = await readFile4(`/proc/${pid}/stat`, "utf8");
   } catch {
     return void 0;
   }
@@ -4890,14 +4888,14 @@ function parseOwnerToken(name) {
 
 // packages/snapshot/src/driver.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFileSync as readFileSync3 } from "node:fs";
+import { readFileSync as readFileSync4 } from "node:fs";
 var DRIVERS = ["overlay", "overlay-userxattr", "fuse-overlayfs"];
 var userns2;
 function inUserNamespace2() {
   if (userns2 === void 0) {
     let text = "";
     try {
-      text = readFileSync3("/proc/self/uid_map", "utf8");
+      text = readFileSync4("/proc/self/uid_map", "utf8");
     } catch {
     }
     const lines = text.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" "));
@@ -5012,7 +5010,7 @@ function isWhiteout(st) {
 // packages/snapshot/src/mount.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes as randomBytes2 } from "node:crypto";
-import { readFile as readFile6, rename as rename3, writeFile as writeFile2 } from "node:fs/promises";
+import { readFile as readFile5, rename as rename3, writeFile as writeFile2 } from "node:fs/promises";
 import { join as join6 } from "node:path";
 var OverlayMounter = class _OverlayMounter {
   constructor(root, owner, maxOptionBytes, found2) {
@@ -5087,7 +5085,7 @@ var OverlayMounter = class _OverlayMounter {
 async function savedDriver(root) {
   let text;
   try {
-    text = (await readFile6(join6(root, "driver"), "utf8")).trim();
+    text = (await readFile5(join6(root, "driver"), "utf8")).trim();
   } catch (e) {
     if (e.code === "ENOENT") return void 0;
     throw e;
@@ -5243,7 +5241,7 @@ var OverlaySnapshotter = class {
     if (id === void 0) return void 0;
     let raw;
     try {
-      raw = await readFile7(join7(this.root, "l", id, "meta.json"), "utf8");
+      raw = await readFile6(join7(this.root, "l", id, "meta.json"), "utf8");
     } catch (e) {
       if (errCode(e) === "ENOENT") return void 0;
       throw e;
@@ -5567,7 +5565,7 @@ var OverlaySnapshotter = class {
       if (!ID_RE.test(id)) continue;
       let meta;
       try {
-        meta = JSON.parse(await readFile7(join7(this.root, "l", id, "meta.json"), "utf8"));
+        meta = JSON.parse(await readFile6(join7(this.root, "l", id, "meta.json"), "utf8"));
       } catch {
         continue;
       }
@@ -5647,7 +5645,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/executor/src/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as osConstants } from "node:os";
-import { lstat as lstat4, mkdir as mkdir6, readdir as readdir6, readFile as readFile10, realpath as realpath2, rm as rm8, rmdir as rmdir3, unlink, utimes as utimes2, writeFile as writeFile5 } from "node:fs/promises";
+import { lstat as lstat4, mkdir as mkdir6, readdir as readdir6, readFile as readFile9, realpath as realpath2, rm as rm8, rmdir as rmdir3, unlink, utimes as utimes2, writeFile as writeFile5 } from "node:fs/promises";
 import { isAbsolute, join as join11, posix, resolve } from "node:path";
 
 // packages/executor/src/rootpath.ts
@@ -5689,12 +5687,12 @@ async function mkdirInRoot(root, containerPath2) {
 
 // packages/executor/src/usage.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { mkdir as mkdir5, readdir as readdir5, readFile as readFile8, rmdir as rmdir2, writeFile as writeFile4 } from "node:fs/promises";
+import { mkdir as mkdir5, readdir as readdir5, readFile as readFile7, rmdir as rmdir2, writeFile as writeFile4 } from "node:fs/promises";
 import { join as join8 } from "node:path";
 var ROOT = "/sys/fs/cgroup";
 async function ownCgroups() {
   const out = /* @__PURE__ */ new Map();
-  const text = await readFile8("/proc/self/cgroup", "utf8").catch(() => "");
+  const text = await readFile7("/proc/self/cgroup", "utf8").catch(() => "");
   for (const line of text.split("\n")) {
     const m = /^\d+:([^:]*):(.*)$/.exec(line);
     if (!m) continue;
@@ -5706,7 +5704,7 @@ var layout;
 function accounting() {
   return layout ??= (async () => {
     const own = await ownCgroups();
-    if (await readFile8(join8(ROOT, "cgroup.controllers"), "utf8").catch(() => void 0) !== void 0) {
+    if (await readFile7(join8(ROOT, "cgroup.controllers"), "utf8").catch(() => void 0) !== void 0) {
       const base = join8(ROOT, own.get("") ?? "/");
       return { version: 2, cpuBase: base, memoryBase: base, allBases: [base] };
     }
@@ -5718,7 +5716,7 @@ function accounting() {
     }
     for (const cpu of ["cpu,cpuacct", "cpuacct"]) {
       const cpuRoot = join8(ROOT, cpu);
-      if (await readFile8(join8(cpuRoot, "cpuacct.usage"), "utf8").catch(() => void 0) === void 0) continue;
+      if (await readFile7(join8(cpuRoot, "cpuacct.usage"), "utf8").catch(() => void 0) === void 0) continue;
       return { version: 1, cpuBase: join8(cpuRoot, own.get("cpuacct") ?? "/"), memoryBase: join8(ROOT, "memory", own.get("memory") ?? "/"), allBases };
     }
     return void 0;
@@ -5753,16 +5751,16 @@ var UsageCgroup = class _UsageCgroup {
     try {
       if (this.h.version === 1) {
         const [usage, max2] = await Promise.all([
-          readFile8(join8(this.h.cpu, "cpuacct.usage"), "utf8"),
-          readFile8(join8(this.h.memory, "memory.max_usage_in_bytes"), "utf8").catch(() => "")
+          readFile7(join8(this.h.cpu, "cpuacct.usage"), "utf8"),
+          readFile7(join8(this.h.memory, "memory.max_usage_in_bytes"), "utf8").catch(() => "")
         ]);
         const cpu = Number(usage.trim()) / 1e9;
         const peak2 = Number(max2.trim());
         return { cpuSeconds: cpu, memoryPeakBytes: Number.isFinite(peak2) && peak2 > 0 ? peak2 : void 0 };
       }
       const [stat10, max] = await Promise.all([
-        readFile8(join8(this.h.cpu, "cpu.stat"), "utf8"),
-        readFile8(join8(this.h.memory, "memory.peak"), "utf8").catch(() => "")
+        readFile7(join8(this.h.cpu, "cpu.stat"), "utf8"),
+        readFile7(join8(this.h.memory, "memory.peak"), "utf8").catch(() => "")
       ]);
       const usec = Number(/^usage_usec (\d+)$/m.exec(stat10)?.[1] ?? NaN);
       const peak = Number(max.trim());
@@ -5904,15 +5902,15 @@ async function cleanupContainers(runtime = "runc", opts = {}) {
 // packages/executor/src/rootless.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as fsc2 } from "node:fs";
-import { access as access3, readFile as readFile9 } from "node:fs/promises";
-import { readFileSync as readFileSync4 } from "node:fs";
+import { access as access3, readFile as readFile8 } from "node:fs/promises";
+import { readFileSync as readFileSync5 } from "node:fs";
 import { join as join10 } from "node:path";
 var userns3;
 function inUserNamespace3() {
   if (userns3 === void 0) {
     let text = "";
     try {
-      text = readFileSync4("/proc/self/uid_map", "utf8");
+      text = readFileSync5("/proc/self/uid_map", "utf8");
     } catch {
     }
     const lines = text.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" "));
@@ -5928,11 +5926,11 @@ var support;
 function cgroupLimitSupport() {
   return support ??= (async () => {
     if (!inUserNamespace3()) return { usable: true };
-    const v2 = await readFile9(join10(CGROUP, "cgroup.controllers"), "utf8").catch(() => void 0);
+    const v2 = await readFile8(join10(CGROUP, "cgroup.controllers"), "utf8").catch(() => void 0);
     if (v2 === void 0) {
       return { usable: false, reason: "this machine uses cgroup v1 (or a hybrid of v1 and v2), which is never delegated to an ordinary user" };
     }
-    const own = /^0::(.*)$/m.exec(await readFile9("/proc/self/cgroup", "utf8").catch(() => ""))?.[1];
+    const own = /^0::(.*)$/m.exec(await readFile8("/proc/self/cgroup", "utf8").catch(() => ""))?.[1];
     if (own === void 0) return { usable: false, reason: "the cgroup of this process is not in the cgroup v2 hierarchy" };
     const dir = join10(CGROUP, own);
     try {
@@ -5941,7 +5939,7 @@ function cgroupLimitSupport() {
     } catch {
       return { usable: false, reason: `the cgroup ${own} is not delegated to this user (it is not writable)` };
     }
-    const handed = (await readFile9(join10(dir, "cgroup.subtree_control"), "utf8").catch(() => "")).split(/\s+/);
+    const handed = (await readFile8(join10(dir, "cgroup.subtree_control"), "utf8").catch(() => "")).split(/\s+/);
     const missing = ["memory", "cpu", "pids"].filter((c) => !handed.includes(c));
     if (missing.length > 0) {
       return { usable: false, reason: `the delegated cgroup ${own} does not hand the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} to its children (cgroup.subtree_control)` };
@@ -6220,7 +6218,7 @@ async function run2(given) {
   const makeBundle = (async () => {
     await mkdir6(opts.stateDir, { recursive: true });
     await mkdir6(bundle, { mode: 448 });
-    const resolv = network === "host" ? await readFile10("/etc/resolv.conf", "utf8").catch(() => "") : "";
+    const resolv = network === "host" ? await readFile9("/etc/resolv.conf", "utf8").catch(() => "") : "";
     await Promise.all([
       writeFile5(join11(bundle, "resolv.conf"), resolv, { mode: 420 }),
       writeFile5(join11(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 }),
@@ -6249,7 +6247,7 @@ async function run2(given) {
     }));
     const allMounts = [...etcMounts, ...mounts];
     if (rootless) {
-      const mountinfo = await readFile10("/proc/self/mountinfo", "utf8");
+      const mountinfo = await readFile9("/proc/self/mountinfo", "utf8");
       for (const m of allMounts) {
         if (m.type !== "bind" || !m.options?.includes("ro")) continue;
         const locked = lockedMountFlags(await realpath2(m.source).catch(() => m.source), mountinfo);
@@ -6310,9 +6308,9 @@ function limitText(n) {
 async function checkRlimits(limits) {
   if (limits.length === 0) return;
   const [limitsText, status, nrOpen] = await Promise.all([
-    readFile10("/proc/self/limits", "utf8").catch(() => ""),
-    readFile10("/proc/self/status", "utf8").catch(() => ""),
-    readFile10("/proc/sys/fs/nr_open", "utf8").catch(() => "")
+    readFile9("/proc/self/limits", "utf8").catch(() => ""),
+    readFile9("/proc/self/status", "utf8").catch(() => ""),
+    readFile9("/proc/sys/fs/nr_open", "utf8").catch(() => "")
   ]);
   const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
   const canRaise = capEff !== void 0 && (BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE) & 1n) === 1n;
@@ -6386,7 +6384,7 @@ async function runContainer(runtime, id, bundle, opts) {
 async function runtimeFailure(log) {
   let text;
   try {
-    text = await readFile10(log, "utf8");
+    text = await readFile9(log, "utf8");
   } catch {
     return void 0;
   }
@@ -6406,7 +6404,7 @@ async function runtimeFailure(log) {
 
 // packages/builder/src/flags.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { statSync } from "node:fs";
+import { statSync as statSync2 } from "node:fs";
 import { isAbsolute as isAbsolute2, resolve as resolvePath7 } from "node:path";
 
 // packages/cache/src/index.ts
@@ -6508,7 +6506,7 @@ function registryApiHost(registry) {
 
 // packages/registry/src/client.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFileSync as readFileSync5 } from "node:fs";
+import { readFileSync as readFileSync6 } from "node:fs";
 import { setTimeout as sleep2 } from "node:timers/promises";
 
 // packages/registry/src/challenge.ts
@@ -6568,7 +6566,7 @@ function parseChallenges(values) {
 
 // packages/registry/src/credentials.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile11, mkdir as mkdir7 } from "node:fs/promises";
+import { readFile as readFile10, mkdir as mkdir7 } from "node:fs/promises";
 import { homedir as homedir2 } from "node:os";
 import { dirname as dirname2, join as join12 } from "node:path";
 var childProcess6 = () => process.getBuiltinModule("node:child_process");
@@ -6589,7 +6587,7 @@ function serverKey(registry) {
 async function readConfig(path8) {
   let text;
   try {
-    text = await readFile11(path8, "utf8");
+    text = await readFile10(path8, "utf8");
   } catch (e) {
     if (e.code === "ENOENT") return {};
     throw new TsbuildError("DOCKER_CONFIG", `cannot read ${path8}: ${e.message}`, { cause: e });
@@ -6869,7 +6867,7 @@ var RegistryClient = class {
     let ca;
     if (opts.caFile !== void 0) {
       try {
-        ca = readFileSync5(opts.caFile, "utf8");
+        ca = readFileSync6(opts.caFile, "utf8");
       } catch (e) {
         throw new UsageError(`cannot read CA file ${opts.caFile}: ${e.message}`, { cause: e });
       }
@@ -8922,7 +8920,7 @@ function describe(o) {
 
 // packages/cache/src/backends.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { mkdir as mkdir8, readFile as readFile12, rename as rename5, rm as rm9, stat as stat5, writeFile as writeFile6 } from "node:fs/promises";
+import { mkdir as mkdir8, readFile as readFile11, rename as rename5, rm as rm9, stat as stat5, writeFile as writeFile6 } from "node:fs/promises";
 import { join as join14, resolve as resolvePath6 } from "node:path";
 import { Readable as Readable6 } from "node:stream";
 import { pipeline as pipeline7 } from "node:stream/promises";
@@ -9011,7 +9009,7 @@ function inlineAnnotation(doc) {
 async function readLayoutBlob(dir, d, max) {
   if (!isDigest(d.digest)) throw new TsbuildError("BAD_CACHE", `${dir}: invalid digest ${JSON.stringify(d.digest)}`);
   if (d.size > max) throw new TsbuildError("BAD_CACHE", `${dir}: blob ${d.digest} is ${d.size} bytes, too large`);
-  const bytes = await readFile12(join14(dir, "blobs", "sha256", digestHex(d.digest)));
+  const bytes = await readFile11(join14(dir, "blobs", "sha256", digestHex(d.digest)));
   if (bytes.length !== d.size || sha256(bytes) !== d.digest) throw new TsbuildError("DIGEST_MISMATCH", `${dir}: blob ${d.digest} does not match its digest`);
   return bytes;
 }
@@ -9020,7 +9018,7 @@ async function loadLocal(srcDir, tag) {
   let indexBytes;
   try {
     if ((await stat5(join14(dir, "index.json"))).size > MAX_MANIFEST_SIZE) throw new TsbuildError("BAD_CACHE", `${dir}/index.json is too large`);
-    indexBytes = await readFile12(join14(dir, "index.json"));
+    indexBytes = await readFile11(join14(dir, "index.json"));
   } catch (e) {
     if (e.code === "ENOENT") return void 0;
     throw e;
@@ -9065,7 +9063,7 @@ async function saveLocal(destDir, tag, doc, ctx) {
   await put(manifestDesc, manifest);
   let index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
   try {
-    index = parseIndex(await readFile12(join14(dir, "index.json")), { source: `${dir}/index.json` });
+    index = parseIndex(await readFile11(join14(dir, "index.json")), { source: `${dir}/index.json` });
   } catch (e) {
     if (e.code !== "ENOENT") throw e;
   }
@@ -9367,7 +9365,7 @@ function parseSsh(spec, env = process.env) {
 }
 function statOrUndefined(p) {
   try {
-    return statSync(p);
+    return statSync2(p);
   } catch {
     return void 0;
   }
@@ -9470,7 +9468,7 @@ import path2 from "node:path";
 // packages/builder/src/ignore.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 var import_dockerignore = __toESM(require_ignore(), 1);
-import { readFile as readFile13 } from "node:fs/promises";
+import { readFile as readFile12 } from "node:fs/promises";
 import path from "node:path";
 var loaded2 = import_dockerignore.default;
 var newEngine = typeof loaded2 === "function" ? loaded2 : loaded2.default;
@@ -9521,7 +9519,7 @@ async function loadIgnore(contextDir, dockerfilePath) {
   for (const file of candidates) {
     let text;
     try {
-      text = await readFile13(file, "utf8");
+      text = await readFile12(file, "utf8");
     } catch (e) {
       const code = e.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9990,7 +9988,7 @@ function contentHash(abs, st, hashFile, cache) {
 
 // packages/builder/src/check.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile14, stat as stat6 } from "node:fs/promises";
+import { readFile as readFile13, stat as stat6 } from "node:fs/promises";
 import { join as join15, resolve as resolvePath8 } from "node:path";
 
 // packages/dockerfile/src/index.ts
@@ -13039,7 +13037,7 @@ async function checkContextDir(dir, given) {
 }
 async function readDockerfile(file) {
   try {
-    return await readFile14(file, "utf8");
+    return await readFile13(file, "utf8");
   } catch (e) {
     throw new UsageError(`cannot read Dockerfile ${file}: ${e.code ?? String(e)}`, {
       hint: "pass the Dockerfile with -f, or put one at the root of the build context"
@@ -13661,7 +13659,7 @@ function provenanceStatement(input, options) {
 
 // packages/attest/src/scan.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { statSync as statSync2 } from "node:fs";
+import { statSync as statSync3 } from "node:fs";
 
 // packages/attest/src/apk.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -14413,7 +14411,7 @@ var Tree = class {
 // packages/attest/src/scan.ts
 async function scanRootfs(dir, opts = {}) {
   opts.signal?.throwIfAborted();
-  if (!statSync2(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`cannot scan ${dir}: not a directory`);
+  if (!statSync3(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`cannot scan ${dir}: not a directory`);
   const tree = new Tree(dir, opts);
   const os2 = readOsRelease(tree);
   const found2 = [...scanDpkg(tree, os2), ...scanApk(tree, os2)];
@@ -15511,7 +15509,7 @@ function applyHealthcheck(c, inst) {
 
 // packages/builder/src/steps/copy.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { copyFile, mkdir as mkdir12, readFile as readFile16, rm as rm12, writeFile as writeFile8 } from "node:fs/promises";
+import { copyFile, mkdir as mkdir12, readFile as readFile15, rm as rm12, writeFile as writeFile8 } from "node:fs/promises";
 import { join as join20, posix as posix3 } from "node:path";
 import { createHash as createHash17 } from "node:crypto";
 
@@ -15877,7 +15875,7 @@ async function extractArchive(file, destDir, opts = {}) {
 
 // packages/builder/src/chown.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile15 } from "node:fs/promises";
+import { readFile as readFile14 } from "node:fs/promises";
 var ID = /^[0-9]+$/;
 var MAX_ID = 4294967295 - 1;
 function parseId(text, what, spec) {
@@ -15890,7 +15888,7 @@ function parseId(text, what, spec) {
 async function readImageFile(rootfs, file) {
   const abs = secureJoin(rootfs, file, { followLast: true });
   try {
-    return await readFile15(abs, "utf8");
+    return await readFile14(abs, "utf8");
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT" || code === "ENOTDIR") return void 0;
@@ -16890,7 +16888,7 @@ async function copyStep(kit, state, raw, ctx) {
       cleanup.push(() => rm12(dir, { recursive: true, force: true }));
       const got = await fetchUrl(u, dir, { signal: kit.s.opts.signal });
       fetched.set(u, got);
-      urlKeys.push([u, posix3.basename(got), createHash17("sha256").update(await readFile16(got)).digest("hex")]);
+      urlKeys.push([u, posix3.basename(got), createHash17("sha256").update(await readFile15(got)).digest("hex")]);
     }
     const flags = copyFlags(inst);
     const shownFlags = flags.filter((f) => !f.startsWith("--unpack"));
@@ -17080,7 +17078,7 @@ function isUrl(s) {
 
 // packages/builder/src/steps/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { chmod as chmod2, chown as chown2, lstat as lstat6, mkdir as mkdir13, readdir as readdir11, readFile as readFile17, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
+import { chmod as chmod2, chown as chown2, lstat as lstat6, mkdir as mkdir13, readdir as readdir11, readFile as readFile16, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
 import { join as join22, posix as posix4 } from "node:path";
 import { Writable as Writable6 } from "node:stream";
 import { createHash as createHash18 } from "node:crypto";
@@ -17414,7 +17412,7 @@ async function runMounts2(kit, inst, cwd, cleanup, env) {
         const id = m.id ?? "";
         const spec = kit.env.secrets[id];
         let value;
-        if (spec?.file !== void 0) value = await readFile17(spec.file);
+        if (spec?.file !== void 0) value = await readFile16(spec.file);
         else if (spec?.env !== void 0 && process.env[spec.env] !== void 0) value = Buffer.from(process.env[spec.env]);
         if (value === void 0) {
           if (m.required) throw kit.fail(inst, `secret "${id}" is required but was not provided`, `pass it with --secret id=${id},src=FILE`);
@@ -17718,13 +17716,13 @@ function shown2(names2) {
 
 // packages/builder/src/steps/from.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFile as readFile19, stat as stat9 } from "node:fs/promises";
+import { readFile as readFile18, stat as stat9 } from "node:fs/promises";
 import { join as join24 } from "node:path";
 
 // packages/builder/src/layout.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { createReadStream as createReadStream3 } from "node:fs";
-import { open as open5, readFile as readFile18 } from "node:fs/promises";
+import { open as open5, readFile as readFile17 } from "node:fs/promises";
 import { join as join23 } from "node:path";
 function fail(message, hint) {
   return new UsageError(message, hint === void 0 ? {} : { hint });
@@ -17751,7 +17749,7 @@ async function readJsonBlob(dir, d, size) {
 async function pick2(ref) {
   let text;
   try {
-    text = await readFile18(join23(ref.dir, "index.json"));
+    text = await readFile17(join23(ref.dir, "index.json"));
   } catch {
     throw fail(`${ref.dir} is not an OCI image layout (no index.json)`, "write one with skopeo copy \u2026 oci:DIR:TAG, or build with -o type=oci and unpack it");
   }
@@ -17935,7 +17933,7 @@ async function contextState(session, c, platform, kit) {
 async function contextIgnore(dir) {
   const file = join24(dir, ".dockerignore");
   try {
-    return createIgnoreMatcher(parseIgnoreFile(await readFile19(file, "utf8")), file);
+    return createIgnoreMatcher(parseIgnoreFile(await readFile18(file, "utf8")), file);
   } catch (e) {
     if (e.code === "ENOENT") return NO_IGNORE;
     throw e;
