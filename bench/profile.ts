@@ -32,9 +32,11 @@ const PHASES: [string, string[]][] = [
   ['open root (store, snapshots)', ['root.open']],
   ['cache lookups and records', ['cache.lookup', 'cache.record', 'cache.import', 'cache.export', 'inputs.save', 'statcache.save']],
   ['context hashing', ['context.hash', 'context.walk', 'context.scan']],
-  ['snapshots (unpack, mount, commit)', ['snapshot.unpack', 'snapshot.prepare', 'snapshot.commit']],
+  ['snapshots (unpack, mount, commit)', ['snapshot.unpack', 'snapshot.prepare', 'snapshot.commit', 'snapshot.view']],
   ['runtime (runc)', ['runtime.run']],
-  ['copying files', ['copy.files', 'copy.layer']],
+  // copy.files and copy.layer are the spans of CLIs that copied through an overlay; copy.plan and
+  // layer.write those of the COPY layer written from its sources (copy.ahead holds both).
+  ['copying files (COPY)', ['copy.files', 'copy.layer', 'copy.plan', 'layer.write']],
   ['layer diff', ['layer.diff']],
   ['store (layer blob, image, tags)', ['store.commit', 'image.write', 'publish']],
 ];
