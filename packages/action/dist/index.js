@@ -1336,7 +1336,7 @@ var require_spdx_expression_parse = __commonJS({
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { spawnSync } from "node:child_process";
 import { homedir as homedir3 } from "node:os";
-import { join as join26 } from "node:path";
+import { join as join27 } from "node:path";
 
 // packages/action/src/action.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -1439,7 +1439,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/builder/src/build.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { readdir as readdir12 } from "node:fs/promises";
-import { join as join25 } from "node:path";
+import { join as join26 } from "node:path";
 
 // packages/oci/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -4813,7 +4813,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 import { randomBytes as randomBytes3 } from "node:crypto";
 import { access, mkdir as mkdir3, readdir as readdir4, readFile as readFile6, readlink, realpath, rename as rename4, rm as rm6, rmdir, symlink, writeFile as writeFile3 } from "node:fs/promises";
 import { unlinkSync as unlinkSync2 } from "node:fs";
-import { join as join7 } from "node:path";
+import { join as join8 } from "node:path";
 
 // packages/snapshot/src/mountinfo.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -5123,466 +5123,9 @@ async function unmount(mountPoint) {
   if (r.code !== 0) throw new TsbuildError("SNAPSHOT_UNMOUNT", `unmounting ${mountPoint} failed: ${r.stderr.trim()}`);
 }
 
-// packages/snapshot/src/snapshotter.ts
-var ID_RE = /^[0-9a-z]{1,12}$/;
-function errCode(e) {
-  return e?.code;
-}
-function notFound(chainId) {
-  return new TsbuildError("SNAPSHOT_NOT_FOUND", `snapshot ${chainId} does not exist`, {
-    hint: "the layer cache was pruned or is damaged; rebuild without the cache"
-  });
-}
-async function openSnapshotter(opts) {
-  await mkdir3(opts.root, { recursive: true });
-  const root = await realpath(opts.root);
-  const owner = await selfOwner();
-  await Promise.all(["keys", "l", "f", "a", "t", "e", "o"].map((d) => mkdir3(join7(root, d), { recursive: true })));
-  const s = new OverlaySnapshotter(root, owner, opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await OverlayMounter.open(root, owner, opts.maxOptionBytes ?? 4095));
-  await s.init();
-  return s;
-}
-var openMarkers = /* @__PURE__ */ new Set();
-function removeOpenMarkers() {
-  for (const m of openMarkers) {
-    try {
-      unlinkSync2(m);
-    } catch {
-    }
-  }
-  openMarkers.clear();
-}
-var OverlaySnapshotter = class {
-  constructor(root, owner, maxLayers, maxOptionBytes, mounter) {
-    this.root = root;
-    this.owner = owner;
-    this.maxLayers = maxLayers;
-    this.maxOptionBytes = maxOptionBytes;
-    this.mounter = mounter;
-  }
-  root;
-  owner;
-  maxLayers;
-  maxOptionBytes;
-  mounter;
-  next = 0;
-  inflight = /* @__PURE__ */ new Map();
-  /** Publishes in progress in this process: their layer dirs briefly have no key. */
-  publishing = 0;
-  flattening = /* @__PURE__ */ new Map();
-  /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
-  inUse = /* @__PURE__ */ new Map();
-  opaqueXattr = inUserNamespace2() ? "user.overlay.opaque" : "trusted.overlay.opaque";
-  get lowerFormat() {
-    return { opaqueXattr: this.opaqueXattr, whiteoutFiles: this.driver === "fuse-overlayfs" };
-  }
-  get driver() {
-    return this.mounter.driver;
-  }
-  /** Option bytes beyond the lowerdir list, for whichever driver the mount will use. */
-  get flagBytes() {
-    return Math.max(...(this.driver ? [this.driver] : candidateDrivers()).map(flagBytes));
-  }
-  async init() {
-    for (const name of await readdir4(join7(this.root, "l"))) {
-      if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
-    }
-    await this.recover();
-    await this.markOpen();
-  }
-  /**
-   * Leaves `o/<owner>-<random>` while this process has the snapshotter open, removed when
-   * the process exits. A marker whose owner is dead means a process was killed with the store
-   * open, perhaps between a layer's rename and its key: only then does opening walk every layer.
-   */
-  async markOpen() {
-    const marker = join7(this.root, "o", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`);
-    await writeFile3(marker, "");
-    if (openMarkers.size === 0) process.once("exit", removeOpenMarkers);
-    openMarkers.add(marker);
-  }
-  keyPath(chainId) {
-    return join7(this.root, "keys", digestHex(parseDigest(chainId)));
-  }
-  async idOf(chainId) {
-    let target2;
-    try {
-      target2 = await readlink(this.keyPath(chainId));
-    } catch (e) {
-      if (errCode(e) === "ENOENT") return void 0;
-      throw e;
-    }
-    const id = target2.slice("../l/".length);
-    if (!target2.startsWith("../l/") || !ID_RE.test(id)) {
-      throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot index entry for ${chainId} is damaged (${target2})`, {
-        hint: `remove ${this.root} to reset the layer cache`
-      });
-    }
-    return id;
-  }
-  /** Layer metadata read before: a layer dir's meta.json never changes once the dir is published. */
-  metas = /* @__PURE__ */ new Map();
-  async meta(chainId) {
-    const known2 = this.metas.get(chainId);
-    if (known2) {
-      const [target2, present] = await Promise.all([
-        readlink(this.keyPath(chainId)).catch(() => void 0),
-        access(join7(this.root, "l", known2.id, "meta.json")).then(() => true, () => false)
-      ]);
-      if (target2 === `../l/${known2.id}` && present) return known2;
-      this.metas.delete(chainId);
-    }
-    const m = await this.readMeta(chainId);
-    if (m) this.metas.set(chainId, m);
-    return m;
-  }
-  async readMeta(chainId) {
-    const id = await this.idOf(chainId);
-    if (id === void 0) return void 0;
-    let raw;
-    try {
-      raw = await readFile6(join7(this.root, "l", id, "meta.json"), "utf8");
-    } catch (e) {
-      if (errCode(e) === "ENOENT") return void 0;
-      throw e;
-    }
-    const m = JSON.parse(raw);
-    if (m.chainId !== chainId) return void 0;
-    return { chainId, parent: m.parent ? parseDigest(m.parent) : void 0, id };
-  }
-  async has(chainId) {
-    return await this.meta(chainId) !== void 0;
-  }
-  async get(chainId) {
-    const m = await this.meta(chainId);
-    return m && { chainId, parent: m.parent, dir: join7(this.root, "l", m.id, "fs") };
-  }
-  /** The chain from `top` down to its base layer, newest first. */
-  async chain(top) {
-    const out = [];
-    const seen = /* @__PURE__ */ new Set();
-    for (let cur = top; cur !== void 0; ) {
-      if (seen.has(cur)) throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot chain of ${top} loops at ${cur}`);
-      seen.add(cur);
-      const m = await this.meta(cur);
-      if (!m) throw notFound(cur);
-      out.push(m);
-      cur = m.parent;
-    }
-    return out;
-  }
-  async tempDir() {
-    const dir = join7(this.root, "t", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`);
-    await mkdir3(dir);
-    return dir;
-  }
-  /** Renames a prepared `{fs, meta.json}` dir to a fresh l/<id>, then claims the key. */
-  async publish(dir, chainId, parent) {
-    this.publishing++;
-    try {
-      await this.publishUnlocked(dir, chainId, parent);
-    } finally {
-      this.publishing--;
-    }
-  }
-  async publishUnlocked(dir, chainId, parent) {
-    await writeFile3(join7(dir, "meta.json"), JSON.stringify({ chainId, parent: parent ?? null, owner: this.owner }));
-    let id;
-    for (; ; ) {
-      id = (this.next++).toString(36);
-      try {
-        await rename4(dir, join7(this.root, "l", id));
-        break;
-      } catch (e) {
-        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
-      }
-    }
-    try {
-      await symlink(`../l/${id}`, this.keyPath(chainId));
-    } catch (e) {
-      if (errCode(e) !== "EEXIST") throw e;
-      if (await this.has(chainId)) {
-        await this.discard(join7(this.root, "l", id));
-        return;
-      }
-      const link = join7(this.root, "t", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}.lnk`);
-      await symlink(`../l/${id}`, link);
-      await rename4(link, this.keyPath(chainId));
-    }
-  }
-  /** Atomically moves `path` out of sight, then deletes it. */
-  async discard(path8) {
-    const trash = await this.tempDir();
-    try {
-      await rename4(path8, join7(trash, "x"));
-    } catch (e) {
-      if (errCode(e) !== "ENOENT") throw e;
-    }
-    await this.removeTree(trash);
-  }
-  /** Deletes a transient tree, but never through a mount that is still there. */
-  async removeTree(dir) {
-    const mounted = await mountsUnder(dir);
-    for (const mp of mounted) await unmount(mp);
-    if (mounted.length > 0 && (await mountsUnder(dir)).length > 0) {
-      throw new TsbuildError("SNAPSHOT_BUSY", `cannot remove ${dir}: something is still mounted below it`);
-    }
-    await rm6(dir, { recursive: true, force: true });
-  }
-  unpack(chainId, parent, fill) {
-    parseDigest(chainId);
-    const running = this.inflight.get(chainId);
-    if (running) return running;
-    const p = this.doUnpack(chainId, parent, fill).finally(() => this.inflight.delete(chainId));
-    this.inflight.set(chainId, p);
-    return p;
-  }
-  async doUnpack(chainId, parent, fill) {
-    if (await this.has(chainId)) return;
-    if (parent !== void 0 && !await this.has(parent)) throw notFound(parent);
-    if (this.driver === void 0 && candidateDrivers().length > 1) await this.probeDriver();
-    const dir = await this.tempDir();
-    try {
-      await mkdir3(join7(dir, "fs"), { mode: 493 });
-      await fill(join7(dir, "fs"));
-      if (await this.has(chainId)) return;
-      await this.publish(dir, chainId, parent);
-    } finally {
-      await this.removeTree(dir);
-    }
-  }
-  async prepare(parent, opts = {}) {
-    if (opts.signal?.aborted) throw new CancelledError();
-    const chain2 = await this.chain(parent);
-    const name = `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`;
-    const rel = `a/${name}`;
-    const upper = { upper: `${rel}/u`, work: `${rel}/w` };
-    const reserved = `,upperdir=${upper.upper},workdir=${upper.work},,volatile`.length + this.flagBytes;
-    const lowers = chain2.length === 0 ? ["e"] : await this.lowerDirs(chain2, reserved);
-    const dir = join7(this.root, rel);
-    await mkdir3(dir);
-    await Promise.all(["u", "w", "r"].map((d) => mkdir3(join7(dir, d), { mode: 493 })));
-    const used = chain2.map((m) => m.id);
-    for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
-    try {
-      if (opts.signal?.aborted) throw new CancelledError();
-      await this.mounter.mount({ lowers, upper }, join7(dir, "r"));
-    } catch (e) {
-      this.unuse(used);
-      await this.removeTree(dir);
-      throw e;
-    }
-    return new OverlayActive(this, dir, parent, used, lowers.map((l) => join7(this.root, l)));
-  }
-  async merged(top) {
-    if (this.lowerFormat.whiteoutFiles) return void 0;
-    const chain2 = await this.chain(top);
-    const view = new MergedLayers(chain2.map((m) => join7(this.root, "l", m.id, "fs")), this.opaqueXattr);
-    return view.usable() ? view : void 0;
-  }
-  unuse(ids) {
-    for (const id of ids) {
-      const n = (this.inUse.get(id) ?? 1) - 1;
-      if (n <= 0) this.inUse.delete(id);
-      else this.inUse.set(id, n);
-    }
-  }
-  /** Called by OverlayActive.commit once unmounted. */
-  async commitDir(dir, chainId, parent) {
-    parseDigest(chainId);
-    try {
-      if (!await this.has(chainId)) {
-        await Promise.all([rm6(join7(dir, "w"), { recursive: true, force: true }), rmdir(join7(dir, "r")), rename4(join7(dir, "u"), join7(dir, "fs"))]);
-        await this.publish(dir, chainId, parent);
-      }
-    } finally {
-      await this.removeTree(dir);
-    }
-    const info = await this.get(chainId);
-    if (!info) throw notFound(chainId);
-    return info.dir;
-  }
-  async removeActive(dir) {
-    await this.removeTree(dir);
-  }
-  /**
-   * Lower dir paths (relative to the root), newest first, for a chain. When the chain is deeper
-   * than one overlay mount allows, its oldest part is replaced by a flattened copy.
-   */
-  async lowerDirs(chain2, reservedBytes, reservedLayers = 0) {
-    const paths = chain2.map((m) => `l/${m.id}/fs`);
-    const budget = this.maxOptionBytes - "lowerdir=".length - reservedBytes;
-    const maxLayers = this.maxLayers - reservedLayers;
-    if (paths.length <= maxLayers && paths.join(":").length <= budget) return paths;
-    const oldest = chain2[chain2.length - 1];
-    if (!oldest) throw new InternalError("empty chain has no lower dirs");
-    const flatLen = `:f/${oldest.id}`.length + 8;
-    let keep = 0;
-    let len = 0;
-    while (keep < chain2.length - 1 && keep + 1 < maxLayers) {
-      const add = (paths[keep] ?? "").length + 1;
-      if (len + add + flatLen > budget) break;
-      len += add;
-      keep++;
-    }
-    if (keep === 0) throw new InternalError(`overlay limits (${this.maxLayers} layers, ${this.maxOptionBytes} bytes) leave no room`);
-    const block = Math.max(1, Math.floor(maxLayers / 2));
-    const flatCount = Math.min(chain2.length - 1, Math.ceil((chain2.length - keep) / block) * block);
-    keep = chain2.length - flatCount;
-    const flat = await this.flattened(chain2.slice(keep));
-    return [...paths.slice(0, keep), flat];
-  }
-  /** f/<id of chain[0]>: the merged contents of the whole chain, made once and cached. */
-  flattened(chain2) {
-    const top = chain2[0];
-    if (!top) throw new InternalError("cannot flatten an empty chain");
-    if (chain2.length === 1) return Promise.resolve(`l/${top.id}/fs`);
-    const rel = `f/${top.id}`;
-    const running = this.flattening.get(rel);
-    if (running) return running;
-    const p = this.doFlatten(chain2, rel).finally(() => this.flattening.delete(rel));
-    this.flattening.set(rel, p);
-    return p;
-  }
-  async doFlatten(chain2, rel) {
-    const target2 = join7(this.root, rel);
-    if (await exists(target2)) return rel;
-    const tmp = await this.tempDir();
-    try {
-      const lowers = await this.lowerDirs(chain2, this.flagBytes + ":e,".length, 1);
-      const mnt = join7(tmp, "m");
-      const out = join7(tmp, "out");
-      await mkdir3(mnt);
-      await mkdir3(out);
-      await this.mounter.mount({ lowers: [...lowers, "e"] }, mnt);
-      try {
-        const r = await runCommand("cp", ["-a", "--", `${mnt}/.`, out]);
-        if (r.code !== 0) throw new TsbuildError("SNAPSHOT_FLATTEN", `flattening ${chain2.length} layers failed: ${r.stderr.trim()}`);
-      } finally {
-        await unmount(mnt);
-      }
-      try {
-        await rename4(out, target2);
-      } catch (e) {
-        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
-      }
-    } finally {
-      await this.removeTree(tmp);
-    }
-    return rel;
-  }
-  /** Finds the driver with a throwaway mount, when a layer must be unpacked before anything is mounted. */
-  async probeDriver() {
-    const dir = await this.tempDir();
-    try {
-      for (const d of ["u", "w", "m"]) await mkdir3(join7(dir, d));
-      const rel = `t/${dir.slice(dir.lastIndexOf("/") + 1)}`;
-      await this.mounter.mount({ lowers: ["e"], upper: { upper: `${rel}/u`, work: `${rel}/w` } }, join7(dir, "m"));
-      await unmount(join7(dir, "m"));
-    } finally {
-      await this.removeTree(dir);
-    }
-  }
-  async list() {
-    const out = [];
-    for (const hex2 of await readdir4(join7(this.root, "keys"))) {
-      if (!/^[a-f0-9]{64}$/.test(hex2)) continue;
-      const info = await this.get(`sha256:${hex2}`);
-      if (info) out.push(info);
-    }
-    return out;
-  }
-  async remove(chainId) {
-    const all = await this.list();
-    const doomed = /* @__PURE__ */ new Set([chainId]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const s of all) {
-        if (!doomed.has(s.chainId) && s.parent !== void 0 && doomed.has(s.parent)) {
-          doomed.add(s.chainId);
-          grew = true;
-        }
-      }
-    }
-    const present = [...doomed].filter((d) => all.some((s) => s.chainId === d));
-    for (const d of present) {
-      const m = await this.meta(d);
-      if (m && this.inUse.has(m.id)) {
-        throw new TsbuildError("SNAPSHOT_IN_USE", `snapshot ${d} is mounted by a running step and cannot be removed`);
-      }
-    }
-    for (const d of present) await this.removeOne(d);
-    return present;
-  }
-  async removeOne(chainId) {
-    this.metas.delete(chainId);
-    const id = await this.idOf(chainId);
-    if (id === void 0) return;
-    await rm6(this.keyPath(chainId), { force: true });
-    await this.discard(join7(this.root, "f", id));
-    await this.discard(join7(this.root, "l", id));
-  }
-  async prune(keep) {
-    const all = await this.list();
-    const byChain = new Map(all.map((s) => [s.chainId, s]));
-    const kept = /* @__PURE__ */ new Set();
-    for (const k of keep) {
-      for (let cur = k; cur !== void 0 && !kept.has(cur); cur = byChain.get(cur)?.parent) {
-        kept.add(cur);
-      }
-    }
-    const removed = [];
-    for (const s of all) {
-      if (kept.has(s.chainId)) continue;
-      const m = await this.meta(s.chainId);
-      if (m && this.inUse.has(m.id)) continue;
-      await this.removeOne(s.chainId);
-      removed.push(s.chainId);
-    }
-    await this.sweepLayers();
-    return removed;
-  }
-  /**
-   * Removes what dead processes left in the active and temporary areas. Only when one died with
-   * the store open (its open marker or a transient dir is still there) can a layer dir be without
-   * its key, so only then are the layers swept; `prune` sweeps them always.
-   */
-  async recover() {
-    let crashed = false;
-    for (const area of ["a", "t", "o"]) {
-      for (const name of await readdir4(join7(this.root, area))) {
-        const owner = parseOwnerToken(name);
-        if (!owner || await ownerAlive(owner)) continue;
-        crashed = true;
-        await this.removeTree(join7(this.root, area, name));
-      }
-    }
-    if (crashed) await this.sweepLayers();
-  }
-  /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
-  async sweepLayers() {
-    for (const id of await readdir4(join7(this.root, "l"))) {
-      if (!ID_RE.test(id)) continue;
-      let meta;
-      try {
-        meta = JSON.parse(await readFile6(join7(this.root, "l", id, "meta.json"), "utf8"));
-      } catch {
-        continue;
-      }
-      if (typeof meta.chainId !== "string" || !/^sha256:[a-f0-9]{64}$/.test(meta.chainId)) continue;
-      const linked = await this.idOf(meta.chainId).catch(() => void 0);
-      if (linked === id) continue;
-      if (meta.owner && await ownerAlive(meta.owner)) {
-        const mine = meta.owner.pid === this.owner.pid && meta.owner.start === this.owner.start;
-        if (!mine || this.publishing > 0) continue;
-      }
-      await this.discard(join7(this.root, "l", id));
-    }
-    for (const id of await readdir4(join7(this.root, "f"))) {
-      if (!await exists(join7(this.root, "l", id))) await this.discard(join7(this.root, "f", id));
-    }
-  }
-};
+// packages/snapshot/src/active.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { join as join7 } from "node:path";
 var OverlayActive = class {
   constructor(s, dir, parent, used, lowerDirs) {
     this.s = s;
@@ -5639,6 +5182,467 @@ var OverlayActive = class {
   }
 };
 
+// packages/snapshot/src/snapshotter.ts
+var ID_RE = /^[0-9a-z]{1,12}$/;
+function errCode(e) {
+  return e?.code;
+}
+function notFound(chainId) {
+  return new TsbuildError("SNAPSHOT_NOT_FOUND", `snapshot ${chainId} does not exist`, {
+    hint: "the layer cache was pruned or is damaged; rebuild without the cache"
+  });
+}
+async function openSnapshotter(opts) {
+  await mkdir3(opts.root, { recursive: true });
+  const root = await realpath(opts.root);
+  const owner = await selfOwner();
+  await Promise.all(["keys", "l", "f", "a", "t", "e", "o"].map((d) => mkdir3(join8(root, d), { recursive: true })));
+  const s = new OverlaySnapshotter(root, owner, opts.maxLowerLayers ?? 500, opts.maxOptionBytes ?? 4095, await OverlayMounter.open(root, owner, opts.maxOptionBytes ?? 4095));
+  await s.init();
+  return s;
+}
+var openMarkers = /* @__PURE__ */ new Set();
+function removeOpenMarkers() {
+  for (const m of openMarkers) {
+    try {
+      unlinkSync2(m);
+    } catch {
+    }
+  }
+  openMarkers.clear();
+}
+var OverlaySnapshotter = class {
+  constructor(root, owner, maxLayers, maxOptionBytes, mounter) {
+    this.root = root;
+    this.owner = owner;
+    this.maxLayers = maxLayers;
+    this.maxOptionBytes = maxOptionBytes;
+    this.mounter = mounter;
+  }
+  root;
+  owner;
+  maxLayers;
+  maxOptionBytes;
+  mounter;
+  next = 0;
+  inflight = /* @__PURE__ */ new Map();
+  /** Publishes in progress in this process: their layer dirs briefly have no key. */
+  publishing = 0;
+  flattening = /* @__PURE__ */ new Map();
+  /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
+  inUse = /* @__PURE__ */ new Map();
+  opaqueXattr = inUserNamespace2() ? "user.overlay.opaque" : "trusted.overlay.opaque";
+  get lowerFormat() {
+    return { opaqueXattr: this.opaqueXattr, whiteoutFiles: this.driver === "fuse-overlayfs" };
+  }
+  get driver() {
+    return this.mounter.driver;
+  }
+  /** Option bytes beyond the lowerdir list, for whichever driver the mount will use. */
+  get flagBytes() {
+    return Math.max(...(this.driver ? [this.driver] : candidateDrivers()).map(flagBytes));
+  }
+  async init() {
+    for (const name of await readdir4(join8(this.root, "l"))) {
+      if (ID_RE.test(name)) this.next = Math.max(this.next, parseInt(name, 36) + 1);
+    }
+    await this.recover();
+    await this.markOpen();
+  }
+  /**
+   * Leaves `o/<owner>-<random>` while this process has the snapshotter open, removed when
+   * the process exits. A marker whose owner is dead means a process was killed with the store
+   * open, perhaps between a layer's rename and its key: only then does opening walk every layer.
+   */
+  async markOpen() {
+    const marker = join8(this.root, "o", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`);
+    await writeFile3(marker, "");
+    if (openMarkers.size === 0) process.once("exit", removeOpenMarkers);
+    openMarkers.add(marker);
+  }
+  keyPath(chainId) {
+    return join8(this.root, "keys", digestHex(parseDigest(chainId)));
+  }
+  async idOf(chainId) {
+    let target2;
+    try {
+      target2 = await readlink(this.keyPath(chainId));
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    const id = target2.slice("../l/".length);
+    if (!target2.startsWith("../l/") || !ID_RE.test(id)) {
+      throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot index entry for ${chainId} is damaged (${target2})`, {
+        hint: `remove ${this.root} to reset the layer cache`
+      });
+    }
+    return id;
+  }
+  /** Layer metadata read before: a layer dir's meta.json never changes once the dir is published. */
+  metas = /* @__PURE__ */ new Map();
+  async meta(chainId) {
+    const known2 = this.metas.get(chainId);
+    if (known2) {
+      const [target2, present] = await Promise.all([
+        readlink(this.keyPath(chainId)).catch(() => void 0),
+        access(join8(this.root, "l", known2.id, "meta.json")).then(() => true, () => false)
+      ]);
+      if (target2 === `../l/${known2.id}` && present) return known2;
+      this.metas.delete(chainId);
+    }
+    const m = await this.readMeta(chainId);
+    if (m) this.metas.set(chainId, m);
+    return m;
+  }
+  async readMeta(chainId) {
+    const id = await this.idOf(chainId);
+    if (id === void 0) return void 0;
+    let raw;
+    try {
+      raw = await readFile6(join8(this.root, "l", id, "meta.json"), "utf8");
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return void 0;
+      throw e;
+    }
+    const m = JSON.parse(raw);
+    if (m.chainId !== chainId) return void 0;
+    return { chainId, parent: m.parent ? parseDigest(m.parent) : void 0, id };
+  }
+  async has(chainId) {
+    return await this.meta(chainId) !== void 0;
+  }
+  async get(chainId) {
+    const m = await this.meta(chainId);
+    return m && { chainId, parent: m.parent, dir: join8(this.root, "l", m.id, "fs") };
+  }
+  /** The chain from `top` down to its base layer, newest first. */
+  async chain(top) {
+    const out = [];
+    const seen = /* @__PURE__ */ new Set();
+    for (let cur = top; cur !== void 0; ) {
+      if (seen.has(cur)) throw new TsbuildError("SNAPSHOT_CORRUPT", `snapshot chain of ${top} loops at ${cur}`);
+      seen.add(cur);
+      const m = await this.meta(cur);
+      if (!m) throw notFound(cur);
+      out.push(m);
+      cur = m.parent;
+    }
+    return out;
+  }
+  async tempDir() {
+    const dir = join8(this.root, "t", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`);
+    await mkdir3(dir);
+    return dir;
+  }
+  /** Renames a prepared `{fs, meta.json}` dir to a fresh l/<id>, then claims the key. */
+  async publish(dir, chainId, parent) {
+    this.publishing++;
+    try {
+      await this.publishUnlocked(dir, chainId, parent);
+    } finally {
+      this.publishing--;
+    }
+  }
+  async publishUnlocked(dir, chainId, parent) {
+    await writeFile3(join8(dir, "meta.json"), JSON.stringify({ chainId, parent: parent ?? null, owner: this.owner }));
+    let id;
+    for (; ; ) {
+      id = (this.next++).toString(36);
+      try {
+        await rename4(dir, join8(this.root, "l", id));
+        break;
+      } catch (e) {
+        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
+      }
+    }
+    try {
+      await symlink(`../l/${id}`, this.keyPath(chainId));
+    } catch (e) {
+      if (errCode(e) !== "EEXIST") throw e;
+      if (await this.has(chainId)) {
+        await this.discard(join8(this.root, "l", id));
+        return;
+      }
+      const link = join8(this.root, "t", `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}.lnk`);
+      await symlink(`../l/${id}`, link);
+      await rename4(link, this.keyPath(chainId));
+    }
+  }
+  /** Atomically moves `path` out of sight, then deletes it. */
+  async discard(path8) {
+    const trash = await this.tempDir();
+    try {
+      await rename4(path8, join8(trash, "x"));
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") throw e;
+    }
+    await this.removeTree(trash);
+  }
+  /** Deletes a transient tree, but never through a mount that is still there. */
+  async removeTree(dir) {
+    const mounted = await mountsUnder(dir);
+    for (const mp of mounted) await unmount(mp);
+    if (mounted.length > 0 && (await mountsUnder(dir)).length > 0) {
+      throw new TsbuildError("SNAPSHOT_BUSY", `cannot remove ${dir}: something is still mounted below it`);
+    }
+    await rm6(dir, { recursive: true, force: true });
+  }
+  unpack(chainId, parent, fill) {
+    parseDigest(chainId);
+    const running = this.inflight.get(chainId);
+    if (running) return running;
+    const p = this.doUnpack(chainId, parent, fill).finally(() => this.inflight.delete(chainId));
+    this.inflight.set(chainId, p);
+    return p;
+  }
+  async doUnpack(chainId, parent, fill) {
+    if (await this.has(chainId)) return;
+    if (parent !== void 0 && !await this.has(parent)) throw notFound(parent);
+    if (this.driver === void 0 && candidateDrivers().length > 1) await this.probeDriver();
+    const dir = await this.tempDir();
+    try {
+      await mkdir3(join8(dir, "fs"), { mode: 493 });
+      await fill(join8(dir, "fs"));
+      if (await this.has(chainId)) return;
+      await this.publish(dir, chainId, parent);
+    } finally {
+      await this.removeTree(dir);
+    }
+  }
+  async prepare(parent, opts = {}) {
+    if (opts.signal?.aborted) throw new CancelledError();
+    const chain2 = await this.chain(parent);
+    const name = `${ownerToken(this.owner)}-${randomBytes3(4).toString("hex")}`;
+    const rel = `a/${name}`;
+    const upper = { upper: `${rel}/u`, work: `${rel}/w` };
+    const reserved = `,upperdir=${upper.upper},workdir=${upper.work},,volatile`.length + this.flagBytes;
+    const lowers = chain2.length === 0 ? ["e"] : await this.lowerDirs(chain2, reserved);
+    const dir = join8(this.root, rel);
+    await mkdir3(dir);
+    await Promise.all(["u", "w", "r"].map((d) => mkdir3(join8(dir, d), { mode: 493 })));
+    const used = chain2.map((m) => m.id);
+    for (const id of used) this.inUse.set(id, (this.inUse.get(id) ?? 0) + 1);
+    try {
+      if (opts.signal?.aborted) throw new CancelledError();
+      await this.mounter.mount({ lowers, upper }, join8(dir, "r"));
+    } catch (e) {
+      this.unuse(used);
+      await this.removeTree(dir);
+      throw e;
+    }
+    return new OverlayActive(this, dir, parent, used, lowers.map((l) => join8(this.root, l)));
+  }
+  async merged(top) {
+    if (this.lowerFormat.whiteoutFiles) return void 0;
+    const chain2 = await this.chain(top);
+    const view = new MergedLayers(chain2.map((m) => join8(this.root, "l", m.id, "fs")), this.opaqueXattr);
+    return view.usable() ? view : void 0;
+  }
+  unuse(ids) {
+    for (const id of ids) {
+      const n = (this.inUse.get(id) ?? 1) - 1;
+      if (n <= 0) this.inUse.delete(id);
+      else this.inUse.set(id, n);
+    }
+  }
+  /** Called by OverlayActive.commit once unmounted. */
+  async commitDir(dir, chainId, parent) {
+    parseDigest(chainId);
+    try {
+      if (!await this.has(chainId)) {
+        await Promise.all([rm6(join8(dir, "w"), { recursive: true, force: true }), rmdir(join8(dir, "r")), rename4(join8(dir, "u"), join8(dir, "fs"))]);
+        await this.publish(dir, chainId, parent);
+      }
+    } finally {
+      await this.removeTree(dir);
+    }
+    const info = await this.get(chainId);
+    if (!info) throw notFound(chainId);
+    return info.dir;
+  }
+  async removeActive(dir) {
+    await this.removeTree(dir);
+  }
+  /**
+   * Lower dir paths (relative to the root), newest first, for a chain. When the chain is deeper
+   * than one overlay mount allows, its oldest part is replaced by a flattened copy.
+   */
+  async lowerDirs(chain2, reservedBytes, reservedLayers = 0) {
+    const paths = chain2.map((m) => `l/${m.id}/fs`);
+    const budget = this.maxOptionBytes - "lowerdir=".length - reservedBytes;
+    const maxLayers = this.maxLayers - reservedLayers;
+    if (paths.length <= maxLayers && paths.join(":").length <= budget) return paths;
+    const oldest = chain2[chain2.length - 1];
+    if (!oldest) throw new InternalError("empty chain has no lower dirs");
+    const flatLen = `:f/${oldest.id}`.length + 8;
+    let keep = 0;
+    let len = 0;
+    while (keep < chain2.length - 1 && keep + 1 < maxLayers) {
+      const add = (paths[keep] ?? "").length + 1;
+      if (len + add + flatLen > budget) break;
+      len += add;
+      keep++;
+    }
+    if (keep === 0) throw new InternalError(`overlay limits (${this.maxLayers} layers, ${this.maxOptionBytes} bytes) leave no room`);
+    const block = Math.max(1, Math.floor(maxLayers / 2));
+    const flatCount = Math.min(chain2.length - 1, Math.ceil((chain2.length - keep) / block) * block);
+    keep = chain2.length - flatCount;
+    const flat = await this.flattened(chain2.slice(keep));
+    return [...paths.slice(0, keep), flat];
+  }
+  /** f/<id of chain[0]>: the merged contents of the whole chain, made once and cached. */
+  flattened(chain2) {
+    const top = chain2[0];
+    if (!top) throw new InternalError("cannot flatten an empty chain");
+    if (chain2.length === 1) return Promise.resolve(`l/${top.id}/fs`);
+    const rel = `f/${top.id}`;
+    const running = this.flattening.get(rel);
+    if (running) return running;
+    const p = this.doFlatten(chain2, rel).finally(() => this.flattening.delete(rel));
+    this.flattening.set(rel, p);
+    return p;
+  }
+  async doFlatten(chain2, rel) {
+    const target2 = join8(this.root, rel);
+    if (await exists(target2)) return rel;
+    const tmp = await this.tempDir();
+    try {
+      const lowers = await this.lowerDirs(chain2, this.flagBytes + ":e,".length, 1);
+      const mnt = join8(tmp, "m");
+      const out = join8(tmp, "out");
+      await mkdir3(mnt);
+      await mkdir3(out);
+      await this.mounter.mount({ lowers: [...lowers, "e"] }, mnt);
+      try {
+        const r = await runCommand("cp", ["-a", "--", `${mnt}/.`, out]);
+        if (r.code !== 0) throw new TsbuildError("SNAPSHOT_FLATTEN", `flattening ${chain2.length} layers failed: ${r.stderr.trim()}`);
+      } finally {
+        await unmount(mnt);
+      }
+      try {
+        await rename4(out, target2);
+      } catch (e) {
+        if (errCode(e) !== "ENOTEMPTY" && errCode(e) !== "EEXIST") throw e;
+      }
+    } finally {
+      await this.removeTree(tmp);
+    }
+    return rel;
+  }
+  /** Finds the driver with a throwaway mount, when a layer must be unpacked before anything is mounted. */
+  async probeDriver() {
+    const dir = await this.tempDir();
+    try {
+      for (const d of ["u", "w", "m"]) await mkdir3(join8(dir, d));
+      const rel = `t/${dir.slice(dir.lastIndexOf("/") + 1)}`;
+      await this.mounter.mount({ lowers: ["e"], upper: { upper: `${rel}/u`, work: `${rel}/w` } }, join8(dir, "m"));
+      await unmount(join8(dir, "m"));
+    } finally {
+      await this.removeTree(dir);
+    }
+  }
+  async list() {
+    const out = [];
+    for (const hex2 of await readdir4(join8(this.root, "keys"))) {
+      if (!/^[a-f0-9]{64}$/.test(hex2)) continue;
+      const info = await this.get(`sha256:${hex2}`);
+      if (info) out.push(info);
+    }
+    return out;
+  }
+  async remove(chainId) {
+    const all = await this.list();
+    const doomed = /* @__PURE__ */ new Set([chainId]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const s of all) {
+        if (!doomed.has(s.chainId) && s.parent !== void 0 && doomed.has(s.parent)) {
+          doomed.add(s.chainId);
+          grew = true;
+        }
+      }
+    }
+    const present = [...doomed].filter((d) => all.some((s) => s.chainId === d));
+    for (const d of present) {
+      const m = await this.meta(d);
+      if (m && this.inUse.has(m.id)) {
+        throw new TsbuildError("SNAPSHOT_IN_USE", `snapshot ${d} is mounted by a running step and cannot be removed`);
+      }
+    }
+    for (const d of present) await this.removeOne(d);
+    return present;
+  }
+  async removeOne(chainId) {
+    this.metas.delete(chainId);
+    const id = await this.idOf(chainId);
+    if (id === void 0) return;
+    await rm6(this.keyPath(chainId), { force: true });
+    await this.discard(join8(this.root, "f", id));
+    await this.discard(join8(this.root, "l", id));
+  }
+  async prune(keep) {
+    const all = await this.list();
+    const byChain = new Map(all.map((s) => [s.chainId, s]));
+    const kept = /* @__PURE__ */ new Set();
+    for (const k of keep) {
+      for (let cur = k; cur !== void 0 && !kept.has(cur); cur = byChain.get(cur)?.parent) {
+        kept.add(cur);
+      }
+    }
+    const removed = [];
+    for (const s of all) {
+      if (kept.has(s.chainId)) continue;
+      const m = await this.meta(s.chainId);
+      if (m && this.inUse.has(m.id)) continue;
+      await this.removeOne(s.chainId);
+      removed.push(s.chainId);
+    }
+    await this.sweepLayers();
+    return removed;
+  }
+  /**
+   * Removes what dead processes left in the active and temporary areas. Only when one died with
+   * the store open (its open marker or a transient dir is still there) can a layer dir be without
+   * its key, so only then are the layers swept; `prune` sweeps them always.
+   */
+  async recover() {
+    let crashed = false;
+    for (const area of ["a", "t", "o"]) {
+      for (const name of await readdir4(join8(this.root, area))) {
+        const owner = parseOwnerToken(name);
+        if (!owner || await ownerAlive(owner)) continue;
+        crashed = true;
+        await this.removeTree(join8(this.root, area, name));
+      }
+    }
+    if (crashed) await this.sweepLayers();
+  }
+  /** Removes layer dirs no key points to (a publish or removal cut short) and orphaned flattenings. */
+  async sweepLayers() {
+    for (const id of await readdir4(join8(this.root, "l"))) {
+      if (!ID_RE.test(id)) continue;
+      let meta;
+      try {
+        meta = JSON.parse(await readFile6(join8(this.root, "l", id, "meta.json"), "utf8"));
+      } catch {
+        continue;
+      }
+      if (typeof meta.chainId !== "string" || !/^sha256:[a-f0-9]{64}$/.test(meta.chainId)) continue;
+      const linked = await this.idOf(meta.chainId).catch(() => void 0);
+      if (linked === id) continue;
+      if (meta.owner && await ownerAlive(meta.owner)) {
+        const mine = meta.owner.pid === this.owner.pid && meta.owner.start === this.owner.start;
+        if (!mine || this.publishing > 0) continue;
+      }
+      await this.discard(join8(this.root, "l", id));
+    }
+    for (const id of await readdir4(join8(this.root, "f"))) {
+      if (!await exists(join8(this.root, "l", id))) await this.discard(join8(this.root, "f", id));
+    }
+  }
+};
+
 // packages/executor/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 
@@ -5646,7 +5650,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as osConstants } from "node:os";
 import { lstat as lstat4, mkdir as mkdir6, readdir as readdir6, readFile as readFile9, realpath as realpath2, rm as rm8, rmdir as rmdir3, unlink, utimes as utimes2, writeFile as writeFile5 } from "node:fs/promises";
-import { isAbsolute, join as join11, posix, resolve } from "node:path";
+import { isAbsolute, join as join12, posix, resolve } from "node:path";
 
 // packages/executor/src/rootpath.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -5688,7 +5692,7 @@ async function mkdirInRoot(root, containerPath2) {
 // packages/executor/src/usage.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { mkdir as mkdir5, readdir as readdir5, readFile as readFile7, rmdir as rmdir2, writeFile as writeFile4 } from "node:fs/promises";
-import { join as join8 } from "node:path";
+import { join as join9 } from "node:path";
 var ROOT = "/sys/fs/cgroup";
 async function ownCgroups() {
   const out = /* @__PURE__ */ new Map();
@@ -5704,20 +5708,20 @@ var layout;
 function accounting() {
   return layout ??= (async () => {
     const own = await ownCgroups();
-    if (await readFile7(join8(ROOT, "cgroup.controllers"), "utf8").catch(() => void 0) !== void 0) {
-      const base = join8(ROOT, own.get("") ?? "/");
+    if (await readFile7(join9(ROOT, "cgroup.controllers"), "utf8").catch(() => void 0) !== void 0) {
+      const base = join9(ROOT, own.get("") ?? "/");
       return { version: 2, cpuBase: base, memoryBase: base, allBases: [base] };
     }
     const allBases = [];
     for (const name of await readdir5(ROOT).catch(() => [])) {
       const key = name === "unified" ? "" : name.startsWith("name=") ? name : name.split(",")[0] ?? name;
       const inner = own.get(key) ?? own.get(`name=${name}`) ?? "/";
-      allBases.push(join8(ROOT, name, inner));
+      allBases.push(join9(ROOT, name, inner));
     }
     for (const cpu of ["cpu,cpuacct", "cpuacct"]) {
-      const cpuRoot = join8(ROOT, cpu);
-      if (await readFile7(join8(cpuRoot, "cpuacct.usage"), "utf8").catch(() => void 0) === void 0) continue;
-      return { version: 1, cpuBase: join8(cpuRoot, own.get("cpuacct") ?? "/"), memoryBase: join8(ROOT, "memory", own.get("memory") ?? "/"), allBases };
+      const cpuRoot = join9(ROOT, cpu);
+      if (await readFile7(join9(cpuRoot, "cpuacct.usage"), "utf8").catch(() => void 0) === void 0) continue;
+      return { version: 1, cpuBase: join9(cpuRoot, own.get("cpuacct") ?? "/"), memoryBase: join9(ROOT, "memory", own.get("memory") ?? "/"), allBases };
     }
     return void 0;
   })();
@@ -5733,13 +5737,13 @@ var UsageCgroup = class _UsageCgroup {
   static async create(id) {
     const a = await accounting();
     if (!a) return void 0;
-    const rel = join8("tsbuild", id);
-    const h = { version: a.version, cpu: join8(a.cpuBase, rel), memory: join8(a.memoryBase, rel), all: a.allBases.map((b) => join8(b, rel)) };
+    const rel = join9("tsbuild", id);
+    const h = { version: a.version, cpu: join9(a.cpuBase, rel), memory: join9(a.memoryBase, rel), all: a.allBases.map((b) => join9(b, rel)) };
     try {
       await Promise.all([.../* @__PURE__ */ new Set([h.cpu, h.memory])].map((dir) => mkdir5(dir, { recursive: true })));
       if (h.version === 2) {
-        for (const dir of [join8(a.memoryBase, "tsbuild"), h.memory]) {
-          await writeFile4(join8(dir, "cgroup.subtree_control"), "+memory +cpu +pids").catch(() => void 0);
+        for (const dir of [join9(a.memoryBase, "tsbuild"), h.memory]) {
+          await writeFile4(join9(dir, "cgroup.subtree_control"), "+memory +cpu +pids").catch(() => void 0);
         }
       }
     } catch {
@@ -5751,16 +5755,16 @@ var UsageCgroup = class _UsageCgroup {
     try {
       if (this.h.version === 1) {
         const [usage, max2] = await Promise.all([
-          readFile7(join8(this.h.cpu, "cpuacct.usage"), "utf8"),
-          readFile7(join8(this.h.memory, "memory.max_usage_in_bytes"), "utf8").catch(() => "")
+          readFile7(join9(this.h.cpu, "cpuacct.usage"), "utf8"),
+          readFile7(join9(this.h.memory, "memory.max_usage_in_bytes"), "utf8").catch(() => "")
         ]);
         const cpu = Number(usage.trim()) / 1e9;
         const peak2 = Number(max2.trim());
         return { cpuSeconds: cpu, memoryPeakBytes: Number.isFinite(peak2) && peak2 > 0 ? peak2 : void 0 };
       }
       const [stat10, max] = await Promise.all([
-        readFile7(join8(this.h.cpu, "cpu.stat"), "utf8"),
-        readFile7(join8(this.h.memory, "memory.peak"), "utf8").catch(() => "")
+        readFile7(join9(this.h.cpu, "cpu.stat"), "utf8"),
+        readFile7(join9(this.h.memory, "memory.peak"), "utf8").catch(() => "")
       ]);
       const usec = Number(/^usage_usec (\d+)$/m.exec(stat10)?.[1] ?? NaN);
       const peak = Number(max.trim());
@@ -5774,7 +5778,7 @@ var UsageCgroup = class _UsageCgroup {
   async remove() {
     await Promise.all(
       this.h.all.map(async (dir) => {
-        await rmdir2(join8(dir, "c")).catch(() => void 0);
+        await rmdir2(join9(dir, "c")).catch(() => void 0);
         await rmdir2(dir).catch(() => void 0);
       })
     );
@@ -5785,7 +5789,7 @@ var UsageCgroup = class _UsageCgroup {
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as constants2 } from "node:fs";
 import { access as access2, rm as rm7, stat as stat4 } from "node:fs/promises";
-import { basename as basename2, delimiter, join as join9 } from "node:path";
+import { basename as basename2, delimiter, join as join10 } from "node:path";
 var childProcess4 = () => process.getBuiltinModule("node:child_process");
 function runCommand2(cmd, args) {
   return new Promise((resolve3, reject) => {
@@ -5820,7 +5824,7 @@ async function findRuntime(runtime) {
   const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
   for (const dir of dirs) {
     if (!dir.startsWith("/")) continue;
-    const p = join9(dir, runtime);
+    const p = join10(dir, runtime);
     if (await isExecutable(p)) return p;
   }
   throw notFound2(runtime);
@@ -5904,7 +5908,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as fsc2 } from "node:fs";
 import { access as access3, readFile as readFile8 } from "node:fs/promises";
 import { readFileSync as readFileSync5 } from "node:fs";
-import { join as join10 } from "node:path";
+import { join as join11 } from "node:path";
 var userns3;
 function inUserNamespace3() {
   if (userns3 === void 0) {
@@ -5919,27 +5923,27 @@ function inUserNamespace3() {
   return userns3;
 }
 function defaultRuntimeRoot(stateDir) {
-  return inUserNamespace3() ? join10(stateDir, "runc") : void 0;
+  return inUserNamespace3() ? join11(stateDir, "runc") : void 0;
 }
 var CGROUP = "/sys/fs/cgroup";
 var support;
 function cgroupLimitSupport() {
   return support ??= (async () => {
     if (!inUserNamespace3()) return { usable: true };
-    const v2 = await readFile8(join10(CGROUP, "cgroup.controllers"), "utf8").catch(() => void 0);
+    const v2 = await readFile8(join11(CGROUP, "cgroup.controllers"), "utf8").catch(() => void 0);
     if (v2 === void 0) {
       return { usable: false, reason: "this machine uses cgroup v1 (or a hybrid of v1 and v2), which is never delegated to an ordinary user" };
     }
     const own = /^0::(.*)$/m.exec(await readFile8("/proc/self/cgroup", "utf8").catch(() => ""))?.[1];
     if (own === void 0) return { usable: false, reason: "the cgroup of this process is not in the cgroup v2 hierarchy" };
-    const dir = join10(CGROUP, own);
+    const dir = join11(CGROUP, own);
     try {
       await access3(dir, fsc2.W_OK);
-      await access3(join10(dir, "cgroup.subtree_control"), fsc2.W_OK);
+      await access3(join11(dir, "cgroup.subtree_control"), fsc2.W_OK);
     } catch {
       return { usable: false, reason: `the cgroup ${own} is not delegated to this user (it is not writable)` };
     }
-    const handed = (await readFile8(join10(dir, "cgroup.subtree_control"), "utf8").catch(() => "")).split(/\s+/);
+    const handed = (await readFile8(join11(dir, "cgroup.subtree_control"), "utf8").catch(() => "")).split(/\s+/);
     const missing = ["memory", "cpu", "pids"].filter((c) => !handed.includes(c));
     if (missing.length > 0) {
       return { usable: false, reason: `the delegated cgroup ${own} does not hand the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} to its children (cgroup.subtree_control)` };
@@ -6214,15 +6218,15 @@ async function run2(given) {
   for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
   const rootless = inUserNamespace3();
   const id = newContainerId();
-  const bundle = join11(resolve(opts.stateDir), id);
+  const bundle = join12(resolve(opts.stateDir), id);
   const makeBundle = (async () => {
     await mkdir6(opts.stateDir, { recursive: true });
     await mkdir6(bundle, { mode: 448 });
     const resolv = network === "host" ? await readFile9("/etc/resolv.conf", "utf8").catch(() => "") : "";
     await Promise.all([
-      writeFile5(join11(bundle, "resolv.conf"), resolv, { mode: 420 }),
-      writeFile5(join11(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 }),
-      writeFile5(join11(bundle, "hostname"), `${hostname}
+      writeFile5(join12(bundle, "resolv.conf"), resolv, { mode: 420 }),
+      writeFile5(join12(bundle, "hosts"), hostsFile(hostname, opts.extraHosts ?? []), { mode: 420 }),
+      writeFile5(join12(bundle, "hostname"), `${hostname}
 `, { mode: 420 })
     ]);
   })();
@@ -6242,7 +6246,7 @@ async function run2(given) {
     const etcMounts = (opts.etcFiles === false ? [] : ["resolv.conf", "hosts", "hostname"]).map((f) => ({
       destination: `/etc/${f}`,
       type: "bind",
-      source: join11(bundle, f),
+      source: join12(bundle, f),
       options: ["rbind", "ro"]
     }));
     const allMounts = [...etcMounts, ...mounts];
@@ -6272,7 +6276,7 @@ async function run2(given) {
       ...opts.rlimits ? { rlimits: opts.rlimits } : {},
       ...opts.shmSize !== void 0 ? { shmSize: opts.shmSize } : {}
     });
-    await writeFile5(join11(bundle, "config.json"), specJson(spec));
+    await writeFile5(join12(bundle, "config.json"), specJson(spec));
     const result = await runContainer(rt.path, id, bundle, opts);
     ranToEnd = true;
     const used = await usage?.read();
@@ -6338,7 +6342,7 @@ async function checkRlimits(limits) {
 }
 async function runContainer(runtime, id, bundle, opts) {
   if (opts.signal?.aborted) throw new CancelledError();
-  const log = join11(bundle, "runtime.log");
+  const log = join12(bundle, "runtime.log");
   const args = [...globalArgs(opts), "--log", log, "--log-format", "json", "run", "--bundle", bundle, id];
   const child = childProcess5().spawn(runtime, args, {
     cwd: bundle,
@@ -6568,14 +6572,14 @@ function parseChallenges(values) {
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { readFile as readFile10, mkdir as mkdir7 } from "node:fs/promises";
 import { homedir as homedir2 } from "node:os";
-import { dirname as dirname2, join as join12 } from "node:path";
+import { dirname as dirname2, join as join13 } from "node:path";
 var childProcess6 = () => process.getBuiltinModule("node:child_process");
 var HUB_KEY = "https://index.docker.io/v1/";
 var HUB_NAMES = /* @__PURE__ */ new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
 function dockerConfigPath(opts = {}) {
   const env = opts.env ?? process.env;
-  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join12(env["HOME"] ?? homedir2(), ".docker");
-  return join12(dir, "config.json");
+  const dir = opts.configDir ?? env["DOCKER_CONFIG"] ?? join13(env["HOME"] ?? homedir2(), ".docker");
+  return join13(dir, "config.json");
 }
 function keyHost(key) {
   const host = key.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
@@ -8812,7 +8816,7 @@ async function mountSource(store, digest, registry, exclude) {
 // packages/cache/src/fetcher.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { createReadStream } from "node:fs";
-import { join as join13 } from "node:path";
+import { join as join14 } from "node:path";
 import { pipeline as pipeline6 } from "node:stream/promises";
 var CacheMismatchError = class extends TsbuildError {
   constructor(diffId, blob, got) {
@@ -8894,7 +8898,7 @@ var RemoteFetcher = class {
         return;
       }
       case "oci-layout":
-        await store.writeBlob(createReadStream(join13(o.dir, "blobs", "sha256", digestHex(digest))), { digest, size }, { signal });
+        await store.writeBlob(createReadStream(join14(o.dir, "blobs", "sha256", digestHex(digest))), { digest, size }, { signal });
         return;
       case "gha": {
         const gha = this.opts.gha;
@@ -8921,7 +8925,7 @@ function describe(o) {
 // packages/cache/src/backends.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { mkdir as mkdir8, readFile as readFile11, rename as rename5, rm as rm9, stat as stat5, writeFile as writeFile6 } from "node:fs/promises";
-import { join as join14, resolve as resolvePath6 } from "node:path";
+import { join as join15, resolve as resolvePath6 } from "node:path";
 import { Readable as Readable6 } from "node:stream";
 import { pipeline as pipeline7 } from "node:stream/promises";
 import { createWriteStream } from "node:fs";
@@ -9009,7 +9013,7 @@ function inlineAnnotation(doc) {
 async function readLayoutBlob(dir, d, max) {
   if (!isDigest(d.digest)) throw new TsbuildError("BAD_CACHE", `${dir}: invalid digest ${JSON.stringify(d.digest)}`);
   if (d.size > max) throw new TsbuildError("BAD_CACHE", `${dir}: blob ${d.digest} is ${d.size} bytes, too large`);
-  const bytes = await readFile11(join14(dir, "blobs", "sha256", digestHex(d.digest)));
+  const bytes = await readFile11(join15(dir, "blobs", "sha256", digestHex(d.digest)));
   if (bytes.length !== d.size || sha256(bytes) !== d.digest) throw new TsbuildError("DIGEST_MISMATCH", `${dir}: blob ${d.digest} does not match its digest`);
   return bytes;
 }
@@ -9017,8 +9021,8 @@ async function loadLocal(srcDir, tag) {
   const dir = resolvePath6(srcDir);
   let indexBytes;
   try {
-    if ((await stat5(join14(dir, "index.json"))).size > MAX_MANIFEST_SIZE) throw new TsbuildError("BAD_CACHE", `${dir}/index.json is too large`);
-    indexBytes = await readFile11(join14(dir, "index.json"));
+    if ((await stat5(join15(dir, "index.json"))).size > MAX_MANIFEST_SIZE) throw new TsbuildError("BAD_CACHE", `${dir}/index.json is too large`);
+    indexBytes = await readFile11(join15(dir, "index.json"));
   } catch (e) {
     if (e.code === "ENOENT") return void 0;
     throw e;
@@ -9038,11 +9042,11 @@ async function writeAtomic(file, data) {
 }
 async function saveLocal(destDir, tag, doc, ctx) {
   const dir = resolvePath6(destDir);
-  const blobs = join14(dir, "blobs", "sha256");
+  const blobs = join15(dir, "blobs", "sha256");
   await mkdir8(blobs, { recursive: true });
   const counts = { uploaded: 0, existed: 0 };
   const put = async (d, bytes) => {
-    const file = join14(blobs, digestHex(d.digest));
+    const file = join15(blobs, digestHex(d.digest));
     if (await stat5(file).then((s) => s.size === d.size, () => false)) return false;
     const tmp = `${file}.tmp-${process.pid}`;
     try {
@@ -9063,13 +9067,13 @@ async function saveLocal(destDir, tag, doc, ctx) {
   await put(manifestDesc, manifest);
   let index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
   try {
-    index = parseIndex(await readFile11(join14(dir, "index.json")), { source: `${dir}/index.json` });
+    index = parseIndex(await readFile11(join15(dir, "index.json")), { source: `${dir}/index.json` });
   } catch (e) {
     if (e.code !== "ENOENT") throw e;
   }
   const manifests = [...index.manifests.filter((m) => m.annotations?.[ANNOTATION_REF_NAME] !== tag), { ...manifestDesc, annotations: { [ANNOTATION_REF_NAME]: tag } }];
-  await writeAtomic(join14(dir, "oci-layout"), Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
-  await writeAtomic(join14(dir, "index.json"), Buffer.from(JSON.stringify({ ...index, manifests })));
+  await writeAtomic(join15(dir, "oci-layout"), Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
+  await writeAtomic(join15(dir, "index.json"), Buffer.from(JSON.stringify({ ...index, manifests })));
   await recordOrigins(ctx.store, layers, { kind: "oci-layout", dir });
   return counts;
 }
@@ -9989,7 +9993,7 @@ function contentHash(abs, st, hashFile, cache) {
 // packages/builder/src/check.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { readFile as readFile13, stat as stat6 } from "node:fs/promises";
-import { join as join15, resolve as resolvePath8 } from "node:path";
+import { join as join16, resolve as resolvePath8 } from "node:path";
 
 // packages/dockerfile/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -13002,7 +13006,7 @@ function findingRange(r, w, node2) {
 async function checkBuild(opts) {
   const contextDir = resolvePath8(opts.context);
   await checkContextDir(contextDir, opts.context);
-  const file = opts.file && opts.file !== "-" ? opts.file : join15(contextDir, "Dockerfile");
+  const file = opts.file && opts.file !== "-" ? opts.file : join16(contextDir, "Dockerfile");
   const shownFile = opts.shownAs ?? (opts.file === "-" ? "<stdin>" : file);
   const text = opts.dockerfileText ?? await readDockerfile(file);
   const ignore = await loadIgnore(contextDir, file);
@@ -13398,7 +13402,7 @@ function drained3(w) {
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
 import { mkdtemp, readdir as readdir8, rename as rename6, rm as rm11, mkdir as mkdir9, stat as stat7 } from "node:fs/promises";
-import { dirname as dirname3, basename as basename4, join as join16, resolve as resolvePath10 } from "node:path";
+import { dirname as dirname3, basename as basename4, join as join17, resolve as resolvePath10 } from "node:path";
 import { PassThrough as PassThrough3, Readable as Readable9, Writable as Writable5 } from "node:stream";
 import { pipeline as pipeline8 } from "node:stream/promises";
 
@@ -14793,7 +14797,7 @@ function openSink(dest) {
   }, fail: async () => {
   } };
   const final = resolvePath10(dest);
-  const tmp = join16(dirname3(final), `.${basename4(final)}.tmp-${process.pid}-${Date.now()}`);
+  const tmp = join17(dirname3(final), `.${basename4(final)}.tmp-${process.pid}-${Date.now()}`);
   return {
     out: createWriteStream2(tmp, { mode: 420 }),
     done: () => rename6(tmp, final),
@@ -14954,9 +14958,9 @@ async function unpackImage(store, img, dest, signal) {
   }
 }
 async function writeFilesystemTar(store, img, dest, signal) {
-  const tmp = await mkdtemp(join16(store.root, "export-"));
+  const tmp = await mkdtemp(join17(store.root, "export-"));
   try {
-    const tree = join16(tmp, "rootfs");
+    const tree = join17(tmp, "rootfs");
     await unpackImage(store, img, tree, signal);
     const pass = new PassThrough3({ highWaterMark: 1 << 20 });
     const diffing = diff(tree, pass, { signal });
@@ -15034,7 +15038,7 @@ async function pushedDescriptor(ref, digest, registry, signal) {
 // packages/builder/src/session.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { mkdir as mkdir10, readdir as readdir9 } from "node:fs/promises";
-import { join as join17 } from "node:path";
+import { join as join18 } from "node:path";
 import { availableParallelism as availableParallelism2 } from "node:os";
 
 // packages/builder/src/cache.ts
@@ -15164,13 +15168,13 @@ var BuildSession = class {
   stat;
   /** The context stat cache, kept under the root so an unchanged context is not read again. */
   statCache() {
-    return this.stat ??= StatCache.load(join17(this.root, "stat-cache.json"));
+    return this.stat ??= StatCache.load(join18(this.root, "stat-cache.json"));
   }
   async saveStatCache() {
     if (this.stat) await (await this.stat).save();
   }
   get stateDir() {
-    return join17(this.root, "state");
+    return join18(this.root, "state");
   }
   nextStepId() {
     return `s${++this.stepCounter}`;
@@ -15188,7 +15192,7 @@ var BuildSession = class {
    * --cache-from that carries it (exported with mounts=true).
    */
   async cacheMountDir(name, id = name) {
-    const dir = join17(this.root, "cache-mounts", name);
+    const dir = join18(this.root, "cache-mounts", name);
     await mkdir10(dir, { recursive: true });
     this.mountsUsed.set(name, id);
     let restoring = this.mountRestores.get(name);
@@ -15510,7 +15514,7 @@ function applyHealthcheck(c, inst) {
 // packages/builder/src/steps/copy.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { copyFile, mkdir as mkdir12, readFile as readFile15, rm as rm12, writeFile as writeFile8 } from "node:fs/promises";
-import { join as join20, posix as posix3 } from "node:path";
+import { join as join21, posix as posix3 } from "node:path";
 import { createHash as createHash17 } from "node:crypto";
 
 // packages/builder/src/archive.ts
@@ -16008,7 +16012,7 @@ function dirOf(rel) {
 function baseOf(rel) {
   return rel.slice(rel.lastIndexOf("/") + 1);
 }
-function join18(rel, name) {
+function join19(rel, name) {
   return rel === "" ? name : rel + "/" + name;
 }
 function shown(rel) {
@@ -16065,7 +16069,7 @@ var CopyLayerPlan = class {
       let st;
       for (let j = i; j < parts.length; j++) {
         if (st !== void 0 && !st.isDirectory()) return void 0;
-        cur = join18(cur, parts[j]);
+        cur = join19(cur, parts[j]);
         st = this.lowerStat(cur);
         if (st === void 0) return void 0;
       }
@@ -16083,7 +16087,7 @@ var CopyLayerPlan = class {
     let node2 = this.root;
     let cur = "";
     for (const part of splitRel(rel)) {
-      cur = join18(cur, part);
+      cur = join19(cur, part);
       let kid = node2.kids?.get(part);
       if (kid === void 0) {
         const st = node2.lower ? this.lowerStat(cur) : void 0;
@@ -16265,7 +16269,7 @@ var CopyOp = class {
     const owner = this.opts.chown ?? ROOT_OWNER2;
     let cur = "";
     for (const part of splitRel(target2)) {
-      cur = join18(cur, part);
+      cur = join19(cur, part);
       const found2 = this.v.lookup(cur);
       if (found2 === void 0) {
         this.v.newDir(cur, 493, owner);
@@ -16283,7 +16287,7 @@ var CopyOp = class {
       await this.copyEntries(entries, 1, destRel);
       return;
     }
-    const target2 = this.v.isDir(destFound) ? join18(destRel, path6.posix.basename(match.path)) : destRel;
+    const target2 = this.v.isDir(destFound) ? join19(destRel, path6.posix.basename(match.path)) : destRel;
     await this.copyEntries(entries, 0, target2);
   }
   async copyWithParents(match, entries, destRel) {
@@ -16292,7 +16296,7 @@ var CopyOp = class {
     const parts = relPath === "" ? [] : relPath.split("/");
     let target2 = destRel;
     for (let i = 0; i < parts.length - 1; i++) {
-      target2 = join18(target2, parts[i]);
+      target2 = join19(target2, parts[i]);
       const srcDir = secureJoin(this.ctx.root, [match.pivot, ...parts.slice(0, i + 1)].join("/"), { followLast: true });
       const found2 = this.v.lookup(target2);
       if (found2 === void 0) {
@@ -16303,7 +16307,7 @@ var CopyOp = class {
         throw new CopyError(`cannot copy to non-directory: ${shown(target2)}`);
       }
     }
-    if (parts.length > 0) target2 = join18(target2, parts[parts.length - 1]);
+    if (parts.length > 0) target2 = join19(target2, parts[parts.length - 1]);
     if (target2 === destRel && match.kind === "dir") {
       await this.copyEntries(entries, 1, destRel);
       return;
@@ -16317,7 +16321,7 @@ var CopyOp = class {
         this.checkCancel();
       }
       const e = entries[i];
-      this.copyEntry(e, e.rel === "" ? target2 : join18(target2, e.rel));
+      this.copyEntry(e, e.rel === "" ? target2 : join19(target2, e.rel));
     }
   }
   sourceXattrs(e) {
@@ -16611,7 +16615,7 @@ var HashCapture = class {
 // packages/builder/src/steps/kit.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { mkdir as mkdir11, mkdtemp as mkdtemp2, readdir as readdir10 } from "node:fs/promises";
-import { join as join19, posix as posix2 } from "node:path";
+import { join as join20, posix as posix2 } from "node:path";
 var LAYER_SUFFIX = " # tsbuild";
 var StepKit = class {
   constructor(env) {
@@ -16646,7 +16650,7 @@ var StepKit = class {
   /** A private directory under the root's state dir (removed by the caller). */
   async tempDir(prefix) {
     await mkdir11(this.s.stateDir, { recursive: true });
-    return mkdtemp2(join19(this.s.stateDir, prefix));
+    return mkdtemp2(join20(this.s.stateDir, prefix));
   }
   /** Records a step that changes only the config; returns its `created` time (kept from the cache). */
   async configRecord(key) {
@@ -16946,7 +16950,7 @@ async function stageInline(kit, inst, plan, cleanup) {
     return stageDir;
   };
   for (const h of inst.heredocs) {
-    await writeFile8(join20(await stagingDir(), h.name), h.content, { mode: 420 });
+    await writeFile8(join21(await stagingDir(), h.name), h.content, { mode: 420 });
     staged.push(h.name);
   }
   for (const u of plan.urls) {
@@ -16954,7 +16958,7 @@ async function stageInline(kit, inst, plan, cleanup) {
     const pre = plan.fetched.get(u);
     let got;
     if (pre !== void 0) {
-      got = join20(dir, posix3.basename(pre));
+      got = join21(dir, posix3.basename(pre));
       await copyFile(pre, got);
     } else {
       const fopts = { signal: kit.s.opts.signal };
@@ -17079,7 +17083,7 @@ function isUrl(s) {
 // packages/builder/src/steps/run.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { chmod as chmod2, chown as chown2, lstat as lstat6, mkdir as mkdir13, readdir as readdir11, readFile as readFile16, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
-import { join as join22, posix as posix4 } from "node:path";
+import { join as join23, posix as posix4 } from "node:path";
 import { Writable as Writable6 } from "node:stream";
 import { createHash as createHash18 } from "node:crypto";
 
@@ -17087,7 +17091,7 @@ import { createHash as createHash18 } from "node:crypto";
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { chmod, chown, lstat as lstat5, mkdtemp as mkdtemp3, rm as rm13, stat as stat8 } from "node:fs/promises";
 import { tmpdir as tmpdir2 } from "node:os";
-import { join as join21 } from "node:path";
+import { join as join22 } from "node:path";
 var childProcess7 = () => process.getBuiltinModule("node:child_process");
 var net = () => process.getBuiltinModule("node:net");
 async function agentSocket(id, paths, opts) {
@@ -17102,7 +17106,7 @@ async function agentSocket(id, paths, opts) {
   if (kinds.includes("socket") && paths.length > 1) throw new UsageError(`--ssh ${id}: an agent socket cannot be combined with other paths`);
   const bad4 = paths.find((_, i) => kinds[i] === "other");
   if (bad4 !== void 0) throw new UsageError(`--ssh ${id}: ${bad4} is neither an agent socket nor a key file`);
-  const dir = await mkdtemp3(join21(tmpdir2(), "tsbuild-ssh-"));
+  const dir = await mkdtemp3(join22(tmpdir2(), "tsbuild-ssh-"));
   let agent;
   let server;
   const conns = /* @__PURE__ */ new Set();
@@ -17119,11 +17123,11 @@ async function agentSocket(id, paths, opts) {
   try {
     let upstream = paths[0];
     if (kinds[0] !== "socket") {
-      upstream = join21(dir, "agent");
+      upstream = join22(dir, "agent");
       agent = await startAgent(id, upstream);
       await addKeys(id, upstream, paths);
     }
-    const path8 = join21(dir, "sock");
+    const path8 = join22(dir, "sock");
     server = net().createServer((c) => {
       conns.add(c);
       const u = net().connect(upstream);
@@ -17422,7 +17426,7 @@ async function runMounts2(kit, inst, cwd, cleanup, env) {
         if (abs !== void 0 || m.env === void 0) {
           const dir = await kit.tempDir("secret-");
           cleanup.push(() => rm14(dir, { recursive: true, force: true }));
-          const f = join22(dir, "value");
+          const f = join23(dir, "value");
           await writeFile9(f, value, { mode: 384 });
           await chown2(f, m.uid ?? 0, m.gid ?? 0);
           await chmod2(f, m.mode ?? 256);
@@ -17717,18 +17721,18 @@ function shown2(names2) {
 // packages/builder/src/steps/from.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { readFile as readFile18, stat as stat9 } from "node:fs/promises";
-import { join as join24 } from "node:path";
+import { join as join25 } from "node:path";
 
 // packages/builder/src/layout.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { createReadStream as createReadStream3 } from "node:fs";
 import { open as open5, readFile as readFile17 } from "node:fs/promises";
-import { join as join23 } from "node:path";
+import { join as join24 } from "node:path";
 function fail(message, hint) {
   return new UsageError(message, hint === void 0 ? {} : { hint });
 }
 async function readJsonBlob(dir, d, size) {
-  const file = join23(dir, "blobs", "sha256", digestHex(d));
+  const file = join24(dir, "blobs", "sha256", digestHex(d));
   let fh;
   try {
     fh = await open5(file, "r");
@@ -17749,12 +17753,12 @@ async function readJsonBlob(dir, d, size) {
 async function pick2(ref) {
   let text;
   try {
-    text = await readFile17(join23(ref.dir, "index.json"));
+    text = await readFile17(join24(ref.dir, "index.json"));
   } catch {
     throw fail(`${ref.dir} is not an OCI image layout (no index.json)`, "write one with skopeo copy \u2026 oci:DIR:TAG, or build with -o type=oci and unpack it");
   }
   if (text.length > MAX_MANIFEST_SIZE) throw fail(`index.json is ${text.length} bytes, more than the ${MAX_MANIFEST_SIZE} allowed`);
-  const idx = parseIndex(text, { source: join23(ref.dir, "index.json") });
+  const idx = parseIndex(text, { source: join24(ref.dir, "index.json") });
   if (ref.digest !== void 0) {
     const hit2 = idx.manifests.find((m) => m.digest === ref.digest);
     if (hit2) return hit2;
@@ -17792,7 +17796,7 @@ async function importFromLayout(store, ref, platform, signal) {
   }
   for (const l of manifest.layers) {
     if (await store.hasBlob(l.digest)) continue;
-    const file = join23(ref.dir, "blobs", "sha256", digestHex(l.digest));
+    const file = join24(ref.dir, "blobs", "sha256", digestHex(l.digest));
     const opts = {};
     if (signal) opts.signal = signal;
     try {
@@ -17931,7 +17935,7 @@ async function contextState(session, c, platform, kit) {
   }
 }
 async function contextIgnore(dir) {
-  const file = join24(dir, ".dockerignore");
+  const file = join25(dir, ".dockerignore");
   try {
     return createIgnoreMatcher(parseIgnoreFile(await readFile18(file, "utf8")), file);
   } catch (e) {
@@ -17973,12 +17977,12 @@ async function openRoot(root, opts = {}) {
   const r = resolveRoot(root ? { root } : {});
   const store = await openStore({ root: r });
   store.setFetcher(new RemoteFetcher(store, opts));
-  if (await deadBundles(join25(r, "state"))) {
-    const runtimeRoot = defaultRuntimeRoot(join25(r, "state"));
+  if (await deadBundles(join26(r, "state"))) {
+    const runtimeRoot = defaultRuntimeRoot(join26(r, "state"));
     await cleanupContainers("runc", runtimeRoot === void 0 ? {} : { runtimeRoot }).catch(() => {
     });
   }
-  const snapshots = await openSnapshotter({ root: join25(r, "snapshots") });
+  const snapshots = await openSnapshotter({ root: join26(r, "snapshots") });
   return { root: r, store, snapshots };
 }
 async function deadBundles(stateDir) {
@@ -18126,7 +18130,7 @@ function exportInput(session, finalKey) {
   return {
     records: [...session.journal.values()],
     finalKey,
-    mounts: [...session.mountsUsed].map(([name, id]) => ({ name, id, dir: join25(session.root, "cache-mounts", name) })),
+    mounts: [...session.mountsUsed].map(([name, id]) => ({ name, id, dir: join26(session.root, "cache-mounts", name) })),
     sourceDateEpoch: session.opts.sourceDateEpoch
   };
 }
@@ -18515,7 +18519,7 @@ function attestInputs(env) {
 // packages/action/src/main.ts
 function viaSudo() {
   const env = { ...process.env, TSBUILD_ACTION_ELEVATED: "1" };
-  env.DOCKER_CONFIG ??= join26(process.env.HOME || homedir3(), ".docker");
+  env.DOCKER_CONFIG ??= join27(process.env.HOME || homedir3(), ".docker");
   const r = spawnSync("sudo", ["-n", "--preserve-env", process.execPath, ...process.argv.slice(1)], { stdio: "inherit", env });
   if (r.error || r.status === null) {
     process.stdout.write(command("error", { title: "tsbuild" }, `tsbuild needs root (overlay mounts, runc) and "sudo -n" failed: ${r.error?.message ?? `killed by ${r.signal}`}`));

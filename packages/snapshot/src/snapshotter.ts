@@ -13,6 +13,8 @@ import { candidateDrivers, flagBytes, inUserNamespace } from './driver.ts';
 import type { OverlayDriver } from './driver.ts';
 import { MergedLayers } from './merged.ts';
 import { OverlayMounter, unmount } from './mount.ts';
+import { OverlayActive } from './active.ts';
+import type { ActiveOwner } from './active.ts';
 import type { Active, LowerFormat, PrepareOptions, Snapshotter, SnapshotterOptions, SnapshotInfo } from './types.ts';
 
 /**
@@ -82,7 +84,7 @@ function removeOpenMarkers(): void {
   openMarkers.clear();
 }
 
-class OverlaySnapshotter implements Snapshotter {
+class OverlaySnapshotter implements Snapshotter, ActiveOwner {
   private next = 0;
   private readonly inflight = new Map<Digest, Promise<void>>();
   /** Publishes in progress in this process: their layer dirs briefly have no key. */
@@ -561,62 +563,3 @@ class OverlaySnapshotter implements Snapshotter {
     }
   }
 }
-
-class OverlayActive implements Active {
-  readonly rootfs: string;
-  readonly upper: string;
-  private done = false;
-
-  constructor(
-    private readonly s: OverlaySnapshotter,
-    private readonly dir: string,
-    readonly parent: Digest | undefined,
-    private readonly used: readonly string[],
-    readonly lowerDirs: readonly string[],
-  ) {
-    this.rootfs = join(dir, 'r');
-    this.upper = join(dir, 'u');
-  }
-
-  private unmounting: Promise<void> | undefined;
-
-  private finish(): void {
-    if (this.done) throw new InternalError('snapshot was already committed or released');
-    this.done = true;
-  }
-
-  detach(): void {
-    if (this.unmounting) return;
-    this.unmounting = unmount(this.rootfs);
-    // Its failure is reported by commit or release, which wait for it.
-    this.unmounting.catch(() => {});
-  }
-
-  private unmounted(): Promise<void> {
-    return this.unmounting ?? unmount(this.rootfs);
-  }
-
-  async commit(chainId: Digest, parent?: Digest): Promise<string> {
-    if (parent !== undefined && parent !== this.parent) {
-      throw new InternalError(`commit of ${chainId} names parent ${parent}, but the snapshot was prepared from ${this.parent ?? 'scratch'}`);
-    }
-    this.finish();
-    try {
-      await this.unmounted();
-      return await this.s.commitDir(this.dir, chainId, this.parent);
-    } finally {
-      this.s.unuse(this.used);
-    }
-  }
-
-  async release(): Promise<void> {
-    this.finish();
-    try {
-      await this.unmounted().catch(() => {});
-      await this.s.removeActive(this.dir);
-    } finally {
-      this.s.unuse(this.used);
-    }
-  }
-}
-
