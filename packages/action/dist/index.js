@@ -3370,7 +3370,7 @@ import {
   mkdirSync as mkdirSync2,
   openSync as openSync3,
   readdirSync as readdirSync3,
-  readFileSync as readFileSync3,
+  readFileSync as readFileSync4,
   rmSync,
   chmodSync,
   symlinkSync,
@@ -3671,17 +3671,9 @@ function nextReadable(src) {
   });
 }
 
-// packages/layer/src/apply.ts
-var childProcess2 = () => process.getBuiltinModule("node:child_process");
-function lstatOrUndefined(p) {
-  try {
-    return lstatSync4(p);
-  } catch (e) {
-    const code = e.code;
-    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
-    throw e;
-  }
-}
+// packages/layer/src/userns.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { readFileSync as readFileSync3 } from "node:fs";
 var userns;
 function inUserNamespace() {
   if (userns === void 0) {
@@ -3695,10 +3687,22 @@ function inUserNamespace() {
   }
   return userns;
 }
+
+// packages/layer/src/apply.ts
+var childProcess2 = () => process.getBuiltinModule("node:child_process");
+function lstatOrUndefined(p) {
+  try {
+    return lstatSync4(p);
+  } catch (e) {
+    const code = e.code;
+    if (code === "ENOENT" || code === "ENOTDIR") return void 0;
+    throw e;
+  }
+}
 function mappedIds(file) {
   try {
     let top = -1;
-    for (const line of readFileSync3(file, "utf8").trim().split("\n")) {
+    for (const line of readFileSync4(file, "utf8").trim().split("\n")) {
       const [inside, , count] = line.trim().split(/\s+/).map(Number);
       if (inside !== void 0 && count !== void 0) top = Math.max(top, inside + count - 1);
     }
@@ -4888,21 +4892,7 @@ function parseOwnerToken(name) {
 
 // packages/snapshot/src/driver.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFileSync as readFileSync4 } from "node:fs";
 var DRIVERS = ["overlay", "overlay-userxattr", "fuse-overlayfs"];
-var userns2;
-function inUserNamespace2() {
-  if (userns2 === void 0) {
-    let text = "";
-    try {
-      text = readFileSync4("/proc/self/uid_map", "utf8");
-    } catch {
-    }
-    const lines = text.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" "));
-    userns2 = text !== "" && !(lines.length === 1 && lines[0] === "0 0 4294967295");
-  }
-  return userns2;
-}
 var ROOT_FLAGS = "redirect_dir=off,metacopy=off,index=off";
 var USERXATTR_FLAGS = "userxattr,index=off";
 function overlayOptions(driver, spec) {
@@ -4917,7 +4907,7 @@ function flagBytes(driver) {
   return driver === "overlay" ? ROOT_FLAGS.length : USERXATTR_FLAGS.length;
 }
 function candidateDrivers() {
-  return inUserNamespace2() ? ["overlay-userxattr", "fuse-overlayfs"] : ["overlay"];
+  return inUserNamespace() ? ["overlay-userxattr", "fuse-overlayfs"] : ["overlay"];
 }
 
 // packages/snapshot/src/merged.ts
@@ -5098,7 +5088,7 @@ async function savedDriver(root) {
   }
   if (!candidateDrivers().includes(driver)) {
     const made = driver === "overlay" ? "by root" : "in a user namespace (without root)";
-    const now = inUserNamespace2() ? "in a user namespace" : "as root";
+    const now = inUserNamespace() ? "in a user namespace" : "as root";
     throw new TsbuildError("SNAPSHOT_DRIVER", `the snapshots in ${root} were made ${made} for ${driver}, and cannot be mounted ${now}`, {
       hint: "use another --root (or TSBUILD_ROOT) for each way of running tsbuild"
     });
@@ -5106,7 +5096,7 @@ async function savedDriver(root) {
   return driver;
 }
 function mountError(mountPoint, failures) {
-  const hint = inUserNamespace2() ? "without root, overlayfs needs Linux 5.11 or later and a tsbuild root on a filesystem it accepts as upper dir (ext4, xfs, btrfs, tmpfs; not overlayfs, as a container's own root is: use a volume), or fuse-overlayfs with a usable /dev/fuse" : "tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)";
+  const hint = inUserNamespace() ? "without root, overlayfs needs Linux 5.11 or later and a tsbuild root on a filesystem it accepts as upper dir (ext4, xfs, btrfs, tmpfs; not overlayfs, as a container's own root is: use a volume), or fuse-overlayfs with a usable /dev/fuse" : "tsbuild must run as root on a kernel with overlayfs, on a filesystem overlay accepts (not overlay or NFS)";
   return new TsbuildError("SNAPSHOT_MOUNT", `mounting overlay at ${mountPoint} failed: ${failures.join("; ")}`, { hint });
 }
 async function unmount(mountPoint) {
@@ -5231,7 +5221,7 @@ var OverlaySnapshotter = class {
   flattening = /* @__PURE__ */ new Map();
   /** Layer ids mounted as lowers by this process's active snapshots, with use counts. */
   inUse = /* @__PURE__ */ new Map();
-  opaqueXattr = inUserNamespace2() ? "user.overlay.opaque" : "trusted.overlay.opaque";
+  opaqueXattr = inUserNamespace() ? "user.overlay.opaque" : "trusted.overlay.opaque";
   get lowerFormat() {
     return { opaqueXattr: this.opaqueXattr, whiteoutFiles: this.driver === "fuse-overlayfs" };
   }
@@ -5907,29 +5897,15 @@ async function cleanupContainers(runtime = "runc", opts = {}) {
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { constants as fsc2 } from "node:fs";
 import { access as access3, readFile as readFile8 } from "node:fs/promises";
-import { readFileSync as readFileSync5 } from "node:fs";
 import { join as join11 } from "node:path";
-var userns3;
-function inUserNamespace3() {
-  if (userns3 === void 0) {
-    let text = "";
-    try {
-      text = readFileSync5("/proc/self/uid_map", "utf8");
-    } catch {
-    }
-    const lines = text.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" "));
-    userns3 = text !== "" && !(lines.length === 1 && lines[0] === "0 0 4294967295");
-  }
-  return userns3;
-}
 function defaultRuntimeRoot(stateDir) {
-  return inUserNamespace3() ? join11(stateDir, "runc") : void 0;
+  return inUserNamespace() ? join11(stateDir, "runc") : void 0;
 }
 var CGROUP = "/sys/fs/cgroup";
 var support;
 function cgroupLimitSupport() {
   return support ??= (async () => {
-    if (!inUserNamespace3()) return { usable: true };
+    if (!inUserNamespace()) return { usable: true };
     const v2 = await readFile8(join11(CGROUP, "cgroup.controllers"), "utf8").catch(() => void 0);
     if (v2 === void 0) {
       return { usable: false, reason: "this machine uses cgroup v1 (or a hybrid of v1 and v2), which is never delegated to an ordinary user" };
@@ -5973,7 +5949,7 @@ function lockedMountFlags(path8, mountinfo) {
   return LOCKABLE.filter((f) => best?.flags.includes(f));
 }
 function rootlessStartHint(failure) {
-  if (!inUserNamespace3()) return void 0;
+  if (!inUserNamespace()) return void 0;
   if (/mount(ing)? "?proc"? .*operation not permitted/i.test(failure)) {
     return "a new /proc cannot be mounted where the one above is masked: in a container, unmask /proc (Kubernetes: securityContext.procMount: Unmasked; podman: --security-opt unmask=ALL)";
   }
@@ -6216,7 +6192,7 @@ async function run2(given) {
     }
   }
   for (const e of opts.extraHosts ?? []) checkLine("host entry", `${e.ip} ${e.host}`);
-  const rootless = inUserNamespace3();
+  const rootless = inUserNamespace();
   const id = newContainerId();
   const bundle = join12(resolve(opts.stateDir), id);
   const makeBundle = (async () => {
@@ -6510,7 +6486,7 @@ function registryApiHost(registry) {
 
 // packages/registry/src/client.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { readFileSync as readFileSync6 } from "node:fs";
+import { readFileSync as readFileSync5 } from "node:fs";
 import { setTimeout as sleep2 } from "node:timers/promises";
 
 // packages/registry/src/challenge.ts
@@ -6871,7 +6847,7 @@ var RegistryClient = class {
     let ca;
     if (opts.caFile !== void 0) {
       try {
-        ca = readFileSync6(opts.caFile, "utf8");
+        ca = readFileSync5(opts.caFile, "utf8");
       } catch (e) {
         throw new UsageError(`cannot read CA file ${opts.caFile}: ${e.message}`, { cause: e });
       }

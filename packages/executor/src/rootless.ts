@@ -7,26 +7,12 @@
  */
 import { constants as fsc } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Limits } from './spec.ts';
 
-let userns: boolean | undefined;
-
-/** Whether this process runs in a user namespace other than the initial one (whose map is `0 0 4294967295`). */
-export function inUserNamespace(): boolean {
-  if (userns === undefined) {
-    let text = '';
-    try {
-      text = readFileSync('/proc/self/uid_map', 'utf8');
-    } catch {
-      // No /proc: behave as the initial namespace.
-    }
-    const lines = text.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
-    userns = text !== '' && !(lines.length === 1 && lines[0] === '0 0 4294967295');
-  }
-  return userns;
-}
+// One answer for the whole process, from the lowest package that needs it.
+import { inUserNamespace } from '@tsbuild/layer';
+export { inUserNamespace };
 
 /**
  * The runtime's state dir when none is named: its default (/run/runc) as root; in a user

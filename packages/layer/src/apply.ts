@@ -38,6 +38,7 @@ import { setAttributeSync } from '@napi-rs/xattr';
 import { writeXattrs } from './xattr.ts';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './diff.ts';
 import { decompress } from './decompress.ts';
+import { inUserNamespace } from './userns.ts';
 
 /** Loaded on first use: only device nodes, fifos and whiteouts need a tool. */
 const childProcess = (): typeof ChildProcess => process.getBuiltinModule('node:child_process');
@@ -99,22 +100,6 @@ function lstatOrUndefined(p: string): Stats | undefined {
   }
 }
 
-let userns: boolean | undefined;
-
-/** Whether this process runs in a user namespace other than the initial one (whose map is `0 0 4294967295`). */
-function inUserNamespace(): boolean {
-  if (userns === undefined) {
-    let text = '';
-    try {
-      text = readFileSync('/proc/self/uid_map', 'utf8');
-    } catch {
-      // No /proc: behave as the initial namespace.
-    }
-    const lines = text.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
-    userns = text !== '' && !(lines.length === 1 && lines[0] === '0 0 4294967295');
-  }
-  return userns;
-}
 
 /** The highest id this user namespace maps, for saying why a chown failed. */
 function mappedIds(file: string): number | undefined {

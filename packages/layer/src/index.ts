@@ -7,6 +7,7 @@ export type { ApplyOptions, ApplyStats, OverlayLowerFormat } from './apply.ts';
 export { readTar, encodeHeader, endOfArchive, padding, compareUtf8, isTarHeader } from './tar.ts';
 export type { TarHeader, TarEntryType, TarReadEntry, ReadTarOptions } from './tar.ts';
 export { secureJoin, cleanArchivePath } from './securejoin.ts';
+export { inUserNamespace } from './userns.ts';
 export type { SecureJoinOptions } from './securejoin.ts';
 export { compress, crc32Combine } from './compress.ts';
 export { decompress, decompressAs, sniffArchiveCompression, sniffCompression } from './decompress.ts';

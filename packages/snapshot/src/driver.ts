@@ -5,31 +5,14 @@
  * where the kernel refuses overlay mounts in a user namespace altogether, fuse-overlayfs does the
  * same in user space.
  */
-import { readFileSync } from 'node:fs';
 
 export type OverlayDriver = 'overlay' | 'overlay-userxattr' | 'fuse-overlayfs';
 
 export const DRIVERS: readonly OverlayDriver[] = ['overlay', 'overlay-userxattr', 'fuse-overlayfs'];
 
-let userns: boolean | undefined;
-
-/**
- * Whether this process runs in a user namespace other than the initial one, whose map is the
- * identity over every id (`0 0 4294967295`).
- */
-export function inUserNamespace(): boolean {
-  if (userns === undefined) {
-    let text = '';
-    try {
-      text = readFileSync('/proc/self/uid_map', 'utf8');
-    } catch {
-      // No /proc: nothing to tell; behave as the initial namespace.
-    }
-    const lines = text.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
-    userns = text !== '' && !(lines.length === 1 && lines[0] === '0 0 4294967295');
-  }
-  return userns;
-}
+// One answer for the whole process, from the lowest package that needs it.
+import { inUserNamespace } from '@tsbuild/layer';
+export { inUserNamespace };
 
 /** What a mount needs: lower dirs newest first, and for a writable one its upper and work dirs. */
 export interface OverlaySpec {
