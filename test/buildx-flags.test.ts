@@ -5,13 +5,26 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { busyboxTar } from './helpers/base.ts';
 import { CLI, ensureCli, tsbuild } from './helpers/cli.ts';
 import { startRegistry } from './helpers/registry.ts';
 import { writeContext } from './helpers/context.ts';
+
+/** The command lines of the running processes, as `ps -eo args` shows them (without needing procps). */
+function processArgs(): string[] {
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+      } catch {
+        return '';
+      }
+    });
+}
 
 let work: string;
 let root: string;
@@ -259,7 +272,7 @@ test('--ssh and RUN --mount=type=ssh: the agent answers inside RUN, keys never r
   const second = stepLines(b.stderr, 'stage-0 4/4');
   assert.equal(second[1], '1000:1000 640');
   assert.match(second[2] ?? '', /^256 SHA256:\S+ tsbuild-deploy-key \(ED25519\)$/);
-  assert.equal(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('ssh-agent -D')).length, 0, 'the agent tsbuild ran is gone');
+  assert.equal(processArgs().filter((l) => l.startsWith('ssh-agent -D')).length, 0, 'the agent tsbuild ran is gone');
 
   // Nothing of the agent or the keys is in the image: not in a layer, not in the config.
   const layers = layersOf('ssh:1');
