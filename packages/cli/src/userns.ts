@@ -273,7 +273,7 @@ export function runInNamespace(argv: readonly string[], plan: NamespacePlan): Pr
       if (!ready) {
         return reject(
           new TsbuildError('USERNS', `cannot create a user namespace (unshare exited with ${signal ?? code})`, {
-            hint: 'unprivileged user namespaces may be restricted here (sysctls user.max_user_namespaces, kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns; a seccomp profile that blocks unshare in a container)',
+            hint: 'unprivileged user namespaces may be restricted here (sysctls user.max_user_namespaces, kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns; a seccomp profile that blocks unshare in a container; a chroot, where the kernel refuses a new user namespace)',
           }),
         );
       }
