@@ -2323,8 +2323,6 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/layer/src/diff.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { closeSync, lstatSync as lstatSync2, openSync, readSync, readdirSync as readdirSync2, readlinkSync } from "node:fs";
-import { createHash as createHash3 } from "node:crypto";
-import { Duplex } from "node:stream";
 import { finished as finished2 } from "node:stream/promises";
 import { resolve as resolvePath } from "node:path";
 
@@ -2845,10 +2843,137 @@ async function writeXattrs(entries, opts = {}) {
   }
 }
 
+// packages/layer/src/batches.ts
+init_define_TSBUILD_NATIVE_VERSIONS();
+import { createHash as createHash3 } from "node:crypto";
+import { Duplex } from "node:stream";
+var CHUNK = 1 << 20;
+var MAX_IN_FLIGHT = 2;
+var SPARE_BATCHES = 3;
+var SENDS_PER_TURN = 64;
+function drained(out, what = "destination") {
+  if (out.destroyed) return Promise.reject(out.errored ?? new Error(`${what} closed early`));
+  return new Promise((resolve3, reject) => {
+    const done = (err) => {
+      out.off("drain", onDrain);
+      out.off("error", done);
+      out.off("close", onClose);
+      if (err) reject(err);
+      else resolve3();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(out.errored ?? new Error(`${what} closed early`));
+    out.on("drain", onDrain);
+    out.on("error", done);
+    out.on("close", onClose);
+  });
+}
+var BatchedOutput = class {
+  constructor(out, opts = {}) {
+    this.out = out;
+    this.opts = opts;
+    this.hash = opts.hash === false ? void 0 : createHash3("sha256");
+    this.reuse = !(out instanceof Duplex);
+    out.on("error", this.onOutError);
+    out.once("close", () => {
+      out.off("error", this.onOutError);
+      this.woken();
+    });
+    opts.signal?.addEventListener("abort", this.onAbort, { once: true });
+  }
+  out;
+  opts;
+  batch = Buffer.allocUnsafe(CHUNK);
+  pos = 0;
+  size = 0;
+  hash;
+  outError;
+  reuse;
+  spare = [];
+  inFlight = 0;
+  wake;
+  sends = 0;
+  onOutError = (err) => {
+    this.outError ??= err;
+  };
+  onAbort = () => void this.out.destroy();
+  woken = () => {
+    const w = this.wake;
+    this.wake = void 0;
+    w?.();
+  };
+  /** The first error the destination reported, if any. */
+  get error() {
+    return this.outError;
+  }
+  fits(n) {
+    return this.pos + n <= CHUNK;
+  }
+  put(b) {
+    b.copy(this.batch, this.pos);
+    this.pos += b.length;
+  }
+  closedEarly() {
+    return this.outError ?? this.out.errored ?? new Error("the layer destination closed early");
+  }
+  /** Sends `b`; `owner` is the batch it lies in, to be reused once released (none for a one-off buffer). */
+  async send(b, owner) {
+    if (this.outError || this.out.destroyed) throw this.closedEarly();
+    this.hash?.update(b);
+    this.size += b.length;
+    let ok;
+    if (this.reuse && owner) {
+      this.inFlight++;
+      ok = this.out.write(b, this.released(owner));
+    } else ok = this.out.write(b);
+    if (!ok) await drained(this.out);
+    else if (++this.sends >= SENDS_PER_TURN) await this.turn();
+    this.opts.signal?.throwIfAborted();
+  }
+  /** Sends the batch filled so far and starts the next one. */
+  async flush() {
+    await this.send(this.batch.subarray(0, this.pos), this.batch);
+    this.batch = await this.fresh();
+    this.pos = 0;
+  }
+  /** Gives the event loop a turn. */
+  async turn() {
+    this.sends = 0;
+    await new Promise((r) => setImmediate(r));
+  }
+  /** The sha256 of everything sent, as a digest string (undefined when not hashing). */
+  digest() {
+    return this.hash ? `sha256:${this.hash.digest("hex")}` : void 0;
+  }
+  dispose() {
+    this.opts.signal?.removeEventListener("abort", this.onAbort);
+  }
+  released(owner) {
+    return (err) => {
+      this.inFlight--;
+      if (!err && this.spare.length < SPARE_BATCHES) this.spare.push(owner);
+      this.woken();
+    };
+  }
+  /*
+   * A batch to fill: a released one, or a new one. A destination that calls back on the next tick
+   * (most do, even when write() returned true) would otherwise see a new batch for every write
+   * until the event loop gets a turn, and V8 lets such memory pile up before collecting it.
+   */
+  async fresh() {
+    while (this.reuse && this.spare.length === 0 && this.inFlight >= MAX_IN_FLIGHT) {
+      if (this.out.destroyed) throw this.closedEarly();
+      await new Promise((resolve3) => {
+        this.wake = resolve3;
+      });
+    }
+    return this.spare.pop() ?? Buffer.allocUnsafe(CHUNK);
+  }
+};
+
 // packages/layer/src/diff.ts
 var WHITEOUT_PREFIX = ".wh.";
 var OPAQUE_MARKER = ".wh..wh..opq";
-var CHUNK = 1 << 20;
 function isOverlayXattr(name) {
   return name.startsWith("trusted.overlay.") || name.startsWith("user.overlay.") || name.startsWith("user.fuseoverlayfs.");
 }
@@ -2933,27 +3058,7 @@ function* walk(root, exclude) {
     }
   }
 }
-function drained(out) {
-  if (out.destroyed) return Promise.reject(out.errored ?? new Error("destination closed early"));
-  return new Promise((resolve3, reject) => {
-    const done = (err) => {
-      out.off("drain", onDrain);
-      out.off("error", done);
-      out.off("close", onClose);
-      if (err) reject(err);
-      else resolve3();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(out.errored ?? new Error("destination closed early"));
-    out.on("drain", onDrain);
-    out.on("error", done);
-    out.on("close", onClose);
-  });
-}
-var MAX_IN_FLIGHT = 2;
-var SPARE_BATCHES = 3;
 var ENTRIES_PER_TURN = 4096;
-var SENDS_PER_TURN = 64;
 async function diff(upperDir, out, opts = {}) {
   const root = resolvePath(upperDir);
   const signal = opts.signal;
@@ -2962,74 +3067,12 @@ async function diff(upperDir, out, opts = {}) {
     throw new TsbuildError("BAD_SOURCE_DATE_EPOCH", `SOURCE_DATE_EPOCH must be a non-negative number of seconds, got ${epoch}`);
   }
   if (!lstatSync2(root).isDirectory()) throw new TsbuildError("NOT_A_DIRECTORY", `${upperDir} is not a directory`);
-  const hash = createHash3("sha256");
-  let size = 0;
   const links = /* @__PURE__ */ new Map();
   const clamp = (m) => epoch === void 0 ? m : Math.min(m, Math.floor(epoch));
-  let outError;
-  const onOutError = (err) => {
-    outError ??= err;
-  };
-  out.on("error", onOutError);
-  out.once("close", () => out.off("error", onOutError));
-  const onAbort = () => void out.destroy();
-  signal?.addEventListener("abort", onAbort, { once: true });
-  const reuse = !(out instanceof Duplex);
-  const spare = [];
-  let inFlight = 0;
-  let wake;
-  const woken = () => {
-    const w = wake;
-    wake = void 0;
-    w?.();
-  };
-  out.once("close", woken);
-  const released = (owner) => (err) => {
-    inFlight--;
-    if (!err && spare.length < SPARE_BATCHES) spare.push(owner);
-    woken();
-  };
-  const fresh = async () => {
-    while (reuse && spare.length === 0 && inFlight >= MAX_IN_FLIGHT) {
-      if (out.destroyed) throw out.errored ?? new Error("destination closed early");
-      await new Promise((resolve3) => {
-        wake = resolve3;
-      });
-    }
-    return spare.pop() ?? Buffer.allocUnsafe(CHUNK);
-  };
-  let batch = Buffer.allocUnsafe(CHUNK);
-  let pos = 0;
-  let sendsSinceTurn = 0;
+  const o = new BatchedOutput(out, { signal });
+  const flush = () => o.flush();
+  const fits = (n) => o.fits(n);
   let entriesSinceTurn = 0;
-  const turn = async () => {
-    sendsSinceTurn = 0;
-    entriesSinceTurn = 0;
-    await new Promise((r) => setImmediate(r));
-  };
-  const send = async (b, owner) => {
-    if (outError) throw outError;
-    hash.update(b);
-    size += b.length;
-    let ok;
-    if (reuse && owner) {
-      inFlight++;
-      ok = out.write(b, released(owner));
-    } else ok = out.write(b);
-    if (!ok) await drained(out);
-    else if (++sendsSinceTurn >= SENDS_PER_TURN) await turn();
-    signal?.throwIfAborted();
-  };
-  const flush = async () => {
-    await send(batch.subarray(0, pos), batch);
-    batch = await fresh();
-    pos = 0;
-  };
-  const fits = (n) => pos + n <= CHUNK;
-  const put = (b) => {
-    b.copy(batch, pos);
-    pos += b.length;
-  };
   const writeEntry = async (e) => {
     const { host, outPath, kind: kind2 } = e;
     const base = { uid: e.uid, gid: e.gid, mode: e.mode, mtime: clamp(e.mtime), size: 0 };
@@ -3076,16 +3119,16 @@ async function diff(upperDir, out, opts = {}) {
     }
     for (const h of headers) {
       if (!fits(BLOCK)) await flush();
-      const n = encodeHeaderInto(h, batch, pos);
+      const n = encodeHeaderInto(h, o.batch, o.pos);
       if (n > 0) {
-        pos += n;
+        o.pos += n;
         continue;
       }
       const b = encodeHeader(h);
       if (!fits(b.length)) await flush();
-      if (fits(b.length)) put(b);
+      if (fits(b.length)) o.put(b);
       else {
-        await send(b, void 0);
+        await o.send(b, void 0);
       }
     }
     if (file && file.size > 0) {
@@ -3102,45 +3145,46 @@ async function diff(upperDir, out, opts = {}) {
         const padded = file.size + padding(file.size);
         if (padded <= CHUNK) {
           if (!fits(padded)) await flush();
-          readExactly(batch, pos, file.size);
-          batch.fill(0, pos + file.size, pos + padded);
-          pos += padded;
+          readExactly(o.batch, o.pos, file.size);
+          o.batch.fill(0, o.pos + file.size, o.pos + padded);
+          o.pos += padded;
         } else {
-          if (pos > 0) await flush();
+          if (o.pos > 0) await flush();
           let left = file.size;
           while (left > 0) {
             const want = Math.min(left, CHUNK);
-            readExactly(batch, 0, want);
-            pos = want;
+            readExactly(o.batch, 0, want);
+            o.pos = want;
             left -= want;
             if (left === 0) {
               const pad = padding(file.size);
-              batch.fill(0, pos, pos + pad);
-              pos += pad;
+              o.batch.fill(0, o.pos, o.pos + pad);
+              o.pos += pad;
             }
-            if (pos >= CHUNK) await flush();
+            if (o.pos >= CHUNK) await flush();
           }
         }
       } finally {
         closeSync(fd);
       }
     }
-    if (pos >= CHUNK - BLOCK) await flush();
+    if (o.pos >= CHUNK - BLOCK) await flush();
   };
   try {
     signal?.throwIfAborted();
     for (const e of walk(root, opts.exclude)) {
       await writeEntry(e);
       if (++entriesSinceTurn >= ENTRIES_PER_TURN) {
-        await turn();
+        entriesSinceTurn = 0;
+        await o.turn();
         signal?.throwIfAborted();
       }
     }
     const end = endOfArchive();
     if (!fits(end.length)) await flush();
-    put(end);
+    o.put(end);
     await flush();
-    if (outError) throw outError;
+    if (o.error) throw o.error;
     out.end();
     await finished2(out, { readable: false });
   } catch (e) {
@@ -3148,22 +3192,16 @@ async function diff(upperDir, out, opts = {}) {
     if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
     throw e;
   } finally {
-    signal?.removeEventListener("abort", onAbort);
+    o.dispose();
   }
-  return { diffId: `sha256:${hash.digest("hex")}`, size };
+  return { diffId: o.digest(), size: o.size };
 }
 
 // packages/layer/src/entries.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { closeSync as closeSync2, constants, openSync as openSync2, readSync as readSync2 } from "node:fs";
-import { createHash as createHash4 } from "node:crypto";
-import { Duplex as Duplex2 } from "node:stream";
 import { finished as finished3 } from "node:stream/promises";
-var CHUNK2 = 1 << 20;
 var EMPTY = Buffer.alloc(0);
-var MAX_IN_FLIGHT2 = 2;
-var SPARE_BATCHES2 = 3;
-var SENDS_PER_TURN2 = 64;
 var ENTRIES_PER_TURN2 = 4096;
 function changed(path8, size) {
   return new TsbuildError("LAYER_SOURCE_CHANGED", `${path8} changed while it was being read (expected ${size} bytes)`, {
@@ -3178,98 +3216,31 @@ async function writeEntries(entries, out, opts = {}) {
     throw new TsbuildError("BAD_SOURCE_DATE_EPOCH", `SOURCE_DATE_EPOCH must be a non-negative number of seconds, got ${epoch}`);
   }
   const clamp = epoch === void 0 ? Infinity : Math.floor(epoch);
-  const hash = opts.hash === false ? void 0 : createHash4("sha256");
-  let size = 0;
   const done = finished3(out);
   done.catch(() => {
   });
-  let outError;
-  const onOutError = (err) => {
-    outError ??= err;
-  };
-  out.on("error", onOutError);
-  const onAbort = () => void out.destroy();
-  signal?.addEventListener("abort", onAbort, { once: true });
-  const reuse = !(out instanceof Duplex2);
-  const spare = [];
-  let inFlight = 0;
-  let wake;
-  const woken = () => {
-    const w = wake;
-    wake = void 0;
-    w?.();
-  };
-  out.once("close", woken);
-  const released = (owner) => (err) => {
-    inFlight--;
-    if (!err && spare.length < SPARE_BATCHES2) spare.push(owner);
-    woken();
-  };
-  const closedEarly = () => outError ?? out.errored ?? new Error("the layer destination closed early");
-  const drained4 = () => new Promise((resolve3, reject) => {
-    const settle = () => {
-      out.off("drain", settle);
-      out.off("close", settle);
-      if (out.destroyed && !out.writableFinished) reject(closedEarly());
-      else resolve3();
-    };
-    out.on("drain", settle);
-    out.on("close", settle);
-  });
-  const fresh = async () => {
-    while (reuse && spare.length === 0 && inFlight >= MAX_IN_FLIGHT2) {
-      if (out.destroyed) throw closedEarly();
-      await new Promise((resolve3) => {
-        wake = resolve3;
-      });
-    }
-    return spare.pop() ?? Buffer.allocUnsafe(CHUNK2);
-  };
-  let sendsSinceTurn = 0;
-  const turn = async () => {
-    sendsSinceTurn = 0;
-    await new Promise((r) => setImmediate(r));
-  };
-  const send = async (b, owner) => {
-    if (outError || out.destroyed) throw closedEarly();
-    hash?.update(b);
-    size += b.length;
-    let ok;
-    if (reuse && owner) {
-      inFlight++;
-      ok = out.write(b, released(owner));
-    } else ok = out.write(b);
-    if (!ok) await drained4();
-    else if (++sendsSinceTurn >= SENDS_PER_TURN2) await turn();
-    signal?.throwIfAborted();
-  };
-  let batch = Buffer.allocUnsafe(CHUNK2);
-  let pos = 0;
-  const flush = async () => {
-    await send(batch.subarray(0, pos), batch);
-    batch = await fresh();
-    pos = 0;
-  };
+  const o = new BatchedOutput(out, { signal, hash: opts.hash !== false });
+  const flush = () => o.flush();
   try {
     signal?.throwIfAborted();
     let sinceTurn = 0;
     for (const entry of entries) {
       if (++sinceTurn >= ENTRIES_PER_TURN2) {
         sinceTurn = 0;
-        await turn();
+        await o.turn();
         signal?.throwIfAborted();
       }
       const h = entry.header.mtime > clamp ? { ...entry.header, mtime: clamp } : entry.header;
-      if (pos + BLOCK > CHUNK2) await flush();
-      const n = encodeHeaderInto(h, batch, pos);
-      if (n > 0) pos += n;
+      if (o.pos + BLOCK > CHUNK) await flush();
+      const n = encodeHeaderInto(h, o.batch, o.pos);
+      if (n > 0) o.pos += n;
       else {
         const b = encodeHeader(h);
-        if (pos + b.length > CHUNK2) await flush();
-        if (b.length <= CHUNK2) {
-          b.copy(batch, pos);
-          pos += b.length;
-        } else await send(b, void 0);
+        if (o.pos + b.length > CHUNK) await flush();
+        if (b.length <= CHUNK) {
+          b.copy(o.batch, o.pos);
+          o.pos += b.length;
+        } else await o.send(b, void 0);
       }
       if (h.type !== "file") continue;
       const len = h.size;
@@ -3280,10 +3251,10 @@ async function writeEntries(entries, out, opts = {}) {
         if (bytes.length !== len) throw new TsbuildError("LAYER_ENTRY", `${h.path}: the header says ${len} bytes, the body has ${bytes.length}`);
         onBody?.(bytes, true);
         for (let off = 0; off < len; ) {
-          if (pos === CHUNK2) await flush();
-          const k = Math.min(len - off, CHUNK2 - pos);
-          bytes.copy(batch, pos, off, off + k);
-          pos += k;
+          if (o.pos === CHUNK) await flush();
+          const k = Math.min(len - off, CHUNK - o.pos);
+          bytes.copy(o.batch, o.pos, off, off + k);
+          o.pos += k;
           off += k;
         }
       } else if (len === 0) {
@@ -3296,34 +3267,34 @@ async function writeEntries(entries, out, opts = {}) {
           throw new TsbuildError("LAYER_SOURCE", `cannot read ${body}: ${e.message}`, { cause: e });
         }
         try {
-          if (len + padding(len) <= CHUNK2) {
-            if (pos + len + padding(len) > CHUNK2) await flush();
-            const ask = pos + len < CHUNK2 ? len + 1 : len;
+          if (len + padding(len) <= CHUNK) {
+            if (o.pos + len + padding(len) > CHUNK) await flush();
+            const ask = o.pos + len < CHUNK ? len + 1 : len;
             let got = 0;
             while (got < len) {
-              const r = readSync2(fd, batch, pos + got, ask - got, null);
+              const r = readSync2(fd, o.batch, o.pos + got, ask - got, null);
               if (r === 0) throw changed(body, len);
               got += r;
             }
             if (got > len) throw changed(body, len);
-            onBody?.(batch.subarray(pos, pos + len), true);
-            pos += len;
+            onBody?.(o.batch.subarray(o.pos, o.pos + len), true);
+            o.pos += len;
           } else {
-            if (pos > 0) await flush();
+            if (o.pos > 0) await flush();
             let left = len;
             while (left > 0) {
-              const want = Math.min(left, CHUNK2);
+              const want = Math.min(left, CHUNK);
               left -= want;
-              const ask = left === 0 && want < CHUNK2 ? want + 1 : want;
+              const ask = left === 0 && want < CHUNK ? want + 1 : want;
               let got = 0;
               while (got < want) {
-                const r = readSync2(fd, batch, got, ask - got, null);
+                const r = readSync2(fd, o.batch, got, ask - got, null);
                 if (r === 0) throw changed(body, len);
                 got += r;
               }
               if (got > want) throw changed(body, len);
-              onBody?.(batch.subarray(0, want), left === 0);
-              pos = want;
+              onBody?.(o.batch.subarray(0, want), left === 0);
+              o.pos = want;
               if (left > 0) await flush();
             }
           }
@@ -3332,27 +3303,27 @@ async function writeEntries(entries, out, opts = {}) {
         }
       }
       const pad = padding(len);
-      if (pos + pad > CHUNK2) await flush();
-      batch.fill(0, pos, pos + pad);
-      pos += pad;
+      if (o.pos + pad > CHUNK) await flush();
+      o.batch.fill(0, o.pos, o.pos + pad);
+      o.pos += pad;
     }
     const end = endOfArchive();
-    if (pos + end.length > CHUNK2) await flush();
-    end.copy(batch, pos);
-    pos += end.length;
-    await send(batch.subarray(0, pos), void 0);
+    if (o.pos + end.length > CHUNK) await flush();
+    end.copy(o.batch, o.pos);
+    o.pos += end.length;
+    await o.send(o.batch.subarray(0, o.pos), void 0);
     out.end();
     await done;
-    if (outError) throw outError;
+    if (o.error) throw o.error;
   } catch (e) {
     out.destroy();
     if (signal?.aborted) throw new CancelledError("writing the layer was cancelled", { cause: e });
     throw e;
   } finally {
-    signal?.removeEventListener("abort", onAbort);
-    out.off("error", onOutError);
+    o.dispose();
   }
-  return hash ? { diffId: `sha256:${hash.digest("hex")}`, size } : { size };
+  const diffId = o.digest();
+  return diffId ? { diffId, size: o.size } : { size: o.size };
 }
 
 // packages/layer/src/apply.ts
@@ -3378,7 +3349,7 @@ import {
   writeFileSync,
   writeSync
 } from "node:fs";
-import { createHash as createHash5 } from "node:crypto";
+import { createHash as createHash4 } from "node:crypto";
 import { Readable as Readable2 } from "node:stream";
 import { resolve as resolvePath3 } from "node:path";
 
@@ -3447,7 +3418,7 @@ function secureJoin(root, unsafe, opts = {}) {
 
 // packages/layer/src/decompress.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { Duplex as Duplex3, PassThrough, Readable, Transform as Transform2 } from "node:stream";
+import { Duplex as Duplex2, PassThrough, Readable, Transform as Transform2 } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 // packages/layer/src/zstd.ts
@@ -3634,7 +3605,7 @@ function toolDecoder(tool, failed) {
   const stop = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill();
   };
-  return { stage: Duplex3.from({ writable: child.stdin, readable: gate }), stop };
+  return { stage: Duplex2.from({ writable: child.stdin, readable: gate }), stop };
 }
 async function peek(src, n) {
   const parts = [];
@@ -3718,7 +3689,7 @@ async function apply(tar, dir, opts = {}) {
   const root = resolvePath3(dir);
   const signal = opts.signal;
   mkdirSync2(root, { recursive: true });
-  const hash = createHash5("sha256");
+  const hash = createHash4("sha256");
   let size = 0;
   let entries = 0;
   let whiteouts = 0;
@@ -3930,7 +3901,7 @@ async function applyEntry(root, parts, h, body, created, index, whiteouts, overl
 
 // packages/layer/src/compress.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash6 } from "node:crypto";
+import { createHash as createHash5 } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { Transform as Transform3 } from "node:stream";
 import { finished as finished4, pipeline as pipeline2 } from "node:stream/promises";
@@ -3956,7 +3927,7 @@ async function compress(src, out, opts) {
   }
   if (signal?.aborted) throw cancelled(signal);
   try {
-    const hash = opts.hash === false ? void 0 : createHash6("sha256");
+    const hash = opts.hash === false ? void 0 : createHash5("sha256");
     const size = algorithm === "gzip" ? await gzipParallel(src, out, level, threads, hash, signal) : await zstdStream(src, out, level, threads, hash, signal);
     return hash === void 0 ? { size } : { digest: `sha256:${hash.digest("hex")}`, size };
   } catch (err) {
@@ -4127,7 +4098,7 @@ async function gzipParallel(src, out, level, threads, hash, signal) {
     if (outError) throw outError;
     hash?.update(buf);
     size += buf.length;
-    if (!out.write(buf)) await drained2(out);
+    if (!out.write(buf)) await drained(out);
   };
   const maxInFlight = threads * (JOBS_PER_WORKER + 1);
   const pending = [];
@@ -4192,23 +4163,6 @@ async function gzipParallel(src, out, level, threads, hash, signal) {
     out.off("error", onOutError);
     await pool?.close();
   }
-}
-function drained2(out) {
-  if (out.destroyed) return Promise.reject(out.errored ?? new Error("destination closed early"));
-  return new Promise((resolve3, reject) => {
-    const done = (err) => {
-      out.off("drain", onDrain);
-      out.off("error", done);
-      out.off("close", onClose);
-      if (err) reject(err);
-      else resolve3();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(out.errored ?? new Error("destination closed early"));
-    out.on("drain", onDrain);
-    out.on("error", done);
-    out.on("close", onClose);
-  });
 }
 var CRC_POLY = 3988292384;
 function multModP(a, b) {
@@ -4940,7 +4894,17 @@ var MergedLayers = class {
     const f = this.find(rel);
     return f?.stat.isSymbolicLink() ? readlinkSync3(f.host) : void 0;
   }
+  /** What `find` answered so far: a plan asks lstat and then host of one path. */
+  found = /* @__PURE__ */ new Map();
   find(rel) {
+    let f = this.found.get(rel);
+    if (f === void 0) {
+      f = this.lookup(rel) ?? null;
+      this.found.set(rel, f);
+    }
+    return f ?? void 0;
+  }
+  lookup(rel) {
     if (rel === "") {
       const top = this.layers[0];
       const stat10 = top === void 0 ? void 0 : lstat2(top);
@@ -6392,7 +6356,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/cache/src/gha.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash10 } from "node:crypto";
+import { createHash as createHash9 } from "node:crypto";
 
 // packages/registry/src/index.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -7134,19 +7098,19 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 
 // packages/registry/src/pull.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash8 } from "node:crypto";
+import { createHash as createHash7 } from "node:crypto";
 import { pipeline as pipeline4 } from "node:stream/promises";
 
 // packages/registry/src/verify.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import { Transform as Transform4 } from "node:stream";
 var DigestVerifier = class extends Transform4 {
   constructor(expected, what, opts = {}) {
     super();
     this.expected = expected;
     this.what = what;
-    this.hash = opts.hash === false ? void 0 : createHash7("sha256");
+    this.hash = opts.hash === false ? void 0 : createHash6("sha256");
   }
   expected;
   what;
@@ -7185,7 +7149,7 @@ function verifyBytes(bytes, expected, what) {
   if (bytes.byteLength !== expected.size) {
     throw new RegistryError(`${what}: ${expected.digest} is ${bytes.byteLength} bytes, its descriptor says ${expected.size}`);
   }
-  const got = `sha256:${createHash7("sha256").update(bytes).digest("hex")}`;
+  const got = `sha256:${createHash6("sha256").update(bytes).digest("hex")}`;
   if (got !== expected.digest) throw new RegistryError(`${what}: the registry served content for ${expected.digest} that hashes to ${got}; refusing it`);
 }
 function checkDescriptor(d, where, what) {
@@ -7257,7 +7221,7 @@ async function getManifest(client, ref, opts = {}) {
     }
     if (res.status !== 200) throw await responseError(res, what, ref.toString());
     const bytes = await res.bytes(MAX_MANIFEST_SIZE);
-    const digest = `sha256:${createHash8("sha256").update(bytes).digest("hex")}`;
+    const digest = `sha256:${createHash7("sha256").update(bytes).digest("hex")}`;
     if (ref.digest !== void 0 && digest !== ref.digest) {
       throw new RegistryError(`${what}: the registry served a manifest hashing to ${digest} for ${ref.digest}; refusing it`, { reference: ref.toString() });
     }
@@ -7364,7 +7328,7 @@ async function pullImage(client, ref, sink, opts = {}) {
 
 // packages/registry/src/push.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash9 } from "node:crypto";
+import { createHash as createHash8 } from "node:crypto";
 import { PassThrough as PassThrough2, Writable as Writable3 } from "node:stream";
 import { setTimeout as sleep3 } from "node:timers/promises";
 var OCTET = "application/octet-stream";
@@ -7497,7 +7461,7 @@ var BlobPusher = class {
     let offset = 0;
     let chunk = Buffer.alloc(0);
     let chunkStart = 0;
-    const hash = createHash9("sha256");
+    const hash = createHash8("sha256");
     let hashed = 0;
     let failures = 0;
     try {
@@ -7694,7 +7658,7 @@ async function startBlobUpload(client, ref, opts = {}) {
   return new StreamedUpload(client, ref, opts.signal, absoluteUrl(location, res.url), what);
 }
 async function pushManifest(client, ref, bytes, mediaType, opts = {}) {
-  const digest = `sha256:${createHash9("sha256").update(bytes).digest("hex")}`;
+  const digest = `sha256:${createHash8("sha256").update(bytes).digest("hex")}`;
   if (ref.tag === void 0 && ref.digest !== void 0 && ref.digest !== digest) {
     throw new UsageError(`cannot push to ${ref.toString()}: the manifest's digest is ${digest}`);
   }
@@ -8284,7 +8248,7 @@ function readGhaEnv(env) {
 var GHA_CACHE_MAX_KEY_LENGTH = 512;
 var GHA_CACHE_MAX_KEYS = 10;
 function ghaCacheVersion(label2 = "tsbuild-cache-v1") {
-  return createHash10("sha256").update(`tsbuild|${label2}`).digest("hex");
+  return createHash9("sha256").update(`tsbuild|${label2}`).digest("hex");
 }
 var GHA_CACHE_VERSION = ghaCacheVersion();
 var SERVICE = "github.actions.results.api.v1.CacheService";
@@ -9810,7 +9774,7 @@ function cleanRel(p) {
 
 // packages/builder/src/hash.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash11 } from "node:crypto";
+import { createHash as createHash10 } from "node:crypto";
 import fs2 from "node:fs";
 import path3 from "node:path";
 
@@ -9825,16 +9789,16 @@ var Blake3Hasher = function Blake3Hasher2(...a) {
 
 // packages/builder/src/hash.ts
 var SMALL_FILE = 1 << 20;
-var CHUNK3 = 4 << 20;
+var CHUNK2 = 4 << 20;
 var chunkBuffer;
 function hashFileContent(absPath, size) {
   if (size < SMALL_FILE) return blake3(fs2.readFileSync(absPath)).toString("hex");
   const fd = fs2.openSync(absPath, "r");
   try {
     const hasher = new Blake3Hasher();
-    chunkBuffer ??= Buffer.allocUnsafe(CHUNK3);
+    chunkBuffer ??= Buffer.allocUnsafe(CHUNK2);
     for (; ; ) {
-      const n = fs2.readSync(fd, chunkBuffer, 0, CHUNK3, null);
+      const n = fs2.readSync(fd, chunkBuffer, 0, CHUNK2, null);
       if (n === 0) break;
       hasher.update(chunkBuffer.subarray(0, n));
     }
@@ -9922,7 +9886,7 @@ var StatCache = class _StatCache {
 async function hashSources(ctx, matches, opts = {}) {
   const hashFile = opts.hashFile ?? hashFileContent;
   const cache = opts.statCache;
-  const out = createHash11("sha256");
+  const out = createHash10("sha256");
   let n = 0;
   for (const [i, match] of matches.entries()) {
     out.update(`match\0${match.source}\0${match.path}\0${match.pivot}\0${match.kind}\0${match.excludes.join("\0")}
@@ -13339,8 +13303,8 @@ function tee(main2, side) {
     highWaterMark: 1 << 20,
     write(chunk, _enc, cb) {
       const waits = [];
-      if (!main2.write(chunk)) waits.push(drained3(main2));
-      if (!side.write(chunk)) waits.push(drained3(side).catch(() => void 0));
+      if (!main2.write(chunk)) waits.push(drained(main2, "stream"));
+      if (!side.write(chunk)) waits.push(drained(side, "stream").catch(() => void 0));
       if (waits.length === 0) cb();
       else Promise.all(waits).then(() => cb(), (e) => cb(e));
     },
@@ -13356,23 +13320,6 @@ function tee(main2, side) {
     }
   });
 }
-function drained3(w) {
-  if (w.destroyed) return Promise.reject(w.errored ?? new Error("stream closed early"));
-  return new Promise((resolve3, reject) => {
-    const done = (err) => {
-      w.off("drain", onDrain);
-      w.off("error", done);
-      w.off("close", onClose);
-      if (err) reject(err);
-      else resolve3();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(w.errored ?? new Error("stream closed early"));
-    w.on("drain", onDrain);
-    w.on("error", done);
-    w.on("close", onClose);
-  });
-}
 
 // packages/builder/src/export.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -13384,7 +13331,7 @@ import { pipeline as pipeline8 } from "node:stream/promises";
 
 // packages/builder/src/attest.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash14, randomUUID } from "node:crypto";
+import { createHash as createHash13, randomUUID } from "node:crypto";
 import { Readable as Readable8 } from "node:stream";
 
 // packages/attest/src/index.ts
@@ -13647,7 +13594,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 // packages/attest/src/license.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
 var import_spdx_expression_parse = __toESM(require_spdx_expression_parse(), 1);
-import { createHash as createHash12 } from "node:crypto";
+import { createHash as createHash11 } from "node:crypto";
 var MAX_LICENSE_CHARS = 512;
 var MAX_EXPRESSION_CHARS = 64 * 1024;
 function isSpdxExpression(s) {
@@ -13662,7 +13609,7 @@ function isSpdxExpression(s) {
 function licenseRefId(text) {
   const clean = text.replace(/[^A-Za-z0-9.-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
   if (clean === text && clean !== "") return `LicenseRef-${clean}`;
-  const h = createHash12("sha256").update(text).digest("hex").slice(0, 8);
+  const h = createHash11("sha256").update(text).digest("hex").slice(0, 8);
   return clean === "" ? `LicenseRef-${h}` : `LicenseRef-${clean}-${h}`;
 }
 var CANONICAL_IDS = [
@@ -14414,7 +14361,7 @@ async function scanRootfs(dir, opts = {}) {
 
 // packages/attest/src/spdx.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash13 } from "node:crypto";
+import { createHash as createHash12 } from "node:crypto";
 var SPDX_PREDICATE_TYPE = "https://spdx.dev/Document";
 var SPDX_ROOT_ID = "SPDXRef-Image";
 var NOASSERTION = "NOASSERTION";
@@ -14422,7 +14369,7 @@ function idPart(s) {
   return s.replace(/[^A-Za-z0-9.-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 64) || "x";
 }
 function sha256Hex(s) {
-  return createHash13("sha256").update(s).digest("hex");
+  return createHash12("sha256").update(s).digest("hex");
 }
 function uuidOf(text) {
   const h = Buffer.from(sha256Hex(text).slice(0, 32), "hex");
@@ -14614,7 +14561,7 @@ var Attestations = class {
         provenanceStatement(
           {
             subject: sub,
-            dockerfile: { path: i.dockerfile.path, digest: `sha256:${createHash14("sha256").update(i.dockerfile.text).digest("hex")}` },
+            dockerfile: { path: i.dockerfile.path, digest: `sha256:${createHash13("sha256").update(i.dockerfile.text).digest("hex")}` },
             ...i.target !== void 0 ? { target: i.target } : {},
             buildArgs: i.buildArgs,
             ...i.labels ? { labels: i.labels } : {},
@@ -15019,9 +14966,9 @@ import { availableParallelism as availableParallelism2 } from "node:os";
 
 // packages/builder/src/cache.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash15 } from "node:crypto";
+import { createHash as createHash14 } from "node:crypto";
 function cacheKey(parts) {
-  return createHash15("sha256").update(JSON.stringify(parts)).digest("hex");
+  return createHash14("sha256").update(JSON.stringify(parts)).digest("hex");
 }
 var CacheIndex = class {
   constructor(meta) {
@@ -15491,7 +15438,7 @@ function applyHealthcheck(c, inst) {
 init_define_TSBUILD_NATIVE_VERSIONS();
 import { copyFile, mkdir as mkdir12, readFile as readFile15, rm as rm12, writeFile as writeFile8 } from "node:fs/promises";
 import { join as join21, posix as posix3 } from "node:path";
-import { createHash as createHash17 } from "node:crypto";
+import { createHash as createHash16 } from "node:crypto";
 
 // packages/builder/src/archive.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -16404,7 +16351,7 @@ function lstatOrUndefined3(p) {
 
 // packages/builder/src/fetch.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash16 } from "node:crypto";
+import { createHash as createHash15 } from "node:crypto";
 import fs6 from "node:fs";
 import path7 from "node:path";
 import { Readable as Readable10, Transform as Transform6 } from "node:stream";
@@ -16477,7 +16424,7 @@ async function fetchUrl(url, destDir, opts = {}) {
   const name = downloadName(parsed, res.headers.get("content-disposition"));
   const final = `${destDir}/${name}`;
   const tmp = `${destDir}/.${name}.${process.pid}.partial`;
-  const hash = createHash16(algorithm);
+  const hash = createHash15(algorithm);
   const tee2 = new Transform6({
     transform(chunk, _enc, cb) {
       hash.update(chunk);
@@ -16775,18 +16722,20 @@ var StepKit = class {
    * the snapshotter can read them so, else a read-only view (a directory).
    */
   async parentTree(state, cleanup) {
+    return await this.merged(state) ?? this.view(state, cleanup);
+  }
+  /** The parent's layers merged without a mount; undefined for no layers or where they cannot be read so. */
+  async merged(state) {
     const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
-    const merged = top === void 0 ? void 0 : await this.s.snapshots.merged(top);
-    return merged ?? this.view(state, cleanup);
+    return top === void 0 ? void 0 : this.s.snapshots.merged(top);
   }
   /**
    * Whether `path` (an image path, symlinks followed inside the image) is a directory of the
    * parent filesystem, read from its layers without a mount; undefined where they cannot be read so.
    */
   async isParentDir(state, path8) {
-    const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
-    if (top === void 0) return posix2.normalize(path8) === "/";
-    const merged = await this.s.snapshots.merged(top);
+    if (state.layers.length === 0) return posix2.normalize(path8) === "/";
+    const merged = await this.merged(state);
     if (merged === void 0) return void 0;
     const rel = secureJoin("/", path8, { followLast: true, symlinkTarget: (r) => merged.symlinkTarget(r) }).slice(1);
     return rel === "" || merged.lstat(rel)?.isDirectory() === true;
@@ -16868,7 +16817,7 @@ async function copyStep(kit, state, raw, ctx) {
       cleanup.push(() => rm12(dir, { recursive: true, force: true }));
       const got = await fetchUrl(u, dir, { signal: kit.s.opts.signal });
       fetched.set(u, got);
-      urlKeys.push([u, posix3.basename(got), createHash17("sha256").update(await readFile15(got)).digest("hex")]);
+      urlKeys.push([u, posix3.basename(got), createHash16("sha256").update(await readFile15(got)).digest("hex")]);
     }
     const flags = copyFlags(inst);
     const shownFlags = flags.filter((f) => !f.startsWith("--unpack"));
@@ -17061,7 +17010,7 @@ init_define_TSBUILD_NATIVE_VERSIONS();
 import { chmod as chmod2, chown as chown2, lstat as lstat6, mkdir as mkdir13, readdir as readdir11, readFile as readFile16, rm as rm14, rmdir as rmdir4, writeFile as writeFile9 } from "node:fs/promises";
 import { join as join23, posix as posix4 } from "node:path";
 import { Writable as Writable6 } from "node:stream";
-import { createHash as createHash18 } from "node:crypto";
+import { createHash as createHash17 } from "node:crypto";
 
 // packages/builder/src/ssh.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
@@ -17349,7 +17298,7 @@ async function runMounts2(kit, inst, cwd, cleanup, env) {
       }
       case "cache": {
         const id = m.id ?? abs;
-        const name = createHash18("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
+        const name = createHash17("sha256").update(`${m.from ?? ""}\0${id}`).digest("hex").slice(0, 32);
         let dir = await kit.s.cacheMountDir(name, id);
         if (m.sharing === "locked" || m.sharing === "private") {
           const held = await holdLock(kit, `${dir}.lock`, m.sharing === "locked" ? 36e5 : 0);
@@ -17597,13 +17546,13 @@ function step(kit, state, ctx) {
 
 // packages/builder/src/explain.ts
 init_define_TSBUILD_NATIVE_VERSIONS();
-import { createHash as createHash19 } from "node:crypto";
+import { createHash as createHash18 } from "node:crypto";
 var NS3 = "build-inputs";
 var FILES_MEDIA_TYPE = "application/vnd.tsbuild.step-files.v1+json";
 var SHOWN = 5;
 function buildIdentity(tags, target2, contextDir, file) {
   const ids = tags.length > 0 ? tags.map((t) => `tag:${t}`) : [`context:${contextDir}\0${file}`];
-  return ids.map((id) => createHash19("sha256").update(`${id}\0target:${target2 ?? ""}`).digest("hex"));
+  return ids.map((id) => createHash18("sha256").update(`${id}\0target:${target2 ?? ""}`).digest("hex"));
 }
 var MissExplainer = class {
   constructor(store, ids) {

@@ -1,6 +1,6 @@
 import { Readable, Writable } from 'node:stream';
 import { InternalError, RegistryError, UsageError } from '@tsbuild/errors';
-import { compress } from '@tsbuild/layer';
+import { compress, drained } from '@tsbuild/layer';
 import { MediaType, isIndexMediaType, layerCompression } from '@tsbuild/oci';
 import type { Descriptor, Digest, ImageConfig, Manifest } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
@@ -247,8 +247,8 @@ function tee(main: Writable, side: Writable): Writable {
     highWaterMark: 1 << 20,
     write(chunk: Buffer, _enc, cb) {
       const waits: Promise<void>[] = [];
-      if (!main.write(chunk)) waits.push(drained(main));
-      if (!side.write(chunk)) waits.push(drained(side).catch(() => undefined));
+      if (!main.write(chunk)) waits.push(drained(main, 'stream'));
+      if (!side.write(chunk)) waits.push(drained(side, 'stream').catch(() => undefined));
       if (waits.length === 0) cb();
       else Promise.all(waits).then(() => cb(), (e: Error) => cb(e));
     },
@@ -262,25 +262,6 @@ function tee(main: Writable, side: Writable): Writable {
       if (err) main.destroy(err);
       cb(err);
     },
-  });
-}
-
-/** Resolves at 'drain'; rejects if the stream fails or closes first. */
-function drained(w: Writable): Promise<void> {
-  if (w.destroyed) return Promise.reject(w.errored ?? new Error('stream closed early'));
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error): void => {
-      w.off('drain', onDrain);
-      w.off('error', done);
-      w.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => done();
-    const onClose = (): void => done(w.errored ?? new Error('stream closed early'));
-    w.on('drain', onDrain);
-    w.on('error', done);
-    w.on('close', onClose);
   });
 }
 

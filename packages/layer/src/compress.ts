@@ -9,6 +9,7 @@ import type * as Zlib from 'node:zlib';
 import { CancelledError, InternalError, TsbuildError, UsageError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
 import { createZstdCompressor } from './zstd.ts';
+import { drained } from './batches.ts';
 
 /** Loaded on first use: a build that compresses nothing (cached, or exported uncompressed) starts neither. */
 const zlib = (): typeof Zlib => process.getBuiltinModule('node:zlib');
@@ -444,25 +445,6 @@ async function gzipParallel(
     out.off('error', onOutError);
     await pool?.close();
   }
-}
-
-/** Resolves at 'drain'; rejects if the stream fails or closes first. */
-function drained(out: Writable): Promise<void> {
-  if (out.destroyed) return Promise.reject(out.errored ?? new Error('destination closed early'));
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error): void => {
-      out.off('drain', onDrain);
-      out.off('error', done);
-      out.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => done();
-    const onClose = (): void => done(out.errored ?? new Error('destination closed early'));
-    out.on('drain', onDrain);
-    out.on('error', done);
-    out.on('close', onClose);
-  });
 }
 
 // ---------------------------------------------------------------------------------------------

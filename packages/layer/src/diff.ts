@@ -5,8 +5,6 @@
  */
 import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { Duplex } from 'node:stream';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { resolve as resolvePath } from 'node:path';
@@ -15,6 +13,7 @@ import type { Digest } from '@tsbuild/oci';
 import { BLOCK, encodeHeader, encodeHeaderInto, endOfArchive, padding } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 import { readXattrs } from './xattr.ts';
+import { BatchedOutput, CHUNK } from './batches.ts';
 
 export interface DiffOptions {
   /** Clamp every mtime to at most this (seconds since the epoch), for reproducible layers. */
@@ -40,7 +39,6 @@ export interface DiffResult {
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_MARKER = '.wh..wh..opq';
 
-const CHUNK = 1 << 20;
 
 function isOverlayXattr(name: string): boolean {
   return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name.startsWith('user.fuseoverlayfs.');
@@ -179,32 +177,8 @@ function* walk(root: string, exclude: ((relPath: string) => boolean) | undefined
   }
 }
 
-/** Resolves at 'drain'; rejects if the stream fails or closes first. */
-function drained(out: Writable): Promise<void> {
-  if (out.destroyed) return Promise.reject(out.errored ?? new Error('destination closed early'));
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error): void => {
-      out.off('drain', onDrain);
-      out.off('error', done);
-      out.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => done();
-    const onClose = (): void => done(out.errored ?? new Error('destination closed early'));
-    out.on('drain', onDrain);
-    out.on('error', done);
-    out.on('close', onClose);
-  });
-}
-
-/** Batches written but not yet released by the destination before diff waits for one. */
-const MAX_IN_FLIGHT = 2;
-/** Released batches kept for reuse. */
-const SPARE_BATCHES = 3;
-/** Entries, and batches written without waiting, between turns given to the event loop. */
+/** Entries between turns given to the event loop. */
 const ENTRIES_PER_TURN = 4096;
-const SENDS_PER_TURN = 64;
 
 /**
  * Writes the changeset in `upperDir` to `out` as a deterministic tar and ends `out`.
@@ -224,87 +198,13 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
   }
   if (!lstatSync(root).isDirectory()) throw new TsbuildError('NOT_A_DIRECTORY', `${upperDir} is not a directory`);
 
-  const hash = createHash('sha256');
-  let size = 0;
   const links = new Map<string, string>();
   const clamp = (m: number): number => (epoch === undefined ? m : Math.min(m, Math.floor(epoch)));
 
-  // A failing destination is seen here, not as an unhandled 'error' event.
-  let outError: Error | undefined;
-  const onOutError = (err: Error): void => {
-    outError ??= err;
-  };
-  out.on('error', onOutError);
-  out.once('close', () => out.off('error', onOutError));
-  // Destroying the destination also wakes a write waiting for it to drain.
-  const onAbort = (): void => void out.destroy();
-  signal?.addEventListener('abort', onAbort, { once: true });
-
-  const reuse = !(out instanceof Duplex);
-  const spare: Buffer[] = [];
-  let inFlight = 0;
-  let wake: (() => void) | undefined;
-  const woken = (): void => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  out.once('close', woken);
-  const released = (owner: Buffer) => (err: Error | null | undefined): void => {
-    inFlight--;
-    if (!err && spare.length < SPARE_BATCHES) spare.push(owner);
-    woken();
-  };
-  /*
-   * A batch to fill: a released one, or a new one. A destination that calls back on the next tick
-   * (most do, even when write() returned true) would otherwise see a new batch for every write
-   * until the event loop gets a turn, and V8 lets such memory pile up before collecting it.
-   */
-  const fresh = async (): Promise<Buffer> => {
-    while (reuse && spare.length === 0 && inFlight >= MAX_IN_FLIGHT) {
-      if (out.destroyed) throw out.errored ?? new Error('destination closed early');
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-      });
-    }
-    return spare.pop() ?? Buffer.allocUnsafe(CHUNK);
-  };
-  // Headers and small files are copied into one batch buffer that is handed downstream when
-  // full: a buffer per file costs more in allocation than the reads themselves.
-  let batch: Buffer = Buffer.allocUnsafe(CHUNK);
-  let pos = 0;
-  // The walk and the reads are synchronous: a destination that never pushes back (a hash,
-  // /dev/null) would otherwise keep the event loop from timers, signals and I/O to the end.
-  let sendsSinceTurn = 0;
+  const o = new BatchedOutput(out, { signal });
+  const flush = (): Promise<void> => o.flush();
+  const fits = (n: number): boolean => o.fits(n);
   let entriesSinceTurn = 0;
-  const turn = async (): Promise<void> => {
-    sendsSinceTurn = 0;
-    entriesSinceTurn = 0;
-    await new Promise((r) => setImmediate(r));
-  };
-  const send = async (b: Buffer, owner: Buffer | undefined): Promise<void> => {
-    if (outError) throw outError;
-    hash.update(b);
-    size += b.length;
-    let ok: boolean;
-    if (reuse && owner) {
-      inFlight++;
-      ok = out.write(b, released(owner));
-    } else ok = out.write(b);
-    if (!ok) await drained(out);
-    else if (++sendsSinceTurn >= SENDS_PER_TURN) await turn();
-    signal?.throwIfAborted();
-  };
-  const flush = async (): Promise<void> => {
-    await send(batch.subarray(0, pos), batch);
-    batch = await fresh();
-    pos = 0;
-  };
-  const fits = (n: number): boolean => pos + n <= CHUNK;
-  const put = (b: Buffer): void => {
-    b.copy(batch, pos);
-    pos += b.length;
-  };
 
   const writeEntry = async (e: Planned): Promise<void> => {
     const { host, outPath, kind } = e;
@@ -359,17 +259,17 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
     }
     for (const h of headers) {
       if (!fits(BLOCK)) await flush();
-      const n = encodeHeaderInto(h, batch, pos);
+      const n = encodeHeaderInto(h, o.batch, o.pos);
       if (n > 0) {
-        pos += n;
+        o.pos += n;
         continue;
       }
       const b = encodeHeader(h);
       if (!fits(b.length)) await flush();
-      if (fits(b.length)) put(b);
+      if (fits(b.length)) o.put(b);
       else {
         // Only xattrs can make a header larger than a batch.
-        await send(b, undefined);
+        await o.send(b, undefined);
       }
     }
     if (file && file.size > 0) {
@@ -386,32 +286,32 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
         const padded = file.size + padding(file.size);
         if (padded <= CHUNK) {
           if (!fits(padded)) await flush();
-          readExactly(batch, pos, file.size);
-          batch.fill(0, pos + file.size, pos + padded);
-          pos += padded;
+          readExactly(o.batch, o.pos, file.size);
+          o.batch.fill(0, o.pos + file.size, o.pos + padded);
+          o.pos += padded;
         } else {
           // Large files stream through in CHUNK-sized reads; memory stays flat.
-          if (pos > 0) await flush();
+          if (o.pos > 0) await flush();
           let left = file.size;
           while (left > 0) {
             const want = Math.min(left, CHUNK);
-            readExactly(batch, 0, want);
-            pos = want;
+            readExactly(o.batch, 0, want);
+            o.pos = want;
             left -= want;
             if (left === 0) {
               // CHUNK is a multiple of the block size, so the padding always fits after the tail.
               const pad = padding(file.size);
-              batch.fill(0, pos, pos + pad);
-              pos += pad;
+              o.batch.fill(0, o.pos, o.pos + pad);
+              o.pos += pad;
             }
-            if (pos >= CHUNK) await flush();
+            if (o.pos >= CHUNK) await flush();
           }
         }
       } finally {
         closeSync(fd);
       }
     }
-    if (pos >= CHUNK - BLOCK) await flush();
+    if (o.pos >= CHUNK - BLOCK) await flush();
   };
 
   try {
@@ -419,15 +319,16 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
     for (const e of walk(root, opts.exclude)) {
       await writeEntry(e);
       if (++entriesSinceTurn >= ENTRIES_PER_TURN) {
-        await turn();
+        entriesSinceTurn = 0;
+        await o.turn();
         signal?.throwIfAborted();
       }
     }
     const end = endOfArchive();
     if (!fits(end.length)) await flush();
-    put(end);
+    o.put(end);
     await flush();
-    if (outError) throw outError;
+    if (o.error) throw o.error;
     out.end();
     // The writable side only: a PassThrough's reader may still be reading what it was given.
     await finished(out, { readable: false });
@@ -437,7 +338,7 @@ export async function diff(upperDir: string, out: Writable, opts: DiffOptions = 
     if (signal?.aborted) throw new CancelledError(`diff of ${upperDir} cancelled`, { cause: e });
     throw e;
   } finally {
-    signal?.removeEventListener('abort', onAbort);
+    o.dispose();
   }
-  return { diffId: `sha256:${hash.digest('hex')}`, size };
+  return { diffId: o.digest() as Digest, size: o.size };
 }

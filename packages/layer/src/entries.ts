@@ -11,13 +11,12 @@
  * the I/O itself.
  */
 import { closeSync, constants, openSync, readSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { Duplex } from 'node:stream';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { CancelledError, TsbuildError } from '@tsbuild/errors';
 import type { Digest } from '@tsbuild/oci';
 import type { DiffResult } from './diff.ts';
+import { BatchedOutput, CHUNK } from './batches.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, endOfArchive, padding } from './tar.ts';
 import type { TarHeader } from './tar.ts';
 
@@ -51,14 +50,8 @@ export interface WriteEntriesResult {
   diffId?: Digest;
 }
 
-const CHUNK = 1 << 20;
 const EMPTY = Buffer.alloc(0);
-/** Batches written but not yet released by the destination before the writer waits for one. */
-const MAX_IN_FLIGHT = 2;
-/** Released batches kept for reuse. */
-const SPARE_BATCHES = 3;
-/** Batches written without waiting, and entries, between turns given to the event loop. */
-const SENDS_PER_TURN = 64;
+/** Entries between turns given to the event loop. */
 const ENTRIES_PER_TURN = 4096;
 
 function changed(path: string, size: number): TsbuildError {
@@ -86,81 +79,10 @@ export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable,
     throw new TsbuildError('BAD_SOURCE_DATE_EPOCH', `SOURCE_DATE_EPOCH must be a non-negative number of seconds, got ${epoch}`);
   }
   const clamp = epoch === undefined ? Infinity : Math.floor(epoch);
-  const hash = opts.hash === false ? undefined : createHash('sha256');
-  let size = 0;
-
   const done = finished(out);
   done.catch(() => {});
-  let outError: Error | undefined;
-  const onOutError = (err: Error): void => {
-    outError ??= err;
-  };
-  out.on('error', onOutError);
-  const onAbort = (): void => void out.destroy();
-  signal?.addEventListener('abort', onAbort, { once: true });
-
-  const reuse = !(out instanceof Duplex);
-  const spare: Buffer[] = [];
-  let inFlight = 0;
-  let wake: (() => void) | undefined;
-  const woken = (): void => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  out.once('close', woken);
-  const released = (owner: Buffer) => (err: Error | null | undefined): void => {
-    inFlight--;
-    if (!err && spare.length < SPARE_BATCHES) spare.push(owner);
-    woken();
-  };
-  const closedEarly = (): Error => outError ?? out.errored ?? new Error('the layer destination closed early');
-  const drained = (): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const settle = (): void => {
-        out.off('drain', settle);
-        out.off('close', settle);
-        if (out.destroyed && !out.writableFinished) reject(closedEarly());
-        else resolve();
-      };
-      out.on('drain', settle);
-      out.on('close', settle);
-    });
-  const fresh = async (): Promise<Buffer> => {
-    while (reuse && spare.length === 0 && inFlight >= MAX_IN_FLIGHT) {
-      if (out.destroyed) throw closedEarly();
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-      });
-    }
-    return spare.pop() ?? Buffer.allocUnsafe(CHUNK);
-  };
-  let sendsSinceTurn = 0;
-  const turn = async (): Promise<void> => {
-    sendsSinceTurn = 0;
-    await new Promise((r) => setImmediate(r));
-  };
-  const send = async (b: Buffer, owner: Buffer | undefined): Promise<void> => {
-    if (outError || out.destroyed) throw closedEarly();
-    hash?.update(b);
-    size += b.length;
-    let ok: boolean;
-    if (reuse && owner) {
-      inFlight++;
-      ok = out.write(b, released(owner));
-    } else ok = out.write(b);
-    if (!ok) await drained();
-    else if (++sendsSinceTurn >= SENDS_PER_TURN) await turn();
-    signal?.throwIfAborted();
-  };
-
-  let batch: Buffer = Buffer.allocUnsafe(CHUNK);
-  let pos = 0;
-  const flush = async (): Promise<void> => {
-    await send(batch.subarray(0, pos), batch);
-    batch = await fresh();
-    pos = 0;
-  };
+  const o = new BatchedOutput(out, { signal, hash: opts.hash !== false });
+  const flush = (): Promise<void> => o.flush();
 
   try {
     signal?.throwIfAborted();
@@ -168,20 +90,20 @@ export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable,
     for (const entry of entries) {
       if (++sinceTurn >= ENTRIES_PER_TURN) {
         sinceTurn = 0;
-        await turn();
+        await o.turn();
         signal?.throwIfAborted();
       }
       const h = entry.header.mtime > clamp ? { ...entry.header, mtime: clamp } : entry.header;
-      if (pos + BLOCK > CHUNK) await flush();
-      const n = encodeHeaderInto(h, batch, pos);
-      if (n > 0) pos += n;
+      if (o.pos + BLOCK > CHUNK) await flush();
+      const n = encodeHeaderInto(h, o.batch, o.pos);
+      if (n > 0) o.pos += n;
       else {
         const b = encodeHeader(h);
-        if (pos + b.length > CHUNK) await flush();
+        if (o.pos + b.length > CHUNK) await flush();
         if (b.length <= CHUNK) {
-          b.copy(batch, pos);
-          pos += b.length;
-        } else await send(b, undefined); // only xattrs make a header larger than a batch
+          b.copy(o.batch, o.pos);
+          o.pos += b.length;
+        } else await o.send(b, undefined); // only xattrs make a header larger than a batch
       }
       if (h.type !== 'file') continue;
       const len = h.size;
@@ -192,10 +114,10 @@ export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable,
         if (bytes.length !== len) throw new TsbuildError('LAYER_ENTRY', `${h.path}: the header says ${len} bytes, the body has ${bytes.length}`);
         onBody?.(bytes, true);
         for (let off = 0; off < len; ) {
-          if (pos === CHUNK) await flush();
-          const k = Math.min(len - off, CHUNK - pos);
-          bytes.copy(batch, pos, off, off + k);
-          pos += k;
+          if (o.pos === CHUNK) await flush();
+          const k = Math.min(len - off, CHUNK - o.pos);
+          bytes.copy(o.batch, o.pos, off, off + k);
+          o.pos += k;
           off += k;
         }
       } else if (len === 0) {
@@ -209,22 +131,22 @@ export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable,
         }
         try {
           if (len + padding(len) <= CHUNK) {
-            if (pos + len + padding(len) > CHUNK) await flush();
+            if (o.pos + len + padding(len) > CHUNK) await flush();
             // One byte more than expected is asked for where there is room, so a file that grew
             // is noticed without another call.
-            const ask = pos + len < CHUNK ? len + 1 : len;
+            const ask = o.pos + len < CHUNK ? len + 1 : len;
             let got = 0;
             while (got < len) {
-              const r = readSync(fd, batch, pos + got, ask - got, null);
+              const r = readSync(fd, o.batch, o.pos + got, ask - got, null);
               if (r === 0) throw changed(body, len);
               got += r;
             }
             if (got > len) throw changed(body, len);
-            onBody?.(batch.subarray(pos, pos + len), true);
-            pos += len;
+            onBody?.(o.batch.subarray(o.pos, o.pos + len), true);
+            o.pos += len;
           } else {
             // Large files pass through in CHUNK-sized reads; memory stays flat.
-            if (pos > 0) await flush();
+            if (o.pos > 0) await flush();
             let left = len;
             while (left > 0) {
               const want = Math.min(left, CHUNK);
@@ -232,13 +154,13 @@ export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable,
               const ask = left === 0 && want < CHUNK ? want + 1 : want;
               let got = 0;
               while (got < want) {
-                const r = readSync(fd, batch, got, ask - got, null);
+                const r = readSync(fd, o.batch, got, ask - got, null);
                 if (r === 0) throw changed(body, len);
                 got += r;
               }
               if (got > want) throw changed(body, len);
-              onBody?.(batch.subarray(0, want), left === 0);
-              pos = want;
+              onBody?.(o.batch.subarray(0, want), left === 0);
+              o.pos = want;
               if (left > 0) await flush();
             }
           }
@@ -247,25 +169,25 @@ export async function writeEntries(entries: Iterable<LayerEntry>, out: Writable,
         }
       }
       const pad = padding(len);
-      if (pos + pad > CHUNK) await flush();
-      batch.fill(0, pos, pos + pad);
-      pos += pad;
+      if (o.pos + pad > CHUNK) await flush();
+      o.batch.fill(0, o.pos, o.pos + pad);
+      o.pos += pad;
     }
     const end = endOfArchive();
-    if (pos + end.length > CHUNK) await flush();
-    end.copy(batch, pos);
-    pos += end.length;
-    await send(batch.subarray(0, pos), undefined);
+    if (o.pos + end.length > CHUNK) await flush();
+    end.copy(o.batch, o.pos);
+    o.pos += end.length;
+    await o.send(o.batch.subarray(0, o.pos), undefined);
     out.end();
     await done;
-    if (outError) throw outError;
+    if (o.error) throw o.error;
   } catch (e) {
     out.destroy();
     if (signal?.aborted) throw new CancelledError('writing the layer was cancelled', { cause: e });
     throw e;
   } finally {
-    signal?.removeEventListener('abort', onAbort);
-    out.off('error', onOutError);
+    o.dispose();
   }
-  return hash ? { diffId: `sha256:${hash.digest('hex')}`, size } : { size };
+  const diffId = o.digest();
+  return diffId ? { diffId, size: o.size } : { size: o.size };
 }

@@ -8,6 +8,7 @@ export { readTar, encodeHeader, endOfArchive, padding, compareUtf8, isTarHeader 
 export type { TarHeader, TarEntryType, TarReadEntry, ReadTarOptions } from './tar.ts';
 export { secureJoin, cleanArchivePath } from './securejoin.ts';
 export { inUserNamespace } from './userns.ts';
+export { drained } from './batches.ts';
 export type { SecureJoinOptions } from './securejoin.ts';
 export { compress, crc32Combine } from './compress.ts';
 export { decompress, decompressAs, sniffArchiveCompression, sniffCompression } from './decompress.ts';

@@ -40,7 +40,19 @@ export class MergedLayers {
     return f?.stat.isSymbolicLink() ? readlinkSync(f.host) : undefined;
   }
 
+  /** What `find` answered so far: a plan asks lstat and then host of one path. */
+  private readonly found = new Map<string, { host: string; stat: Stats } | null>();
+
   private find(rel: string): { host: string; stat: Stats } | undefined {
+    let f = this.found.get(rel);
+    if (f === undefined) {
+      f = this.lookup(rel) ?? null;
+      this.found.set(rel, f);
+    }
+    return f ?? undefined;
+  }
+
+  private lookup(rel: string): { host: string; stat: Stats } | undefined {
     if (rel === '') {
       const top = this.layers[0];
       const stat = top === undefined ? undefined : lstat(top);

@@ -293,9 +293,13 @@ export class StepKit {
    * the snapshotter can read them so, else a read-only view (a directory).
    */
   async parentTree(state: ImageState, cleanup: (() => Promise<void>)[]): Promise<string | MergedLayers> {
+    return (await this.merged(state)) ?? this.view(state, cleanup);
+  }
+
+  /** The parent's layers merged without a mount; undefined for no layers or where they cannot be read so. */
+  private async merged(state: ImageState): Promise<MergedLayers | undefined> {
     const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
-    const merged = top === undefined ? undefined : await this.s.snapshots.merged(top);
-    return merged ?? this.view(state, cleanup);
+    return top === undefined ? undefined : this.s.snapshots.merged(top);
   }
 
   /**
@@ -303,10 +307,9 @@ export class StepKit {
    * parent filesystem, read from its layers without a mount; undefined where they cannot be read so.
    */
   async isParentDir(state: ImageState, path: string): Promise<boolean | undefined> {
-    const top = await this.s.ensureSnapshots(state.layers, diffIds(state));
     // Nothing below: only the root exists.
-    if (top === undefined) return posix.normalize(path) === '/';
-    const merged = await this.s.snapshots.merged(top);
+    if (state.layers.length === 0) return posix.normalize(path) === '/';
+    const merged = await this.merged(state);
     if (merged === undefined) return undefined;
     const rel = secureJoin('/', path, { followLast: true, symlinkTarget: (r) => merged.symlinkTarget(r) }).slice(1);
     return rel === '' || merged.lstat(rel)?.isDirectory() === true;
